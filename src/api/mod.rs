@@ -1,0 +1,128 @@
+//! The HTTP API: routing, authentication per route, request logging, and one module per endpoint
+//! family.
+//!
+//! Handlers turn requests into [`Reply`]s; anything that touches an auction runs on the auction's
+//! owning core via [`crate::runtime::handoff::on_core`]. This module owns the route table that
+//! docs/openapi.yaml mirrors ([`ROUTES`]); it does not own auction rules or buyer I/O.
+
+use std::convert::Infallible;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use crate::error::ApiError;
+use crate::http::{request_id, Reply};
+use crate::runtime::Core;
+
+pub mod auctions;
+pub mod ops;
+pub mod ping;
+pub mod post;
+pub mod validate;
+
+/// Every route the server answers, as (method, path template). A test checks docs/openapi.yaml
+/// against this table.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("POST", "/v1/ping"),
+    ("POST", "/v1/post"),
+    ("GET", "/v1/auctions/{auction_id}"),
+];
+
+/// Time a client has to send its whole request body once the head arrived.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Entry point for every request on every core.
+pub async fn handle(
+    core: Rc<Core>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let started = Instant::now();
+    let rid = request_id();
+    let method = req.method().clone();
+    let path: String = req.uri().path().chars().take(128).collect();
+    core.stats().requests_total.fetch_add(1, Ordering::Relaxed);
+    let reply = match route(&core, req, &rid).await {
+        Ok(r) => r,
+        Err(e) => Reply::error(&e, &rid),
+    };
+    tracing::info!(
+        request_id = %rid,
+        core = core.id,
+        method = %method,
+        path = %path,
+        status = reply.status.as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    Ok(reply.into_response(&rid))
+}
+
+async fn route(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
+    let path = req.uri().path();
+    match (req.method(), path) {
+        (&Method::GET, "/healthz") => Ok(ops::healthz()),
+        (&Method::GET, "/readyz") => Ok(ops::readyz(core)),
+        (&Method::GET, "/metrics") => Ok(ops::metrics(core)),
+        (&Method::POST, "/v1/ping") => ping::handle(core, req, rid).await,
+        (&Method::POST, "/v1/post") => post::handle(core, req, rid).await,
+        (&Method::GET, p) if p.starts_with("/v1/auctions/") => {
+            let id = p["/v1/auctions/".len()..].to_string();
+            auctions::handle(core, req, id, rid).await
+        }
+        _ => {
+            let allowed: Vec<&str> = ROUTES
+                .iter()
+                .filter(|(_, p)| {
+                    *p == path || (p.ends_with("{auction_id}") && path.starts_with("/v1/auctions/"))
+                })
+                .map(|(m, _)| *m)
+                .collect();
+            if allowed.is_empty() {
+                Err(ApiError::not_found(format!("No route for {path}.")))
+            } else {
+                Err(ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!("{path} accepts {}.", allowed.join(", ")),
+                )
+                .with_header(http::header::ALLOW, allowed.join(", ")))
+            }
+        }
+    }
+}
+
+/// Refuses a body that declares a content type other than JSON.
+pub fn require_json(req: &Request<Incoming>) -> Result<(), ApiError> {
+    match req.headers().get(http::header::CONTENT_TYPE) {
+        None => Ok(()),
+        Some(v) => {
+            let v = v.to_str().unwrap_or("");
+            let mime = v.split(';').next().unwrap_or("").trim();
+            if mime.eq_ignore_ascii_case("application/json") {
+                Ok(())
+            } else {
+                Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "Send the body as application/json.",
+                ))
+            }
+        }
+    }
+}
+
+/// Reads and bounds a JSON request body (CONTRACT §2: 64 KiB).
+pub async fn json_body(req: Request<Incoming>) -> Result<Vec<u8>, ApiError> {
+    require_json(&req)?;
+    let body =
+        crate::http::read_body(req, crate::config::MAX_BODY_BYTES, BODY_READ_TIMEOUT).await?;
+    Ok(body.to_vec())
+}

@@ -1,0 +1,227 @@
+//! `POST /v1/ping` (CONTRACT §4.1): validate the ping, run the auction on its owning core, answer
+//! with the winning bid and a signed bid token, or with a structured no-bid.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use serde::Serialize;
+
+use crate::auction::clearing::{self, Candidate, Cleared};
+use crate::auction::shard::InsertError;
+use crate::auction::token::Claims;
+use crate::auction::{
+    fanout, now_ms, rfc3339_ms, Auction, NoBidReason, OutcomeKind, PostState, Status,
+};
+use crate::auth::Client;
+use crate::config::{Scope, MAX_WINDOW_MS};
+use crate::error::ApiError;
+use crate::http::Reply;
+use crate::model::{f64_to_cents, Money, Ping};
+use crate::runtime::handoff::on_core;
+use crate::runtime::Core;
+
+#[derive(Serialize)]
+struct BidOut {
+    amount: Money,
+    currency: String,
+    bid_token: String,
+    valid_until: String,
+}
+
+#[derive(Serialize)]
+struct PingOut<'a> {
+    auction_id: &'a str,
+    status: &'static str,
+    bid: Option<BidOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reject_reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reject_detail: Option<&'static str>,
+    buyers_pinged: usize,
+    bids_received: usize,
+    auction_ms: u64,
+}
+
+pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
+    let client = core.shared.auth.check(req.headers(), Scope::Ping)?;
+    let mut body = super::json_body(req).await?;
+    let ping = super::validate::parse_ping(&mut body, now_ms())?;
+    let (owner, auction_id) = match &ping.auction_id {
+        Some(id) => (core.shared.owner_of(id), id.clone()),
+        None => (core.id, core.mint_auction_id()),
+    };
+    let rid_owned = rid.to_string();
+    Ok(on_core(core, owner, rid, move |c| {
+        run(c, auction_id, ping, client, rid_owned)
+    })
+    .await)
+}
+
+/// Runs one auction on its owning core and renders the reply.
+async fn run(core: Rc<Core>, auction_id: String, ping: Ping, client: Client, rid: String) -> Reply {
+    match run_inner(&core, auction_id, ping, client).await {
+        Ok(r) => r,
+        Err(e) => Reply::error(&e, &rid),
+    }
+}
+
+async fn run_inner(
+    core: &Rc<Core>,
+    auction_id: String,
+    ping: Ping,
+    client: Client,
+) -> Result<Reply, ApiError> {
+    let shared = &core.shared;
+    let cfg = &shared.config.auction;
+    let started = Instant::now();
+    let now = now_ms();
+    // The bid window: the seller's expires_at if sooner, never beyond the configured window nor 5 s.
+    let window_ms = cfg.window_ms.min(MAX_WINDOW_MS);
+    let deadline_ms = ping
+        .expires_at_ms
+        .map_or(now + window_ms, |e| e.min(now + window_ms));
+    let deadline = started + Duration::from_millis(deadline_ms.saturating_sub(now));
+
+    let elig = shared
+        .registry
+        .eligibility(&ping, client.tenant, cfg.max_buyers_per_auction);
+    let auction = Auction {
+        id: auction_id.clone(),
+        tenant: client.tenant,
+        client: client.name.clone(),
+        ping: ping.clone(),
+        created_ms: now,
+        deadline_ms,
+        closed_ms: None,
+        outcomes: Vec::new(),
+        status: Status::Open,
+        post: PostState::None,
+        post_attempts: Vec::new(),
+        sold: None,
+        evict_at_ms: deadline_ms + cfg.retention_ms,
+    };
+    {
+        let mut shard = core.shard.borrow_mut();
+        match shard.insert(auction, now) {
+            Ok(()) => {}
+            Err(InsertError::Exists) => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "auction_exists",
+                    format!("An auction with id {auction_id} already exists."),
+                ))
+            }
+            Err(InsertError::Full) => {
+                return Err(ApiError::overloaded(
+                    "This core holds its maximum number of auctions; retry shortly.",
+                ))
+            }
+        }
+        core.stats()
+            .auctions_in_memory
+            .store(shard.len() as u64, Ordering::Relaxed);
+    }
+
+    let outcomes = fanout::ping_buyers(
+        &shared.registry,
+        &core.pool,
+        cfg,
+        &auction_id,
+        &ping,
+        &elig,
+        deadline,
+        deadline_ms,
+    )
+    .await;
+
+    let bids: Vec<Candidate> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.kind == OutcomeKind::Bid)
+        .map(|(slot, o)| Candidate {
+            slot,
+            amount_cents: o.amount_cents.unwrap_or(0),
+            buyer_floor_cents: shared.registry.buyers[o.buyer].floor_cents,
+            arrival: o.arrival,
+        })
+        .collect();
+    let floor = f64_to_cents(cfg.floor).unwrap_or(0);
+    let margin_fixed = f64_to_cents(cfg.margin_fixed).unwrap_or(0);
+    let closed = now_ms();
+    let (status, bid) = if elig.eligible.is_empty() {
+        (Status::NoBid(NoBidReason::NoEligibleBuyers), None)
+    } else {
+        match clearing::clear(&bids, floor) {
+            Cleared::NoBids => (Status::NoBid(NoBidReason::NoBids), None),
+            Cleared::BelowFloor => (Status::NoBid(NoBidReason::BelowFloor), None),
+            Cleared::Won(ranked) => {
+                let win = &outcomes[ranked[0].slot];
+                let payout = clearing::seller_payout(
+                    ranked[0].amount_cents,
+                    cfg.margin_percent,
+                    margin_fixed,
+                );
+                let valid_until = win
+                    .valid_until_ms
+                    .unwrap_or(closed)
+                    .min(closed + shared.config.bid_token.ttl_ms());
+                let token = shared.keys.sign(&Claims {
+                    auction_id: auction_id.clone(),
+                    tenant: client.tenant,
+                    amount_cents: payout,
+                    valid_until_ms: valid_until,
+                });
+                (
+                    Status::Won {
+                        ranked: ranked.iter().map(|c| c.slot).collect(),
+                        payout_cents: payout,
+                        token_valid_until_ms: valid_until,
+                    },
+                    Some(BidOut {
+                        amount: Money(payout),
+                        currency: cfg.currency.clone(),
+                        bid_token: token,
+                        valid_until: rfc3339_ms(valid_until),
+                    }),
+                )
+            }
+        }
+    };
+
+    let out = PingOut {
+        auction_id: &auction_id,
+        status: if bid.is_some() { "won" } else { "no_bid" },
+        reject_reason: match &status {
+            Status::NoBid(r) => Some(r.code()),
+            _ => None,
+        },
+        reject_detail: match &status {
+            Status::NoBid(r) => Some(r.detail()),
+            _ => None,
+        },
+        bid,
+        buyers_pinged: elig.eligible.len(),
+        bids_received: bids.len(),
+        auction_ms: started.elapsed().as_millis() as u64,
+    };
+    let reply = Reply::json(StatusCode::OK, &out);
+
+    let mut shard = core.shard.borrow_mut();
+    let evict_at = match &status {
+        Status::Won {
+            token_valid_until_ms,
+            ..
+        } => *token_valid_until_ms + cfg.retention_ms,
+        _ => closed + cfg.retention_ms,
+    };
+    if let Some(a) = shard.get_mut(&auction_id) {
+        a.outcomes = outcomes;
+        a.status = status;
+        a.closed_ms = Some(closed);
+    }
+    shard.set_evict_at(&auction_id, evict_at);
+    Ok(reply)
+}

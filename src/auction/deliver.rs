@@ -1,0 +1,226 @@
+//! Post delivery: hand the full lead to the winning buyer, retrying what may succeed and falling
+//! back to the next-highest valid bid when a buyer refuses, all inside one post budget.
+//!
+//! Rules (CONTRACT §5.2):
+//! - every call carries `Idempotency-Key: post_<auction_id>`, so a repeated call is harmless to a
+//!   buyer that implements the contract;
+//! - 2xx with a `lead_id` is a sale; 4xx (or 2xx without `lead_id`) is a refusal, never retried;
+//! - 5xx, 429 (honouring `Retry-After` when it fits the budget), connect errors and timeouts are
+//!   retried with exponential backoff;
+//! - Gavel falls back to the next buyer only when the current one certainly did not take the lead
+//!   (it refused, answered 5xx/429, or could not be reached). When the last call timed out or broke
+//!   mid-answer, the buyer may hold the lead: the result is [`Delivery::Unresolved`] and a retry of
+//!   the post resumes with that same buyer, so a lead is never sold twice.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use super::PostAttempt;
+use crate::buyers::pool::{CallError, Pool};
+use crate::buyers::Registry;
+use crate::model::Lead;
+
+/// Longest buyer lead id accepted.
+pub const MAX_BUYER_LEAD_ID_LEN: usize = 128;
+/// Largest buyer post answer read, in bytes.
+pub const MAX_POST_RESPONSE_BYTES: usize = 16 * 1024;
+
+/// A buyer Gavel may deliver to, in fallback order.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Slot in the auction's outcome list.
+    pub slot: usize,
+    pub buyer: usize,
+    pub buyer_bid_token: String,
+    pub valid_until_ms: u64,
+}
+
+#[derive(Debug)]
+pub enum Delivery {
+    Sold {
+        slot: usize,
+        buyer_lead_id: String,
+    },
+    /// Every candidate refused or was unreachable.
+    Unsold {
+        reason: &'static str,
+    },
+    /// The last buyer tried may have taken the lead; only that buyer may be tried again.
+    Unresolved {
+        slot: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub total: Duration,
+    pub max_attempts_per_buyer: u32,
+    pub backoff_initial: Duration,
+    pub max_buyers: usize,
+}
+
+#[derive(Serialize)]
+struct BuyerPost<'a> {
+    auction_id: &'a str,
+    bid_token: &'a str,
+    lead: &'a Lead,
+}
+
+#[derive(Deserialize)]
+struct BuyerPostAnswer {
+    lead_id: Option<String>,
+}
+
+enum Try {
+    Accepted(String),
+    Refused,
+    /// Failed in a way that proves the buyer did not take the lead; retry may help.
+    RetryableClean(Option<Duration>),
+    /// Failed in a way that leaves open whether the buyer took it; retry may help.
+    RetryableUnclear,
+}
+
+fn retry_after(h: &http::HeaderMap) -> Option<Duration> {
+    h.get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+fn judge(status: StatusCode, headers: &http::HeaderMap, body: &[u8]) -> Try {
+    if status.is_success() {
+        let mut buf = body.to_vec();
+        return match simd_json::serde::from_slice::<BuyerPostAnswer>(&mut buf) {
+            Ok(BuyerPostAnswer { lead_id: Some(id) })
+                if !id.is_empty() && id.len() <= MAX_BUYER_LEAD_ID_LEN =>
+            {
+                Try::Accepted(id)
+            }
+            _ => Try::Refused,
+        };
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        return Try::RetryableClean(retry_after(headers));
+    }
+    Try::Refused
+}
+
+/// Delivers `lead` to the candidates in order, starting at `candidates[0]`. Attempts are appended
+/// to `attempts` for the auction record.
+pub async fn deliver(
+    registry: &Registry,
+    pool: &Pool,
+    auction_id: &str,
+    lead: &Lead,
+    candidates: &[Candidate],
+    budget: Budget,
+    attempts: &mut Vec<PostAttempt>,
+) -> Delivery {
+    let started = Instant::now();
+    let end = started + budget.total;
+    let idem = HeaderValue::from_str(&format!("post_{auction_id}"))
+        .expect("auction ids are header-safe by validation");
+    let mut any_refusal = false;
+    for c in candidates.iter().take(budget.max_buyers) {
+        if c.valid_until_ms <= super::now_ms() {
+            continue;
+        }
+        let buyer = &registry.buyers[c.buyer];
+        let body: Bytes = serde_json::to_vec(&BuyerPost {
+            auction_id,
+            bid_token: &c.buyer_bid_token,
+            lead,
+        })
+        .expect("lead serializes")
+        .into();
+        let mut headers: Vec<(HeaderName, HeaderValue)> =
+            vec![(HeaderName::from_static("idempotency-key"), idem.clone())];
+        if let Some((n, v)) = &buyer.auth {
+            headers.push((n.clone(), v.clone()));
+        }
+        let mut backoff = budget.backoff_initial;
+        let mut unclear = false;
+        for attempt in 1..=budget.max_attempts_per_buyer {
+            let now = Instant::now();
+            if now >= end {
+                break;
+            }
+            let limit = (end - now).min(buyer.post_timeout);
+            let t0 = Instant::now();
+            let res = monoio::time::timeout(
+                limit,
+                pool.post_json(&buyer.post, &headers, body.clone(), MAX_POST_RESPONSE_BYTES),
+            )
+            .await;
+            let latency_us = t0.elapsed().as_micros() as u64;
+            let (outcome, result, http_status) = match res {
+                Err(_) => (Try::RetryableUnclear, "timeout", None),
+                Ok(Err(CallError::Connect(_))) => {
+                    (Try::RetryableClean(None), "connect_error", None)
+                }
+                Ok(Err(_)) => (Try::RetryableUnclear, "error", None),
+                Ok(Ok(a)) => {
+                    let t = judge(a.status, &a.headers, &a.body);
+                    let r = match t {
+                        Try::Accepted(_) => "accepted",
+                        Try::Refused => "rejected",
+                        _ => "error",
+                    };
+                    (t, r, Some(a.status.as_u16()))
+                }
+            };
+            attempts.push(PostAttempt {
+                buyer: c.buyer,
+                attempt,
+                result,
+                http_status,
+                latency_us,
+            });
+            let wait = match outcome {
+                Try::Accepted(id) => {
+                    return Delivery::Sold {
+                        slot: c.slot,
+                        buyer_lead_id: id,
+                    }
+                }
+                Try::Refused => {
+                    any_refusal = true;
+                    unclear = false;
+                    break;
+                }
+                Try::RetryableClean(after) => {
+                    unclear = false;
+                    after.unwrap_or(backoff)
+                }
+                Try::RetryableUnclear => {
+                    unclear = true;
+                    backoff
+                }
+            };
+            if attempt == budget.max_attempts_per_buyer || Instant::now() + wait >= end {
+                break;
+            }
+            monoio::time::sleep(wait).await;
+            backoff = backoff.saturating_mul(2);
+        }
+        if unclear {
+            return Delivery::Unresolved { slot: c.slot };
+        }
+        if Instant::now() >= end {
+            break;
+        }
+    }
+    Delivery::Unsold {
+        reason: if any_refusal {
+            "buyer_rejected"
+        } else {
+            "buyer_unavailable"
+        },
+    }
+}

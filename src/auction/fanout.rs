@@ -1,0 +1,317 @@
+//! Ping fan-out: send one auction's ping to every eligible buyer at once and collect what each one
+//! answers before the deadline.
+//!
+//! Every buyer call is bounded by `min(buyer.ping_timeout, deadline - now)`, so the auction closes
+//! by its deadline whatever a buyer does; a buyer that hangs or trickles bytes only loses its own
+//! bid (its connection is dropped, not reused). The fan-out closes early once every buyer answered.
+//! Clearing the collected bids is [`super::clearing`]'s job.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
+use http::{HeaderName, HeaderValue, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use super::{now_ms, parse_rfc3339_ms, rfc3339_ms, BuyerOutcome, OutcomeKind};
+use crate::buyers::pool::{CallError, Pool};
+use crate::buyers::{Eligibility, Registry};
+use crate::config::AuctionConfig;
+use crate::model::{f64_to_cents, Ping};
+
+/// Longest buyer bid token Gavel will carry back to the buyer at post time.
+pub const MAX_BUYER_TOKEN_LEN: usize = 512;
+/// Longest reject_detail kept from a buyer, in bytes.
+pub const MAX_REJECT_DETAIL_LEN: usize = 256;
+
+/// The ping body a buyer receives (CONTRACT §5.1): the seller's fields plus id and deadline.
+#[derive(Serialize)]
+struct BuyerPing<'a> {
+    auction_id: &'a str,
+    expires_at: String,
+    #[serde(flatten)]
+    ping: &'a Ping,
+}
+
+#[derive(Deserialize)]
+struct BuyerAnswer {
+    auction_id: Option<String>,
+    bid: Option<BuyerBid>,
+    reject_reason: Option<String>,
+    reject_detail: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct BuyerBid {
+    amount: f64,
+    currency: String,
+    bid_token: String,
+    valid_until: String,
+}
+
+/// Serializes the buyer ping once per auction; every buyer gets the same bytes.
+pub fn buyer_ping_body(auction_id: &str, ping: &Ping, deadline_ms: u64) -> Bytes {
+    serde_json::to_vec(&BuyerPing {
+        auction_id,
+        expires_at: rfc3339_ms(deadline_ms),
+        ping,
+    })
+    .expect("ping serializes")
+    .into()
+}
+
+/// A reject reason as the record will show it: a short snake_case code, or `unspecified`.
+fn clean_reason(r: Option<String>) -> String {
+    match r {
+        Some(r)
+            if !r.is_empty()
+                && r.len() <= 64
+                && r.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
+        {
+            r
+        }
+        _ => "unspecified".into(),
+    }
+}
+
+fn clip(s: Option<String>) -> Option<String> {
+    s.map(|mut s| {
+        if s.len() > MAX_REJECT_DETAIL_LEN {
+            let mut cut = MAX_REJECT_DETAIL_LEN;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            s.truncate(cut);
+        }
+        s
+    })
+}
+
+/// Turns a buyer's raw answer into an outcome. Anything off-contract is the buyer's `error`.
+fn judge(
+    auction_id: &str,
+    currency: &str,
+    status: StatusCode,
+    body: &[u8],
+    now_ms: u64,
+) -> (
+    OutcomeKind,
+    Option<BuyerBid>,
+    Option<String>,
+    Option<String>,
+) {
+    let err = |reason: &str| (OutcomeKind::Error, None, Some(reason.to_string()), None);
+    if status != StatusCode::OK {
+        return err(&format!("http_{}", status.as_u16()));
+    }
+    let mut buf = body.to_vec();
+    let Ok(a) = simd_json::serde::from_slice::<BuyerAnswer>(&mut buf) else {
+        return err("invalid_json");
+    };
+    if a.auction_id.as_deref() != Some(auction_id) {
+        return err("wrong_auction_id");
+    }
+    match a.bid {
+        None => (
+            OutcomeKind::NoBid,
+            None,
+            Some(clean_reason(a.reject_reason)),
+            clip(a.reject_detail),
+        ),
+        Some(b) => {
+            if !(b.amount > 0.0) || f64_to_cents(b.amount).is_none_or(|c| c == 0) {
+                return err("invalid_amount");
+            }
+            if b.currency != currency {
+                return err("currency_mismatch");
+            }
+            if b.bid_token.is_empty() || b.bid_token.len() > MAX_BUYER_TOKEN_LEN {
+                return err("invalid_bid_token");
+            }
+            match parse_rfc3339_ms(&b.valid_until) {
+                None => err("invalid_valid_until"),
+                Some(v) if v <= now_ms => err("bid_already_expired"),
+                Some(_) => (OutcomeKind::Bid, Some(b), None, None),
+            }
+        }
+    }
+}
+
+/// Pings every eligible buyer and returns one outcome per considered buyer: the pinged ones in
+/// eligibility order, then the filtered and capped ones.
+pub async fn ping_buyers(
+    registry: &Registry,
+    pool: &Pool,
+    cfg: &AuctionConfig,
+    auction_id: &str,
+    ping: &Ping,
+    elig: &Eligibility,
+    deadline: Instant,
+    deadline_ms: u64,
+) -> Vec<BuyerOutcome> {
+    let body = buyer_ping_body(auction_id, ping, deadline_ms);
+    let idem = HeaderValue::from_str(&format!("ping_{auction_id}"))
+        .expect("auction ids are header-safe by validation");
+    let mut arrival = 0u32;
+    let mut outcomes: Vec<Option<BuyerOutcome>> = vec![None; elig.eligible.len()];
+
+    let mut calls: FuturesUnordered<_> = elig
+        .eligible
+        .iter()
+        .enumerate()
+        .map(|(slot, &bi)| {
+            let buyer = &registry.buyers[bi];
+            let body = body.clone();
+            let mut headers: Vec<(HeaderName, HeaderValue)> =
+                vec![(HeaderName::from_static("idempotency-key"), idem.clone())];
+            if let Some((n, v)) = &buyer.auth {
+                headers.push((n.clone(), v.clone()));
+            }
+            async move {
+                let started = Instant::now();
+                let budget = deadline
+                    .saturating_duration_since(started)
+                    .min(buyer.ping_timeout);
+                let res = monoio::time::timeout(
+                    budget,
+                    pool.post_json(&buyer.ping, &headers, body, cfg.max_buyer_response_bytes),
+                )
+                .await;
+                (slot, bi, started.elapsed(), res)
+            }
+        })
+        .collect();
+
+    while let Some((slot, bi, took, res)) = calls.next().await {
+        let latency_us = took.as_micros() as u64;
+        let base = BuyerOutcome {
+            buyer: bi,
+            kind: OutcomeKind::Error,
+            amount_cents: None,
+            buyer_bid_token: None,
+            valid_until_ms: None,
+            reject_reason: None,
+            reject_detail: None,
+            latency_us,
+            arrival,
+        };
+        arrival += 1;
+        let o = match res {
+            Err(_elapsed) => BuyerOutcome {
+                kind: OutcomeKind::Timeout,
+                reject_reason: Some("timeout".into()),
+                ..base
+            },
+            Ok(Err(e)) => BuyerOutcome {
+                reject_reason: Some(
+                    match e {
+                        CallError::Connect(_) => "connect_failed",
+                        CallError::Http(_) => "http_error",
+                        CallError::TooLarge(_) => "response_too_large",
+                    }
+                    .into(),
+                ),
+                ..base
+            },
+            Ok(Ok(answer)) => {
+                let (kind, bid, reason, detail) = judge(
+                    auction_id,
+                    &cfg.currency,
+                    answer.status,
+                    &answer.body,
+                    now_ms(),
+                );
+                BuyerOutcome {
+                    kind,
+                    amount_cents: bid.as_ref().and_then(|b| f64_to_cents(b.amount)),
+                    valid_until_ms: bid.as_ref().and_then(|b| parse_rfc3339_ms(&b.valid_until)),
+                    buyer_bid_token: bid.map(|b| b.bid_token),
+                    reject_reason: reason,
+                    reject_detail: detail,
+                    ..base
+                }
+            }
+        };
+        outcomes[slot] = Some(o);
+    }
+
+    let mut out: Vec<BuyerOutcome> = outcomes.into_iter().flatten().collect();
+    let skipped = |bi: usize, kind: OutcomeKind, reason: &str| BuyerOutcome {
+        buyer: bi,
+        kind,
+        amount_cents: None,
+        buyer_bid_token: None,
+        valid_until_ms: None,
+        reject_reason: Some(reason.to_string()),
+        reject_detail: None,
+        latency_us: 0,
+        arrival: u32::MAX,
+    };
+    out.extend(
+        elig.filtered
+            .iter()
+            .map(|&(bi, r)| skipped(bi, OutcomeKind::Filtered, r)),
+    );
+    out.extend(
+        elig.capped
+            .iter()
+            .map(|&bi| skipped(bi, OutcomeKind::Capped, "max_buyers_per_auction")),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn judge_outcomes() {
+        let now = 1_700_000_000_000;
+        let ok = br#"{"auction_id":"a1","bid":{"amount":12.5,"currency":"USD","bid_token":"t","valid_until":"2099-01-01T00:00:00Z"}}"#;
+        assert_eq!(
+            judge("a1", "USD", StatusCode::OK, ok, now).0,
+            OutcomeKind::Bid
+        );
+        assert_eq!(
+            judge("a2", "USD", StatusCode::OK, ok, now).2.unwrap(),
+            "wrong_auction_id"
+        );
+        assert_eq!(
+            judge("a1", "EUR", StatusCode::OK, ok, now).2.unwrap(),
+            "currency_mismatch"
+        );
+        assert_eq!(
+            judge("a1", "USD", StatusCode::INTERNAL_SERVER_ERROR, ok, now)
+                .2
+                .unwrap(),
+            "http_500"
+        );
+        assert_eq!(
+            judge("a1", "USD", StatusCode::OK, b"{nope", now).2.unwrap(),
+            "invalid_json"
+        );
+        let nb =
+            br#"{"auction_id":"a1","bid":null,"reject_reason":"no_demand","reject_detail":"x"}"#;
+        let (k, _, r, d) = judge("a1", "USD", StatusCode::OK, nb, now);
+        assert_eq!(
+            (k, r.as_deref(), d.as_deref()),
+            (OutcomeKind::NoBid, Some("no_demand"), Some("x"))
+        );
+        let zero = br#"{"auction_id":"a1","bid":{"amount":0,"currency":"USD","bid_token":"t","valid_until":"2099-01-01T00:00:00Z"}}"#;
+        assert_eq!(
+            judge("a1", "USD", StatusCode::OK, zero, now).2.unwrap(),
+            "invalid_amount"
+        );
+        let old = br#"{"auction_id":"a1","bid":{"amount":3,"currency":"USD","bid_token":"t","valid_until":"2001-01-01T00:00:00Z"}}"#;
+        assert_eq!(
+            judge("a1", "USD", StatusCode::OK, old, now).2.unwrap(),
+            "bid_already_expired"
+        );
+        let weird = br#"{"auction_id":"a1","bid":null,"reject_reason":"Has Spaces"}"#;
+        assert_eq!(
+            judge("a1", "USD", StatusCode::OK, weird, now).2.unwrap(),
+            "unspecified"
+        );
+    }
+}

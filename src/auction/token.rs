@@ -1,0 +1,229 @@
+//! Bid tokens: what Gavel hands the seller after a won auction, and checks again at post time.
+//!
+//! A token is `bid_` + base64url(claims ‖ HMAC-SHA256(claims)). The claims bind the token to its
+//! auction, tenant and seller payout, and carry its expiry and a random nonce, so a token can be
+//! neither forged, altered, reused for another auction, nor kept past `valid_until`. Keys rotate:
+//! Gavel signs with the current key and accepts tokens signed by the current or previous key.
+//! This module does not know auctions; the caller compares the claims with the auction it holds.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::config::{BidTokenConfig, KeyConfig, Tenant};
+use crate::model::Cents;
+
+const VERSION: u8 = 1;
+const MAC_LEN: usize = 32;
+/// Longest auction id a token can carry (auction ids are at most 64 bytes by validation).
+const MAX_AUCTION_ID_LEN: usize = 64;
+/// Shortest accepted signing secret, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// What a bid token asserts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    pub auction_id: String,
+    pub tenant: Tenant,
+    pub amount_cents: Cents,
+    pub valid_until_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the bid token is malformed or its signature does not verify")]
+    Invalid,
+}
+
+/// The signing keys: current (signs and verifies) and previous (verifies only).
+pub struct BidKeys {
+    current: (u8, hmac::Key),
+    previous: Option<(u8, hmac::Key)>,
+    rng: SystemRandom,
+}
+
+/// Decodes a configured secret from `secret` or `secret_env`, enforcing the minimum length.
+pub fn resolve_secret(k: &KeyConfig) -> Result<Vec<u8>, String> {
+    let b64 = match (&k.secret, &k.secret_env) {
+        (Some(s), _) => s.clone(),
+        (None, Some(env)) => {
+            std::env::var(env).map_err(|_| format!("environment variable {env} is not set"))?
+        }
+        (None, None) => return Err("needs `secret` or `secret_env`".into()),
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|e| format!("secret is not valid base64: {e}"))?;
+    if bytes.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "secret must be at least {MIN_SECRET_BYTES} bytes, got {}",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
+}
+
+impl BidKeys {
+    /// Builds keys from config. Without a configured current key a random one is made, and tokens
+    /// then do not survive a restart (logged as a warning by the caller).
+    pub fn from_config(c: &BidTokenConfig) -> Result<(BidKeys, bool), String> {
+        let rng = SystemRandom::new();
+        let (current, generated) = match &c.current {
+            Some(k) => (
+                (k.id, hmac::Key::new(hmac::HMAC_SHA256, &resolve_secret(k)?)),
+                false,
+            ),
+            None => {
+                let mut secret = [0u8; 32];
+                rng.fill(&mut secret).map_err(|_| "system RNG failed")?;
+                ((0, hmac::Key::new(hmac::HMAC_SHA256, &secret)), true)
+            }
+        };
+        let previous = match &c.previous {
+            Some(k) => Some((k.id, hmac::Key::new(hmac::HMAC_SHA256, &resolve_secret(k)?))),
+            None => None,
+        };
+        Ok((
+            BidKeys {
+                current,
+                previous,
+                rng,
+            },
+            generated,
+        ))
+    }
+
+    /// Keys from raw secrets; used by tests and benches.
+    pub fn from_secrets(current: (u8, &[u8]), previous: Option<(u8, &[u8])>) -> BidKeys {
+        BidKeys {
+            current: (current.0, hmac::Key::new(hmac::HMAC_SHA256, current.1)),
+            previous: previous.map(|(id, s)| (id, hmac::Key::new(hmac::HMAC_SHA256, s))),
+            rng: SystemRandom::new(),
+        }
+    }
+
+    pub fn sign(&self, c: &Claims) -> String {
+        assert!(
+            c.auction_id.len() <= MAX_AUCTION_ID_LEN,
+            "auction ids are validated"
+        );
+        let mut nonce = [0u8; 8];
+        self.rng.fill(&mut nonce).expect("system RNG works");
+        let mut buf = Vec::with_capacity(32 + c.auction_id.len() + MAC_LEN);
+        buf.push(VERSION);
+        buf.push(self.current.0);
+        buf.push(match c.tenant {
+            Tenant::Sandbox => 0,
+            Tenant::Production => 1,
+        });
+        buf.extend_from_slice(&c.amount_cents.to_be_bytes());
+        buf.extend_from_slice(&c.valid_until_ms.to_be_bytes());
+        buf.extend_from_slice(&nonce);
+        buf.push(c.auction_id.len() as u8);
+        buf.extend_from_slice(c.auction_id.as_bytes());
+        let tag = hmac::sign(&self.current.1, &buf);
+        buf.extend_from_slice(tag.as_ref());
+        let mut out = String::with_capacity(4 + buf.len() * 4 / 3 + 4);
+        out.push_str("bid_");
+        URL_SAFE_NO_PAD.encode_string(&buf, &mut out);
+        out
+    }
+
+    /// Checks the signature and decodes the claims. Expiry is the caller's check, so it can tell
+    /// `bid_expired` apart from `invalid_bid_token`.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let b64 = token.strip_prefix("bid_").ok_or(TokenError::Invalid)?;
+        if b64.len() > 512 {
+            return Err(TokenError::Invalid);
+        }
+        let buf = URL_SAFE_NO_PAD
+            .decode(b64)
+            .map_err(|_| TokenError::Invalid)?;
+        const HEAD: usize = 1 + 1 + 1 + 8 + 8 + 8 + 1;
+        if buf.len() < HEAD + MAC_LEN || buf[0] != VERSION {
+            return Err(TokenError::Invalid);
+        }
+        let (msg, tag) = buf.split_at(buf.len() - MAC_LEN);
+        let key = if buf[1] == self.current.0 {
+            &self.current.1
+        } else {
+            match &self.previous {
+                Some((id, k)) if *id == buf[1] => k,
+                _ => return Err(TokenError::Invalid),
+            }
+        };
+        hmac::verify(key, msg, tag).map_err(|_| TokenError::Invalid)?;
+        let tenant = match msg[2] {
+            0 => Tenant::Sandbox,
+            1 => Tenant::Production,
+            _ => return Err(TokenError::Invalid),
+        };
+        let u64_at = |i: usize| u64::from_be_bytes(msg[i..i + 8].try_into().expect("8 bytes"));
+        let id_len = msg[27] as usize;
+        if msg.len() != HEAD + id_len {
+            return Err(TokenError::Invalid);
+        }
+        let auction_id = std::str::from_utf8(&msg[HEAD..])
+            .map_err(|_| TokenError::Invalid)?
+            .to_string();
+        Ok(Claims {
+            auction_id,
+            tenant,
+            amount_cents: u64_at(3),
+            valid_until_ms: u64_at(11),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims() -> Claims {
+        Claims {
+            auction_id: "auc_01HZ8F3K2VN7Q9R4M0XYZ1A2B3".into(),
+            tenant: Tenant::Sandbox,
+            amount_cents: 3465,
+            valid_until_ms: 1_800_000_000_000,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let k = BidKeys::from_secrets((1, &[7u8; 32]), None);
+        let t = k.sign(&claims());
+        assert!(t.starts_with("bid_"));
+        assert_eq!(k.verify(&t).unwrap(), claims());
+    }
+
+    #[test]
+    fn two_tokens_for_the_same_claims_differ() {
+        let k = BidKeys::from_secrets((1, &[7u8; 32]), None);
+        assert_ne!(k.sign(&claims()), k.sign(&claims()));
+    }
+
+    #[test]
+    fn altered_token_is_rejected() {
+        let k = BidKeys::from_secrets((1, &[7u8; 32]), None);
+        let t = k.sign(&claims());
+        let mut raw = URL_SAFE_NO_PAD.decode(&t[4..]).unwrap();
+        raw[5] ^= 1; // flip a bit of the amount
+        let forged = format!("bid_{}", URL_SAFE_NO_PAD.encode(&raw));
+        assert_eq!(k.verify(&forged), Err(TokenError::Invalid));
+        assert_eq!(k.verify("bid_garbage"), Err(TokenError::Invalid));
+        assert_eq!(k.verify(""), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn other_key_is_rejected_and_rotation_keeps_previous_valid() {
+        let old = BidKeys::from_secrets((1, &[7u8; 32]), None);
+        let t = old.sign(&claims());
+        let stranger = BidKeys::from_secrets((1, &[8u8; 32]), None);
+        assert_eq!(stranger.verify(&t), Err(TokenError::Invalid));
+        let rotated = BidKeys::from_secrets((2, &[9u8; 32]), Some((1, &[7u8; 32])));
+        assert_eq!(rotated.verify(&t).unwrap(), claims());
+        let after = BidKeys::from_secrets((3, &[1u8; 32]), Some((2, &[9u8; 32])));
+        assert_eq!(after.verify(&t), Err(TokenError::Invalid));
+    }
+}

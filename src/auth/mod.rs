@@ -1,0 +1,199 @@
+//! Authentication of API callers: static bearer tokens stored as SHA-256 hashes, their tenant and
+//! scopes, and the RFC 6750 errors for missing, invalid and under-scoped tokens.
+//!
+//! This module decides who is calling and whether they may call this endpoint. It does not
+//! rate-limit and it does not issue OAuth tokens (both come later, in their own modules).
+
+use std::collections::{BTreeSet, HashMap};
+
+use base64::Engine;
+use http::{HeaderMap, StatusCode};
+use ring::digest;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::config::{Scope, Tenant, TokenConfig};
+use crate::error::ApiError;
+
+/// Longest `Authorization` header value considered; longer ones are invalid without hashing them.
+pub const MAX_TOKEN_BYTES: usize = 512;
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    pub name: String,
+    pub tenant: Tenant,
+    pub scopes: BTreeSet<Scope>,
+}
+
+/// Token hash → client. Lookup is by SHA-256 of the presented token, so the table holds no
+/// plaintext, and comparing digests leaks nothing useful about the secret through timing.
+#[derive(Debug, Default)]
+pub struct Auth {
+    by_hash: HashMap<[u8; 32], Client>,
+}
+
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(digest::digest(&digest::SHA256, s.as_bytes()))
+}
+
+fn prefix(t: Tenant) -> &'static str {
+    match t {
+        Tenant::Sandbox => "gv_test_",
+        Tenant::Production => "gv_live_",
+    }
+}
+
+/// Makes a new random token for a tenant: `gv_test_…` or `gv_live_…` + 43 base64url characters.
+pub fn generate_token(tenant: Tenant) -> String {
+    let mut raw = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut raw)
+        .expect("system RNG works");
+    format!(
+        "{}{}",
+        prefix(tenant),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    )
+}
+
+fn unauthorized(description: Option<&str>) -> ApiError {
+    let (challenge, message) = match description {
+        None => (
+            r#"Bearer realm="gavel""#.to_string(),
+            "Missing bearer token: send `Authorization: Bearer <token>`.".to_string(),
+        ),
+        Some(d) => (
+            format!(r#"Bearer realm="gavel", error="invalid_token", error_description="{d}""#),
+            format!("Invalid bearer token: {d}."),
+        ),
+    };
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        .with_header(http::header::WWW_AUTHENTICATE, challenge)
+}
+
+impl Auth {
+    pub fn from_config(tokens: &[TokenConfig]) -> Result<Auth, String> {
+        let mut by_hash = HashMap::new();
+        for t in tokens {
+            let bytes = hex::decode(&t.sha256).map_err(|e| format!("token {}: {e}", t.client))?;
+            let key: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| format!("token {}: sha256 must be 32 bytes", t.client))?;
+            let client = Client {
+                name: t.client.clone(),
+                tenant: t.tenant,
+                scopes: t.scopes.clone(),
+            };
+            if by_hash.insert(key, client).is_some() {
+                return Err(format!(
+                    "token {}: the same token hash appears twice",
+                    t.client
+                ));
+            }
+        }
+        Ok(Auth { by_hash })
+    }
+
+    /// Authenticates the request and checks that the client holds `scope`.
+    pub fn check(&self, headers: &HeaderMap, scope: Scope) -> Result<Client, ApiError> {
+        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+            return Err(unauthorized(None));
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| unauthorized(Some("the header is not ASCII")))?;
+        if value.len() > MAX_TOKEN_BYTES {
+            return Err(unauthorized(Some("the token is too long")));
+        }
+        let Some((scheme, token)) = value.split_once(' ') else {
+            return Err(unauthorized(Some("expected the Bearer scheme")));
+        };
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(unauthorized(Some("expected the Bearer scheme")));
+        }
+        let token = token.trim();
+        let d = digest::digest(&digest::SHA256, token.as_bytes());
+        let key: [u8; 32] = d.as_ref().try_into().expect("SHA-256 is 32 bytes");
+        let client = self
+            .by_hash
+            .get(&key)
+            .filter(|c| token.starts_with(prefix(c.tenant)))
+            .ok_or_else(|| unauthorized(Some("unknown or revoked token")))?;
+        if !client.scopes.contains(&scope) {
+            let s = scope.as_str();
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                format!("This token lacks the `{s}` scope."),
+            )
+            .with_header(
+                http::header::WWW_AUTHENTICATE,
+                format!(r#"Bearer realm="gavel", error="insufficient_scope", scope="{s}""#),
+            ));
+        }
+        Ok(client.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth_with(token: &str, tenant: Tenant, scopes: &[Scope]) -> Auth {
+        Auth::from_config(&[TokenConfig {
+            client: "c1".into(),
+            tenant,
+            sha256: sha256_hex(token),
+            scopes: scopes.iter().copied().collect(),
+        }])
+        .unwrap()
+    }
+
+    fn headers(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn generated_tokens_have_tenant_prefix() {
+        assert!(generate_token(Tenant::Sandbox).starts_with("gv_test_"));
+        assert!(generate_token(Tenant::Production).starts_with("gv_live_"));
+    }
+
+    #[test]
+    fn scopes_and_errors() {
+        let t = generate_token(Tenant::Sandbox);
+        let a = auth_with(&t, Tenant::Sandbox, &[Scope::Ping]);
+        assert_eq!(
+            a.check(&headers(&format!("Bearer {t}")), Scope::Ping)
+                .unwrap()
+                .name,
+            "c1"
+        );
+        let e = a
+            .check(&headers(&format!("Bearer {t}")), Scope::Post)
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        let e = a
+            .check(&headers("Bearer gv_test_nope"), Scope::Ping)
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        let e = a.check(&HeaderMap::new(), Scope::Ping).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        assert!(e
+            .headers
+            .iter()
+            .any(|(n, _)| n == http::header::WWW_AUTHENTICATE));
+    }
+
+    #[test]
+    fn token_with_wrong_tenant_prefix_is_refused() {
+        // A live-prefixed token whose hash is configured for the sandbox tenant must not pass.
+        let t = generate_token(Tenant::Production);
+        let a = auth_with(&t, Tenant::Sandbox, &[Scope::Ping]);
+        assert!(a
+            .check(&headers(&format!("Bearer {t}")), Scope::Ping)
+            .is_err());
+    }
+}

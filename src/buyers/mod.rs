@@ -1,0 +1,177 @@
+//! Buyers as Gavel sees them: the registry built from config, eligibility filters and the per-core
+//! outbound connection pool.
+//!
+//! This module owns "who may be pinged for this lead" and "how bytes reach a buyer". It does not
+//! decide who wins ([`crate::auction`]) and it does not implement buyers ([`crate::sandbox`]).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+
+use crate::config::{BuyerConfig, Tenant};
+use crate::model::{f64_to_cents, Cents, Ping};
+
+pub mod pool;
+
+use pool::Target;
+
+/// Why a buyer was not pinged for a lead. The string is the `reject_reason` in the auction record.
+pub type FilterReason = &'static str;
+
+/// One configured buyer, with its filters compiled for fast checks.
+#[derive(Debug)]
+pub struct Buyer {
+    pub id: String,
+    pub tenant: Tenant,
+    pub enabled: bool,
+    pub ping: Target,
+    pub post: Target,
+    pub auth: Option<(HeaderName, HeaderValue)>,
+    pub floor_cents: Cents,
+    pub ping_timeout: Duration,
+    pub post_timeout: Duration,
+    filters: CompiledFilters,
+}
+
+#[derive(Debug, Default)]
+struct CompiledFilters {
+    verticals: HashSet<String>,
+    states: HashSet<String>,
+    zip3_allow: HashSet<String>,
+    zip3_deny: HashSet<String>,
+    min_ai_quality_score: Option<f64>,
+    tcpa_consent_required: bool,
+    sources_allow: HashSet<String>,
+    sources_deny: HashSet<String>,
+}
+
+fn set(v: &[String]) -> HashSet<String> {
+    v.iter().cloned().collect()
+}
+
+impl Buyer {
+    pub fn from_config(c: &BuyerConfig) -> Result<Buyer, String> {
+        let auth = match &c.auth_header {
+            None => None,
+            Some(h) => {
+                let value = match (&h.value, &h.value_env) {
+                    (Some(v), _) => v.clone(),
+                    (None, Some(env)) => std::env::var(env).map_err(|_| {
+                        format!("buyer {}: environment variable {env} is not set", c.id)
+                    })?,
+                    (None, None) => {
+                        return Err(format!("buyer {}: auth header has no value", c.id))
+                    }
+                };
+                let name = HeaderName::from_bytes(h.name.as_bytes())
+                    .map_err(|e| format!("buyer {}: header name: {e}", c.id))?;
+                let mut value = HeaderValue::from_str(&value)
+                    .map_err(|e| format!("buyer {}: header value: {e}", c.id))?;
+                value.set_sensitive(true);
+                Some((name, value))
+            }
+        };
+        let f = &c.filters;
+        Ok(Buyer {
+            id: c.id.clone(),
+            tenant: c.tenant,
+            enabled: c.enabled,
+            ping: Target::parse(&c.ping_url).map_err(|e| format!("buyer {}: {e}", c.id))?,
+            post: Target::parse(&c.post_url).map_err(|e| format!("buyer {}: {e}", c.id))?,
+            auth,
+            floor_cents: f64_to_cents(c.floor)
+                .ok_or_else(|| format!("buyer {}: bad floor", c.id))?,
+            ping_timeout: Duration::from_millis(c.ping_timeout_ms),
+            post_timeout: Duration::from_millis(c.post_timeout_ms),
+            filters: CompiledFilters {
+                verticals: set(&f.verticals),
+                states: set(&f.states),
+                zip3_allow: set(&f.zip3_allow),
+                zip3_deny: set(&f.zip3_deny),
+                min_ai_quality_score: f.min_ai_quality_score,
+                tcpa_consent_required: f.tcpa_consent_required,
+                sources_allow: set(&f.sources_allow),
+                sources_deny: set(&f.sources_deny),
+            },
+        })
+    }
+
+    /// Checks this buyer's filters against a ping; `Err` carries the reject reason.
+    pub fn check(&self, ping: &Ping) -> Result<(), FilterReason> {
+        let f = &self.filters;
+        if !f.verticals.is_empty() && !f.verticals.contains(&ping.vertical) {
+            return Err("vertical_not_allowed");
+        }
+        if !f.states.is_empty() && !f.states.contains(&ping.state) {
+            return Err("state_not_allowed");
+        }
+        if f.zip3_deny.contains(&ping.zip3) {
+            return Err("zip3_denied");
+        }
+        if !f.zip3_allow.is_empty() && !f.zip3_allow.contains(&ping.zip3) {
+            return Err("zip3_not_allowed");
+        }
+        if let Some(min) = f.min_ai_quality_score {
+            match ping.ai_quality_score {
+                Some(s) if s >= min => {}
+                _ => return Err("below_min_quality_score"),
+            }
+        }
+        if f.tcpa_consent_required && !ping.tcpa_consent {
+            return Err("tcpa_consent_required");
+        }
+        if f.sources_deny.contains(&ping.source) {
+            return Err("source_denied");
+        }
+        if !f.sources_allow.is_empty() && !f.sources_allow.contains(&ping.source) {
+            return Err("source_not_allowed");
+        }
+        Ok(())
+    }
+}
+
+/// All configured buyers, immutable after start and shared by every core.
+#[derive(Debug, Default)]
+pub struct Registry {
+    pub buyers: Vec<Buyer>,
+}
+
+/// The result of eligibility for one ping.
+#[derive(Debug, Default)]
+pub struct Eligibility {
+    /// Indexes into [`Registry::buyers`] of buyers to ping, in config order.
+    pub eligible: Vec<usize>,
+    /// Buyers of the tenant that a filter excluded, with the reason.
+    pub filtered: Vec<(usize, FilterReason)>,
+    /// Eligible buyers left out because `max_buyers_per_auction` was reached.
+    pub capped: Vec<usize>,
+}
+
+impl Registry {
+    pub fn from_config(buyers: &[BuyerConfig]) -> Result<Registry, String> {
+        Ok(Registry {
+            buyers: buyers
+                .iter()
+                .map(Buyer::from_config)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Splits the tenant's enabled buyers into eligible, filtered and capped. Buyers of another
+    /// tenant are not considered at all: a sandbox lead never reaches a production buyer.
+    pub fn eligibility(&self, ping: &Ping, tenant: Tenant, max_buyers: usize) -> Eligibility {
+        let mut out = Eligibility::default();
+        for (i, b) in self.buyers.iter().enumerate() {
+            if b.tenant != tenant || !b.enabled {
+                continue;
+            }
+            match b.check(ping) {
+                Ok(()) if out.eligible.len() < max_buyers => out.eligible.push(i),
+                Ok(()) => out.capped.push(i),
+                Err(r) => out.filtered.push((i, r)),
+            }
+        }
+        out
+    }
+}

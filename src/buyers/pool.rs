@@ -1,0 +1,226 @@
+//! Outbound HTTP/1.1 to buyers: URL targets and the per-core keep-alive connection pool.
+//!
+//! Each core owns one [`Pool`]; connections never cross cores, so the pool is a `RefCell`, not a lock.
+//! A connection whose request was abandoned (deadline hit mid-response) is never reused: dropping a
+//! [`Conn`] aborts its hyper connection task and closes the socket, so a hanging or trickling buyer
+//! cannot hold resources past the auction that called it.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use futures::future::{AbortHandle, Abortable};
+use http::{HeaderMap, HeaderValue, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
+
+/// Idle connections kept per buyer origin per core; more are closed when returned.
+pub const MAX_IDLE_PER_ORIGIN: usize = 256;
+
+/// `host:port` of a plain-HTTP buyer endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Origin {
+    /// Parses the origin of an `http://` URL.
+    pub fn parse(url: &str) -> Result<Origin, String> {
+        Target::parse(url).map(|t| t.origin)
+    }
+}
+
+/// A buyer URL split into what a request needs.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub origin: Origin,
+    /// Path and query sent in the request line.
+    pub path: String,
+    /// `Host` header value.
+    pub host_header: HeaderValue,
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Target, String> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(format!(
+                    "{url:?}: https buyer endpoints are not supported yet; terminate TLS in a local proxy"
+                ))
+            }
+            _ => return Err(format!("{url:?}: URL must start with http://")),
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("{url:?}: URL has no host"))?
+            .to_string();
+        let port = uri.port_u16().unwrap_or(80);
+        let path = uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        let authority = uri.authority().expect("host implies authority").as_str();
+        Ok(Target {
+            origin: Origin { host, port },
+            path,
+            host_header: HeaderValue::from_str(authority).map_err(|e| format!("{url:?}: {e}"))?,
+        })
+    }
+}
+
+/// Why an outbound call failed. Each maps to a buyer outcome in the auction record.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The TCP connection could not be made: the request never left Gavel.
+    #[error("connect failed: {0}")]
+    Connect(std::io::Error),
+    /// The request was written (or may have been) but no complete answer came back.
+    #[error("http error: {0}")]
+    Http(hyper::Error),
+    #[error("response larger than {0} bytes")]
+    TooLarge(usize),
+}
+
+impl CallError {
+    /// True when the buyer cannot have seen the request (safe to try another buyer).
+    pub fn never_sent(&self) -> bool {
+        matches!(self, CallError::Connect(_))
+    }
+}
+
+/// A buyer's complete answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// One keep-alive connection. Dropping it aborts its connection task.
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    abort: AbortHandle,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.abort.abort();
+    }
+}
+
+/// Per-core pool of idle connections, keyed by origin.
+#[derive(Default)]
+pub struct Pool {
+    idle: RefCell<HashMap<Origin, Vec<Conn>>>,
+}
+
+impl Pool {
+    pub fn new() -> Pool {
+        Pool::default()
+    }
+
+    /// Idle connections currently held, all origins together.
+    pub fn idle_count(&self) -> usize {
+        self.idle.borrow().values().map(Vec::len).sum()
+    }
+
+    fn take(&self, origin: &Origin) -> Option<Conn> {
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.get_mut(origin)?;
+        while let Some(conn) = list.pop() {
+            if !conn.sender.is_closed() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn put(&self, origin: &Origin, conn: Conn) {
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.entry(origin.clone()).or_default();
+        if list.len() < MAX_IDLE_PER_ORIGIN {
+            list.push(conn);
+        }
+    }
+
+    async fn connect(origin: &Origin) -> Result<Conn, CallError> {
+        use monoio::io::IntoPollIo;
+        let stream = monoio::net::TcpStream::connect((origin.host.as_str(), origin.port))
+            .await
+            .map_err(CallError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let io = stream.into_poll_io().map_err(CallError::Connect)?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(monoio_compat::hyper::MonoioIo::new(io))
+                .await
+                .map_err(CallError::Http)?;
+        let (abort, reg) = AbortHandle::new_pair();
+        monoio::spawn(Abortable::new(conn, reg));
+        Ok(Conn { sender, abort })
+    }
+
+    /// Sends one POST with a JSON body and reads the whole answer (at most `max_body` bytes).
+    ///
+    /// The caller bounds the whole call with a timeout; if it fires, this future is dropped mid-way
+    /// and the connection with it, which is exactly what must happen to a buyer that hangs.
+    pub async fn post_json(
+        &self,
+        target: &Target,
+        headers: &[(http::HeaderName, HeaderValue)],
+        body: Bytes,
+        max_body: usize,
+    ) -> Result<Answer, CallError> {
+        // A pooled connection may still be finishing its previous exchange; `ready` waits for that,
+        // and a connection the buyer closed meanwhile is replaced by a fresh one.
+        let pooled = match self.take(&target.origin) {
+            Some(mut c) => c.sender.ready().await.is_ok().then_some(c),
+            None => None,
+        };
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => Self::connect(&target.origin).await?,
+        };
+        let mut req = Request::post(target.path.as_str())
+            .body(Full::new(body))
+            .expect("static request parts are valid");
+        let h = req.headers_mut();
+        h.insert(http::header::HOST, target.host_header.clone());
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        for (name, value) in headers {
+            h.insert(name.clone(), value.clone());
+        }
+        let resp = conn
+            .sender
+            .send_request(req)
+            .await
+            .map_err(CallError::Http)?;
+        let (parts, body) = resp.into_parts();
+        let collected = Limited::new(body, max_body)
+            .collect()
+            .await
+            .map_err(|e| match e.downcast::<hyper::Error>() {
+                Ok(he) => CallError::Http(*he),
+                Err(_) => CallError::TooLarge(max_body),
+            })?;
+        let keep = !parts
+            .headers
+            .get(http::header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        if keep {
+            self.put(&target.origin, conn);
+        }
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: collected.to_bytes(),
+        })
+    }
+}

@@ -1,0 +1,552 @@
+//! Configuration: the TOML schema, loading, validation and CLI overrides.
+//!
+//! This module owns the shape of `config/*.toml` and the rule that a bad config is refused at start
+//! with an error naming the file, the key and the reason. It does not own any runtime state: the rest
+//! of the crate receives a validated, immutable [`Config`] and never re-reads the file.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Hard ceiling on the bid window the contract allows (CONTRACT §4.1: capped at 5 s).
+pub const MAX_WINDOW_MS: u64 = 5_000;
+/// Largest request body any endpoint accepts (CONTRACT §2).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {reason}")]
+    Parse { file: String, reason: String },
+    #[error("{file}: key `{key}`: {reason}")]
+    Invalid {
+        file: String,
+        key: String,
+        reason: String,
+    },
+}
+
+/// Which io driver each core's monoio runtime uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Driver {
+    /// io_uring when the kernel allows it, epoll otherwise.
+    #[default]
+    Auto,
+    /// io_uring only; start fails where the kernel forbids it.
+    Uring,
+    /// epoll (mio) only.
+    Legacy,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub auction: AuctionConfig,
+    #[serde(default)]
+    pub post: PostConfig,
+    #[serde(default)]
+    pub bid_token: BidTokenConfig,
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    #[serde(default)]
+    pub buyers: Vec<BuyerConfig>,
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address every core's SO_REUSEPORT listener binds. Port 0 picks a free port (tests).
+    pub listen: SocketAddr,
+    /// Number of pinned cores; 0 means every core the process may run on.
+    pub cores: usize,
+    pub driver: Driver,
+    /// Pin each core's thread to one CPU. Off is useful when several Gavels share a box.
+    pub pin_threads: bool,
+    /// A client must send its request head within this time or the connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// Open connections one core accepts before it stops accepting new ones.
+    pub max_connections_per_core: usize,
+    /// How long shutdown waits for in-flight requests before the process exits anyway.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("static address"),
+            cores: 0,
+            driver: Driver::Auto,
+            pin_threads: true,
+            header_read_timeout_ms: 5_000,
+            max_connections_per_core: 10_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuctionConfig {
+    /// Bid window when the seller sends no `expires_at`; never more than 5 000 ms.
+    pub window_ms: u64,
+    /// Platform-wide floor in USD; a bid must also clear its buyer's own floor.
+    pub floor: f64,
+    /// Share of the winning price Gavel keeps, in percent (0–100).
+    pub margin_percent: f64,
+    /// Fixed amount Gavel keeps per sold auction, in USD.
+    pub margin_fixed: f64,
+    pub currency: String,
+    /// Buyers pinged at most per auction, after filtering; extra eligible buyers are `capped`.
+    pub max_buyers_per_auction: usize,
+    /// Auctions one core may hold in memory (open or awaiting post) before refusing pings with 503.
+    pub max_auctions_per_core: usize,
+    /// How long a closed auction stays in its shard for a post after its bid expires.
+    pub retention_ms: u64,
+    /// Largest buyer ping response read, in bytes; a larger answer is the buyer's error.
+    pub max_buyer_response_bytes: usize,
+}
+
+impl Default for AuctionConfig {
+    fn default() -> Self {
+        Self {
+            window_ms: 2_000,
+            floor: 0.0,
+            margin_percent: 10.0,
+            margin_fixed: 0.0,
+            currency: "USD".into(),
+            max_buyers_per_auction: 64,
+            max_auctions_per_core: 100_000,
+            retention_ms: 120_000,
+            max_buyer_response_bytes: 16 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostConfig {
+    /// Total time one post may spend on delivery, retries and fallbacks included.
+    pub budget_ms: u64,
+    /// Attempts per buyer for retryable failures (5xx, 429, connect errors).
+    pub max_attempts_per_buyer: u32,
+    /// First retry delay; each further retry doubles it.
+    pub backoff_initial_ms: u64,
+    /// When the winner rejects, offer the lead to the next-highest still-valid bid.
+    pub fallback: bool,
+    /// How many buyers one post may try, the winner included.
+    pub max_fallbacks: usize,
+}
+
+impl Default for PostConfig {
+    fn default() -> Self {
+        Self {
+            budget_ms: 1_000,
+            max_attempts_per_buyer: 3,
+            backoff_initial_ms: 50,
+            fallback: true,
+            max_fallbacks: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct BidTokenConfig {
+    /// Lifetime of Gavel's bid token; the buyer's own `valid_until` shortens it.
+    pub ttl_ms: Option<u64>,
+    pub current: Option<KeyConfig>,
+    /// The key used before the last rotation; tokens it signed still verify.
+    pub previous: Option<KeyConfig>,
+}
+
+impl BidTokenConfig {
+    pub fn ttl_ms(&self) -> u64 {
+        self.ttl_ms.unwrap_or(60_000)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Small number carried in each token so verification picks the right key.
+    pub id: u8,
+    /// Base64 secret, at least 32 bytes once decoded. Prefer `secret_env` outside the sandbox.
+    pub secret: Option<String>,
+    /// Name of an environment variable holding the base64 secret.
+    pub secret_env: Option<String>,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, PartialOrd, Ord,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Tenant {
+    Sandbox,
+    Production,
+}
+
+impl Tenant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tenant::Sandbox => "sandbox",
+            Tenant::Production => "production",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Ping,
+    Post,
+    Status,
+    Reports,
+    Dev,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Ping => "ping",
+            Scope::Post => "post",
+            Scope::Status => "status",
+            Scope::Reports => "reports",
+            Scope::Dev => "dev",
+        }
+    }
+}
+
+/// A static bearer token. Only its SHA-256 is stored; the plaintext is shown once by `gavel token create`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Client name: shows up in logs and scopes idempotency keys.
+    pub client: String,
+    pub tenant: Tenant,
+    /// Lowercase hex SHA-256 of the full token string.
+    pub sha256: String,
+    pub scopes: BTreeSet<Scope>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuyerConfig {
+    pub id: String,
+    pub tenant: Tenant,
+    pub ping_url: String,
+    pub post_url: String,
+    /// Header sent on every call to this buyer, e.g. `{ name = "Authorization", value = "Bearer …" }`.
+    pub auth_header: Option<HeaderConfig>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub filters: BuyerFilters,
+    /// The least this buyer may pay, in USD; lower bids from it are invalid.
+    #[serde(default)]
+    pub floor: f64,
+    #[serde(default = "default_ping_timeout_ms")]
+    pub ping_timeout_ms: u64,
+    #[serde(default = "default_post_timeout_ms")]
+    pub post_timeout_ms: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_ping_timeout_ms() -> u64 {
+    1_500
+}
+fn default_post_timeout_ms() -> u64 {
+    800
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderConfig {
+    pub name: String,
+    pub value: Option<String>,
+    /// Read the header value from this environment variable instead of the file.
+    pub value_env: Option<String>,
+}
+
+/// Eligibility filters; an empty list means "no restriction".
+#[derive(Debug, Clone, Deserialize, Default, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuyerFilters {
+    pub verticals: Vec<String>,
+    pub states: Vec<String>,
+    pub zip3_allow: Vec<String>,
+    pub zip3_deny: Vec<String>,
+    pub min_ai_quality_score: Option<f64>,
+    pub tcpa_consent_required: bool,
+    pub sources_allow: Vec<String>,
+    pub sources_deny: Vec<String>,
+}
+
+/// A lead rule applied at post time: when the ping matches `vertical`/`source`, `require` fields must be present.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub vertical: Option<String>,
+    pub source: Option<String>,
+    /// Dotted paths inside the post body, e.g. `lead.tcpa.trustedform_cert_url`.
+    pub require: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// Start the mock buyer fleet inside `gavel serve` (loopback only).
+    pub enabled: bool,
+    pub listen: Option<SocketAddr>,
+    pub seed: u64,
+    pub buyers: Vec<crate::sandbox::MockBuyerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter directive; `GAVEL_LOG` overrides it.
+    pub level: String,
+    pub json: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            json: false,
+        }
+    }
+}
+
+/// CLI flags that override file values; `None` leaves the file's value.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Overrides {
+    /// Address to listen on (overrides server.listen).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Number of cores (overrides server.cores; 0 = all).
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// io driver (overrides server.driver).
+    #[arg(long, value_enum)]
+    pub driver: Option<Driver>,
+}
+
+impl Config {
+    /// Reads, parses and validates one TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let cfg = Self::parse(&file, &text)?;
+        cfg.validate(&file)?;
+        Ok(cfg)
+    }
+
+    pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_string(),
+            reason: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(l) = o.listen {
+            self.server.listen = l;
+        }
+        if let Some(c) = o.cores {
+            self.server.cores = c;
+        }
+        if let Some(d) = o.driver {
+            self.server.driver = d;
+        }
+    }
+
+    /// Number of cores actually used: `server.cores`, or every available core when 0.
+    pub fn core_count(&self) -> usize {
+        if self.server.cores > 0 {
+            self.server.cores
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+
+    /// Checks every cross-field rule; `file` names the source in errors.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: String| ConfigError::Invalid {
+            file: file.to_string(),
+            key: key.to_string(),
+            reason,
+        };
+        let a = &self.auction;
+        if a.window_ms == 0 || a.window_ms > MAX_WINDOW_MS {
+            return Err(bad(
+                "auction.window_ms",
+                format!("must be 1..={MAX_WINDOW_MS}, got {}", a.window_ms),
+            ));
+        }
+        if !(0.0..=100.0).contains(&a.margin_percent) {
+            return Err(bad("auction.margin_percent", "must be 0..=100".into()));
+        }
+        if a.floor < 0.0 || a.margin_fixed < 0.0 {
+            return Err(bad("auction.floor", "money values must be >= 0".into()));
+        }
+        if a.currency.len() != 3 || !a.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(bad(
+                "auction.currency",
+                "must be an ISO 4217 code such as USD".into(),
+            ));
+        }
+        if a.max_buyers_per_auction == 0 || a.max_auctions_per_core == 0 {
+            return Err(bad(
+                "auction.max_buyers_per_auction",
+                "limits must be > 0".into(),
+            ));
+        }
+        if self.post.budget_ms == 0 || self.post.max_attempts_per_buyer == 0 {
+            return Err(bad("post.budget_ms", "must be > 0".into()));
+        }
+        if self.server.header_read_timeout_ms == 0 || self.server.max_connections_per_core == 0 {
+            return Err(bad("server.header_read_timeout_ms", "must be > 0".into()));
+        }
+        for (i, k) in [&self.bid_token.current, &self.bid_token.previous]
+            .into_iter()
+            .enumerate()
+        {
+            let key = if i == 0 {
+                "bid_token.current"
+            } else {
+                "bid_token.previous"
+            };
+            if let Some(k) = k {
+                crate::auction::token::resolve_secret(k).map_err(|r| bad(key, r))?;
+            }
+        }
+        if let (Some(c), Some(p)) = (&self.bid_token.current, &self.bid_token.previous) {
+            if c.id == p.id {
+                return Err(bad(
+                    "bid_token.previous.id",
+                    "must differ from bid_token.current.id".into(),
+                ));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for (i, t) in self.tokens.iter().enumerate() {
+            if t.sha256.len() != 64 || hex::decode(&t.sha256).is_err() {
+                return Err(bad(
+                    &format!("tokens[{i}].sha256"),
+                    "must be 64 hex characters (SHA-256 of the token)".into(),
+                ));
+            }
+            if t.scopes.is_empty() {
+                return Err(bad(
+                    &format!("tokens[{i}].scopes"),
+                    "must not be empty".into(),
+                ));
+            }
+        }
+        for (i, b) in self.buyers.iter().enumerate() {
+            if b.id.is_empty() || !seen.insert(b.id.clone()) {
+                return Err(bad(
+                    &format!("buyers[{i}].id"),
+                    format!("must be unique and non-empty, got {:?}", b.id),
+                ));
+            }
+            for (k, u) in [("ping_url", &b.ping_url), ("post_url", &b.post_url)] {
+                crate::buyers::pool::Origin::parse(u)
+                    .map_err(|r| bad(&format!("buyers[{i}].{k}"), r.to_string()))?;
+            }
+            if b.ping_timeout_ms == 0 || b.post_timeout_ms == 0 {
+                return Err(bad(
+                    &format!("buyers[{i}].ping_timeout_ms"),
+                    "timeouts must be > 0".into(),
+                ));
+            }
+            if b.floor < 0.0 {
+                return Err(bad(&format!("buyers[{i}].floor"), "must be >= 0".into()));
+            }
+            if let Some(h) = &b.auth_header {
+                if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
+                    return Err(bad(
+                        &format!("buyers[{i}].auth_header.name"),
+                        "not a valid header name".into(),
+                    ));
+                }
+                if h.value.is_none() && h.value_env.is_none() {
+                    return Err(bad(
+                        &format!("buyers[{i}].auth_header"),
+                        "needs `value` or `value_env`".into(),
+                    ));
+                }
+            }
+            if let Some(s) = b.filters.min_ai_quality_score {
+                if !(0.0..=1.0).contains(&s) {
+                    return Err(bad(
+                        &format!("buyers[{i}].filters.min_ai_quality_score"),
+                        "must be within 0..=1".into(),
+                    ));
+                }
+            }
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            if r.require.is_empty() {
+                return Err(bad(
+                    &format!("rules[{i}].require"),
+                    "must not be empty".into(),
+                ));
+            }
+            for p in &r.require {
+                if !p.starts_with("lead.") {
+                    return Err(bad(
+                        &format!("rules[{i}].require"),
+                        format!("path {p:?} must start with `lead.`"),
+                    ));
+                }
+            }
+        }
+        if self.sandbox.enabled {
+            let Some(addr) = self.sandbox.listen else {
+                return Err(bad(
+                    "sandbox.listen",
+                    "required when sandbox.enabled".into(),
+                ));
+            };
+            if !addr.ip().is_loopback() {
+                return Err(bad(
+                    "sandbox.listen",
+                    "mock buyers only listen on loopback".into(),
+                ));
+            }
+        }
+        crate::sandbox::validate_buyers(&self.sandbox.buyers)
+            .map_err(|(key, reason)| bad(&format!("sandbox.{key}"), reason))?;
+        Ok(())
+    }
+}
+
+/// The config file `gavel serve` uses when none is named.
+pub fn default_path() -> PathBuf {
+    PathBuf::from("config/gavel.toml")
+}

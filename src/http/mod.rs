@@ -1,0 +1,208 @@
+//! HTTP plumbing shared by the seller API and the sandbox buyers: serving one hyper connection on a
+//! monoio stream, reading bounded bodies, request ids and building responses.
+//!
+//! It knows nothing about routes or auctions: [`crate::api`] owns routing and the endpoints. The
+//! [`Reply`] type is `Send` on purpose so a reply computed on the owning core can travel back to the
+//! core that holds the client's connection.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+
+use crate::error::ApiError;
+
+pub mod shutdown;
+
+/// A response before it becomes a hyper `Response`: plain data, cheap to move across cores.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// A JSON reply from any `Serialize` value, serialized straight to bytes.
+    pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Reply {
+        let body = serde_json::to_vec(value).expect("response types serialize");
+        Reply {
+            status,
+            headers: vec![(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body: body.into(),
+        }
+    }
+
+    pub fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+        Reply {
+            status,
+            headers: vec![(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static(content_type),
+            )],
+            body: body.into(),
+        }
+    }
+
+    pub fn error(err: &ApiError, request_id: &str) -> Reply {
+        let mut reply = Reply {
+            status: err.status,
+            headers: vec![(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body: err.body(request_id).into(),
+        };
+        for (name, value) in &err.headers {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                reply.headers.push((name.clone(), v));
+            }
+        }
+        reply
+    }
+
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Reply {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn into_response(self, request_id: &str) -> Response<Full<Bytes>> {
+        let mut resp = Response::new(Full::new(self.body));
+        *resp.status_mut() = self.status;
+        let h = resp.headers_mut();
+        for (name, value) in self.headers {
+            h.append(name, value);
+        }
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            h.insert(HeaderName::from_static("x-request-id"), v);
+        }
+        resp
+    }
+}
+
+/// A fresh request id: `req_` + ULID (CONTRACT §2).
+pub fn request_id() -> String {
+    format!("req_{}", ulid::Ulid::new())
+}
+
+/// Most bytes read and thrown away from an oversized body so the client can finish sending and
+/// read its 413; past this the connection is closed instead.
+pub const MAX_DISCARD_BYTES: usize = 1024 * 1024;
+
+/// Reads a request body of at most `limit` bytes within `timeout`.
+///
+/// An oversized body (declared or streamed) is 413. Up to [`MAX_DISCARD_BYTES`] of it are read and
+/// discarded first, so an ordinary client that is still writing sees the 413 instead of a reset.
+pub async fn read_body(
+    req: http::Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut body = req.into_body();
+    let read = async {
+        let mut buf =
+            bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
+        let mut total: usize = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_body",
+                    "The request body could not be read.",
+                )
+            })?;
+            if let Ok(data) = frame.into_data() {
+                total = total.saturating_add(data.len());
+                if total <= limit {
+                    buf.extend_from_slice(&data);
+                } else if total > MAX_DISCARD_BYTES {
+                    break;
+                }
+            }
+        }
+        Ok::<_, ApiError>((buf.freeze(), total))
+    };
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("The request body exceeds the limit of {limit} bytes."),
+        )
+    };
+    if declared.is_some_and(|len| len > MAX_DISCARD_BYTES as u64) {
+        return Err(too_large());
+    }
+    match monoio::time::timeout(timeout, read).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "The request body did not arrive in time.",
+        )),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok((_, total))) if total > limit => Err(too_large()),
+        Ok(Ok((bytes, _))) => Ok(bytes),
+    }
+}
+
+/// Limits applied to every server connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub header_read_timeout: Duration,
+    pub max_headers_bytes: usize,
+}
+
+/// Serves one accepted TCP stream with hyper HTTP/1.1 keep-alive until the client closes it or
+/// `shutdown` fires, after which in-flight requests finish and the connection closes.
+pub async fn serve_connection<S, F, B>(
+    stream: monoio::net::TcpStream,
+    limits: ConnLimits,
+    shutdown: shutdown::Shutdown,
+    service: S,
+) where
+    S: Fn(http::Request<Incoming>) -> F + 'static,
+    F: Future<Output = Result<Response<B>, std::convert::Infallible>> + 'static,
+    B: hyper::body::Body<Data = Bytes> + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use monoio::io::IntoPollIo;
+    let _ = stream.set_nodelay(true);
+    let io = match stream.into_poll_io() {
+        Ok(io) => monoio_compat::hyper::MonoioIo::new(io),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot switch stream to poll io");
+            return;
+        }
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(monoio_compat::hyper::MonoioTimer)
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_headers_bytes.max(8192))
+        .keep_alive(true);
+    let conn = builder.serve_connection(io, hyper::service::service_fn(service));
+    let mut conn = std::pin::pin!(conn);
+    let stop = shutdown.wait();
+    let mut stop = std::pin::pin!(stop);
+    match futures::future::select(conn.as_mut(), stop.as_mut()).await {
+        futures::future::Either::Left((res, _)) => {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        futures::future::Either::Right(((), _)) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}

@@ -1,0 +1,1479 @@
+//! The mock buyer fleet: real HTTP buyer endpoints on loopback that Gavel pings and posts to.
+//!
+//! # Routes
+//!
+//! - `POST /buyers/{id}/ping`: answers CONTRACT §5.1 with a bid or a structured no-bid.
+//! - `POST /buyers/{id}/post`: answers CONTRACT §5.2 with `201 {"lead_id"}` or
+//!   `422 {"status":"rejected","reason"}`.
+//! - `GET /healthz`: `200 {"status":"ok","buyers":N}`.
+//!
+//! An unknown buyer or path is 404; a wrong method on a known path is 405.
+//!
+//! # Determinism
+//!
+//! Every decision a buyer makes is drawn from a `ChaCha8Rng` seeded with an FNV-1a 64 hash of
+//! (fleet seed, buyer id, auction id, `"ping"` or `"post"`). A fresh generator per decision means
+//! the same seed and auction id always give the same latency, failure, bid or no-bid, price
+//! (rounded to cents) and bid token, whatever order requests arrive in and however many run at
+//! once. Only wall-clock values differ between runs: `valid_until` and the ULID in a `lead_id`.
+//!
+//! # Ping behaviour, in order
+//!
+//! 1. `Authorization` must equal `expect_auth` when that is set, else 401.
+//! 2. The body must be JSON with a string `auction_id`, else 400/422.
+//! 3. With probability `failure_probability` the configured [`FailureMode`] takes over.
+//! 4. After a uniform latency in `latency_ms_min..=latency_ms_max`, the buyer's own
+//!    [`MockFilters`] may refuse the lead (`state_not_served`, `vertical_not_served`,
+//!    `below_score_threshold`); otherwise it bids with probability `bid_probability` at a uniform
+//!    price in `price_min..=price_max`, or answers `no_demand`.
+//!
+//! # Post behaviour
+//!
+//! The post must carry the bid token this buyer issued for that auction (the buyer recomputes it
+//! from the seed), else 422 `unknown_bid_token`. After the post latency it accepts with probability
+//! `post_accept_probability` (never for the `reject_post` share), else 422 `duplicate_lead`. An
+//! accepted `Idempotency-Key` (default `post_<auction_id>`, as in CONTRACT §6) is remembered per
+//! buyer: repeating it returns the same `lead_id` and does not count a new lead.
+//!
+//! # Threads
+//!
+//! Each fleet thread runs its own monoio runtime on the legacy (epoll) driver, so the fleet works
+//! whichever driver Gavel itself uses, and accepts from a shared listening socket. What the fleet
+//! saw is recorded in a [`FleetLog`] that holds ids and keys only, never lead PII.
+
+use std::cell::Cell;
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use futures::future::{select, Either};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::{Frame, Incoming, SizeHint};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{ApiError, FieldError};
+use crate::http::shutdown::{Shutdown, Wait};
+use crate::http::{ConnLimits, Reply};
+
+/// Largest request body a mock buyer reads, the same limit Gavel applies (CONTRACT §2).
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How long a mock buyer waits for a request body before answering 408.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound on configured latencies: a buyer slower than a minute is a configuration mistake.
+pub const MAX_MOCK_LATENCY_MS: u64 = 60_000;
+/// A hanging buyer gives up after this long even if the fleet keeps running.
+const HANG_MAX: Duration = Duration::from_secs(120);
+/// Gap between two bytes of a `slow_trickle` body.
+const TRICKLE_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a stopping fleet thread waits for in-flight requests before dropping them.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// Per-buyer cap on remembered ping idempotency keys; the counters stay exact beyond it.
+const PING_KEY_LIMIT: usize = 100_000;
+/// Cap on delivery records kept across the fleet; the counters stay exact beyond it.
+const DELIVERY_LIMIT: usize = 1_000_000;
+/// Per-buyer cap on remembered post idempotency keys; the oldest are forgotten first so a
+/// long-running `gavel serve` does not grow without bound.
+const IDEMPOTENCY_LIMIT: usize = 1_000_000;
+
+const CONN_LIMITS: ConnLimits = ConnLimits {
+    header_read_timeout: Duration::from_secs(10),
+    max_headers_bytes: 16 * 1024,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------------
+
+/// One synthetic buyer, as written under `[[sandbox.buyers]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MockBuyerConfig {
+    /// Path segment of the buyer's URLs (`/buyers/{id}/ping`); `[a-z0-9_-]`, unique in the fleet.
+    pub id: String,
+    /// Share of eligible pings the buyer bids on; the rest get `no_demand`.
+    #[serde(default = "default_bid_probability")]
+    pub bid_probability: f64,
+    /// Bids are uniform in `price_min..=price_max`, rounded to cents.
+    #[serde(default = "default_price_min")]
+    pub price_min: f64,
+    #[serde(default = "default_price_max")]
+    pub price_max: f64,
+    /// ISO 4217 code sent with every bid; a mismatch with Gavel's currency is a buyer error.
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    /// Uniform delay before answering a ping; Gavel's engine overhead is measured against it.
+    #[serde(default = "default_latency_ms_min")]
+    pub latency_ms_min: u64,
+    #[serde(default = "default_latency_ms_max")]
+    pub latency_ms_max: u64,
+    /// Uniform delay before answering a post.
+    #[serde(default = "default_post_latency_ms_min")]
+    pub post_latency_ms_min: u64,
+    #[serde(default = "default_post_latency_ms_max")]
+    pub post_latency_ms_max: u64,
+    /// Share of posts (with a valid bid token) the buyer accepts.
+    #[serde(default = "default_post_accept_probability")]
+    pub post_accept_probability: f64,
+    /// Lifetime of a bid: `valid_until` = answer time + this.
+    #[serde(default = "default_bid_valid_ms")]
+    pub bid_valid_ms: u64,
+    /// How this buyer misbehaves, if at all.
+    #[serde(default)]
+    pub failure: FailureMode,
+    /// Share of pings (posts for `reject_post`) the failure applies to.
+    #[serde(default = "default_failure_probability")]
+    pub failure_probability: f64,
+    /// The buyer's own targeting, which turns leads away with structured reasons.
+    #[serde(default)]
+    pub filters: MockFilters,
+    /// Exact `Authorization` value the buyer requires; unset accepts anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_auth: Option<String>,
+}
+
+fn default_bid_probability() -> f64 {
+    0.7
+}
+fn default_price_min() -> f64 {
+    5.0
+}
+fn default_price_max() -> f64 {
+    40.0
+}
+fn default_currency() -> String {
+    "USD".to_owned()
+}
+fn default_latency_ms_min() -> u64 {
+    10
+}
+fn default_latency_ms_max() -> u64 {
+    30
+}
+fn default_post_latency_ms_min() -> u64 {
+    2
+}
+fn default_post_latency_ms_max() -> u64 {
+    5
+}
+fn default_post_accept_probability() -> f64 {
+    0.95
+}
+fn default_bid_valid_ms() -> u64 {
+    60_000
+}
+fn default_failure_probability() -> f64 {
+    1.0
+}
+
+impl MockBuyerConfig {
+    /// A well-behaved buyer with every default, for code and tests that build fleets by hand.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            bid_probability: default_bid_probability(),
+            price_min: default_price_min(),
+            price_max: default_price_max(),
+            currency: default_currency(),
+            latency_ms_min: default_latency_ms_min(),
+            latency_ms_max: default_latency_ms_max(),
+            post_latency_ms_min: default_post_latency_ms_min(),
+            post_latency_ms_max: default_post_latency_ms_max(),
+            post_accept_probability: default_post_accept_probability(),
+            bid_valid_ms: default_bid_valid_ms(),
+            failure: FailureMode::None,
+            failure_probability: default_failure_probability(),
+            filters: MockFilters::default(),
+            expect_auth: None,
+        }
+    }
+}
+
+/// How a buyer misbehaves for the `failure_probability` share of its pings (or posts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Behaves.
+    #[default]
+    None,
+    /// Never answers the ping; the connection stays open until the fleet stops (at most 120 s).
+    Hang,
+    /// Answers the ping with 500 and a small JSON body.
+    #[serde(rename = "http_500")]
+    Http500,
+    /// Answers the ping 200 with a body that is not JSON.
+    GarbageJson,
+    /// Sends 200 headers at once, then a valid body one byte every 200 ms.
+    SlowTrickle,
+    /// Rejects the post (422) even though it bid.
+    RejectPost,
+    /// Answers the ping with a valid bid for some other auction.
+    WrongAuctionId,
+}
+
+impl FailureMode {
+    fn affects_pings(self) -> bool {
+        !matches!(self, FailureMode::None | FailureMode::RejectPost)
+    }
+}
+
+/// A buyer's own targeting. Empty lists accept everything.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MockFilters {
+    /// Two-letter states served; others get `state_not_served`.
+    pub states: Vec<String>,
+    /// Verticals served; others get `vertical_not_served`.
+    pub verticals: Vec<String>,
+    /// Leads scored below this (or unscored) get `below_score_threshold`.
+    pub min_ai_quality_score: Option<f64>,
+}
+
+/// Checks a fleet's buyers; the error is (key such as `buyers[2].bid_probability`, reason).
+pub fn validate_buyers(buyers: &[MockBuyerConfig]) -> Result<(), (String, String)> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, b) in buyers.iter().enumerate() {
+        let key = |field: &str| format!("buyers[{i}].{field}");
+        if b.id.is_empty() {
+            return Err((key("id"), "must not be empty".into()));
+        }
+        if b.id.len() > 64
+            || !b
+                .id
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+        {
+            return Err((
+                key("id"),
+                format!("`{}` must be 1-64 characters of [a-z0-9_-]", b.id),
+            ));
+        }
+        if let Some(first) = seen.insert(&b.id, i) {
+            return Err((
+                key("id"),
+                format!("duplicate buyer id `{}` (also buyers[{first}])", b.id),
+            ));
+        }
+        for (field, p) in [
+            ("bid_probability", b.bid_probability),
+            ("post_accept_probability", b.post_accept_probability),
+            ("failure_probability", b.failure_probability),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err((key(field), format!("{p} is not a probability in 0..=1")));
+            }
+        }
+        if !(b.price_min.is_finite() && b.price_min > 0.0) {
+            return Err((key("price_min"), format!("{} must be above 0", b.price_min)));
+        }
+        if !b.price_max.is_finite() || b.price_min > b.price_max {
+            return Err((
+                key("price_max"),
+                format!(
+                    "{} must be a number no smaller than price_min {}",
+                    b.price_max, b.price_min
+                ),
+            ));
+        }
+        if b.currency.len() != 3 || !b.currency.bytes().all(|c| c.is_ascii_uppercase()) {
+            return Err((
+                key("currency"),
+                format!("`{}` is not an ISO 4217 code such as USD", b.currency),
+            ));
+        }
+        for (min_field, min, max_field, max) in [
+            (
+                "latency_ms_min",
+                b.latency_ms_min,
+                "latency_ms_max",
+                b.latency_ms_max,
+            ),
+            (
+                "post_latency_ms_min",
+                b.post_latency_ms_min,
+                "post_latency_ms_max",
+                b.post_latency_ms_max,
+            ),
+        ] {
+            if max > MAX_MOCK_LATENCY_MS {
+                return Err((
+                    key(max_field),
+                    format!("{max} exceeds the {MAX_MOCK_LATENCY_MS} ms ceiling"),
+                ));
+            }
+            if min > max {
+                return Err((key(min_field), format!("{min} exceeds {max_field} {max}")));
+            }
+        }
+        if b.bid_valid_ms == 0 || b.bid_valid_ms > 86_400_000 {
+            return Err((
+                key("bid_valid_ms"),
+                format!("{} must be in 1..=86400000 (one day)", b.bid_valid_ms),
+            ));
+        }
+        for (j, s) in b.filters.states.iter().enumerate() {
+            if s.len() != 2 || !s.bytes().all(|c| c.is_ascii_alphabetic()) {
+                return Err((
+                    key(&format!("filters.states[{j}]")),
+                    format!("`{s}` is not a two-letter state"),
+                ));
+            }
+        }
+        for (j, v) in b.filters.verticals.iter().enumerate() {
+            if v.is_empty() {
+                return Err((
+                    key(&format!("filters.verticals[{j}]")),
+                    "must not be empty".into(),
+                ));
+            }
+        }
+        if let Some(min) = b.filters.min_ai_quality_score {
+            if !(0.0..=1.0).contains(&min) {
+                return Err((
+                    key("filters.min_ai_quality_score"),
+                    format!("{min} is not a score in 0..=1"),
+                ));
+            }
+        }
+        if let Some(auth) = &b.expect_auth {
+            if auth.is_empty() || HeaderValue::from_str(auth).is_err() {
+                return Err((
+                    key("expect_auth"),
+                    "must be a non-empty, printable header value".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deterministic decisions
+// ---------------------------------------------------------------------------------------------
+
+/// FNV-1a 64 over several parts. A 0xff byte, which never occurs in UTF-8, separates the parts so
+/// that ("ab", "c") and ("a", "bc") hash differently.
+fn fnv1a64(parts: &[&[u8]]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            h ^= 0xff;
+            h = h.wrapping_mul(PRIME);
+        }
+        for &b in *part {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(PRIME);
+        }
+    }
+    h
+}
+
+fn decision_rng(seed: u64, buyer_id: &str, auction_id: &str, phase: &str) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(fnv1a64(&[
+        &seed.to_le_bytes(),
+        buyer_id.as_bytes(),
+        auction_id.as_bytes(),
+        phase.as_bytes(),
+    ]))
+}
+
+/// Everything a buyer decides about one ping. All values are drawn in a fixed order whether they
+/// are used or not, so changing one knob (say, the failure mode) does not reshuffle the prices.
+struct PingDraws {
+    latency: Duration,
+    fails: bool,
+    bids: bool,
+    amount_cents: u64,
+    bid_token: String,
+    other_auction_id: String,
+}
+
+fn draw_ping(seed: u64, buyer: &MockBuyerConfig, auction_id: &str) -> PingDraws {
+    let mut rng = decision_rng(seed, &buyer.id, auction_id, "ping");
+    let latency_ms =
+        rng.gen_range(buyer.latency_ms_min..=buyer.latency_ms_max.max(buyer.latency_ms_min));
+    let failure_roll: f64 = rng.gen();
+    let bid_roll: f64 = rng.gen();
+    let price_roll: f64 = rng.gen();
+    let token_bits: u64 = rng.gen();
+    let other_bits: u128 = rng.gen();
+    let price = buyer.price_min + price_roll * (buyer.price_max - buyer.price_min);
+    PingDraws {
+        latency: Duration::from_millis(latency_ms),
+        fails: buyer.failure.affects_pings() && failure_roll < buyer.failure_probability,
+        bids: bid_roll < buyer.bid_probability,
+        // A bid of zero is a buyer error in Gavel's eyes; a configured minimum above 0 never
+        // rounds down to it.
+        amount_cents: ((price * 100.0).round() as u64).max(1),
+        bid_token: format!("mb_{}_{token_bits:016x}", buyer.id),
+        other_auction_id: format!("auc_{}", ulid::Ulid::from_parts(0, other_bits)),
+    }
+}
+
+struct PostDraws {
+    latency: Duration,
+    accepts: bool,
+}
+
+fn draw_post(seed: u64, buyer: &MockBuyerConfig, auction_id: &str) -> PostDraws {
+    let mut rng = decision_rng(seed, &buyer.id, auction_id, "post");
+    let latency_ms = rng.gen_range(
+        buyer.post_latency_ms_min..=buyer.post_latency_ms_max.max(buyer.post_latency_ms_min),
+    );
+    let failure_roll: f64 = rng.gen();
+    let accept_roll: f64 = rng.gen();
+    let forced_reject =
+        buyer.failure == FailureMode::RejectPost && failure_roll < buyer.failure_probability;
+    PostDraws {
+        latency: Duration::from_millis(latency_ms),
+        accepts: !forced_reject && accept_roll < buyer.post_accept_probability,
+    }
+}
+
+/// Why the buyer's own filters turn a ping away, if they do.
+fn filter_reject(filters: &MockFilters, ping: &Value) -> Option<(&'static str, String)> {
+    if !filters.states.is_empty() {
+        let state = ping.get("state").and_then(Value::as_str);
+        if !state.is_some_and(|s| filters.states.iter().any(|x| x.eq_ignore_ascii_case(s))) {
+            return Some((
+                "state_not_served",
+                format!(
+                    "state {} is not among the buyer's states [{}]",
+                    state.unwrap_or("(missing)"),
+                    filters.states.join(", ")
+                ),
+            ));
+        }
+    }
+    if !filters.verticals.is_empty() {
+        let vertical = ping.get("vertical").and_then(Value::as_str);
+        if !vertical.is_some_and(|v| filters.verticals.iter().any(|x| x.eq_ignore_ascii_case(v))) {
+            return Some((
+                "vertical_not_served",
+                format!(
+                    "vertical {} is not among the buyer's verticals [{}]",
+                    vertical.unwrap_or("(missing)"),
+                    filters.verticals.join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(min) = filters.min_ai_quality_score {
+        match ping.get("ai_quality_score").and_then(Value::as_f64) {
+            Some(score) if score >= min => {}
+            Some(score) => {
+                return Some((
+                    "below_score_threshold",
+                    format!(
+                        "ai_quality_score {} < buyer_min {}",
+                        fmt_score(score),
+                        fmt_score(min)
+                    ),
+                ))
+            }
+            None => {
+                return Some((
+                    "below_score_threshold",
+                    format!("ai_quality_score missing; buyer_min {}", fmt_score(min)),
+                ))
+            }
+        }
+    }
+    None
+}
+
+/// Two decimals when that is exact (0.90), the full value otherwise (0.905), so a detail never
+/// shows two equal-looking numbers.
+fn fmt_score(x: f64) -> String {
+    if ((x * 100.0).round() / 100.0 - x).abs() < 1e-12 {
+        format!("{x:.2}")
+    } else {
+        format!("{x}")
+    }
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialize")
+}
+
+/// The §5.1 bid answer, written by hand so the amount keeps exactly two decimals.
+fn bid_body(auction_id: &str, buyer: &MockBuyerConfig, draws: &PingDraws) -> Bytes {
+    let until = time::OffsetDateTime::now_utc() + Duration::from_millis(buyer.bid_valid_ms);
+    // Millisecond precision is plenty for an expiry and keeps the timestamp short.
+    let valid_until = until
+        .replace_millisecond(until.millisecond())
+        .unwrap_or(until)
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("UTC timestamps format as RFC 3339");
+    format!(
+        r#"{{"auction_id":{},"bid":{{"amount":{}.{:02},"currency":{},"bid_token":{},"valid_until":{}}}}}"#,
+        json_str(auction_id),
+        draws.amount_cents / 100,
+        draws.amount_cents % 100,
+        json_str(&buyer.currency),
+        json_str(&draws.bid_token),
+        json_str(&valid_until),
+    )
+    .into()
+}
+
+fn no_bid_body(auction_id: &str, reason: &str, detail: &str) -> Bytes {
+    serde_json::to_vec(&serde_json::json!({
+        "auction_id": auction_id,
+        "bid": null,
+        "reject_reason": reason,
+        "reject_detail": detail,
+    }))
+    .expect("no-bid bodies serialize")
+    .into()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recording
+// ---------------------------------------------------------------------------------------------
+
+/// How a mock buyer answered one ping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PingOutcome {
+    Bid,
+    NoBid,
+    /// 401: `Authorization` did not match `expect_auth`.
+    Unauthorized,
+    /// 4xx: the body was unreadable or had no `auction_id`.
+    BadRequest,
+    Hang,
+    Http500,
+    GarbageJson,
+    SlowTrickle,
+    WrongAuctionId,
+}
+
+impl PingOutcome {
+    pub const ALL: [PingOutcome; 9] = [
+        PingOutcome::Bid,
+        PingOutcome::NoBid,
+        PingOutcome::Unauthorized,
+        PingOutcome::BadRequest,
+        PingOutcome::Hang,
+        PingOutcome::Http500,
+        PingOutcome::GarbageJson,
+        PingOutcome::SlowTrickle,
+        PingOutcome::WrongAuctionId,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PingOutcome::Bid => "bid",
+            PingOutcome::NoBid => "no_bid",
+            PingOutcome::Unauthorized => "unauthorized",
+            PingOutcome::BadRequest => "bad_request",
+            PingOutcome::Hang => "hang",
+            PingOutcome::Http500 => "http_500",
+            PingOutcome::GarbageJson => "garbage_json",
+            PingOutcome::SlowTrickle => "slow_trickle",
+            PingOutcome::WrongAuctionId => "wrong_auction_id",
+        }
+    }
+}
+
+/// One post a mock buyer received. Ids and keys only: the lead itself is never kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub buyer_id: String,
+    /// Empty when the body could not be read.
+    pub auction_id: String,
+    /// The `Idempotency-Key` header as sent, if any.
+    pub idempotency_key: Option<String>,
+    /// The lead id answered (a repeated key gets the first answer's id again).
+    pub lead_id: Option<String>,
+    pub accepted: bool,
+    /// Why the post was refused: `duplicate_lead`, `unknown_bid_token`, `unauthorized`,
+    /// `malformed_body`.
+    pub reason: Option<String>,
+}
+
+#[derive(Default)]
+struct BuyerLog {
+    pings: u64,
+    outcomes: [u64; PingOutcome::ALL.len()],
+    posts: u64,
+    leads: u64,
+    ping_keys: Vec<String>,
+    last_ping_body: Option<Value>,
+    last_ping_headers: Option<Vec<(String, String)>>,
+    accepted_keys: HashMap<String, String>,
+    accepted_order: VecDeque<String>,
+}
+
+#[derive(Default)]
+struct LogInner {
+    buyers: HashMap<String, BuyerLog>,
+    deliveries: Vec<DeliveryRecord>,
+    dropped_records: u64,
+}
+
+/// What the fleet saw, shared by its threads and read by tests and the load tester.
+///
+/// Counters are exact; the ping-key and delivery lists stop growing at a large cap (see
+/// [`FleetLog::dropped_records`]) so a long-running sandbox has bounded memory.
+pub struct FleetLog {
+    // A plain mutex is fine: this is the sandbox's bookkeeping, off Gavel's request path, and each
+    // critical section is a handful of map operations.
+    inner: Mutex<LogInner>,
+    active_connections: AtomicU64,
+}
+
+impl std::fmt::Debug for FleetLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetLog")
+            .field("deliveries", &self.lock().deliveries.len())
+            .field("active_connections", &self.active_connections())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FleetLog {
+    fn new(buyers: &[MockBuyerConfig]) -> Self {
+        let inner = LogInner {
+            buyers: buyers
+                .iter()
+                .map(|b| (b.id.clone(), BuyerLog::default()))
+                .collect(),
+            ..LogInner::default()
+        };
+        Self {
+            inner: Mutex::new(inner),
+            active_connections: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LogInner> {
+        // A panicking test thread must not hide what the fleet recorded from the others.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read<T>(&self, buyer_id: &str, f: impl FnOnce(&BuyerLog) -> T) -> Option<T> {
+        self.lock().buyers.get(buyer_id).map(f)
+    }
+
+    fn with_buyer(&self, buyer_id: &str, f: impl FnOnce(&mut BuyerLog)) {
+        if let Some(b) = self.lock().buyers.get_mut(buyer_id) {
+            f(b);
+        }
+    }
+
+    /// Pings the buyer received, whatever the answer.
+    pub fn pings(&self, buyer_id: &str) -> u64 {
+        self.read(buyer_id, |b| b.pings).unwrap_or(0)
+    }
+
+    /// Pings the buyer answered (or started hanging on) with `outcome`.
+    pub fn ping_outcome(&self, buyer_id: &str, outcome: PingOutcome) -> u64 {
+        self.read(buyer_id, |b| b.outcomes[outcome as usize])
+            .unwrap_or(0)
+    }
+
+    /// Every outcome with its count, in [`PingOutcome::ALL`] order.
+    pub fn ping_outcomes(&self, buyer_id: &str) -> Vec<(PingOutcome, u64)> {
+        let counts = self.read(buyer_id, |b| b.outcomes).unwrap_or_default();
+        PingOutcome::ALL
+            .iter()
+            .map(|&o| (o, counts[o as usize]))
+            .collect()
+    }
+
+    /// Posts the buyer received, repeats and refusals included.
+    pub fn posts(&self, buyer_id: &str) -> u64 {
+        self.read(buyer_id, |b| b.posts).unwrap_or(0)
+    }
+
+    /// Distinct leads the buyer accepted: a repeated idempotency key does not count again.
+    pub fn leads(&self, buyer_id: &str) -> u64 {
+        self.read(buyer_id, |b| b.leads).unwrap_or(0)
+    }
+
+    /// Every post received across the fleet, in arrival order.
+    pub fn deliveries(&self) -> Vec<DeliveryRecord> {
+        self.lock().deliveries.clone()
+    }
+
+    /// The body of the buyer's last ping, as Gavel sent it (pings never carry PII).
+    pub fn last_ping_body(&self, buyer_id: &str) -> Option<Value> {
+        self.read(buyer_id, |b| b.last_ping_body.clone()).flatten()
+    }
+
+    /// The headers of the buyer's last ping, names lower-cased, in arrival order.
+    pub fn ping_headers(&self, buyer_id: &str) -> Option<Vec<(String, String)>> {
+        self.read(buyer_id, |b| b.last_ping_headers.clone())
+            .flatten()
+    }
+
+    /// The `Idempotency-Key` of every ping the buyer received that carried one.
+    pub fn ping_idempotency_keys(&self, buyer_id: &str) -> Vec<String> {
+        self.read(buyer_id, |b| b.ping_keys.clone())
+            .unwrap_or_default()
+    }
+
+    /// Records not kept because a list reached its cap.
+    pub fn dropped_records(&self) -> u64 {
+        self.lock().dropped_records
+    }
+
+    /// Connections the fleet holds open right now.
+    pub fn active_connections(&self) -> u64 {
+        self.active_connections.load(Ordering::Relaxed)
+    }
+
+    fn record_ping(&self, buyer_id: &str, headers: Vec<(String, String)>, key: Option<String>) {
+        let mut inner = self.lock();
+        let mut dropped = false;
+        if let Some(b) = inner.buyers.get_mut(buyer_id) {
+            b.pings += 1;
+            b.last_ping_headers = Some(headers);
+            if let Some(key) = key {
+                if b.ping_keys.len() < PING_KEY_LIMIT {
+                    b.ping_keys.push(key);
+                } else {
+                    dropped = true;
+                }
+            }
+        }
+        if dropped {
+            inner.dropped_records += 1;
+        }
+    }
+
+    fn record_ping_body(&self, buyer_id: &str, body: Value) {
+        self.with_buyer(buyer_id, |b| b.last_ping_body = Some(body));
+    }
+
+    fn record_outcome(&self, buyer_id: &str, outcome: PingOutcome) {
+        self.with_buyer(buyer_id, |b| b.outcomes[outcome as usize] += 1);
+    }
+
+    /// Records a post and, for an accepted one, settles its lead id under the idempotency key in
+    /// the same critical section, so two concurrent posts with one key get one lead id.
+    fn record_post(
+        &self,
+        mut record: DeliveryRecord,
+        settle: Option<(String, bool)>,
+    ) -> Option<String> {
+        let mut inner = self.lock();
+        let mut lead_id = None;
+        if let Some(b) = inner.buyers.get_mut(&record.buyer_id) {
+            b.posts += 1;
+            if let Some((key, accepts)) = settle {
+                if let Some(previous) = b.accepted_keys.get(&key) {
+                    lead_id = Some(previous.clone());
+                } else if accepts {
+                    let id = format!("{}-{}", record.buyer_id, ulid::Ulid::new());
+                    if b.accepted_order.len() >= IDEMPOTENCY_LIMIT {
+                        if let Some(oldest) = b.accepted_order.pop_front() {
+                            b.accepted_keys.remove(&oldest);
+                        }
+                    }
+                    b.accepted_keys.insert(key.clone(), id.clone());
+                    b.accepted_order.push_back(key);
+                    b.leads += 1;
+                    lead_id = Some(id);
+                } else {
+                    record.reason = Some("duplicate_lead".into());
+                }
+            }
+        }
+        record.accepted = lead_id.is_some();
+        record.lead_id.clone_from(&lead_id);
+        if inner.deliveries.len() < DELIVERY_LIMIT {
+            inner.deliveries.push(record);
+        } else {
+            inner.dropped_records += 1;
+        }
+        lead_id
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response bodies
+// ---------------------------------------------------------------------------------------------
+
+/// The fleet's response body: a whole buffer, or a `slow_trickle` body that releases one byte per
+/// tick and ends early when the fleet shuts down. Hyper drops it when the client goes away, which
+/// stops the ticking.
+pub struct MockBody {
+    kind: BodyKind,
+}
+
+enum BodyKind {
+    Full(Full<Bytes>),
+    Trickle {
+        data: Bytes,
+        pos: usize,
+        tick: Pin<Box<monoio::time::Sleep>>,
+        stop: Pin<Box<Wait>>,
+    },
+}
+
+impl MockBody {
+    fn full(body: Full<Bytes>) -> Self {
+        Self {
+            kind: BodyKind::Full(body),
+        }
+    }
+
+    fn trickle(data: Bytes, shutdown: &Shutdown) -> Self {
+        Self {
+            kind: BodyKind::Trickle {
+                data,
+                pos: 0,
+                tick: Box::pin(monoio::time::sleep(TRICKLE_INTERVAL)),
+                stop: Box::pin(shutdown.wait()),
+            },
+        }
+    }
+}
+
+impl hyper::body::Body for MockBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match &mut self.get_mut().kind {
+            BodyKind::Full(body) => Pin::new(body).poll_frame(cx),
+            BodyKind::Trickle {
+                data,
+                pos,
+                tick,
+                stop,
+            } => {
+                if *pos >= data.len() {
+                    return Poll::Ready(None);
+                }
+                if stop.as_mut().poll(cx).is_ready() {
+                    *pos = data.len();
+                    return Poll::Ready(None);
+                }
+                if tick.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let byte = data.slice(*pos..*pos + 1);
+                *pos += 1;
+                tick.set(monoio::time::sleep(TRICKLE_INTERVAL));
+                Poll::Ready(Some(Ok(Frame::data(byte))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Full(body) => body.is_end_stream(),
+            BodyKind::Trickle { data, pos, .. } => *pos >= data.len(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Full(body) => body.size_hint(),
+            // No length up front, so hyper streams it chunked as each byte is released.
+            BodyKind::Trickle { .. } => SizeHint::default(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request handling
+// ---------------------------------------------------------------------------------------------
+
+/// What every fleet thread shares.
+struct Fleet {
+    seed: u64,
+    buyers: HashMap<String, MockBuyerConfig>,
+    log: Arc<FleetLog>,
+}
+
+/// One fleet thread's view: the shared fleet plus this thread's shutdown signal.
+struct Local {
+    fleet: Arc<Fleet>,
+    shutdown: Shutdown,
+}
+
+enum Answer {
+    Full(Reply),
+    Trickle(Bytes),
+}
+
+impl From<Reply> for Answer {
+    fn from(reply: Reply) -> Self {
+        Answer::Full(reply)
+    }
+}
+
+fn json_reply(status: StatusCode, body: Bytes) -> Reply {
+    Reply::text(status, "application/json", body)
+}
+
+fn error_reply(status: StatusCode, code: &'static str, message: &str, request_id: &str) -> Reply {
+    Reply::error(&ApiError::new(status, code, message), request_id)
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Option<String> {
+    header_str(headers, &HeaderName::from_static("idempotency-key")).map(str::to_owned)
+}
+
+fn authorized(buyer: &MockBuyerConfig, headers: &HeaderMap) -> bool {
+    match &buyer.expect_auth {
+        None => true,
+        Some(expected) => headers
+            .get(http::header::AUTHORIZATION)
+            .is_some_and(|v| v.as_bytes() == expected.as_bytes()),
+    }
+}
+
+/// Sleeps for `d` unless the fleet shuts down first; true when the full time passed.
+async fn sleep_or_shutdown(d: Duration, shutdown: &Shutdown) -> bool {
+    if d.is_zero() {
+        return true;
+    }
+    let sleep = std::pin::pin!(monoio::time::sleep(d));
+    let stop = std::pin::pin!(shutdown.wait());
+    matches!(select(sleep, stop).await, Either::Left(_))
+}
+
+async fn handle(local: &Local, req: Request<Incoming>) -> Response<MockBody> {
+    let request_id = crate::http::request_id();
+    match route(local, req, &request_id).await {
+        Answer::Full(reply) => reply.into_response(&request_id).map(MockBody::full),
+        Answer::Trickle(data) => {
+            let mut resp = Response::new(MockBody::trickle(data, &local.shutdown));
+            let h = resp.headers_mut();
+            h.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&request_id) {
+                h.insert(HeaderName::from_static("x-request-id"), v);
+            }
+            resp
+        }
+    }
+}
+
+async fn route(local: &Local, req: Request<Incoming>, request_id: &str) -> Answer {
+    enum Action {
+        Ping,
+        Post,
+    }
+    let path = req.uri().path();
+    if path == "/healthz" {
+        if req.method() != Method::GET {
+            return method_not_allowed("GET", request_id).into();
+        }
+        let body = serde_json::json!({"status": "ok", "buyers": local.fleet.buyers.len()});
+        return Reply::json(StatusCode::OK, &body).into();
+    }
+    let Some((id, action)) = path
+        .strip_prefix("/buyers/")
+        .and_then(|rest| rest.split_once('/'))
+    else {
+        return error_reply(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "No such route.",
+            request_id,
+        )
+        .into();
+    };
+    let action = match action {
+        "ping" => Action::Ping,
+        "post" => Action::Post,
+        _ => {
+            return error_reply(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "No such route.",
+                request_id,
+            )
+            .into()
+        }
+    };
+    let Some(buyer) = local.fleet.buyers.get(id) else {
+        return error_reply(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "No mock buyer has this id.",
+            request_id,
+        )
+        .into();
+    };
+    if req.method() != Method::POST {
+        return method_not_allowed("POST", request_id).into();
+    }
+    match action {
+        Action::Ping => ping(local, buyer, req, request_id).await,
+        Action::Post => post(local, buyer, req, request_id).await.into(),
+    }
+}
+
+fn method_not_allowed(allow: &'static str, request_id: &str) -> Reply {
+    let err = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("This route only answers {allow}."),
+    )
+    .with_header(http::header::ALLOW, allow);
+    Reply::error(&err, request_id)
+}
+
+fn unauthorized(request_id: &str) -> Reply {
+    error_reply(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "The Authorization header does not match what this buyer expects.",
+        request_id,
+    )
+}
+
+async fn ping(
+    local: &Local,
+    buyer: &MockBuyerConfig,
+    req: Request<Incoming>,
+    request_id: &str,
+) -> Answer {
+    let log = &local.fleet.log;
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    log.record_ping(&buyer.id, headers, idempotency_key(req.headers()));
+    if !authorized(buyer, req.headers()) {
+        log.record_outcome(&buyer.id, PingOutcome::Unauthorized);
+        return unauthorized(request_id).into();
+    }
+    let body = match crate::http::read_body(req, MAX_BODY_BYTES, BODY_TIMEOUT).await {
+        Ok(body) => body,
+        Err(e) => {
+            log.record_outcome(&buyer.id, PingOutcome::BadRequest);
+            return Reply::error(&e, request_id).into();
+        }
+    };
+    let ping: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            log.record_outcome(&buyer.id, PingOutcome::BadRequest);
+            return Reply::error(&ApiError::malformed_json(e), request_id).into();
+        }
+    };
+    let Some(auction_id) = ping
+        .get("auction_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    else {
+        log.record_outcome(&buyer.id, PingOutcome::BadRequest);
+        let err = ApiError::validation(vec![FieldError::new(
+            "auction_id",
+            "missing_required",
+            "string",
+        )]);
+        return Reply::error(&err, request_id).into();
+    };
+    let draws = draw_ping(local.fleet.seed, buyer, &auction_id);
+    let rejected = filter_reject(&buyer.filters, &ping);
+    log.record_ping_body(&buyer.id, ping);
+    let shutdown = &local.shutdown;
+
+    if draws.fails {
+        match buyer.failure {
+            FailureMode::Hang => {
+                log.record_outcome(&buyer.id, PingOutcome::Hang);
+                sleep_or_shutdown(HANG_MAX, shutdown).await;
+                return error_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "hang_ended",
+                    "The mock buyer stopped hanging.",
+                    request_id,
+                )
+                .into();
+            }
+            FailureMode::SlowTrickle => {
+                log.record_outcome(&buyer.id, PingOutcome::SlowTrickle);
+                let (_, body) = normal_answer(buyer, &auction_id, &draws, rejected);
+                return Answer::Trickle(body);
+            }
+            FailureMode::Http500 => {
+                sleep_or_shutdown(draws.latency, shutdown).await;
+                log.record_outcome(&buyer.id, PingOutcome::Http500);
+                return error_reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "The mock buyer failed on purpose (http_500).",
+                    request_id,
+                )
+                .into();
+            }
+            FailureMode::GarbageJson => {
+                sleep_or_shutdown(draws.latency, shutdown).await;
+                log.record_outcome(&buyer.id, PingOutcome::GarbageJson);
+                return json_reply(StatusCode::OK, Bytes::from_static(b"{\"auction_id\": nope"))
+                    .into();
+            }
+            FailureMode::WrongAuctionId => {
+                sleep_or_shutdown(draws.latency, shutdown).await;
+                log.record_outcome(&buyer.id, PingOutcome::WrongAuctionId);
+                let body = bid_body(&draws.other_auction_id, buyer, &draws);
+                return json_reply(StatusCode::OK, body).into();
+            }
+            FailureMode::None | FailureMode::RejectPost => {}
+        }
+    }
+
+    sleep_or_shutdown(draws.latency, shutdown).await;
+    let (outcome, body) = normal_answer(buyer, &auction_id, &draws, rejected);
+    log.record_outcome(&buyer.id, outcome);
+    json_reply(StatusCode::OK, body).into()
+}
+
+/// The answer of a buyer that behaves: its filters first, then whether it wants the lead at all.
+fn normal_answer(
+    buyer: &MockBuyerConfig,
+    auction_id: &str,
+    draws: &PingDraws,
+    rejected: Option<(&'static str, String)>,
+) -> (PingOutcome, Bytes) {
+    if let Some((reason, detail)) = rejected {
+        return (PingOutcome::NoBid, no_bid_body(auction_id, reason, &detail));
+    }
+    if !draws.bids {
+        let detail = format!("buyer {} has no demand for this lead right now", buyer.id);
+        return (
+            PingOutcome::NoBid,
+            no_bid_body(auction_id, "no_demand", &detail),
+        );
+    }
+    (PingOutcome::Bid, bid_body(auction_id, buyer, draws))
+}
+
+/// The post body a buyer reads. The lead must be an object but is dropped at once, unread.
+#[derive(Deserialize)]
+struct PostBody {
+    auction_id: String,
+    bid_token: String,
+    #[allow(dead_code)]
+    lead: serde_json::Map<String, Value>,
+}
+
+fn post_rejected(reason: &str) -> Reply {
+    json_reply(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        serde_json::to_vec(&serde_json::json!({"status": "rejected", "reason": reason}))
+            .expect("rejections serialize")
+            .into(),
+    )
+}
+
+async fn post(
+    local: &Local,
+    buyer: &MockBuyerConfig,
+    req: Request<Incoming>,
+    request_id: &str,
+) -> Reply {
+    let log = &local.fleet.log;
+    let mut record = DeliveryRecord {
+        buyer_id: buyer.id.clone(),
+        auction_id: String::new(),
+        idempotency_key: idempotency_key(req.headers()),
+        lead_id: None,
+        accepted: false,
+        reason: None,
+    };
+    if !authorized(buyer, req.headers()) {
+        record.reason = Some("unauthorized".into());
+        log.record_post(record, None);
+        return unauthorized(request_id);
+    }
+    let parsed = match crate::http::read_body(req, MAX_BODY_BYTES, BODY_TIMEOUT).await {
+        Ok(body) => serde_json::from_slice::<PostBody>(&body).map_err(ApiError::malformed_json),
+        Err(e) => Err(e),
+    };
+    let body = match parsed {
+        Ok(body) => body,
+        Err(e) => {
+            record.reason = Some("malformed_body".into());
+            log.record_post(record, None);
+            return Reply::error(&e, request_id);
+        }
+    };
+    record.auction_id.clone_from(&body.auction_id);
+    // The buyer recognises only tokens it issued; Gavel must forward the buyer's own token.
+    if body.bid_token != draw_ping(local.fleet.seed, buyer, &body.auction_id).bid_token {
+        record.reason = Some("unknown_bid_token".into());
+        log.record_post(record, None);
+        return post_rejected("unknown_bid_token");
+    }
+    let draws = draw_post(local.fleet.seed, buyer, &body.auction_id);
+    sleep_or_shutdown(draws.latency, &local.shutdown).await;
+    let key = record
+        .idempotency_key
+        .clone()
+        .unwrap_or_else(|| format!("post_{}", body.auction_id));
+    match log.record_post(record, Some((key, draws.accepts))) {
+        Some(lead_id) => Reply::json(
+            StatusCode::CREATED,
+            &serde_json::json!({"lead_id": lead_id}),
+        ),
+        None => post_rejected("duplicate_lead"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fleet threads
+// ---------------------------------------------------------------------------------------------
+
+/// Starts mock buyer fleets. The running fleet is a [`FleetHandle`].
+pub struct MockFleet;
+
+impl MockFleet {
+    /// Binds `listen` (port 0 picks a free port) and starts `threads` fleet threads (at least one)
+    /// serving `buyers`. The socket is bound and every thread is accepting when this returns.
+    /// Invalid buyers are refused with [`io::ErrorKind::InvalidInput`].
+    pub fn start(
+        listen: SocketAddr,
+        seed: u64,
+        buyers: Vec<MockBuyerConfig>,
+        threads: usize,
+    ) -> io::Result<FleetHandle> {
+        validate_buyers(&buyers).map_err(|(key, reason)| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("{key}: {reason}"))
+        })?;
+        let listener = std::net::TcpListener::bind(listen)?;
+        // The legacy driver needs a non-blocking socket; the flag is shared by every clone.
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let log = Arc::new(FleetLog::new(&buyers));
+        let fleet = Arc::new(Fleet {
+            seed,
+            buyers: buyers.into_iter().map(|b| (b.id.clone(), b)).collect(),
+            log: log.clone(),
+        });
+        let mut handle = FleetHandle {
+            addr,
+            log,
+            stops: Vec::new(),
+            threads: Vec::new(),
+        };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let n = threads.max(1);
+        for i in 0..n {
+            let listener = listener.try_clone()?;
+            let (stop_tx, stop_rx) = oneshot::channel();
+            let fleet = fleet.clone();
+            let ready = ready_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("gavel-mock-{i}"))
+                .spawn(move || fleet_thread(listener, fleet, stop_rx, ready))?;
+            handle.stops.push(stop_tx);
+            handle.threads.push(thread);
+        }
+        drop(ready_tx);
+        for _ in 0..n {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                // Returning drops `handle`, which stops the threads already running.
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(io::Error::other("a mock buyer thread died while starting")),
+            }
+        }
+        tracing::info!(%addr, threads = n, buyers = fleet.buyers.len(), "mock buyer fleet listening");
+        Ok(handle)
+    }
+}
+
+/// A running fleet. Dropping it stops the fleet, like [`FleetHandle::stop`].
+pub struct FleetHandle {
+    addr: SocketAddr,
+    log: Arc<FleetLog>,
+    stops: Vec<oneshot::Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for FleetHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetHandle")
+            .field("addr", &self.addr)
+            .field("threads", &self.threads.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FleetHandle {
+    /// The bound address, with the real port when 0 was asked for.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://{addr}`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn ping_url(&self, buyer_id: &str) -> String {
+        format!("http://{}/buyers/{buyer_id}/ping", self.addr)
+    }
+
+    pub fn post_url(&self, buyer_id: &str) -> String {
+        format!("http://{}/buyers/{buyer_id}/post", self.addr)
+    }
+
+    pub fn log(&self) -> Arc<FleetLog> {
+        self.log.clone()
+    }
+
+    /// Stops accepting, lets in-flight requests finish (hanging and trickling ones end at once,
+    /// the rest get up to 2 s) and joins every fleet thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::warn!("a mock buyer thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for FleetHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Counts a connection as open for as long as it lives.
+struct ConnGuard {
+    local: Rc<Cell<usize>>,
+    log: Arc<FleetLog>,
+}
+
+impl ConnGuard {
+    fn new(local: &Rc<Cell<usize>>, log: &Arc<FleetLog>) -> Self {
+        local.set(local.get() + 1);
+        log.active_connections.fetch_add(1, Ordering::Relaxed);
+        Self {
+            local: local.clone(),
+            log: log.clone(),
+        }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.local.set(self.local.get() - 1);
+        self.log.active_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn fleet_thread(
+    listener: std::net::TcpListener,
+    fleet: Arc<Fleet>,
+    stop_rx: oneshot::Receiver<()>,
+    ready: std::sync::mpsc::Sender<io::Result<()>>,
+) {
+    let mut rt = match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    rt.block_on(async move {
+        // Registering the socket needs the runtime's driver, hence inside `block_on`.
+        let listener = match monoio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(()));
+        let shutdown = Shutdown::new();
+        {
+            let shutdown = shutdown.clone();
+            // A dropped handle (sender gone) stops the thread just like an explicit stop.
+            monoio::spawn(async move {
+                let _ = stop_rx.await;
+                shutdown.fire();
+            });
+        }
+        let log = fleet.log.clone();
+        let local = Rc::new(Local {
+            fleet,
+            shutdown: shutdown.clone(),
+        });
+        let open = Rc::new(Cell::new(0usize));
+        loop {
+            let accept = std::pin::pin!(listener.accept());
+            let stop = std::pin::pin!(shutdown.wait());
+            match select(accept, stop).await {
+                Either::Left((Ok((stream, _peer)), _)) => {
+                    let guard = ConnGuard::new(&open, &log);
+                    let local = local.clone();
+                    let shutdown = shutdown.clone();
+                    monoio::spawn(async move {
+                        let _guard = guard;
+                        crate::http::serve_connection(stream, CONN_LIMITS, shutdown, move |req| {
+                            let local = local.clone();
+                            async move { Ok::<_, Infallible>(handle(&local, req).await) }
+                        })
+                        .await;
+                    });
+                }
+                Either::Left((Err(e), _)) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "mock buyer accept failed");
+                    sleep_or_shutdown(Duration::from_millis(10), &shutdown).await;
+                }
+                Either::Right(_) => break,
+            }
+        }
+        drop(listener);
+        let deadline = std::time::Instant::now() + DRAIN_GRACE;
+        while open.get() > 0 && std::time::Instant::now() < deadline {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+}

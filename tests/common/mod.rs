@@ -1,0 +1,332 @@
+//! Shared harness for the integration tests: a real Gavel on 127.0.0.1:0 with two cores, a real
+//! sandbox buyer fleet on loopback, and a small blocking HTTP client.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use gavel::config::{BuyerConfig, Config, Driver};
+use gavel::runtime::ServerHandle;
+use gavel::sandbox::{FleetHandle, MockBuyerConfig, MockFleet};
+
+/// Every scope, sandbox tenant.
+pub const TOKEN: &str = "gv_test_integration_all_scopes_000000000000";
+/// Only the `ping` scope.
+pub const PING_ONLY: &str = "gv_test_integration_ping_only_00000000000";
+/// Production tenant, every scope.
+pub const LIVE: &str = "gv_live_integration_production_000000000000";
+
+/// Drivers the e2e suite runs under. io_uring is required unless GAVEL_TEST_ALLOW_NO_URING=1, so a
+/// machine without it fails loudly instead of silently testing one driver.
+pub fn drivers() -> Vec<Driver> {
+    if monoio::utils::detect_uring() {
+        vec![Driver::Uring, Driver::Legacy]
+    } else if std::env::var("GAVEL_TEST_ALLOW_NO_URING").as_deref() == Ok("1") {
+        eprintln!(
+            "io_uring unavailable: running the legacy driver only (GAVEL_TEST_ALLOW_NO_URING=1)"
+        );
+        vec![Driver::Legacy]
+    } else {
+        panic!("io_uring is unavailable; set GAVEL_TEST_ALLOW_NO_URING=1 to test the legacy driver only")
+    }
+}
+
+pub fn base_config(driver: Driver) -> Config {
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+cores = 2
+driver = "{driver}"
+pin_threads = false
+header_read_timeout_ms = 1000
+shutdown_grace_ms = 5000
+
+[auction]
+window_ms = 1500
+floor = 1.00
+margin_percent = 10.0
+
+[log]
+level = "warn"
+
+[[tokens]]
+client = "it-all"
+tenant = "sandbox"
+sha256 = "{all}"
+scopes = ["ping", "post", "status", "reports", "dev"]
+
+[[tokens]]
+client = "it-ping"
+tenant = "sandbox"
+sha256 = "{ping}"
+scopes = ["ping"]
+
+[[tokens]]
+client = "it-live"
+tenant = "production"
+sha256 = "{live}"
+scopes = ["ping", "post", "reports"]
+
+[[rules]]
+source = "facebook_ads"
+require = ["lead.tcpa.trustedform_cert_url"]
+"#,
+        driver = match driver {
+            Driver::Uring => "uring",
+            Driver::Legacy => "legacy",
+            Driver::Auto => "auto",
+        },
+        all = gavel::auth::sha256_hex(TOKEN),
+        ping = gavel::auth::sha256_hex(PING_ONLY),
+        live = gavel::auth::sha256_hex(LIVE),
+    );
+    Config::parse("test.toml", &text).expect("test config parses")
+}
+
+/// A Gavel buyer entry pointing at a fleet buyer.
+pub fn buyer(fleet: &FleetHandle, id: &str) -> BuyerConfig {
+    BuyerConfig {
+        id: id.to_string(),
+        tenant: gavel::config::Tenant::Sandbox,
+        ping_url: fleet.ping_url(id),
+        post_url: fleet.post_url(id),
+        auth_header: None,
+        enabled: true,
+        filters: Default::default(),
+        floor: 0.0,
+        ping_timeout_ms: 1500,
+        post_timeout_ms: 800,
+    }
+}
+
+/// A mock buyer that always bids exactly `price` and accepts every post.
+pub fn fixed(id: &str, price: f64) -> MockBuyerConfig {
+    let mut b = MockBuyerConfig::new(id);
+    b.bid_probability = 1.0;
+    b.price_min = price;
+    b.price_max = price;
+    b.post_accept_probability = 1.0;
+    b.latency_ms_min = 1;
+    b.latency_ms_max = 5;
+    b
+}
+
+pub struct Env {
+    pub fleet: FleetHandle,
+    pub server: Option<ServerHandle>,
+    pub base: String,
+}
+
+impl Env {
+    /// Starts `mocks` as a fleet, points Gavel buyers at all of them, lets `tweak` adjust the
+    /// config, then starts Gavel.
+    pub fn start(
+        driver: Driver,
+        mocks: Vec<MockBuyerConfig>,
+        tweak: impl FnOnce(&mut Config, &FleetHandle),
+    ) -> Env {
+        let ids: Vec<String> = mocks.iter().map(|m| m.id.clone()).collect();
+        let fleet =
+            MockFleet::start("127.0.0.1:0".parse().unwrap(), 7, mocks, 1).expect("fleet starts");
+        let mut cfg = base_config(driver);
+        cfg.buyers = ids.iter().map(|id| buyer(&fleet, id)).collect();
+        tweak(&mut cfg, &fleet);
+        cfg.validate("test.toml").expect("test config is valid");
+        gavel::telemetry::init(&cfg.log);
+        let server = gavel::runtime::start(cfg).expect("server starts");
+        let base = format!("http://{}", server.addr);
+        Env {
+            fleet,
+            server: Some(server),
+            base,
+        }
+    }
+
+    pub fn server(&self) -> &ServerHandle {
+        self.server.as_ref().expect("running")
+    }
+
+    pub fn get(&self, path: &str, token: Option<&str>) -> Resp {
+        call(&self.base, "GET", path, token, None, &[])
+    }
+
+    pub fn post(&self, path: &str, token: Option<&str>, body: &str) -> Resp {
+        call(&self.base, "POST", path, token, Some(body), &[])
+    }
+
+    pub fn post_with(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        call(&self.base, "POST", path, token, Some(body), headers)
+    }
+
+    pub fn ping(&self, body: &serde_json::Value) -> Resp {
+        self.post("/v1/ping", Some(TOKEN), &body.to_string())
+    }
+
+    pub fn metric_sum(&self, name: &str) -> u64 {
+        let text = self.get("/metrics", None).text;
+        text.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub text: String,
+    pub json: serde_json::Value,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn error_code(&self) -> &str {
+        self.json["error"].as_str().unwrap_or("")
+    }
+}
+
+fn agent() -> ureq::Agent {
+    thread_local! {
+        static AGENT: ureq::Agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(20))
+            .build();
+    }
+    AGENT.with(|a| a.clone())
+}
+
+pub fn call(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Resp {
+    let mut req = agent().request(method, &format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    for (n, v) in headers {
+        req = req.set(n, v);
+    }
+    let res = match body {
+        Some(b)
+            if headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-type")) =>
+        {
+            req.send_string(b)
+        }
+        Some(b) => req.set("Content-Type", "application/json").send_string(b),
+        None => req.call(),
+    };
+    let resp = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {path}: transport error: {e}"),
+    };
+    let status = resp.status();
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .flat_map(|n| {
+            resp.all(&n)
+                .into_iter()
+                .map(|v| (n.clone(), v.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let text = resp.into_string().unwrap_or_default();
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    Resp {
+        status,
+        headers,
+        text,
+        json,
+    }
+}
+
+/// Sends raw bytes on a fresh connection and returns whatever comes back before the server
+/// closes the connection or `timeout` passes.
+pub fn raw(addr: std::net::SocketAddr, bytes: &[u8], timeout: Duration) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn ping_body() -> serde_json::Value {
+    serde_json::json!({
+        "vertical": "auto_insurance",
+        "sub_vertical": "non_standard",
+        "state": "TX",
+        "zip3": "770",
+        "source": "google_ads",
+        "tcpa_consent": true,
+        "ai_quality_score": 0.84,
+        "currently_insured": true,
+        "vehicle_count": 2,
+        "driver_age_band": "35-44"
+    })
+}
+
+/// The PII of the test lead; tests check it never shows up where it must not.
+pub const PII: &[&str] = &[
+    "Maria",
+    "Lopez",
+    "maria.lopez@example.com",
+    "+15125550182",
+    "1200 Sample St",
+    "203.0.113.42",
+];
+
+pub fn post_body(auction_id: &str, bid_token: &str) -> serde_json::Value {
+    serde_json::json!({
+        "auction_id": auction_id,
+        "bid_token": bid_token,
+        "lead": {
+            "first_name": "Maria",
+            "last_name": "Lopez",
+            "email": "maria.lopez@example.com",
+            "phone": "+15125550182",
+            "address": {"line1": "1200 Sample St", "city": "Houston", "state": "TX", "zip": "77001"},
+            "tcpa": {
+                "consent_text": "By clicking submit, I consent to be contacted.",
+                "consent_timestamp": "2026-05-11T14:21:58Z",
+                "ip_address": "203.0.113.42"
+            }
+        }
+    })
+}

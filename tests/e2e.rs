@@ -1,0 +1,666 @@
+//! End-to-end behaviour of ping and post through the real server on a real socket, with real
+//! buyer endpoints on loopback. Every scenario runs under both io drivers (io_uring and epoll).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use gavel::config::Driver;
+use gavel::sandbox::{FailureMode, MockBuyerConfig};
+use serde_json::json;
+
+/// Generates one test per driver for each scenario function.
+macro_rules! both_drivers {
+    ($($name:ident),* $(,)?) => {
+        mod uring {
+            $(#[test] fn $name() { if super::common::drivers().contains(&gavel::config::Driver::Uring) { super::$name(gavel::config::Driver::Uring) } })*
+        }
+        mod legacy {
+            $(#[test] fn $name() { super::$name(gavel::config::Driver::Legacy) })*
+        }
+    };
+}
+
+both_drivers!(
+    ping_wins_and_post_sells,
+    no_bid_reasons,
+    hanging_and_trickling_buyers_do_not_hold_the_auction,
+    broken_buyers_are_recorded_as_errors,
+    post_falls_back_to_next_bidder,
+    bid_token_checks,
+    ping_validation,
+    post_validation_and_rules,
+    auth_errors,
+    limits_and_malformed_requests,
+    cross_core_handoff,
+    second_post_conflicts_and_replays,
+    graceful_shutdown_finishes_in_flight_auction,
+);
+
+fn won(env: &Env, body: &serde_json::Value) -> (String, String, f64) {
+    let r = env.ping(body);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["status"], "won", "{}", r.text);
+    (
+        r.json["auction_id"].as_str().unwrap().to_string(),
+        r.json["bid"]["bid_token"].as_str().unwrap().to_string(),
+        r.json["bid"]["amount"].as_f64().unwrap(),
+    )
+}
+
+fn ping_wins_and_post_sells(driver: Driver) {
+    let env = Env::start(
+        driver,
+        vec![fixed("hi", 30.0), fixed("lo", 20.0)],
+        |_, _| {},
+    );
+    let r = env.ping(&ping_body());
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.header("x-request-id").unwrap().starts_with("req_"));
+    let j = &r.json;
+    assert_eq!(j["status"], "won");
+    assert_eq!(j["buyers_pinged"], 2);
+    assert_eq!(j["bids_received"], 2);
+    // 30.00 minus the 10% margin.
+    assert_eq!(j["bid"]["amount"].as_f64(), Some(27.0));
+    assert!(
+        r.text.contains("\"amount\":27.00"),
+        "money has two decimals: {}",
+        r.text
+    );
+    assert_eq!(j["bid"]["currency"], "USD");
+    let id = j["auction_id"].as_str().unwrap();
+    assert!(id.starts_with("auc_") && id.len() == 30, "{id}");
+    let token = j["bid"]["bid_token"].as_str().unwrap();
+    assert!(token.starts_with("bid_"));
+
+    // What the buyer saw: the ping fields and id, an expires_at, the idempotency key, no PII.
+    let seen = env.fleet.log().last_ping_body("hi").unwrap();
+    assert_eq!(seen["auction_id"], id);
+    assert_eq!(seen["state"], "TX");
+    assert!(seen["expires_at"].as_str().unwrap().ends_with('Z'));
+    let headers = env.fleet.log().ping_headers("hi").unwrap();
+    assert!(headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("idempotency-key") && *v == format!("ping_{id}")));
+
+    let p = env.post("/v1/post", Some(TOKEN), &post_body(id, token).to_string());
+    assert_eq!(p.status, 201, "{}", p.text);
+    assert_eq!(p.json["status"], "sold");
+    assert_eq!(p.json["auction_id"], id);
+    assert_eq!(p.json["amount"].as_f64(), Some(27.0));
+    assert!(p.json["lead_uuid"].as_str().unwrap().starts_with("ld_"));
+    let buyer_lead_id = p.json["buyer_lead_id"].as_str().unwrap();
+    let deliveries = env.fleet.log().deliveries();
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].buyer_id, "hi");
+    assert_eq!(
+        deliveries[0].idempotency_key.as_deref(),
+        Some(format!("post_{id}").as_str())
+    );
+    assert_eq!(deliveries[0].lead_id.as_deref(), Some(buyer_lead_id));
+
+    // The auction record holds every outcome and the sale, and no PII.
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    assert_eq!(rec.status, 200, "{}", rec.text);
+    assert_eq!(rec.json["status"], "won");
+    assert_eq!(rec.json["winner"]["buyer_id"], "hi");
+    assert_eq!(rec.json["post"]["status"], "sold");
+    assert_eq!(rec.json["post"]["buyer_lead_id"], buyer_lead_id);
+    assert_eq!(rec.json["buyers"].as_array().unwrap().len(), 2);
+    for pii in PII {
+        assert!(!rec.text.contains(pii), "record leaks {pii}");
+    }
+}
+
+fn no_bid_reasons(driver: Driver) {
+    let mut shy = fixed("shy", 10.0);
+    shy.bid_probability = 0.0;
+    let env = Env::start(driver, vec![shy, fixed("cheap", 0.50)], |cfg, _| {
+        cfg.buyers[0].filters.verticals = vec!["auto_insurance".into()];
+        cfg.buyers[1].filters.verticals = vec!["solar".into()];
+    });
+    // Nobody buys mortgage leads.
+    let mut b = ping_body();
+    b["vertical"] = json!("mortgage");
+    let r = env.ping(&b);
+    assert_eq!(r.json["status"], "no_bid", "{}", r.text);
+    assert_eq!(r.json["reject_reason"], "no_eligible_buyers");
+    assert_eq!(r.json["bid"], serde_json::Value::Null);
+    assert_eq!(r.json["buyers_pinged"], 0);
+    let rec = env.get(
+        &format!("/v1/auctions/{}", r.json["auction_id"].as_str().unwrap()),
+        Some(TOKEN),
+    );
+    assert!(rec.json["buyers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|b| b["outcome"] == "filtered"));
+    assert_eq!(
+        rec.json["buyers"][0]["reject_reason"],
+        "vertical_not_allowed"
+    );
+
+    // The only auto buyer declines.
+    let r = env.ping(&ping_body());
+    assert_eq!(r.json["reject_reason"], "no_bids", "{}", r.text);
+    assert_eq!(r.json["buyers_pinged"], 1);
+    let rec = env.get(
+        &format!("/v1/auctions/{}", r.json["auction_id"].as_str().unwrap()),
+        Some(TOKEN),
+    );
+    let shy_outcome = rec.json["buyers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["buyer_id"] == "shy")
+        .unwrap()
+        .clone();
+    assert_eq!(shy_outcome["outcome"], "no_bid");
+    assert_eq!(shy_outcome["reject_reason"], "no_demand");
+
+    // The solar buyer bids 0.50, under the 1.00 floor.
+    let mut b = ping_body();
+    b["vertical"] = json!("solar");
+    let r = env.ping(&b);
+    assert_eq!(r.json["reject_reason"], "below_floor", "{}", r.text);
+    assert_eq!(r.json["bids_received"], 1);
+}
+
+fn hanging_and_trickling_buyers_do_not_hold_the_auction(driver: Driver) {
+    let mut hang = fixed("hang", 90.0);
+    hang.failure = FailureMode::Hang;
+    let mut trickle = fixed("trickle", 80.0);
+    trickle.failure = FailureMode::SlowTrickle;
+    let env = Env::start(
+        driver,
+        vec![hang, trickle, fixed("good", 12.0)],
+        |cfg, _| {
+            cfg.auction.window_ms = 600;
+        },
+    );
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let r = env.ping(&ping_body());
+        let took = t0.elapsed();
+        assert_eq!(r.json["status"], "won", "{}", r.text);
+        assert_eq!(r.json["bid"]["amount"].as_f64(), Some(10.8));
+        // Generous slack: the point is that nobody waits for the hanging buyer's 120 s.
+        assert!(took < Duration::from_millis(3_000), "auction took {took:?}");
+        assert!(r.json["auction_ms"].as_u64().unwrap() < 3_000);
+        let rec = env.get(
+            &format!("/v1/auctions/{}", r.json["auction_id"].as_str().unwrap()),
+            Some(TOKEN),
+        );
+        let outcome = |id: &str| {
+            rec.json["buyers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|b| b["buyer_id"] == id)
+                .unwrap()["outcome"]
+                .clone()
+        };
+        assert_eq!(outcome("hang"), "timeout");
+        assert_eq!(outcome("trickle"), "timeout");
+        assert_eq!(outcome("good"), "bid");
+    }
+}
+
+fn broken_buyers_are_recorded_as_errors(driver: Driver) {
+    let mut e500 = fixed("e500", 90.0);
+    e500.failure = FailureMode::Http500;
+    let mut garbage = fixed("garbage", 80.0);
+    garbage.failure = FailureMode::GarbageJson;
+    let mut wrong = fixed("wrong", 70.0);
+    wrong.failure = FailureMode::WrongAuctionId;
+    let env = Env::start(
+        driver,
+        vec![e500, garbage, wrong, fixed("good", 15.0)],
+        |cfg, fleet| {
+            // A buyer whose endpoint refuses connections.
+            let mut dead = buyer(fleet, "dead");
+            dead.ping_url = "http://127.0.0.1:1/ping".into();
+            dead.post_url = "http://127.0.0.1:1/post".into();
+            cfg.buyers.push(dead);
+        },
+    );
+    let r = env.ping(&ping_body());
+    assert_eq!(r.json["status"], "won", "{}", r.text);
+    assert_eq!(r.json["bids_received"], 1);
+    let rec = env.get(
+        &format!("/v1/auctions/{}", r.json["auction_id"].as_str().unwrap()),
+        Some(TOKEN),
+    );
+    let find = |id: &str| {
+        rec.json["buyers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["buyer_id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(find("e500")["outcome"], "error");
+    assert_eq!(find("e500")["reject_reason"], "http_500");
+    assert_eq!(find("garbage")["outcome"], "error");
+    assert_eq!(find("garbage")["reject_reason"], "invalid_json");
+    assert_eq!(find("wrong")["reject_reason"], "wrong_auction_id");
+    assert_eq!(find("dead")["outcome"], "error");
+    assert_eq!(find("dead")["reject_reason"], "connect_failed");
+    assert_eq!(rec.json["winner"]["buyer_id"], "good");
+}
+
+fn post_falls_back_to_next_bidder(driver: Driver) {
+    let mut picky = fixed("picky", 50.0);
+    picky.failure = FailureMode::RejectPost;
+    let env = Env::start(
+        driver,
+        vec![picky, fixed("second", 40.0), fixed("third", 30.0)],
+        |_, _| {},
+    );
+    let (id, token, amount) = won(&env, &ping_body());
+    assert_eq!(amount, 45.0);
+    let p = env.post("/v1/post", Some(TOKEN), &post_body(&id, &token).to_string());
+    assert_eq!(p.status, 201, "{}", p.text);
+    // Sold to the second-highest bidder, at its price minus the margin.
+    assert_eq!(p.json["amount"].as_f64(), Some(36.0));
+    let d = env.fleet.log().deliveries();
+    let buyers: Vec<&str> = d.iter().map(|r| r.buyer_id.as_str()).collect();
+    assert_eq!(buyers, vec!["picky", "second"]);
+    assert!(!d[0].accepted && d[1].accepted);
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    assert_eq!(rec.json["post"]["buyer_id"], "second");
+    let attempts = rec.json["post"]["attempts"].as_array().unwrap();
+    assert_eq!(attempts[0]["result"], "rejected");
+    assert_eq!(attempts[1]["result"], "accepted");
+
+    // With every bidder refusing, the post answers 200 unsold.
+    let mut a = fixed("a", 50.0);
+    a.failure = FailureMode::RejectPost;
+    let mut b = fixed("b", 40.0);
+    b.failure = FailureMode::RejectPost;
+    let env = Env::start(driver, vec![a, b], |_, _| {});
+    let (id, token, _) = won(&env, &ping_body());
+    let p = env.post("/v1/post", Some(TOKEN), &post_body(&id, &token).to_string());
+    assert_eq!(p.status, 200, "{}", p.text);
+    assert_eq!(p.json["status"], "unsold");
+    assert_eq!(p.json["reject_reason"], "buyer_rejected");
+}
+
+fn bid_token_checks(driver: Driver) {
+    let env = Env::start(driver, vec![fixed("x", 30.0)], |cfg, _| {
+        cfg.bid_token.ttl_ms = Some(400);
+    });
+    let (id, token, _) = won(&env, &ping_body());
+    let (other_id, other_token, _) = won(&env, &ping_body());
+
+    // Altered: flip one character in the middle.
+    let mut chars: Vec<char> = token.chars().collect();
+    let mid = chars.len() / 2;
+    chars[mid] = if chars[mid] == 'A' { 'B' } else { 'A' };
+    let altered: String = chars.into_iter().collect();
+    let p = env.post(
+        "/v1/post",
+        Some(TOKEN),
+        &post_body(&id, &altered).to_string(),
+    );
+    assert_eq!(
+        (p.status, p.error_code()),
+        (422, "invalid_bid_token"),
+        "{}",
+        p.text
+    );
+
+    // Forged from scratch.
+    let p = env.post(
+        "/v1/post",
+        Some(TOKEN),
+        &post_body(&id, "bid_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").to_string(),
+    );
+    assert_eq!((p.status, p.error_code()), (422, "invalid_bid_token"));
+
+    // Another auction's token.
+    let p = env.post(
+        "/v1/post",
+        Some(TOKEN),
+        &post_body(&id, &other_token).to_string(),
+    );
+    assert_eq!((p.status, p.error_code()), (422, "invalid_bid_token"));
+
+    // Another tenant cannot use it either, even with its own valid scopes.
+    let p = env.post("/v1/post", Some(LIVE), &post_body(&id, &token).to_string());
+    assert_eq!((p.status, p.error_code()), (422, "invalid_bid_token"));
+
+    // Expired: the token lives 400 ms.
+    std::thread::sleep(Duration::from_millis(600));
+    let p = env.post(
+        "/v1/post",
+        Some(TOKEN),
+        &post_body(&other_id, &other_token).to_string(),
+    );
+    assert_eq!(
+        (p.status, p.error_code()),
+        (422, "bid_expired"),
+        "{}",
+        p.text
+    );
+    assert!(
+        env.fleet.log().deliveries().is_empty(),
+        "no invalid post reached a buyer"
+    );
+}
+
+fn ping_validation(driver: Driver) {
+    let env = Env::start(driver, vec![fixed("x", 30.0)], |_, _| {});
+    // PII in a ping.
+    let mut b = ping_body();
+    b["email"] = json!("maria.lopez@example.com");
+    b["first_name"] = json!("Maria");
+    let r = env.ping(&b);
+    assert_eq!(
+        (r.status, r.error_code()),
+        (422, "pii_not_allowed"),
+        "{}",
+        r.text
+    );
+    assert!(!r.text.contains("maria.lopez@example.com") && !r.text.contains("Maria"));
+    assert!(r.json["request_id"].as_str().unwrap().starts_with("req_"));
+    assert_eq!(
+        env.fleet.log().pings("x"),
+        0,
+        "a ping with PII never reaches a buyer"
+    );
+
+    // Every field error at once.
+    let r = env.ping(&json!({"state": "ZZ", "zip3": "77", "source": "google_ads", "tcpa_consent": "yes", "ai_quality_score": 1.5}));
+    assert_eq!(
+        (r.status, r.error_code()),
+        (422, "invalid_payload"),
+        "{}",
+        r.text
+    );
+    let fields: Vec<&str> = r.json["field_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    for f in [
+        "vertical",
+        "state",
+        "zip3",
+        "tcpa_consent",
+        "ai_quality_score",
+    ] {
+        assert!(fields.contains(&f), "missing error for {f}: {fields:?}");
+    }
+
+    // Malformed JSON.
+    let r = env.post("/v1/ping", Some(TOKEN), "{\"vertical\": ");
+    assert_eq!(
+        (r.status, r.error_code()),
+        (400, "malformed_json"),
+        "{}",
+        r.text
+    );
+
+    // Seller-supplied id, and the same id twice.
+    let mut b = ping_body();
+    b["auction_id"] = json!("auc_seller_supplied_1");
+    let r = env.ping(&b);
+    assert_eq!(r.json["auction_id"], "auc_seller_supplied_1", "{}", r.text);
+    let r = env.ping(&b);
+    assert_eq!((r.status, r.error_code()), (409, "auction_exists"));
+}
+
+fn post_validation_and_rules(driver: Driver) {
+    let env = Env::start(driver, vec![fixed("x", 30.0)], |_, _| {});
+    let (id, token, _) = won(&env, &ping_body());
+
+    // Several invalid lead fields, all reported.
+    let mut b = post_body(&id, &token);
+    b["lead"]["phone"] = json!("555-0182");
+    b["lead"]["email"] = json!("not-an-email");
+    b["lead"]["tcpa"]["ip_address"] = json!("999.1.1.1");
+    let r = env.post("/v1/post", Some(TOKEN), &b.to_string());
+    assert_eq!(
+        (r.status, r.error_code()),
+        (422, "invalid_payload"),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        r.json["field_errors"].as_array().unwrap().len(),
+        3,
+        "{}",
+        r.text
+    );
+    for pii in ["555-0182", "not-an-email", "999.1.1.1"] {
+        assert!(!r.text.contains(pii), "error echoes {pii}");
+    }
+
+    // The lead's state must match its ping.
+    let mut b = post_body(&id, &token);
+    b["lead"]["address"]["state"] = json!("CA");
+    b["lead"]["address"]["zip"] = json!("90001");
+    let r = env.post("/v1/post", Some(TOKEN), &b.to_string());
+    assert_eq!(
+        (r.status, r.error_code()),
+        (422, "lead_mismatch"),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.json["field_errors"].as_array().unwrap().len(), 2);
+
+    // facebook_ads leads need a TrustedForm certificate at post time.
+    let mut ping = ping_body();
+    ping["source"] = json!("facebook_ads");
+    let (fb_id, fb_token, _) = won(&env, &ping);
+    let r = env.post(
+        "/v1/post",
+        Some(TOKEN),
+        &post_body(&fb_id, &fb_token).to_string(),
+    );
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(
+        r.json["field_errors"][0]["field"],
+        "lead.tcpa.trustedform_cert_url"
+    );
+    assert_eq!(r.json["field_errors"][0]["code"], "missing_required");
+    let mut b = post_body(&fb_id, &fb_token);
+    b["lead"]["tcpa"]["trustedform_cert_url"] = json!("https://cert.trustedform.com/abc");
+    let r = env.post("/v1/post", Some(TOKEN), &b.to_string());
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert!(
+        env.fleet.log().deliveries().len() == 1,
+        "only the valid post was delivered"
+    );
+}
+
+fn auth_errors(driver: Driver) {
+    let env = Env::start(driver, vec![fixed("x", 30.0)], |_, _| {});
+    let body = ping_body().to_string();
+    let r = env.post("/v1/ping", None, &body);
+    assert_eq!((r.status, r.error_code()), (401, "unauthorized"));
+    assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"));
+    let r = env.post("/v1/ping", Some("gv_test_not_a_real_token"), &body);
+    assert_eq!(r.status, 401);
+    assert!(r
+        .header("www-authenticate")
+        .unwrap()
+        .contains("invalid_token"));
+    let (id, token, _) = won(&env, &ping_body());
+    let r = env.post(
+        "/v1/post",
+        Some(PING_ONLY),
+        &post_body(&id, &token).to_string(),
+    );
+    assert_eq!((r.status, r.error_code()), (403, "insufficient_scope"));
+    assert!(r
+        .header("www-authenticate")
+        .unwrap()
+        .contains("scope=\"post\""));
+    // A production client sees no sandbox auction.
+    let r = env.get(&format!("/v1/auctions/{id}"), Some(LIVE));
+    assert_eq!(r.status, 404);
+    // And a production ping reaches no sandbox buyer.
+    let before = env.fleet.log().pings("x");
+    let r = env.post("/v1/ping", Some(LIVE), &body);
+    assert_eq!(r.json["reject_reason"], "no_eligible_buyers", "{}", r.text);
+    assert_eq!(env.fleet.log().pings("x"), before);
+}
+
+fn limits_and_malformed_requests(driver: Driver) {
+    let env = Env::start(driver, vec![fixed("x", 30.0)], |_, _| {});
+    // 64 KiB + 1 byte body.
+    let big = format!("{{\"vertical\":\"{}\"}}", "a".repeat(64 * 1024));
+    let r = env.post("/v1/ping", Some(TOKEN), &big);
+    assert_eq!((r.status, r.error_code()), (413, "payload_too_large"));
+    // Unknown route and wrong method.
+    let r = env.get("/v1/nope", Some(TOKEN));
+    assert_eq!((r.status, r.error_code()), (404, "not_found"));
+    let r = env.get("/v1/ping", Some(TOKEN));
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("POST"));
+    // Wrong content type.
+    let r = env.post_with(
+        "/v1/ping",
+        Some(TOKEN),
+        "x",
+        &[("Content-Type", "text/plain")],
+    );
+    assert_eq!(r.status, 415);
+    // Invalid idempotency key.
+    let long = "k".repeat(300);
+    let r = env.post_with(
+        "/v1/post",
+        Some(TOKEN),
+        "{}",
+        &[("Idempotency-Key", long.as_str())],
+    );
+    assert_eq!((r.status, r.error_code()), (400, "invalid_idempotency_key"));
+    // A client that never finishes its request head is cut off after header_read_timeout_ms.
+    let t0 = Instant::now();
+    let out = raw(
+        env.server().addr,
+        b"POST /v1/ping HTTP/1.1\r\nHost: x\r\n",
+        Duration::from_secs(10),
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "slow header client held {:?}",
+        t0.elapsed()
+    );
+    assert!(out.is_empty() || out.starts_with("HTTP/1.1 408"), "{out}");
+    // Health endpoints.
+    assert_eq!(env.get("/healthz", None).status, 200);
+    let ready = env.get("/readyz", None);
+    assert_eq!(ready.json["cores"], 2);
+    assert_eq!(
+        ready.json["driver"],
+        if driver == Driver::Uring {
+            "uring"
+        } else {
+            "legacy"
+        }
+    );
+}
+
+fn cross_core_handoff(driver: Driver) {
+    let env = Env::start(driver, vec![fixed("x", 30.0)], |_, _| {});
+    assert_eq!(env.metric_sum("gavel_core_handoffs_out_total"), 0);
+    // Ids owned by each core, sent on one keep-alive connection: whichever core holds that
+    // connection, the ids owned by the other core must be handed over.
+    let mut ids = Vec::new();
+    let mut n = 0;
+    while ids.len() < 8 {
+        let id = format!("auc_handoff_{n}");
+        n += 1;
+        let want = ids.len() % 2;
+        if gavel::runtime::owner_of(&id, 2) == want {
+            ids.push(id);
+        }
+    }
+    for id in &ids {
+        let mut b = ping_body();
+        b["auction_id"] = json!(id);
+        let r = env.ping(&b);
+        assert_eq!(r.json["status"], "won", "{}", r.text);
+        let token = r.json["bid"]["bid_token"].as_str().unwrap();
+        let p = env.post("/v1/post", Some(TOKEN), &post_body(id, token).to_string());
+        assert_eq!(p.status, 201, "{}", p.text);
+        let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+        assert_eq!(rec.json["post"]["status"], "sold");
+    }
+    let out = env.metric_sum("gavel_core_handoffs_out_total");
+    let inn = env.metric_sum("gavel_core_handoffs_in_total");
+    assert!(out >= 4, "expected hand-offs, saw {out}");
+    assert_eq!(out, inn, "every hand-off out is a hand-off in");
+}
+
+fn second_post_conflicts_and_replays(driver: Driver) {
+    let env = Env::start(driver, vec![fixed("x", 30.0)], |_, _| {});
+    let (id, token, _) = won(&env, &ping_body());
+    let body = post_body(&id, &token).to_string();
+    let first = env.post("/v1/post", Some(TOKEN), &body);
+    assert_eq!(first.status, 201);
+    // Same (default) key: the same answer, marked as a replay, and no second delivery.
+    let again = env.post("/v1/post", Some(TOKEN), &body);
+    assert_eq!(again.status, 201);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.json["buyer_lead_id"], first.json["buyer_lead_id"]);
+    // Another key for the same auction: 409.
+    let other = env.post_with(
+        "/v1/post",
+        Some(TOKEN),
+        &body,
+        &[("Idempotency-Key", "seller-retry-2")],
+    );
+    assert_eq!(
+        (other.status, other.error_code()),
+        (409, "auction_already_posted")
+    );
+    assert_eq!(env.fleet.log().deliveries().len(), 1);
+}
+
+fn graceful_shutdown_finishes_in_flight_auction(driver: Driver) {
+    let mut slow = fixed("slow", 30.0);
+    slow.latency_ms_min = 400;
+    slow.latency_ms_max = 400;
+    let mut env = Env::start(driver, vec![slow], |_, _| {});
+    let base = env.base.clone();
+    let t = std::thread::spawn(move || {
+        call(
+            &base,
+            "POST",
+            "/v1/ping",
+            Some(TOKEN),
+            Some(&ping_body().to_string()),
+            &[],
+        )
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    let server = env.server.take().unwrap();
+    server.shutdown();
+    let r = t.join().unwrap();
+    assert_eq!(
+        r.json["status"], "won",
+        "in-flight auction finished: {}",
+        r.text
+    );
+    let addr = server.addr;
+    server.join();
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "listener closed after shutdown"
+    );
+}
+
+#[test]
+fn shipped_sandbox_buyer_configs_are_valid() {
+    // Sanity of the mock defaults used by the tests themselves.
+    gavel::sandbox::validate_buyers(&[MockBuyerConfig::new("a"), fixed("b", 3.0)]).unwrap();
+}
