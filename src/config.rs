@@ -354,6 +354,8 @@ impl Config {
     /// Reads, parses and validates one TOML file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
+        // Config is read once, before any event loop exists, so blocking here is harmless.
+        #[allow(clippy::disallowed_methods)]
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             file: file.clone(),
             source,

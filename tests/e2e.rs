@@ -1,5 +1,7 @@
 //! End-to-end behaviour of ping and post through the real server on a real socket, with real
 //! buyer endpoints on loopback. Every scenario runs under both io drivers (io_uring and epoll).
+// Test threads are not event loops: sleeping in them is how tests wait.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 
@@ -7,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use gavel::config::Driver;
-use gavel::sandbox::{FailureMode, MockBuyerConfig};
+use gavel::sandbox::{FailureMode, MockBuyerConfig, PostFailMode};
 use serde_json::json;
 
 /// Generates one test per driver for each scenario function.
@@ -36,6 +38,8 @@ both_drivers!(
     cross_core_handoff,
     second_post_conflicts_and_replays,
     graceful_shutdown_finishes_in_flight_auction,
+    post_retries_a_failing_buyer,
+    unconfirmed_post_resumes_with_the_same_buyer,
 );
 
 fn won(env: &Env, body: &serde_json::Value) -> (String, String, f64) {
@@ -656,6 +660,85 @@ fn graceful_shutdown_finishes_in_flight_auction(driver: Driver) {
     assert!(
         std::net::TcpStream::connect(addr).is_err(),
         "listener closed after shutdown"
+    );
+}
+
+fn post_retries_a_failing_buyer(driver: Driver) {
+    let mut flaky = fixed("flaky", 30.0);
+    flaky.post_fail_first = 2;
+    flaky.post_fail_mode = PostFailMode::Http503;
+    let env = Env::start(driver, vec![flaky, fixed("backup", 10.0)], |_, _| {});
+    let (id, token, _) = won(&env, &ping_body());
+    let p = env.post("/v1/post", Some(TOKEN), &post_body(&id, &token).to_string());
+    assert_eq!(p.status, 201, "{}", p.text);
+    assert_eq!(
+        p.json["amount"].as_f64(),
+        Some(27.0),
+        "sold to the winner after two 503s"
+    );
+    let d = env.fleet.log().deliveries();
+    assert_eq!(d.len(), 3);
+    assert!(d.iter().all(|r| r.buyer_id == "flaky"));
+    let key = format!("post_{id}");
+    assert!(d
+        .iter()
+        .all(|r| r.idempotency_key.as_deref() == Some(key.as_str())));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let statuses: Vec<u64> = rec.json["post"]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["http_status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, vec![503, 503, 201]);
+}
+
+fn unconfirmed_post_resumes_with_the_same_buyer(driver: Driver) {
+    // The winner takes the lead on every attempt but answers none of the first three, which is
+    // all one post may try: Gavel must not offer the lead to the second bidder.
+    let mut silent = fixed("silent", 30.0);
+    silent.post_fail_first = 3;
+    silent.post_fail_mode = PostFailMode::Hang;
+    let env = Env::start(driver, vec![silent, fixed("other", 20.0)], |cfg, _| {
+        cfg.buyers[0].post_timeout_ms = 150;
+        cfg.post.budget_ms = 2_000;
+        cfg.post.max_attempts_per_buyer = 3;
+    });
+    let (id, token, _) = won(&env, &ping_body());
+    let body = post_body(&id, &token).to_string();
+    let p = env.post("/v1/post", Some(TOKEN), &body);
+    assert_eq!(
+        (p.status, p.error_code()),
+        (502, "buyer_unavailable"),
+        "{}",
+        p.text
+    );
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    assert_eq!(rec.json["post"]["status"], "unresolved");
+    // Another key may not start a second delivery.
+    let other = env.post_with(
+        "/v1/post",
+        Some(TOKEN),
+        &body,
+        &[("Idempotency-Key", "another-key")],
+    );
+    assert_eq!(
+        (other.status, other.error_code()),
+        (409, "auction_already_posted")
+    );
+    // The retry with the same key resumes with the same buyer, which answers this time.
+    let p = env.post("/v1/post", Some(TOKEN), &body);
+    assert_eq!(p.status, 201, "{}", p.text);
+    let d = env.fleet.log().deliveries();
+    assert!(
+        d.iter().all(|r| r.buyer_id == "silent"),
+        "the second bidder never saw the lead"
+    );
+    let ids: std::collections::HashSet<_> = d.iter().filter_map(|r| r.lead_id.clone()).collect();
+    assert_eq!(ids.len(), 1, "one lead id across every attempt");
+    assert_eq!(
+        p.json["buyer_lead_id"].as_str(),
+        ids.iter().next().map(|s| s.as_str())
     );
 }
 

@@ -132,8 +132,10 @@ async fn run_inner(
         &auction_id,
         &ping,
         &elig,
-        deadline,
-        deadline_ms,
+        fanout::Deadline {
+            at: deadline,
+            unix_ms: deadline_ms,
+        },
     )
     .await;
 

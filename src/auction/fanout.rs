@@ -120,7 +120,7 @@ fn judge(
             clip(a.reject_detail),
         ),
         Some(b) => {
-            if !(b.amount > 0.0) || f64_to_cents(b.amount).is_none_or(|c| c == 0) {
+            if f64_to_cents(b.amount).is_none_or(|c| c == 0) {
                 return err("invalid_amount");
             }
             if b.currency != currency {
@@ -138,6 +138,13 @@ fn judge(
     }
 }
 
+/// When an auction closes, on the monotonic clock (for timers) and the wall clock (for buyers).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    pub at: Instant,
+    pub unix_ms: u64,
+}
+
 /// Pings every eligible buyer and returns one outcome per considered buyer: the pinged ones in
 /// eligibility order, then the filtered and capped ones.
 pub async fn ping_buyers(
@@ -147,10 +154,10 @@ pub async fn ping_buyers(
     auction_id: &str,
     ping: &Ping,
     elig: &Eligibility,
-    deadline: Instant,
-    deadline_ms: u64,
+    deadline: Deadline,
 ) -> Vec<BuyerOutcome> {
-    let body = buyer_ping_body(auction_id, ping, deadline_ms);
+    let body = buyer_ping_body(auction_id, ping, deadline.unix_ms);
+    let deadline = deadline.at;
     let idem = HeaderValue::from_str(&format!("ping_{auction_id}"))
         .expect("auction ids are header-safe by validation");
     let mut arrival = 0u32;

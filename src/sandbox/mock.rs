@@ -50,6 +50,8 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
+// The fleet's bookkeeping lock is the one deliberate exception to the no-locks rule (see FleetLog).
+#[allow(clippy::disallowed_types)]
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -144,6 +146,25 @@ pub struct MockBuyerConfig {
     /// Exact `Authorization` value the buyer requires; unset accepts anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect_auth: Option<String>,
+    /// The first this-many post attempts under each idempotency key fail (`post_fail_mode`);
+    /// later attempts behave. Exercises Gavel's retries and resumed deliveries.
+    #[serde(default)]
+    pub post_fail_first: u32,
+    #[serde(default)]
+    pub post_fail_mode: PostFailMode,
+}
+
+/// How an injected post failure looks to Gavel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PostFailMode {
+    /// 503 with `Retry-After: 0`: a clean "not taken, try again".
+    #[default]
+    #[serde(rename = "http_503")]
+    Http503,
+    /// The buyer takes the lead and never answers that attempt (until the caller gives up or the
+    /// fleet stops): Gavel cannot know whether the lead was taken.
+    Hang,
 }
 
 fn default_bid_probability() -> f64 {
@@ -199,6 +220,8 @@ impl MockBuyerConfig {
             failure_probability: default_failure_probability(),
             filters: MockFilters::default(),
             expect_auth: None,
+            post_fail_first: 0,
+            post_fail_mode: PostFailMode::Http503,
         }
     }
 }
@@ -620,6 +643,8 @@ struct BuyerLog {
     last_ping_headers: Option<Vec<(String, String)>>,
     accepted_keys: HashMap<String, String>,
     accepted_order: VecDeque<String>,
+    /// Post attempts seen per idempotency key, for `post_fail_first`.
+    post_attempts: HashMap<String, u32>,
 }
 
 #[derive(Default)]
@@ -636,6 +661,7 @@ struct LogInner {
 pub struct FleetLog {
     // A plain mutex is fine: this is the sandbox's bookkeeping, off Gavel's request path, and each
     // critical section is a handful of map operations.
+    #[allow(clippy::disallowed_types)]
     inner: Mutex<LogInner>,
     active_connections: AtomicU64,
 }
@@ -650,6 +676,7 @@ impl std::fmt::Debug for FleetLog {
 }
 
 impl FleetLog {
+    #[allow(clippy::disallowed_types)]
     fn new(buyers: &[MockBuyerConfig]) -> Self {
         let inner = LogInner {
             buyers: buyers
@@ -758,6 +785,20 @@ impl FleetLog {
         if dropped {
             inner.dropped_records += 1;
         }
+    }
+
+    /// Counts one more post attempt under `key` and returns the count (1 for the first).
+    fn bump_post_attempt(&self, buyer_id: &str, key: &str) -> u32 {
+        let mut n = 0;
+        self.with_buyer(buyer_id, |b| {
+            if b.post_attempts.len() >= IDEMPOTENCY_LIMIT && !b.post_attempts.contains_key(key) {
+                b.post_attempts.clear();
+            }
+            let c = b.post_attempts.entry(key.to_string()).or_insert(0);
+            *c += 1;
+            n = *c;
+        });
+        n
     }
 
     fn record_ping_body(&self, buyer_id: &str, body: Value) {
@@ -1238,12 +1279,37 @@ async fn post(
         log.record_post(record, None);
         return post_rejected("unknown_bid_token");
     }
-    let draws = draw_post(local.fleet.seed, buyer, &body.auction_id);
-    sleep_or_shutdown(draws.latency, &local.shutdown).await;
     let key = record
         .idempotency_key
         .clone()
         .unwrap_or_else(|| format!("post_{}", body.auction_id));
+    if buyer.post_fail_first > 0 && log.bump_post_attempt(&buyer.id, &key) <= buyer.post_fail_first
+    {
+        return match buyer.post_fail_mode {
+            PostFailMode::Http503 => {
+                record.reason = Some("injected_503".into());
+                log.record_post(record, None);
+                json_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Bytes::from_static(br#"{"error":"temporarily_unavailable"}"#),
+                )
+                .header(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static("0"),
+                )
+            }
+            PostFailMode::Hang => {
+                // The lead is taken (settled under its key) but the answer never comes, which
+                // is exactly the ambiguous case Gavel must resolve by retrying the same buyer.
+                record.reason = Some("injected_hang".into());
+                log.record_post(record, Some((key, true)));
+                sleep_or_shutdown(HANG_MAX, &local.shutdown).await;
+                post_rejected("injected_hang")
+            }
+        };
+    }
+    let draws = draw_post(local.fleet.seed, buyer, &body.auction_id);
+    sleep_or_shutdown(draws.latency, &local.shutdown).await;
     match log.record_post(record, Some((key, draws.accepts))) {
         Some(lead_id) => Reply::json(
             StatusCode::CREATED,

@@ -1,6 +1,9 @@
 //! Tests for the mock buyer fleet: a real fleet on 127.0.0.1:0, driven by a plain blocking HTTP
 //! client so the tests exercise the same wire Gavel's buyer client sees.
 
+// Test threads are not event loops: sleeping in them is how these tests wait.
+#![allow(clippy::disallowed_methods)]
+
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -821,11 +824,12 @@ fn many_threads_share_one_port_and_count_every_ping() {
 }
 
 #[test]
-fn zz_probe_hang_disconnect() {
+fn a_hanging_ping_is_released_when_the_client_goes_away() {
     let fleet = start(vec![MockBuyerConfig {
         failure: FailureMode::Hang,
         ..quick("hang")
     }]);
+    let log = fleet.log();
     let body = ping_body("auc_hang").to_string();
     let s = send(
         fleet.addr(),
@@ -836,12 +840,24 @@ fn zz_probe_hang_disconnect() {
         TIMEOUT,
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(fleet.log().active_connections(), 1);
+    let deadline = Instant::now() + TIMEOUT;
+    while log.ping_outcome("hang", PingOutcome::Hang) < 1 {
+        assert!(Instant::now() < deadline, "the hang never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(log.active_connections(), 1);
     drop(s);
-    std::thread::sleep(Duration::from_millis(500));
-    eprintln!(
-        "PROBE active after disconnect: {}",
-        fleet.log().active_connections()
-    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while log.active_connections() > 0 {
+        assert!(Instant::now() < deadline, "the hang outlived its client");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn outcome_order_matches_the_counter_slots() {
+    // The log indexes its counters by discriminant, so `ALL` must list variants in declared order.
+    for (i, outcome) in PingOutcome::ALL.iter().enumerate() {
+        assert_eq!(*outcome as usize, i, "{}", outcome.as_str());
+    }
 }

@@ -1,5 +1,6 @@
 //! Shared harness for the integration tests: a real Gavel on 127.0.0.1:0 with two cores, a real
 //! sandbox buyer fleet on loopback, and a small blocking HTTP client.
+
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
