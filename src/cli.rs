@@ -162,7 +162,7 @@ fn serve(path: &std::path::Path, overrides: &Overrides) -> Result<(), String> {
     cfg.apply(overrides);
     cfg.validate(&path.display().to_string())
         .map_err(|e| e.to_string())?;
-    crate::telemetry::init(&cfg.log);
+    let _log = crate::telemetry::init(&cfg.log);
     let fleet = if cfg.sandbox.enabled {
         let listen = cfg.sandbox.listen.expect("validated");
         let fleet = crate::sandbox::MockFleet::start(
@@ -191,7 +191,7 @@ fn mock_buyers(
     threads: usize,
 ) -> Result<(), String> {
     let cfg = load(path)?;
-    crate::telemetry::init(&cfg.log);
+    let _log = crate::telemetry::init(&cfg.log);
     let listen = listen
         .or(cfg.sandbox.listen)
         .ok_or("no address: set sandbox.listen or pass --listen")?;

@@ -39,6 +39,7 @@ both_drivers!(
     second_post_conflicts_and_replays,
     graceful_shutdown_finishes_in_flight_auction,
     post_retries_a_failing_buyer,
+    seller_expires_at_shortens_the_window,
     unconfirmed_post_resumes_with_the_same_buyer,
 );
 
@@ -661,6 +662,45 @@ fn graceful_shutdown_finishes_in_flight_auction(driver: Driver) {
         std::net::TcpStream::connect(addr).is_err(),
         "listener closed after shutdown"
     );
+}
+
+fn seller_expires_at_shortens_the_window(driver: Driver) {
+    let mut hang = fixed("hang", 90.0);
+    hang.failure = FailureMode::Hang;
+    let env = Env::start(driver, vec![hang, fixed("good", 12.0)], |cfg, _| {
+        cfg.auction.window_ms = 5_000;
+    });
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(400);
+    let mut b = ping_body();
+    b["expires_at"] = json!(soon
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap());
+    let t0 = Instant::now();
+    let r = env.ping(&b);
+    assert_eq!(r.json["status"], "won", "{}", r.text);
+    assert!(
+        t0.elapsed() < Duration::from_millis(3_000),
+        "waited {:?} despite expires_at",
+        t0.elapsed()
+    );
+    let rec = env.get(
+        &format!("/v1/auctions/{}", r.json["auction_id"].as_str().unwrap()),
+        Some(TOKEN),
+    );
+    let created = rec.json["created_at"].as_str().unwrap();
+    let deadline = rec.json["deadline_at"].as_str().unwrap();
+    let parse = |s: &str| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    assert!(
+        parse(deadline) - parse(created) <= time::Duration::milliseconds(450),
+        "{created} .. {deadline}"
+    );
+
+    // An expires_at in the past is refused.
+    b["expires_at"] = json!("2001-01-01T00:00:00Z");
+    let r = env.ping(&b);
+    assert_eq!(r.status, 422);
 }
 
 fn post_retries_a_failing_buyer(driver: Driver) {

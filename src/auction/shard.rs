@@ -93,3 +93,73 @@ impl Shard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auction::Status;
+    use crate::config::Tenant;
+
+    fn auction(id: &str, evict_at_ms: u64) -> Auction {
+        Auction {
+            id: id.into(),
+            tenant: Tenant::Sandbox,
+            client: "c".into(),
+            ping: crate::model::Ping {
+                auction_id: None,
+                vertical: "auto_insurance".into(),
+                sub_vertical: None,
+                state: "TX".into(),
+                zip3: "770".into(),
+                source: "s".into(),
+                tcpa_consent: true,
+                trustedform_cert_url: None,
+                ai_quality_score: None,
+                currently_insured: None,
+                vehicle_count: None,
+                driver_age_band: None,
+                attributes: Vec::new(),
+                expires_at_ms: None,
+            },
+            created_ms: 0,
+            deadline_ms: 0,
+            closed_ms: None,
+            outcomes: Vec::new(),
+            status: Status::Open,
+            post: PostState::None,
+            post_attempts: Vec::new(),
+            sold: None,
+            evict_at_ms,
+        }
+    }
+
+    #[test]
+    fn cap_and_duplicates() {
+        let mut s = Shard::new(2);
+        s.insert(auction("a", 100), 0).unwrap();
+        assert_eq!(s.insert(auction("a", 100), 0), Err(InsertError::Exists));
+        s.insert(auction("b", 100), 0).unwrap();
+        assert_eq!(s.insert(auction("c", 100), 0), Err(InsertError::Full));
+        // Once the first two expire there is room again.
+        s.insert(auction("c", 300), 150).unwrap();
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn eviction_follows_the_latest_time_and_spares_deliveries() {
+        let mut s = Shard::new(10);
+        s.insert(auction("a", 100), 0).unwrap();
+        s.insert(auction("b", 100), 0).unwrap();
+        s.set_evict_at("a", 500);
+        s.get_mut("b").unwrap().post = PostState::InFlight { key: "k".into() };
+        s.evict(200);
+        assert!(s.get("a").is_some(), "moved eviction time is honoured");
+        assert!(
+            s.get("b").is_some(),
+            "an auction being delivered is never dropped"
+        );
+        s.get_mut("b").unwrap().post = PostState::None;
+        s.evict(1_300);
+        assert!(s.is_empty());
+    }
+}

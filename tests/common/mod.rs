@@ -114,6 +114,13 @@ pub fn fixed(id: &str, price: f64) -> MockBuyerConfig {
     b
 }
 
+/// Installs logging once for the whole test process and keeps its writer alive.
+fn init_logging(cfg: &Config) {
+    static GUARD: std::sync::OnceLock<Option<tracing_appender::non_blocking::WorkerGuard>> =
+        std::sync::OnceLock::new();
+    GUARD.get_or_init(|| gavel::telemetry::init(&cfg.log));
+}
+
 pub struct Env {
     pub fleet: FleetHandle,
     pub server: Option<ServerHandle>,
@@ -135,7 +142,7 @@ impl Env {
         cfg.buyers = ids.iter().map(|id| buyer(&fleet, id)).collect();
         tweak(&mut cfg, &fleet);
         cfg.validate("test.toml").expect("test config is valid");
-        gavel::telemetry::init(&cfg.log);
+        init_logging(&cfg);
         let server = gavel::runtime::start(cfg).expect("server starts");
         let base = format!("http://{}", server.addr);
         Env {
