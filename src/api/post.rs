@@ -160,10 +160,12 @@ async fn run(core: &Rc<Core>, post: Post, client: Client, key: String) -> Result
             e.field_errors = mismatches;
             return Err(e);
         }
-        let slots: Vec<usize> = match resume_slot {
-            Some(s) => vec![s],
-            None => ranked.clone(),
-        };
+        // A resumed delivery starts again with the buyer that may hold the lead; only if that
+        // buyer now certainly refuses does it move on down the ranking.
+        let start = resume_slot
+            .and_then(|s| ranked.iter().position(|r| *r == s))
+            .unwrap_or(0);
+        let slots: Vec<usize> = ranked[start..].to_vec();
         let margin_fixed = f64_to_cents(shared.config.auction.margin_fixed).unwrap_or(0);
         let mut candidates = Vec::with_capacity(slots.len());
         let mut payouts = Vec::with_capacity(slots.len());
