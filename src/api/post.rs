@@ -219,11 +219,14 @@ async fn run(core: &Rc<Core>, post: Post, client: Client, key: String) -> Result
     let outcome = deliver::deliver(
         &shared.registry,
         &core.pool,
-        &post.auction_id,
-        &post.lead,
-        &candidates,
+        deliver::Job {
+            auction_id: &post.auction_id,
+            lead: &post.lead,
+            candidates: &candidates,
+        },
         budget,
         &mut attempts,
+        &mut async |_slot| true,
     )
     .await;
 
@@ -286,6 +289,12 @@ async fn run(core: &Rc<Core>, post: Post, client: Client, key: String) -> Result
                 Ok(reply),
             )
         }
+        Delivery::Aborted => (
+            PostState::None,
+            Err(ApiError::internal(
+                "The delivery could not be recorded; no buyer was called. Retry the post.",
+            )),
+        ),
         Delivery::Unresolved { slot } => (
             PostState::Unresolved { key, slot },
             Err(ApiError::new(

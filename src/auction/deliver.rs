@@ -52,6 +52,16 @@ pub enum Delivery {
     Unresolved {
         slot: usize,
     },
+    /// `before_buyer` refused (the intent to deliver could not be recorded): nobody was called.
+    Aborted,
+}
+
+/// What one post delivers, and to whom (in fallback order).
+#[derive(Debug, Clone, Copy)]
+pub struct Job<'a> {
+    pub auction_id: &'a str,
+    pub lead: &'a Lead,
+    pub candidates: &'a [Candidate],
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -113,15 +123,22 @@ fn judge(status: StatusCode, headers: &http::HeaderMap, body: &[u8]) -> Try {
 
 /// Delivers `lead` to the candidates in order, starting at `candidates[0]`. Attempts are appended
 /// to `attempts` for the auction record.
+///
+/// `before_buyer(slot)` runs before the first call to each buyer; it is where the caller makes the
+/// intent to deliver durable. When it returns `false`, delivery stops before that buyer is called.
 pub async fn deliver(
     registry: &Registry,
     pool: &Pool,
-    auction_id: &str,
-    lead: &Lead,
-    candidates: &[Candidate],
+    job: Job<'_>,
     budget: Budget,
     attempts: &mut Vec<PostAttempt>,
+    before_buyer: &mut impl AsyncFnMut(usize) -> bool,
 ) -> Delivery {
+    let Job {
+        auction_id,
+        lead,
+        candidates,
+    } = job;
     let started = Instant::now();
     let end = started + budget.total;
     let idem = HeaderValue::from_str(&format!("post_{auction_id}"))
@@ -130,6 +147,9 @@ pub async fn deliver(
     for c in candidates.iter().take(budget.max_buyers) {
         if c.valid_until_ms <= super::now_ms() {
             continue;
+        }
+        if !before_buyer(c.slot).await {
+            return Delivery::Aborted;
         }
         let buyer = &registry.buyers[c.buyer];
         let body: Bytes = serde_json::to_vec(&BuyerPost {
