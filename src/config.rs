@@ -63,9 +63,46 @@ pub struct Config {
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
     #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
     pub sandbox: SandboxConfig,
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// Where and how Gavel keeps idempotency keys, auction records and leads on disk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Directory of the sled database; created when missing.
+    pub path: PathBuf,
+    /// How long an idempotency key replays its first answer.
+    pub idempotency_retention_days: u64,
+    /// How long auction records and leads are kept.
+    pub record_retention_days: u64,
+    /// sled's page cache size.
+    pub cache_capacity_bytes: u64,
+    /// How often the background expiry pass runs.
+    pub expiry_interval_ms: u64,
+    /// Most requests one group commit (one fsync) serves.
+    pub group_commit_max_batch: usize,
+    /// Benchmark-only: `false` answers before records reach the disk, to measure what durability
+    /// costs. Never turn it off in production: a crash would then lose acknowledged sales.
+    pub durable: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("data/gavel.sled"),
+            idempotency_retention_days: 30,
+            record_retention_days: 90,
+            cache_capacity_bytes: 256 * 1024 * 1024,
+            expiry_interval_ms: 60_000,
+            group_commit_max_batch: 1024,
+            durable: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -348,6 +385,9 @@ pub struct Overrides {
     /// io driver (overrides server.driver).
     #[arg(long, value_enum)]
     pub driver: Option<Driver>,
+    /// Store directory (overrides store.path).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -381,6 +421,9 @@ impl Config {
         }
         if let Some(d) = o.driver {
             self.server.driver = d;
+        }
+        if let Some(p) = &o.data_dir {
+            self.store.path = p.clone();
         }
     }
 
@@ -527,6 +570,19 @@ impl Config {
                     ));
                 }
             }
+        }
+        let st = &self.store;
+        if st.idempotency_retention_days == 0 || st.record_retention_days == 0 {
+            return Err(bad(
+                "store.idempotency_retention_days",
+                "retention must be at least 1 day".into(),
+            ));
+        }
+        if st.expiry_interval_ms == 0 || st.group_commit_max_batch == 0 {
+            return Err(bad("store.group_commit_max_batch", "must be > 0".into()));
+        }
+        if st.path.as_os_str().is_empty() {
+            return Err(bad("store.path", "must not be empty".into()));
         }
         if self.sandbox.enabled {
             let Some(addr) = self.sandbox.listen else {

@@ -78,11 +78,11 @@ async fn run_inner(
     let cfg = &shared.config.auction;
     let started = Instant::now();
     let now = now_ms();
-    // The bid window: the seller's expires_at if sooner, never beyond the configured window nor 5 s.
-    let window_ms = cfg.window_ms.min(MAX_WINDOW_MS);
+    // The bid window: the seller's expires_at when given (never more than 5 s away), else the
+    // configured window.
     let deadline_ms = ping
         .expires_at_ms
-        .map_or(now + window_ms, |e| e.min(now + window_ms));
+        .map_or(now + cfg.window_ms, |e| e.min(now + MAX_WINDOW_MS));
     let deadline = started + Duration::from_millis(deadline_ms.saturating_sub(now));
 
     let elig = shared

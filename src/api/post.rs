@@ -98,7 +98,14 @@ async fn run(core: &Rc<Core>, post: Post, client: Client, key: String) -> Result
         .keys
         .verify(&post.bid_token)
         .map_err(|_| invalid_token("The bid token is not one Gavel issued, or it was altered."))?;
-    if claims.auction_id != post.auction_id || claims.tenant != client.tenant {
+    if claims.tenant != client.tenant {
+        // Another tenant's auction is invisible, even to a caller holding its genuine token.
+        return Err(ApiError::not_found(format!(
+            "Auction {} is unknown here or its post window has passed.",
+            post.auction_id
+        )));
+    }
+    if claims.auction_id != post.auction_id {
         return Err(invalid_token("The bid token belongs to another auction."));
     }
 

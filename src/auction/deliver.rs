@@ -209,15 +209,13 @@ pub async fn deliver(
                         buyer_lead_id: id,
                     }
                 }
+                // Once a call to this buyer may have delivered the lead, later failures cannot
+                // prove otherwise: the buyer stays "maybe holds it" unless it confirms a sale.
                 Try::Refused => {
                     any_refusal = true;
-                    unclear = false;
                     break;
                 }
-                Try::RetryableClean(after) => {
-                    unclear = false;
-                    after.unwrap_or(backoff)
-                }
+                Try::RetryableClean(after) => after.unwrap_or(backoff),
                 Try::RetryableUnclear => {
                     unclear = true;
                     backoff
