@@ -6,6 +6,8 @@
 //! checked), next to three baselines that do less:
 //!
 //! - `simd_json_borrowed`: simd-json alone to a `simd_json::BorrowedValue`, no validation;
+//! - `simd_json_borrowed_reused_buffers`: the same, with simd-json's scratch buffers
+//!   (`simd_json::Buffers`) kept across iterations instead of allocated per call;
 //! - `serde_json_value`: serde_json to a `serde_json::Value` (note: this crate enables serde_json's
 //!   `arbitrary_precision` feature, under which every number in a `Value` is kept as a `String`);
 //! - `serde_json_struct`: serde_json into a `#[derive(Deserialize)]` struct whose strings borrow
@@ -198,6 +200,19 @@ fn bench_ping(c: &mut Criterion) {
             || body.clone(),
             |buf| {
                 let v = simd_json::to_borrowed_value(buf).unwrap();
+                black_box(&v);
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // The same parse with simd-json's scratch buffers kept across iterations, as a per-core
+    // parser could keep them; `to_borrowed_value` allocates fresh ones on every call.
+    let mut scratch = simd_json::Buffers::new(body.len());
+    g.bench_function("simd_json_borrowed_reused_buffers", |b| {
+        b.iter_batched_ref(
+            || body.clone(),
+            |buf| {
+                let v = simd_json::to_borrowed_value_with_buffers(buf, &mut scratch).unwrap();
                 black_box(&v);
             },
             BatchSize::SmallInput,

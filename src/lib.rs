@@ -13,6 +13,7 @@
 //! - [`auction`]: shard, fan-out, clearing, bid tokens, post delivery.
 //! - [`buyers`]: buyer registry, eligibility filters, per-core keep-alive connection pool.
 //! - [`auth`]: static bearer tokens (SHA-256 hashed), tenants and scopes.
+//! - [`store`]: sled + rkyv records (idempotency, auctions, leads), group commit, expiry.
 //! - [`sandbox`]: the mock buyer fleet used by the default config, tests and load tests.
 //! - [`config`]: TOML schema, validation, CLI overrides. [`error`]: who-caused-it error mapping.
 //! - [`cli`]: the `gavel` command line; `main.rs` only calls it.
@@ -28,4 +29,5 @@ pub mod http;
 pub mod model;
 pub mod runtime;
 pub mod sandbox;
+pub mod store;
 pub mod telemetry;

@@ -5,13 +5,13 @@
 //! auction keeps: the ping summary (never PII) and the post's lead, which lives only as long as the
 //! delivery that carries it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Money in integer cents so clearing never compares floats.
 pub type Cents = u64;
 
 /// A scalar value allowed under `attributes`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Scalar {
     Bool(bool),
@@ -22,35 +22,64 @@ pub enum Scalar {
 }
 
 /// A ping after validation. Holds no PII by construction: PII fields are refused before this exists.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+///
+/// It serializes to the summary buyers receive and auction records keep, and deserializes from
+/// that same summary (when an auction record is read back from the store).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ping {
     /// `None` when the seller let Gavel mint the id. Not serialized: the buyer ping carries the
     /// auction's final id separately.
     #[serde(skip)]
     pub auction_id: Option<String>,
     pub vertical: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub_vertical: Option<String>,
     pub state: String,
     pub zip3: String,
     pub source: String,
     pub tcpa_consent: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trustedform_cert_url: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ai_quality_score: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub currently_insured: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vehicle_count: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver_age_band: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    #[serde(serialize_with = "serialize_attributes")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        serialize_with = "serialize_attributes",
+        deserialize_with = "deserialize_attributes"
+    )]
     pub attributes: Vec<(String, Scalar)>,
     /// Seller's requested end of the bid window, unix milliseconds.
     #[serde(skip)]
     pub expires_at_ms: Option<u64>,
+}
+
+fn deserialize_attributes<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<(String, Scalar)>, D::Error> {
+    struct Visit;
+    impl<'de> serde::de::Visitor<'de> for Visit {
+        type Value = Vec<(String, Scalar)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of scalars")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some((k, v)) = m.next_entry::<String, Scalar>()? {
+                out.push((k, v));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Visit)
 }
 
 fn serialize_attributes<S: serde::Serializer>(
@@ -81,7 +110,7 @@ pub struct Tcpa {
     /// RFC 3339, as the seller sent it (validated).
     pub consent_timestamp: String,
     pub ip_address: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trustedform_cert_url: Option<String>,
 }
 
@@ -108,7 +137,7 @@ pub struct Post {
     pub lead_uuid_supplied: bool,
 }
 
-/// Formats cents as a JSON-ready number with two decimals (e.g. 3850 → 38.5 serialized as 38.50).
+/// Cents as a float, for arithmetic that leaves Gavel (never for comparisons).
 pub fn cents_to_f64(c: Cents) -> f64 {
     c as f64 / 100.0
 }
@@ -127,8 +156,53 @@ pub struct Money(pub Cents);
 
 impl Serialize for Money {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Written as raw JSON so the two decimals survive (a float would print 38.5).
         let text = format!("{}.{:02}", self.0 / 100, self.0 % 100);
-        let n: serde_json::Number = text.parse().map_err(serde::ser::Error::custom)?;
-        n.serialize(s)
+        serde_json::value::RawValue::from_string(text)
+            .map_err(serde::ser::Error::custom)?
+            .serialize(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_keeps_two_decimals() {
+        assert_eq!(serde_json::to_string(&Money(3850)).unwrap(), "38.50");
+        assert_eq!(serde_json::to_string(&Money(7)).unwrap(), "0.07");
+        assert_eq!(f64_to_cents(38.505), Some(3851));
+        assert_eq!(f64_to_cents(-1.0), None);
+        assert_eq!(f64_to_cents(f64::NAN), None);
+    }
+
+    #[test]
+    fn ping_summary_round_trips() {
+        let ping = Ping {
+            auction_id: None,
+            vertical: "auto_insurance".into(),
+            sub_vertical: Some("non_standard".into()),
+            state: "TX".into(),
+            zip3: "770".into(),
+            source: "google_ads".into(),
+            tcpa_consent: true,
+            trustedform_cert_url: None,
+            ai_quality_score: Some(0.84),
+            currently_insured: Some(true),
+            vehicle_count: Some(2),
+            driver_age_band: None,
+            attributes: vec![
+                ("credit".into(), Scalar::Str("good".into())),
+                ("homeowner".into(), Scalar::Bool(true)),
+                ("years".into(), Scalar::Int(3)),
+                ("ratio".into(), Scalar::Float(0.5)),
+                ("none".into(), Scalar::Null),
+            ],
+            expires_at_ms: None,
+        };
+        let json = serde_json::to_vec(&ping).unwrap();
+        let back: Ping = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, ping);
     }
 }

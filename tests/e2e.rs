@@ -41,6 +41,9 @@ both_drivers!(
     post_retries_a_failing_buyer,
     seller_expires_at_shortens_the_window,
     unconfirmed_post_resumes_with_the_same_buyer,
+    idempotent_replay_and_key_reuse,
+    concurrent_same_key_runs_once,
+    records_and_replays_survive_restart,
 );
 
 fn won(env: &Env, body: &serde_json::Value) -> (String, String, f64) {
@@ -779,6 +782,184 @@ fn unconfirmed_post_resumes_with_the_same_buyer(driver: Driver) {
     assert_eq!(
         p.json["buyer_lead_id"].as_str(),
         ids.iter().next().map(|s| s.as_str())
+    );
+}
+
+fn idempotent_replay_and_key_reuse(driver: Driver) {
+    let env = Env::start(driver, vec![fixed("x", 30.0)], |_, _| {});
+    let body = ping_body().to_string();
+    let key = [("Idempotency-Key", "seller-ping-1")];
+    let first = env.post_with("/v1/ping", Some(TOKEN), &body, &key);
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert_eq!(first.header("idempotent-replayed"), None);
+    let again = env.post_with("/v1/ping", Some(TOKEN), &body, &key);
+    assert_eq!(
+        (again.status, again.text.as_str()),
+        (200, first.text.as_str())
+    );
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(
+        env.fleet.log().pings("x"),
+        1,
+        "the replay ran no second auction"
+    );
+    // The same key with another body.
+    let mut other = ping_body();
+    other["state"] = json!("CA");
+    let r = env.post_with("/v1/ping", Some(TOKEN), &other.to_string(), &key);
+    assert_eq!(
+        (r.status, r.error_code()),
+        (422, "idempotency_key_reused"),
+        "{}",
+        r.text
+    );
+    // Another client's identical key is another key.
+    let r = env.post_with("/v1/ping", Some(LIVE), &body, &key);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("idempotent-replayed"), None);
+
+    // Post: replay under the default key, reuse with another body refused.
+    let id = first.json["auction_id"].as_str().unwrap();
+    let token = first.json["bid"]["bid_token"].as_str().unwrap();
+    let post = post_body(id, token).to_string();
+    let p1 = env.post("/v1/post", Some(TOKEN), &post);
+    assert_eq!(p1.status, 201, "{}", p1.text);
+    let p2 = env.post("/v1/post", Some(TOKEN), &post);
+    assert_eq!((p2.status, p2.text.as_str()), (201, p1.text.as_str()));
+    assert_eq!(p2.header("idempotent-replayed"), Some("true"));
+    let mut changed = post_body(id, token);
+    changed["lead"]["first_name"] = json!("Marta");
+    let p3 = env.post("/v1/post", Some(TOKEN), &changed.to_string());
+    assert_eq!(
+        (p3.status, p3.error_code()),
+        (422, "idempotency_key_reused")
+    );
+    assert_eq!(env.fleet.log().deliveries().len(), 1);
+
+    // A refusal before delivery starts is not recorded: the corrected post goes through under
+    // the same default key.
+    let second = env.ping(&ping_body());
+    let id2 = second.json["auction_id"].as_str().unwrap();
+    let token2 = second.json["bid"]["bid_token"].as_str().unwrap();
+    let mut bad = post_body(id2, token2);
+    bad["lead"]["address"]["state"] = json!("OK");
+    let r = env.post("/v1/post", Some(TOKEN), &bad.to_string());
+    assert_eq!(r.error_code(), "lead_mismatch");
+    let r = env.post("/v1/post", Some(TOKEN), &post_body(id2, token2).to_string());
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+fn concurrent_same_key_runs_once(driver: Driver) {
+    let mut slow = fixed("slow", 30.0);
+    slow.latency_ms_min = 150;
+    slow.latency_ms_max = 150;
+    let env = Env::start(driver, vec![slow], |_, _| {});
+    let body = ping_body().to_string();
+    // 60 requests with one key, each on its own connection so they land on both cores.
+    let handles: Vec<_> = (0..60)
+        .map(|_| {
+            let base = env.base.clone();
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new().max_idle_connections(0).build();
+                let r = agent
+                    .post(&format!("{base}/v1/ping"))
+                    .set("Authorization", &format!("Bearer {TOKEN}"))
+                    .set("Idempotency-Key", "burst-key")
+                    .send_string(&body);
+                let r = match r {
+                    Ok(r) => r,
+                    Err(ureq::Error::Status(_, r)) => r,
+                    Err(e) => panic!("{e}"),
+                };
+                let status = r.status();
+                let replayed = r.header("idempotent-replayed").is_some();
+                (status, replayed, r.into_string().unwrap())
+            })
+        })
+        .collect();
+    let results: Vec<(u16, bool, String)> =
+        handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let executed: Vec<_> = results.iter().filter(|(s, r, _)| *s == 200 && !r).collect();
+    assert_eq!(executed.len(), 1, "exactly one request ran: {results:?}");
+    for (status, replayed, text) in &results {
+        match status {
+            200 => assert_eq!(
+                text, &executed[0].2,
+                "a 200 is the one answer (replayed: {replayed})"
+            ),
+            409 => assert!(text.contains("idempotency_in_flight")),
+            s => panic!("unexpected {s}: {text}"),
+        }
+    }
+    assert_eq!(
+        env.fleet.log().pings("slow"),
+        1,
+        "one auction reached the buyer"
+    );
+    assert!(env.metric_sum("gavel_core_connections_total") >= 60);
+}
+
+fn records_and_replays_survive_restart(driver: Driver) {
+    let mut env = Env::start(driver, vec![fixed("x", 30.0), fixed("y", 25.0)], |_, _| {});
+    let key = [("Idempotency-Key", "restart-ping")];
+    let body = ping_body().to_string();
+    let ping = env.post_with("/v1/ping", Some(TOKEN), &body, &key);
+    let id = ping.json["auction_id"].as_str().unwrap().to_string();
+    let token = ping.json["bid"]["bid_token"].as_str().unwrap().to_string();
+    let unsold = env.ping(&ping_body());
+    let record_before = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    assert_eq!(record_before.status, 200);
+
+    env.restart();
+
+    // The ping replays after the restart, and its bid token still posts (the signing key is kept).
+    let again = env.post_with("/v1/ping", Some(TOKEN), &body, &key);
+    assert_eq!(
+        (again.status, again.text.as_str()),
+        (200, ping.text.as_str())
+    );
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    let record_after = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    assert_eq!(
+        record_after.text, record_before.text,
+        "the record reads the same after a restart"
+    );
+    let post = env.post("/v1/post", Some(TOKEN), &post_body(&id, &token).to_string());
+    assert_eq!(post.status, 201, "{}", post.text);
+
+    env.restart();
+    let replay = env.post("/v1/post", Some(TOKEN), &post_body(&id, &token).to_string());
+    assert_eq!(
+        (replay.status, replay.text.as_str()),
+        (201, post.text.as_str())
+    );
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    assert_eq!(rec.json["post"]["status"], "sold");
+    assert_eq!(
+        rec.json["post"]["buyer_lead_id"],
+        post.json["buyer_lead_id"]
+    );
+    // Other tenants and unknown ids stay 404.
+    assert_eq!(
+        env.get(&format!("/v1/auctions/{id}"), Some(LIVE)).status,
+        404
+    );
+    assert_eq!(
+        env.get("/v1/auctions/auc_00000000000000000000000000", Some(TOKEN))
+            .status,
+        404
+    );
+    // An auction that was never posted can still be posted after the restart.
+    let uid = unsold.json["auction_id"].as_str().unwrap();
+    let utoken = unsold.json["bid"]["bid_token"].as_str().unwrap();
+    let p = env.post("/v1/post", Some(TOKEN), &post_body(uid, utoken).to_string());
+    assert_eq!(p.status, 201, "{}", p.text);
+    assert_eq!(
+        env.fleet.log().deliveries().len(),
+        2,
+        "no delivery was repeated"
     );
 }
 

@@ -10,18 +10,20 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 
-use crate::auction::{rfc3339_ms, Auction, PostState, Status};
+use crate::auction::record::to_record;
+use crate::auction::rfc3339_ms;
 use crate::config::{Scope, Tenant};
 use crate::error::ApiError;
 use crate::http::Reply;
-use crate::model::{Money, Ping};
+use crate::model::Money;
 use crate::runtime::handoff::on_core;
 use crate::runtime::{Core, Shared};
+use crate::store::AuctionRecord;
 
 #[derive(Serialize)]
 struct BuyerOut<'a> {
     buyer_id: &'a str,
-    outcome: &'static str,
+    outcome: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     amount: Option<Money>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,7 +44,7 @@ struct WinnerOut<'a> {
 struct AttemptOut<'a> {
     buyer_id: &'a str,
     attempt: u32,
-    result: &'static str,
+    result: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     http_status: Option<u16>,
     latency_ms: f64,
@@ -50,22 +52,24 @@ struct AttemptOut<'a> {
 
 #[derive(Serialize)]
 struct PostOut<'a> {
-    status: &'static str,
+    status: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     buyer_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     buyer_lead_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lead_uuid: Option<&'a str>,
     attempts: Vec<AttemptOut<'a>>,
 }
 
 #[derive(Serialize)]
 struct RecordOut<'a> {
     auction_id: &'a str,
-    tenant: Tenant,
-    status: &'static str,
+    tenant: &'a str,
+    status: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    reject_reason: Option<&'static str>,
-    ping: &'a Ping,
+    reject_reason: Option<&'a str>,
+    ping: &'a serde_json::value::RawValue,
     currency: &'a str,
     created_at: String,
     deadline_at: String,
@@ -80,51 +84,38 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-/// Renders an auction record.
-pub fn render(shared: &Shared, a: &Auction) -> Reply {
-    let name = |i: usize| shared.registry.buyers[i].id.as_str();
-    let winner = match &a.status {
-        Status::Won {
-            ranked,
-            payout_cents,
-            ..
-        } => ranked.first().map(|&slot| WinnerOut {
-            buyer_id: name(a.outcomes[slot].buyer),
-            price: Money(a.outcomes[slot].amount_cents.unwrap_or(0)),
-            payout: Money(*payout_cents),
-        }),
-        _ => None,
-    };
-    let post_status = match (&a.post, &a.sold) {
-        (_, Some(_)) => "sold",
-        (PostState::None, _) => "none",
-        (PostState::InFlight { .. }, _) => "in_flight",
-        (PostState::Unresolved { .. }, _) => "unresolved",
-        (PostState::Done { .. }, None) => "unsold",
+/// Renders an auction record. The same stored record always renders the same bytes, before and
+/// after a restart.
+pub fn render(shared: &Shared, r: &AuctionRecord) -> Result<Reply, ApiError> {
+    let ping: &serde_json::value::RawValue = serde_json::from_slice(&r.ping_json)
+        .map_err(|_| ApiError::internal("The auction record could not be read."))?;
+    let slot = |s: u32| r.outcomes.get(s as usize);
+    let winner = r.ranked.first().and_then(|&s| slot(s)).map(|o| WinnerOut {
+        buyer_id: &o.buyer_id,
+        price: Money(o.amount_cents.unwrap_or(0)),
+        payout: Money(r.payout_cents.unwrap_or(0)),
+    });
+    // "delivering" is an internal intent; to a reader the delivery is simply not settled.
+    let post_status = match r.post.state.as_str() {
+        "delivering" => "in_flight",
+        s => s,
     };
     let record = RecordOut {
-        auction_id: &a.id,
-        tenant: a.tenant,
-        status: match a.status {
-            Status::Open => "open",
-            Status::Won { .. } => "won",
-            Status::NoBid(_) => "no_bid",
-        },
-        reject_reason: match a.status {
-            Status::NoBid(r) => Some(r.code()),
-            _ => None,
-        },
-        ping: &a.ping,
+        auction_id: &r.id,
+        tenant: &r.tenant,
+        status: &r.status,
+        reject_reason: r.reject_reason.as_deref(),
+        ping,
         currency: &shared.config.auction.currency,
-        created_at: rfc3339_ms(a.created_ms),
-        deadline_at: rfc3339_ms(a.deadline_ms),
-        closed_at: a.closed_ms.map(rfc3339_ms),
-        buyers: a
+        created_at: rfc3339_ms(r.created_ms),
+        deadline_at: rfc3339_ms(r.deadline_ms),
+        closed_at: r.closed_ms.map(rfc3339_ms),
+        buyers: r
             .outcomes
             .iter()
             .map(|o| BuyerOut {
-                buyer_id: name(o.buyer),
-                outcome: o.kind.as_str(),
+                buyer_id: &o.buyer_id,
+                outcome: &o.kind,
                 amount: o.amount_cents.map(Money),
                 reject_reason: o.reject_reason.as_deref(),
                 reject_detail: o.reject_detail.as_deref(),
@@ -134,25 +125,27 @@ pub fn render(shared: &Shared, a: &Auction) -> Reply {
         winner,
         post: PostOut {
             status: post_status,
-            buyer_id: a
-                .sold
-                .as_ref()
-                .map(|(slot, _)| name(a.outcomes[*slot].buyer)),
-            buyer_lead_id: a.sold.as_ref().map(|(_, id)| id.as_str()),
-            attempts: a
+            buyer_id: r.post.sold_slot.and_then(slot).map(|o| o.buyer_id.as_str()),
+            buyer_lead_id: r.post.buyer_lead_id.as_deref(),
+            lead_uuid: r
+                .post
+                .lead_uuid
+                .as_deref()
+                .filter(|_| r.post.sold_slot.is_some()),
+            attempts: r
                 .post_attempts
                 .iter()
                 .map(|p| AttemptOut {
-                    buyer_id: name(p.buyer),
+                    buyer_id: &p.buyer_id,
                     attempt: p.attempt,
-                    result: p.result,
+                    result: &p.result,
                     http_status: p.http_status,
                     latency_ms: ms(p.latency_us),
                 })
                 .collect(),
         },
     };
-    Reply::json(StatusCode::OK, &record)
+    Ok(Reply::json(StatusCode::OK, &record))
 }
 
 pub async fn handle(
@@ -173,11 +166,31 @@ pub async fn handle(
     let owner = core.shared.owner_of(&auction_id);
     let rid_owned = rid.to_string();
     Ok(on_core(core, owner, rid, move |c| async move {
-        let shard = c.shard.borrow();
-        match shard.get(&auction_id).filter(|a| a.tenant == client.tenant) {
-            Some(a) => render(&c.shared, a),
-            None => Reply::error(&ApiError::not_found("No auction has this id."), &rid_owned),
+        match lookup(&c, &auction_id, client.tenant) {
+            Ok(r) => r,
+            Err(e) => Reply::error(&e, &rid_owned),
         }
     })
     .await)
+}
+
+/// The stored record; an auction still open (not yet stored) is rendered from memory.
+fn lookup(core: &Rc<Core>, auction_id: &str, tenant: Tenant) -> Result<Reply, ApiError> {
+    let missing = || ApiError::not_found("No auction has this id.");
+    let stored = core.shared.store.get_auction(auction_id).map_err(|e| {
+        tracing::error!(error = %e, "auction record unreadable");
+        ApiError::internal("The auction record could not be read.")
+    })?;
+    let record = match stored {
+        Some(r) => r,
+        None => {
+            let shard = core.shard.borrow();
+            let a = shard.get(auction_id).ok_or_else(missing)?;
+            to_record(a)
+        }
+    };
+    if record.tenant != tenant.as_str() {
+        return Err(missing());
+    }
+    render(&core.shared, &record)
 }

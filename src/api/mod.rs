@@ -20,6 +20,7 @@ use crate::http::{request_id, Reply};
 use crate::runtime::Core;
 
 pub mod auctions;
+pub mod idempotency;
 pub mod ops;
 pub mod ping;
 pub mod post;

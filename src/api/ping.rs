@@ -21,6 +21,9 @@ use crate::error::ApiError;
 use crate::http::Reply;
 use crate::model::{f64_to_cents, Money, Ping};
 use crate::runtime::handoff::on_core;
+use crate::store::Batch;
+
+use super::idempotency::{self, Begin, Idem};
 use crate::runtime::Core;
 
 #[derive(Serialize)]
@@ -47,32 +50,91 @@ struct PingOut<'a> {
 
 pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
     let client = core.shared.auth.check(req.headers(), Scope::Ping)?;
+    let key = idempotency::key_from(req.headers())?;
     let mut body = super::json_body(req).await?;
+    let fingerprint = idempotency::fingerprint(&body);
     let ping = super::validate::parse_ping(&mut body, now_ms())?;
-    let (owner, auction_id) = match &ping.auction_id {
-        Some(id) => (core.shared.owner_of(id), id.clone()),
-        None => (core.id, core.mint_auction_id()),
+    // One key is decided on one core: the auction's owner, or the key's own core when Gavel mints
+    // the id (it then mints an id that core owns).
+    let owner = match (&ping.auction_id, &key) {
+        (Some(id), _) => core.shared.owner_of(id),
+        (None, Some(k)) => core.shared.owner_of(k),
+        (None, None) => core.id,
     };
+    let idem = key.map(|k| Idem::new(&client, "POST", "/v1/ping", k, fingerprint));
     let rid_owned = rid.to_string();
-    Ok(on_core(core, owner, rid, move |c| {
-        run(c, auction_id, ping, client, rid_owned)
+    Ok(on_core(core, owner, rid, move |c| async move {
+        match run(&c, ping, client, idem, &rid_owned).await {
+            Ok(r) => r,
+            Err(e) => Reply::error(&e, &rid_owned),
+        }
     })
     .await)
 }
 
-/// Runs one auction on its owning core and renders the reply.
-async fn run(core: Rc<Core>, auction_id: String, ping: Ping, client: Client, rid: String) -> Reply {
-    match run_inner(&core, auction_id, ping, client).await {
-        Ok(r) => r,
-        Err(e) => Reply::error(&e, &rid),
+/// Runs one auction on its owning core: idempotency check, auction, durable record, reply.
+async fn run(
+    core: &Rc<Core>,
+    ping: Ping,
+    client: Client,
+    idem: Option<Idem>,
+    rid: &str,
+) -> Result<Reply, ApiError> {
+    let _guard = match &idem {
+        None => None,
+        Some(i) => match idempotency::begin(core, i)? {
+            Begin::Replay(reply) => return Ok(reply),
+            Begin::Run(guard) => Some(guard),
+        },
+    };
+    let auction_id = match &ping.auction_id {
+        Some(id) => id.clone(),
+        None => core.mint_auction_id(),
+    };
+    let outcome = run_auction(core, auction_id.clone(), ping, &client).await;
+    let reply = match &outcome {
+        Ok(r) => r.clone(),
+        Err(e) => Reply::error(e, rid),
+    };
+    // The auction record (and the answer, for a keyed request) reach the disk before the seller
+    // hears of the bid: a post after a crash needs the record, a retry needs the answer.
+    let record = {
+        let shard = core.shard.borrow();
+        shard
+            .get(&auction_id)
+            .map(crate::auction::record::to_record)
+    };
+    let mut batch = Batch::new();
+    if let (Ok(_), Some(r)) = (&outcome, &record) {
+        batch.put_auction(r).map_err(store_error)?;
+    }
+    // Only an auction that ran is recorded under the key; a refusal before it ran (an auction id
+    // in use, a full shard) is not, so a corrected or later retry can still run.
+    if let (Some(i), Ok(_)) = (&idem, &outcome) {
+        idempotency::record(&mut batch, i, &reply, now_ms())?;
+    }
+    if !batch.is_empty() {
+        core.committer().commit(batch).await.map_err(store_error)?;
+    }
+    Ok(reply)
+}
+
+/// A store failure as the seller sees it: Gavel's fault, worth a retry.
+pub fn store_error(e: crate::store::StoreError) -> ApiError {
+    tracing::error!(error = %e, "store write failed");
+    match e {
+        crate::store::StoreError::Overloaded => {
+            ApiError::overloaded("The store is saturated; retry shortly.")
+        }
+        _ => ApiError::internal("The request could not be recorded."),
     }
 }
 
-async fn run_inner(
+async fn run_auction(
     core: &Rc<Core>,
     auction_id: String,
     ping: Ping,
-    client: Client,
+    client: &Client,
 ) -> Result<Reply, ApiError> {
     let shared = &core.shared;
     let cfg = &shared.config.auction;
@@ -101,6 +163,8 @@ async fn run_inner(
         post: PostState::None,
         post_attempts: Vec::new(),
         sold: None,
+        post_fingerprint: None,
+        lead_uuid: None,
         evict_at_ms: deadline_ms + cfg.retention_ms,
     };
     {

@@ -1,8 +1,15 @@
 //! `POST /v1/post` (CONTRACT §4.2): check the bid token and the lead against the auction, deliver the
 //! lead to the winner (or the next bidder), answer with the buyer's lead id.
 //!
-//! The auction's post state decides what a repeated post gets: the same idempotency key replays the
-//! final answer or resumes an unresolved delivery; another key gets 409 once the auction is posted.
+//! Crash safety: before any buyer is called, the intent to deliver (idempotency key, buyer slot,
+//! body fingerprint) is durable in the auction record; the final answer is durable, together with
+//! the lead record and the idempotency record, before the seller sees it. After a crash a retry
+//! with the same key finds the recorded intent and resumes with the same buyer under the same
+//! `Idempotency-Key`, so a lead is never sold twice and an acknowledged sale is never lost.
+//!
+//! A repeated post gets: the replay of the final answer (same key and body), 422
+//! `idempotency_key_reused` (same key, other body), 409 `idempotency_in_flight` (same key, still
+//! running), 409 `auction_already_posted` (another key once the auction is posted).
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -11,9 +18,13 @@ use http::{HeaderName, HeaderValue, Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 
+use super::idempotency::{self, Begin, Idem};
+use super::ping::store_error;
 use crate::auction::clearing::seller_payout;
 use crate::auction::deliver::{self, Budget, Candidate, Delivery};
-use crate::auction::{now_ms, PostState, Status};
+use crate::auction::record::{from_record, to_record};
+use crate::auction::shard::InsertError;
+use crate::auction::{now_ms, PostState, Status, NO_BUYER};
 use crate::auth::Client;
 use crate::config::Scope;
 use crate::error::{ApiError, FieldError};
@@ -21,9 +32,7 @@ use crate::http::Reply;
 use crate::model::{f64_to_cents, Money, Post};
 use crate::runtime::handoff::on_core;
 use crate::runtime::Core;
-
-/// Longest idempotency key accepted (CONTRACT §6).
-pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+use crate::store::{Batch, LeadEvent, LeadRecord};
 
 #[derive(Serialize)]
 struct SoldOut<'a> {
@@ -44,44 +53,30 @@ struct UnsoldOut<'a> {
     reject_detail: &'static str,
 }
 
-/// Reads the optional `Idempotency-Key` header: 1–255 printable ASCII characters.
-pub fn idempotency_key(headers: &http::HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(v) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let bytes = v.as_bytes();
-    if bytes.is_empty()
-        || bytes.len() > MAX_IDEMPOTENCY_KEY_LEN
-        || !bytes.iter().all(|b| (0x20..0x7f).contains(b))
-    {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_idempotency_key",
-            "Idempotency-Key must be 1 to 255 printable ASCII characters.",
-        ));
-    }
-    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
-}
-
 pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
     let client = core.shared.auth.check(req.headers(), Scope::Post)?;
-    let key = idempotency_key(req.headers())?;
+    let key = idempotency::key_from(req.headers())?;
     let mut body = super::json_body(req).await?;
+    let fingerprint = idempotency::fingerprint(&body);
     let post = super::validate::parse_post(&mut body, now_ms())?;
     let key = key.unwrap_or_else(|| format!("post_{}", post.auction_id));
+    let idem = Idem::new(&client, "POST", "/v1/post", key, fingerprint);
     let owner = core.shared.owner_of(&post.auction_id);
     let rid_owned = rid.to_string();
     Ok(on_core(core, owner, rid, move |c| async move {
-        match run(&c, post, client, key).await {
-            Ok(r) => r,
-            Err(e) => Reply::error(&e, &rid_owned),
-        }
+        run(&c, post, client, idem, &rid_owned).await
     })
     .await)
 }
 
 fn invalid_token(msg: &str) -> ApiError {
     ApiError::unprocessable("invalid_bid_token", msg)
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "Auction {id} is unknown here or its post window has passed."
+    ))
 }
 
 fn already_posted(id: &str) -> ApiError {
@@ -92,61 +87,123 @@ fn already_posted(id: &str) -> ApiError {
     )
 }
 
-async fn run(core: &Rc<Core>, post: Post, client: Client, key: String) -> Result<Reply, ApiError> {
-    let shared = &core.shared;
-    let claims = shared
-        .keys
-        .verify(&post.bid_token)
-        .map_err(|_| invalid_token("The bid token is not one Gavel issued, or it was altered."))?;
-    if claims.tenant != client.tenant {
-        // Another tenant's auction is invisible, even to a caller holding its genuine token.
-        return Err(ApiError::not_found(format!(
-            "Auction {} is unknown here or its post window has passed.",
-            post.auction_id
-        )));
+/// Runs a post on the auction's owning core and always answers; a final answer is recorded under
+/// the idempotency key before it leaves.
+async fn run(core: &Rc<Core>, post: Post, client: Client, idem: Idem, rid: &str) -> Reply {
+    let _guard = match idempotency::begin(core, &idem) {
+        Err(e) => return Reply::error(&e, rid),
+        Ok(Begin::Replay(reply)) => return reply,
+        Ok(Begin::Run(guard)) => guard,
+    };
+    // Only a post that started delivering leaves a record: a refusal before that (bad token,
+    // expired bid, lead mismatch) is not kept, so the seller can correct the request and send it
+    // again under the same (default) key.
+    match deliver_post(core, post, &client, &idem, rid).await {
+        Ok(Settled::Recorded(reply)) | Ok(Settled::Unrecorded(reply)) => reply,
+        Err(e) => Reply::error(&e, rid),
     }
-    if claims.auction_id != post.auction_id {
-        return Err(invalid_token("The bid token belongs to another auction."));
-    }
+}
 
-    // Decide, without awaiting, what this post may do; the shard borrow ends before any I/O.
-    let (candidates, payouts, vertical, source) = {
-        let mut shard = core.shard.borrow_mut();
-        let a = shard
-            .get_mut(&post.auction_id)
-            .filter(|a| a.tenant == client.tenant)
-            .ok_or_else(|| {
-                ApiError::not_found(format!(
-                    "Auction {} is unknown here or its post window has passed.",
-                    post.auction_id
-                ))
-            })?;
-        let resume_slot = match &a.post {
-            PostState::Done { key: k, reply } if *k == key => {
-                return Ok(reply.clone().header(
-                    HeaderName::from_static("idempotent-replayed"),
-                    HeaderValue::from_static("true"),
-                ))
+enum Settled {
+    /// The answer and everything it reports are durable.
+    Recorded(Reply),
+    /// An answer that changed no state (a replay from the auction record).
+    Unrecorded(Reply),
+}
+
+/// Loads the auction into the shard from the store when memory no longer holds it (after a
+/// restart, or after the shard evicted it). Returns false when no record exists.
+fn ensure_loaded(core: &Rc<Core>, auction_id: &str) -> Result<bool, ApiError> {
+    if core.shard.borrow().get(auction_id).is_some() {
+        return Ok(true);
+    }
+    let record = core.shared.store.get_auction(auction_id).map_err(|e| {
+        tracing::error!(error = %e, "auction record unreadable");
+        ApiError::internal("The auction record could not be read.")
+    })?;
+    let Some(record) = record else {
+        return Ok(false);
+    };
+    let now = now_ms();
+    let evict_at = record.token_valid_until_ms.unwrap_or(now).max(now)
+        + core.shared.config.auction.retention_ms;
+    let auction = from_record(record, &core.shared.registry, evict_at).map_err(|e| {
+        tracing::error!(error = %e, auction_id, "auction record invalid");
+        ApiError::internal("The auction record could not be read.")
+    })?;
+    match core.shard.borrow_mut().insert(auction, now) {
+        Ok(()) | Err(InsertError::Exists) => Ok(true),
+        Err(InsertError::Full) => Err(ApiError::overloaded(
+            "This core holds its maximum number of auctions; retry shortly.",
+        )),
+    }
+}
+
+/// What the shard lets this post do, decided without awaiting.
+struct Plan {
+    candidates: Vec<Candidate>,
+    payouts: Vec<(usize, u64)>,
+    vertical: String,
+    source: String,
+    /// Lead id to deliver under: the one a resumed delivery already used, else the post's.
+    lead_uuid: String,
+    /// State to restore if the delivery cannot even start.
+    previous: PostState,
+}
+
+fn plan(
+    core: &Rc<Core>,
+    post: &Post,
+    client: &Client,
+    idem: &Idem,
+) -> Result<Result<Plan, Reply>, ApiError> {
+    let shared = &core.shared;
+    let key = &idem.scope.key;
+    let mut shard = core.shard.borrow_mut();
+    let a = shard
+        .get_mut(&post.auction_id)
+        .filter(|a| a.tenant == client.tenant)
+        .ok_or_else(|| not_found(&post.auction_id))?;
+    let resume_slot = match &a.post {
+        PostState::Done { key: k, reply } if k == key => {
+            if a.post_fingerprint.is_some_and(|f| f != idem.fingerprint) {
+                return Err(reused());
             }
-            PostState::InFlight { key: k } if *k == key => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "idempotency_in_flight",
-                    "A post with this idempotency key is still being delivered; retry shortly.",
-                ))
+            return Ok(Err(reply.clone().header(
+                HeaderName::from_static("idempotent-replayed"),
+                HeaderValue::from_static("true"),
+            )));
+        }
+        PostState::InFlight { key: k, .. } if k == key => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_in_flight",
+                "A post with this idempotency key is still being delivered; retry shortly.",
+            ))
+        }
+        PostState::Unresolved { key: k, slot } if k == key => {
+            if a.post_fingerprint.is_some_and(|f| f != idem.fingerprint) {
+                return Err(reused());
             }
-            PostState::Unresolved { key: k, slot } if *k == key => Some(*slot),
-            PostState::None => None,
-            _ => return Err(already_posted(&a.id)),
-        };
-        let Status::Won {
-            ranked,
-            payout_cents,
-            ..
-        } = &a.status
-        else {
-            return Err(invalid_token("The auction has no winning bid."));
-        };
+            Some(*slot)
+        }
+        PostState::None => None,
+        _ => return Err(already_posted(&a.id)),
+    };
+    let Status::Won {
+        ranked,
+        payout_cents,
+        ..
+    } = &a.status
+    else {
+        return Err(invalid_token("The auction has no winning bid."));
+    };
+    // A resumed delivery must go back to its buyer whatever the clocks say: that buyer may hold
+    // the lead. Expiry only guards the start of a delivery.
+    if resume_slot.is_none() {
+        let claims = shared.keys.verify(&post.bid_token).map_err(|_| {
+            invalid_token("The bid token is not one Gavel issued, or it was altered.")
+        })?;
         if claims.amount_cents != *payout_cents {
             return Err(invalid_token(
                 "The bid token does not match the auction's bid.",
@@ -158,59 +215,125 @@ async fn run(core: &Rc<Core>, post: Post, client: Client, key: String) -> Result
                 "The bid token expired; ping again for a fresh bid.",
             ));
         }
-        let mismatches = super::validate::lead_mismatch(&a.ping.state, &a.ping.zip3, &post.lead);
-        if !mismatches.is_empty() {
-            let mut e = ApiError::unprocessable(
-                "lead_mismatch",
-                "The lead does not agree with its ping; see field_errors.",
-            );
-            e.field_errors = mismatches;
-            return Err(e);
+    }
+    let mismatches = super::validate::lead_mismatch(&a.ping.state, &a.ping.zip3, &post.lead);
+    if !mismatches.is_empty() {
+        let mut e = ApiError::unprocessable(
+            "lead_mismatch",
+            "The lead does not agree with its ping; see field_errors.",
+        );
+        e.field_errors = mismatches;
+        return Err(e);
+    }
+    // A resumed delivery starts again with the buyer that may hold the lead; only if that buyer
+    // now certainly refuses does it move on down the ranking.
+    let start = resume_slot
+        .and_then(|s| ranked.iter().position(|r| *r == s))
+        .unwrap_or(0);
+    let margin_fixed = f64_to_cents(shared.config.auction.margin_fixed).unwrap_or(0);
+    let mut candidates = Vec::new();
+    let mut payouts = Vec::new();
+    for &s in &ranked[start..] {
+        let o = &a.outcomes[s];
+        if o.buyer == NO_BUYER {
+            continue; // No longer configured: nobody to deliver to.
         }
-        // A resumed delivery starts again with the buyer that may hold the lead; only if that
-        // buyer now certainly refuses does it move on down the ranking.
-        let start = resume_slot
-            .and_then(|s| ranked.iter().position(|r| *r == s))
-            .unwrap_or(0);
-        let slots: Vec<usize> = ranked[start..].to_vec();
-        let margin_fixed = f64_to_cents(shared.config.auction.margin_fixed).unwrap_or(0);
-        let mut candidates = Vec::with_capacity(slots.len());
-        let mut payouts = Vec::with_capacity(slots.len());
-        for s in slots {
-            let o = &a.outcomes[s];
-            candidates.push(Candidate {
-                slot: s,
-                buyer: o.buyer,
-                buyer_bid_token: o.buyer_bid_token.clone().unwrap_or_default(),
-                valid_until_ms: o.valid_until_ms.unwrap_or(0),
-            });
-            payouts.push((
-                s,
-                if s == ranked[0] {
-                    *payout_cents
-                } else {
-                    seller_payout(
-                        o.amount_cents.unwrap_or(0),
-                        shared.config.auction.margin_percent,
-                        margin_fixed,
-                    )
-                },
-            ));
-        }
-        (
-            candidates,
-            payouts,
-            a.ping.vertical.clone(),
-            a.ping.source.clone(),
-        )
-    };
-    check_rules(shared, &vertical, &source, &post)?;
+        candidates.push(Candidate {
+            slot: s,
+            buyer: o.buyer,
+            buyer_bid_token: o.buyer_bid_token.clone().unwrap_or_default(),
+            valid_until_ms: if Some(s) == resume_slot {
+                u64::MAX
+            } else {
+                o.valid_until_ms.unwrap_or(0)
+            },
+        });
+        payouts.push((
+            s,
+            if s == ranked[0] {
+                *payout_cents
+            } else {
+                seller_payout(
+                    o.amount_cents.unwrap_or(0),
+                    shared.config.auction.margin_percent,
+                    margin_fixed,
+                )
+            },
+        ));
+    }
+    Ok(Ok(Plan {
+        candidates,
+        payouts,
+        vertical: a.ping.vertical.clone(),
+        source: a.ping.source.clone(),
+        lead_uuid: a
+            .lead_uuid
+            .clone()
+            .filter(|_| resume_slot.is_some())
+            .unwrap_or_else(|| post.lead.lead_uuid.clone()),
+        previous: a.post.clone(),
+    }))
+}
 
-    set_post(
-        core,
-        &post.auction_id,
-        PostState::InFlight { key: key.clone() },
-    );
+fn reused() -> ApiError {
+    ApiError::unprocessable(
+        "idempotency_key_reused",
+        "This Idempotency-Key was used with a different request body.",
+    )
+}
+
+/// Sets the auction's post state and returns its record, ready to commit.
+fn update(
+    core: &Rc<Core>,
+    auction_id: &str,
+    f: impl FnOnce(&mut crate::auction::Auction),
+) -> Option<crate::store::AuctionRecord> {
+    let mut shard = core.shard.borrow_mut();
+    let a = shard.get_mut(auction_id)?;
+    f(a);
+    Some(to_record(a))
+}
+
+async fn deliver_post(
+    core: &Rc<Core>,
+    mut post: Post,
+    client: &Client,
+    idem: &Idem,
+    rid: &str,
+) -> Result<Settled, ApiError> {
+    let shared = &core.shared;
+    let claims = shared
+        .keys
+        .verify(&post.bid_token)
+        .map_err(|_| invalid_token("The bid token is not one Gavel issued, or it was altered."))?;
+    if claims.tenant != client.tenant {
+        // Another tenant's auction is invisible, even to a caller holding its genuine token.
+        return Err(not_found(&post.auction_id));
+    }
+    if claims.auction_id != post.auction_id {
+        return Err(invalid_token("The bid token belongs to another auction."));
+    }
+    if !ensure_loaded(core, &post.auction_id)? {
+        return Err(not_found(&post.auction_id));
+    }
+    let plan = match plan(core, &post, client, idem)? {
+        Ok(p) => p,
+        Err(replay) => return Ok(Settled::Unrecorded(replay)),
+    };
+    check_rules(shared, &plan.vertical, &plan.source, &post)?;
+    post.lead.lead_uuid = plan.lead_uuid.clone();
+
+    let key = idem.scope.key.clone();
+    let fingerprint = idem.fingerprint;
+    let lead_uuid = plan.lead_uuid.clone();
+    update(core, &post.auction_id, |a| {
+        a.post = PostState::InFlight {
+            key: key.clone(),
+            slot: None,
+        };
+        a.post_fingerprint = Some(fingerprint);
+        a.lead_uuid = Some(lead_uuid.clone());
+    });
     let pc = &shared.config.post;
     let budget = Budget {
         total: Duration::from_millis(pc.budget_ms),
@@ -223,34 +346,53 @@ async fn run(core: &Rc<Core>, post: Post, client: Client, key: String) -> Result
         },
     };
     let mut attempts = Vec::new();
+    let auction_id = post.auction_id.clone();
+    // The intent to deliver to a buyer is durable before that buyer is called.
+    let mut before_buyer = async |slot: usize| {
+        let Some(record) = update(core, &auction_id, |a| {
+            a.post = PostState::InFlight {
+                key: key.clone(),
+                slot: Some(slot),
+            };
+        }) else {
+            return false;
+        };
+        let mut batch = Batch::new();
+        if batch.put_auction(&record).is_err() {
+            return false;
+        }
+        match core.committer().commit(batch).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record the intent to deliver");
+                false
+            }
+        }
+    };
     let outcome = deliver::deliver(
         &shared.registry,
         &core.pool,
         deliver::Job {
             auction_id: &post.auction_id,
             lead: &post.lead,
-            candidates: &candidates,
+            candidates: &plan.candidates,
         },
         budget,
         &mut attempts,
-        &mut async |_slot| true,
+        &mut before_buyer,
     )
     .await;
 
     let currency = &shared.config.auction.currency;
-    let sold = match &outcome {
-        Delivery::Sold {
-            slot,
-            buyer_lead_id,
-        } => Some((*slot, buyer_lead_id.clone())),
-        _ => None,
-    };
-    let (state, reply) = match outcome {
+    let now = now_ms();
+    let mut batch = Batch::new();
+    let (state, sold, reply) = match outcome {
         Delivery::Sold {
             slot,
             buyer_lead_id,
         } => {
-            let amount = payouts
+            let amount = plan
+                .payouts
                 .iter()
                 .find(|(s, _)| *s == slot)
                 .map_or(0, |(_, p)| *p);
@@ -258,19 +400,41 @@ async fn run(core: &Rc<Core>, post: Post, client: Client, key: String) -> Result
                 StatusCode::CREATED,
                 &SoldOut {
                     auction_id: &post.auction_id,
-                    lead_uuid: &post.lead.lead_uuid,
+                    lead_uuid: &plan.lead_uuid,
                     status: "sold",
                     buyer_lead_id: &buyer_lead_id,
                     amount: Money(amount),
                     currency,
                 },
             );
+            let buyer_id = core
+                .shard
+                .borrow()
+                .get(&post.auction_id)
+                .map(|a| a.outcomes[slot].buyer_id.clone())
+                .unwrap_or_default();
+            batch
+                .put_lead(&LeadRecord {
+                    lead_uuid: plan.lead_uuid.clone(),
+                    auction_id: post.auction_id.clone(),
+                    tenant: client.tenant.as_str().to_string(),
+                    buyer_id,
+                    buyer_lead_id: buyer_lead_id.clone(),
+                    created_ms: now,
+                    history: vec![LeadEvent {
+                        at_ms: now,
+                        status: "sold".into(),
+                        reason: None,
+                    }],
+                })
+                .map_err(store_error)?;
             (
                 PostState::Done {
-                    key,
+                    key: key.clone(),
                     reply: reply.clone(),
                 },
-                Ok(reply),
+                Some((slot, buyer_lead_id)),
+                reply,
             )
         }
         Delivery::Unsold { reason } => {
@@ -278,7 +442,7 @@ async fn run(core: &Rc<Core>, post: Post, client: Client, key: String) -> Result
                 StatusCode::OK,
                 &UnsoldOut {
                     auction_id: &post.auction_id,
-                    lead_uuid: &post.lead.lead_uuid,
+                    lead_uuid: &plan.lead_uuid,
                     status: "unsold",
                     reject_reason: reason,
                     reject_detail: if reason == "buyer_rejected" {
@@ -290,45 +454,73 @@ async fn run(core: &Rc<Core>, post: Post, client: Client, key: String) -> Result
             );
             (
                 PostState::Done {
-                    key,
+                    key: key.clone(),
                     reply: reply.clone(),
                 },
-                Ok(reply),
+                None,
+                reply,
             )
         }
-        Delivery::Aborted => (
-            PostState::None,
-            Err(ApiError::internal(
-                "The delivery could not be recorded; no buyer was called. Retry the post.",
-            )),
-        ),
         Delivery::Unresolved { slot } => (
-            PostState::Unresolved { key, slot },
-            Err(ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "buyer_unavailable",
-                "The buyer did not confirm the delivery in time. Retry this post with the same \
-                 Idempotency-Key: Gavel resumes with the same buyer and never sells the lead twice.",
-            )),
+            PostState::Unresolved {
+                key: key.clone(),
+                slot,
+            },
+            None,
+            Reply::error(
+                &ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "buyer_unavailable",
+                    "The buyer did not confirm the delivery in time. Retry this post with the \
+                     same Idempotency-Key: Gavel resumes with the same buyer and never sells \
+                     the lead twice.",
+                ),
+                rid,
+            ),
         ),
-    };
-    {
-        let mut shard = core.shard.borrow_mut();
-        if let Some(a) = shard.get_mut(&post.auction_id) {
-            a.post = state;
-            a.post_attempts.extend(attempts);
-            if sold.is_some() {
-                a.sold = sold;
-            }
+        Delivery::Aborted => {
+            // Nobody was called for the failed step; what was recorded before still holds.
+            update(core, &post.auction_id, |a| {
+                a.post = plan.previous.clone();
+                a.post_attempts.extend(attempts);
+            });
+            return Err(ApiError::internal(
+                "The delivery could not be recorded, so no buyer was called for it. Retry the post.",
+            ));
         }
-    }
-    reply
-}
-
-fn set_post(core: &Rc<Core>, auction_id: &str, state: PostState) {
-    if let Some(a) = core.shard.borrow_mut().get_mut(auction_id) {
+    };
+    let final_state = matches!(state, PostState::Done { .. });
+    let record = update(core, &post.auction_id, |a| {
         a.post = state;
+        a.post_attempts.extend(attempts);
+        if sold.is_some() {
+            a.sold = sold;
+        }
+    });
+    if let Some(r) = &record {
+        batch.put_auction(r).map_err(store_error)?;
     }
+    if final_state {
+        idempotency::record(&mut batch, idem, &reply, now)?;
+    }
+    if let Err(e) = core.committer().commit(batch).await {
+        // The outcome is not on disk. Memory keeps it, but to stay safe across a crash the
+        // auction goes back to "unresolved at the last buyer": a retry asks that buyer again,
+        // and the buyer's own idempotency answers it.
+        let last = plan.candidates.first().map(|c| c.slot);
+        update(core, &post.auction_id, |a| {
+            if let (PostState::Done { .. }, Some(slot)) =
+                (&a.post, a.sold.as_ref().map(|s| s.0).or(last))
+            {
+                a.post = PostState::Unresolved {
+                    key: key.clone(),
+                    slot,
+                };
+            }
+        });
+        return Err(store_error(e));
+    }
+    Ok(Settled::Recorded(reply))
 }
 
 /// Applies the configured lead rules, e.g. "trustedform_cert_url required when source is facebook_ads".

@@ -196,9 +196,9 @@ pub async fn deliver(
                 }
             };
             attempts.push(PostAttempt {
-                buyer: c.buyer,
+                buyer_id: buyer.id.clone(),
                 attempt,
-                result,
+                result: result.to_string(),
                 http_status,
                 latency_us,
             });

@@ -194,6 +194,7 @@ pub async fn ping_buyers(
         let latency_us = took.as_micros() as u64;
         let base = BuyerOutcome {
             buyer: bi,
+            buyer_id: registry.buyers[bi].id.clone(),
             kind: OutcomeKind::Error,
             amount_cents: None,
             buyer_bid_token: None,
@@ -246,6 +247,7 @@ pub async fn ping_buyers(
     let mut out: Vec<BuyerOutcome> = outcomes.into_iter().flatten().collect();
     let skipped = |bi: usize, kind: OutcomeKind, reason: &str| BuyerOutcome {
         buyer: bi,
+        buyer_id: registry.buyers[bi].id.clone(),
         kind,
         amount_cents: None,
         buyer_bid_token: None,

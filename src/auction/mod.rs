@@ -8,6 +8,7 @@
 pub mod clearing;
 pub mod deliver;
 pub mod fanout;
+pub mod record;
 pub mod shard;
 pub mod token;
 
@@ -44,8 +45,10 @@ impl OutcomeKind {
 /// One buyer's outcome, kept for the auction record.
 #[derive(Debug, Clone)]
 pub struct BuyerOutcome {
-    /// Index into the registry.
+    /// Index into the registry; [`NO_BUYER`] when a stored record names a buyer no longer configured.
     pub buyer: usize,
+    /// The buyer's configured id, kept so records stay readable when the buyer list changes.
+    pub buyer_id: String,
     pub kind: OutcomeKind,
     pub amount_cents: Option<Cents>,
     /// The buyer's own bid token, echoed back to it at post time.
@@ -99,13 +102,16 @@ pub enum Status {
     NoBid(NoBidReason),
 }
 
+/// Registry index of a buyer that is no longer configured (from a stored record).
+pub const NO_BUYER: usize = usize::MAX;
+
 /// One attempt to deliver a post to a buyer.
 #[derive(Debug, Clone)]
 pub struct PostAttempt {
-    pub buyer: usize,
+    pub buyer_id: String,
     pub attempt: u32,
     /// `accepted`, `rejected`, `error`, `timeout` or `connect_error`.
-    pub result: &'static str,
+    pub result: String,
     pub http_status: Option<u16>,
     pub latency_us: u64,
 }
@@ -114,9 +120,10 @@ pub struct PostAttempt {
 #[derive(Debug, Clone)]
 pub enum PostState {
     None,
-    /// A delivery is running under this idempotency key.
+    /// A delivery is running under this idempotency key; `slot` is the buyer being called.
     InFlight {
         key: String,
+        slot: Option<usize>,
     },
     /// The last delivery ended without knowing whether `slot`'s buyer took the lead; a retry with
     /// the same key resumes there and nowhere else.
@@ -147,6 +154,10 @@ pub struct Auction {
     pub post_attempts: Vec<PostAttempt>,
     /// The sale, once a buyer took the lead: (slot in `outcomes`, buyer's lead id).
     pub sold: Option<(usize, String)>,
+    /// SHA-256 of the post body that owns the delivery (a retry must send the same body).
+    pub post_fingerprint: Option<[u8; 32]>,
+    /// Gavel's id of the lead being (or that was) delivered.
+    pub lead_uuid: Option<String>,
     /// When the shard may forget this auction.
     pub evict_at_ms: u64,
 }

@@ -129,6 +129,8 @@ mod tests {
             post: PostState::None,
             post_attempts: Vec::new(),
             sold: None,
+            post_fingerprint: None,
+            lead_uuid: None,
             evict_at_ms,
         }
     }
@@ -151,7 +153,10 @@ mod tests {
         s.insert(auction("a", 100), 0).unwrap();
         s.insert(auction("b", 100), 0).unwrap();
         s.set_evict_at("a", 500);
-        s.get_mut("b").unwrap().post = PostState::InFlight { key: "k".into() };
+        s.get_mut("b").unwrap().post = PostState::InFlight {
+            key: "k".into(),
+            slot: None,
+        };
         s.evict(200);
         assert!(s.get("a").is_some(), "moved eviction time is honoured");
         assert!(

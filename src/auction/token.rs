@@ -65,33 +65,31 @@ pub fn resolve_secret(k: &KeyConfig) -> Result<Vec<u8>, String> {
 }
 
 impl BidKeys {
-    /// Builds keys from config. Without a configured current key a random one is made, and tokens
-    /// then do not survive a restart (logged as a warning by the caller).
-    pub fn from_config(c: &BidTokenConfig) -> Result<(BidKeys, bool), String> {
-        let rng = SystemRandom::new();
-        let (current, generated) = match &c.current {
-            Some(k) => (
-                (k.id, hmac::Key::new(hmac::HMAC_SHA256, &resolve_secret(k)?)),
-                false,
-            ),
-            None => {
-                let mut secret = [0u8; 32];
-                rng.fill(&mut secret).map_err(|_| "system RNG failed")?;
-                ((0, hmac::Key::new(hmac::HMAC_SHA256, &secret)), true)
-            }
+    /// Builds keys from config. Without a configured current key, `stored_secret` (a key Gavel
+    /// generated once and keeps in its store, id 0) signs instead, so tokens survive restarts.
+    pub fn from_config(c: &BidTokenConfig, stored_secret: &[u8]) -> Result<BidKeys, String> {
+        let current = match &c.current {
+            Some(k) => (k.id, hmac::Key::new(hmac::HMAC_SHA256, &resolve_secret(k)?)),
+            None => (0, hmac::Key::new(hmac::HMAC_SHA256, stored_secret)),
         };
         let previous = match &c.previous {
             Some(k) => Some((k.id, hmac::Key::new(hmac::HMAC_SHA256, &resolve_secret(k)?))),
             None => None,
         };
-        Ok((
-            BidKeys {
-                current,
-                previous,
-                rng,
-            },
-            generated,
-        ))
+        Ok(BidKeys {
+            current,
+            previous,
+            rng: SystemRandom::new(),
+        })
+    }
+
+    /// A fresh random secret for [`BidKeys::from_config`]'s stored key.
+    pub fn generate_secret() -> Vec<u8> {
+        let mut secret = vec![0u8; 32];
+        SystemRandom::new()
+            .fill(&mut secret)
+            .expect("system RNG works");
+        secret
     }
 
     /// Keys from raw secrets; used by tests and benches.

@@ -135,6 +135,7 @@ impl Buyer {
 #[derive(Debug, Default)]
 pub struct Registry {
     pub buyers: Vec<Buyer>,
+    by_id: std::collections::HashMap<String, usize>,
 }
 
 /// The result of eligibility for one ping.
@@ -150,12 +151,21 @@ pub struct Eligibility {
 
 impl Registry {
     pub fn from_config(buyers: &[BuyerConfig]) -> Result<Registry, String> {
-        Ok(Registry {
-            buyers: buyers
-                .iter()
-                .map(Buyer::from_config)
-                .collect::<Result<_, _>>()?,
-        })
+        let buyers: Vec<Buyer> = buyers
+            .iter()
+            .map(Buyer::from_config)
+            .collect::<Result<_, _>>()?;
+        let by_id = buyers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.id.clone(), i))
+            .collect();
+        Ok(Registry { buyers, by_id })
+    }
+
+    /// Registry index of a buyer id, if that buyer is configured.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
     }
 
     /// Splits the tenant's enabled buyers into eligible, filtered and capped. Buyers of another

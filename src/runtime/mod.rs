@@ -20,6 +20,7 @@ use crate::buyers::pool::Pool;
 use crate::buyers::Registry;
 use crate::config::{Config, Driver};
 use crate::http::shutdown::Shutdown;
+use crate::store::{Committer, ExpiryHandle, Store, StoreOptions};
 
 pub mod handoff;
 
@@ -56,6 +57,9 @@ pub struct Shared {
     pub registry: Registry,
     pub keys: BidKeys,
     pub auth: Auth,
+    pub store: Arc<Store>,
+    /// One group committer per core, indexed by core id.
+    pub committers: Vec<Committer>,
     pub stats: Vec<CoreStats>,
     /// Open client connections across all cores; shutdown waits for it to reach zero.
     pub live_connections: AtomicUsize,
@@ -86,12 +90,19 @@ pub struct Core {
     pub shard: RefCell<Shard>,
     pub pool: Pool,
     pub shutdown: Shutdown,
+    /// Encoded idempotency scopes of keyed requests running on this core.
+    pub in_flight: RefCell<std::collections::HashSet<Vec<u8>>>,
     open_connections: Cell<usize>,
 }
 
 impl Core {
     pub fn stats(&self) -> &CoreStats {
         &self.shared.stats[self.id]
+    }
+
+    /// This core's group committer.
+    pub fn committer(&self) -> &Committer {
+        &self.shared.committers[self.id]
     }
 
     /// Mints an auction id (`auc_` + ULID) that this core owns, so a ping never hops.
@@ -110,6 +121,7 @@ pub struct ServerHandle {
     pub addr: SocketAddr,
     pub shared: Arc<Shared>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    _expiry: ExpiryHandle,
 }
 
 impl ServerHandle {
@@ -120,10 +132,14 @@ impl ServerHandle {
         }
     }
 
-    /// Waits for every core thread to exit.
+    /// Waits for every core thread to exit. When it returns, the store is closed (its lock
+    /// released) unless another holder of [`ServerHandle::shared`] still exists.
     pub fn join(mut self) {
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        if Arc::strong_count(&self.shared) > 1 {
+            tracing::warn!("shared state outlives the server; the store stays open");
         }
     }
 
@@ -183,13 +199,16 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
     let cores = config.core_count();
     let driver = resolve_driver(config.server.driver).map_err(|e| e.to_string())?;
     let registry = Registry::from_config(&config.buyers)?;
-    let (keys, generated) = BidKeys::from_config(&config.bid_token)?;
-    if generated {
-        tracing::warn!(
-            "bid_token.current is not configured: using a random key, so bid tokens will not survive a restart"
-        );
-    }
     let auth = Auth::from_config(&config.tokens)?;
+    let store = Arc::new(open_store(&config)?);
+    let keys = BidKeys::from_config(&config.bid_token, &stored_bid_secret(&store)?)?;
+    let committers = (0..cores)
+        .map(|id| Committer::start(store.clone(), id, config.store.group_commit_max_batch))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot start the store committers: {e}"))?;
+    let expiry = store
+        .spawn_expiry()
+        .map_err(|e| format!("cannot start store expiry: {e}"))?;
 
     // Core 0 binds the configured address (port 0 picks one); the others bind the port it got, so
     // the kernel spreads connections over all listeners of the group.
@@ -208,6 +227,8 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
         registry,
         keys,
         auth,
+        store,
+        committers,
         stats: (0..cores).map(|_| CoreStats::default()).collect(),
         live_connections: AtomicUsize::new(0),
         config,
@@ -249,6 +270,7 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
                     addr,
                     shared,
                     threads,
+                    _expiry: expiry,
                 };
                 handle.stop();
                 return Err(e);
@@ -261,7 +283,47 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
         addr,
         shared,
         threads,
+        _expiry: expiry,
     })
+}
+
+/// Opens (or creates) the store named by `[store]`.
+pub fn open_store(config: &Config) -> Result<Store, String> {
+    const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+    let st = &config.store;
+    let opts = StoreOptions {
+        path: st.path.clone(),
+        cache_capacity_bytes: st.cache_capacity_bytes,
+        idempotency_retention_ms: st.idempotency_retention_days * DAY_MS,
+        record_retention_ms: st.record_retention_days * DAY_MS,
+        expiry_interval_ms: st.expiry_interval_ms,
+        group_commit_max_batch: st.group_commit_max_batch,
+        durable: st.durable,
+    };
+    if !st.durable {
+        tracing::warn!(
+            "store.durable = false: answers leave before records reach the disk (benchmarks only)"
+        );
+    }
+    Store::open(&opts).map_err(|e| format!("cannot open the store at {}: {e}", st.path.display()))
+}
+
+/// The bid-token key Gavel generated for itself, created and made durable on first start.
+fn stored_bid_secret(store: &Store) -> Result<Vec<u8>, String> {
+    const KEY: &str = "bid_token_secret";
+    match store.get_meta(KEY) {
+        Ok(Some(secret)) if secret.len() >= crate::auction::token::MIN_SECRET_BYTES => Ok(secret),
+        Ok(_) => {
+            let secret = BidKeys::generate_secret();
+            let mut batch = crate::store::Batch::new();
+            batch.put_meta(KEY, secret.clone());
+            store
+                .write_durable(&batch)
+                .map_err(|e| format!("cannot store the bid-token key: {e}"))?;
+            Ok(secret)
+        }
+        Err(e) => Err(format!("cannot read the bid-token key: {e}")),
+    }
 }
 
 /// CPUs this process may run on, in order.
@@ -291,10 +353,20 @@ async fn core_main(
         shard: RefCell::new(Shard::new(config.auction.max_auctions_per_core)),
         pool: Pool::new(),
         shutdown: Shutdown::new(),
+        in_flight: RefCell::new(std::collections::HashSet::new()),
         open_connections: Cell::new(0),
         shared: shared.clone(),
     });
-    monoio::spawn(handoff::drain(core.clone()));
+    // The inbox task ends when `stopped` fires, so nothing keeps this core's state (and through
+    // it the shared state and the store) alive once the core has finished.
+    let stopped = Shutdown::new();
+    let drain = monoio::spawn({
+        let core = core.clone();
+        let stop = stopped.wait();
+        async move {
+            futures::future::select(std::pin::pin!(handoff::drain(core)), stop).await;
+        }
+    });
     let _ = ready.send(Ok(()));
     drop(ready);
 
@@ -345,5 +417,7 @@ async fn core_main(
     while shared.live_connections.load(Ordering::Relaxed) > 0 && started.elapsed() < grace {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
+    stopped.fire();
+    drain.await;
     tracing::debug!(core = id, "core stopped");
 }

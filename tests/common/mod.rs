@@ -33,6 +33,16 @@ pub fn drivers() -> Vec<Driver> {
     }
 }
 
+/// A fresh, unique directory under the system temp dir (removed by [`Env`]'s drop).
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("gavel-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 pub fn base_config(driver: Driver) -> Config {
     let text = format!(
         r#"
@@ -48,6 +58,9 @@ shutdown_grace_ms = 5000
 window_ms = 1500
 floor = 1.00
 margin_percent = 10.0
+
+[store]
+path = "{store}"
 
 [log]
 level = "warn"
@@ -79,6 +92,7 @@ require = ["lead.tcpa.trustedform_cert_url"]
             Driver::Legacy => "legacy",
             Driver::Auto => "auto",
         },
+        store = temp_dir("store").join("db").display(),
         all = gavel::auth::sha256_hex(TOKEN),
         ping = gavel::auth::sha256_hex(PING_ONLY),
         live = gavel::auth::sha256_hex(LIVE),
@@ -125,6 +139,7 @@ pub struct Env {
     pub fleet: FleetHandle,
     pub server: Option<ServerHandle>,
     pub base: String,
+    pub config: Config,
 }
 
 impl Env {
@@ -143,13 +158,27 @@ impl Env {
         tweak(&mut cfg, &fleet);
         cfg.validate("test.toml").expect("test config is valid");
         init_logging(&cfg);
-        let server = gavel::runtime::start(cfg).expect("server starts");
+        let server = gavel::runtime::start(cfg.clone()).expect("server starts");
         let base = format!("http://{}", server.addr);
         Env {
             fleet,
             server: Some(server),
             base,
+            config: cfg,
         }
+    }
+
+    /// Stops the server and starts a new one on the same store (and the same fleet), as after a
+    /// clean restart. The new server listens on a new port.
+    pub fn restart(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop();
+        }
+        let mut cfg = self.config.clone();
+        cfg.server.listen = "127.0.0.1:0".parse().unwrap();
+        let server = gavel::runtime::start(cfg).expect("server restarts");
+        self.base = format!("http://{}", server.addr);
+        self.server = Some(server);
     }
 
     pub fn server(&self) -> &ServerHandle {
@@ -191,6 +220,9 @@ impl Drop for Env {
     fn drop(&mut self) {
         if let Some(s) = self.server.take() {
             s.stop();
+        }
+        if let Some(dir) = self.config.store.path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

@@ -1,0 +1,170 @@
+//! Idempotency keys (CONTRACT §6): replaying a finished request's answer, refusing a key reused
+//! with another body, and refusing a key whose first request is still running.
+//!
+//! Every request carrying a key is decided on one core (the handlers route by the key's auction,
+//! or by the key itself), so the in-flight check is a plain per-core set and the check-and-set
+//! needs no lock. Finished answers live in the store and survive restarts; this module only reads
+//! them and adds new ones to the caller's commit batch, so they become durable together with the
+//! state change they describe.
+
+use std::rc::Rc;
+
+use http::{HeaderName, HeaderValue, StatusCode};
+use ring::digest;
+
+use crate::auction::record::{headers_to_strings, reply_from_parts};
+use crate::auth::Client;
+use crate::error::ApiError;
+use crate::http::Reply;
+use crate::runtime::Core;
+use crate::store::{Batch, IdemRecord, IdemScope};
+
+/// Longest idempotency key accepted (CONTRACT §6).
+pub const MAX_KEY_LEN: usize = 255;
+
+/// Reads the optional `Idempotency-Key` header: 1–255 printable ASCII characters.
+pub fn key_from(headers: &http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bytes = v.as_bytes();
+    if bytes.is_empty()
+        || bytes.len() > MAX_KEY_LEN
+        || !bytes.iter().all(|b| (0x20..0x7f).contains(b))
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 printable ASCII characters.",
+        ));
+    }
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// SHA-256 of a request body, taken before parsing (the parser rewrites its buffer).
+pub fn fingerprint(body: &[u8]) -> [u8; 32] {
+    digest::digest(&digest::SHA256, body)
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
+}
+
+/// A request's idempotency identity: its scoped key and its body's fingerprint.
+#[derive(Debug, Clone)]
+pub struct Idem {
+    pub scope: IdemScope,
+    pub fingerprint: [u8; 32],
+}
+
+impl Idem {
+    pub fn new(
+        client: &Client,
+        method: &str,
+        path: &str,
+        key: String,
+        fingerprint: [u8; 32],
+    ) -> Idem {
+        Idem {
+            scope: IdemScope {
+                tenant: client.tenant.as_str().to_string(),
+                client: client.name.clone(),
+                method: method.to_string(),
+                path: path.to_string(),
+                key,
+            },
+            fingerprint,
+        }
+    }
+}
+
+/// Marks a key in flight on its core; dropping the guard clears the mark, also when the request's
+/// future is dropped half-way.
+pub struct InFlight {
+    core: Rc<Core>,
+    key: Vec<u8>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.core.in_flight.borrow_mut().remove(&self.key);
+    }
+}
+
+/// What a keyed request may do.
+pub enum Begin {
+    /// First time: run it, holding the guard until its answer is durable.
+    Run(InFlight),
+    /// Finished before: answer with this replay.
+    Replay(Reply),
+}
+
+/// Checks the key before the request runs.
+pub fn begin(core: &Rc<Core>, idem: &Idem) -> Result<Begin, ApiError> {
+    let key = idem.scope.encode_key();
+    if core.in_flight.borrow().contains(&key) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_in_flight",
+            "A request with this Idempotency-Key is still running; retry shortly.",
+        ));
+    }
+    let stored = core
+        .shared
+        .store
+        .get_idempotency(&idem.scope)
+        .map_err(|e| {
+            tracing::error!(error = %e, "idempotency lookup failed");
+            ApiError::internal("The idempotency record could not be read.")
+        })?;
+    if let Some(rec) = stored {
+        if rec.fingerprint != idem.fingerprint {
+            return Err(ApiError::unprocessable(
+                "idempotency_key_reused",
+                "This Idempotency-Key was used with a different request body.",
+            ));
+        }
+        return Ok(Begin::Replay(replay(&rec)));
+    }
+    core.in_flight.borrow_mut().insert(key.clone());
+    Ok(Begin::Run(InFlight {
+        core: core.clone(),
+        key,
+    }))
+}
+
+fn replay(rec: &IdemRecord) -> Reply {
+    reply_from_parts(rec.status, &rec.headers, &rec.body).header(
+        HeaderName::from_static("idempotent-replayed"),
+        HeaderValue::from_static("true"),
+    )
+}
+
+/// Whether an answer is kept for replay: 5xx, 401 and 429 are not, so a retry may succeed.
+pub fn storable(status: StatusCode) -> bool {
+    !(status.is_server_error()
+        || status == StatusCode::UNAUTHORIZED
+        || status == StatusCode::TOO_MANY_REQUESTS)
+}
+
+/// Adds the answer to `batch` when it is storable, so it becomes durable with the request's state.
+pub fn record(batch: &mut Batch, idem: &Idem, reply: &Reply, now_ms: u64) -> Result<(), ApiError> {
+    if !storable(reply.status) {
+        return Ok(());
+    }
+    batch
+        .put_idempotency(
+            &idem.scope,
+            &IdemRecord {
+                fingerprint: idem.fingerprint,
+                status: reply.status.as_u16(),
+                headers: headers_to_strings(reply),
+                body: reply.body.to_vec(),
+                created_ms: now_ms,
+            },
+        )
+        .map(|_| ())
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot encode idempotency record");
+            ApiError::internal("The answer could not be recorded.")
+        })
+}

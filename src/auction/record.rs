@@ -1,0 +1,260 @@
+//! Conversion between an in-memory [`Auction`] and its stored [`AuctionRecord`].
+//!
+//! The record is self-describing (buyer ids, not registry indexes; status names, not enums), so it
+//! reads back after a restart or a buyer-list change. A delivery that was running when Gavel
+//! stopped comes back as [`PostState::Unresolved`]: the buyer may hold the lead, so a retry must
+//! resume with it. Final answers come back as [`PostState::Done`] so they replay byte for byte.
+
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use super::{
+    Auction, BuyerOutcome, NoBidReason, OutcomeKind, PostAttempt, PostState, Status, NO_BUYER,
+};
+use crate::buyers::Registry;
+use crate::config::Tenant;
+use crate::http::Reply;
+use crate::store::{AttemptRecord, AuctionRecord, OutcomeRecord, PostRecord};
+
+fn kind_from(s: &str) -> Option<OutcomeKind> {
+    Some(match s {
+        "bid" => OutcomeKind::Bid,
+        "no_bid" => OutcomeKind::NoBid,
+        "timeout" => OutcomeKind::Timeout,
+        "error" => OutcomeKind::Error,
+        "filtered" => OutcomeKind::Filtered,
+        "rate_limited" => OutcomeKind::RateLimited,
+        "capped" => OutcomeKind::Capped,
+        _ => return None,
+    })
+}
+
+fn reason_from(s: Option<&str>) -> Option<NoBidReason> {
+    Some(match s? {
+        "no_eligible_buyers" => NoBidReason::NoEligibleBuyers,
+        "no_bids" => NoBidReason::NoBids,
+        "below_floor" => NoBidReason::BelowFloor,
+        _ => return None,
+    })
+}
+
+/// Headers of a reply as stored strings.
+pub fn headers_to_strings(reply: &Reply) -> Vec<(String, String)> {
+    reply
+        .headers
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
+}
+
+/// A reply rebuilt from stored parts.
+pub fn reply_from_parts(status: u16, headers: &[(String, String)], body: &[u8]) -> Reply {
+    Reply {
+        status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        headers: headers
+            .iter()
+            .filter_map(|(n, v)| {
+                Some((
+                    HeaderName::from_bytes(n.as_bytes()).ok()?,
+                    HeaderValue::from_str(v).ok()?,
+                ))
+            })
+            .collect(),
+        body: bytes::Bytes::copy_from_slice(body),
+    }
+}
+
+pub fn to_record(a: &Auction) -> AuctionRecord {
+    let (status, reject_reason, ranked, payout, token_until) = match &a.status {
+        Status::Open => ("open", None, Vec::new(), None, None),
+        Status::NoBid(r) => ("no_bid", Some(r.code().to_string()), Vec::new(), None, None),
+        Status::Won {
+            ranked,
+            payout_cents,
+            token_valid_until_ms,
+        } => (
+            "won",
+            None,
+            ranked.iter().map(|s| *s as u32).collect(),
+            Some(*payout_cents),
+            Some(*token_valid_until_ms),
+        ),
+    };
+    let mut post = PostRecord {
+        state: "none".into(),
+        fingerprint: a.post_fingerprint,
+        lead_uuid: a.lead_uuid.clone(),
+        buyer_lead_id: a.sold.as_ref().map(|(_, id)| id.clone()),
+        sold_slot: a.sold.as_ref().map(|(s, _)| *s as u32),
+        ..PostRecord::default()
+    };
+    match &a.post {
+        PostState::None => {}
+        // A delivery in flight is stored as its intent: should Gavel stop now, the buyer at `slot`
+        // may get the lead, and a retry must go back to it.
+        PostState::InFlight { key, slot } => {
+            post.state = "delivering".into();
+            post.key = Some(key.clone());
+            post.slot = slot.map(|s| s as u32);
+        }
+        PostState::Unresolved { key, slot } => {
+            post.state = "unresolved".into();
+            post.key = Some(key.clone());
+            post.slot = Some(*slot as u32);
+        }
+        PostState::Done { key, reply } => {
+            post.state = if a.sold.is_some() { "sold" } else { "unsold" }.into();
+            post.key = Some(key.clone());
+            post.reply_status = Some(reply.status.as_u16());
+            post.reply_headers = headers_to_strings(reply);
+            post.reply_body = reply.body.to_vec();
+        }
+    }
+    AuctionRecord {
+        id: a.id.clone(),
+        tenant: a.tenant.as_str().to_string(),
+        client: a.client.clone(),
+        ping_json: serde_json::to_vec(&a.ping).expect("ping serializes"),
+        created_ms: a.created_ms,
+        deadline_ms: a.deadline_ms,
+        closed_ms: a.closed_ms,
+        status: status.into(),
+        reject_reason,
+        outcomes: a
+            .outcomes
+            .iter()
+            .map(|o| OutcomeRecord {
+                buyer_id: o.buyer_id.clone(),
+                kind: o.kind.as_str().into(),
+                amount_cents: o.amount_cents,
+                buyer_bid_token: o.buyer_bid_token.clone(),
+                valid_until_ms: o.valid_until_ms,
+                reject_reason: o.reject_reason.clone(),
+                reject_detail: o.reject_detail.clone(),
+                latency_us: o.latency_us,
+                arrival: o.arrival,
+            })
+            .collect(),
+        ranked,
+        payout_cents: payout,
+        token_valid_until_ms: token_until,
+        post,
+        post_attempts: a
+            .post_attempts
+            .iter()
+            .map(|p| AttemptRecord {
+                buyer_id: p.buyer_id.clone(),
+                attempt: p.attempt,
+                result: p.result.clone(),
+                http_status: p.http_status,
+                latency_us: p.latency_us,
+            })
+            .collect(),
+    }
+}
+
+/// Rebuilds an auction from its record. `evict_at_ms` is when the shard may forget it again.
+pub fn from_record(
+    r: AuctionRecord,
+    registry: &Registry,
+    evict_at_ms: u64,
+) -> Result<Auction, String> {
+    let tenant = match r.tenant.as_str() {
+        "sandbox" => Tenant::Sandbox,
+        "production" => Tenant::Production,
+        t => return Err(format!("unknown tenant {t:?}")),
+    };
+    let ping = serde_json::from_slice(&r.ping_json).map_err(|e| format!("ping summary: {e}"))?;
+    let outcomes = r
+        .outcomes
+        .into_iter()
+        .map(|o| {
+            Ok(BuyerOutcome {
+                buyer: registry.index_of(&o.buyer_id).unwrap_or(NO_BUYER),
+                kind: kind_from(&o.kind).ok_or_else(|| format!("unknown outcome {:?}", o.kind))?,
+                buyer_id: o.buyer_id,
+                amount_cents: o.amount_cents,
+                buyer_bid_token: o.buyer_bid_token,
+                valid_until_ms: o.valid_until_ms,
+                reject_reason: o.reject_reason,
+                reject_detail: o.reject_detail,
+                latency_us: o.latency_us,
+                arrival: o.arrival,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let slot_ok = |s: u32| (s as usize) < outcomes.len();
+    let status = match r.status.as_str() {
+        "open" => Status::Open,
+        "no_bid" => Status::NoBid(
+            reason_from(r.reject_reason.as_deref())
+                .ok_or("no_bid record without a known reason")?,
+        ),
+        "won" => {
+            if !r.ranked.iter().all(|s| slot_ok(*s)) || r.ranked.is_empty() {
+                return Err("ranking names a slot that does not exist".into());
+            }
+            Status::Won {
+                ranked: r.ranked.iter().map(|s| *s as usize).collect(),
+                payout_cents: r.payout_cents.ok_or("won record without payout")?,
+                token_valid_until_ms: r
+                    .token_valid_until_ms
+                    .ok_or("won record without token expiry")?,
+            }
+        }
+        s => return Err(format!("unknown status {s:?}")),
+    };
+    let p = r.post;
+    let key = || p.key.clone().ok_or("post record without key");
+    let post = match p.state.as_str() {
+        "none" => PostState::None,
+        // Gavel stopped while delivering: whether the buyer took the lead is unknown.
+        "delivering" | "unresolved" => match p.slot {
+            Some(slot) if slot_ok(slot) => PostState::Unresolved {
+                key: key()?,
+                slot: slot as usize,
+            },
+            // The intent was recorded before a buyer was chosen: nobody was called.
+            _ => PostState::None,
+        },
+        "sold" | "unsold" => PostState::Done {
+            key: key()?,
+            reply: reply_from_parts(
+                p.reply_status.ok_or("final post without a reply")?,
+                &p.reply_headers,
+                &p.reply_body,
+            ),
+        },
+        s => return Err(format!("unknown post state {s:?}")),
+    };
+    let sold = match (p.sold_slot, p.buyer_lead_id) {
+        (Some(s), Some(id)) if slot_ok(s) => Some((s as usize, id)),
+        _ => None,
+    };
+    Ok(Auction {
+        id: r.id,
+        tenant,
+        client: r.client,
+        ping,
+        created_ms: r.created_ms,
+        deadline_ms: r.deadline_ms,
+        closed_ms: r.closed_ms,
+        outcomes,
+        status,
+        post,
+        post_attempts: r
+            .post_attempts
+            .into_iter()
+            .map(|a| PostAttempt {
+                buyer_id: a.buyer_id,
+                attempt: a.attempt,
+                result: a.result,
+                http_status: a.http_status,
+                latency_us: a.latency_us,
+            })
+            .collect(),
+        sold,
+        post_fingerprint: p.fingerprint,
+        lead_uuid: p.lead_uuid,
+        evict_at_ms,
+    })
+}

@@ -1,0 +1,611 @@
+//! Persistence: the only module that touches sled.
+//!
+//! It owns the on-disk layout (trees and key encodings), the record encoding (rkyv archives behind a
+//! version byte, validated on every read, see [`records`]), durability (a write is acknowledged only
+//! after sled's log is flushed to disk, with per-core group commit in [`commit`]) and retention (a
+//! background thread deletes what is older than its retention, see [`expiry`]). It does not own any
+//! business rule: what goes into a record, when to store it, and what a stored record means are
+//! decided by the callers, which convert their own types to and from the plain records here.
+//!
+//! # On-disk layout
+//! One sled database, these trees (all keys are bytes; `BE` is big-endian):
+//!
+//! | tree               | key                                   | value                         |
+//! |--------------------|---------------------------------------|-------------------------------|
+//! | `idem`             | [`IdemScope::encode_key`]             | `[1] ++ rkyv(IdemRecord)`     |
+//! | `idem_by_time`     | `created_ms BE(8) ++ idem key`        | empty                         |
+//! | `auctions`         | auction id (UTF-8)                    | `[1] ++ rkyv(AuctionRecord)`  |
+//! | `auctions_by_time` | `created_ms BE(8) ++ auction id`      | empty                         |
+//! | `leads`            | lead uuid (UTF-8)                     | `[1] ++ rkyv(LeadRecord)`     |
+//! | `leads_by_time`    | `created_ms BE(8) ++ lead uuid`       | empty                         |
+//! | `meta`             | caller's key (UTF-8)                  | caller's bytes, never expired |
+//!
+//! The default tree holds `layout_version` (one byte): a database written by a newer, incompatible
+//! Gavel is refused at open instead of misread.
+//!
+//! The `*_by_time` trees make expiry a range scan instead of a full scan. They are keyed by
+//! `created_ms`, which never changes when a record is rewritten (an auction is rewritten at close
+//! and at post), so a rewrite puts the same index key again: no duplicates, no early expiry.
+//!
+//! # Atomicity
+//! A [`Batch`] is applied as one sled multi-tree transaction over the trees it touches. sled logs
+//! the writes of one transaction under one sealed batch and recovers them all or none after a crash,
+//! so an auction and the lead written with it appear together or not at all, and a record never
+//! exists without its index entry (an index entry whose record is gone is harmless: expiry drops it).
+//! One tree with key prefixes and `Tree::apply_batch` would give the same guarantee and was not
+//! measurably faster per write; separate trees were chosen so each kind of record can be scanned,
+//! counted and expired on its own. Durability is
+//! separate from atomicity: [`Store::write_durable`] and the group committer call `flush` (fsync)
+//! after applying. Note that any sled transaction briefly takes a process-wide write lock that sled
+//! reads also respect; it is held only while the writes are put in memory, never during the fsync.
+
+pub mod commit;
+pub mod expiry;
+pub mod records;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+
+use sled::transaction::{TransactionError, Transactional};
+use sled::IVec;
+
+pub use commit::{CommitStats, Committer};
+pub use expiry::{ExpiryHandle, ExpiryStats};
+pub use records::{
+    AttemptRecord, AuctionRecord, IdemRecord, LeadEvent, LeadRecord, OutcomeRecord, PostRecord,
+};
+
+use records::Record;
+
+/// Highest on-disk layout this build reads and writes (the byte under `layout_version`).
+pub const LAYOUT_VERSION: u8 = 1;
+
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// How the store is opened and how long it keeps records.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Directory of the sled database; created when missing.
+    pub path: PathBuf,
+    /// sled's page cache. Reads that miss it go to disk, so it should hold the hot idempotency keys.
+    pub cache_capacity_bytes: u64,
+    /// How long an idempotency record replays its answer, from its `created_ms` (CONTRACT §6).
+    pub idempotency_retention_ms: u64,
+    /// How long auction and lead records are kept, from their `created_ms`.
+    pub record_retention_ms: u64,
+    /// Pause between two expiry passes of [`Store::spawn_expiry`].
+    pub expiry_interval_ms: u64,
+    /// Most requests one group commit (one fsync) serves; also sizes the commit queue.
+    pub group_commit_max_batch: usize,
+    /// `false` makes the [`Committer`] answer without flushing (records still reach the disk within
+    /// sled's background flush interval). Only for measuring what durability costs: a crash then
+    /// loses acknowledged writes. [`Store::write_durable`] always flushes.
+    pub durable: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("data/gavel.sled"),
+            cache_capacity_bytes: 256 * 1024 * 1024,
+            idempotency_retention_ms: 30 * DAY_MS,
+            record_retention_ms: 90 * DAY_MS,
+            expiry_interval_ms: 60_000,
+            group_commit_max_batch: 1024,
+            durable: true,
+        }
+    }
+}
+
+impl StoreOptions {
+    /// Refuses options that would make the store misbehave (zero retention wipes every record,
+    /// a zero interval spins the expiry thread, a zero batch commits nothing).
+    pub fn validate(&self) -> Result<(), StoreError> {
+        let bad = |field: &'static str, reason: &str| {
+            Err(StoreError::InvalidOptions {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.path.as_os_str().is_empty() {
+            return bad("path", "must not be empty");
+        }
+        if self.idempotency_retention_ms == 0 {
+            return bad("idempotency_retention_ms", "must be > 0");
+        }
+        if self.record_retention_ms == 0 {
+            return bad("record_retention_ms", "must be > 0");
+        }
+        if self.expiry_interval_ms == 0 {
+            return bad("expiry_interval_ms", "must be > 0");
+        }
+        if self.group_commit_max_batch == 0 {
+            return bad("group_commit_max_batch", "must be > 0");
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can go wrong in the store. All of it is Gavel's fault from a client's point of
+/// view (a 5xx), except that [`StoreError::Overloaded`] says a retry may soon succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed: I/O error, on-disk corruption detected by sled's checksums, or a sled bug.
+    #[error("storage error: {0}")]
+    Io(#[from] sled::Error),
+    /// A stored value failed validation; it is not read, and the rest of the store is unaffected.
+    #[error("corrupt record in tree `{tree}` at key {key}: {reason}")]
+    Corrupt {
+        /// Tree the value was read from.
+        tree: &'static str,
+        /// The key, as text or hex.
+        key: String,
+        /// What the validator found.
+        reason: String,
+    },
+    /// A stored value (or the database) carries a layout version this build does not know,
+    /// typically written by a newer Gavel.
+    #[error("record in tree `{tree}` at key {key} has unknown layout version {version}")]
+    UnknownVersion {
+        /// Tree the value was read from.
+        tree: &'static str,
+        /// The key, as text or hex.
+        key: String,
+        /// The version byte found.
+        version: u8,
+    },
+    /// A record could not be encoded (e.g. larger than [`records::MAX_VALUE_BYTES`]).
+    #[error("cannot encode record for tree `{tree}` at key {key}: {reason}")]
+    Encode {
+        /// Tree the record was meant for.
+        tree: &'static str,
+        /// The key, as text or hex.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// A [`StoreOptions`] field is out of range.
+    #[error("store option `{field}`: {reason}")]
+    InvalidOptions {
+        /// The field.
+        field: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The committer's queue is full: the disk cannot keep up. Refuse the request (503) rather than
+    /// queue without bound.
+    #[error("store commit queue is full")]
+    Overloaded,
+    /// The committer was closed or its thread is gone; nothing more can be committed through it.
+    #[error("store committer is closed")]
+    Closed,
+}
+
+/// The scope of an idempotency key (CONTRACT §6): the same key from another tenant, client,
+/// method or path is another key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdemScope {
+    /// Tenant name.
+    pub tenant: String,
+    /// Calling client id.
+    pub client: String,
+    /// HTTP method, e.g. `POST`.
+    pub method: String,
+    /// Request path, e.g. `/v1/ping`.
+    pub path: String,
+    /// The `Idempotency-Key` header value (1–255 printable ASCII).
+    pub key: String,
+}
+
+impl IdemScope {
+    /// The sled key: each part as `len u32 BE ++ bytes`, in field order. Length prefixes make the
+    /// encoding injective, so ("a","bc") and ("ab","c") never share a key, whatever the parts
+    /// contain; a separator byte could not promise that.
+    pub fn encode_key(&self) -> Vec<u8> {
+        let parts = [
+            &self.tenant,
+            &self.client,
+            &self.method,
+            &self.path,
+            &self.key,
+        ];
+        let len: usize = parts.iter().map(|p| 4 + p.len()).sum();
+        let mut out = Vec::with_capacity(len);
+        for part in parts {
+            // Parts are header values and paths bounded by the HTTP limits, far below 4 GiB.
+            let n = u32::try_from(part.len()).expect("idempotency scope part shorter than 4 GiB");
+            out.extend_from_slice(&n.to_be_bytes());
+            out.extend_from_slice(part.as_bytes());
+        }
+        out
+    }
+}
+
+/// The trees, in a fixed order that indexes [`Store`]'s tree array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum TreeId {
+    Idem = 0,
+    IdemByTime = 1,
+    Auctions = 2,
+    AuctionsByTime = 3,
+    Leads = 4,
+    LeadsByTime = 5,
+    Meta = 6,
+}
+
+const TREE_COUNT: usize = 7;
+
+impl TreeId {
+    const ALL: [TreeId; TREE_COUNT] = [
+        TreeId::Idem,
+        TreeId::IdemByTime,
+        TreeId::Auctions,
+        TreeId::AuctionsByTime,
+        TreeId::Leads,
+        TreeId::LeadsByTime,
+        TreeId::Meta,
+    ];
+
+    /// The sled tree name; part of the on-disk layout, never rename.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            TreeId::Idem => "idem",
+            TreeId::IdemByTime => "idem_by_time",
+            TreeId::Auctions => "auctions",
+            TreeId::AuctionsByTime => "auctions_by_time",
+            TreeId::Leads => "leads",
+            TreeId::LeadsByTime => "leads_by_time",
+            TreeId::Meta => "meta",
+        }
+    }
+}
+
+/// `created_ms BE ++ primary key`: the by-time index key.
+fn time_key(created_ms: u64, primary: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + primary.len());
+    k.extend_from_slice(&created_ms.to_be_bytes());
+    k.extend_from_slice(primary);
+    k
+}
+
+/// One write of a [`Batch`]: `None` removes the key.
+#[derive(Debug, Clone)]
+struct Op {
+    tree: TreeId,
+    key: IVec,
+    value: Option<IVec>,
+}
+
+/// Writes to apply together, all or nothing. Records are encoded when added, on the caller's
+/// thread, so the committer thread only does sled work.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    ops: Vec<Op>,
+}
+
+impl Batch {
+    /// An empty batch. Committing it still waits for a flush, so it works as a durability barrier.
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// Number of sled writes (index entries included).
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether the batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    fn push(&mut self, tree: TreeId, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.ops.push(Op {
+            tree,
+            key: key.into(),
+            value: value.map(IVec::from),
+        });
+    }
+
+    fn put_record<R>(
+        &mut self,
+        primary: TreeId,
+        index: TreeId,
+        key: Vec<u8>,
+        record: &R,
+        created_ms: u64,
+    ) -> Result<&mut Batch, StoreError>
+    where
+        R: Record
+            + for<'a> rkyv::Serialize<
+                rkyv::api::high::HighSerializer<
+                    rkyv::util::AlignedVec,
+                    rkyv::ser::allocator::ArenaHandle<'a>,
+                    rkyv::rancor::Error,
+                >,
+            >,
+    {
+        let value = records::encode(&key, record)?;
+        self.push(index, time_key(created_ms, &key), Some(Vec::new()));
+        self.push(primary, key, Some(value));
+        Ok(self)
+    }
+
+    /// Stores (or replaces) the answer of an idempotent request.
+    pub fn put_idempotency(
+        &mut self,
+        scope: &IdemScope,
+        record: &IdemRecord,
+    ) -> Result<&mut Batch, StoreError> {
+        self.put_record(
+            TreeId::Idem,
+            TreeId::IdemByTime,
+            scope.encode_key(),
+            record,
+            record.created_ms,
+        )
+    }
+
+    /// Removes an idempotency record. Its by-time entry is left for expiry, which drops entries
+    /// whose record is gone.
+    pub fn delete_idempotency(&mut self, scope: &IdemScope) -> &mut Batch {
+        self.push(TreeId::Idem, scope.encode_key(), None);
+        self
+    }
+
+    /// Stores (or replaces) an auction record. Keep `created_ms` unchanged across rewrites.
+    pub fn put_auction(&mut self, record: &AuctionRecord) -> Result<&mut Batch, StoreError> {
+        self.put_record(
+            TreeId::Auctions,
+            TreeId::AuctionsByTime,
+            record.id.as_bytes().to_vec(),
+            record,
+            record.created_ms,
+        )
+    }
+
+    /// Stores (or replaces) a lead record. Keep `created_ms` unchanged across rewrites.
+    pub fn put_lead(&mut self, record: &LeadRecord) -> Result<&mut Batch, StoreError> {
+        self.put_record(
+            TreeId::Leads,
+            TreeId::LeadsByTime,
+            record.lead_uuid.as_bytes().to_vec(),
+            record,
+            record.created_ms,
+        )
+    }
+
+    /// Stores an opaque value under `key` in the `meta` tree (never expired).
+    pub fn put_meta(&mut self, key: &str, value: impl Into<Vec<u8>>) -> &mut Batch {
+        self.push(TreeId::Meta, key.as_bytes().to_vec(), Some(value.into()));
+        self
+    }
+
+    /// Removes `key` from the `meta` tree.
+    pub fn delete_meta(&mut self, key: &str) -> &mut Batch {
+        self.push(TreeId::Meta, key.as_bytes().to_vec(), None);
+        self
+    }
+}
+
+/// Number of entries per tree, from [`Store::counts`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreCounts {
+    /// Idempotency records.
+    pub idempotency: u64,
+    /// Entries of the idempotency by-time index.
+    pub idempotency_index: u64,
+    /// Auction records.
+    pub auctions: u64,
+    /// Entries of the auction by-time index.
+    pub auctions_index: u64,
+    /// Lead records.
+    pub leads: u64,
+    /// Entries of the lead by-time index.
+    pub leads_index: u64,
+    /// Entries of the meta tree.
+    pub meta: u64,
+}
+
+/// The sled database and its trees. `Send + Sync`: open it once and share it by `Arc` with every
+/// core, the committers and the expiry thread.
+pub struct Store {
+    db: sled::Db,
+    trees: [sled::Tree; TREE_COUNT],
+    opts: StoreOptions,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.opts.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the database at `opts.path`. Also the way back after a crash: sled
+    /// replays its log on open, and every write acknowledged as durable is there.
+    pub fn open(opts: &StoreOptions) -> Result<Store, StoreError> {
+        opts.validate()?;
+        let db = sled::Config::new()
+            .path(&opts.path)
+            .cache_capacity(opts.cache_capacity_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        Store::from_db(db, opts.clone())
+    }
+
+    /// A throw-away database that sled deletes when the store is dropped. Retention and batch
+    /// options are the defaults; `options().path` is not where the data lives. For tests and
+    /// benches (it may not fsync like a real directory: measure durability on [`Store::open`]).
+    pub fn temporary() -> Result<Store, StoreError> {
+        let db = sled::Config::new().temporary(true).open()?;
+        Store::from_db(db, StoreOptions::default())
+    }
+
+    fn from_db(db: sled::Db, opts: StoreOptions) -> Result<Store, StoreError> {
+        match db.get("layout_version")? {
+            None => {
+                db.insert("layout_version", &[LAYOUT_VERSION])?;
+                db.flush()?;
+            }
+            Some(v) if v.as_ref() == [LAYOUT_VERSION] => {}
+            Some(v) => {
+                return Err(StoreError::UnknownVersion {
+                    tree: "__sled__default",
+                    key: "layout_version".into(),
+                    version: v.first().copied().unwrap_or(0),
+                })
+            }
+        }
+        let open = |id: TreeId| db.open_tree(id.name());
+        let trees = [
+            open(TreeId::Idem)?,
+            open(TreeId::IdemByTime)?,
+            open(TreeId::Auctions)?,
+            open(TreeId::AuctionsByTime)?,
+            open(TreeId::Leads)?,
+            open(TreeId::LeadsByTime)?,
+            open(TreeId::Meta)?,
+        ];
+        Ok(Store { db, trees, opts })
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.opts
+    }
+
+    pub(crate) fn tree(&self, id: TreeId) -> &sled::Tree {
+        &self.trees[id as usize]
+    }
+
+    fn get_record<R>(&self, tree: TreeId, key: &[u8]) -> Result<Option<R>, StoreError>
+    where
+        R: Record,
+        R::Archived: for<'a> rkyv::bytecheck::CheckBytes<
+                rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
+            > + rkyv::Deserialize<R, rkyv::rancor::Strategy<rkyv::de::Pool, rkyv::rancor::Error>>,
+    {
+        match self.tree(tree).get(key)? {
+            None => Ok(None),
+            Some(value) => records::decode::<R>(key, &value).map(Some),
+        }
+    }
+
+    /// The stored answer for an idempotency scope. A record past its retention may still be
+    /// returned until the next expiry pass removes it.
+    pub fn get_idempotency(&self, scope: &IdemScope) -> Result<Option<IdemRecord>, StoreError> {
+        self.get_record(TreeId::Idem, &scope.encode_key())
+    }
+
+    /// An auction record by id.
+    pub fn get_auction(&self, auction_id: &str) -> Result<Option<AuctionRecord>, StoreError> {
+        self.get_record(TreeId::Auctions, auction_id.as_bytes())
+    }
+
+    /// A lead record by lead uuid.
+    pub fn get_lead(&self, lead_uuid: &str) -> Result<Option<LeadRecord>, StoreError> {
+        self.get_record(TreeId::Leads, lead_uuid.as_bytes())
+    }
+
+    /// A value of the `meta` tree.
+    pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree(TreeId::Meta).get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Applies `batch` atomically across trees, in memory and sled's log, without waiting for the
+    /// disk. The committer calls this for each batch of a group, then flushes once.
+    pub(crate) fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
+        if batch.ops.is_empty() {
+            return Ok(());
+        }
+        // Only the trees the batch touches take part in the transaction.
+        let mut slot = [usize::MAX; TREE_COUNT];
+        let mut trees: Vec<&sled::Tree> = Vec::with_capacity(TREE_COUNT);
+        for op in &batch.ops {
+            let i = op.tree as usize;
+            if slot[i] == usize::MAX {
+                slot[i] = trees.len();
+                trees.push(&self.trees[i]);
+            }
+        }
+        let result = Transactional::<()>::transaction(trees.as_slice(), |views| {
+            for op in &batch.ops {
+                let view = &views[slot[op.tree as usize]];
+                match &op.value {
+                    Some(v) => view.insert(op.key.clone(), v.clone())?,
+                    None => view.remove(op.key.clone())?,
+                };
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Storage(e)) => Err(StoreError::Io(e)),
+            // The closure never aborts.
+            Err(TransactionError::Abort(())) => Ok(()),
+        }
+    }
+
+    /// Flushes sled's log and fsyncs: every write applied before the call is durable after it.
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Applies a batch atomically across trees and makes it durable (flush and fsync) before
+    /// returning. Blocking: only for the committer thread, startup code and tests; a core uses its
+    /// [`Committer`].
+    pub fn write_durable(&self, batch: &Batch) -> Result<(), StoreError> {
+        self.apply(batch)?;
+        self.flush()
+    }
+
+    /// Number of entries per tree. Costs a full scan of every tree (sled keeps no count): for the
+    /// ops endpoints and tests, never the request path.
+    pub fn counts(&self) -> StoreCounts {
+        let n = |id: TreeId| self.tree(id).len() as u64;
+        StoreCounts {
+            idempotency: n(TreeId::Idem),
+            idempotency_index: n(TreeId::IdemByTime),
+            auctions: n(TreeId::Auctions),
+            auctions_index: n(TreeId::AuctionsByTime),
+            leads: n(TreeId::Leads),
+            leads_index: n(TreeId::LeadsByTime),
+            meta: n(TreeId::Meta),
+        }
+    }
+
+    /// Size of the database files on disk.
+    pub fn size_on_disk_bytes(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
+    /// Writes raw bytes into a tree, bypassing encoding, to plant corrupt values in tests.
+    #[cfg(test)]
+    pub(crate) fn raw_insert(&self, tree: TreeId, key: &[u8], value: &[u8]) {
+        self.tree(tree).insert(key, value).expect("raw insert");
+    }
+}
+
+/// Wall-clock now in unix milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+// `ALL` documents the order of `Store::trees`; keep it in step with `from_db`.
+const _: () = {
+    let mut i = 0;
+    while i < TREE_COUNT {
+        assert!(TreeId::ALL[i] as usize == i);
+        i += 1;
+    }
+};

@@ -1,0 +1,294 @@
+//! The records the store keeps, and their byte encoding.
+//!
+//! Every stored value is `[version: u8] ++ rkyv archive`. The version byte lets a record type evolve:
+//! a new layout gets a new version, and [`decode`] learns to read (or migrate) the old one. A value
+//! is validated with bytecheck before any field is read, so a corrupted or foreign value becomes
+//! [`StoreError::Corrupt`] (or [`StoreError::UnknownVersion`]), never a panic or undefined behaviour.
+//!
+//! Records are plain data (strings, vectors, options, integers) and self-describing: buyers are named
+//! by id, not by an index into the in-memory registry, so a record still reads correctly after the
+//! buyer list changes. The business layer converts its own types to and from these; this module
+//! holds no business rules.
+
+use rkyv::api::high::{HighSerializer, HighValidator};
+use rkyv::bytecheck::CheckBytes;
+use rkyv::de::Pool;
+use rkyv::rancor::{self, Strategy};
+use rkyv::ser::allocator::ArenaHandle;
+use rkyv::util::AlignedVec;
+use rkyv::{Archive, Deserialize, Serialize};
+
+use super::StoreError;
+
+/// Largest encoded value the store accepts, version byte included. A record this large is a bug in
+/// the caller (responses and pings are capped far below it), so it is refused instead of stored.
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+/// A stored answer to replay for a repeated `Idempotency-Key` (CONTRACT §6).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct IdemRecord {
+    /// SHA-256 of the request body; a retry with another body is `idempotency_key_reused`.
+    pub fingerprint: [u8; 32],
+    /// HTTP status of the original answer.
+    pub status: u16,
+    /// Response headers to replay, in order (name, value).
+    pub headers: Vec<(String, String)>,
+    /// Response body to replay, byte for byte.
+    pub body: Vec<u8>,
+    /// When the answer was stored (unix ms); retention counts from here and never moves.
+    pub created_ms: u64,
+}
+
+/// One buyer's outcome in an auction: the bid log entry (CONTRACT §4.3).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeRecord {
+    /// The buyer's configured id.
+    pub buyer_id: String,
+    /// `bid`, `no_bid`, `timeout`, `error`, `filtered`, `rate_limited` or `capped`.
+    pub kind: String,
+    /// Bid amount in cents, for `bid`.
+    pub amount_cents: Option<u64>,
+    /// The buyer's own bid token, echoed back to it at post time.
+    pub buyer_bid_token: Option<String>,
+    /// Until when the buyer honours its bid (unix ms).
+    pub valid_until_ms: Option<u64>,
+    /// Machine-readable reason for a no_bid, error or filter (snake_case).
+    pub reject_reason: Option<String>,
+    /// Human-readable detail for the reason; never contains PII.
+    pub reject_detail: Option<String>,
+    /// From sending the ping to the buyer's complete answer (or to giving up).
+    pub latency_us: u64,
+    /// Order in which answers arrived; ties in price go to the lower number.
+    pub arrival: u32,
+}
+
+/// Where the post of an auction stands, with what a retry needs to resume or replay it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct PostRecord {
+    /// `none`, `delivering`, `unresolved`, `sold` or `unsold`.
+    pub state: String,
+    /// Idempotency key of the post that owns the delivery.
+    pub key: Option<String>,
+    /// Slot (index into `outcomes`) of the buyer a delivery is, or was last, offered to.
+    pub slot: Option<u32>,
+    /// SHA-256 of the post body that owns the delivery.
+    pub fingerprint: Option<[u8; 32]>,
+    /// Final answer to replay: status.
+    pub reply_status: Option<u16>,
+    /// Final answer to replay: headers (name, value).
+    pub reply_headers: Vec<(String, String)>,
+    /// Final answer to replay: body.
+    pub reply_body: Vec<u8>,
+    /// Gavel's id of the sold lead.
+    pub lead_uuid: Option<String>,
+    /// The buying buyer's own id for the lead.
+    pub buyer_lead_id: Option<String>,
+    /// Slot of the buyer that bought the lead.
+    pub sold_slot: Option<u32>,
+}
+
+/// One attempt to deliver a post to a buyer.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// The buyer's configured id.
+    pub buyer_id: String,
+    /// 1 for the first attempt at this buyer.
+    pub attempt: u32,
+    /// `accepted`, `rejected`, `error`, `timeout` or `connect_error`.
+    pub result: String,
+    /// HTTP status the buyer answered, when it answered.
+    pub http_status: Option<u16>,
+    /// Duration of the attempt.
+    pub latency_us: u64,
+}
+
+/// An auction: the validated ping summary, the bid log, the clearing result and the post state.
+/// Contains no PII by construction: the lead of a post is never part of it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AuctionRecord {
+    /// Auction id (the primary key).
+    pub id: String,
+    /// Tenant name.
+    pub tenant: String,
+    /// Calling client id.
+    pub client: String,
+    /// The validated ping summary as JSON, serialized by the caller (no PII by construction).
+    pub ping_json: Vec<u8>,
+    /// When the auction was created (unix ms); retention counts from here and never moves.
+    pub created_ms: u64,
+    /// When the bid window closes (unix ms).
+    pub deadline_ms: u64,
+    /// When the auction actually closed (unix ms).
+    pub closed_ms: Option<u64>,
+    /// `open`, `won` or `no_bid`.
+    pub status: String,
+    /// Why a `no_bid` auction ended without a winner (CONTRACT §4.1 code).
+    pub reject_reason: Option<String>,
+    /// One entry per buyer considered, in slot order.
+    pub outcomes: Vec<OutcomeRecord>,
+    /// Slots of valid bids, best first.
+    pub ranked: Vec<u32>,
+    /// What the seller is paid, for a `won` auction.
+    pub payout_cents: Option<u64>,
+    /// Until when the seller's bid token can be posted (unix ms).
+    pub token_valid_until_ms: Option<u64>,
+    /// The post state.
+    pub post: PostRecord,
+    /// Every delivery attempt, in order.
+    pub post_attempts: Vec<AttemptRecord>,
+}
+
+/// One status change of a sold lead (e.g. `sold`, later `returned`).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LeadEvent {
+    /// When the status changed (unix ms).
+    pub at_ms: u64,
+    /// The new status.
+    pub status: String,
+    /// Why, when the status has a reason (snake_case).
+    pub reason: Option<String>,
+}
+
+/// A sold lead: which auction and buyer it went to, and its status history. No PII.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LeadRecord {
+    /// Gavel's id of the lead (the primary key).
+    pub lead_uuid: String,
+    /// The auction that sold it.
+    pub auction_id: String,
+    /// Tenant name.
+    pub tenant: String,
+    /// The buying buyer's configured id.
+    pub buyer_id: String,
+    /// The buyer's own id for the lead.
+    pub buyer_lead_id: String,
+    /// When the lead was sold (unix ms); retention counts from here and never moves.
+    pub created_ms: u64,
+    /// Status changes, oldest first.
+    pub history: Vec<LeadEvent>,
+}
+
+/// What every stored record type tells the store about itself.
+pub trait Record: Archive + Sized {
+    /// Name of the primary tree, for error messages.
+    const TREE: &'static str;
+    /// Layout version written as the first byte of every value of this type.
+    const VERSION: u8;
+    /// The record's creation time, read from a validated archive without deserializing it.
+    fn archived_created_ms(archived: &Self::Archived) -> u64;
+}
+
+impl Record for IdemRecord {
+    const TREE: &'static str = "idem";
+    const VERSION: u8 = 1;
+    fn archived_created_ms(archived: &ArchivedIdemRecord) -> u64 {
+        archived.created_ms.to_native()
+    }
+}
+
+impl Record for AuctionRecord {
+    const TREE: &'static str = "auctions";
+    const VERSION: u8 = 1;
+    fn archived_created_ms(archived: &ArchivedAuctionRecord) -> u64 {
+        archived.created_ms.to_native()
+    }
+}
+
+impl Record for LeadRecord {
+    const TREE: &'static str = "leads";
+    const VERSION: u8 = 1;
+    fn archived_created_ms(archived: &ArchivedLeadRecord) -> u64 {
+        archived.created_ms.to_native()
+    }
+}
+
+/// Encodes `record` as `[R::VERSION] ++ rkyv bytes`. `key` only names the record in errors.
+pub fn encode<R>(key: &[u8], record: &R) -> Result<Vec<u8>, StoreError>
+where
+    R: Record + for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+{
+    let archived = rkyv::to_bytes::<rancor::Error>(record).map_err(|e| StoreError::Encode {
+        tree: R::TREE,
+        key: printable_key(key),
+        reason: e.to_string(),
+    })?;
+    if archived.len() + 1 > MAX_VALUE_BYTES {
+        return Err(StoreError::Encode {
+            tree: R::TREE,
+            key: printable_key(key),
+            reason: format!(
+                "encoded record is {} bytes, more than the {MAX_VALUE_BYTES} allowed",
+                archived.len() + 1
+            ),
+        });
+    }
+    let mut value = Vec::with_capacity(archived.len() + 1);
+    value.push(R::VERSION);
+    value.extend_from_slice(&archived);
+    Ok(value)
+}
+
+/// Checks the version byte and validates the archive, returning it in an aligned buffer. sled's
+/// values carry no alignment guarantee and rkyv needs its archive aligned, hence the copy.
+fn validated<R>(key: &[u8], value: &[u8]) -> Result<AlignedVec, StoreError>
+where
+    R: Record,
+    R::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+{
+    let Some((&version, archive)) = value.split_first() else {
+        return Err(corrupt::<R>(key, "empty value".into()));
+    };
+    if version != R::VERSION {
+        return Err(StoreError::UnknownVersion {
+            tree: R::TREE,
+            key: printable_key(key),
+            version,
+        });
+    }
+    let mut aligned = AlignedVec::<16>::with_capacity(archive.len());
+    aligned.extend_from_slice(archive);
+    rkyv::access::<R::Archived, rancor::Error>(&aligned)
+        .map_err(|e| corrupt::<R>(key, e.to_string()))?;
+    Ok(aligned)
+}
+
+/// Decodes a stored value written by [`encode`]: version check, bytecheck validation, then
+/// deserialization. Any mismatch is an error, never a panic.
+pub fn decode<R>(key: &[u8], value: &[u8]) -> Result<R, StoreError>
+where
+    R: Record,
+    R::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
+        + Deserialize<R, Strategy<Pool, rancor::Error>>,
+{
+    let aligned = validated::<R>(key, value)?;
+    rkyv::from_bytes::<R, rancor::Error>(&aligned).map_err(|e| corrupt::<R>(key, e.to_string()))
+}
+
+/// Reads only `created_ms` of a stored value, after the same checks as [`decode`].
+pub fn created_ms<R>(key: &[u8], value: &[u8]) -> Result<u64, StoreError>
+where
+    R: Record,
+    R::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+{
+    let aligned = validated::<R>(key, value)?;
+    let archived = rkyv::access::<R::Archived, rancor::Error>(&aligned)
+        .map_err(|e| corrupt::<R>(key, e.to_string()))?;
+    Ok(R::archived_created_ms(archived))
+}
+
+fn corrupt<R: Record>(key: &[u8], reason: String) -> StoreError {
+    StoreError::Corrupt {
+        tree: R::TREE,
+        key: printable_key(key),
+        reason,
+    }
+}
+
+/// A key as text for error messages: UTF-8 as is, anything else in hex. Keys hold ids and
+/// idempotency scopes, never PII.
+pub fn printable_key(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(s) if !s.chars().any(char::is_control) => s.to_owned(),
+        _ => hex::encode(key),
+    }
+}

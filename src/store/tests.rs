@@ -1,0 +1,926 @@
+//! Store tests: encoding, corruption, key scoping, atomicity, reopen, crash, expiry, group commit.
+
+// Tests may block and sleep: they run on the test harness's threads, not on a core.
+#![allow(clippy::disallowed_methods)]
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::commit::QUEUE_GROUPS;
+use super::records::{self, Record};
+use super::*;
+
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!(
+            "gavel-store-{tag}-{}-{nanos}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        TempDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn options(dir: &Path) -> StoreOptions {
+    StoreOptions {
+        path: dir.to_path_buf(),
+        cache_capacity_bytes: 16 * 1024 * 1024,
+        ..StoreOptions::default()
+    }
+}
+
+fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
+    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .expect("monoio runtime")
+}
+
+fn scope(key: &str) -> IdemScope {
+    IdemScope {
+        tenant: "sandbox".into(),
+        client: "client-1".into(),
+        method: "POST".into(),
+        path: "/v1/ping".into(),
+        key: key.into(),
+    }
+}
+
+fn idem(created_ms: u64) -> IdemRecord {
+    IdemRecord {
+        fingerprint: [7; 32],
+        status: 200,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("x-request-id".into(), "req_123".into()),
+        ],
+        body: br#"{"auction_id":"auc_1","result":"won"}"#.to_vec(),
+        created_ms,
+    }
+}
+
+fn auction(id: &str, created_ms: u64) -> AuctionRecord {
+    AuctionRecord {
+        id: id.into(),
+        tenant: "sandbox".into(),
+        client: "client-1".into(),
+        ping_json: br#"{"vertical":"auto","zip":"94107"}"#.to_vec(),
+        created_ms,
+        deadline_ms: created_ms + 2_000,
+        closed_ms: Some(created_ms + 1_500),
+        status: "won".into(),
+        reject_reason: None,
+        outcomes: (0..5)
+            .map(|i| OutcomeRecord {
+                buyer_id: format!("buyer-{i}"),
+                kind: if i == 4 { "timeout" } else { "bid" }.into(),
+                amount_cents: (i < 4).then_some(1_000 + 100 * i),
+                buyer_bid_token: (i < 4).then(|| format!("tok-{i}")),
+                valid_until_ms: Some(created_ms + 60_000),
+                reject_reason: (i == 4).then(|| "timeout".into()),
+                reject_detail: None,
+                latency_us: 12_000 + i,
+                arrival: i as u32,
+            })
+            .collect(),
+        ranked: vec![3, 2, 1, 0],
+        payout_cents: Some(1_170),
+        token_valid_until_ms: Some(created_ms + 60_000),
+        post: PostRecord {
+            state: "sold".into(),
+            key: Some(format!("post_{id}")),
+            slot: Some(3),
+            fingerprint: Some([9; 32]),
+            reply_status: Some(200),
+            reply_headers: vec![("content-type".into(), "application/json".into())],
+            reply_body: br#"{"result":"sold"}"#.to_vec(),
+            lead_uuid: Some(format!("lead-{id}")),
+            buyer_lead_id: Some("B-77".into()),
+            sold_slot: Some(3),
+        },
+        post_attempts: vec![AttemptRecord {
+            buyer_id: "buyer-3".into(),
+            attempt: 1,
+            result: "accepted".into(),
+            http_status: Some(200),
+            latency_us: 8_000,
+        }],
+    }
+}
+
+fn lead(uuid: &str, auction_id: &str, created_ms: u64) -> LeadRecord {
+    LeadRecord {
+        lead_uuid: uuid.into(),
+        auction_id: auction_id.into(),
+        tenant: "sandbox".into(),
+        buyer_id: "buyer-3".into(),
+        buyer_lead_id: "B-77".into(),
+        created_ms,
+        history: vec![
+            LeadEvent {
+                at_ms: created_ms,
+                status: "sold".into(),
+                reason: None,
+            },
+            LeadEvent {
+                at_ms: created_ms + 10,
+                status: "returned".into(),
+                reason: Some("duplicate".into()),
+            },
+        ],
+    }
+}
+
+fn round_trip<R>(record: &R) -> R
+where
+    R: Record
+        + for<'a> rkyv::Serialize<
+            rkyv::api::high::HighSerializer<
+                rkyv::util::AlignedVec,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                rkyv::rancor::Error,
+            >,
+        >,
+    R::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + rkyv::Deserialize<R, rkyv::rancor::Strategy<rkyv::de::Pool, rkyv::rancor::Error>>,
+{
+    let bytes = records::encode(b"k", record).expect("encode");
+    assert_eq!(bytes[0], R::VERSION);
+    // Decode from an odd offset too: sled gives no alignment guarantee.
+    let mut shifted = vec![0u8];
+    shifted.extend_from_slice(&bytes);
+    let a = records::decode::<R>(b"k", &bytes).expect("decode");
+    let b = records::decode::<R>(b"k", &shifted[1..]).expect("decode unaligned");
+    assert_eq!(
+        records::created_ms::<R>(b"k", &bytes).expect("created_ms"),
+        records::created_ms::<R>(b"k", &shifted[1..]).expect("created_ms")
+    );
+    drop(b);
+    a
+}
+
+#[test]
+fn store_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Store>();
+    assert_send_sync::<Committer>();
+    assert_send_sync::<Batch>();
+    assert_send_sync::<StoreError>();
+}
+
+#[test]
+fn records_round_trip() {
+    let i = idem(1_000);
+    assert_eq!(round_trip(&i), i);
+    let a = auction("auc_1", 2_000);
+    assert_eq!(round_trip(&a), a);
+    let l = lead("lead-1", "auc_1", 3_000);
+    assert_eq!(round_trip(&l), l);
+    // Empty and default-ish values too.
+    let mut empty = auction("", 0);
+    empty.outcomes.clear();
+    empty.post = PostRecord::default();
+    empty.post_attempts.clear();
+    assert_eq!(round_trip(&empty), empty);
+}
+
+#[test]
+fn corrupt_values_are_errors_not_panics() {
+    let store = Store::temporary().unwrap();
+    let good = records::encode(b"auc_1", &auction("auc_1", 5)).unwrap();
+
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("version only", vec![AuctionRecord::VERSION]),
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("last byte cut", good[..good.len() - 1].to_vec()),
+        ("garbage", {
+            let mut v = vec![AuctionRecord::VERSION];
+            v.extend((0..200u8).map(|b| b.wrapping_mul(37)));
+            v
+        }),
+        ("all bits flipped", {
+            let mut v = good.clone();
+            for b in &mut v[1..] {
+                *b = !*b;
+            }
+            v
+        }),
+        ("root pointer flipped", {
+            let mut v = good.clone();
+            let n = v.len();
+            for b in &mut v[n - 16..] {
+                *b ^= 0xA5;
+            }
+            v
+        }),
+    ];
+    for (what, bytes) in cases {
+        store.raw_insert(TreeId::Auctions, b"auc_1", &bytes);
+        match store.get_auction("auc_1") {
+            Err(StoreError::Corrupt { tree, key, .. }) => {
+                assert_eq!(tree, "auctions", "{what}");
+                assert_eq!(key, "auc_1", "{what}");
+            }
+            other => panic!("{what}: expected Corrupt, got {other:?}"),
+        }
+    }
+
+    let mut wrong_version = good.clone();
+    wrong_version[0] = 200;
+    store.raw_insert(TreeId::Auctions, b"auc_1", &wrong_version);
+    assert!(matches!(
+        store.get_auction("auc_1"),
+        Err(StoreError::UnknownVersion {
+            tree: "auctions",
+            version: 200,
+            ..
+        })
+    ));
+
+    // Every single-byte flip either still decodes (a flip inside a string, say) or is an error;
+    // none panics.
+    for i in 1..good.len() {
+        for mask in [0x01u8, 0x80, 0xFF] {
+            let mut v = good.clone();
+            v[i] ^= mask;
+            store.raw_insert(TreeId::Auctions, b"auc_1", &v);
+            match store.get_auction("auc_1") {
+                Ok(_) | Err(StoreError::Corrupt { .. }) => {}
+                Err(e) => panic!("byte {i} mask {mask:#x}: unexpected {e}"),
+            }
+        }
+    }
+
+    // Same for the other record kinds.
+    let s = scope("k1");
+    store.raw_insert(
+        TreeId::Idem,
+        &s.encode_key(),
+        &[IdemRecord::VERSION, 1, 2, 3],
+    );
+    assert!(matches!(
+        store.get_idempotency(&s),
+        Err(StoreError::Corrupt { tree: "idem", .. })
+    ));
+    store.raw_insert(TreeId::Leads, b"lead-1", &[9]);
+    assert!(matches!(
+        store.get_lead("lead-1"),
+        Err(StoreError::UnknownVersion { tree: "leads", .. })
+    ));
+}
+
+#[test]
+fn idempotency_scope_encoding_is_injective() {
+    let s = |t: &str, c: &str, m: &str, p: &str, k: &str| IdemScope {
+        tenant: t.into(),
+        client: c.into(),
+        method: m.into(),
+        path: p.into(),
+        key: k.into(),
+    };
+    let tricky = [
+        s("a", "bc", "POST", "/v1/ping", "k"),
+        s("ab", "c", "POST", "/v1/ping", "k"),
+        s("abc", "", "POST", "/v1/ping", "k"),
+        s("", "abc", "POST", "/v1/ping", "k"),
+        s("a", "b", "POST", "/v1/pingk", ""),
+        s("a", "b", "POST", "/v1/ping", "k"),
+        s("a", "b", "POS", "T/v1/ping", "k"),
+        s("a\0", "b", "POST", "/v1/ping", "k"),
+        s("a", "\0b", "POST", "/v1/ping", "k"),
+        s("a\0\0\0\x01b", "", "POST", "/v1/ping", "k"),
+        s("a", "b", "POST", "/v1/ping", "k|x"),
+        s("a", "b", "POST", "/v1/ping|k", "x"),
+        s("", "", "", "", ""),
+    ];
+    let mut keys: Vec<Vec<u8>> = tricky.iter().map(IdemScope::encode_key).collect();
+    let n = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "two scopes share a key");
+
+    // And through the store: one scope never sees another's record.
+    let store = Store::temporary().unwrap();
+    let mut batch = Batch::new();
+    batch.put_idempotency(&tricky[0], &idem(1)).unwrap();
+    store.write_durable(&batch).unwrap();
+    assert!(store.get_idempotency(&tricky[0]).unwrap().is_some());
+    assert!(store.get_idempotency(&tricky[1]).unwrap().is_none());
+}
+
+#[test]
+fn batch_is_atomic_across_trees() {
+    let store = Store::temporary().unwrap();
+    let s = scope("atomic");
+    let mut batch = Batch::new();
+    batch
+        .put_idempotency(&s, &idem(10))
+        .unwrap()
+        .put_auction(&auction("auc_a", 10))
+        .unwrap()
+        .put_lead(&lead("lead-a", "auc_a", 10))
+        .unwrap()
+        .put_meta("cursor", b"42".to_vec());
+    assert_eq!(batch.len(), 7);
+    store.write_durable(&batch).unwrap();
+    assert_eq!(store.get_idempotency(&s).unwrap(), Some(idem(10)));
+    assert_eq!(
+        store.get_auction("auc_a").unwrap(),
+        Some(auction("auc_a", 10))
+    );
+    assert_eq!(
+        store.get_lead("lead-a").unwrap(),
+        Some(lead("lead-a", "auc_a", 10))
+    );
+    assert_eq!(store.get_meta("cursor").unwrap(), Some(b"42".to_vec()));
+
+    // A batch that fails to build is never applied, not even in part: encoding happens first.
+    let mut too_big = auction("auc_big", 10);
+    too_big.ping_json = vec![b'x'; records::MAX_VALUE_BYTES];
+    let mut batch = Batch::new();
+    batch.put_meta("cursor", b"43".to_vec());
+    assert!(matches!(
+        batch.put_auction(&too_big),
+        Err(StoreError::Encode {
+            tree: "auctions",
+            ..
+        })
+    ));
+
+    // Deletes in a batch.
+    let mut batch = Batch::new();
+    batch.delete_idempotency(&s).delete_meta("cursor");
+    store.write_durable(&batch).unwrap();
+    assert_eq!(store.get_idempotency(&s).unwrap(), None);
+    assert_eq!(store.get_meta("cursor").unwrap(), None);
+    assert!(store.get_auction("auc_a").unwrap().is_some());
+}
+
+/// A multi-tree batch is visible all at once to a concurrent reader: it never sees the lead
+/// without its auction (the transaction writes the lead's trees first).
+#[test]
+fn batch_is_never_seen_half_applied() {
+    const N: usize = 300;
+    let store = Arc::new(Store::temporary().unwrap());
+    let writer = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            for i in 0..N {
+                let mut batch = Batch::new();
+                batch
+                    .put_lead(&lead(&format!("lead-{i}"), &format!("auc-{i}"), 1))
+                    .unwrap()
+                    .put_auction(&auction(&format!("auc-{i}"), 1))
+                    .unwrap();
+                store.apply(&batch).unwrap();
+            }
+        })
+    };
+    for i in 0..N {
+        loop {
+            // Lead first: if it is there, the auction written in the same batch must be too.
+            let lead_present = store.get_lead(&format!("lead-{i}")).unwrap().is_some();
+            let auction_present = store.get_auction(&format!("auc-{i}")).unwrap().is_some();
+            if lead_present {
+                assert!(auction_present, "lead-{i} visible without auc-{i}");
+                break;
+            }
+            std::thread::yield_now();
+        }
+    }
+    writer.join().unwrap();
+}
+
+#[test]
+fn reopen_reads_back_everything_written() {
+    let dir = TempDir::new("reopen");
+    let s = scope("reopen");
+    {
+        let store = Store::open(&options(dir.path())).unwrap();
+        for i in 0..50u64 {
+            let mut batch = Batch::new();
+            batch
+                .put_idempotency(&scope(&format!("k{i}")), &idem(i))
+                .unwrap()
+                .put_auction(&auction(&format!("auc_{i}"), i))
+                .unwrap()
+                .put_lead(&lead(&format!("lead_{i}"), &format!("auc_{i}"), i))
+                .unwrap();
+            store.write_durable(&batch).unwrap();
+        }
+        let mut batch = Batch::new();
+        batch
+            .put_idempotency(&s, &idem(99))
+            .unwrap()
+            .put_meta("m", b"v".to_vec());
+        store.write_durable(&batch).unwrap();
+    }
+    let store = Store::open(&options(dir.path())).unwrap();
+    for i in 0..50u64 {
+        assert_eq!(
+            store.get_idempotency(&scope(&format!("k{i}"))).unwrap(),
+            Some(idem(i))
+        );
+        assert_eq!(
+            store.get_auction(&format!("auc_{i}")).unwrap(),
+            Some(auction(&format!("auc_{i}"), i))
+        );
+        assert_eq!(
+            store.get_lead(&format!("lead_{i}")).unwrap(),
+            Some(lead(&format!("lead_{i}"), &format!("auc_{i}"), i))
+        );
+    }
+    assert_eq!(store.get_idempotency(&s).unwrap(), Some(idem(99)));
+    assert_eq!(store.get_meta("m").unwrap(), Some(b"v".to_vec()));
+    let counts = store.counts();
+    assert_eq!(counts.idempotency, 51);
+    assert_eq!(counts.idempotency_index, 51);
+    assert_eq!(counts.auctions, 50);
+    assert_eq!(counts.leads_index, 50);
+    assert_eq!(counts.meta, 1);
+}
+
+#[test]
+fn refuses_a_newer_layout() {
+    let dir = TempDir::new("layout");
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.insert("layout_version", &[LAYOUT_VERSION + 1]).unwrap();
+        db.flush().unwrap();
+    }
+    assert!(matches!(
+        Store::open(&options(dir.path())),
+        Err(StoreError::UnknownVersion { .. })
+    ));
+}
+
+#[test]
+fn invalid_options_are_refused() {
+    let dir = TempDir::new("opts");
+    let mut o = options(dir.path());
+    o.expiry_interval_ms = 0;
+    assert!(matches!(
+        Store::open(&o),
+        Err(StoreError::InvalidOptions {
+            field: "expiry_interval_ms",
+            ..
+        })
+    ));
+}
+
+/// Env var that turns [`crash_child`] into the writer half of [`acknowledged_writes_survive_kill_9`].
+const CRASH_DIR_ENV: &str = "GAVEL_STORE_CRASH_DIR";
+const CRASH_COMMITS: u64 = 200;
+
+/// Not a test of its own: when the parent test runs this binary with [`CRASH_DIR_ENV`] set, it
+/// commits records through a [`Committer`], says so on stdout, and waits to be killed.
+#[test]
+fn crash_child() {
+    let Ok(dir) = std::env::var(CRASH_DIR_ENV) else {
+        return;
+    };
+    let store = Arc::new(Store::open(&options(Path::new(&dir))).unwrap());
+    let committer = Rc::new(Committer::start(Arc::clone(&store), 0, 64).unwrap());
+    runtime().block_on(async {
+        let tasks: Vec<_> = (0..CRASH_COMMITS)
+            .map(|i| {
+                let committer = Rc::clone(&committer);
+                monoio::spawn(async move {
+                    let mut batch = Batch::new();
+                    batch
+                        .put_auction(&auction(&format!("crash_{i}"), i))
+                        .unwrap()
+                        .put_idempotency(&scope(&format!("crash_{i}")), &idem(i))
+                        .unwrap();
+                    committer.commit(batch).await.unwrap();
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+    });
+    println!("GAVEL_CRASH_READY");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Writes acknowledged by the committer are all there after the writer is killed with SIGKILL
+/// (no destructor, no final flush), and the store opens cleanly.
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let dir = TempDir::new("crash");
+    let exe = std::env::current_exe().unwrap();
+    let this_module = module_path!()
+        .split_once("::")
+        .map_or(module_path!(), |(_, rest)| rest);
+    let mut child = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            &format!("{this_module}::crash_child"),
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_DIR_ENV, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let ready = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.contains("GAVEL_CRASH_READY"));
+    // `Child::kill` is SIGKILL on Unix.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(ready, "the child exited before committing");
+
+    let store = Store::open(&options(dir.path())).unwrap();
+    for i in 0..CRASH_COMMITS {
+        assert_eq!(
+            store.get_auction(&format!("crash_{i}")).unwrap(),
+            Some(auction(&format!("crash_{i}"), i)),
+            "acknowledged auction crash_{i} lost"
+        );
+        assert_eq!(
+            store
+                .get_idempotency(&scope(&format!("crash_{i}")))
+                .unwrap(),
+            Some(idem(i))
+        );
+    }
+}
+
+#[test]
+fn expiry_deletes_old_records_and_their_index_entries() {
+    let store = Store::temporary().unwrap();
+    let now = 200 * DAY_MS;
+    let old_idem = now - 31 * DAY_MS;
+    let fresh_idem = now - 29 * DAY_MS;
+    let old_rec = now - 91 * DAY_MS;
+    let fresh_rec = now - 89 * DAY_MS;
+
+    let mut batch = Batch::new();
+    batch
+        .put_idempotency(&scope("old"), &idem(old_idem))
+        .unwrap()
+        .put_idempotency(&scope("fresh"), &idem(fresh_idem))
+        .unwrap()
+        // Exactly one retention old: expired.
+        .put_idempotency(&scope("edge"), &idem(now - 30 * DAY_MS))
+        .unwrap()
+        .put_auction(&auction("auc_old", old_rec))
+        .unwrap()
+        .put_auction(&auction("auc_fresh", fresh_rec))
+        .unwrap()
+        .put_lead(&lead("lead_old", "auc_old", old_rec))
+        .unwrap()
+        .put_lead(&lead("lead_fresh", "auc_fresh", fresh_rec))
+        .unwrap()
+        .put_meta("forever", b"1".to_vec());
+    store.write_durable(&batch).unwrap();
+
+    // An auction rewritten later (closed, then posted) keeps its created_ms: same index key.
+    let mut rewritten = auction("auc_fresh", fresh_rec);
+    for state in ["delivering", "sold"] {
+        rewritten.post.state = state.into();
+        let mut b = Batch::new();
+        b.put_auction(&rewritten).unwrap();
+        store.write_durable(&b).unwrap();
+    }
+    let counts = store.counts();
+    assert_eq!(counts.auctions, 2);
+    assert_eq!(
+        counts.auctions_index, 2,
+        "a rewrite duplicated the index entry"
+    );
+
+    let stats = store.expire(now).unwrap();
+    assert_eq!(stats.idempotency, 2);
+    assert_eq!(stats.auctions, 1);
+    assert_eq!(stats.leads, 1);
+    assert_eq!(stats.stale_index, 0);
+
+    assert!(store.get_idempotency(&scope("old")).unwrap().is_none());
+    assert!(store.get_idempotency(&scope("edge")).unwrap().is_none());
+    assert!(store.get_idempotency(&scope("fresh")).unwrap().is_some());
+    assert!(store.get_auction("auc_old").unwrap().is_none());
+    assert_eq!(store.get_auction("auc_fresh").unwrap(), Some(rewritten));
+    assert!(store.get_lead("lead_old").unwrap().is_none());
+    assert!(store.get_lead("lead_fresh").unwrap().is_some());
+    assert_eq!(store.get_meta("forever").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(
+        store.counts(),
+        StoreCounts {
+            idempotency: 1,
+            idempotency_index: 1,
+            auctions: 1,
+            auctions_index: 1,
+            leads: 1,
+            leads_index: 1,
+            meta: 1,
+        }
+    );
+
+    // A second pass at the same time finds nothing; later, the fresh ones go too.
+    assert_eq!(store.expire(now).unwrap(), ExpiryStats::default());
+    let later = store.expire(now + 91 * DAY_MS).unwrap();
+    assert_eq!(later.deleted(), 3);
+    let c = store.counts();
+    assert_eq!(
+        c.idempotency + c.idempotency_index + c.auctions + c.auctions_index + c.leads,
+        0
+    );
+}
+
+#[test]
+fn expiry_cleans_stale_index_entries_without_deleting_live_records() {
+    let store = Store::temporary().unwrap();
+    let now = 200 * DAY_MS;
+    // Written once with an old created_ms, then rewritten with a fresh one: the old entry is
+    // stale and must not take the fresh record with it.
+    let mut b = Batch::new();
+    b.put_auction(&auction("auc_moved", now - 100 * DAY_MS))
+        .unwrap();
+    store.write_durable(&b).unwrap();
+    let mut b = Batch::new();
+    b.put_auction(&auction("auc_moved", now - DAY_MS)).unwrap();
+    // And a deleted idempotency record leaves its entry behind.
+    b.put_idempotency(&scope("gone"), &idem(now - 40 * DAY_MS))
+        .unwrap();
+    store.write_durable(&b).unwrap();
+    let mut b = Batch::new();
+    b.delete_idempotency(&scope("gone"));
+    store.write_durable(&b).unwrap();
+
+    let stats = store.expire(now).unwrap();
+    assert_eq!(stats.deleted(), 0);
+    assert_eq!(stats.stale_index, 2);
+    assert!(store.get_auction("auc_moved").unwrap().is_some());
+    let c = store.counts();
+    assert_eq!((c.auctions, c.auctions_index), (1, 1));
+    assert_eq!((c.idempotency, c.idempotency_index), (0, 0));
+}
+
+#[test]
+fn expiry_skips_unreadable_records() {
+    let store = Store::temporary().unwrap();
+    let now = 200 * DAY_MS;
+    let mut b = Batch::new();
+    b.put_lead(&lead("lead_bad", "a", now - 100 * DAY_MS))
+        .unwrap();
+    store.write_durable(&b).unwrap();
+    store.raw_insert(TreeId::Leads, b"lead_bad", &[77, 1, 2]);
+    let stats = store.expire(now).unwrap();
+    assert_eq!(stats.unreadable, 1);
+    assert_eq!(stats.leads, 0);
+    assert_eq!(store.counts().leads, 1);
+}
+
+#[test]
+fn expiry_thread_runs_and_stops_on_drop() {
+    let dir = TempDir::new("expiry");
+    let mut o = options(dir.path());
+    o.idempotency_retention_ms = 1;
+    o.expiry_interval_ms = 10;
+    let store = Arc::new(Store::open(&o).unwrap());
+    let mut b = Batch::new();
+    b.put_idempotency(&scope("x"), &idem(1)).unwrap();
+    store.write_durable(&b).unwrap();
+    let handle = store.spawn_expiry().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.get_idempotency(&scope("x")).unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "expiry never ran");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let started = std::time::Instant::now();
+    drop(handle);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "drop did not stop the thread"
+    );
+}
+
+fn small_batch(i: u64) -> Batch {
+    let mut b = Batch::new();
+    b.put_idempotency(&scope(&format!("gc_{i}")), &idem(i))
+        .unwrap();
+    b
+}
+
+#[test]
+fn group_commit_groups_concurrent_commits() {
+    let dir = TempDir::new("group");
+    let store = Arc::new(Store::open(&options(dir.path())).unwrap());
+    let committer = Rc::new(Committer::start(Arc::clone(&store), 0, 1024).unwrap());
+    runtime().block_on({
+        let committer = Rc::clone(&committer);
+        async move {
+            let tasks: Vec<_> = (0..64u64)
+                .map(|i| {
+                    let committer = Rc::clone(&committer);
+                    monoio::spawn(async move { committer.commit(small_batch(i)).await })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+    });
+    let stats = committer.stats();
+    assert_eq!(stats.commits, 64);
+    assert_eq!(stats.failed, 0);
+    assert!(
+        stats.groups < 64,
+        "64 concurrent commits took {} groups: no grouping",
+        stats.groups
+    );
+    assert_eq!(stats.latency_us_buckets.iter().sum::<u64>(), 64);
+    assert_eq!(stats.group_size_buckets.iter().sum::<u64>(), stats.groups);
+    assert!(stats.latency_us_quantile(0.5) <= stats.latency_us_max);
+    for i in 0..64 {
+        assert_eq!(
+            store.get_idempotency(&scope(&format!("gc_{i}"))).unwrap(),
+            Some(idem(i))
+        );
+    }
+}
+
+#[test]
+fn group_size_is_capped_by_max_batch() {
+    let dir = TempDir::new("cap");
+    let store = Arc::new(Store::open(&options(dir.path())).unwrap());
+    let committer = Rc::new(Committer::start(store, 0, 4).unwrap());
+    runtime().block_on({
+        let committer = Rc::clone(&committer);
+        async move {
+            let tasks: Vec<_> = (0..20u64)
+                .map(|i| {
+                    let committer = Rc::clone(&committer);
+                    monoio::spawn(async move { committer.commit(small_batch(i)).await })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+    });
+    let stats = committer.stats();
+    assert_eq!(stats.commits, 20);
+    assert!(stats.group_size_max <= 4);
+    assert!(stats.groups >= 5);
+}
+
+#[test]
+fn commit_after_close_is_an_error_not_a_hang() {
+    let store = Arc::new(Store::temporary().unwrap());
+    let committer = Committer::start(store, 0, 8).unwrap();
+    runtime().block_on(async {
+        committer.commit(small_batch(1)).await.unwrap();
+        committer.close();
+        let r = monoio::time::timeout(Duration::from_secs(10), committer.commit(small_batch(2)))
+            .await
+            .expect("commit after close hung");
+        assert!(matches!(r, Err(StoreError::Closed)));
+    });
+    // Drop joins the thread promptly.
+    drop(committer);
+}
+
+#[test]
+fn commit_after_the_thread_died_is_an_error_not_a_hang() {
+    let store = Arc::new(Store::temporary().unwrap());
+    let committer = Committer::start(store, 0, 8).unwrap();
+    committer.run_on_thread(|| panic!("injected committer panic (test)"));
+    runtime().block_on(async {
+        for i in 0..3 {
+            let r =
+                monoio::time::timeout(Duration::from_secs(10), committer.commit(small_batch(i)))
+                    .await
+                    .expect("commit after the thread died hung");
+            assert!(matches!(r, Err(StoreError::Closed)), "{r:?}");
+        }
+    });
+}
+
+/// Polls a future once with a waker that does nothing: enough to enqueue a commit.
+fn poll_once<F: Future>(f: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> {
+    let waker = futures::task::noop_waker();
+    f.poll(&mut std::task::Context::from_waker(&waker))
+}
+
+/// Stalls the committer thread until the returned sender is dropped or sent to.
+fn stall(committer: &Committer) -> crossbeam_channel::Sender<()> {
+    let (release, wait) = crossbeam_channel::bounded::<()>(0);
+    let (started_tx, started) = crossbeam_channel::bounded::<()>(1);
+    committer.run_on_thread(move || {
+        let _ = started_tx.send(());
+        let _ = wait.recv();
+    });
+    started.recv().unwrap();
+    release
+}
+
+#[test]
+fn queued_commits_are_finished_when_the_committer_is_dropped() {
+    let dir = TempDir::new("drain");
+    let store = Arc::new(Store::open(&options(dir.path())).unwrap());
+    let committer = Committer::start(Arc::clone(&store), 0, 2).unwrap();
+    let release = stall(&committer);
+    // Enqueue behind the stalled thread, then give up on the answers and drop the committer.
+    for i in 0..10u64 {
+        let mut f = std::pin::pin!(committer.commit(small_batch(100 + i)));
+        assert!(poll_once(f.as_mut()).is_pending());
+    }
+    assert_eq!(committer.queued(), 10);
+    drop(release);
+    drop(committer);
+    for i in 0..10u64 {
+        assert!(
+            store
+                .get_idempotency(&scope(&format!("gc_{}", 100 + i)))
+                .unwrap()
+                .is_some(),
+            "queued commit {i} was dropped at shutdown"
+        );
+    }
+}
+
+#[test]
+fn a_full_queue_is_refused_not_grown() {
+    let store = Arc::new(Store::temporary().unwrap());
+    let committer = Committer::start(store, 0, 1).unwrap();
+    let capacity = QUEUE_GROUPS;
+    let release = stall(&committer);
+    let mut pending = Vec::new();
+    let mut overloaded = 0;
+    for i in 0..(capacity as u64 + 5) {
+        let mut f = Box::pin(committer.commit(small_batch(i)));
+        match poll_once(f.as_mut()) {
+            std::task::Poll::Pending => pending.push(f),
+            std::task::Poll::Ready(Err(StoreError::Overloaded)) => overloaded += 1,
+            std::task::Poll::Ready(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(pending.len(), capacity);
+    assert_eq!(overloaded, 5);
+    drop(release);
+    // Once the disk catches up, every accepted commit completes.
+    runtime().block_on(async {
+        for f in pending {
+            f.await.unwrap();
+        }
+    });
+    assert_eq!(committer.stats().commits, capacity as u64);
+}
+
+#[test]
+fn commit_stats_quantiles_and_merge() {
+    let mut a = CommitStats {
+        commits: 4,
+        groups: 2,
+        latency_us_max: 900,
+        ..CommitStats::default()
+    };
+    a.latency_us_buckets[3] = 3; // 4..=7 µs
+    a.latency_us_buckets[10] = 1; // 512..=1023 µs
+    assert_eq!(a.latency_us_quantile(0.5), 7);
+    assert_eq!(a.latency_us_quantile(0.75), 7);
+    assert_eq!(a.latency_us_quantile(1.0), 900);
+    assert_eq!(a.mean_group_size(), 2.0);
+    let mut b = a.clone();
+    b.merge(&a);
+    assert_eq!(b.commits, 8);
+    assert_eq!(b.latency_us_buckets[3], 6);
+    assert_eq!(CommitStats::bucket_upper_us(0), 0);
+    assert_eq!(CommitStats::bucket_upper_us(1), 1);
+    assert_eq!(CommitStats::bucket_upper_us(4), 15);
+}
