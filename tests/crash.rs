@@ -40,7 +40,24 @@ struct Flow {
     post_seen: Seen,
 }
 
-fn start_gavel(config: &Path) -> (Child, String) {
+/// Kills the child on drop, so a failing assertion never leaves a Gavel running.
+struct Gavel(Child);
+
+impl Gavel {
+    fn kill9(&mut self) {
+        self.0.kill().expect("SIGKILL"); // Child::kill sends SIGKILL on Unix.
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Gavel {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_gavel(config: &Path) -> (Gavel, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
         .args(["serve", "--config"])
         .arg(config)
@@ -65,7 +82,7 @@ fn start_gavel(config: &Path) -> (Child, String) {
     let base = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("gavel reports its address (the store opened cleanly)");
-    (child, base)
+    (Gavel(child), base)
 }
 
 fn send(base: &str, path: &str, key: &str, body: &str) -> Seen {
@@ -282,8 +299,7 @@ fn kill_dash_nine_loses_no_acknowledged_sale_and_sells_no_lead_twice() {
         while t0.elapsed() < kill_after && !handles.iter().all(|h| h.is_finished()) {
             std::thread::sleep(Duration::from_millis(5));
         }
-        child.kill().expect("SIGKILL"); // Child::kill sends SIGKILL on Unix.
-        let _ = child.wait();
+        child.kill9();
         stop.store(true, Ordering::Relaxed);
         for h in handles {
             flows.extend(h.join().unwrap());
@@ -305,8 +321,7 @@ fn kill_dash_nine_loses_no_acknowledged_sale_and_sells_no_lead_twice() {
             }
         }
     }
-    child.kill().unwrap();
-    let _ = child.wait();
+    child.kill9();
 
     let deliveries = fleet.log().deliveries();
     let mut sold_to: HashMap<&str, HashSet<&str>> = HashMap::new();

@@ -120,6 +120,9 @@ fn ping_wins_and_post_sells(driver: Driver) {
     for pii in PII {
         assert!(!rec.text.contains(pii), "record leaks {pii}");
     }
+    // Ping record, intent to deliver, final answer: three durable writes.
+    assert!(env.metric_sum("gavel_store_commits_total") >= 3);
+    assert!(env.get("/metrics", None).text.contains("gavel_store_commit_duration_seconds_bucket{le=\"+Inf\"}"));
 }
 
 fn no_bid_reasons(driver: Driver) {
