@@ -65,7 +65,10 @@ fn call(agent: &ureq::Agent, url: &str, body: &str) -> (u16, serde_json::Value) 
         Err(e) => panic!("{e}"),
     };
     let status = r.status();
-    (status, serde_json::from_str(&r.into_string().unwrap()).unwrap())
+    (
+        status,
+        serde_json::from_str(&r.into_string().unwrap()).unwrap(),
+    )
 }
 
 fn run(durable: bool, flows: usize) -> Histogram<u64> {
@@ -79,11 +82,14 @@ fn run(durable: bool, flows: usize) -> Histogram<u64> {
     buyer.post_latency_ms_max = 0;
     buyer.post_accept_probability = 1.0;
     let fleet = MockFleet::start("127.0.0.1:0".parse().unwrap(), 1, vec![buyer], 1).unwrap();
-    let dir = std::env::temp_dir().join(format!("gavel-bench-dur-{}-{durable}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("gavel-bench-dur-{}-{durable}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let server = gavel::runtime::start(config(durable, &dir, &fleet)).unwrap();
     let base = format!("http://{}", server.addr);
-    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build();
     let ping = r#"{"vertical":"auto_insurance","state":"TX","zip3":"770","source":"google_ads","tcpa_consent":true}"#;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
     let warmup = flows / 10;

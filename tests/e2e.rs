@@ -121,8 +121,15 @@ fn ping_wins_and_post_sells(driver: Driver) {
         assert!(!rec.text.contains(pii), "record leaks {pii}");
     }
     // Ping record, intent to deliver, final answer: three durable writes.
-    assert!(env.metric_sum("gavel_store_commits_total") >= 3);
-    assert!(env.get("/metrics", None).text.contains("gavel_store_commit_duration_seconds_bucket{le=\"+Inf\"}"));
+    assert!(
+        env.metric_sum("gavel_store_commits_total") >= 3,
+        "{}",
+        env.get("/metrics", None).text
+    );
+    assert!(env
+        .get("/metrics", None)
+        .text
+        .contains("gavel_store_commit_duration_seconds_bucket{le=\"+Inf\"}"));
 }
 
 fn no_bid_reasons(driver: Driver) {
@@ -953,6 +960,18 @@ fn records_and_replays_survive_restart(driver: Driver) {
         env.get("/v1/auctions/auc_00000000000000000000000000", Some(TOKEN))
             .status,
         404
+    );
+    // A seller-chosen id stays taken after a restart.
+    let mut b = ping_body();
+    b["auction_id"] = json!("auc_seller_restart_1");
+    assert_eq!(env.ping(&b).status, 200);
+    env.restart();
+    let r = env.ping(&b);
+    assert_eq!(
+        (r.status, r.error_code()),
+        (409, "auction_exists"),
+        "{}",
+        r.text
     );
     // An auction that was never posted can still be posted after the restart.
     let uid = unsold.json["auction_id"].as_str().unwrap();

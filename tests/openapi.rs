@@ -1,6 +1,9 @@
 //! docs/openapi.yaml checked against the code: the document parses as OpenAPI 3.1, its paths are
 //! exactly the router's table (`gavel::api::ROUTES`), the real server answers every documented
-//! operation, and every status and error code the server answered with is declared for it.
+//! operation, and every status and error code the server answered with is declared for it. The
+//! idempotency declarations (the `Idempotency-Key` parameter of both seller posts, the
+//! `idempotency_*` codes, the `Idempotent-Replayed` header) are checked on the document and
+//! against live answers, including a replay and an auction record read after a restart.
 //!
 //! The spec is read with serde_yaml and walked by hand (local `$ref`s only), so no OpenAPI
 //! tooling is needed to run this. Full schema validation of the document is done outside the
@@ -311,4 +314,303 @@ fn concrete_paths_fill_parameters() {
         concrete("/a/{x}/b/{auction_id}"),
         "/a/unknown/b/auc_unknown"
     );
+}
+
+/// The operation documented for `method` (lowercase) on `path`.
+fn operation<'a>(spec: &'a Value, method: &str, path: &str) -> &'a Value {
+    spec.get("paths")
+        .and_then(|p| p.get(path))
+        .and_then(|item| item.get(method))
+        .unwrap_or_else(|| panic!("{method} {path} is documented"))
+}
+
+/// The error codes documented for one status of an operation.
+fn codes_for(spec: &Value, method: &str, path: &str, status: u16) -> BTreeSet<String> {
+    let op = operation(spec, method, path);
+    let resp =
+        response(spec, op, status).unwrap_or_else(|| panic!("{method} {path} declares {status}"));
+    documented_codes(spec, resp)
+}
+
+/// Whether a documented response references the shared `Idempotent-Replayed` header.
+fn declares_replayed(resp: &Value) -> bool {
+    resp.get("headers")
+        .and_then(|h| h.get("Idempotent-Replayed"))
+        .and_then(|h| h.get("$ref"))
+        .and_then(Value::as_str)
+        == Some("#/components/headers/Idempotent-Replayed")
+}
+
+/// The property names of a component schema.
+fn schema_properties(spec: &Value, name: &str) -> BTreeSet<String> {
+    spec["components"]["schemas"][name]["properties"]
+        .as_mapping()
+        .unwrap_or_else(|| panic!("components/schemas/{name} has properties"))
+        .keys()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect()
+}
+
+/// Checks a live answer against the operation's documentation: its status is declared, its error
+/// code is listed for that status, and a replay's `Idempotent-Replayed` header is declared.
+fn check_answer(spec: &Value, method: &str, path: &str, r: &Resp, problems: &mut Vec<String>) {
+    let seen = format!(
+        "{} {path} answered {} {}",
+        method.to_ascii_uppercase(),
+        r.status,
+        r.text.trim()
+    );
+    let Some(resp) = response(spec, operation(spec, method, path), r.status) else {
+        problems.push(format!("{seen}: status {} is not declared", r.status));
+        return;
+    };
+    if r.status >= 400 {
+        let documented = documented_codes(spec, resp);
+        if !documented.contains(r.error_code()) {
+            problems.push(format!(
+                "{seen}: error code {:?} is not declared (declared: {documented:?})",
+                r.error_code()
+            ));
+        }
+    }
+    if r.header("idempotent-replayed").is_some() && !declares_replayed(resp) {
+        problems.push(format!("{seen}: Idempotent-Replayed is not declared"));
+    }
+}
+
+#[test]
+fn both_seller_posts_declare_the_idempotency_key() {
+    let spec = spec();
+    for path in ["/v1/ping", "/v1/post"] {
+        let op = operation(&spec, "post", path);
+        let params: Vec<&Value> = op
+            .get("parameters")
+            .and_then(Value::as_sequence)
+            .unwrap_or_else(|| panic!("POST {path} has parameters"))
+            .iter()
+            .map(|p| resolve(&spec, p))
+            .filter(|p| p["name"].as_str() == Some("Idempotency-Key"))
+            .collect();
+        assert_eq!(params.len(), 1, "POST {path} declares Idempotency-Key once");
+        let p = params[0];
+        assert_eq!(p["in"].as_str(), Some("header"), "POST {path}: a header");
+        assert_ne!(
+            p["required"].as_bool(),
+            Some(true),
+            "POST {path}: Idempotency-Key is optional"
+        );
+        let schema = resolve(&spec, &p["schema"]);
+        assert_eq!(schema["minLength"].as_u64(), Some(1), "POST {path}");
+        assert_eq!(
+            schema["maxLength"].as_u64(),
+            Some(gavel::api::idempotency::MAX_KEY_LEN as u64),
+            "POST {path}: the key length limit follows the code"
+        );
+        assert!(
+            codes_for(&spec, "post", path, 400).contains("invalid_idempotency_key"),
+            "POST {path} 400 lists invalid_idempotency_key"
+        );
+    }
+}
+
+#[test]
+fn idempotency_codes_and_headers_are_declared() {
+    let spec = spec();
+    let want: &[(&str, u16, &[&str])] = &[
+        (
+            "/v1/ping",
+            409,
+            &["auction_exists", "idempotency_in_flight"],
+        ),
+        (
+            "/v1/ping",
+            422,
+            &[
+                "invalid_payload",
+                "pii_not_allowed",
+                "idempotency_key_reused",
+            ],
+        ),
+        ("/v1/ping", 500, &["internal_error"]),
+        ("/v1/ping", 503, &["overloaded"]),
+        (
+            "/v1/post",
+            409,
+            &["auction_already_posted", "idempotency_in_flight"],
+        ),
+        (
+            "/v1/post",
+            422,
+            &[
+                "invalid_payload",
+                "invalid_bid_token",
+                "bid_expired",
+                "lead_mismatch",
+                "idempotency_key_reused",
+            ],
+        ),
+        ("/v1/post", 500, &["internal_error"]),
+        ("/v1/post", 502, &["buyer_unavailable"]),
+        ("/v1/post", 503, &["overloaded"]),
+    ];
+    let mut problems = Vec::new();
+    for (path, status, codes) in want {
+        let documented = codes_for(&spec, "post", path, *status);
+        for code in *codes {
+            if !documented.contains(*code) {
+                problems.push(format!("POST {path} {status} does not list {code}"));
+            }
+        }
+    }
+    for (path, status) in [("/v1/ping", 200), ("/v1/post", 200), ("/v1/post", 201)] {
+        let resp = response(&spec, operation(&spec, "post", path), status).unwrap();
+        if !declares_replayed(resp) {
+            problems.push(format!(
+                "POST {path} {status} does not reference components/headers/Idempotent-Replayed"
+            ));
+        }
+    }
+    if spec["components"]["headers"]["Idempotent-Replayed"].is_null() {
+        problems.push("components/headers/Idempotent-Replayed is missing".into());
+    }
+    // The auction record's post summary: its states and the lead id of a sale.
+    let post = &spec["components"]["schemas"]["PostSummary"];
+    let states: Vec<&str> = post["properties"]["status"]["enum"]
+        .as_sequence()
+        .map(|s| s.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if states != ["none", "in_flight", "unresolved", "sold", "unsold"] {
+        problems.push(format!("PostSummary.status is {states:?}"));
+    }
+    if !schema_properties(&spec, "PostSummary").contains("lead_uuid") {
+        problems.push("PostSummary has no lead_uuid".into());
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn server_idempotency_answers_are_documented() {
+    let spec = spec();
+    let mut env = Env::start(Driver::Legacy, vec![fixed("x", 30.0)], |_, _| {});
+    let mut problems = Vec::new();
+    let ping = ping_body().to_string();
+    let key = |k: &'static str| [("Idempotency-Key", k)];
+
+    // Ping: run, replay, reuse with another body, malformed key.
+    let first = env.post_with("/v1/ping", Some(TOKEN), &ping, &key("openapi-ping-1"));
+    assert_eq!(first.status, 200, "{}", first.text);
+    check_answer(&spec, "post", "/v1/ping", &first, &mut problems);
+    let replay = env.post_with("/v1/ping", Some(TOKEN), &ping, &key("openapi-ping-1"));
+    assert_eq!(
+        replay.header("idempotent-replayed"),
+        Some("true"),
+        "{}",
+        replay.text
+    );
+    assert_eq!(replay.text, first.text, "the replay repeats the first body");
+    check_answer(&spec, "post", "/v1/ping", &replay, &mut problems);
+    let mut other = ping_body();
+    other["zip3"] = "771".into();
+    let reused = env.post_with(
+        "/v1/ping",
+        Some(TOKEN),
+        &other.to_string(),
+        &key("openapi-ping-1"),
+    );
+    assert_eq!(
+        reused.error_code(),
+        "idempotency_key_reused",
+        "{}",
+        reused.text
+    );
+    check_answer(&spec, "post", "/v1/ping", &reused, &mut problems);
+    let long = "k".repeat(gavel::api::idempotency::MAX_KEY_LEN + 1);
+    let bad = env.post_with(
+        "/v1/ping",
+        Some(TOKEN),
+        &ping,
+        &[("Idempotency-Key", long.as_str())],
+    );
+    assert_eq!(bad.error_code(), "invalid_idempotency_key", "{}", bad.text);
+    check_answer(&spec, "post", "/v1/ping", &bad, &mut problems);
+
+    // Post: sell, replay, reuse with another body, another key, malformed key.
+    let auction_id = first.json["auction_id"].as_str().unwrap().to_string();
+    let token = first.json["bid"]["bid_token"].as_str().unwrap().to_string();
+    let body = post_body(&auction_id, &token).to_string();
+    let sold = env.post_with("/v1/post", Some(TOKEN), &body, &[]);
+    assert_eq!(sold.status, 201, "{}", sold.text);
+    check_answer(&spec, "post", "/v1/post", &sold, &mut problems);
+    let again = env.post_with("/v1/post", Some(TOKEN), &body, &[]);
+    assert_eq!(
+        again.header("idempotent-replayed"),
+        Some("true"),
+        "{}",
+        again.text
+    );
+    check_answer(&spec, "post", "/v1/post", &again, &mut problems);
+    let mut changed = post_body(&auction_id, &token);
+    changed["lead"]["first_name"] = "Marie".into();
+    let reused = env.post_with("/v1/post", Some(TOKEN), &changed.to_string(), &[]);
+    assert_eq!(
+        reused.error_code(),
+        "idempotency_key_reused",
+        "{}",
+        reused.text
+    );
+    check_answer(&spec, "post", "/v1/post", &reused, &mut problems);
+    let posted = env.post_with("/v1/post", Some(TOKEN), &body, &key("another-key"));
+    assert_eq!(
+        posted.error_code(),
+        "auction_already_posted",
+        "{}",
+        posted.text
+    );
+    check_answer(&spec, "post", "/v1/post", &posted, &mut problems);
+    let bad = env.post_with(
+        "/v1/post",
+        Some(TOKEN),
+        &body,
+        &[("Idempotency-Key", long.as_str())],
+    );
+    assert_eq!(bad.error_code(), "invalid_idempotency_key", "{}", bad.text);
+    check_answer(&spec, "post", "/v1/post", &bad, &mut problems);
+
+    // The auction record: every key it renders is documented, and it reads the same after a
+    // restart.
+    let path = format!("/v1/auctions/{auction_id}");
+    let record = env.get(&path, Some(TOKEN));
+    assert_eq!(record.status, 200, "{}", record.text);
+    assert_eq!(record.json["post"]["status"], "sold", "{}", record.text);
+    assert_eq!(
+        record.json["post"]["lead_uuid"], sold.json["lead_uuid"],
+        "post.lead_uuid is the sold lead's id"
+    );
+    for (object, schema) in [
+        (&record.json, "AuctionRecord"),
+        (&record.json["post"], "PostSummary"),
+    ] {
+        let documented = schema_properties(&spec, schema);
+        for k in object.as_object().unwrap().keys() {
+            if !documented.contains(k) {
+                problems.push(format!("{path}: {k} is not a property of {schema}"));
+            }
+        }
+    }
+    env.restart();
+    let after = env.get(&path, Some(TOKEN));
+    assert_eq!(
+        after.text, record.text,
+        "the record reads the same after a restart"
+    );
+    let replay = env.post_with("/v1/ping", Some(TOKEN), &ping, &key("openapi-ping-1"));
+    assert_eq!(
+        replay.header("idempotent-replayed"),
+        Some("true"),
+        "a ping replays after a restart: {}",
+        replay.text
+    );
+    assert_eq!(replay.text, first.text);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

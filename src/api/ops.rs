@@ -106,9 +106,59 @@ pub fn metrics(core: &Rc<Core>) -> Reply {
         stats,
         |s| s.auctions_in_memory.load(Ordering::Relaxed),
     );
+    store_metrics(&mut out, &core.shared);
     Reply::text(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
         out,
     )
+}
+
+/// Largest bucket exported for store commit latency: 2^24 µs ≈ 16.8 s; slower commits land in +Inf.
+const COMMIT_BUCKETS_EXPORTED: usize = 25;
+
+/// The group committers' numbers, all cores merged.
+fn store_metrics(out: &mut String, shared: &crate::runtime::Shared) {
+    let mut st = crate::store::CommitStats::default();
+    for c in &shared.committers {
+        st.merge(&c.stats());
+    }
+    let name = "gavel_store_commit_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time from queueing a write to its durable acknowledgement (group commit)."
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    // Bucket 0 holds zero-latency commits; it folds into the first exported bucket.
+    let mut cumulative = st.latency_us_buckets[0];
+    for b in 1..COMMIT_BUCKETS_EXPORTED {
+        cumulative += st.latency_us_buckets[b];
+        let le = crate::store::CommitStats::bucket_upper_us(b) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", st.commits);
+    let _ = writeln!(out, "{name}_sum {}", st.latency_us_sum as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count {}", st.commits);
+    let counters = [
+        (
+            "gavel_store_commits_total",
+            "Writes acknowledged by the group committers, failed ones included.",
+            st.commits,
+        ),
+        (
+            "gavel_store_commit_failures_total",
+            "Writes the store could not make durable.",
+            st.failed,
+        ),
+        (
+            "gavel_store_commit_groups_total",
+            "Groups written, one flush (fsync) each.",
+            st.groups,
+        ),
+    ];
+    for (metric, help, v) in counters {
+        let _ = writeln!(out, "# HELP {metric} {help}");
+        let _ = writeln!(out, "# TYPE {metric} counter");
+        let _ = writeln!(out, "{metric} {v}");
+    }
 }

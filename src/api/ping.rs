@@ -119,6 +119,14 @@ async fn run(
     Ok(reply)
 }
 
+fn auction_exists(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "auction_exists",
+        format!("An auction with id {id} already exists."),
+    )
+}
+
 /// A store failure as the seller sees it: Gavel's fault, worth a retry.
 pub fn store_error(e: crate::store::StoreError) -> ApiError {
     tracing::error!(error = %e, "store write failed");
@@ -147,6 +155,18 @@ async fn run_auction(
         .map_or(now + cfg.window_ms, |e| e.min(now + MAX_WINDOW_MS));
     let deadline = started + Duration::from_millis(deadline_ms.saturating_sub(now));
 
+    // A seller-chosen id names one auction for as long as its record is kept, not only while it
+    // is in memory (Gavel's own ids are ULIDs and never repeat).
+    if ping.auction_id.is_some() && core.shard.borrow().get(&auction_id).is_none() {
+        let stored = shared.store.get_auction(&auction_id).map_err(|e| {
+            tracing::error!(error = %e, "auction lookup failed");
+            ApiError::internal("The auction store could not be read.")
+        })?;
+        if stored.is_some() {
+            return Err(auction_exists(&auction_id));
+        }
+    }
+
     let elig = shared
         .registry
         .eligibility(&ping, client.tenant, cfg.max_buyers_per_auction);
@@ -171,13 +191,7 @@ async fn run_auction(
         let mut shard = core.shard.borrow_mut();
         match shard.insert(auction, now) {
             Ok(()) => {}
-            Err(InsertError::Exists) => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "auction_exists",
-                    format!("An auction with id {auction_id} already exists."),
-                ))
-            }
+            Err(InsertError::Exists) => return Err(auction_exists(&auction_id)),
             Err(InsertError::Full) => {
                 return Err(ApiError::overloaded(
                     "This core holds its maximum number of auctions; retry shortly.",
