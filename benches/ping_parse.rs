@@ -3,13 +3,12 @@
 //! What it measures: the cost of turning the bytes of a realistic ping (CONTRACT §4.1, with
 //! `trustedform_cert_url` and a few `attributes`) into a validated [`gavel::model::Ping`] with
 //! [`gavel::api::validate::parse_ping`], the real path (simd-json borrowed values, then every field
-//! checked), next to three baselines that do less:
+//! checked), next to baselines that do less:
 //!
 //! - `simd_json_borrowed`: simd-json alone to a `simd_json::BorrowedValue`, no validation;
 //! - `simd_json_borrowed_reused_buffers`: the same, with simd-json's scratch buffers
 //!   (`simd_json::Buffers`) kept across iterations instead of allocated per call;
-//! - `serde_json_value`: serde_json to a `serde_json::Value` (note: this crate enables serde_json's
-//!   `arbitrary_precision` feature, under which every number in a `Value` is kept as a `String`);
+//! - `serde_json_value`: serde_json to a `serde_json::Value`;
 //! - `serde_json_struct`: serde_json into a `#[derive(Deserialize)]` struct whose strings borrow
 //!   from the body, no validation.
 //!
@@ -28,8 +27,18 @@
 //!
 //! Run with: `cargo bench --bench ping_parse`
 //!
-//! Results: see the `ping_parse` table in docs/benchmarks.md (machine, commit and date are
-//! recorded there; numbers here would go stale).
+//! Results (placeholder: the measured figures, with machine, commit and date, live in the
+//! `ping_parse` table of docs/benchmarks.md, so they are not copied here to go stale):
+//!
+//! | Benchmark | Median [95 % CI] |
+//! |---|---|
+//! | `ping_parse/gavel_parse_ping` | see docs/benchmarks.md |
+//! | `ping_parse/simd_json_borrowed` | see docs/benchmarks.md |
+//! | `ping_parse/simd_json_borrowed_reused_buffers` | see docs/benchmarks.md |
+//! | `ping_parse/serde_json_value` | see docs/benchmarks.md |
+//! | `ping_parse/serde_json_struct` | see docs/benchmarks.md |
+//! | `post_parse/gavel_parse_post` | see docs/benchmarks.md |
+//! | `post_parse/simd_json_borrowed` | see docs/benchmarks.md |
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -119,10 +128,9 @@ struct PingRef<'a> {
 
 /// An attribute value borrowed from the body.
 ///
-/// Hand-written rather than `#[serde(untagged)]`: with serde_json's `arbitrary_precision` feature
-/// (enabled by this crate) a non-integer number reaches `deserialize_any` as a private map, which
-/// untagged enums cannot read. The bench body's attributes are booleans, integers and strings
-/// without escapes, which is all this type accepts.
+/// Hand-written rather than `#[serde(untagged)]`, which buffers every value before trying each
+/// variant and would make this baseline slower than it needs to be. The bench body's attributes
+/// are booleans, integers and strings without escapes, which is all this type accepts.
 #[allow(dead_code)]
 enum AttrRef<'a> {
     Bool(bool),

@@ -497,6 +497,14 @@ impl Config {
                 ));
             }
         }
+        if self.bid_token.current.is_none()
+            && self.bid_token.previous.as_ref().is_some_and(|p| p.id == 0)
+        {
+            return Err(bad(
+                "bid_token.previous.id",
+                "0 is the id of the key Gavel generates when bid_token.current is unset".into(),
+            ));
+        }
         let mut seen = BTreeSet::new();
         for (i, t) in self.tokens.iter().enumerate() {
             if t.sha256.len() != 64 || hex::decode(&t.sha256).is_err() {

@@ -99,16 +99,9 @@ async fn run(core: &Rc<Core>, post: Post, client: Client, idem: Idem, rid: &str)
     // expired bid, lead mismatch) is not kept, so the seller can correct the request and send it
     // again under the same (default) key.
     match deliver_post(core, post, &client, &idem, rid).await {
-        Ok(Settled::Recorded(reply)) | Ok(Settled::Unrecorded(reply)) => reply,
+        Ok(reply) => reply,
         Err(e) => Reply::error(&e, rid),
     }
-}
-
-enum Settled {
-    /// The answer and everything it reports are durable.
-    Recorded(Reply),
-    /// An answer that changed no state (a replay from the auction record).
-    Unrecorded(Reply),
 }
 
 /// Loads the auction into the shard from the store when memory no longer holds it (after a
@@ -300,7 +293,7 @@ async fn deliver_post(
     client: &Client,
     idem: &Idem,
     rid: &str,
-) -> Result<Settled, ApiError> {
+) -> Result<Reply, ApiError> {
     let shared = &core.shared;
     let claims = shared
         .keys
@@ -318,7 +311,8 @@ async fn deliver_post(
     }
     let plan = match plan(core, &post, client, idem)? {
         Ok(p) => p,
-        Err(replay) => return Ok(Settled::Unrecorded(replay)),
+        // A final answer already held by the auction record: nothing changes, nothing to record.
+        Err(replay) => return Ok(replay),
     };
     check_rules(shared, &plan.vertical, &plan.source, &post)?;
     post.lead.lead_uuid = plan.lead_uuid.clone();
@@ -520,7 +514,8 @@ async fn deliver_post(
         });
         return Err(store_error(e));
     }
-    Ok(Settled::Recorded(reply))
+    // The answer and everything it reports are durable.
+    Ok(reply)
 }
 
 /// Applies the configured lead rules, e.g. "trustedform_cert_url required when source is facebook_ads".
