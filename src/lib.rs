@@ -13,6 +13,7 @@
 //! - [`auction`]: shard, fan-out, clearing, bid tokens, post delivery.
 //! - [`buyers`]: buyer registry, eligibility filters, per-core keep-alive connection pool.
 //! - [`auth`]: static bearer tokens (SHA-256 hashed), tenants and scopes.
+//! - [`metrics`]: per-core HDR histograms and counters, merged on read; Prometheus and JSON output.
 //! - [`store`]: sled + rkyv records (idempotency, auctions, leads), group commit, expiry.
 //! - [`sandbox`]: the mock buyer fleet used by the default config, tests and load tests.
 //! - [`config`]: TOML schema, validation, CLI overrides. [`error`]: who-caused-it error mapping.
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod runtime;
 pub mod sandbox;

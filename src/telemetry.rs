@@ -32,7 +32,12 @@ pub fn init(cfg: &LogConfig) -> Option<WorkerGuard> {
         .with_writer(writer)
         .with_ansi(false);
     let _ = if cfg.json {
-        builder.json().flatten_event(true).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
     } else {
         builder.try_init()
     };

@@ -123,6 +123,7 @@ pub fn begin(core: &Rc<Core>, idem: &Idem) -> Result<Begin, ApiError> {
                 "This Idempotency-Key was used with a different request body.",
             ));
         }
+        core.metrics.record_replay();
         return Ok(Begin::Replay(replay(&rec)));
     }
     core.in_flight.borrow_mut().insert(key.clone());

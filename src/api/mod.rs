@@ -35,6 +35,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/ping"),
     ("POST", "/v1/post"),
     ("GET", "/v1/auctions/{auction_id}"),
+    ("GET", "/v1/metrics/latency"),
 ];
 
 /// Time a client has to send its whole request body once the head arrived.
@@ -50,10 +51,20 @@ pub async fn handle(
     let method = req.method().clone();
     let path: String = req.uri().path().chars().take(128).collect();
     core.stats().requests_total.fetch_add(1, Ordering::Relaxed);
-    let reply = match route(&core, req, &rid).await {
+    let endpoint = endpoint_of(&method, &path);
+    // Every event logged while this request runs on this core carries its request id.
+    let span = tracing::info_span!("request", request_id = %rid, core = core.id);
+    let reply = match tracing::Instrument::instrument(route(&core, req, &rid), span.clone()).await {
         Ok(r) => r,
         Err(e) => Reply::error(&e, &rid),
     };
+    let status = reply.status.as_u16();
+    core.metrics.record_request(endpoint, status);
+    if endpoint == "/v1/ping" && status == 200 {
+        core.metrics
+            .record_ping(started.elapsed().as_micros() as u64);
+    }
+    let _entered = span.enter();
     tracing::info!(
         request_id = %rid,
         core = core.id,
@@ -66,12 +77,34 @@ pub async fn handle(
     Ok(reply.into_response(&rid))
 }
 
+/// The route template a request matched, for metric labels; `other` for anything unrouted, so a
+/// client cannot create label values at will.
+fn endpoint_of(method: &Method, path: &str) -> &'static str {
+    for (m, p) in ROUTES {
+        let matches = if let Some(prefix) = p.strip_suffix("{auction_id}") {
+            path.starts_with(prefix) && path.len() > prefix.len()
+        } else {
+            path == *p
+        };
+        if matches && method.as_str() == *m {
+            return p;
+        }
+    }
+    "other"
+}
+
 async fn route(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
     let path = req.uri().path();
     match (req.method(), path) {
         (&Method::GET, "/healthz") => Ok(ops::healthz()),
         (&Method::GET, "/readyz") => Ok(ops::readyz(core)),
-        (&Method::GET, "/metrics") => Ok(ops::metrics(core)),
+        (&Method::GET, "/metrics") => Ok(ops::metrics(core).await),
+        (&Method::GET, "/v1/metrics/latency") => {
+            core.shared
+                .auth
+                .check(req.headers(), crate::config::Scope::Reports)?;
+            Ok(ops::latency(core).await)
+        }
         (&Method::POST, "/v1/ping") => ping::handle(core, req, rid).await,
         (&Method::POST, "/v1/post") => post::handle(core, req, rid).await,
         (&Method::GET, p) if p.starts_with("/v1/auctions/") => {

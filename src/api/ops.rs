@@ -1,9 +1,9 @@
 //! Operations endpoints: liveness, readiness and the Prometheus scrape (CONTRACT §9).
 //!
-//! The counters shown here are the per-core runtime counters; latency histograms arrive with the
-//! metrics module. Nothing here needs authentication on loopback.
+//! `/metrics` and `/v1/metrics/latency` collect a snapshot from every core and merge them; the
+//! rendering belongs to [`crate::metrics`]. Health and metrics need no token (loopback by default);
+//! the latency report needs the `reports` scope.
 
-use std::fmt::Write;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
@@ -11,7 +11,8 @@ use http::StatusCode;
 use serde::Serialize;
 
 use crate::http::Reply;
-use crate::runtime::{Core, CoreStats};
+use crate::metrics::{latency_json, render_prometheus, CoreCounters, Snapshot, StoreCounters};
+use crate::runtime::{handoff, Core};
 
 pub fn healthz() -> Reply {
     Reply::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
@@ -39,126 +40,63 @@ pub fn readyz(core: &Rc<Core>) -> Reply {
     )
 }
 
-/// Renders one metric family with a value per core.
-fn family(
-    out: &mut String,
-    name: &str,
-    kind: &str,
-    help: &str,
-    stats: &[CoreStats],
-    f: fn(&CoreStats) -> u64,
-) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    for (i, s) in stats.iter().enumerate() {
-        let _ = writeln!(out, "{name}{{core=\"{i}\"}} {}", f(s));
+/// Every core's metrics snapshot, merged. Each core snapshots its own histograms (they are never
+/// read across threads); the snapshots travel here through the cores' inboxes.
+async fn merged_snapshot(core: &Rc<Core>) -> Snapshot {
+    let ids: Vec<String> = core
+        .shared
+        .registry
+        .buyers
+        .iter()
+        .map(|b| b.id.clone())
+        .collect();
+    let mut merged = Snapshot::empty(&ids);
+    for target in 0..core.shared.cores {
+        match handoff::ask(core, target, |c| async move { c.metrics.snapshot() }).await {
+            Ok(snap) => merged.merge(&snap),
+            Err(e) => tracing::warn!(core = target, error = %e.message, "no metrics snapshot"),
+        }
     }
+    merged
 }
 
-pub fn metrics(core: &Rc<Core>) -> Reply {
-    let stats = &core.shared.stats;
-    let mut out = String::with_capacity(2048);
-    family(
-        &mut out,
-        "gavel_core_handoffs_out_total",
-        "counter",
-        "Requests a core received for an auction another core owns, and handed over.",
-        stats,
-        |s| s.handoffs_out.load(Ordering::Relaxed),
-    );
-    family(
-        &mut out,
-        "gavel_core_handoffs_in_total",
-        "counter",
-        "Requests a core ran on behalf of another core.",
-        stats,
-        |s| s.handoffs_in.load(Ordering::Relaxed),
-    );
-    family(
-        &mut out,
-        "gavel_core_requests_total",
-        "counter",
-        "HTTP requests received by a core.",
-        stats,
-        |s| s.requests_total.load(Ordering::Relaxed),
-    );
-    family(
-        &mut out,
-        "gavel_core_connections_open",
-        "gauge",
-        "Client connections currently open on a core.",
-        stats,
-        |s| s.connections_open.load(Ordering::Relaxed),
-    );
-    family(
-        &mut out,
-        "gavel_core_connections_total",
-        "counter",
-        "Client connections accepted by a core.",
-        stats,
-        |s| s.connections_total.load(Ordering::Relaxed),
-    );
-    family(
-        &mut out,
-        "gavel_core_auctions_in_memory",
-        "gauge",
-        "Auctions held in a core's shard (open or awaiting their post).",
-        stats,
-        |s| s.auctions_in_memory.load(Ordering::Relaxed),
-    );
-    store_metrics(&mut out, &core.shared);
-    Reply::text(
-        StatusCode::OK,
-        "text/plain; version=0.0.4; charset=utf-8",
-        out,
-    )
-}
-
-/// Largest bucket exported for store commit latency: 2^24 µs ≈ 16.8 s; slower commits land in +Inf.
-const COMMIT_BUCKETS_EXPORTED: usize = 25;
-
-/// The group committers' numbers, all cores merged.
-fn store_metrics(out: &mut String, shared: &crate::runtime::Shared) {
+/// `GET /metrics`: Prometheus text exposition of every core's metrics.
+pub async fn metrics(core: &Rc<Core>) -> Reply {
+    let snap = merged_snapshot(core).await;
+    let shared = &core.shared;
+    let cores: Vec<CoreCounters> = shared
+        .stats
+        .iter()
+        .enumerate()
+        .map(|(i, s)| CoreCounters {
+            core: i,
+            handoffs_out: s.handoffs_out.load(Ordering::Relaxed),
+            handoffs_in: s.handoffs_in.load(Ordering::Relaxed),
+            connections_open: s.connections_open.load(Ordering::Relaxed),
+            connections_total: s.connections_total.load(Ordering::Relaxed),
+            auctions_in_memory: s.auctions_in_memory.load(Ordering::Relaxed),
+            requests_total: s.requests_total.load(Ordering::Relaxed),
+        })
+        .collect();
     let mut st = crate::store::CommitStats::default();
     for c in &shared.committers {
         st.merge(&c.stats());
     }
-    let name = "gavel_store_commit_duration_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Time from queueing a write to its durable acknowledgement (group commit)."
-    );
-    let _ = writeln!(out, "# TYPE {name} histogram");
-    // Bucket 0 holds zero-latency commits; it folds into the first exported bucket.
-    let mut cumulative = st.latency_us_buckets[0];
-    for b in 1..COMMIT_BUCKETS_EXPORTED {
-        cumulative += st.latency_us_buckets[b];
-        let le = crate::store::CommitStats::bucket_upper_us(b) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
-    }
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", st.commits);
-    let _ = writeln!(out, "{name}_sum {}", st.latency_us_sum as f64 / 1e6);
-    let _ = writeln!(out, "{name}_count {}", st.commits);
-    let counters = [
-        (
-            "gavel_store_commits_total",
-            "Writes acknowledged by the group committers, failed ones included.",
-            st.commits,
-        ),
-        (
-            "gavel_store_commit_failures_total",
-            "Writes the store could not make durable.",
-            st.failed,
-        ),
-        (
-            "gavel_store_commit_groups_total",
-            "Groups written, one flush (fsync) each.",
-            st.groups,
-        ),
-    ];
-    for (metric, help, v) in counters {
-        let _ = writeln!(out, "# HELP {metric} {help}");
-        let _ = writeln!(out, "# TYPE {metric} counter");
-        let _ = writeln!(out, "{metric} {v}");
-    }
+    let store = StoreCounters {
+        commits: st.commits,
+        failures: st.failed,
+        groups: st.groups,
+    };
+    Reply::text(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        render_prometheus(&snap, &cores, &store),
+    )
+}
+
+/// `GET /v1/metrics/latency`: exact HDR percentiles, last 60 s and since start, with each
+/// histogram serialized so tools can merge them exactly.
+pub async fn latency(core: &Rc<Core>) -> Reply {
+    let snap = merged_snapshot(core).await;
+    Reply::json(StatusCode::OK, &latency_json(&snap))
 }

@@ -49,6 +49,7 @@ struct PingOut<'a> {
 }
 
 pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
+    let received = Instant::now();
     let client = core.shared.auth.check(req.headers(), Scope::Ping)?;
     let key = idempotency::key_from(req.headers())?;
     let mut body = super::json_body(req).await?;
@@ -64,7 +65,7 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
     let idem = key.map(|k| Idem::new(&client, "POST", "/v1/ping", k, fingerprint));
     let rid_owned = rid.to_string();
     Ok(on_core(core, owner, rid, move |c| async move {
-        match run(&c, ping, client, idem, &rid_owned).await {
+        match run(&c, ping, client, idem, &rid_owned, received).await {
             Ok(r) => r,
             Err(e) => Reply::error(&e, &rid_owned),
         }
@@ -79,6 +80,7 @@ async fn run(
     client: Client,
     idem: Option<Idem>,
     rid: &str,
+    received: Instant,
 ) -> Result<Reply, ApiError> {
     let _guard = match &idem {
         None => None,
@@ -114,7 +116,20 @@ async fn run(
         idempotency::record(&mut batch, i, &reply, now_ms())?;
     }
     if !batch.is_empty() {
-        core.committer().commit(batch).await.map_err(store_error)?;
+        core.commit(batch).await.map_err(store_error)?;
+    }
+    // What Gavel added on top of the slowest buyer it waited for.
+    if let Some(r) = &record {
+        let slowest_us = r
+            .outcomes
+            .iter()
+            .filter(|o| matches!(o.kind.as_str(), "bid" | "no_bid" | "error" | "timeout"))
+            .map(|o| o.latency_us)
+            .max()
+            .unwrap_or(0);
+        let total_us = received.elapsed().as_micros() as u64;
+        core.metrics
+            .record_engine_overhead(total_us.saturating_sub(slowest_us));
     }
     Ok(reply)
 }
@@ -217,6 +232,17 @@ async fn run_auction(
     )
     .await;
 
+    core.metrics
+        .record_auction(started.elapsed().as_micros() as u64);
+    for o in &outcomes {
+        let pinged = matches!(
+            o.kind,
+            OutcomeKind::Bid | OutcomeKind::NoBid | OutcomeKind::Error | OutcomeKind::Timeout
+        );
+        core.metrics
+            .record_buyer_ping(o.buyer, o.kind.as_str(), pinged.then_some(o.latency_us));
+    }
+
     let bids: Vec<Candidate> = outcomes
         .iter()
         .enumerate()
@@ -287,6 +313,9 @@ async fn run_auction(
         bids_received: bids.len(),
         auction_ms: started.elapsed().as_millis() as u64,
     };
+    if let Status::NoBid(r) = &status {
+        core.metrics.record_no_bid(r.code());
+    }
     let reply = Reply::json(StatusCode::OK, &out);
 
     let mut shard = core.shard.borrow_mut();

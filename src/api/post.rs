@@ -54,6 +54,7 @@ struct UnsoldOut<'a> {
 }
 
 pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
+    let received = std::time::Instant::now();
     let client = core.shared.auth.check(req.headers(), Scope::Post)?;
     let key = idempotency::key_from(req.headers())?;
     let mut body = super::json_body(req).await?;
@@ -64,7 +65,7 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
     let owner = core.shared.owner_of(&post.auction_id);
     let rid_owned = rid.to_string();
     Ok(on_core(core, owner, rid, move |c| async move {
-        run(&c, post, client, idem, &rid_owned).await
+        run(&c, post, client, idem, &rid_owned, received).await
     })
     .await)
 }
@@ -89,7 +90,14 @@ fn already_posted(id: &str) -> ApiError {
 
 /// Runs a post on the auction's owning core and always answers; a final answer is recorded under
 /// the idempotency key before it leaves.
-async fn run(core: &Rc<Core>, post: Post, client: Client, idem: Idem, rid: &str) -> Reply {
+async fn run(
+    core: &Rc<Core>,
+    post: Post,
+    client: Client,
+    idem: Idem,
+    rid: &str,
+    received: std::time::Instant,
+) -> Reply {
     let _guard = match idempotency::begin(core, &idem) {
         Err(e) => return Reply::error(&e, rid),
         Ok(Begin::Replay(reply)) => return reply,
@@ -98,7 +106,7 @@ async fn run(core: &Rc<Core>, post: Post, client: Client, idem: Idem, rid: &str)
     // Only a post that started delivering leaves a record: a refusal before that (bad token,
     // expired bid, lead mismatch) is not kept, so the seller can correct the request and send it
     // again under the same (default) key.
-    match deliver_post(core, post, &client, &idem, rid).await {
+    match deliver_post(core, post, &client, &idem, rid, received).await {
         Ok(reply) => reply,
         Err(e) => Reply::error(&e, rid),
     }
@@ -293,6 +301,7 @@ async fn deliver_post(
     client: &Client,
     idem: &Idem,
     rid: &str,
+    received: std::time::Instant,
 ) -> Result<Reply, ApiError> {
     let shared = &core.shared;
     let claims = shared
@@ -312,7 +321,10 @@ async fn deliver_post(
     let plan = match plan(core, &post, client, idem)? {
         Ok(p) => p,
         // A final answer already held by the auction record: nothing changes, nothing to record.
-        Err(replay) => return Ok(replay),
+        Err(replay) => {
+            core.metrics.record_replay();
+            return Ok(replay);
+        }
     };
     check_rules(shared, &plan.vertical, &plan.source, &post)?;
     post.lead.lead_uuid = plan.lead_uuid.clone();
@@ -355,7 +367,7 @@ async fn deliver_post(
         if batch.put_auction(&record).is_err() {
             return false;
         }
-        match core.committer().commit(batch).await {
+        match core.commit(batch).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, "cannot record the intent to deliver");
@@ -385,6 +397,9 @@ async fn deliver_post(
             slot,
             buyer_lead_id,
         } => {
+            // Post received → the buyer's 2xx: the latency the post SLO is about.
+            core.metrics
+                .record_post(received.elapsed().as_micros() as u64);
             let amount = plan
                 .payouts
                 .iter()
@@ -497,7 +512,7 @@ async fn deliver_post(
     if final_state {
         idempotency::record(&mut batch, idem, &reply, now)?;
     }
-    if let Err(e) = core.committer().commit(batch).await {
+    if let Err(e) = core.commit(batch).await {
         // The outcome is not on disk. Memory keeps it, but to stay safe across a crash the
         // auction goes back to "unresolved at the last buyer": a retry asks that buyer again,
         // and the buyer's own idempotency answers it.

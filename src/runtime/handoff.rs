@@ -70,29 +70,66 @@ where
     F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
     Fut: Future<Output = Reply> + 'static,
 {
-    if target == core.id {
-        return work(core.clone()).await;
+    match run_on(core, target, work).await {
+        Ok(reply) => reply,
+        Err(e) => Reply::error(&e, request_id),
     }
-    let (tx, rx) = futures::channel::oneshot::channel::<Reply>();
+}
+
+/// Runs `work` on core `target` and returns what it produced; counted as a hand-off. Fails with
+/// 503 when the target's inbox is full, and with 500 when the target stopped before answering.
+pub async fn run_on<T, F, Fut>(core: &Rc<Core>, target: usize, work: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    send_work(core, target, work, true).await
+}
+
+/// Like [`run_on`], for Gavel's own bookkeeping (e.g. collecting metrics for a scrape): not
+/// counted as a request hand-off.
+pub async fn ask<T, F, Fut>(core: &Rc<Core>, target: usize, work: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    send_work(core, target, work, false).await
+}
+
+async fn send_work<T, F, Fut>(
+    core: &Rc<Core>,
+    target: usize,
+    work: F,
+    counted: bool,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    if target == core.id {
+        return Ok(work(core.clone()).await);
+    }
+    let (tx, rx) = futures::channel::oneshot::channel::<T>();
     let job: Job = Box::new(move |owner: Rc<Core>| {
-        owner.stats().handoffs_in.fetch_add(1, Ordering::Relaxed);
+        if counted {
+            owner.stats().handoffs_in.fetch_add(1, Ordering::Relaxed);
+        }
         monoio::spawn(async move {
-            let reply = work(owner).await;
-            let _ = tx.send(reply);
+            let out = work(owner).await;
+            let _ = tx.send(out);
         });
     });
     if core.shared.inboxes[target].send(job).is_err() {
-        return Reply::error(
-            &ApiError::overloaded(format!("Core {target} is too busy to take this request.")),
-            request_id,
-        );
+        return Err(ApiError::overloaded(format!(
+            "Core {target} is too busy to take this request."
+        )));
     }
-    core.stats().handoffs_out.fetch_add(1, Ordering::Relaxed);
-    match rx.await {
-        Ok(reply) => reply,
-        Err(_) => Reply::error(
-            &ApiError::internal("The owning core stopped before answering."),
-            request_id,
-        ),
+    if counted {
+        core.stats().handoffs_out.fetch_add(1, Ordering::Relaxed);
     }
+    rx.await
+        .map_err(|_| ApiError::internal("The owning core stopped before answering."))
 }

@@ -90,6 +90,8 @@ pub struct Core {
     pub shard: RefCell<Shard>,
     pub pool: Pool,
     pub shutdown: Shutdown,
+    /// This core's latency histograms and counters; only this core writes them.
+    pub metrics: crate::metrics::CoreMetrics,
     /// Encoded idempotency scopes of keyed requests running on this core.
     pub in_flight: RefCell<std::collections::HashSet<Vec<u8>>>,
     open_connections: Cell<usize>,
@@ -103,6 +105,15 @@ impl Core {
     /// This core's group committer.
     pub fn committer(&self) -> &Committer {
         &self.shared.committers[self.id]
+    }
+
+    /// Makes `batch` durable through this core's group committer, timing it for the metrics.
+    pub async fn commit(&self, batch: crate::store::Batch) -> Result<(), crate::store::StoreError> {
+        let started = std::time::Instant::now();
+        let res = self.committer().commit(batch).await;
+        self.metrics
+            .record_store_commit(started.elapsed().as_micros() as u64);
+        res
     }
 
     /// Mints an auction id (`auc_` + ULID) that this core owns, so a ping never hops.
@@ -353,6 +364,14 @@ async fn core_main(
         shard: RefCell::new(Shard::new(config.auction.max_auctions_per_core)),
         pool: Pool::new(),
         shutdown: Shutdown::new(),
+        metrics: crate::metrics::CoreMetrics::new(
+            &shared
+                .registry
+                .buyers
+                .iter()
+                .map(|b| b.id.clone())
+                .collect::<Vec<_>>(),
+        ),
         in_flight: RefCell::new(std::collections::HashSet::new()),
         open_connections: Cell::new(0),
         shared: shared.clone(),

@@ -1,0 +1,614 @@
+//! Metrics: per-core recording, merging on read, Prometheus and JSON rendering.
+//!
+//! # What this module owns
+//! - [`CoreMetrics`]: one core's HDR histograms and counters. Only its own core writes it (plain
+//!   `Cell`/`RefCell` interior mutability: no atomics, no locks, nothing shared between threads).
+//! - [`Snapshot`]: a `Send + Clone` copy of one core's metrics, taken on that core with
+//!   [`CoreMetrics::snapshot`], carried to the core answering a scrape and combined there with
+//!   [`Snapshot::merge`]. No histogram is ever written by two threads: merging happens on read.
+//! - Rendering, as pure functions of a merged snapshot: [`render_prometheus`] (Prometheus text
+//!   exposition 0.0.4, `GET /metrics`) and [`latency_json`] (exact HDR percentiles plus the serialized
+//!   histograms, `GET /v1/metrics/latency`).
+//!
+//! # What it does not own
+//! It does not decide what to record or when: handlers and the auction engine call the `record_*`
+//! methods. It does not read other modules' state either: per-core gauges and store counters are
+//! passed to the renderer as plain numbers ([`CoreCounters`], [`StoreCounters`]) by the caller.
+//!
+//! # Windows
+//! Every histogram series has two views: since start, and the last 60 s. The last-60 s view is a
+//! ring of [`WINDOW_SLOTS`] slots of [`SLOT_SECS`] seconds each, rotated lazily (on record and on
+//! snapshot) from a monotonic clock; the view is the merge of the slots whose start lies within the
+//! last [`WINDOW_SECS`] seconds (so it covers between 50 and 60 s of data).
+//!
+//! # Memory
+//! Bounded and fixed per series: one since-start histogram plus at most [`WINDOW_SLOTS`] slot
+//! histograms, each allocated on first use and then reused. A histogram with the bounds below
+//! ([`HIST_LOWEST_US`]..[`HIST_HIGHEST_US`], [`HIST_SIGFIG`] digits) holds about 17k `u64` counts
+//! (~136 KiB). Series: 5 fixed plus one per buyer. The endpoint × status counter map holds at most
+//! [`MAX_ENDPOINT_STATUS_KEYS`] entries plus one overflow entry: keys past the limit are counted
+//! under ([`OVERFLOW_ENDPOINT`], 0).
+//! Units: all recorded values are microseconds; Prometheus output is in seconds.
+
+mod latency;
+mod prometheus;
+
+pub use latency::latency_json;
+pub use prometheus::{
+    render_prometheus, CoreCounters, StoreCounters, METRIC_NAMES, PROMETHEUS_BUCKETS,
+};
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+
+/// Number of slots in the rolling "last 60 s" window.
+pub const WINDOW_SLOTS: usize = 6;
+/// Length of one window slot, in seconds.
+pub const SLOT_SECS: u64 = 10;
+/// Length of the rolling window, in seconds (`WINDOW_SLOTS * SLOT_SECS`).
+pub const WINDOW_SECS: u64 = WINDOW_SLOTS as u64 * SLOT_SECS;
+/// Lowest value a histogram distinguishes, in microseconds.
+pub const HIST_LOWEST_US: u64 = 1;
+/// Highest value a histogram tracks, in microseconds (60 s). Larger values are clamped to it.
+pub const HIST_HIGHEST_US: u64 = 60_000_000;
+/// Significant decimal digits kept by every histogram (relative error ≤ 0.1 %).
+pub const HIST_SIGFIG: u8 = 3;
+/// Most distinct (endpoint, status) pairs counted per core; routes are templates, so the real
+/// number is small, and this keeps a bug (e.g. a raw path passed as endpoint) from growing memory.
+pub const MAX_ENDPOINT_STATUS_KEYS: usize = 256;
+/// Endpoint label under which requests are counted once [`MAX_ENDPOINT_STATUS_KEYS`] is reached.
+pub const OVERFLOW_ENDPOINT: &str = "_other";
+
+/// Buyer ping outcomes, in the order of [`Snapshot::buyer_pings`]' inner arrays. Unknown outcomes
+/// passed to [`CoreMetrics::record_buyer_ping`] are not counted (their RTT still is).
+pub const BUYER_OUTCOMES: [&str; 7] = [
+    "bid",
+    "no_bid",
+    "timeout",
+    "error",
+    "filtered",
+    "rate_limited",
+    "capped",
+];
+/// Reasons an auction ended without a winner, in the order of [`Snapshot::no_bid`]. Unknown reasons
+/// passed to [`CoreMetrics::record_no_bid`] are not counted.
+pub const NO_BID_REASONS: [&str; 3] = ["no_eligible_buyers", "no_bids", "below_floor"];
+
+/// A fresh, empty histogram with the module's bounds (auto-resize off).
+pub fn new_histogram() -> Histogram<u64> {
+    // The bounds are constants that satisfy the constructor's requirements (low ≥ 1,
+    // high ≥ 2 * low, sigfig ≤ 5), so this cannot fail.
+    Histogram::new_with_bounds(HIST_LOWEST_US, HIST_HIGHEST_US, HIST_SIGFIG)
+        .expect("constant histogram bounds are valid")
+}
+
+/// Adds `src` into `dst`. Both come from [`new_histogram`] (same bounds), so addition cannot fail;
+/// if it ever did, the data is dropped rather than panicking on a core.
+fn add_into(dst: &mut Histogram<u64>, src: &Histogram<u64>) {
+    let added = dst.add(src);
+    debug_assert!(added.is_ok(), "histograms with equal bounds always add");
+}
+
+/// Where the clock comes from: the system's monotonic clock, or (tests) a settable instant.
+enum Clock {
+    System,
+    #[cfg(test)]
+    Manual(std::cell::Cell<Instant>),
+}
+
+impl Clock {
+    fn now(&self) -> Instant {
+        match self {
+            Clock::System => Instant::now(),
+            #[cfg(test)]
+            Clock::Manual(now) => now.get(),
+        }
+    }
+}
+
+/// Marks a window slot that holds nothing.
+const SLOT_UNUSED: u64 = u64::MAX;
+
+/// One window slot: the histogram of values recorded during slot number `number` (counted in
+/// [`SLOT_SECS`] steps since the core's metrics were created).
+struct Slot {
+    number: u64,
+    hist: Option<Histogram<u64>>,
+}
+
+impl Slot {
+    fn clear(&mut self) {
+        self.number = SLOT_UNUSED;
+        if let Some(h) = self.hist.as_mut() {
+            h.reset();
+        }
+    }
+
+    /// Whether this slot belongs to the window ending in slot `current`.
+    fn in_window(&self, current: u64) -> bool {
+        self.number != SLOT_UNUSED
+            && self.number <= current
+            && current - self.number < WINDOW_SLOTS as u64
+    }
+}
+
+/// One histogram series on one core: since start plus the rolling window.
+struct Series {
+    since_start: Histogram<u64>,
+    slots: [Slot; WINDOW_SLOTS],
+}
+
+impl Series {
+    fn new() -> Series {
+        Series {
+            since_start: new_histogram(),
+            slots: std::array::from_fn(|_| Slot {
+                number: SLOT_UNUSED,
+                hist: None,
+            }),
+        }
+    }
+
+    fn record(&mut self, value_us: u64, slot_number: u64) {
+        self.since_start.saturating_record(value_us);
+        let slot = &mut self.slots[(slot_number % WINDOW_SLOTS as u64) as usize];
+        if slot.number != slot_number {
+            if slot.number != SLOT_UNUSED && slot.number > slot_number {
+                // A time earlier than the slot's current owner (impossible with a monotonic
+                // clock): keep it in since-start only.
+                return;
+            }
+            slot.clear();
+            slot.number = slot_number;
+        }
+        slot.hist
+            .get_or_insert_with(new_histogram)
+            .saturating_record(value_us);
+    }
+
+    /// Drops stale slots and returns both views as of slot `current`.
+    fn snapshot(&mut self, current: u64) -> HistogramPair {
+        let mut last_60s = new_histogram();
+        for slot in &mut self.slots {
+            if slot.in_window(current) {
+                if let Some(h) = slot.hist.as_ref() {
+                    add_into(&mut last_60s, h);
+                }
+            } else if slot.number != SLOT_UNUSED {
+                slot.clear();
+            }
+        }
+        HistogramPair {
+            since_start: self.since_start.clone(),
+            last_60s,
+        }
+    }
+}
+
+/// Everything a core records, behind one `RefCell` (borrowed only inside non-async methods).
+struct Inner {
+    ping: Series,
+    auction: Series,
+    engine_overhead: Series,
+    post: Series,
+    store_commit: Series,
+    buyer_rtt: Vec<Series>,
+    buyer_pings: Vec<[u64; BUYER_OUTCOMES.len()]>,
+    no_bid: [u64; NO_BID_REASONS.len()],
+    requests: BTreeMap<(&'static str, u16), u64>,
+    idempotent_replays: u64,
+}
+
+/// One core's metrics. Written only by its own core (interior mutability with `Cell`/`RefCell`,
+/// not atomics, not locks); read by taking a [`Snapshot`] on that core, which is `Send` and
+/// travels to the core rendering a scrape.
+///
+/// All methods are synchronous and hold no borrow across an `.await`, so a call can never observe
+/// a borrow in progress.
+pub struct CoreMetrics {
+    buyer_ids: Vec<String>,
+    clock: Clock,
+    /// Start of slot number 0.
+    origin: Instant,
+    inner: RefCell<Inner>,
+}
+
+impl CoreMetrics {
+    /// Empty metrics for one core. A buyer's index (as passed to
+    /// [`record_buyer_ping`](Self::record_buyer_ping)) is its position in `buyer_ids`.
+    pub fn new(buyer_ids: &[String]) -> CoreMetrics {
+        Self::with_clock(buyer_ids, Clock::System)
+    }
+
+    fn with_clock(buyer_ids: &[String], clock: Clock) -> CoreMetrics {
+        let origin = clock.now();
+        CoreMetrics {
+            buyer_ids: buyer_ids.to_vec(),
+            clock,
+            origin,
+            inner: RefCell::new(Inner {
+                ping: Series::new(),
+                auction: Series::new(),
+                engine_overhead: Series::new(),
+                post: Series::new(),
+                store_commit: Series::new(),
+                buyer_rtt: buyer_ids.iter().map(|_| Series::new()).collect(),
+                buyer_pings: vec![[0; BUYER_OUTCOMES.len()]; buyer_ids.len()],
+                no_bid: [0; NO_BID_REASONS.len()],
+                requests: BTreeMap::new(),
+                idempotent_replays: 0,
+            }),
+        }
+    }
+
+    /// The buyer ids this core was created with (index = buyer index).
+    pub fn buyer_ids(&self) -> &[String] {
+        &self.buyer_ids
+    }
+
+    /// Current window slot number.
+    fn slot_now(&self) -> u64 {
+        self.clock
+            .now()
+            .saturating_duration_since(self.origin)
+            .as_secs()
+            / SLOT_SECS
+    }
+
+    fn record_series(&self, value_us: u64, pick: impl FnOnce(&mut Inner) -> &mut Series) {
+        let slot = self.slot_now();
+        pick(&mut self.inner.borrow_mut()).record(value_us, slot);
+    }
+
+    /// Seller-observed `/v1/ping` latency: request received → reply ready, in µs.
+    pub fn record_ping(&self, latency_us: u64) {
+        self.record_series(latency_us, |i| &mut i.ping);
+    }
+
+    /// Auction duration: fan-out start → auction closed, in µs.
+    pub fn record_auction(&self, duration_us: u64) {
+        self.record_series(duration_us, |i| &mut i.auction);
+    }
+
+    /// Engine overhead: ping latency minus the slowest counted buyer's RTT, in µs.
+    pub fn record_engine_overhead(&self, overhead_us: u64) {
+        self.record_series(overhead_us, |i| &mut i.engine_overhead);
+    }
+
+    /// One buyer ping's outcome (one of [`BUYER_OUTCOMES`]; others are not counted) and, when
+    /// `Some`, its round-trip time in µs, recorded into that buyer's RTT histogram. A `buyer`
+    /// index outside the list given to [`new`](Self::new) is ignored.
+    pub fn record_buyer_ping(&self, buyer: usize, outcome: &str, rtt_us: Option<u64>) {
+        let slot = self.slot_now();
+        let mut inner = self.inner.borrow_mut();
+        if buyer >= inner.buyer_pings.len() {
+            return;
+        }
+        if let Some(o) = BUYER_OUTCOMES.iter().position(|&x| x == outcome) {
+            inner.buyer_pings[buyer][o] += 1;
+        }
+        if let Some(rtt) = rtt_us {
+            inner.buyer_rtt[buyer].record(rtt, slot);
+        }
+    }
+
+    /// An auction that ended without a winner, by reason (one of [`NO_BID_REASONS`]; others are
+    /// not counted).
+    pub fn record_no_bid(&self, reason: &str) {
+        if let Some(r) = NO_BID_REASONS.iter().position(|&x| x == reason) {
+            self.inner.borrow_mut().no_bid[r] += 1;
+        }
+    }
+
+    /// Post latency for sold posts: post received → buyer 2xx, in µs.
+    pub fn record_post(&self, latency_us: u64) {
+        self.record_series(latency_us, |i| &mut i.post);
+    }
+
+    /// Store commit latency: queued → durable, in µs.
+    pub fn record_store_commit(&self, latency_us: u64) {
+        self.record_series(latency_us, |i| &mut i.store_commit);
+    }
+
+    /// One HTTP request answered, by route template (e.g. `"/v1/ping"`, never a raw path) and
+    /// status code.
+    pub fn record_request(&self, endpoint: &'static str, status: u16) {
+        let mut inner = self.inner.borrow_mut();
+        let key = if inner.requests.len() < MAX_ENDPOINT_STATUS_KEYS
+            || inner.requests.contains_key(&(endpoint, status))
+        {
+            (endpoint, status)
+        } else {
+            (OVERFLOW_ENDPOINT, 0)
+        };
+        *inner.requests.entry(key).or_insert(0) += 1;
+    }
+
+    /// One idempotent replay (a repeated request answered from the stored result).
+    pub fn record_replay(&self) {
+        self.inner.borrow_mut().idempotent_replays += 1;
+    }
+
+    /// A copy of this core's metrics as of now; also drops window slots older than the window.
+    pub fn snapshot(&self) -> Snapshot {
+        let current = self.slot_now();
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        Snapshot {
+            buyer_ids: self.buyer_ids.clone(),
+            ping: inner.ping.snapshot(current),
+            auction: inner.auction.snapshot(current),
+            engine_overhead: inner.engine_overhead.snapshot(current),
+            post: inner.post.snapshot(current),
+            store_commit: inner.store_commit.snapshot(current),
+            buyer_rtt: inner
+                .buyer_rtt
+                .iter_mut()
+                .map(|s| s.snapshot(current))
+                .collect(),
+            buyer_pings: inner.buyer_pings.clone(),
+            no_bid: inner.no_bid,
+            requests: inner.requests.clone(),
+            idempotent_replays: inner.idempotent_replays,
+        }
+    }
+}
+
+/// Both views of one histogram series, in microseconds.
+#[derive(Debug, Clone)]
+pub struct HistogramPair {
+    /// Every value recorded since the core started.
+    pub since_start: Histogram<u64>,
+    /// Values recorded in the window slots that started within the last [`WINDOW_SECS`] seconds.
+    pub last_60s: Histogram<u64>,
+}
+
+impl HistogramPair {
+    /// Two empty histograms.
+    pub fn empty() -> HistogramPair {
+        HistogramPair {
+            since_start: new_histogram(),
+            last_60s: new_histogram(),
+        }
+    }
+
+    /// Adds `other`'s values into both views.
+    pub fn merge(&mut self, other: &HistogramPair) {
+        add_into(&mut self.since_start, &other.since_start);
+        add_into(&mut self.last_60s, &other.last_60s);
+    }
+}
+
+/// A point-in-time copy of one core's metrics, or of several merged. `Send + Clone`.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Buyer ids; index `i` labels `buyer_rtt[i]` and `buyer_pings[i]`.
+    pub buyer_ids: Vec<String>,
+    /// Seller-observed ping latency.
+    pub ping: HistogramPair,
+    /// Auction duration.
+    pub auction: HistogramPair,
+    /// Engine overhead.
+    pub engine_overhead: HistogramPair,
+    /// Post latency (sold posts).
+    pub post: HistogramPair,
+    /// Store commit latency.
+    pub store_commit: HistogramPair,
+    /// Buyer ping round-trip time, per buyer.
+    pub buyer_rtt: Vec<HistogramPair>,
+    /// Buyer ping outcome counts, per buyer, indexed like [`BUYER_OUTCOMES`].
+    pub buyer_pings: Vec<[u64; BUYER_OUTCOMES.len()]>,
+    /// No-winner auction counts, indexed like [`NO_BID_REASONS`].
+    pub no_bid: [u64; NO_BID_REASONS.len()],
+    /// HTTP requests per (route template, status).
+    pub requests: BTreeMap<(&'static str, u16), u64>,
+    /// Idempotent replays.
+    pub idempotent_replays: u64,
+}
+
+impl Snapshot {
+    /// A snapshot with nothing recorded, to merge cores' snapshots into.
+    pub fn empty(buyer_ids: &[String]) -> Snapshot {
+        Snapshot {
+            buyer_ids: buyer_ids.to_vec(),
+            ping: HistogramPair::empty(),
+            auction: HistogramPair::empty(),
+            engine_overhead: HistogramPair::empty(),
+            post: HistogramPair::empty(),
+            store_commit: HistogramPair::empty(),
+            buyer_rtt: buyer_ids.iter().map(|_| HistogramPair::empty()).collect(),
+            buyer_pings: vec![[0; BUYER_OUTCOMES.len()]; buyer_ids.len()],
+            no_bid: [0; NO_BID_REASONS.len()],
+            requests: BTreeMap::new(),
+            idempotent_replays: 0,
+        }
+    }
+
+    /// Adds `other` into `self`: histograms are added (exact), counters summed. Buyers are matched
+    /// by id, so cores built from different buyer lists still merge correctly; buyers only `other`
+    /// knows are appended.
+    pub fn merge(&mut self, other: &Snapshot) {
+        self.ping.merge(&other.ping);
+        self.auction.merge(&other.auction);
+        self.engine_overhead.merge(&other.engine_overhead);
+        self.post.merge(&other.post);
+        self.store_commit.merge(&other.store_commit);
+        for (j, id) in other.buyer_ids.iter().enumerate() {
+            let i = if self.buyer_ids.get(j) == Some(id) {
+                j
+            } else if let Some(i) = self.buyer_ids.iter().position(|x| x == id) {
+                i
+            } else {
+                self.buyer_ids.push(id.clone());
+                self.buyer_rtt.push(HistogramPair::empty());
+                self.buyer_pings.push([0; BUYER_OUTCOMES.len()]);
+                self.buyer_ids.len() - 1
+            };
+            self.buyer_rtt[i].merge(&other.buyer_rtt[j]);
+            for (a, b) in self.buyer_pings[i].iter_mut().zip(other.buyer_pings[j]) {
+                *a += b;
+            }
+        }
+        for (a, b) in self.no_bid.iter_mut().zip(other.no_bid) {
+            *a += b;
+        }
+        for (k, v) in &other.requests {
+            *self.requests.entry(*k).or_insert(0) += v;
+        }
+        self.idempotent_replays += other.idempotent_replays;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ids() -> Vec<String> {
+        vec!["acme".to_string(), "globex".to_string()]
+    }
+
+    fn manual(start: Instant) -> CoreMetrics {
+        CoreMetrics::with_clock(&ids(), Clock::Manual(std::cell::Cell::new(start)))
+    }
+
+    fn set_now(m: &CoreMetrics, now: Instant) {
+        match &m.clock {
+            Clock::Manual(c) => c.set(now),
+            Clock::System => unreachable!(),
+        }
+    }
+
+    fn assert_send<T: Send>() {}
+
+    #[test]
+    fn snapshot_is_send_and_core_metrics_is_send() {
+        assert_send::<Snapshot>();
+        assert_send::<CoreMetrics>();
+    }
+
+    #[test]
+    fn record_snapshot_and_merge_two_cores_is_exact() {
+        let a = CoreMetrics::new(&ids());
+        let b = CoreMetrics::new(&ids());
+        for v in 1..=500u64 {
+            a.record_ping(v);
+        }
+        for v in 501..=1000u64 {
+            b.record_ping(v);
+        }
+        a.record_buyer_ping(0, "bid", Some(1200));
+        a.record_buyer_ping(1, "timeout", None);
+        b.record_buyer_ping(0, "bid", Some(800));
+        b.record_buyer_ping(0, "no_bid", Some(300));
+        b.record_buyer_ping(9, "bid", Some(1)); // unknown buyer: ignored
+        b.record_buyer_ping(1, "bogus", None); // unknown outcome: ignored
+        a.record_no_bid("no_bids");
+        b.record_no_bid("below_floor");
+        b.record_no_bid("nonsense");
+        a.record_request("/v1/ping", 200);
+        b.record_request("/v1/ping", 200);
+        b.record_request("/v1/post", 409);
+        a.record_replay();
+        b.record_replay();
+        a.record_store_commit(70_000_000); // clamped to 60 s
+
+        let mut all = Snapshot::empty(&ids());
+        all.merge(&a.snapshot());
+        all.merge(&b.snapshot());
+
+        assert_eq!(all.ping.since_start.len(), 1000);
+        assert_eq!(all.ping.last_60s.len(), 1000);
+        // Values below 2048 are exact at 3 significant digits.
+        assert_eq!(all.ping.since_start.value_at_quantile(0.5), 500);
+        assert_eq!(all.ping.since_start.value_at_quantile(0.99), 990);
+        assert_eq!(all.ping.since_start.max(), 1000);
+        assert_eq!(all.ping.since_start.min(), 1);
+        assert_eq!(all.buyer_rtt[0].since_start.len(), 3);
+        assert_eq!(all.buyer_rtt[1].since_start.len(), 0);
+        assert_eq!(all.buyer_pings[0], [2, 1, 0, 0, 0, 0, 0]);
+        assert_eq!(all.buyer_pings[1], [0, 0, 1, 0, 0, 0, 0]);
+        assert_eq!(all.no_bid, [0, 1, 1]);
+        assert_eq!(all.requests[&("/v1/ping", 200)], 2);
+        assert_eq!(all.requests[&("/v1/post", 409)], 1);
+        assert_eq!(all.idempotent_replays, 2);
+        assert_eq!(all.store_commit.since_start.len(), 1);
+        assert!(all.store_commit.since_start.max() <= 60_100_000);
+    }
+
+    #[test]
+    fn merge_matches_buyers_by_id() {
+        let a = CoreMetrics::new(&ids());
+        let other = vec!["globex".to_string(), "initech".to_string()];
+        let b = CoreMetrics::new(&other);
+        a.record_buyer_ping(1, "bid", Some(10));
+        b.record_buyer_ping(0, "bid", Some(20));
+        b.record_buyer_ping(1, "error", Some(30));
+        let mut all = a.snapshot();
+        all.merge(&b.snapshot());
+        assert_eq!(all.buyer_ids, vec!["acme", "globex", "initech"]);
+        assert_eq!(all.buyer_pings[1][0], 2);
+        assert_eq!(all.buyer_rtt[1].since_start.len(), 2);
+        assert_eq!(all.buyer_pings[2][3], 1);
+    }
+
+    #[test]
+    fn window_drops_values_older_than_60s_and_keeps_recent_ones() {
+        let t0 = Instant::now();
+        let m = manual(t0);
+        m.record_ping(100); // slot 0
+        set_now(&m, t0 + Duration::from_secs(35));
+        m.record_ping(200); // slot 3
+        set_now(&m, t0 + Duration::from_secs(59));
+        let s = m.snapshot();
+        assert_eq!(s.ping.last_60s.len(), 2);
+        assert_eq!(s.ping.since_start.len(), 2);
+
+        // At 60 s slot 0 (started 60 s ago) leaves the window; slot 3 stays.
+        set_now(&m, t0 + Duration::from_secs(60));
+        let s = m.snapshot();
+        assert_eq!(s.ping.last_60s.len(), 1);
+        assert_eq!(s.ping.last_60s.max(), 200);
+        assert_eq!(s.ping.since_start.len(), 2);
+
+        // Recording into a reused ring position replaces the stale slot's content.
+        set_now(&m, t0 + Duration::from_secs(95));
+        m.record_ping(300); // slot 9, same ring position as slot 3
+        let s = m.snapshot();
+        assert_eq!(s.ping.last_60s.len(), 1);
+        assert_eq!(s.ping.last_60s.max(), 300);
+
+        // Long idle: everything leaves the window, since-start keeps all.
+        set_now(&m, t0 + Duration::from_secs(1000));
+        let s = m.snapshot();
+        assert_eq!(s.ping.last_60s.len(), 0);
+        assert_eq!(s.ping.since_start.len(), 3);
+    }
+
+    #[test]
+    fn window_applies_to_buyer_rtt() {
+        let t0 = Instant::now();
+        let m = manual(t0);
+        m.record_buyer_ping(1, "bid", Some(5000));
+        set_now(&m, t0 + Duration::from_secs(61));
+        m.record_buyer_ping(1, "bid", Some(7000));
+        let s = m.snapshot();
+        assert_eq!(s.buyer_rtt[1].since_start.len(), 2);
+        assert_eq!(s.buyer_rtt[1].last_60s.len(), 1);
+        assert_eq!(s.buyer_pings[1][0], 2);
+    }
+
+    #[test]
+    fn endpoint_status_map_is_bounded() {
+        let m = CoreMetrics::new(&[]);
+        for s in 0..(MAX_ENDPOINT_STATUS_KEYS as u16 + 10) {
+            m.record_request("/v1/ping", s);
+        }
+        let s = m.snapshot();
+        assert_eq!(s.requests.len(), MAX_ENDPOINT_STATUS_KEYS + 1);
+        assert_eq!(s.requests[&(OVERFLOW_ENDPOINT, 0)], 10);
+    }
+}

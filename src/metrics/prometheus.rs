@@ -1,0 +1,566 @@
+//! Prometheus text exposition (format 0.0.4) of a merged [`Snapshot`], for `GET /metrics`.
+//!
+//! Pure rendering: the caller merges the cores' snapshots and passes per-core gauges and store
+//! counters as plain numbers. Every family has `# HELP` and `# TYPE`; durations are in seconds;
+//! counters end in `_total`; label values are escaped. Histogram buckets come from the since-start
+//! HDR histogram (see [`PROMETHEUS_BUCKETS`]), so they are aggregatable across nodes.
+
+use std::fmt::Write;
+
+use hdrhistogram::Histogram;
+
+use super::{Snapshot, BUYER_OUTCOMES, NO_BID_REASONS};
+
+/// Per-core gauges and counters, read by the caller from the runtime's per-core statistics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CoreCounters {
+    /// Core index (the `core` label).
+    pub core: usize,
+    /// Requests this core received that another core owned, and handed over.
+    pub handoffs_out: u64,
+    /// Requests other cores handed to this one.
+    pub handoffs_in: u64,
+    /// Connections open now (gauge).
+    pub connections_open: u64,
+    /// Connections accepted since start.
+    pub connections_total: u64,
+    /// Auctions held in memory now (gauge).
+    pub auctions_in_memory: u64,
+    /// Requests served since start.
+    pub requests_total: u64,
+}
+
+/// Store group-commit counters, read by the caller from the committers' statistics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreCounters {
+    /// Commit requests answered, successfully or not.
+    pub commits: u64,
+    /// Commit requests answered with an error.
+    pub failures: u64,
+    /// Groups written (flushes).
+    pub groups: u64,
+}
+
+/// Histogram bucket upper bounds: the `le` label as printed, and the same bound in microseconds.
+/// Chosen to resolve sub-millisecond engine latencies up to multi-second buyer timeouts.
+pub const PROMETHEUS_BUCKETS: [(&str, u64); 16] = [
+    ("0.0001", 100),
+    ("0.00025", 250),
+    ("0.0005", 500),
+    ("0.001", 1_000),
+    ("0.0025", 2_500),
+    ("0.005", 5_000),
+    ("0.01", 10_000),
+    ("0.025", 25_000),
+    ("0.05", 50_000),
+    ("0.1", 100_000),
+    ("0.25", 250_000),
+    ("0.5", 500_000),
+    ("1", 1_000_000),
+    ("2.5", 2_500_000),
+    ("5", 5_000_000),
+    ("10", 10_000_000),
+];
+
+/// Every metric family [`render_prometheus`] emits (without `_bucket`/`_sum`/`_count` suffixes).
+/// Names are fixed: the Grafana dashboard is built on them.
+pub const METRIC_NAMES: &[&str] = &[
+    "gavel_ping_duration_seconds",
+    "gavel_auction_duration_seconds",
+    "gavel_engine_overhead_seconds",
+    "gavel_post_duration_seconds",
+    "gavel_store_commit_duration_seconds",
+    "gavel_buyer_ping_rtt_seconds",
+    "gavel_buyer_pings_total",
+    "gavel_no_bid_total",
+    "gavel_http_requests_total",
+    "gavel_idempotent_replays_total",
+    "gavel_core_handoffs_out_total",
+    "gavel_core_handoffs_in_total",
+    "gavel_core_requests_total",
+    "gavel_core_connections_open",
+    "gavel_core_connections_total",
+    "gavel_core_auctions_in_memory",
+    "gavel_store_commits_total",
+    "gavel_store_commit_failures_total",
+    "gavel_store_commit_groups_total",
+];
+
+/// Escapes a label value: backslash, double quote and line feed.
+fn escape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `{k="v",…}` with escaped values, or nothing when there are no labels; `extra` is appended
+/// (already formatted, e.g. `le="0.1"`).
+fn labels(pairs: &[(&str, &str)], extra: Option<&str>) -> String {
+    let mut parts: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+        .collect();
+    if let Some(e) = extra {
+        parts.push(e.to_string());
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+/// A per-core family: name, type, help, and the field it reads.
+type CoreFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&CoreCounters) -> u64,
+);
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Cumulative bucket counts of `h` for [`PROMETHEUS_BUCKETS`]. A recorded HDR bucket counts towards
+/// `le` when its lowest equivalent value is ≤ `le`, so a value recorded exactly at a bound is
+/// counted in that bound's bucket; a value at most one HDR bucket width (≤ 0.1 %) above a bound
+/// may be counted too.
+fn bucket_counts(h: &Histogram<u64>) -> [u64; PROMETHEUS_BUCKETS.len()] {
+    let mut counts = [0u64; PROMETHEUS_BUCKETS.len()];
+    for v in h.iter_recorded() {
+        let low = h.lowest_equivalent(v.value_iterated_to());
+        let n = v.count_at_value();
+        for (c, (_, le_us)) in counts.iter_mut().zip(PROMETHEUS_BUCKETS) {
+            if low <= le_us {
+                *c += n;
+            }
+        }
+    }
+    counts
+}
+
+/// One histogram sample set (buckets, `+Inf`, `_sum`, `_count`). The sum is derived from the HDR
+/// histogram (mean × count), so it is exact only to the histogram's precision (3 digits).
+fn histogram_samples(out: &mut String, name: &str, pairs: &[(&str, &str)], h: &Histogram<u64>) {
+    for (le, count) in PROMETHEUS_BUCKETS.iter().zip(bucket_counts(h)) {
+        let l = labels(pairs, Some(&format!("le=\"{}\"", le.0)));
+        let _ = writeln!(out, "{name}_bucket{l} {count}");
+    }
+    let total = h.len();
+    let l = labels(pairs, Some("le=\"+Inf\""));
+    let _ = writeln!(out, "{name}_bucket{l} {total}");
+    let sum_s = if total == 0 {
+        0.0
+    } else {
+        h.mean() * total as f64 / 1e6
+    };
+    let l = labels(pairs, None);
+    let _ = writeln!(out, "{name}_sum{l} {sum_s}");
+    let _ = writeln!(out, "{name}_count{l} {total}");
+}
+
+fn sample(out: &mut String, name: &str, pairs: &[(&str, &str)], value: u64) {
+    let _ = writeln!(out, "{name}{} {value}", labels(pairs, None));
+}
+
+/// Renders `snap` (normally all cores merged), the per-core counters and the store counters as
+/// Prometheus text exposition format 0.0.4 (content type `text/plain; version=0.0.4`). Histograms
+/// use the since-start view. Buyer outcome and no-bid counters are emitted for every label value,
+/// zeros included, so rates exist from the first scrape.
+pub fn render_prometheus(snap: &Snapshot, cores: &[CoreCounters], store: &StoreCounters) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+
+    let single: [(&str, &str, &Histogram<u64>); 5] = [
+        (
+            "gavel_ping_duration_seconds",
+            "Seller-observed /v1/ping latency, request received to reply ready.",
+            &snap.ping.since_start,
+        ),
+        (
+            "gavel_auction_duration_seconds",
+            "Auction duration, buyer fan-out start to auction closed.",
+            &snap.auction.since_start,
+        ),
+        (
+            "gavel_engine_overhead_seconds",
+            "Ping latency minus the slowest counted buyer's round-trip time.",
+            &snap.engine_overhead.since_start,
+        ),
+        (
+            "gavel_post_duration_seconds",
+            "Post latency for sold posts, post received to buyer 2xx.",
+            &snap.post.since_start,
+        ),
+        (
+            "gavel_store_commit_duration_seconds",
+            "Store commit latency, queued to durable.",
+            &snap.store_commit.since_start,
+        ),
+    ];
+    for (name, help, h) in single {
+        header(&mut out, name, "histogram", help);
+        histogram_samples(&mut out, name, &[], h);
+    }
+
+    let name = "gavel_buyer_ping_rtt_seconds";
+    header(
+        &mut out,
+        name,
+        "histogram",
+        "Buyer ping round-trip time, per buyer.",
+    );
+    for (id, pair) in snap.buyer_ids.iter().zip(&snap.buyer_rtt) {
+        histogram_samples(&mut out, name, &[("buyer", id)], &pair.since_start);
+    }
+
+    let name = "gavel_buyer_pings_total";
+    header(
+        &mut out,
+        name,
+        "counter",
+        "Buyer pings, per buyer and outcome.",
+    );
+    for (id, counts) in snap.buyer_ids.iter().zip(&snap.buyer_pings) {
+        for (outcome, n) in BUYER_OUTCOMES.iter().zip(counts) {
+            sample(&mut out, name, &[("buyer", id), ("outcome", outcome)], *n);
+        }
+    }
+
+    let name = "gavel_no_bid_total";
+    header(
+        &mut out,
+        name,
+        "counter",
+        "Auctions closed without a winner, per reason.",
+    );
+    for (reason, n) in NO_BID_REASONS.iter().zip(snap.no_bid) {
+        sample(&mut out, name, &[("reason", reason)], n);
+    }
+
+    let name = "gavel_http_requests_total";
+    header(
+        &mut out,
+        name,
+        "counter",
+        "HTTP requests answered, per route template and status.",
+    );
+    for ((endpoint, status), n) in &snap.requests {
+        let status = status.to_string();
+        sample(
+            &mut out,
+            name,
+            &[("endpoint", endpoint), ("status", &status)],
+            *n,
+        );
+    }
+
+    let name = "gavel_idempotent_replays_total";
+    header(
+        &mut out,
+        name,
+        "counter",
+        "Requests answered by replaying a stored idempotent result.",
+    );
+    sample(&mut out, name, &[], snap.idempotent_replays);
+
+    let per_core: [CoreFamily; 6] = [
+        (
+            "gavel_core_handoffs_out_total",
+            "counter",
+            "Requests this core received that another core owned, and handed over.",
+            |c| c.handoffs_out,
+        ),
+        (
+            "gavel_core_handoffs_in_total",
+            "counter",
+            "Requests other cores handed to this core.",
+            |c| c.handoffs_in,
+        ),
+        (
+            "gavel_core_requests_total",
+            "counter",
+            "Requests served by this core.",
+            |c| c.requests_total,
+        ),
+        (
+            "gavel_core_connections_open",
+            "gauge",
+            "Connections open on this core.",
+            |c| c.connections_open,
+        ),
+        (
+            "gavel_core_connections_total",
+            "counter",
+            "Connections accepted by this core.",
+            |c| c.connections_total,
+        ),
+        (
+            "gavel_core_auctions_in_memory",
+            "gauge",
+            "Auctions held in memory by this core.",
+            |c| c.auctions_in_memory,
+        ),
+    ];
+    for (name, kind, help, get) in per_core {
+        header(&mut out, name, kind, help);
+        for c in cores {
+            let core = c.core.to_string();
+            sample(&mut out, name, &[("core", &core)], get(c));
+        }
+    }
+
+    let store_families = [
+        (
+            "gavel_store_commits_total",
+            "Store commit requests answered, successfully or not.",
+            store.commits,
+        ),
+        (
+            "gavel_store_commit_failures_total",
+            "Store commit requests answered with an error.",
+            store.failures,
+        ),
+        (
+            "gavel_store_commit_groups_total",
+            "Store commit groups written (flushes).",
+            store.groups,
+        ),
+    ];
+    for (name, help, v) in store_families {
+        header(&mut out, name, "counter", help);
+        sample(&mut out, name, &[], v);
+    }
+
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::CoreMetrics;
+    use super::*;
+
+    fn sample_output() -> (Snapshot, String) {
+        let ids = vec![
+            "acme".to_string(),
+            "we\"ird\\buyer\nid".to_string(),
+            "globex".to_string(),
+        ];
+        let cores: Vec<CoreMetrics> = (0..2).map(|_| CoreMetrics::new(&ids)).collect();
+        for (i, m) in cores.iter().enumerate() {
+            for k in 0..2000u64 {
+                let v = 50 + k * 37 + i as u64 * 11; // 50 µs .. ~74 ms
+                m.record_ping(v + 300);
+                m.record_auction(v);
+                m.record_engine_overhead(k % 400 + 20);
+                m.record_buyer_ping((k % 3) as usize, BUYER_OUTCOMES[(k % 4) as usize], Some(v));
+                if k % 10 == 0 {
+                    m.record_post(v * 3);
+                    m.record_store_commit(k + 200);
+                    m.record_no_bid("no_bids");
+                }
+                m.record_request("/v1/ping", if k % 50 == 0 { 429 } else { 200 });
+            }
+            m.record_request("/v1/post", 201);
+            m.record_replay();
+            m.record_ping(30_000_000); // a very slow one: above the last bucket
+        }
+        let mut snap = Snapshot::empty(&ids);
+        for m in &cores {
+            snap.merge(&m.snapshot());
+        }
+        let counters: Vec<CoreCounters> = (0..2)
+            .map(|core| CoreCounters {
+                core,
+                handoffs_out: 10,
+                handoffs_in: 12,
+                connections_open: 3,
+                connections_total: 40,
+                auctions_in_memory: 7,
+                requests_total: 2001,
+            })
+            .collect();
+        let store = StoreCounters {
+            commits: 400,
+            failures: 1,
+            groups: 120,
+        };
+        let text = render_prometheus(&snap, &counters, &store);
+        (snap, text)
+    }
+
+    /// The value of the sample line starting with `prefix ` (exact series).
+    fn value(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no sample {series}"))
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn every_family_has_help_and_type() {
+        let (_, text) = sample_output();
+        for name in METRIC_NAMES {
+            assert!(text.contains(&format!("# HELP {name} ")), "HELP {name}");
+            assert!(text.contains(&format!("# TYPE {name} ")), "TYPE {name}");
+            assert_eq!(text.matches(&format!("# TYPE {name} ")).count(), 1);
+        }
+        let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        assert_eq!(
+            types,
+            METRIC_NAMES.len(),
+            "no family missing from METRIC_NAMES"
+        );
+    }
+
+    #[test]
+    fn buckets_are_cumulative_monotonic_and_inf_equals_count() {
+        let (snap, text) = sample_output();
+        let histos = [
+            ("gavel_ping_duration_seconds", String::new()),
+            ("gavel_auction_duration_seconds", String::new()),
+            ("gavel_store_commit_duration_seconds", String::new()),
+            (
+                "gavel_buyer_ping_rtt_seconds",
+                "buyer=\"acme\",".to_string(),
+            ),
+        ];
+        for (name, lab) in histos {
+            let mut prev = 0.0;
+            for (le, _) in PROMETHEUS_BUCKETS {
+                let v = value(&text, &format!("{name}_bucket{{{lab}le=\"{le}\"}}"));
+                assert!(v >= prev, "{name} le={le}: {v} < {prev}");
+                prev = v;
+            }
+            let inf = value(&text, &format!("{name}_bucket{{{lab}le=\"+Inf\"}}"));
+            assert!(inf >= prev);
+            let plain = lab.trim_end_matches(',');
+            let count_series = if plain.is_empty() {
+                format!("{name}_count")
+            } else {
+                format!("{name}_count{{{plain}}}")
+            };
+            assert_eq!(inf, value(&text, &count_series));
+        }
+        // Exact check on one series: ping values are 350.. by 37 (+11 on core 1), plus 2 × 30 s.
+        let h = &snap.ping.since_start;
+        assert_eq!(h.len(), 4002);
+        let le_1ms = value(&text, "gavel_ping_duration_seconds_bucket{le=\"0.001\"}");
+        let expected = (0..2000u64)
+            .flat_map(|k| [350 + k * 37, 361 + k * 37])
+            .filter(|&v| v <= 1000)
+            .count();
+        assert_eq!(le_1ms as usize, expected);
+        let le_10 = value(&text, "gavel_ping_duration_seconds_bucket{le=\"10\"}");
+        assert_eq!(le_10, 4000.0);
+        let sum = value(&text, "gavel_ping_duration_seconds_sum");
+        let exact: f64 = (0..2000u64)
+            .flat_map(|k| [350 + k * 37, 361 + k * 37])
+            .map(|v| v as f64 / 1e6)
+            .sum::<f64>()
+            + 60.0;
+        assert!((sum - exact).abs() / exact < 0.002, "sum {sum} vs {exact}");
+    }
+
+    #[test]
+    fn zero_counters_are_emitted_for_every_label_value() {
+        let (_, text) = sample_output();
+        for reason in NO_BID_REASONS {
+            let series = format!("gavel_no_bid_total{{reason=\"{reason}\"}}");
+            value(&text, &series);
+        }
+        for outcome in BUYER_OUTCOMES {
+            let series =
+                format!("gavel_buyer_pings_total{{buyer=\"globex\",outcome=\"{outcome}\"}}");
+            value(&text, &series);
+        }
+        assert_eq!(
+            value(
+                &text,
+                "gavel_buyer_pings_total{buyer=\"acme\",outcome=\"capped\"}"
+            ),
+            0.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "gavel_http_requests_total{endpoint=\"/v1/ping\",status=\"429\"}"
+            ),
+            80.0
+        );
+        assert_eq!(
+            value(&text, "gavel_core_auctions_in_memory{core=\"1\"}"),
+            7.0
+        );
+        assert_eq!(value(&text, "gavel_store_commit_failures_total"), 1.0);
+        assert_eq!(value(&text, "gavel_idempotent_replays_total"), 2.0);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let (_, text) = sample_output();
+        assert!(text.contains("buyer=\"we\\\"ird\\\\buyer\\nid\""));
+        // The raw newline never reaches the output inside a sample line.
+        assert!(text
+            .lines()
+            .all(|l| l.starts_with('#') || l.starts_with("gavel_")));
+    }
+
+    #[test]
+    fn empty_snapshot_renders_zeros() {
+        let text = render_prometheus(&Snapshot::empty(&[]), &[], &StoreCounters::default());
+        assert_eq!(value(&text, "gavel_ping_duration_seconds_count"), 0.0);
+        assert_eq!(value(&text, "gavel_ping_duration_seconds_sum"), 0.0);
+        assert_eq!(
+            value(&text, "gavel_ping_duration_seconds_bucket{le=\"+Inf\"}"),
+            0.0
+        );
+    }
+
+    #[test]
+    fn promtool_check_metrics_accepts_output() {
+        use std::io::Write as _;
+        use std::process::{Command, Stdio};
+        let promtool = ["/usr/bin/promtool", "promtool"]
+            .into_iter()
+            .find(|p| Command::new(p).arg("--version").output().is_ok());
+        let Some(promtool) = promtool else {
+            println!("note: promtool not found on PATH; skipping `promtool check metrics`");
+            return;
+        };
+        let (_, realistic) = sample_output();
+        let empty = render_prometheus(&Snapshot::empty(&[]), &[], &StoreCounters::default());
+        for text in [realistic, empty] {
+            let mut child = Command::new(promtool)
+                .args(["check", "metrics"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn promtool");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())
+                .expect("write to promtool");
+            let out = child.wait_with_output().expect("promtool output");
+            assert!(
+                out.status.success(),
+                "promtool check metrics failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
