@@ -68,6 +68,21 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Benchmark-only: `false` skips all latency and counter recording, to measure what it costs.
+    pub record: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { record: true }
+    }
 }
 
 /// Where and how Gavel keeps idempotency keys, auction records and leads on disk.

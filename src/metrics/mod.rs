@@ -214,6 +214,8 @@ pub struct CoreMetrics {
     /// Start of slot number 0.
     origin: Instant,
     inner: RefCell<Inner>,
+    /// Benchmark-only switch (`metrics.record = false`): when off, every `record_*` returns at once.
+    enabled: std::cell::Cell<bool>,
 }
 
 impl CoreMetrics {
@@ -241,7 +243,13 @@ impl CoreMetrics {
                 requests: BTreeMap::new(),
                 idempotent_replays: 0,
             }),
+            enabled: std::cell::Cell::new(true),
         }
+    }
+
+    /// Turns recording on or off (off only to measure what recording costs).
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.set(on);
     }
 
     /// The buyer ids this core was created with (index = buyer index).
@@ -259,6 +267,9 @@ impl CoreMetrics {
     }
 
     fn record_series(&self, value_us: u64, pick: impl FnOnce(&mut Inner) -> &mut Series) {
+        if !self.enabled.get() {
+            return;
+        }
         let slot = self.slot_now();
         pick(&mut self.inner.borrow_mut()).record(value_us, slot);
     }
@@ -282,6 +293,9 @@ impl CoreMetrics {
     /// `Some`, its round-trip time in µs, recorded into that buyer's RTT histogram. A `buyer`
     /// index outside the list given to [`new`](Self::new) is ignored.
     pub fn record_buyer_ping(&self, buyer: usize, outcome: &str, rtt_us: Option<u64>) {
+        if !self.enabled.get() {
+            return;
+        }
         let slot = self.slot_now();
         let mut inner = self.inner.borrow_mut();
         if buyer >= inner.buyer_pings.len() {
@@ -298,6 +312,9 @@ impl CoreMetrics {
     /// An auction that ended without a winner, by reason (one of [`NO_BID_REASONS`]; others are
     /// not counted).
     pub fn record_no_bid(&self, reason: &str) {
+        if !self.enabled.get() {
+            return;
+        }
         if let Some(r) = NO_BID_REASONS.iter().position(|&x| x == reason) {
             self.inner.borrow_mut().no_bid[r] += 1;
         }
@@ -316,6 +333,9 @@ impl CoreMetrics {
     /// One HTTP request answered, by route template (e.g. `"/v1/ping"`, never a raw path) and
     /// status code.
     pub fn record_request(&self, endpoint: &'static str, status: u16) {
+        if !self.enabled.get() {
+            return;
+        }
         let mut inner = self.inner.borrow_mut();
         let key = if inner.requests.len() < MAX_ENDPOINT_STATUS_KEYS
             || inner.requests.contains_key(&(endpoint, status))
@@ -329,6 +349,9 @@ impl CoreMetrics {
 
     /// One idempotent replay (a repeated request answered from the stored result).
     pub fn record_replay(&self) {
+        if !self.enabled.get() {
+            return;
+        }
         self.inner.borrow_mut().idempotent_replays += 1;
     }
 

@@ -376,6 +376,7 @@ async fn core_main(
         open_connections: Cell::new(0),
         shared: shared.clone(),
     });
+    core.metrics.set_enabled(shared.config.metrics.record);
     // The inbox task ends when `stopped` fires, so nothing keeps this core's state (and through
     // it the shared state and the store) alive once the core has finished.
     let stopped = Shutdown::new();
