@@ -12,9 +12,7 @@ use serde::Serialize;
 use crate::auction::clearing::{self, Candidate, Cleared};
 use crate::auction::shard::InsertError;
 use crate::auction::token::Claims;
-use crate::auction::{
-    fanout, now_ms, rfc3339_ms, Auction, NoBidReason, OutcomeKind, PostState, Status,
-};
+use crate::auction::{fanout, now_ms, rfc3339_ms, Auction, NoBidReason, OutcomeKind, Status};
 use crate::auth::Client;
 use crate::config::{Scope, MAX_WINDOW_MS};
 use crate::error::ApiError;
@@ -185,23 +183,15 @@ async fn run_auction(
     let elig = shared
         .registry
         .eligibility(&ping, client.tenant, cfg.max_buyers_per_auction);
-    let auction = Auction {
-        id: auction_id.clone(),
-        tenant: client.tenant,
-        client: client.name.clone(),
-        ping: ping.clone(),
-        created_ms: now,
+    let auction = Auction::open(
+        auction_id.clone(),
+        client.tenant,
+        client.name.clone(),
+        ping.clone(),
+        now,
         deadline_ms,
-        closed_ms: None,
-        outcomes: Vec::new(),
-        status: Status::Open,
-        post: PostState::None,
-        post_attempts: Vec::new(),
-        sold: None,
-        post_fingerprint: None,
-        lead_uuid: None,
-        evict_at_ms: deadline_ms + cfg.retention_ms,
-    };
+        deadline_ms + cfg.retention_ms,
+    );
     {
         let mut shard = core.shard.borrow_mut();
         match shard.insert(auction, now) {

@@ -162,6 +162,37 @@ pub struct Auction {
     pub evict_at_ms: u64,
 }
 
+impl Auction {
+    /// A new auction, open for bids, with nothing posted yet.
+    pub fn open(
+        id: String,
+        tenant: Tenant,
+        client: String,
+        ping: Ping,
+        created_ms: u64,
+        deadline_ms: u64,
+        evict_at_ms: u64,
+    ) -> Auction {
+        Auction {
+            id,
+            tenant,
+            client,
+            ping,
+            created_ms,
+            deadline_ms,
+            closed_ms: None,
+            outcomes: Vec::new(),
+            status: Status::Open,
+            post: PostState::None,
+            post_attempts: Vec::new(),
+            sold: None,
+            post_fingerprint: None,
+            lead_uuid: None,
+            evict_at_ms,
+        }
+    }
+}
+
 /// Wall-clock now in unix milliseconds.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

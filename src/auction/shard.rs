@@ -97,15 +97,14 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auction::Status;
     use crate::config::Tenant;
 
     fn auction(id: &str, evict_at_ms: u64) -> Auction {
-        Auction {
-            id: id.into(),
-            tenant: Tenant::Sandbox,
-            client: "c".into(),
-            ping: crate::model::Ping {
+        Auction::open(
+            id.into(),
+            Tenant::Sandbox,
+            "c".into(),
+            crate::model::Ping {
                 auction_id: None,
                 vertical: "auto_insurance".into(),
                 sub_vertical: None,
@@ -121,18 +120,10 @@ mod tests {
                 attributes: Vec::new(),
                 expires_at_ms: None,
             },
-            created_ms: 0,
-            deadline_ms: 0,
-            closed_ms: None,
-            outcomes: Vec::new(),
-            status: Status::Open,
-            post: PostState::None,
-            post_attempts: Vec::new(),
-            sold: None,
-            post_fingerprint: None,
-            lead_uuid: None,
+            0,
+            0,
             evict_at_ms,
-        }
+        )
     }
 
     #[test]
