@@ -132,7 +132,12 @@ fn ensure_loaded(core: &Rc<Core>, auction_id: &str) -> Result<bool, ApiError> {
         tracing::error!(error = %e, auction_id, "auction record invalid");
         ApiError::internal("The auction record could not be read.")
     })?;
-    match core.shard.borrow_mut().insert(auction, now) {
+    let mut shard = core.shard.borrow_mut();
+    let inserted = shard.insert(auction, now);
+    core.stats()
+        .auctions_in_memory
+        .store(shard.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    match inserted {
         Ok(()) | Err(InsertError::Exists) => Ok(true),
         Err(InsertError::Full) => Err(ApiError::overloaded(
             "This core holds its maximum number of auctions; retry shortly.",

@@ -335,86 +335,6 @@ pub fn parse_post(body: &mut [u8], now_ms: u64) -> Result<Post, ApiError> {
     })
 }
 
-/// Just finds the top-level "auction_id" string without full validation (used to route a request
-/// to its owning core). Returns None if absent/not a string/JSON invalid.
-///
-/// It reads the body without rewriting it (serde_json over the borrowed bytes, other values
-/// skipped), so the owning core can still hand the untouched buffer to [`parse_post`]. A duplicate
-/// `auction_id` key yields `None`, because routing on either copy could pick the wrong core.
-pub fn peek_auction_id(body: &[u8]) -> Option<String> {
-    use serde::Deserializer as _;
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let id = de.deserialize_map(peek::TopLevel).ok()?;
-    de.end().ok()?;
-    id
-}
-
-/// The serde visitors behind [`peek_auction_id`]: a map-only visitor (a derived struct would also
-/// accept a JSON array) that compares keys without allocating and skips every other value.
-mod peek {
-    use serde::de::{self, Deserialize, IgnoredAny, MapAccess, Visitor};
-    use std::fmt;
-
-    pub(super) struct TopLevel;
-
-    impl<'de> Visitor<'de> for TopLevel {
-        type Value = Option<String>;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a JSON object")
-        }
-
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut found: Option<Option<String>> = None;
-            while let Some(key) = map.next_key::<Key>()? {
-                match key {
-                    Key::AuctionId if found.is_some() => {
-                        return Err(de::Error::duplicate_field("auction_id"));
-                    }
-                    Key::AuctionId => {
-                        let value: serde_json::Value = map.next_value()?;
-                        found = Some(match value {
-                            serde_json::Value::String(s) => Some(s),
-                            _ => None,
-                        });
-                    }
-                    Key::Other => {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-            }
-            Ok(found.flatten())
-        }
-    }
-
-    enum Key {
-        AuctionId,
-        Other,
-    }
-
-    impl<'de> Deserialize<'de> for Key {
-        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct KeyVisitor;
-            impl Visitor<'_> for KeyVisitor {
-                type Value = Key;
-
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("an object key")
-                }
-
-                fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
-                    Ok(if key == "auction_id" {
-                        Key::AuctionId
-                    } else {
-                        Key::Other
-                    })
-                }
-            }
-            d.deserialize_str(KeyVisitor)
-        }
-    }
-}
-
 /// Checks that a post's lead agrees with its ping (CONTRACT §4.2): same state, and a ZIP that
 /// starts with the ping's zip3. Returns one `lead_mismatch` field error per disagreement; empty
 /// when the lead matches.
@@ -1644,27 +1564,5 @@ mod tests {
         assert_eq!(lead_has_path(&lead, "lead.tcpa.ip_address"), Some(true));
         assert_eq!(lead_has_path(&lead, "lead.ssn"), None);
         assert_eq!(lead_has_path(&lead, "lead.address.line3"), None);
-    }
-
-    #[test]
-    fn peek_finds_the_top_level_auction_id_only() {
-        assert_eq!(
-            peek_auction_id(br#"{"lead":{"auction_id":"inner"},"auction_id":"auc_1"}"#),
-            Some("auc_1".to_owned())
-        );
-        assert_eq!(
-            peek_auction_id(br#"{"auction_id":"auc_\u0031"}"#),
-            Some("auc_1".to_owned())
-        );
-        assert_eq!(peek_auction_id(br#"{"lead":{"auction_id":"inner"}}"#), None);
-        assert_eq!(peek_auction_id(br#"{"auction_id":42}"#), None);
-        assert_eq!(peek_auction_id(br#"{"auction_id":null}"#), None);
-        assert_eq!(
-            peek_auction_id(br#"{"auction_id":"a","auction_id":"b"}"#),
-            None
-        );
-        assert_eq!(peek_auction_id(br#"{"auction_id":"auc_1""#), None);
-        assert_eq!(peek_auction_id(br#"["auction_id"]"#), None);
-        assert_eq!(peek_auction_id(b""), None);
     }
 }
