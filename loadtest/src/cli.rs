@@ -1,0 +1,273 @@
+//! Command-line interface of `gavel-load` (clap derive) and the parsers for its value formats
+//! (`5s`, `500ms`, `1m`; `10..30`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde_json::{json, Value};
+
+use crate::schedule::Arrival;
+
+/// What each scheduled arrival does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// `POST /v1/ping` only.
+    Ping,
+    /// `POST /v1/ping`, then `POST /v1/post` with the bid token of every won auction.
+    PingPost,
+    /// `GET /healthz`: the HTTP ceiling of server + generator, no auction work.
+    Healthz,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Ping => "ping",
+            Scenario::PingPost => "ping-post",
+            Scenario::Healthz => "healthz",
+        }
+    }
+}
+
+/// Open-loop load generator for Gavel (latency counted from each request's scheduled send time).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "gavel-load", version)]
+pub struct Args {
+    /// Base URL of a running Gavel (ignored with --spawn-server).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Bearer token with scopes ping and post (generated with --spawn-server).
+    #[arg(long, env = "GAVEL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[arg(long, value_enum, default_value = "ping-post")]
+    pub scenario: Scenario,
+    /// Requested arrivals per second (all generator cores together).
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Arrival process: fixed interval or Poisson (seeded by --seed).
+    #[arg(long, value_enum, default_value = "fixed")]
+    pub arrival: Arrival,
+    /// Measured window, after the warm-up (e.g. 60s, 500ms, 2m).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub duration: Duration,
+    /// Warm-up before the measured window; its requests are counted apart, not in the table.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub warmup: Duration,
+    /// Most concurrent requests (keep-alive connections) per generator core; when all are busy a
+    /// send waits, and the wait counts as latency.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Generator threads (one monoio runtime each).
+    #[arg(long, default_value_t = 1)]
+    pub cores: usize,
+    /// Seed of the Poisson arrivals and of the spawned buyer fleet.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Ping vertical.
+    #[arg(long, default_value = "auto_insurance")]
+    pub vertical: String,
+    /// States the pings rotate through (comma-separated, from TX CA FL NY IL OH GA PA AZ WA).
+    #[arg(long, value_delimiter = ',', default_value = "TX,CA,FL,NY,IL,OH,GA,PA")]
+    pub states: Vec<String>,
+    /// Per-request timeout; a request past it counts as a `timeout` transport error.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub timeout: Duration,
+    /// After the last send, how long to wait for in-flight requests before stopping.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub drain: Duration,
+    /// Generator-saturation threshold on p99 send lateness, ms. monoio's timer ticks in 1 ms, so
+    /// about 1 ms of lateness is normal.
+    #[arg(long, default_value_t = 2.0)]
+    pub max_lateness_ms: f64,
+
+    /// Start this many sandbox mock buyers in-process (gavel's MockFleet).
+    #[arg(long)]
+    pub buyers: Option<usize>,
+    /// Mock buyers' ping latency range, ms (uniform).
+    #[arg(long, value_parser = parse_range, default_value = "10..30")]
+    pub buyer_latency_ms: (u64, u64),
+    /// Share of pings each mock buyer bids on.
+    #[arg(long, default_value_t = 0.7)]
+    pub bid_rate: f64,
+    /// Share of posts each mock buyer accepts.
+    #[arg(long, default_value_t = 0.95)]
+    pub post_accept: f64,
+    /// Threads of the spawned buyer fleet.
+    #[arg(long, default_value_t = 1)]
+    pub buyer_threads: usize,
+    /// Start Gavel in-process (temp store, generated token, the spawned buyers).
+    #[arg(long)]
+    pub spawn_server: bool,
+    /// Cores of the spawned server.
+    #[arg(long, default_value_t = 1)]
+    pub server_cores: usize,
+    /// Spawned server: answer before records reach the disk (benchmark of durability's cost only).
+    #[arg(long)]
+    pub no_durable: bool,
+
+    /// Write the machine-readable report here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Exit with status 2 when the p99 of the primary phase (ping, or healthz) exceeds this, ms.
+    #[arg(long)]
+    pub slo_p99_ms: Option<f64>,
+}
+
+impl Args {
+    /// Checks cross-field rules clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.rate > 0.0 && self.rate.is_finite()) {
+            return Err("--rate must be positive".into());
+        }
+        if self.cores == 0 || self.connections == 0 {
+            return Err("--cores and --connections must be at least 1".into());
+        }
+        if self.duration.is_zero() {
+            return Err("--duration must be positive".into());
+        }
+        if self.states.is_empty() {
+            return Err("--states must name at least one state".into());
+        }
+        for s in &self.states {
+            if crate::run::zip3_of(s).is_none() {
+                return Err(format!("--states: unknown state {s:?}"));
+            }
+        }
+        if self.buyers == Some(0) {
+            return Err("--buyers must be at least 1".into());
+        }
+        if self.spawn_server && self.buyers.is_none() {
+            return Err(
+                "--spawn-server needs --buyers N (the server gets the spawned fleet)".into(),
+            );
+        }
+        if !self.spawn_server && self.scenario != Scenario::Healthz && self.token.is_none() {
+            return Err("--token (or GAVEL_TOKEN) is required unless --spawn-server".into());
+        }
+        for (name, p) in [
+            ("--bid-rate", self.bid_rate),
+            ("--post-accept", self.post_accept),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!("{name} must be in 0..=1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The request parameters, for the JSON report (the token is never included).
+    pub fn params_json(&self) -> Value {
+        json!({
+            "url": if self.spawn_server { Value::Null } else { json!(self.url) },
+            "scenario": self.scenario.name(),
+            "rate": self.rate,
+            "arrival": self.arrival,
+            "duration_s": self.duration.as_secs_f64(),
+            "warmup_s": self.warmup.as_secs_f64(),
+            "connections": self.connections,
+            "cores": self.cores,
+            "seed": self.seed,
+            "vertical": self.vertical,
+            "states": self.states,
+            "timeout_s": self.timeout.as_secs_f64(),
+            "drain_s": self.drain.as_secs_f64(),
+            "max_lateness_ms": self.max_lateness_ms,
+            "buyers": self.buyers,
+            "buyer_latency_ms": [self.buyer_latency_ms.0, self.buyer_latency_ms.1],
+            "bid_rate": self.bid_rate,
+            "post_accept": self.post_accept,
+            "buyer_threads": self.buyer_threads,
+            "spawn_server": self.spawn_server,
+            "server_cores": self.server_cores,
+            "durable": !self.no_durable,
+            "slo_p99_ms": self.slo_p99_ms,
+        })
+    }
+}
+
+/// `1.5s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (use e.g. 60s, 500ms, 2m)"))?;
+    if !(v >= 0.0 && v.is_finite()) {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(v * mult))
+}
+
+/// `A..B` (inclusive, A <= B) or a single `A`.
+pub fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let bad = || format!("invalid range {s:?} (use e.g. 10..30)");
+    let (a, b) = match s.split_once("..") {
+        Some((a, b)) => (a, b.trim_start_matches('=')),
+        None => (s, s),
+    };
+    let a: u64 = a.trim().parse().map_err(|_| bad())?;
+    let b: u64 = b.trim().parse().map_err(|_| bad())?;
+    if a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_ranges() {
+        assert_eq!(parse_duration("60s").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_range("10..30").unwrap(), (10, 30));
+        assert_eq!(parse_range("5").unwrap(), (5, 5));
+        assert!(parse_range("30..10").is_err());
+    }
+
+    #[test]
+    fn reference_command_parses() {
+        let a = Args::try_parse_from([
+            "gavel-load",
+            "--spawn-server",
+            "--buyers",
+            "5",
+            "--buyer-latency-ms",
+            "10..30",
+            "--bid-rate",
+            "0.7",
+            "--post-accept",
+            "0.95",
+            "--scenario",
+            "ping-post",
+            "--duration",
+            "60s",
+            "--warmup",
+            "10s",
+        ])
+        .unwrap();
+        a.validate().unwrap();
+        assert_eq!(a.scenario, Scenario::PingPost);
+        assert_eq!(a.buyer_latency_ms, (10, 30));
+        assert!(Args::try_parse_from(["gavel-load", "--rate", "10"])
+            .unwrap()
+            .validate()
+            .is_err());
+    }
+}

@@ -1,0 +1,177 @@
+//! The generator's HTTP client pieces that `gavel::buyers::pool::Pool` (POST only) lacks: a
+//! per-core keep-alive GET pool built the same way, and a tiny blocking GET for `/metrics`.
+
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::{AbortHandle, Abortable};
+use gavel::buyers::pool::{Answer, CallError, Origin, Target};
+use http::Request;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::client::conn::http1::SendRequest;
+
+struct Conn {
+    sender: SendRequest<Empty<Bytes>>,
+    abort: AbortHandle,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.abort.abort();
+    }
+}
+
+/// Per-core pool of idle GET connections to one origin (the generator only GETs one server).
+#[derive(Default)]
+pub struct GetPool {
+    idle: RefCell<Vec<Conn>>,
+}
+
+impl GetPool {
+    pub fn new() -> GetPool {
+        GetPool::default()
+    }
+
+    async fn connect(origin: &Origin) -> Result<Conn, CallError> {
+        use monoio::io::IntoPollIo;
+        let stream = monoio::net::TcpStream::connect((origin.host.as_str(), origin.port))
+            .await
+            .map_err(CallError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let io = stream.into_poll_io().map_err(CallError::Connect)?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(monoio_compat::hyper::MonoioIo::new(io))
+                .await
+                .map_err(CallError::Http)?;
+        let (abort, reg) = AbortHandle::new_pair();
+        monoio::spawn(Abortable::new(conn, reg));
+        Ok(Conn { sender, abort })
+    }
+
+    /// One GET; reads the whole answer (at most `max_body` bytes).
+    pub async fn get(&self, target: &Target, max_body: usize) -> Result<Answer, CallError> {
+        let pooled = self.idle.borrow_mut().pop();
+        let pooled = match pooled {
+            Some(mut c) if !c.sender.is_closed() => c.sender.ready().await.is_ok().then_some(c),
+            _ => None,
+        };
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => Self::connect(&target.origin).await?,
+        };
+        let mut req = Request::get(target.path.as_str())
+            .body(Empty::new())
+            .expect("static request parts are valid");
+        req.headers_mut()
+            .insert(http::header::HOST, target.host_header.clone());
+        let resp = conn
+            .sender
+            .send_request(req)
+            .await
+            .map_err(CallError::Http)?;
+        let (parts, body) = resp.into_parts();
+        let collected = Limited::new(body, max_body)
+            .collect()
+            .await
+            .map_err(|e| match e.downcast::<hyper::Error>() {
+                Ok(he) => CallError::Http(*he),
+                Err(_) => CallError::TooLarge(max_body),
+            })?;
+        let keep = !parts
+            .headers
+            .get(http::header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        if keep {
+            self.idle.borrow_mut().push(conn);
+        }
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: collected.to_bytes(),
+        })
+    }
+}
+
+/// Blocking `GET path` on a fresh connection (`Connection: close`); returns status and body.
+/// For `/metrics` before and after a run, never on a generator core.
+pub fn blocking_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no HTTP head"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no HTTP status"))?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Sum of every sample of `name` whose label set contains all of `labels` (e.g.
+/// `endpoint="/v1/ping"`), from Prometheus text.
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> u64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .filter(|l| labels.iter().all(|lab| l.contains(lab)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_labelled_samples() {
+        let text = "# HELP x\n\
+            gavel_http_requests_total{endpoint=\"/v1/ping\",status=\"200\"} 7\n\
+            gavel_http_requests_total{endpoint=\"/v1/ping\",status=\"422\"} 2\n\
+            gavel_http_requests_total{endpoint=\"/v1/post\",status=\"201\"} 3\n\
+            gavel_http_requests_total_other 100\n";
+        let n = "gavel_http_requests_total";
+        assert_eq!(metric_sum(text, n, &["endpoint=\"/v1/ping\""]), 9);
+        assert_eq!(
+            metric_sum(text, n, &["endpoint=\"/v1/ping\"", "status=\"200\""]),
+            7
+        );
+        assert_eq!(metric_sum(text, n, &[]), 12);
+        assert_eq!(dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), "abcde");
+    }
+}

@@ -1,0 +1,637 @@
+//! What a run measured: HDR latency histograms and counters per phase, the generator's own
+//! lateness, and the final table / JSON built from them.
+//!
+//! Phases: `ping` (scheduled send → ping answer), `post` (post sent → post answer; posts are not
+//! scheduled, they follow a won ping at once), `e2e` (ping scheduled send → post answer, won pings
+//! only), `healthz` (scheduled send → answer). Latencies are recorded in microseconds from the
+//! *scheduled* time (wrk2's coordinated-omission correction), so a stalled generator or a full
+//! connection pool shows up as latency instead of silently lowering the load.
+//!
+//! Requests whose scheduled time falls in the warm-up are counted in [`Stats::warmup`] (so a
+//! test can reconcile totals with the server's counters) but kept out of the latency table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+/// Largest latency a histogram holds (2 minutes, in µs); larger values are clamped.
+pub const HIST_MAX_US: u64 = 120_000_000;
+
+pub fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIST_MAX_US, 3).expect("static bounds are valid")
+}
+
+/// Latency of a request scheduled at `scheduled` whose answer arrived at `done`: measured from the
+/// schedule, not from when the generator actually got round to sending.
+pub fn latency_from(scheduled: Instant, done: Instant) -> Duration {
+    done.saturating_duration_since(scheduled)
+}
+
+fn us(d: Duration) -> u64 {
+    (d.as_micros() as u64).clamp(1, HIST_MAX_US)
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// One phase's answers.
+#[derive(Debug, Clone)]
+pub struct Phase {
+    /// Microseconds.
+    pub latency: Histogram<u64>,
+    /// Requests that finished (with an answer or a transport error).
+    pub count: u64,
+    /// HTTP status → count.
+    pub statuses: BTreeMap<u16, u64>,
+    /// `connect`, `http`, `timeout`, `too_large` → count (no HTTP status).
+    pub transport_errors: BTreeMap<String, u64>,
+    /// `reject_reason` of 200 answers (no_bid, unsold) → count.
+    pub reject_reasons: BTreeMap<String, u64>,
+    /// `error` code of error answers → count.
+    pub error_codes: BTreeMap<String, u64>,
+    /// `won`, `no_bid`, `sold`, `unsold` → count.
+    pub outcomes: BTreeMap<String, u64>,
+}
+
+impl Default for Phase {
+    fn default() -> Self {
+        Phase {
+            latency: new_hist(),
+            count: 0,
+            statuses: BTreeMap::new(),
+            transport_errors: BTreeMap::new(),
+            reject_reasons: BTreeMap::new(),
+            error_codes: BTreeMap::new(),
+            outcomes: BTreeMap::new(),
+        }
+    }
+}
+
+fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
+    *map.entry(key.to_string()).or_default() += 1;
+}
+
+fn merge_map<K: Ord + Clone>(into: &mut BTreeMap<K, u64>, from: &BTreeMap<K, u64>) {
+    for (k, v) in from {
+        *into.entry(k.clone()).or_default() += v;
+    }
+}
+
+impl Phase {
+    pub fn record_latency(&mut self, latency: Duration) {
+        self.latency.saturating_record(us(latency));
+    }
+
+    /// An HTTP answer: its status, and the outcome / reason / error code read from its body.
+    pub fn record_answer(
+        &mut self,
+        latency: Duration,
+        status: u16,
+        outcome: Option<&str>,
+        reject_reason: Option<&str>,
+        error_code: Option<&str>,
+    ) {
+        self.count += 1;
+        self.record_latency(latency);
+        *self.statuses.entry(status).or_default() += 1;
+        if let Some(o) = outcome {
+            bump(&mut self.outcomes, o);
+        }
+        if let Some(r) = reject_reason {
+            bump(&mut self.reject_reasons, r);
+        }
+        if let Some(e) = error_code {
+            bump(&mut self.error_codes, e);
+        }
+    }
+
+    /// A request that got no HTTP answer. Its latency is recorded too (up to the failure).
+    pub fn record_transport_error(&mut self, latency: Duration, kind: &str) {
+        self.count += 1;
+        self.record_latency(latency);
+        bump(&mut self.transport_errors, kind);
+    }
+
+    /// Non-2xx answers plus transport errors.
+    pub fn errors(&self) -> u64 {
+        let bad: u64 = self
+            .statuses
+            .iter()
+            .filter(|(s, _)| !(200..300).contains(*s))
+            .map(|(_, n)| n)
+            .sum();
+        bad + self.transport_errors.values().sum::<u64>()
+    }
+
+    pub fn merge(&mut self, o: &Phase) {
+        self.latency.add(&o.latency).expect("same bounds");
+        self.count += o.count;
+        merge_map(&mut self.statuses, &o.statuses);
+        merge_map(&mut self.transport_errors, &o.transport_errors);
+        merge_map(&mut self.reject_reasons, &o.reject_reasons);
+        merge_map(&mut self.error_codes, &o.error_codes);
+        merge_map(&mut self.outcomes, &o.outcomes);
+    }
+
+    pub fn percentiles(&self) -> Percentiles {
+        Percentiles::of(&self.latency)
+    }
+
+    fn to_json(&self, seconds: f64) -> Value {
+        json!({
+            "count": self.count,
+            "achieved_rate": if seconds > 0.0 { self.count as f64 / seconds } else { 0.0 },
+            "latency_ms": self.percentiles().to_json(),
+            "statuses": self.statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "transport_errors": self.transport_errors,
+            "reject_reasons": self.reject_reasons,
+            "error_codes": self.error_codes,
+            "outcomes": self.outcomes,
+            "errors": self.errors(),
+        })
+    }
+}
+
+/// p50 / p90 / p99 / p99.9 / max, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Percentiles {
+        if h.is_empty() {
+            return Percentiles {
+                p50: 0.0,
+                p90: 0.0,
+                p99: 0.0,
+                p999: 0.0,
+                max: 0.0,
+            };
+        }
+        Percentiles {
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        }
+    }
+
+    /// Each percentile minus `ms`, never below zero.
+    pub fn minus(&self, ms: f64) -> Percentiles {
+        let f = |v: f64| (v - ms).max(0.0);
+        Percentiles {
+            p50: f(self.p50),
+            p90: f(self.p90),
+            p99: f(self.p99),
+            p999: f(self.p999),
+            max: f(self.max),
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({"p50": self.p50, "p90": self.p90, "p99": self.p99, "p99_9": self.p999, "max": self.max})
+    }
+}
+
+/// The four phases of one window (measured or warm-up).
+#[derive(Debug, Clone, Default)]
+pub struct Phases {
+    pub ping: Phase,
+    pub post: Phase,
+    pub e2e: Phase,
+    pub healthz: Phase,
+}
+
+impl Phases {
+    pub fn merge(&mut self, o: &Phases) {
+        self.ping.merge(&o.ping);
+        self.post.merge(&o.post);
+        self.e2e.merge(&o.e2e);
+        self.healthz.merge(&o.healthz);
+    }
+}
+
+/// Everything one generator thread (or, merged, the whole run) measured.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    /// Requests scheduled at or after the warm-up.
+    pub measured: Phases,
+    /// Requests scheduled during the warm-up (counted, not in the table).
+    pub warmup: Phases,
+    /// Scheduled requests actually started (warm-up included).
+    pub sent: u64,
+    /// How late each measured request started against its schedule, µs.
+    pub lateness: Histogram<u64>,
+    /// Measured requests that waited more than 1 ms for a free connection (`--connections`).
+    pub connection_waits: u64,
+    /// Requests still in flight when the drain grace ran out (never answered).
+    pub unfinished: u64,
+    /// When the last measured request finished, counted from the schedule's start.
+    pub last_done: Duration,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            measured: Phases::default(),
+            warmup: Phases::default(),
+            sent: 0,
+            lateness: new_hist(),
+            connection_waits: 0,
+            unfinished: 0,
+            last_done: Duration::ZERO,
+        }
+    }
+}
+
+impl Stats {
+    pub fn merge(&mut self, o: &Stats) {
+        self.measured.merge(&o.measured);
+        self.warmup.merge(&o.warmup);
+        self.sent += o.sent;
+        self.lateness.add(&o.lateness).expect("same bounds");
+        self.connection_waits += o.connection_waits;
+        self.unfinished += o.unfinished;
+        self.last_done = self.last_done.max(o.last_done);
+    }
+}
+
+/// Whether the generator kept its schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Saturation {
+    pub lateness_ms: Percentiles,
+    pub threshold_ms: f64,
+    /// p99 lateness above the threshold: the generator, not the server, set the pace.
+    pub saturated: bool,
+}
+
+impl Saturation {
+    pub fn check(lateness: &Histogram<u64>, threshold_ms: f64) -> Saturation {
+        let p = Percentiles::of(lateness);
+        Saturation {
+            lateness_ms: p,
+            threshold_ms,
+            saturated: p.p99 > threshold_ms,
+        }
+    }
+}
+
+/// Where the three parties ran.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Placement {
+    pub buyers_spawned: bool,
+    pub server_spawned: bool,
+    /// One sentence for the report.
+    pub summary: String,
+    pub available_cpus: usize,
+    pub generator_driver: String,
+}
+
+/// The final report of a run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The request parameters, as given (serialized CLI).
+    pub params: Value,
+    pub scenario: String,
+    pub requested_rate: f64,
+    /// Measured window (excludes warm-up).
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub stats: Stats,
+    pub saturation: Saturation,
+    pub placement: Placement,
+    /// Upper bound of the spawned buyers' ping latency, when buyers were spawned.
+    pub buyer_latency_max_ms: Option<u64>,
+    pub slo_p99_ms: Option<f64>,
+}
+
+/// Definition printed with the engine-overhead line and put in the JSON.
+pub const ENGINE_OVERHEAD_DEFINITION: &str = "ping latency percentile (from scheduled send) minus \
+the configured buyer ping latency upper bound (--buyer-latency-ms B), clamped at 0; a conservative \
+estimate of what Gavel (plus the load generator and loopback network) adds on top of the slowest buyer";
+
+impl Report {
+    /// Seconds the achieved rates divide by: the measured window, or longer when answers kept
+    /// coming after it (from the window's start to the last measured answer).
+    fn secs(&self) -> f64 {
+        self.duration
+            .max(self.stats.last_done.saturating_sub(self.warmup))
+            .as_secs_f64()
+    }
+
+    /// The primary phase the SLO and achieved rate refer to.
+    pub fn primary(&self) -> &Phase {
+        if self.scenario == "healthz" {
+            &self.stats.measured.healthz
+        } else {
+            &self.stats.measured.ping
+        }
+    }
+
+    pub fn engine_overhead(&self) -> Option<Percentiles> {
+        let b = self.buyer_latency_max_ms?;
+        if self.scenario == "healthz" {
+            return None;
+        }
+        Some(self.stats.measured.ping.percentiles().minus(b as f64))
+    }
+
+    /// `Some(message)` when the primary phase's p99 exceeds `--slo-p99-ms`.
+    pub fn slo_breach(&self) -> Option<String> {
+        let slo = self.slo_p99_ms?;
+        let p99 = self.primary().percentiles().p99;
+        (p99 > slo).then(|| format!("SLO BREACHED: p99 {p99:.3} ms > {slo} ms"))
+    }
+
+    pub fn to_json(&self) -> Value {
+        let s = self.secs();
+        let m = &self.stats.measured;
+        let w = &self.stats.warmup;
+        json!({
+            "params": self.params,
+            "scenario": self.scenario,
+            "requested_rate": self.requested_rate,
+            "duration_s": self.duration.as_secs_f64(),
+            "rate_window_s": s,
+            "warmup_s": self.warmup.as_secs_f64(),
+            "placement": self.placement,
+            "phases": {
+                "ping": m.ping.to_json(s),
+                "post": m.post.to_json(s),
+                "e2e": m.e2e.to_json(s),
+                "healthz": m.healthz.to_json(s),
+            },
+            "warmup": {
+                "ping": w.ping.to_json(self.warmup.as_secs_f64()),
+                "post": w.post.to_json(self.warmup.as_secs_f64()),
+                "e2e": w.e2e.to_json(self.warmup.as_secs_f64()),
+                "healthz": w.healthz.to_json(self.warmup.as_secs_f64()),
+            },
+            "sent_total": self.stats.sent,
+            "unfinished": self.stats.unfinished,
+            "connection_waits": self.stats.connection_waits,
+            "generator": {
+                "lateness_ms": self.saturation.lateness_ms.to_json(),
+                "threshold_p99_ms": self.saturation.threshold_ms,
+                "saturated": self.saturation.saturated,
+            },
+            "engine_overhead": self.engine_overhead().map(|p| json!({
+                "definition": ENGINE_OVERHEAD_DEFINITION,
+                "buyer_latency_max_ms": self.buyer_latency_max_ms,
+                "ms": p.to_json(),
+            })),
+            "slo": self.slo_p99_ms.map(|x| json!({"p99_ms": x, "breached": self.slo_breach().is_some()})),
+        })
+    }
+
+    /// The human-readable final table.
+    pub fn render(&self) -> String {
+        let s = self.secs();
+        let m = &self.stats.measured;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "gavel-load: scenario {} at {} req/s requested, {:.1} s measured after {:.1} s warm-up",
+            self.scenario,
+            self.requested_rate,
+            self.duration.as_secs_f64(),
+            self.warmup.as_secs_f64()
+        );
+        let _ = writeln!(out, "placement: {}", self.placement.summary);
+        let _ = writeln!(
+            out,
+            "rate/s = answers / {s:.2} s (measured window start → last measured answer, at least the window)"
+        );
+        let _ = writeln!(
+            out,
+            "\n{:<8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}",
+            "phase",
+            "count",
+            "rate/s",
+            "requested",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms",
+            "errors"
+        );
+        let phases: Vec<(&str, &Phase, bool)> = if self.scenario == "healthz" {
+            vec![("healthz", &m.healthz, true)]
+        } else if self.scenario == "ping" {
+            vec![("ping", &m.ping, true)]
+        } else {
+            vec![
+                ("ping", &m.ping, true),
+                ("post", &m.post, false),
+                ("e2e", &m.e2e, false),
+            ]
+        };
+        for (name, p, scheduled) in &phases {
+            let q = p.percentiles();
+            let req = if *scheduled {
+                format!("{:.1}", self.requested_rate)
+            } else {
+                "-".into()
+            };
+            let _ = writeln!(
+                out,
+                "{:<8} {:>8} {:>10.1} {:>10} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>7}",
+                name,
+                p.count,
+                if s > 0.0 { p.count as f64 / s } else { 0.0 },
+                req,
+                q.p50,
+                q.p90,
+                q.p99,
+                q.p999,
+                q.max,
+                p.errors()
+            );
+        }
+        out.push('\n');
+        for (name, p, _) in &phases {
+            let mut parts = Vec::new();
+            if !p.outcomes.is_empty() {
+                parts.push(format!("outcomes {}", fmt_map(&p.outcomes)));
+            }
+            if !p.reject_reasons.is_empty() {
+                parts.push(format!("reject_reason {}", fmt_map(&p.reject_reasons)));
+            }
+            let statuses: BTreeMap<String, u64> = p
+                .statuses
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect();
+            if !statuses.is_empty() {
+                parts.push(format!("status {}", fmt_map(&statuses)));
+            }
+            if !p.error_codes.is_empty() {
+                parts.push(format!("error {}", fmt_map(&p.error_codes)));
+            }
+            if !p.transport_errors.is_empty() {
+                parts.push(format!("transport {}", fmt_map(&p.transport_errors)));
+            }
+            if !parts.is_empty() {
+                let _ = writeln!(out, "{name}: {}", parts.join("; "));
+            }
+        }
+        let w = &self.stats.warmup;
+        let _ = writeln!(
+            out,
+            "warm-up (not in the table): ping {} post {} healthz {}; sent in all {}; unfinished at stop {}",
+            w.ping.count, w.post.count, w.healthz.count, self.stats.sent, self.stats.unfinished
+        );
+        if let Some(o) = self.engine_overhead() {
+            let _ = writeln!(
+                out,
+                "\nengine overhead (ping minus buyer latency upper bound {} ms): p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3} ms",
+                self.buyer_latency_max_ms.unwrap_or(0),
+                o.p50, o.p90, o.p99, o.p999, o.max
+            );
+            let _ = writeln!(out, "  definition: {ENGINE_OVERHEAD_DEFINITION}");
+        }
+        let l = &self.saturation.lateness_ms;
+        let _ = writeln!(
+            out,
+            "\ngenerator lateness vs schedule: p50 {:.3} p99 {:.3} max {:.3} ms (threshold p99 {} ms); {} requests waited >1 ms for a connection",
+            l.p50, l.p99, l.max, self.saturation.threshold_ms, self.stats.connection_waits
+        );
+        if self.saturation.saturated {
+            let _ = writeln!(
+                out,
+                "WARNING: generator saturated: p99 send lateness {:.3} ms > {} ms; the load generator, not the server, limited the rate. Use more --cores, fewer other processes, or a lower --rate.",
+                l.p99, self.saturation.threshold_ms
+            );
+        }
+        let measured = self.primary().count.max(1);
+        if self.stats.connection_waits * 100 > measured {
+            let _ = writeln!(
+                out,
+                "NOTE: {:.1} % of requests waited for one of the --connections per core; that wait is in their latency (raise --connections to offer more concurrency)",
+                self.stats.connection_waits as f64 * 100.0 / measured as f64
+            );
+        }
+        if self.stats.unfinished > 0 {
+            let _ = writeln!(
+                out,
+                "WARNING: {} requests were still unanswered when the drain grace ran out",
+                self.stats.unfinished
+            );
+        }
+        if let Some(b) = self.slo_breach() {
+            let _ = writeln!(out, "{b}");
+        } else if let Some(x) = self.slo_p99_ms {
+            let _ = writeln!(out, "SLO met: p99 <= {x} ms");
+        }
+        out
+    }
+}
+
+fn fmt_map(m: &BTreeMap<String, u64>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_counts_from_the_schedule() {
+        let t0 = Instant::now();
+        let scheduled = t0 + Duration::from_millis(10);
+        // Sent 40 ms late, answered 5 ms after the send: latency is 45 ms, not 5.
+        let done = scheduled + Duration::from_millis(45);
+        assert_eq!(latency_from(scheduled, done), Duration::from_millis(45));
+        // An answer "before" its schedule cannot happen; it saturates at zero.
+        assert_eq!(latency_from(done, scheduled), Duration::ZERO);
+    }
+
+    #[test]
+    fn percentiles_and_counters_from_known_inputs() {
+        let mut p = Phase::default();
+        for i in 1..=1000u64 {
+            p.record_answer(Duration::from_millis(i), 200, Some("won"), None, None);
+        }
+        p.record_answer(
+            Duration::from_millis(1),
+            200,
+            Some("no_bid"),
+            Some("no_bids"),
+            None,
+        );
+        p.record_answer(
+            Duration::from_millis(1),
+            422,
+            None,
+            None,
+            Some("validation"),
+        );
+        p.record_transport_error(Duration::from_millis(1), "connect");
+        let q = p.percentiles();
+        assert_eq!(p.count, 1003);
+        assert_eq!(p.errors(), 2);
+        assert_eq!(p.outcomes["won"], 1000);
+        assert_eq!(p.outcomes["no_bid"], 1);
+        assert_eq!(p.reject_reasons["no_bids"], 1);
+        assert_eq!(p.error_codes["validation"], 1);
+        // 1003 values: three at 1 ms, then 1..=1000 ms. The p-th percentile is the value at rank
+        // ceil(p × 1003), reported as HDR's bucket top (3 significant figures: within 0.2 %).
+        let close = |a: f64, b: f64| (a - b).abs() <= b * 0.002 + 0.002;
+        assert!(close(q.p50, 499.0), "p50 {}", q.p50);
+        assert!(close(q.p90, 900.0), "p90 {}", q.p90);
+        assert!(close(q.p99, 990.0), "p99 {}", q.p99);
+        assert!(close(q.max, 1000.0), "max {}", q.max);
+        let mut merged = Phase::default();
+        merged.merge(&p);
+        merged.merge(&p);
+        assert_eq!(merged.count, 2006);
+        assert_eq!(merged.statuses[&200], 2002);
+        assert_eq!(merged.transport_errors["connect"], 2);
+        assert_eq!(merged.percentiles(), q);
+    }
+
+    #[test]
+    fn overhead_subtracts_and_clamps() {
+        let p = Percentiles {
+            p50: 25.0,
+            p90: 31.0,
+            p99: 40.0,
+            p999: 50.0,
+            max: 60.0,
+        };
+        let o = p.minus(30.0);
+        assert_eq!(o.p50, 0.0);
+        assert_eq!(o.p90, 1.0);
+        assert_eq!(o.p99, 10.0);
+    }
+
+    #[test]
+    fn saturation_from_synthetic_lateness() {
+        let mut on_time = new_hist();
+        for _ in 0..1000 {
+            on_time.record(300).unwrap(); // 0.3 ms: timer granularity
+        }
+        assert!(!Saturation::check(&on_time, 2.0).saturated);
+        let mut behind = on_time.clone();
+        for i in 0..50 {
+            behind.record(5_000 + i * 1000).unwrap(); // 5 % of sends 5–55 ms late
+        }
+        let s = Saturation::check(&behind, 2.0);
+        assert!(s.saturated);
+        assert!(s.lateness_ms.p99 > 40.0);
+    }
+}

@@ -1,0 +1,429 @@
+//! The generator: one OS thread per `--cores`, each running its own monoio runtime, its own
+//! keep-alive pools and its own slice of the arrival schedule; nothing is shared between threads
+//! until each hands back its [`Stats`] at the end.
+//!
+//! For every arrival a thread sleeps until the scheduled instant and *spawns* the request, so a
+//! slow answer never delays the next send. At most `--connections` requests per thread are in
+//! flight; an arrival that finds them all busy waits, and because latency counts from the
+//! scheduled time, that wait is part of its latency (and is counted in `connection_waits`).
+//! Sending stops at warm-up + duration; in-flight requests then get `--drain` to finish.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use gavel::buyers::pool::{Answer, CallError, Pool, Target};
+use gavel::config::Driver;
+use http::{HeaderName, HeaderValue};
+use serde::Deserialize;
+
+use crate::cli::Scenario;
+use crate::client::GetPool;
+use crate::report::{latency_from, Phase, Phases, Stats};
+use crate::schedule::{thread_slice, Arrival};
+
+/// Largest answer body read.
+const MAX_BODY: usize = 256 * 1024;
+/// A wait for a free connection longer than this counts in `connection_waits`.
+const CONNECTION_WAIT_NOTE: Duration = Duration::from_millis(1);
+
+/// What the generator threads need to know.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Base URL, e.g. `http://127.0.0.1:8080`.
+    pub base_url: String,
+    pub token: Option<String>,
+    pub scenario: Scenario,
+    pub arrival: Arrival,
+    pub rate: f64,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub connections: usize,
+    pub cores: usize,
+    pub seed: u64,
+    pub vertical: String,
+    pub states: Vec<String>,
+    pub timeout: Duration,
+    pub drain: Duration,
+}
+
+/// A zip3 inside each state the pings rotate through (the post's address must agree with it).
+pub fn zip3_of(state: &str) -> Option<&'static str> {
+    Some(match state {
+        "TX" => "770",
+        "CA" => "900",
+        "FL" => "331",
+        "NY" => "100",
+        "IL" => "606",
+        "OH" => "441",
+        "GA" => "303",
+        "PA" => "191",
+        "AZ" => "850",
+        "WA" => "981",
+        _ => return None,
+    })
+}
+
+/// The ping for arrival number `index`: a fixed lead shape with the state taken round-robin.
+pub fn ping_body(vertical: &str, state: &str) -> Bytes {
+    let zip3 = zip3_of(state).unwrap_or("770");
+    Bytes::from(
+        serde_json::json!({
+            "vertical": vertical,
+            "state": state,
+            "zip3": zip3,
+            "source": "google_ads",
+            "tcpa_consent": true,
+            "ai_quality_score": 0.84,
+            "currently_insured": true,
+            "vehicle_count": 2,
+            "driver_age_band": "35-44"
+        })
+        .to_string(),
+    )
+}
+
+/// The post for a won auction, agreeing with its ping's state and zip3.
+pub fn post_body(auction_id: &str, bid_token: &str, state: &str) -> Bytes {
+    let zip3 = zip3_of(state).unwrap_or("770");
+    Bytes::from(
+        serde_json::json!({
+            "auction_id": auction_id,
+            "bid_token": bid_token,
+            "lead": {
+                "first_name": "Load",
+                "last_name": "Test",
+                "email": "load.test@example.com",
+                "phone": "+15125550182",
+                "address": {"line1": "1 Load St", "city": "Testville", "state": state, "zip": format!("{zip3}01")},
+                "tcpa": {
+                    "consent_text": "By clicking submit, I consent to be contacted.",
+                    "consent_timestamp": "2026-05-11T14:21:58Z",
+                    "ip_address": "203.0.113.42"
+                }
+            }
+        })
+        .to_string(),
+    )
+}
+
+/// The fields of a ping / post / error answer the report needs.
+#[derive(Debug, Default, Deserialize)]
+struct Body {
+    status: Option<String>,
+    auction_id: Option<String>,
+    bid: Option<Bid>,
+    reject_reason: Option<String>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Bid {
+    bid_token: String,
+}
+
+/// A tiny single-thread semaphore: the per-thread connection limit.
+struct Permits {
+    free: Cell<usize>,
+    waiters: RefCell<VecDeque<oneshot::Sender<()>>>,
+}
+
+struct Permit(Rc<Permits>);
+
+impl Permits {
+    fn new(n: usize) -> Rc<Permits> {
+        Rc::new(Permits {
+            free: Cell::new(n),
+            waiters: RefCell::new(VecDeque::new()),
+        })
+    }
+
+    async fn acquire(self: &Rc<Self>) -> Permit {
+        if self.free.get() > 0 {
+            self.free.set(self.free.get() - 1);
+            return Permit(self.clone());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.borrow_mut().push_back(tx);
+        // The sender is only dropped unsent when the runtime is torn down.
+        let _ = rx.await;
+        Permit(self.clone())
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        // Hand the permit straight to the oldest live waiter, else return it.
+        loop {
+            let next = self.0.waiters.borrow_mut().pop_front();
+            match next {
+                Some(tx) => {
+                    if tx.send(()).is_ok() {
+                        return;
+                    }
+                }
+                None => {
+                    self.0.free.set(self.0.free.get() + 1);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+struct Ctx {
+    cfg: RunConfig,
+    pool: Pool,
+    get_pool: GetPool,
+    permits: Rc<Permits>,
+    ping: Target,
+    post: Target,
+    healthz: Target,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    stats: RefCell<Stats>,
+    in_flight: Cell<usize>,
+    /// Instant of schedule offset zero (shared by every thread).
+    start: Instant,
+}
+
+/// Runs the whole schedule on `cfg.cores` threads of `driver` and returns the merged stats.
+pub fn run(cfg: &RunConfig, driver: Driver) -> Result<Stats, String> {
+    let base = cfg.base_url.trim_end_matches('/');
+    for path in ["/v1/ping", "/v1/post", "/healthz"] {
+        Target::parse(&format!("{base}{path}"))?;
+    }
+    if let Some(t) = &cfg.token {
+        HeaderValue::from_str(&format!("Bearer {t}")).map_err(|e| format!("--token: {e}"))?;
+    }
+    // Every thread counts from the same start, a little ahead so all of them are ready.
+    let start = Instant::now() + Duration::from_millis(50);
+    let mut threads = Vec::with_capacity(cfg.cores);
+    for i in 0..cfg.cores {
+        let cfg = cfg.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("gavel-load-{i}"))
+            .spawn(move || {
+                gavel::runtime::block_on(driver, 1024, || generator(cfg, i, start))
+                    .map_err(|e| format!("generator {i}: cannot start runtime: {e}"))
+            })
+            .map_err(|e| format!("cannot spawn generator thread: {e}"))?;
+        threads.push(t);
+    }
+    let mut total = Stats::default();
+    for t in threads {
+        let stats = t
+            .join()
+            .map_err(|_| "a generator thread panicked".to_string())??;
+        total.merge(&stats);
+    }
+    Ok(total)
+}
+
+async fn generator(cfg: RunConfig, thread: usize, start: Instant) -> Stats {
+    let base = cfg.base_url.trim_end_matches('/').to_string();
+    let target = |p: &str| Target::parse(&format!("{base}{p}")).expect("checked in run()");
+    let mut headers = Vec::new();
+    if let Some(t) = &cfg.token {
+        headers.push((
+            http::header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {t}")).expect("checked in run()"),
+        ));
+    }
+    let ctx = Rc::new(Ctx {
+        pool: Pool::new(),
+        get_pool: GetPool::new(),
+        permits: Permits::new(cfg.connections),
+        ping: target("/v1/ping"),
+        post: target("/v1/post"),
+        healthz: target("/healthz"),
+        headers,
+        stats: RefCell::new(Stats::default()),
+        in_flight: Cell::new(0),
+        start,
+        cfg,
+    });
+    let cfg = &ctx.cfg;
+    let end = cfg.warmup + cfg.duration;
+    let arrivals = thread_slice(cfg.arrival, cfg.rate, cfg.seed, thread, cfg.cores, end);
+    for (n, offset) in arrivals.enumerate() {
+        let at = start + offset;
+        if at > Instant::now() {
+            monoio::time::sleep_until(at.into()).await;
+        }
+        let index = thread + n * cfg.cores;
+        ctx.in_flight.set(ctx.in_flight.get() + 1);
+        monoio::spawn(one(ctx.clone(), at, offset < cfg.warmup, index));
+    }
+    let deadline = Instant::now() + cfg.drain;
+    while ctx.in_flight.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut stats = std::mem::take(&mut *ctx.stats.borrow_mut());
+    stats.unfinished = ctx.in_flight.get() as u64;
+    stats
+}
+
+fn transport_kind(e: &CallError) -> &'static str {
+    match e {
+        CallError::Connect(_) => "connect",
+        CallError::Http(_) => "http",
+        CallError::TooLarge(_) => "too_large",
+    }
+}
+
+/// Outcome of one call: the answer, or a transport error kind.
+type Outcome = Result<Answer, &'static str>;
+
+async fn call<F: std::future::Future<Output = Result<Answer, CallError>>>(
+    timeout: Duration,
+    fut: F,
+) -> Outcome {
+    match monoio::time::timeout(timeout, fut).await {
+        Ok(Ok(a)) => Ok(a),
+        Ok(Err(e)) => Err(transport_kind(&e)),
+        Err(_) => Err("timeout"),
+    }
+}
+
+/// Records `outcome` in `phase`; `ok_outcome` names the answer's business outcome from its body.
+fn record(phase: &mut Phase, latency: Duration, outcome: &Outcome, body: &Body) {
+    match outcome {
+        Ok(a) => {
+            let status = a.status.as_u16();
+            let business = if (200..300).contains(&status) {
+                body.status.as_deref()
+            } else {
+                None
+            };
+            phase.record_answer(
+                latency,
+                status,
+                business,
+                body.reject_reason.as_deref(),
+                body.error.as_deref(),
+            );
+        }
+        Err(kind) => phase.record_transport_error(latency, kind),
+    }
+}
+
+fn parse_body(outcome: &Outcome) -> Body {
+    match outcome {
+        Ok(a) => serde_json::from_slice(&a.body).unwrap_or_default(),
+        Err(_) => Body::default(),
+    }
+}
+
+fn with_phases<R>(ctx: &Ctx, warm: bool, f: impl FnOnce(&mut Phases) -> R) -> R {
+    let mut s = ctx.stats.borrow_mut();
+    f(if warm { &mut s.warmup } else { &mut s.measured })
+}
+
+/// One scheduled arrival, from its scheduled instant `at` to its last answer.
+async fn one(ctx: Rc<Ctx>, at: Instant, warm: bool, index: usize) {
+    let cfg = &ctx.cfg;
+    {
+        let mut s = ctx.stats.borrow_mut();
+        s.sent += 1;
+        if !warm {
+            let late = latency_from(at, Instant::now());
+            s.lateness
+                .saturating_record((late.as_micros() as u64).max(1));
+        }
+    }
+    let waited = Instant::now();
+    let _permit = ctx.permits.acquire().await;
+    if !warm && waited.elapsed() > CONNECTION_WAIT_NOTE {
+        ctx.stats.borrow_mut().connection_waits += 1;
+    }
+    match cfg.scenario {
+        Scenario::Healthz => {
+            let out = call(cfg.timeout, ctx.get_pool.get(&ctx.healthz, MAX_BODY)).await;
+            let latency = latency_from(at, Instant::now());
+            with_phases(&ctx, warm, |p| {
+                record(&mut p.healthz, latency, &out, &Body::default())
+            });
+        }
+        Scenario::Ping | Scenario::PingPost => {
+            let state = &cfg.states[index % cfg.states.len()];
+            let body = ping_body(&cfg.vertical, state);
+            let out = call(
+                cfg.timeout,
+                ctx.pool.post_json(&ctx.ping, &ctx.headers, body, MAX_BODY),
+            )
+            .await;
+            let latency = latency_from(at, Instant::now());
+            let parsed = parse_body(&out);
+            with_phases(&ctx, warm, |p| record(&mut p.ping, latency, &out, &parsed));
+            let won = matches!(&out, Ok(a) if a.status.as_u16() == 200)
+                && parsed.status.as_deref() == Some("won");
+            if cfg.scenario == Scenario::PingPost && won {
+                if let (Some(auction), Some(bid)) = (&parsed.auction_id, &parsed.bid) {
+                    let body = post_body(auction, &bid.bid_token, state);
+                    let sent = Instant::now();
+                    let out = call(
+                        cfg.timeout,
+                        ctx.pool.post_json(&ctx.post, &ctx.headers, body, MAX_BODY),
+                    )
+                    .await;
+                    let done = Instant::now();
+                    let parsed = parse_body(&out);
+                    with_phases(&ctx, warm, |p| {
+                        record(&mut p.post, latency_from(sent, done), &out, &parsed);
+                        record(&mut p.e2e, latency_from(at, done), &out, &parsed);
+                    });
+                }
+            }
+        }
+    }
+    if !warm {
+        let mut s = ctx.stats.borrow_mut();
+        s.last_done = s
+            .last_done
+            .max(Instant::now().saturating_duration_since(ctx.start));
+    }
+    ctx.in_flight.set(ctx.in_flight.get() - 1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_agree_on_state_and_zip() {
+        let ping: serde_json::Value =
+            serde_json::from_slice(&ping_body("auto_insurance", "CA")).unwrap();
+        assert_eq!(ping["state"], "CA");
+        assert_eq!(ping["zip3"], "900");
+        let post: serde_json::Value =
+            serde_json::from_slice(&post_body("auc_1", "bid_x", "CA")).unwrap();
+        assert_eq!(post["lead"]["address"]["state"], "CA");
+        assert!(post["lead"]["address"]["zip"]
+            .as_str()
+            .unwrap()
+            .starts_with("900"));
+    }
+
+    #[test]
+    fn permits_bound_concurrency() {
+        gavel::runtime::block_on(Driver::Legacy, 64, || async {
+            let p = Permits::new(2);
+            let a = p.acquire().await;
+            let _b = p.acquire().await;
+            assert_eq!(p.free.get(), 0);
+            let p2 = p.clone();
+            let waiter = monoio::spawn(async move {
+                let _c = p2.acquire().await;
+            });
+            monoio::time::sleep(Duration::from_millis(2)).await;
+            assert_eq!(p.waiters.borrow().len(), 1);
+            drop(a);
+            waiter.await;
+            assert_eq!(p.free.get(), 1);
+        })
+        .unwrap();
+    }
+}

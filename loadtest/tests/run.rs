@@ -1,0 +1,147 @@
+//! End to end: spawn 3 mock buyers and Gavel in-process, run `ping-post` at 100/s for 2 s after a
+//! 0.5 s warm-up, and reconcile the generator's counts with the server's own `/metrics` counters.
+//!
+//! Counting rule under test: every scheduled ping is counted exactly once, in `warmup` (scheduled
+//! before the warm-up ended) or in `measured`, so warm-up + measured = what the server received.
+
+use std::time::Duration;
+
+use gavel_load::cli::Scenario;
+use gavel_load::client::{blocking_get, metric_sum};
+use gavel_load::run::RunConfig;
+use gavel_load::schedule::Arrival;
+use gavel_load::spawn::SpawnConfig;
+
+fn server_count(text: &str, endpoint: &str, status: Option<u16>) -> u64 {
+    let ep = format!("endpoint=\"{endpoint}\"");
+    match status {
+        Some(s) => {
+            let st = format!("status=\"{s}\"");
+            metric_sum(text, "gavel_http_requests_total", &[&ep, &st])
+        }
+        None => metric_sum(text, "gavel_http_requests_total", &[&ep]),
+    }
+}
+
+#[test]
+fn ping_post_counts_match_the_servers_counters() {
+    let spawned = gavel_load::spawn::start(&SpawnConfig {
+        buyers: 3,
+        buyer_latency_ms: (1, 3),
+        bid_rate: 0.7,
+        post_accept: 0.95,
+        buyer_threads: 1,
+        seed: 5,
+        server: true,
+        server_cores: 2,
+        durable: true,
+    })
+    .expect("fleet and server start");
+    let server = spawned.server.as_ref().expect("server spawned").addr;
+    let cfg = RunConfig {
+        base_url: spawned.base_url.clone().unwrap(),
+        token: spawned.token.clone(),
+        scenario: Scenario::PingPost,
+        arrival: Arrival::Fixed,
+        rate: 100.0,
+        duration: Duration::from_secs(2),
+        warmup: Duration::from_millis(500),
+        connections: 16,
+        cores: 2,
+        seed: 1,
+        vertical: "auto_insurance".into(),
+        states: vec!["TX".into(), "CA".into(), "NY".into()],
+        timeout: Duration::from_secs(5),
+        drain: Duration::from_secs(5),
+    };
+    let stats = gavel_load::run::run(&cfg, gavel_load::app::generator_driver()).expect("run");
+    let (status, metrics) = blocking_get(server, "/metrics").expect("GET /metrics");
+    assert_eq!(status, 200);
+    spawned.stop();
+
+    let m = &stats.measured;
+    let w = &stats.warmup;
+    // Fixed schedule: exactly rate × (warm-up + duration) arrivals, split 50 / 200.
+    assert_eq!(stats.sent, 250);
+    assert_eq!(w.ping.count, 50);
+    assert_eq!(m.ping.count, 200);
+    assert_eq!(stats.unfinished, 0);
+
+    let pings = w.ping.count + m.ping.count;
+    assert_eq!(pings, server_count(&metrics, "/v1/ping", None), "{metrics}");
+    let ok = |p: &gavel_load::report::Phase, s: u16| p.statuses.get(&s).copied().unwrap_or(0);
+    assert_eq!(
+        ok(&w.ping, 200) + ok(&m.ping, 200),
+        server_count(&metrics, "/v1/ping", Some(200))
+    );
+    assert_eq!(m.ping.errors() + w.ping.errors(), 0, "{:?}", m.ping);
+
+    // Every won ping was posted, and the server saw exactly those posts.
+    let won = w.ping.outcomes.get("won").copied().unwrap_or(0)
+        + m.ping.outcomes.get("won").copied().unwrap_or(0);
+    assert!(won > 0);
+    let posts = w.post.count + m.post.count;
+    assert_eq!(posts, won);
+    assert_eq!(posts, server_count(&metrics, "/v1/post", None));
+    for s in [200, 201] {
+        assert_eq!(
+            ok(&w.post, s) + ok(&m.post, s),
+            server_count(&metrics, "/v1/post", Some(s)),
+            "post status {s}"
+        );
+    }
+    // Outcomes add up: won + no_bid = pings; sold + unsold = posts; e2e mirrors post.
+    let count = |p: &gavel_load::report::Phase, k: &str| p.outcomes.get(k).copied().unwrap_or(0);
+    assert_eq!(
+        count(&m.ping, "won") + count(&m.ping, "no_bid"),
+        m.ping.count
+    );
+    assert_eq!(
+        count(&m.post, "sold") + count(&m.post, "unsold"),
+        m.post.count
+    );
+    assert_eq!(m.e2e.count, m.post.count);
+    assert!(count(&m.post, "sold") > 0);
+    // End-to-end latency includes the ping, so it is never below the post's alone.
+    assert!(m.e2e.percentiles().p50 >= m.post.percentiles().p50);
+    // Latency counts from the schedule: no ping answered faster than the fastest buyer (1 ms).
+    assert!(m.ping.latency.min() >= 1_000);
+}
+
+#[test]
+fn healthz_scenario_needs_no_token() {
+    let spawned = gavel_load::spawn::start(&SpawnConfig {
+        buyers: 1,
+        buyer_latency_ms: (1, 1),
+        bid_rate: 0.5,
+        post_accept: 1.0,
+        buyer_threads: 1,
+        seed: 1,
+        server: true,
+        server_cores: 1,
+        durable: false,
+    })
+    .expect("start");
+    let cfg = RunConfig {
+        base_url: spawned.base_url.clone().unwrap(),
+        token: None,
+        scenario: Scenario::Healthz,
+        arrival: Arrival::Poisson,
+        rate: 200.0,
+        duration: Duration::from_millis(500),
+        warmup: Duration::ZERO,
+        connections: 4,
+        cores: 1,
+        seed: 3,
+        vertical: "auto_insurance".into(),
+        states: vec!["TX".into()],
+        timeout: Duration::from_secs(5),
+        drain: Duration::from_secs(2),
+    };
+    let stats = gavel_load::run::run(&cfg, gavel_load::app::generator_driver()).expect("run");
+    spawned.stop();
+    let h = &stats.measured.healthz;
+    assert!(h.count > 50, "{}", h.count);
+    assert_eq!(h.statuses.get(&200).copied(), Some(h.count));
+    assert_eq!(stats.sent, h.count);
+}
