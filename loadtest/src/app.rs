@@ -23,6 +23,7 @@ pub fn spawn_config(args: &Args) -> SpawnConfig {
         seed: args.seed,
         server: args.spawn_server,
         server_cores: args.server_cores,
+        server_driver: args.server_driver,
         durable: !args.no_durable,
     }
 }
@@ -43,6 +44,7 @@ pub fn run_config(args: &Args, spawned: &Spawned) -> RunConfig {
         states: args.states.clone(),
         timeout: args.timeout,
         drain: args.drain,
+        intervals: args.hdr_log.is_some(),
     }
 }
 
@@ -52,6 +54,18 @@ fn is_loopback(url: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The spawned server's driver as set, and what `auto` resolves to here: `auto (uring)`.
+pub fn server_driver_name(d: Driver) -> String {
+    let name = |d: Driver| format!("{d:?}").to_lowercase();
+    match d {
+        Driver::Auto => match gavel::runtime::resolve_driver(Driver::Auto) {
+            Ok(r) => format!("auto ({})", name(r)),
+            Err(_) => "auto".into(),
+        },
+        other => name(other),
+    }
+}
+
 pub fn placement(args: &Args, driver: Driver) -> Placement {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -59,8 +73,11 @@ pub fn placement(args: &Args, driver: Driver) -> Placement {
     let spawned_buyers = args.buyers.is_some();
     let summary = if args.spawn_server {
         format!(
-            "generator ({} cores), mock buyers ({} threads) and Gavel ({} cores, unpinned) all shared this machine ({cpus} CPUs), in one process",
-            args.cores, args.buyer_threads, args.server_cores
+            "generator ({} cores), mock buyers ({} threads) and Gavel ({} cores, driver {}, unpinned) all shared this machine ({cpus} CPUs), in one process",
+            args.cores,
+            args.buyer_threads,
+            args.server_cores,
+            server_driver_name(args.server_driver)
         )
     } else {
         let server = if is_loopback(&args.url) {
@@ -86,6 +103,9 @@ pub fn placement(args: &Args, driver: Driver) -> Placement {
         summary,
         available_cpus: cpus,
         generator_driver: format!("{driver:?}").to_lowercase(),
+        server_driver: args
+            .spawn_server
+            .then(|| server_driver_name(args.server_driver)),
     }
 }
 
@@ -127,7 +147,52 @@ pub fn execute(args: &Args) -> Result<Report, String> {
         args.duration,
         args.warmup
     );
-    let stats = crate::run::run(&cfg, driver);
+    let phase = if args.scenario == crate::cli::Scenario::Healthz {
+        "healthz"
+    } else {
+        "ping"
+    };
+    let stats = match crate::progress::start(phase) {
+        Ok((publisher, line)) => {
+            let stats = crate::run::run_with_progress(&cfg, driver, Some(publisher));
+            line.finish();
+            stats
+        }
+        Err(e) => Err(e),
+    };
     spawned.stop();
     Ok(report(args, stats?, driver))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn server_driver_in_placement_and_json() {
+        let a = Args::try_parse_from([
+            "gavel-load",
+            "--spawn-server",
+            "--buyers",
+            "1",
+            "--server-driver",
+            "legacy",
+        ])
+        .unwrap();
+        let p = placement(&a, Driver::Legacy);
+        assert!(p.summary.contains("driver legacy"), "{}", p.summary);
+        assert_eq!(p.server_driver.as_deref(), Some("legacy"));
+        assert_eq!(spawn_config(&a).server_driver, Driver::Legacy);
+        assert_eq!(a.params_json()["server_driver"], "legacy");
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json["server_driver"], "legacy");
+        let auto = Args::try_parse_from(["gavel-load", "--spawn-server", "--buyers", "1"]).unwrap();
+        assert!(placement(&auto, Driver::Legacy)
+            .server_driver
+            .unwrap()
+            .starts_with("auto"));
+        let remote = Args::try_parse_from(["gavel-load", "--token", "t"]).unwrap();
+        assert_eq!(placement(&remote, Driver::Legacy).server_driver, None);
+    }
 }

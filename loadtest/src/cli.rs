@@ -102,6 +102,10 @@ pub struct Args {
     /// Cores of the spawned server.
     #[arg(long, default_value_t = 1)]
     pub server_cores: usize,
+    /// Spawned server's io driver (`server.driver`): auto (io_uring where the kernel allows it,
+    /// else epoll), uring, or legacy (epoll).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub server_driver: gavel::config::Driver,
     /// Spawned server: answer before records reach the disk (benchmark of durability's cost only).
     #[arg(long)]
     pub no_durable: bool,
@@ -109,6 +113,13 @@ pub struct Args {
     /// Write the machine-readable report here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write the measured latencies here as an HdrHistogram interval log (one histogram per
+    /// second per phase, tagged with the phase name; values in µs).
+    #[arg(long)]
+    pub hdr_log: Option<PathBuf>,
+    /// Draw the latency-by-percentile plot here (one line per phase); `.svg` or `.png`.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
     /// Exit with status 2 when the p99 of the primary phase (ping, or healthz) exceeds this, ms.
     #[arg(long)]
     pub slo_p99_ms: Option<f64>,
@@ -132,6 +143,15 @@ impl Args {
         for s in &self.states {
             if crate::run::zip3_of(s).is_none() {
                 return Err(format!("--states: unknown state {s:?}"));
+            }
+        }
+        if let Some(p) = &self.plot {
+            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+            if !ext.eq_ignore_ascii_case("svg") && !ext.eq_ignore_ascii_case("png") {
+                return Err(format!(
+                    "--plot {}: the file name must end in .svg or .png",
+                    p.display()
+                ));
             }
         }
         if self.buyers == Some(0) {
@@ -180,8 +200,11 @@ impl Args {
             "buyer_threads": self.buyer_threads,
             "spawn_server": self.spawn_server,
             "server_cores": self.server_cores,
+            "server_driver": format!("{:?}", self.server_driver).to_lowercase(),
             "durable": !self.no_durable,
             "slo_p99_ms": self.slo_p99_ms,
+            "hdr_log": self.hdr_log,
+            "plot": self.plot,
         })
     }
 }

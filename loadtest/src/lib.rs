@@ -9,6 +9,8 @@
 pub mod app;
 pub mod cli;
 pub mod client;
+pub mod plot;
+pub mod progress;
 pub mod report;
 pub mod run;
 pub mod schedule;

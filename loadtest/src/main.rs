@@ -29,6 +29,25 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    if let Some(path) = &args.hdr_log {
+        let written = std::fs::File::create(path)
+            .map_err(|e| e.to_string())
+            .and_then(|f| {
+                let mut w = std::io::BufWriter::new(f);
+                report.write_hdr_log(&mut w)?;
+                std::io::Write::flush(&mut w).map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
+            eprintln!("gavel-load: cannot write {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    }
+    if let Some(path) = &args.plot {
+        if let Err(e) = gavel_load::plot::plot(&report, path) {
+            eprintln!("gavel-load: cannot write {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    }
     if report.slo_breach().is_some() {
         return ExitCode::from(2);
     }

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
@@ -55,6 +55,9 @@ pub struct Phase {
     pub error_codes: BTreeMap<String, u64>,
     /// `won`, `no_bid`, `sold`, `unsold` → count.
     pub outcomes: BTreeMap<String, u64>,
+    /// Per-second interval histograms (µs), keyed by the second of the measured window in which
+    /// the request finished; only kept when asked for (`--hdr-log`).
+    pub intervals: BTreeMap<u64, Histogram<u64>>,
 }
 
 impl Default for Phase {
@@ -67,6 +70,7 @@ impl Default for Phase {
             reject_reasons: BTreeMap::new(),
             error_codes: BTreeMap::new(),
             outcomes: BTreeMap::new(),
+            intervals: BTreeMap::new(),
         }
     }
 }
@@ -84,6 +88,14 @@ fn merge_map<K: Ord + Clone>(into: &mut BTreeMap<K, u64>, from: &BTreeMap<K, u64
 impl Phase {
     pub fn record_latency(&mut self, latency: Duration) {
         self.latency.saturating_record(us(latency));
+    }
+
+    /// Adds `latency` to the interval histogram of second `second` of the measured window.
+    pub fn record_interval(&mut self, second: u64, latency: Duration) {
+        self.intervals
+            .entry(second)
+            .or_insert_with(new_hist)
+            .saturating_record(us(latency));
     }
 
     /// An HTTP answer: its status, and the outcome / reason / error code read from its body.
@@ -135,6 +147,13 @@ impl Phase {
         merge_map(&mut self.reject_reasons, &o.reject_reasons);
         merge_map(&mut self.error_codes, &o.error_codes);
         merge_map(&mut self.outcomes, &o.outcomes);
+        for (sec, h) in &o.intervals {
+            self.intervals
+                .entry(*sec)
+                .or_insert_with(new_hist)
+                .add(h)
+                .expect("same bounds");
+        }
     }
 
     pub fn percentiles(&self) -> Percentiles {
@@ -238,6 +257,8 @@ pub struct Stats {
     pub unfinished: u64,
     /// When the last measured request finished, counted from the schedule's start.
     pub last_done: Duration,
+    /// Wall-clock time of the schedule's start (offset zero), for the interval log.
+    pub started_at: Option<SystemTime>,
 }
 
 impl Default for Stats {
@@ -250,6 +271,7 @@ impl Default for Stats {
             connection_waits: 0,
             unfinished: 0,
             last_done: Duration::ZERO,
+            started_at: None,
         }
     }
 }
@@ -263,6 +285,7 @@ impl Stats {
         self.connection_waits += o.connection_waits;
         self.unfinished += o.unfinished;
         self.last_done = self.last_done.max(o.last_done);
+        self.started_at = self.started_at.or(o.started_at);
     }
 }
 
@@ -295,6 +318,9 @@ pub struct Placement {
     pub summary: String,
     pub available_cpus: usize,
     pub generator_driver: String,
+    /// The spawned server's `server.driver` (`auto (uring)`, `uring`, `legacy`); none when the
+    /// server was not spawned.
+    pub server_driver: Option<String>,
 }
 
 /// The final report of a run.
@@ -394,10 +420,66 @@ impl Report {
         })
     }
 
+    /// The phases the scenario produces, in table order: name, measured phase, and whether it is
+    /// scheduled (its requested rate is `--rate`).
+    pub fn shown_phases(&self) -> Vec<(&'static str, &Phase, bool)> {
+        let m = &self.stats.measured;
+        if self.scenario == "healthz" {
+            vec![("healthz", &m.healthz, true)]
+        } else if self.scenario == "ping" {
+            vec![("ping", &m.ping, true)]
+        } else {
+            vec![
+                ("ping", &m.ping, true),
+                ("post", &m.post, false),
+                ("e2e", &m.e2e, false),
+            ]
+        }
+    }
+
+    /// Writes the measured window's per-second interval histograms in the HdrHistogram interval
+    /// log format (V2 deflate-compressed, values in µs, max column in ms), one histogram per
+    /// second per phase, tagged with the phase name. StartTime and BaseTime are the wall-clock
+    /// start of the measured window; interval timestamps are seconds since then.
+    pub fn write_hdr_log<W: std::io::Write>(&self, out: &mut W) -> Result<(), String> {
+        use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+        use hdrhistogram::serialization::V2DeflateSerializer;
+        let window_start = self.stats.started_at.unwrap_or_else(SystemTime::now) + self.warmup;
+        let mut serializer = V2DeflateSerializer::new();
+        let mut log = IntervalLogWriterBuilder::new()
+            .add_comment(&format!(
+                "gavel-load: scenario {} at {} req/s requested; latency in microseconds from the scheduled send",
+                self.scenario, self.requested_rate
+            ))
+            .with_start_time(window_start)
+            .with_base_time(window_start)
+            .with_max_value_divisor(1000.0)
+            .begin_log_with(out, &mut serializer)
+            .map_err(|e| format!("hdr log: {e}"))?;
+        let phases = self.shown_phases();
+        let seconds: std::collections::BTreeSet<u64> = phases
+            .iter()
+            .flat_map(|(_, p, _)| p.intervals.keys().copied())
+            .collect();
+        for sec in seconds {
+            for (name, p, _) in &phases {
+                if let Some(h) = p.intervals.get(&sec) {
+                    log.write_histogram(
+                        h,
+                        Duration::from_secs(sec),
+                        Duration::from_secs(1),
+                        Tag::new(name),
+                    )
+                    .map_err(|e| format!("hdr log: {e:?}"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The human-readable final table.
     pub fn render(&self) -> String {
         let s = self.secs();
-        let m = &self.stats.measured;
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -426,17 +508,7 @@ impl Report {
             "max ms",
             "errors"
         );
-        let phases: Vec<(&str, &Phase, bool)> = if self.scenario == "healthz" {
-            vec![("healthz", &m.healthz, true)]
-        } else if self.scenario == "ping" {
-            vec![("ping", &m.ping, true)]
-        } else {
-            vec![
-                ("ping", &m.ping, true),
-                ("post", &m.post, false),
-                ("e2e", &m.e2e, false),
-            ]
-        };
+        let phases = self.shown_phases();
         for (name, p, scheduled) in &phases {
             let q = p.percentiles();
             let req = if *scheduled {
@@ -546,7 +618,7 @@ fn fmt_map(m: &BTreeMap<String, u64>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -633,5 +705,112 @@ mod tests {
         let s = Saturation::check(&behind, 2.0);
         assert!(s.saturated);
         assert!(s.lateness_ms.p99 > 40.0);
+    }
+
+    /// A report of synthetic data for the output tests: `ping-post`, three seconds.
+    pub(crate) fn synthetic_report() -> Report {
+        let mut stats = Stats {
+            started_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            ..Stats::default()
+        };
+        let m = &mut stats.measured;
+        for sec in 0..3u64 {
+            for i in 1..=100u64 {
+                let ping = Duration::from_micros(20_000 + i * 100 + sec * 1000);
+                m.ping.record_answer(ping, 200, Some("won"), None, None);
+                m.ping.record_interval(sec, ping);
+                if i % 2 == 0 {
+                    let post = Duration::from_micros(5_000 + i * 50);
+                    m.post.record_answer(post, 201, Some("sold"), None, None);
+                    m.post.record_interval(sec, post);
+                    m.e2e
+                        .record_answer(ping + post, 201, Some("sold"), None, None);
+                    m.e2e.record_interval(sec, ping + post);
+                }
+            }
+        }
+        let saturation = Saturation::check(&stats.lateness, 2.0);
+        Report {
+            params: json!({}),
+            scenario: "ping-post".into(),
+            requested_rate: 100.0,
+            duration: Duration::from_secs(3),
+            warmup: Duration::from_secs(1),
+            stats,
+            saturation,
+            placement: Placement {
+                buyers_spawned: true,
+                server_spawned: true,
+                summary: "test".into(),
+                available_cpus: 1,
+                generator_driver: "legacy".into(),
+                server_driver: None,
+            },
+            buyer_latency_max_ms: None,
+            slo_p99_ms: None,
+        }
+    }
+
+    #[test]
+    fn hdr_interval_log_round_trips() {
+        use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+        use hdrhistogram::serialization::Deserializer;
+        let r = synthetic_report();
+        let mut buf = Vec::new();
+        r.write_hdr_log(&mut buf).unwrap();
+        let text = String::from_utf8(buf.clone()).unwrap();
+        assert!(text.contains("#[StartTime: 1700000001.000"), "{text}");
+        assert!(text.contains("#[BaseTime: 1700000001.000"), "{text}");
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        let mut seconds: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        let mut saw_start = false;
+        for entry in IntervalLogIterator::new(&buf) {
+            match entry.unwrap() {
+                LogEntry::StartTime(t) => {
+                    saw_start = true;
+                    assert_eq!(t, Duration::from_secs(1_700_000_001));
+                }
+                LogEntry::BaseTime(_) => {}
+                LogEntry::Interval(ilh) => {
+                    let tag = ilh.tag().expect("tagged").as_str().to_string();
+                    assert_eq!(ilh.duration(), Duration::from_secs(1));
+                    let bytes = base64_decode(ilh.encoded_histogram());
+                    let h: Histogram<u64> = Deserializer::new()
+                        .deserialize(&mut std::io::Cursor::new(bytes))
+                        .unwrap();
+                    *counts.entry(tag.clone()).or_default() += h.len();
+                    seconds
+                        .entry(tag)
+                        .or_default()
+                        .push(ilh.start_timestamp().as_secs());
+                }
+            }
+        }
+        assert!(saw_start);
+        assert_eq!(counts["ping"], 300);
+        assert_eq!(counts["post"], 150);
+        assert_eq!(counts["e2e"], 150);
+        assert_eq!(counts.len(), 3);
+        for tag in ["ping", "post", "e2e"] {
+            assert_eq!(seconds[tag], vec![0, 1, 2]);
+        }
+    }
+
+    /// Standard base64 (the interval log's histogram encoding), enough for the test.
+    fn base64_decode(s: &str) -> Vec<u8> {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = Vec::new();
+        let (mut acc, mut bits) = (0u32, 0u32);
+        for c in s.bytes().filter(|&c| c != b'=') {
+            let v = A.iter().position(|&a| a == c).expect("base64") as u32;
+            acc = (acc << 6) | v;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+                acc &= (1 << bits) - 1;
+            }
+        }
+        out
     }
 }

@@ -11,18 +11,21 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::channel::oneshot;
 use gavel::buyers::pool::{Answer, CallError, Pool, Target};
 use gavel::config::Driver;
+use hdrhistogram::Histogram;
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use crate::cli::Scenario;
 use crate::client::GetPool;
-use crate::report::{latency_from, Phase, Phases, Stats};
+use crate::progress::{Publisher, Tick, TICK};
+use crate::report::{latency_from, new_hist, Phase, Phases, Stats};
 use crate::schedule::{thread_slice, Arrival};
 
 /// Largest answer body read.
@@ -48,6 +51,8 @@ pub struct RunConfig {
     pub states: Vec<String>,
     pub timeout: Duration,
     pub drain: Duration,
+    /// Keep per-second interval histograms of the measured window (for `--hdr-log`).
+    pub intervals: bool,
 }
 
 /// A zip3 inside each state the pings rotate through (the post's address must agree with it).
@@ -187,10 +192,54 @@ struct Ctx {
     in_flight: Cell<usize>,
     /// Instant of schedule offset zero (shared by every thread).
     start: Instant,
+    /// Live progress: shared counters and the channel for [`live`](Ctx::live) snapshots.
+    progress: Option<Publisher>,
+    /// Primary-phase latencies (µs) since the last progress tick.
+    live: RefCell<Histogram<u64>>,
+    /// Sending and draining are over (stops the progress ticker).
+    finished: Cell<bool>,
+}
+
+impl Ctx {
+    /// A finished primary-phase request, for the progress line.
+    fn live(&self, latency: Duration, outcome: &Outcome) {
+        let Some(p) = &self.progress else { return };
+        self.live
+            .borrow_mut()
+            .saturating_record((latency.as_micros() as u64).max(1));
+        p.counters.done.fetch_add(1, Ordering::Relaxed);
+        let ok = matches!(outcome, Ok(a) if a.status.is_success());
+        if !ok {
+            p.counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Every [`TICK`], hands this thread's primary-phase histogram to the progress thread.
+async fn ticker(ctx: Rc<Ctx>) {
+    let Some(p) = ctx.progress.clone() else {
+        return;
+    };
+    while !ctx.finished.get() {
+        monoio::time::sleep(TICK).await;
+        let latency = std::mem::replace(&mut *ctx.live.borrow_mut(), new_hist());
+        if p.ticks.send(Tick { latency }).is_err() {
+            return;
+        }
+    }
 }
 
 /// Runs the whole schedule on `cfg.cores` threads of `driver` and returns the merged stats.
 pub fn run(cfg: &RunConfig, driver: Driver) -> Result<Stats, String> {
+    run_with_progress(cfg, driver, None)
+}
+
+/// [`run`], publishing live counters and histograms to `progress` (see [`crate::progress`]).
+pub fn run_with_progress(
+    cfg: &RunConfig,
+    driver: Driver,
+    progress: Option<Publisher>,
+) -> Result<Stats, String> {
     let base = cfg.base_url.trim_end_matches('/');
     for path in ["/v1/ping", "/v1/post", "/healthz"] {
         Target::parse(&format!("{base}{path}"))?;
@@ -200,18 +249,21 @@ pub fn run(cfg: &RunConfig, driver: Driver) -> Result<Stats, String> {
     }
     // Every thread counts from the same start, a little ahead so all of them are ready.
     let start = Instant::now() + Duration::from_millis(50);
+    let started_at = SystemTime::now() + Duration::from_millis(50);
     let mut threads = Vec::with_capacity(cfg.cores);
     for i in 0..cfg.cores {
         let cfg = cfg.clone();
+        let progress = progress.clone();
         let t = std::thread::Builder::new()
             .name(format!("gavel-load-{i}"))
             .spawn(move || {
-                gavel::runtime::block_on(driver, 1024, || generator(cfg, i, start))
+                gavel::runtime::block_on(driver, 1024, || generator(cfg, i, start, progress))
                     .map_err(|e| format!("generator {i}: cannot start runtime: {e}"))
             })
             .map_err(|e| format!("cannot spawn generator thread: {e}"))?;
         threads.push(t);
     }
+    drop(progress);
     let mut total = Stats::default();
     for t in threads {
         let stats = t
@@ -219,10 +271,16 @@ pub fn run(cfg: &RunConfig, driver: Driver) -> Result<Stats, String> {
             .map_err(|_| "a generator thread panicked".to_string())??;
         total.merge(&stats);
     }
+    total.started_at = Some(started_at);
     Ok(total)
 }
 
-async fn generator(cfg: RunConfig, thread: usize, start: Instant) -> Stats {
+async fn generator(
+    cfg: RunConfig,
+    thread: usize,
+    start: Instant,
+    progress: Option<Publisher>,
+) -> Stats {
     let base = cfg.base_url.trim_end_matches('/').to_string();
     let target = |p: &str| Target::parse(&format!("{base}{p}")).expect("checked in run()");
     let mut headers = Vec::new();
@@ -243,8 +301,14 @@ async fn generator(cfg: RunConfig, thread: usize, start: Instant) -> Stats {
         stats: RefCell::new(Stats::default()),
         in_flight: Cell::new(0),
         start,
+        progress,
+        live: RefCell::new(new_hist()),
+        finished: Cell::new(false),
         cfg,
     });
+    if ctx.progress.is_some() {
+        monoio::spawn(ticker(ctx.clone()));
+    }
     let cfg = &ctx.cfg;
     let end = cfg.warmup + cfg.duration;
     let arrivals = thread_slice(cfg.arrival, cfg.rate, cfg.seed, thread, cfg.cores, end);
@@ -261,6 +325,7 @@ async fn generator(cfg: RunConfig, thread: usize, start: Instant) -> Stats {
     while ctx.in_flight.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
+    ctx.finished.set(true);
     let mut stats = std::mem::take(&mut *ctx.stats.borrow_mut());
     stats.unfinished = ctx.in_flight.get() as u64;
     stats
@@ -322,10 +387,22 @@ fn with_phases<R>(ctx: &Ctx, warm: bool, f: impl FnOnce(&mut Phases) -> R) -> R 
     f(if warm { &mut s.warmup } else { &mut s.measured })
 }
 
+/// The second of the measured window in which `done` falls, when interval histograms are kept
+/// and the request is measured.
+fn interval_of(ctx: &Ctx, warm: bool, done: Instant) -> Option<u64> {
+    (ctx.cfg.intervals && !warm).then(|| {
+        done.saturating_duration_since(ctx.start + ctx.cfg.warmup)
+            .as_secs()
+    })
+}
+
 /// One scheduled arrival, from its scheduled instant `at` to its last answer.
 async fn one(ctx: Rc<Ctx>, at: Instant, warm: bool, index: usize) {
     let cfg = &ctx.cfg;
     {
+        if let Some(p) = &ctx.progress {
+            p.counters.sent.fetch_add(1, Ordering::Relaxed);
+        }
         let mut s = ctx.stats.borrow_mut();
         s.sent += 1;
         if !warm {
@@ -342,9 +419,15 @@ async fn one(ctx: Rc<Ctx>, at: Instant, warm: bool, index: usize) {
     match cfg.scenario {
         Scenario::Healthz => {
             let out = call(cfg.timeout, ctx.get_pool.get(&ctx.healthz, MAX_BODY)).await;
-            let latency = latency_from(at, Instant::now());
+            let done = Instant::now();
+            let latency = latency_from(at, done);
+            let sec = interval_of(&ctx, warm, done);
+            ctx.live(latency, &out);
             with_phases(&ctx, warm, |p| {
-                record(&mut p.healthz, latency, &out, &Body::default())
+                record(&mut p.healthz, latency, &out, &Body::default());
+                if let Some(sec) = sec {
+                    p.healthz.record_interval(sec, latency);
+                }
             });
         }
         Scenario::Ping | Scenario::PingPost => {
@@ -355,9 +438,17 @@ async fn one(ctx: Rc<Ctx>, at: Instant, warm: bool, index: usize) {
                 ctx.pool.post_json(&ctx.ping, &ctx.headers, body, MAX_BODY),
             )
             .await;
-            let latency = latency_from(at, Instant::now());
+            let done = Instant::now();
+            let latency = latency_from(at, done);
             let parsed = parse_body(&out);
-            with_phases(&ctx, warm, |p| record(&mut p.ping, latency, &out, &parsed));
+            let sec = interval_of(&ctx, warm, done);
+            ctx.live(latency, &out);
+            with_phases(&ctx, warm, |p| {
+                record(&mut p.ping, latency, &out, &parsed);
+                if let Some(sec) = sec {
+                    p.ping.record_interval(sec, latency);
+                }
+            });
             let won = matches!(&out, Ok(a) if a.status.as_u16() == 200)
                 && parsed.status.as_deref() == Some("won");
             if cfg.scenario == Scenario::PingPost && won {
@@ -371,9 +462,14 @@ async fn one(ctx: Rc<Ctx>, at: Instant, warm: bool, index: usize) {
                     .await;
                     let done = Instant::now();
                     let parsed = parse_body(&out);
+                    let sec = interval_of(&ctx, warm, done);
                     with_phases(&ctx, warm, |p| {
                         record(&mut p.post, latency_from(sent, done), &out, &parsed);
                         record(&mut p.e2e, latency_from(at, done), &out, &parsed);
+                        if let Some(sec) = sec {
+                            p.post.record_interval(sec, latency_from(sent, done));
+                            p.e2e.record_interval(sec, latency_from(at, done));
+                        }
                     });
                 }
             }

@@ -22,6 +22,8 @@ pub struct SpawnConfig {
     /// Start Gavel too (needs buyers).
     pub server: bool,
     pub server_cores: usize,
+    /// The spawned server's `server.driver`.
+    pub server_driver: gavel::config::Driver,
     pub durable: bool,
 }
 
@@ -148,6 +150,7 @@ scopes = ["ping", "post", "reports"]
         hash = gavel::auth::sha256_hex(token),
     );
     let mut config = Config::parse("gavel-load", &text).map_err(|e| e.to_string())?;
+    config.server.driver = cfg.server_driver;
     config.buyers = buyer_ids(cfg.buyers)
         .into_iter()
         .map(|id| BuyerConfig {

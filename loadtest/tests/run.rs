@@ -34,6 +34,7 @@ fn ping_post_counts_match_the_servers_counters() {
         seed: 5,
         server: true,
         server_cores: 2,
+        server_driver: gavel::config::Driver::Auto,
         durable: true,
     })
     .expect("fleet and server start");
@@ -53,6 +54,7 @@ fn ping_post_counts_match_the_servers_counters() {
         states: vec!["TX".into(), "CA".into(), "NY".into()],
         timeout: Duration::from_secs(5),
         drain: Duration::from_secs(5),
+        intervals: true,
     };
     let stats = gavel_load::run::run(&cfg, gavel_load::app::generator_driver()).expect("run");
     let (status, metrics) = blocking_get(server, "/metrics").expect("GET /metrics");
@@ -106,6 +108,14 @@ fn ping_post_counts_match_the_servers_counters() {
     assert!(m.e2e.percentiles().p50 >= m.post.percentiles().p50);
     // Latency counts from the schedule: no ping answered faster than the fastest buyer (1 ms).
     assert!(m.ping.latency.min() >= 1_000);
+    // The per-second interval histograms hold exactly the measured requests.
+    let in_intervals =
+        |p: &gavel_load::report::Phase| -> u64 { p.intervals.values().map(|h| h.len()).sum() };
+    assert_eq!(in_intervals(&m.ping), m.ping.count);
+    assert_eq!(in_intervals(&m.post), m.post.count);
+    assert_eq!(in_intervals(&m.e2e), m.e2e.count);
+    assert!(w.ping.intervals.is_empty());
+    assert!(stats.started_at.is_some());
 }
 
 #[test]
@@ -119,6 +129,7 @@ fn healthz_scenario_needs_no_token() {
         seed: 1,
         server: true,
         server_cores: 1,
+        server_driver: gavel::config::Driver::Legacy,
         durable: false,
     })
     .expect("start");
@@ -137,6 +148,7 @@ fn healthz_scenario_needs_no_token() {
         states: vec!["TX".into()],
         timeout: Duration::from_secs(5),
         drain: Duration::from_secs(2),
+        intervals: false,
     };
     let stats = gavel_load::run::run(&cfg, gavel_load::app::generator_driver()).expect("run");
     spawned.stop();
@@ -144,4 +156,5 @@ fn healthz_scenario_needs_no_token() {
     assert!(h.count > 50, "{}", h.count);
     assert_eq!(h.statuses.get(&200).copied(), Some(h.count));
     assert_eq!(stats.sent, h.count);
+    assert!(h.intervals.is_empty());
 }
