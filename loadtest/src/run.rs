@@ -23,7 +23,6 @@ use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use crate::cli::Scenario;
-use crate::client::GetPool;
 use crate::progress::{Publisher, Tick, TICK};
 use crate::report::{latency_from, new_hist, Phase, Phases, Stats};
 use crate::schedule::{thread_slice, Arrival};
@@ -182,7 +181,6 @@ impl Drop for Permit {
 struct Ctx {
     cfg: RunConfig,
     pool: Pool,
-    get_pool: GetPool,
     permits: Rc<Permits>,
     ping: Target,
     post: Target,
@@ -292,7 +290,6 @@ async fn generator(
     }
     let ctx = Rc::new(Ctx {
         pool: Pool::new(),
-        get_pool: GetPool::new(),
         permits: Permits::new(cfg.connections),
         ping: target("/v1/ping"),
         post: target("/v1/post"),
@@ -418,7 +415,7 @@ async fn one(ctx: Rc<Ctx>, at: Instant, warm: bool, index: usize) {
     }
     match cfg.scenario {
         Scenario::Healthz => {
-            let out = call(cfg.timeout, ctx.get_pool.get(&ctx.healthz, MAX_BODY)).await;
+            let out = call(cfg.timeout, ctx.pool.get(&ctx.healthz, MAX_BODY)).await;
             let done = Instant::now();
             let latency = latency_from(at, done);
             let sec = interval_of(&ctx, warm, done);

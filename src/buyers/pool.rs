@@ -175,8 +175,38 @@ impl Pool {
         body: Bytes,
         max_body: usize,
     ) -> Result<Answer, CallError> {
+        let mut req = Request::post(target.path.as_str())
+            .body(Full::new(body))
+            .expect("static request parts are valid");
+        req.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        for (name, value) in headers {
+            req.headers_mut().insert(name.clone(), value.clone());
+        }
+        self.send(target, req, max_body).await
+    }
+
+    /// Sends one GET and reads the whole answer (at most `max_body` bytes). Used by the load
+    /// generator for `/healthz`; same pooling and abandonment rules as [`Pool::post_json`].
+    pub async fn get(&self, target: &Target, max_body: usize) -> Result<Answer, CallError> {
+        let req = Request::get(target.path.as_str())
+            .body(Full::new(Bytes::new()))
+            .expect("static request parts are valid");
+        self.send(target, req, max_body).await
+    }
+
+    /// Sends `req` on a pooled (or new) connection to `target`, reads the whole answer, and
+    /// returns the connection to the pool unless the server asked to close it.
+    async fn send(
+        &self,
+        target: &Target,
+        mut req: Request<Full<Bytes>>,
+        max_body: usize,
+    ) -> Result<Answer, CallError> {
         // A pooled connection may still be finishing its previous exchange; `ready` waits for that,
-        // and a connection the buyer closed meanwhile is replaced by a fresh one.
+        // and a connection the peer closed meanwhile is replaced by a fresh one.
         let pooled = match self.take(&target.origin) {
             Some(mut c) => c.sender.ready().await.is_ok().then_some(c),
             None => None,
@@ -185,18 +215,8 @@ impl Pool {
             Some(c) => c,
             None => Self::connect(&target.origin).await?,
         };
-        let mut req = Request::post(target.path.as_str())
-            .body(Full::new(body))
-            .expect("static request parts are valid");
-        let h = req.headers_mut();
-        h.insert(http::header::HOST, target.host_header.clone());
-        h.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        for (name, value) in headers {
-            h.insert(name.clone(), value.clone());
-        }
+        req.headers_mut()
+            .insert(http::header::HOST, target.host_header.clone());
         let resp = conn
             .sender
             .send_request(req)
