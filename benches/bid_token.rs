@@ -25,8 +25,9 @@
 //! | `bid_token/verify_previous_key` | see docs/benchmarks.md |
 //! | `bid_token/verify_tampered` | see docs/benchmarks.md |
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -79,15 +80,9 @@ fn bench_tokens(c: &mut Criterion) {
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = bench_tokens
 }
 criterion_main!(benches);

@@ -22,8 +22,9 @@
 //! | `clear/1000` | see docs/benchmarks.md |
 //! | `seller_payout` | see docs/benchmarks.md |
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gavel::auction::clearing::{clear, seller_payout, Candidate, Cleared};
@@ -81,15 +82,9 @@ fn bench_payout(c: &mut Criterion) {
     });
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = bench_clear, bench_payout
 }
 criterion_main!(benches);

@@ -23,8 +23,9 @@
 //! | `eligibility/100` | see docs/benchmarks.md |
 //! | `eligibility/1000` | see docs/benchmarks.md |
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gavel::buyers::Registry;
@@ -200,15 +201,9 @@ fn bench_eligibility(c: &mut Criterion) {
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = bench_eligibility
 }
 criterion_main!(benches);

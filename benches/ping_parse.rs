@@ -40,11 +40,12 @@
 //! | `post_parse/gavel_parse_post` | see docs/benchmarks.md |
 //! | `post_parse/simd_json_borrowed` | see docs/benchmarks.md |
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::hint::black_box;
 use std::marker::PhantomData;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use gavel::api::validate::{parse_ping, parse_post};
@@ -273,15 +274,9 @@ fn bench_ping(c: &mut Criterion) {
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = bench_ping
 }
 criterion_main!(benches);
