@@ -44,7 +44,17 @@ both_drivers!(
     idempotent_replay_and_key_reuse,
     concurrent_same_key_runs_once,
     records_and_replays_survive_restart,
+    one_call_lead_sells_and_replays,
+    one_call_lead_is_checked_before_any_buyer,
+    one_call_lead_resumes_after_restart,
 );
+
+/// A `POST /v1/leads` body: the test ping's fields plus the test lead.
+fn lead_call_body() -> serde_json::Value {
+    let mut body = ping_body();
+    body["lead"] = post_body("unused", "unused")["lead"].clone();
+    body
+}
 
 fn won(env: &Env, body: &serde_json::Value) -> (String, String, f64) {
     let r = env.ping(body);
@@ -989,4 +999,188 @@ fn records_and_replays_survive_restart(driver: Driver) {
 fn shipped_sandbox_buyer_configs_are_valid() {
     // Sanity of the mock defaults used by the tests themselves.
     gavel::sandbox::validate_buyers(&[MockBuyerConfig::new("a"), fixed("b", 3.0)]).unwrap();
+}
+
+fn one_call_lead_sells_and_replays(driver: Driver) {
+    let env = Env::start(
+        driver,
+        vec![fixed("hi", 30.0), fixed("lo", 20.0)],
+        |_, _| {},
+    );
+    let body = lead_call_body().to_string();
+    let commits = env.metric_sum("gavel_store_commits_total");
+    let r = env.post("/v1/leads", Some(TOKEN), &body);
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["status"], "sold");
+    assert_eq!(r.json["amount"].as_f64(), Some(27.0));
+    let id = r.json["auction_id"].as_str().unwrap().to_string();
+    assert!(r.json["lead_uuid"].as_str().unwrap().starts_with("ld_"));
+    // The buyers were pinged with the ping fields only; the winner got the lead under the
+    // post's key, exactly once.
+    for buyer in ["hi", "lo"] {
+        let seen = env.fleet.log().last_ping_body(buyer).unwrap().to_string();
+        for pii in PII {
+            assert!(!seen.contains(pii), "{buyer}'s ping leaks {pii}");
+        }
+    }
+    let d = env.fleet.log().deliveries();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].buyer_id, "hi");
+    assert_eq!(
+        d[0].idempotency_key.as_deref(),
+        Some(format!("post_{id}").as_str())
+    );
+    assert_eq!(r.json["buyer_lead_id"].as_str(), d[0].lead_id.as_deref());
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    assert_eq!(rec.json["status"], "won");
+    assert_eq!(rec.json["post"]["status"], "sold");
+    for pii in PII {
+        assert!(!rec.text.contains(pii), "record leaks {pii}");
+    }
+    // One commit for the auction and the intent together, one for the outcome: no separate
+    // ping record.
+    assert_eq!(env.metric_sum("gavel_store_commits_total") - commits, 2);
+
+    // Keyed: the repeat replays, without a second auction or delivery.
+    let key = [("Idempotency-Key", "lead-call-1")];
+    let first = env.post_with("/v1/leads", Some(TOKEN), &body, &key);
+    assert_eq!(first.status, 201, "{}", first.text);
+    let again = env.post_with("/v1/leads", Some(TOKEN), &body, &key);
+    assert_eq!(again.status, 201, "{}", again.text);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.json, first.json);
+    assert_eq!(env.fleet.log().deliveries().len(), 2);
+    assert_eq!(env.fleet.log().pings("hi"), 2);
+    let mut other = lead_call_body();
+    other["vehicle_count"] = json!(3);
+    let reused = env.post_with("/v1/leads", Some(TOKEN), &other.to_string(), &key);
+    assert_eq!(
+        (reused.status, reused.error_code()),
+        (422, "idempotency_key_reused")
+    );
+
+    // Nobody bids: the ping's no-bid answer, and nothing delivered.
+    let mut shy = fixed("shy", 30.0);
+    shy.bid_probability = 0.0;
+    let env = Env::start(driver, vec![shy], |_, _| {});
+    let r = env.post("/v1/leads", Some(TOKEN), &body);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["status"], "no_bid");
+    assert_eq!(r.json["reject_reason"], "no_bids");
+    assert!(env.fleet.log().deliveries().is_empty());
+    let id = r.json["auction_id"].as_str().unwrap();
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    assert_eq!(
+        rec.status, 200,
+        "the no-bid auction is recorded: {}",
+        rec.text
+    );
+    assert_eq!(rec.json["status"], "no_bid");
+}
+
+fn one_call_lead_is_checked_before_any_buyer(driver: Driver) {
+    let env = Env::start(driver, vec![fixed("hi", 30.0)], |_, _| {});
+    // No lead at all, and a bad ping field: both reported at once.
+    let mut body = ping_body();
+    body["zip3"] = json!("77");
+    let r = env.post("/v1/leads", Some(TOKEN), &body.to_string());
+    assert_eq!(
+        (r.status, r.error_code()),
+        (422, "invalid_payload"),
+        "{}",
+        r.text
+    );
+    let fields: Vec<&str> = r.json["field_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"zip3") && fields.contains(&"lead"),
+        "{fields:?}"
+    );
+    // Contact data outside `lead`.
+    let mut body = lead_call_body();
+    body["email"] = json!("maria.lopez@example.com");
+    let r = env.post("/v1/leads", Some(TOKEN), &body.to_string());
+    assert_eq!(
+        (r.status, r.error_code()),
+        (422, "pii_not_allowed"),
+        "{}",
+        r.text
+    );
+    assert!(!r.text.contains("maria.lopez"));
+    // A lead from another state than its ping fields.
+    let mut body = lead_call_body();
+    body["lead"]["address"]["state"] = json!("CA");
+    let r = env.post("/v1/leads", Some(TOKEN), &body.to_string());
+    assert_eq!(
+        (r.status, r.error_code()),
+        (422, "lead_mismatch"),
+        "{}",
+        r.text
+    );
+    // A lead rule: facebook_ads needs a TrustedForm certificate.
+    let mut body = lead_call_body();
+    body["source"] = json!("facebook_ads");
+    let r = env.post("/v1/leads", Some(TOKEN), &body.to_string());
+    assert_eq!(
+        (r.status, r.error_code()),
+        (422, "invalid_payload"),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        r.json["field_errors"][0]["field"],
+        "lead.tcpa.trustedform_cert_url"
+    );
+    // Both scopes are needed.
+    let r = env.post("/v1/leads", Some(PING_ONLY), &lead_call_body().to_string());
+    assert_eq!(r.status, 403, "{}", r.text);
+    // None of these reached a buyer.
+    assert_eq!(env.fleet.log().pings("hi"), 0);
+    assert!(env.fleet.log().deliveries().is_empty());
+}
+
+fn one_call_lead_resumes_after_restart(driver: Driver) {
+    // The winner takes the lead on every attempt but answers none of the first three: the call
+    // ends unresolved, and after a restart its retry must go back to that buyer only.
+    let mut silent = fixed("silent", 30.0);
+    silent.post_fail_first = 3;
+    silent.post_fail_mode = PostFailMode::Hang;
+    let mut env = Env::start(driver, vec![silent, fixed("other", 20.0)], |cfg, _| {
+        cfg.buyers[0].post_timeout_ms = 150;
+        cfg.post.budget_ms = 2_000;
+        cfg.post.max_attempts_per_buyer = 3;
+    });
+    let body = lead_call_body().to_string();
+    let key = [("Idempotency-Key", "resume-me")];
+    let r = env.post_with("/v1/leads", Some(TOKEN), &body, &key);
+    assert_eq!(
+        (r.status, r.error_code()),
+        (502, "buyer_unavailable"),
+        "{}",
+        r.text
+    );
+    env.restart();
+    let r = env.post_with("/v1/leads", Some(TOKEN), &body, &key);
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["status"], "sold");
+    // One auction (the buyers were pinged once), one buyer, one key, one lead id.
+    assert_eq!(env.fleet.log().pings("silent"), 1);
+    assert_eq!(env.fleet.log().pings("other"), 1);
+    let d = env.fleet.log().deliveries();
+    assert!(d.iter().all(|r| r.buyer_id == "silent"), "{d:?}");
+    let keys: std::collections::HashSet<_> =
+        d.iter().filter_map(|r| r.idempotency_key.clone()).collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let ids: std::collections::HashSet<_> = d.iter().filter_map(|r| r.lead_id.clone()).collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    // And the answer is now final: replayed after another restart.
+    env.restart();
+    let again = env.post_with("/v1/leads", Some(TOKEN), &body, &key);
+    assert_eq!(again.status, 201, "{}", again.text);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.json, r.json);
 }

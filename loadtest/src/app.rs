@@ -6,6 +6,7 @@ use gavel::config::Driver;
 use crate::cli::Args;
 use crate::report::{Placement, Report, Saturation, Stats};
 use crate::run::RunConfig;
+use crate::server_view::{self, ServerView};
 use crate::spawn::{SpawnConfig, Spawned};
 
 /// The driver the generator threads use: io_uring where the kernel allows it, else epoll.
@@ -17,6 +18,7 @@ pub fn spawn_config(args: &Args) -> SpawnConfig {
     SpawnConfig {
         buyers: args.buyers.unwrap_or(0),
         buyer_latency_ms: args.buyer_latency_ms,
+        buyer_post_latency_ms: args.buyer_post_latency_ms,
         bid_rate: args.bid_rate,
         post_accept: args.post_accept,
         buyer_threads: args.buyer_threads,
@@ -110,7 +112,12 @@ pub fn placement(args: &Args, driver: Driver) -> Placement {
 }
 
 /// Builds the report of a finished run.
-pub fn report(args: &Args, stats: Stats, driver: Driver) -> Report {
+pub fn report(
+    args: &Args,
+    stats: Stats,
+    driver: Driver,
+    server: Option<Result<ServerView, String>>,
+) -> Report {
     let saturation = Saturation::check(&stats.lateness, args.max_lateness_ms);
     Report {
         params: args.params_json(),
@@ -123,6 +130,7 @@ pub fn report(args: &Args, stats: Stats, driver: Driver) -> Report {
         placement: placement(args, driver),
         buyer_latency_max_ms: args.buyers.map(|_| args.buyer_latency_ms.1),
         slo_p99_ms: args.slo_p99_ms,
+        server,
     }
 }
 
@@ -147,11 +155,18 @@ pub fn execute(args: &Args) -> Result<Report, String> {
         args.duration,
         args.warmup
     );
-    let phase = if args.scenario == crate::cli::Scenario::Healthz {
-        "healthz"
-    } else {
-        "ping"
-    };
+    let healthz = args.scenario == crate::cli::Scenario::Healthz;
+    let phase = args.scenario.primary_phase();
+    // Gavel's histograms when the warm-up ends (the generator starts 50 ms after `run` is called)
+    // and again after the run; their difference is the server's view of the measured window.
+    let before = (!healthz).then(|| {
+        let (url, token) = (cfg.base_url.clone(), cfg.token.clone());
+        let at = args.warmup + std::time::Duration::from_millis(50);
+        std::thread::spawn(move || {
+            let _ = crossbeam_channel::after(at).recv();
+            server_view::fetch(&url, token.as_deref(), driver)
+        })
+    });
     let stats = match crate::progress::start(phase) {
         Ok((publisher, line)) => {
             let stats = crate::run::run_with_progress(&cfg, driver, Some(publisher));
@@ -160,8 +175,15 @@ pub fn execute(args: &Args) -> Result<Report, String> {
         }
         Err(e) => Err(e),
     };
+    let server = before.map(|before| {
+        let after = server_view::fetch(&cfg.base_url, cfg.token.as_deref(), driver);
+        let before = before
+            .join()
+            .unwrap_or_else(|_| Err("the snapshot thread panicked".into()));
+        server_view::window(&before?, &after?)
+    });
     spawned.stop();
-    Ok(report(args, stats?, driver))
+    Ok(report(args, stats?, driver, server))
 }
 
 #[cfg(test)]

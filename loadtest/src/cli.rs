@@ -16,6 +16,8 @@ pub enum Scenario {
     Ping,
     /// `POST /v1/ping`, then `POST /v1/post` with the bid token of every won auction.
     PingPost,
+    /// `POST /v1/leads`: the one-call flow, auction and delivery in one request.
+    Leads,
     /// `GET /healthz`: the HTTP ceiling of server + generator, no auction work.
     Healthz,
 }
@@ -25,6 +27,16 @@ impl Scenario {
         match self {
             Scenario::Ping => "ping",
             Scenario::PingPost => "ping-post",
+            Scenario::Leads => "leads",
+            Scenario::Healthz => "healthz",
+        }
+    }
+
+    /// The scheduled phase: the one `--rate`, the progress line and `--slo-p99-ms` refer to.
+    pub fn primary_phase(self) -> &'static str {
+        match self {
+            Scenario::Ping | Scenario::PingPost => "ping",
+            Scenario::Leads => "leads",
             Scenario::Healthz => "healthz",
         }
     }
@@ -87,6 +99,9 @@ pub struct Args {
     /// Mock buyers' ping latency range, ms (uniform).
     #[arg(long, value_parser = parse_range, default_value = "10..30")]
     pub buyer_latency_ms: (u64, u64),
+    /// Mock buyers' post latency range, ms (uniform; the sandbox default is 2..5).
+    #[arg(long, value_parser = parse_range, default_value = "2..5")]
+    pub buyer_post_latency_ms: (u64, u64),
     /// Share of pings each mock buyer bids on.
     #[arg(long, default_value_t = 0.7)]
     pub bid_rate: f64,
@@ -120,7 +135,8 @@ pub struct Args {
     /// Draw the latency-by-percentile plot here (one line per phase); `.svg` or `.png`.
     #[arg(long)]
     pub plot: Option<PathBuf>,
-    /// Exit with status 2 when the p99 of the primary phase (ping, or healthz) exceeds this, ms.
+    /// Exit with status 2 when the p99 of the primary phase (ping, leads or healthz) exceeds
+    /// this, ms.
     #[arg(long)]
     pub slo_p99_ms: Option<f64>,
 }
@@ -195,6 +211,7 @@ impl Args {
             "max_lateness_ms": self.max_lateness_ms,
             "buyers": self.buyers,
             "buyer_latency_ms": [self.buyer_latency_ms.0, self.buyer_latency_ms.1],
+            "buyer_post_latency_ms": [self.buyer_post_latency_ms.0, self.buyer_post_latency_ms.1],
             "bid_rate": self.bid_rate,
             "post_accept": self.post_accept,
             "buyer_threads": self.buyer_threads,

@@ -4,7 +4,8 @@
 //! each latency counts from the request's scheduled send time ([`report`]), so queueing anywhere —
 //! server, network, or the generator itself — shows up in the numbers instead of lowering the load.
 //! [`run`] owns the thread-per-core generator, [`spawn`] the in-process buyers and server, [`cli`]
-//! the flags, [`client`] the GET helpers.
+//! the flags, [`client`] the GET helpers, [`server_view`] Gavel's own histograms
+//! of the measured window.
 
 pub mod app;
 pub mod cli;
@@ -14,4 +15,5 @@ pub mod progress;
 pub mod report;
 pub mod run;
 pub mod schedule;
+pub mod server_view;
 pub mod spawn;

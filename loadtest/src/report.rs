@@ -3,7 +3,7 @@
 //!
 //! Phases: `ping` (scheduled send → ping answer), `post` (post sent → post answer; posts are not
 //! scheduled, they follow a won ping at once), `e2e` (ping scheduled send → post answer, won pings
-//! only), `healthz` (scheduled send → answer). Latencies are recorded in microseconds from the
+//! only), `leads` (one-call: scheduled send → answer), `healthz` (scheduled send → answer). Latencies are recorded in microseconds from the
 //! *scheduled* time (wrk2's coordinated-omission correction), so a stalled generator or a full
 //! connection pool shows up as latency instead of silently lowering the load.
 //!
@@ -222,12 +222,13 @@ impl Percentiles {
     }
 }
 
-/// The four phases of one window (measured or warm-up).
+/// The phases of one window (measured or warm-up).
 #[derive(Debug, Clone, Default)]
 pub struct Phases {
     pub ping: Phase,
     pub post: Phase,
     pub e2e: Phase,
+    pub leads: Phase,
     pub healthz: Phase,
 }
 
@@ -236,7 +237,30 @@ impl Phases {
         self.ping.merge(&o.ping);
         self.post.merge(&o.post);
         self.e2e.merge(&o.e2e);
+        self.leads.merge(&o.leads);
         self.healthz.merge(&o.healthz);
+    }
+
+    /// The phase called `name` (`ping`, `post`, `e2e`, `leads`, `healthz`).
+    pub fn get(&self, name: &str) -> Option<&Phase> {
+        Some(match name {
+            "ping" => &self.ping,
+            "post" => &self.post,
+            "e2e" => &self.e2e,
+            "leads" => &self.leads,
+            "healthz" => &self.healthz,
+            _ => return None,
+        })
+    }
+
+    fn to_json(&self, secs: f64) -> Value {
+        json!({
+            "ping": self.ping.to_json(secs),
+            "post": self.post.to_json(secs),
+            "e2e": self.e2e.to_json(secs),
+            "leads": self.leads.to_json(secs),
+            "healthz": self.healthz.to_json(secs),
+        })
     }
 }
 
@@ -339,6 +363,9 @@ pub struct Report {
     /// Upper bound of the spawned buyers' ping latency, when buyers were spawned.
     pub buyer_latency_max_ms: Option<u64>,
     pub slo_p99_ms: Option<f64>,
+    /// Gavel's own histograms over the measured window, or why they are missing (none for the
+    /// healthz scenario, which records no auction series).
+    pub server: Option<Result<crate::server_view::ServerView, String>>,
 }
 
 /// Definition printed with the engine-overhead line and put in the JSON.
@@ -357,16 +384,18 @@ impl Report {
 
     /// The primary phase the SLO and achieved rate refer to.
     pub fn primary(&self) -> &Phase {
-        if self.scenario == "healthz" {
-            &self.stats.measured.healthz
-        } else {
-            &self.stats.measured.ping
-        }
+        let name = match self.scenario.as_str() {
+            "healthz" => "healthz",
+            "leads" => "leads",
+            _ => "ping",
+        };
+        self.stats.measured.get(name).expect("a known phase")
     }
 
+    /// The client-side estimate; only for scenarios whose ping is its own request.
     pub fn engine_overhead(&self) -> Option<Percentiles> {
         let b = self.buyer_latency_max_ms?;
-        if self.scenario == "healthz" {
+        if !matches!(self.scenario.as_str(), "ping" | "ping-post") {
             return None;
         }
         Some(self.stats.measured.ping.percentiles().minus(b as f64))
@@ -391,18 +420,8 @@ impl Report {
             "rate_window_s": s,
             "warmup_s": self.warmup.as_secs_f64(),
             "placement": self.placement,
-            "phases": {
-                "ping": m.ping.to_json(s),
-                "post": m.post.to_json(s),
-                "e2e": m.e2e.to_json(s),
-                "healthz": m.healthz.to_json(s),
-            },
-            "warmup": {
-                "ping": w.ping.to_json(self.warmup.as_secs_f64()),
-                "post": w.post.to_json(self.warmup.as_secs_f64()),
-                "e2e": w.e2e.to_json(self.warmup.as_secs_f64()),
-                "healthz": w.healthz.to_json(self.warmup.as_secs_f64()),
-            },
+            "phases": m.to_json(s),
+            "warmup": w.to_json(self.warmup.as_secs_f64()),
             "sent_total": self.stats.sent,
             "unfinished": self.stats.unfinished,
             "connection_waits": self.stats.connection_waits,
@@ -416,6 +435,11 @@ impl Report {
                 "buyer_latency_max_ms": self.buyer_latency_max_ms,
                 "ms": p.to_json(),
             })),
+            "server": match &self.server {
+                Some(Ok(v)) => v.to_json(),
+                Some(Err(e)) => json!({"unavailable": e}),
+                None => Value::Null,
+            },
             "slo": self.slo_p99_ms.map(|x| json!({"p99_ms": x, "breached": self.slo_breach().is_some()})),
         })
     }
@@ -426,6 +450,8 @@ impl Report {
         let m = &self.stats.measured;
         if self.scenario == "healthz" {
             vec![("healthz", &m.healthz, true)]
+        } else if self.scenario == "leads" {
+            vec![("leads", &m.leads, true)]
         } else if self.scenario == "ping" {
             vec![("ping", &m.ping, true)]
         } else {
@@ -561,8 +587,8 @@ impl Report {
         let w = &self.stats.warmup;
         let _ = writeln!(
             out,
-            "warm-up (not in the table): ping {} post {} healthz {}; sent in all {}; unfinished at stop {}",
-            w.ping.count, w.post.count, w.healthz.count, self.stats.sent, self.stats.unfinished
+            "warm-up (not in the table): ping {} post {} leads {} healthz {}; sent in all {}; unfinished at stop {}",
+            w.ping.count, w.post.count, w.leads.count, w.healthz.count, self.stats.sent, self.stats.unfinished
         );
         if let Some(o) = self.engine_overhead() {
             let _ = writeln!(
@@ -572,6 +598,26 @@ impl Report {
                 o.p50, o.p90, o.p99, o.p999, o.max
             );
             let _ = writeln!(out, "  definition: {ENGINE_OVERHEAD_DEFINITION}");
+        }
+        match &self.server {
+            Some(Ok(v)) => {
+                let _ = writeln!(
+                    out,
+                    "\nGavel's own histograms, measured window (from /v1/metrics/latency; engine overhead = ping latency minus the slowest buyer's round trip, per auction):"
+                );
+                for s in &v.series {
+                    let p = &s.percentiles_ms;
+                    let _ = writeln!(
+                        out,
+                        "  {:<22} n {:>9}  p50 {:>8.3}  p90 {:>8.3}  p99 {:>8.3}  p99.9 {:>8.3}  max {:>8.3} ms",
+                        s.name, s.count, p.p50, p.p90, p.p99, p.p999, p.max
+                    );
+                }
+            }
+            Some(Err(e)) => {
+                let _ = writeln!(out, "\nGavel's own histograms: unavailable ({e})");
+            }
+            None => {}
         }
         let l = &self.saturation.lateness_ms;
         let _ = writeln!(
@@ -748,6 +794,7 @@ pub(crate) mod tests {
             },
             buyer_latency_max_ms: None,
             slo_p99_ms: None,
+            server: None,
         }
     }
 

@@ -92,12 +92,28 @@ pub fn ping_body(vertical: &str, state: &str) -> Bytes {
 
 /// The post for a won auction, agreeing with its ping's state and zip3.
 pub fn post_body(auction_id: &str, bid_token: &str, state: &str) -> Bytes {
-    let zip3 = zip3_of(state).unwrap_or("770");
     Bytes::from(
         serde_json::json!({
             "auction_id": auction_id,
             "bid_token": bid_token,
-            "lead": {
+            "lead": lead(state),
+        })
+        .to_string(),
+    )
+}
+
+/// A one-call lead (`POST /v1/leads`): the ping's fields plus the lead.
+pub fn lead_call_body(vertical: &str, state: &str) -> Bytes {
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&ping_body(vertical, state)).expect("ping_body is JSON");
+    body["lead"] = lead(state);
+    Bytes::from(body.to_string())
+}
+
+/// The synthetic lead, agreeing with a ping from `state`.
+fn lead(state: &str) -> serde_json::Value {
+    let zip3 = zip3_of(state).unwrap_or("770");
+    serde_json::json!({
                 "first_name": "Load",
                 "last_name": "Test",
                 "email": "load.test@example.com",
@@ -108,10 +124,7 @@ pub fn post_body(auction_id: &str, bid_token: &str, state: &str) -> Bytes {
                     "consent_timestamp": "2026-05-11T14:21:58Z",
                     "ip_address": "203.0.113.42"
                 }
-            }
-        })
-        .to_string(),
-    )
+    })
 }
 
 /// The fields of a ping / post / error answer the report needs.
@@ -184,6 +197,7 @@ struct Ctx {
     permits: Rc<Permits>,
     ping: Target,
     post: Target,
+    leads: Target,
     healthz: Target,
     headers: Vec<(HeaderName, HeaderValue)>,
     stats: RefCell<Stats>,
@@ -239,7 +253,7 @@ pub fn run_with_progress(
     progress: Option<Publisher>,
 ) -> Result<Stats, String> {
     let base = cfg.base_url.trim_end_matches('/');
-    for path in ["/v1/ping", "/v1/post", "/healthz"] {
+    for path in ["/v1/ping", "/v1/post", "/v1/leads", "/healthz"] {
         Target::parse(&format!("{base}{path}"))?;
     }
     if let Some(t) = &cfg.token {
@@ -293,6 +307,7 @@ async fn generator(
         permits: Permits::new(cfg.connections),
         ping: target("/v1/ping"),
         post: target("/v1/post"),
+        leads: target("/v1/leads"),
         healthz: target("/healthz"),
         headers,
         stats: RefCell::new(Stats::default()),
@@ -415,7 +430,7 @@ async fn one(ctx: Rc<Ctx>, at: Instant, warm: bool, index: usize) {
     }
     match cfg.scenario {
         Scenario::Healthz => {
-            let out = call(cfg.timeout, ctx.pool.get(&ctx.healthz, MAX_BODY)).await;
+            let out = call(cfg.timeout, ctx.pool.get(&ctx.healthz, &[], MAX_BODY)).await;
             let done = Instant::now();
             let latency = latency_from(at, done);
             let sec = interval_of(&ctx, warm, done);
@@ -424,6 +439,26 @@ async fn one(ctx: Rc<Ctx>, at: Instant, warm: bool, index: usize) {
                 record(&mut p.healthz, latency, &out, &Body::default());
                 if let Some(sec) = sec {
                     p.healthz.record_interval(sec, latency);
+                }
+            });
+        }
+        Scenario::Leads => {
+            let state = &cfg.states[index % cfg.states.len()];
+            let body = lead_call_body(&cfg.vertical, state);
+            let out = call(
+                cfg.timeout,
+                ctx.pool.post_json(&ctx.leads, &ctx.headers, body, MAX_BODY),
+            )
+            .await;
+            let done = Instant::now();
+            let latency = latency_from(at, done);
+            let parsed = parse_body(&out);
+            let sec = interval_of(&ctx, warm, done);
+            ctx.live(latency, &out);
+            with_phases(&ctx, warm, |p| {
+                record(&mut p.leads, latency, &out, &parsed);
+                if let Some(sec) = sec {
+                    p.leads.record_interval(sec, latency);
                 }
             });
         }

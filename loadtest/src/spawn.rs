@@ -15,6 +15,8 @@ pub struct SpawnConfig {
     pub buyers: usize,
     /// Uniform ping latency range of every mock buyer, ms.
     pub buyer_latency_ms: (u64, u64),
+    /// Uniform post latency range of every mock buyer, ms.
+    pub buyer_post_latency_ms: (u64, u64),
     pub bid_rate: f64,
     pub post_accept: f64,
     pub buyer_threads: usize,
@@ -83,6 +85,7 @@ pub fn start(cfg: &SpawnConfig) -> Result<Spawned, String> {
             let mut b = MockBuyerConfig::new(id);
             b.latency_ms_min = lo;
             b.latency_ms_max = hi;
+            (b.post_latency_ms_min, b.post_latency_ms_max) = cfg.buyer_post_latency_ms;
             b.bid_probability = cfg.bid_rate;
             b.post_accept_probability = cfg.post_accept;
             b

@@ -28,6 +28,7 @@ fn ping_post_counts_match_the_servers_counters() {
     let spawned = gavel_load::spawn::start(&SpawnConfig {
         buyers: 3,
         buyer_latency_ms: (1, 3),
+        buyer_post_latency_ms: (1, 2),
         bid_rate: 0.7,
         post_accept: 0.95,
         buyer_threads: 1,
@@ -56,9 +57,14 @@ fn ping_post_counts_match_the_servers_counters() {
         drain: Duration::from_secs(5),
         intervals: true,
     };
-    let stats = gavel_load::run::run(&cfg, gavel_load::app::generator_driver()).expect("run");
+    let driver = gavel_load::app::generator_driver();
+    let view = |d| gavel_load::server_view::fetch(&cfg.base_url, cfg.token.as_deref(), d);
+    let before = view(driver).expect("latency report before the run");
+    let stats = gavel_load::run::run(&cfg, driver).expect("run");
     let (status, metrics) = blocking_get(server, "/metrics").expect("GET /metrics");
     assert_eq!(status, 200);
+    let after = view(driver).expect("latency report after the run");
+    let window = gavel_load::server_view::window(&before, &after).expect("window");
     spawned.stop();
 
     let m = &stats.measured;
@@ -77,6 +83,10 @@ fn ping_post_counts_match_the_servers_counters() {
         server_count(&metrics, "/v1/ping", Some(200))
     );
     assert_eq!(m.ping.errors() + w.ping.errors(), 0, "{:?}", m.ping);
+    // Gavel's own histograms saw every auction of the run once: one engine-overhead sample per ping.
+    let series = |n: &str| window.get(n).expect(n).count;
+    assert_eq!(series("engine_overhead"), pings);
+    assert_eq!(series("auction_duration"), pings);
 
     // Every won ping was posted, and the server saw exactly those posts.
     let won = w.ping.outcomes.get("won").copied().unwrap_or(0)
@@ -123,6 +133,7 @@ fn healthz_scenario_needs_no_token() {
     let spawned = gavel_load::spawn::start(&SpawnConfig {
         buyers: 1,
         buyer_latency_ms: (1, 1),
+        buyer_post_latency_ms: (1, 2),
         bid_rate: 0.5,
         post_accept: 1.0,
         buyer_threads: 1,
@@ -157,4 +168,59 @@ fn healthz_scenario_needs_no_token() {
     assert_eq!(h.statuses.get(&200).copied(), Some(h.count));
     assert_eq!(stats.sent, h.count);
     assert!(h.intervals.is_empty());
+}
+
+#[test]
+fn leads_scenario_counts_match_the_servers_counters() {
+    let spawned = gavel_load::spawn::start(&SpawnConfig {
+        buyers: 2,
+        buyer_latency_ms: (1, 2),
+        buyer_post_latency_ms: (1, 1),
+        bid_rate: 0.8,
+        post_accept: 1.0,
+        buyer_threads: 1,
+        seed: 9,
+        server: true,
+        server_cores: 2,
+        server_driver: gavel::config::Driver::Auto,
+        durable: true,
+    })
+    .expect("start");
+    let server = spawned.server.as_ref().expect("server spawned").addr;
+    let cfg = RunConfig {
+        base_url: spawned.base_url.clone().unwrap(),
+        token: spawned.token.clone(),
+        scenario: Scenario::Leads,
+        arrival: Arrival::Fixed,
+        rate: 100.0,
+        duration: Duration::from_secs(1),
+        warmup: Duration::from_millis(200),
+        connections: 8,
+        cores: 1,
+        seed: 1,
+        vertical: "auto_insurance".into(),
+        states: vec!["TX".into(), "FL".into()],
+        timeout: Duration::from_secs(5),
+        drain: Duration::from_secs(5),
+        intervals: false,
+    };
+    let stats = gavel_load::run::run(&cfg, gavel_load::app::generator_driver()).expect("run");
+    let (_, metrics) = blocking_get(server, "/metrics").expect("GET /metrics");
+    spawned.stop();
+    let (m, w) = (&stats.measured.leads, &stats.warmup.leads);
+    assert_eq!(stats.sent, 120);
+    assert_eq!((w.count, m.count), (20, 100));
+    assert_eq!(m.errors() + w.errors(), 0, "{m:?}");
+    assert_eq!(m.count + w.count, server_count(&metrics, "/v1/leads", None));
+    // Every answer is final: sold (201), or no_bid (200) when neither buyer bid.
+    let status = |s: u16| {
+        m.statuses.get(&s).copied().unwrap_or(0) + w.statuses.get(&s).copied().unwrap_or(0)
+    };
+    assert_eq!(status(201), server_count(&metrics, "/v1/leads", Some(201)));
+    assert_eq!(status(200), server_count(&metrics, "/v1/leads", Some(200)));
+    assert!(m.outcomes.get("sold").copied().unwrap_or(0) > 50, "{m:?}");
+    let outcome = |k: &str| m.outcomes.get(k).copied().unwrap_or(0);
+    assert_eq!(outcome("sold") + outcome("no_bid"), m.count);
+    // The ping phases stay empty: one request per lead.
+    assert_eq!(stats.measured.ping.count + stats.measured.post.count, 0);
 }

@@ -21,6 +21,7 @@ use crate::runtime::Core;
 
 pub mod auctions;
 pub mod idempotency;
+pub mod leads;
 pub mod ops;
 pub mod ping;
 pub mod post;
@@ -34,6 +35,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("POST", "/v1/ping"),
     ("POST", "/v1/post"),
+    ("POST", "/v1/leads"),
     ("GET", "/v1/auctions/{auction_id}"),
     ("GET", "/v1/metrics/latency"),
 ];
@@ -107,6 +109,7 @@ async fn route(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Rep
         }
         (&Method::POST, "/v1/ping") => ping::handle(core, req, rid).await,
         (&Method::POST, "/v1/post") => post::handle(core, req, rid).await,
+        (&Method::POST, "/v1/leads") => leads::handle(core, req, rid).await,
         (&Method::GET, p) if p.starts_with("/v1/auctions/") => {
             let id = p["/v1/auctions/".len()..].to_string();
             auctions::handle(core, req, id, rid).await

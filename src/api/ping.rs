@@ -116,20 +116,36 @@ async fn run(
     if !batch.is_empty() {
         core.commit(batch).await.map_err(store_error)?;
     }
-    // What Gavel added on top of the slowest buyer it waited for.
-    if let Some(r) = &record {
-        let slowest_us = r
-            .outcomes
+    if outcome.is_ok() {
+        record_engine_overhead(core, &auction_id, received);
+    }
+    Ok(reply)
+}
+
+/// Records what Gavel added on top of the slowest buyer it waited for: time since `received`
+/// minus the longest round trip among the buyers it pinged.
+pub(super) fn record_engine_overhead(core: &Core, auction_id: &str, received: Instant) {
+    let slowest_us = core.shard.borrow().get(auction_id).map(|a| {
+        a.outcomes
             .iter()
-            .filter(|o| matches!(o.kind.as_str(), "bid" | "no_bid" | "error" | "timeout"))
+            .filter(|o| {
+                matches!(
+                    o.kind,
+                    OutcomeKind::Bid
+                        | OutcomeKind::NoBid
+                        | OutcomeKind::Error
+                        | OutcomeKind::Timeout
+                )
+            })
             .map(|o| o.latency_us)
             .max()
-            .unwrap_or(0);
+            .unwrap_or(0)
+    });
+    if let Some(slowest_us) = slowest_us {
         let total_us = received.elapsed().as_micros() as u64;
         core.metrics
             .record_engine_overhead(total_us.saturating_sub(slowest_us));
     }
-    Ok(reply)
 }
 
 fn auction_exists(id: &str) -> ApiError {
@@ -151,7 +167,10 @@ pub fn store_error(e: crate::store::StoreError) -> ApiError {
     }
 }
 
-async fn run_auction(
+/// Runs one auction under `auction_id` (which must be free) and leaves it in the shard; returns
+/// the seller's answer (won with a signed bid token, or a structured no-bid). Writes nothing to
+/// the store: the caller commits the record together with whatever else it answers for.
+pub(super) async fn run_auction(
     core: &Rc<Core>,
     auction_id: String,
     ping: Ping,

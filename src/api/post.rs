@@ -75,7 +75,7 @@ fn invalid_token(msg: &str) -> ApiError {
     ApiError::unprocessable("invalid_bid_token", msg)
 }
 
-fn not_found(id: &str) -> ApiError {
+pub(super) fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!(
         "Auction {id} is unknown here or its post window has passed."
     ))
@@ -115,7 +115,7 @@ async fn run(
 
 /// Loads the auction into the shard from the store when memory no longer holds it (after a
 /// restart, or after the shard evicted it). Returns false when no record exists.
-fn ensure_loaded(core: &Rc<Core>, auction_id: &str) -> Result<bool, ApiError> {
+pub(super) fn ensure_loaded(core: &Rc<Core>, auction_id: &str) -> Result<bool, ApiError> {
     if core.shard.borrow().get(auction_id).is_some() {
         return Ok(true);
     }
@@ -301,7 +301,7 @@ fn update(
 
 async fn deliver_post(
     core: &Rc<Core>,
-    mut post: Post,
+    post: Post,
     client: &Client,
     idem: &Idem,
     rid: &str,
@@ -322,6 +322,25 @@ async fn deliver_post(
     if !ensure_loaded(core, &post.auction_id)? {
         return Err(not_found(&post.auction_id));
     }
+    deliver_with_claims(core, post, client, idem, None, rid, received, claims).await
+}
+
+/// Delivers `post` to the auction's bidders once its claims are established (from a verified bid
+/// token, or from the auction itself in a one-call lead). The auction must be in the shard.
+/// `also` is a second idempotency identity (a one-call lead's own key) recorded with the final
+/// answer in the same commit.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn deliver_with_claims(
+    core: &Rc<Core>,
+    mut post: Post,
+    client: &Client,
+    idem: &Idem,
+    also: Option<&Idem>,
+    rid: &str,
+    received: std::time::Instant,
+    claims: Claims,
+) -> Result<Reply, ApiError> {
+    let shared = &core.shared;
     let plan = match plan(core, &post, client, idem, &claims)? {
         Ok(p) => p,
         // A final answer already held by the auction record: nothing changes, nothing to record.
@@ -515,6 +534,9 @@ async fn deliver_post(
     }
     if final_state {
         idempotency::record(&mut batch, idem, &reply, now)?;
+        if let Some(also) = also {
+            idempotency::record(&mut batch, also, &reply, now)?;
+        }
     }
     if let Err(e) = core.commit(batch).await {
         // The outcome is not on disk. Memory keeps it, but to stay safe across a crash the
@@ -538,7 +560,7 @@ async fn deliver_post(
 }
 
 /// Applies the configured lead rules, e.g. "trustedform_cert_url required when source is facebook_ads".
-fn check_rules(
+pub(super) fn check_rules(
     shared: &crate::runtime::Shared,
     vertical: &str,
     source: &str,

@@ -133,6 +133,24 @@ const PING_FIELDS: [&str; 14] = [
     "attributes",
     "expires_at",
 ];
+/// A one-call lead (`POST /v1/leads`): the ping's fields plus the lead.
+const LEAD_CALL_FIELDS: [&str; 15] = [
+    "auction_id",
+    "vertical",
+    "sub_vertical",
+    "state",
+    "zip3",
+    "source",
+    "tcpa_consent",
+    "trustedform_cert_url",
+    "ai_quality_score",
+    "currently_insured",
+    "vehicle_count",
+    "driver_age_band",
+    "attributes",
+    "expires_at",
+    "lead",
+];
 const POST_FIELDS: [&str; 3] = ["auction_id", "bid_token", "lead"];
 const LEAD_FIELDS: [&str; 7] = [
     "lead_uuid",
@@ -265,36 +283,59 @@ pub fn parse_ping(body: &mut [u8], now_ms: u64) -> Result<Ping, ApiError> {
 
     let mut errs = Errors::default();
     let f = Fields::new(obj, "", &PING_FIELDS);
-    let auction_id = string_field(&f, "auction_id", false, &AUCTION_ID, &mut errs);
-    let vertical = string_field(&f, "vertical", true, &VERTICAL, &mut errs);
-    let sub_vertical = string_field(&f, "sub_vertical", false, &VERTICAL, &mut errs);
-    let state = string_field(&f, "state", true, &STATE, &mut errs);
-    let zip3 = string_field(&f, "zip3", true, &ZIP3, &mut errs);
-    let source = string_field(&f, "source", true, &SOURCE, &mut errs);
-    let tcpa_consent = bool_field(&f, "tcpa_consent", true, &mut errs);
-    let trustedform = string_field(&f, "trustedform_cert_url", false, &HTTPS_URL, &mut errs);
-    let ai_quality_score = score_field(&f, "ai_quality_score", &mut errs);
-    let currently_insured = bool_field(&f, "currently_insured", false, &mut errs);
-    let vehicle_count = vehicle_count_field(&f, "vehicle_count", &mut errs);
-    let driver_age_band = string_field(&f, "driver_age_band", false, &DRIVER_AGE_BAND, &mut errs);
-    let attributes = attributes_field(&f, "attributes", &mut errs);
-    let expires_at_ms = expires_at_field(&f, "expires_at", now_ms, &mut errs);
+    let ping = ping_fields(&f, now_ms, &mut errs);
     f.finish(EXPECT_PING_KNOWN, &mut errs);
     errs.check()?;
+    ping.ok_or_else(lost_required_field)
+}
 
-    let (Some(vertical), Some(state), Some(zip3), Some(source), Some(tcpa_consent)) =
-        (vertical, state, zip3, source, tcpa_consent)
-    else {
-        return Err(lost_required_field());
-    };
-    Ok(Ping {
+/// Parses and validates a `POST /v1/leads` body (CONTRACT §4.4): the ping's fields at the top level
+/// and the full lead under `lead`, exactly as a post carries it. Contact data anywhere but under
+/// `lead` is refused like a ping's, so the part sent to buyers is clean by construction.
+///
+/// Returns the ping, the lead, and whether the seller supplied `lead_uuid`. Matching the lead
+/// against the ping ([`lead_mismatch`]) is left to the caller, as for a post.
+pub fn parse_lead_call(body: &mut [u8], now_ms: u64) -> Result<(Ping, Lead, bool), ApiError> {
+    let root = parse_root(body)?;
+    let obj = root_object(&root)?;
+    reject_ping_pii(obj)?;
+
+    let mut errs = Errors::default();
+    let f = Fields::new(obj, "", &LEAD_CALL_FIELDS);
+    let ping = ping_fields(&f, now_ms, &mut errs);
+    let lead = object_field(&f, "lead", true, &mut errs).and_then(|o| lead(o, now_ms, &mut errs));
+    f.finish(EXPECT_PING_KNOWN, &mut errs);
+    errs.check()?;
+    match (ping, lead) {
+        (Some(ping), Some((lead, supplied))) => Ok((ping, lead, supplied)),
+        _ => Err(lost_required_field()),
+    }
+}
+
+/// The ping's fields of `f`; `None` when a required one is missing or invalid (recorded in `errs`).
+fn ping_fields(f: &Fields<'_, '_>, now_ms: u64, errs: &mut Errors) -> Option<Ping> {
+    let auction_id = string_field(f, "auction_id", false, &AUCTION_ID, errs);
+    let vertical = string_field(f, "vertical", true, &VERTICAL, errs);
+    let sub_vertical = string_field(f, "sub_vertical", false, &VERTICAL, errs);
+    let state = string_field(f, "state", true, &STATE, errs);
+    let zip3 = string_field(f, "zip3", true, &ZIP3, errs);
+    let source = string_field(f, "source", true, &SOURCE, errs);
+    let tcpa_consent = bool_field(f, "tcpa_consent", true, errs);
+    let trustedform = string_field(f, "trustedform_cert_url", false, &HTTPS_URL, errs);
+    let ai_quality_score = score_field(f, "ai_quality_score", errs);
+    let currently_insured = bool_field(f, "currently_insured", false, errs);
+    let vehicle_count = vehicle_count_field(f, "vehicle_count", errs);
+    let driver_age_band = string_field(f, "driver_age_band", false, &DRIVER_AGE_BAND, errs);
+    let attributes = attributes_field(f, "attributes", errs);
+    let expires_at_ms = expires_at_field(f, "expires_at", now_ms, errs);
+    Some(Ping {
         auction_id: auction_id.map(str::to_owned),
-        vertical: vertical.to_owned(),
+        vertical: vertical?.to_owned(),
         sub_vertical: sub_vertical.map(str::to_owned),
-        state: state.to_owned(),
-        zip3: zip3.to_owned(),
-        source: source.to_owned(),
-        tcpa_consent,
+        state: state?.to_owned(),
+        zip3: zip3?.to_owned(),
+        source: source?.to_owned(),
+        tcpa_consent: tcpa_consent?,
         trustedform_cert_url: trustedform.map(str::to_owned),
         ai_quality_score,
         currently_insured,

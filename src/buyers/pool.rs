@@ -189,11 +189,19 @@ impl Pool {
     }
 
     /// Sends one GET and reads the whole answer (at most `max_body` bytes). Used by the load
-    /// generator for `/healthz`; same pooling and abandonment rules as [`Pool::post_json`].
-    pub async fn get(&self, target: &Target, max_body: usize) -> Result<Answer, CallError> {
-        let req = Request::get(target.path.as_str())
+    /// generator for `/healthz` and Gavel's latency report; same pooling and abandonment rules as [`Pool::post_json`].
+    pub async fn get(
+        &self,
+        target: &Target,
+        headers: &[(http::HeaderName, HeaderValue)],
+        max_body: usize,
+    ) -> Result<Answer, CallError> {
+        let mut req = Request::get(target.path.as_str())
             .body(Full::new(Bytes::new()))
             .expect("static request parts are valid");
+        for (name, value) in headers {
+            req.headers_mut().insert(name.clone(), value.clone());
+        }
         self.send(target, req, max_body).await
     }
 
