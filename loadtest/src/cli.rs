@@ -88,8 +88,9 @@ pub struct Args {
     /// After the last send, how long to wait for in-flight requests before stopping.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub drain: Duration,
-    /// Generator-saturation threshold on p99 send lateness, ms. monoio's timer ticks in 1 ms, so
-    /// about 1 ms of lateness is normal.
+    /// Generator-saturation threshold on p99 send lateness (send after the scheduled instant), ms.
+    /// Sends are fired on the 1 ms timer tick at or before their schedule, so lateness means the
+    /// generator's loop was busy.
     #[arg(long, default_value_t = 2.0)]
     pub max_lateness_ms: f64,
 

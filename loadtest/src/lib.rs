@@ -1,7 +1,8 @@
 //! `gavel-load`: an open-loop load generator for Gavel's ping-post API.
 //!
 //! Requests follow a fixed or Poisson arrival schedule ([`schedule`]) whatever the server does, and
-//! each latency counts from the request's scheduled send time ([`report`]), so queueing anywhere —
+//! each latency counts from the request's scheduled send time (or its actual send, when the 1 ms
+//! timer fired it a moment early; [`run`]), so queueing anywhere —
 //! server, network, or the generator itself — shows up in the numbers instead of lowering the load.
 //! [`run`] owns the thread-per-core generator, [`spawn`] the in-process buyers and server, [`cli`]
 //! the flags, [`client`] the GET helpers, [`server_view`] Gavel's own histograms

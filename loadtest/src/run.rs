@@ -7,6 +7,15 @@
 //! flight; an arrival that finds them all busy waits, and because latency counts from the
 //! scheduled time, that wait is part of its latency (and is counted in `connection_waits`).
 //! Sending stops at warm-up + duration; in-flight requests then get `--drain` to finish.
+//!
+//! Timer precision: monoio's timer ticks every millisecond and rounds a deadline up to the next
+//! tick, so sleeping until the scheduled instant would start every request up to a millisecond
+//! late and put that delay into every latency (a median of ~0.6 ms, large next to sub-millisecond
+//! service times). Instead a thread wakes on the last tick at or before the scheduled instant and
+//! sends then, and each latency counts from the earlier of its scheduled instant and its actual
+//! send ([`origin`]): a request sent a little early counts from its real send, one sent late (a
+//! busy generator) still counts from its schedule, so coordinated omission stays corrected. The offered rate is
+//! unchanged; arrivals are only aligned to the millisecond ticks, as wrk2's are.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -31,6 +40,15 @@ use crate::schedule::{thread_slice, Arrival};
 const MAX_BODY: usize = 256 * 1024;
 /// A wait for a free connection longer than this counts in `connection_waits`.
 const CONNECTION_WAIT_NOTE: Duration = Duration::from_millis(1);
+/// monoio's timer resolution: deadlines are rounded up to the next tick.
+const TIMER_TICK: Duration = Duration::from_millis(1);
+
+/// Where a request's latency counts from: the earlier of its scheduled instant and its actual
+/// send. A send the timer fired a little early counts from the send (so the latency is never
+/// shortened); a late one counts from the schedule (so the lateness is never hidden).
+pub fn origin(scheduled: Instant, sent: Instant) -> Instant {
+    scheduled.min(sent)
+}
 
 /// What the generator threads need to know.
 #[derive(Debug, Clone)]
@@ -326,8 +344,10 @@ async fn generator(
     let arrivals = thread_slice(cfg.arrival, cfg.rate, cfg.seed, thread, cfg.cores, end);
     for (n, offset) in arrivals.enumerate() {
         let at = start + offset;
-        if at > Instant::now() {
-            monoio::time::sleep_until(at.into()).await;
+        // The last timer tick at or before `at` (see the module docs).
+        let wake = at.checked_sub(TIMER_TICK).unwrap_or(at);
+        if wake > Instant::now() {
+            monoio::time::sleep_until(wake.into()).await;
         }
         let index = thread + n * cfg.cores;
         ctx.in_flight.set(ctx.in_flight.get() + 1);
@@ -409,8 +429,9 @@ fn interval_of(ctx: &Ctx, warm: bool, done: Instant) -> Option<u64> {
 }
 
 /// One scheduled arrival, from its scheduled instant `at` to its last answer.
-async fn one(ctx: Rc<Ctx>, at: Instant, warm: bool, index: usize) {
+async fn one(ctx: Rc<Ctx>, scheduled: Instant, warm: bool, index: usize) {
     let cfg = &ctx.cfg;
+    let at = origin(scheduled, Instant::now());
     {
         if let Some(p) = &ctx.progress {
             p.counters.sent.fetch_add(1, Ordering::Relaxed);
@@ -418,7 +439,7 @@ async fn one(ctx: Rc<Ctx>, at: Instant, warm: bool, index: usize) {
         let mut s = ctx.stats.borrow_mut();
         s.sent += 1;
         if !warm {
-            let late = latency_from(at, Instant::now());
+            let late = latency_from(scheduled, Instant::now());
             s.lateness
                 .saturating_record((late.as_micros() as u64).max(1));
         }
@@ -533,6 +554,27 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("900"));
+    }
+
+    #[test]
+    fn latency_origin_never_shortens_latency_nor_hides_lateness() {
+        let t = Instant::now();
+        let early = t - Duration::from_micros(700);
+        let late = t + Duration::from_millis(5);
+        // Sent early by the timer: counts from the real send, so an answer arriving before the
+        // scheduled instant still has its full latency.
+        assert_eq!(origin(t, early), early);
+        let answered = early + Duration::from_micros(200);
+        assert_eq!(
+            latency_from(origin(t, early), answered),
+            Duration::from_micros(200)
+        );
+        // Sent late: counts from the schedule, so the 5 ms delay is in the latency.
+        assert_eq!(origin(t, late), t);
+        assert_eq!(
+            latency_from(origin(t, late), late + Duration::from_millis(1)),
+            Duration::from_millis(6)
+        );
     }
 
     #[test]
