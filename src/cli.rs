@@ -1,7 +1,9 @@
-//! The `gavel` command line: `serve`, `mock-buyers`, `check-config` and `token create`.
+//! The `gavel` command line: `serve`, `mock-buyers`, `check-config`, `token create` and
+//! `clients create|list|revoke`.
 //!
 //! Each subcommand loads and validates the config, applies CLI overrides and calls into the library;
-//! no business logic lives here.
+//! no business logic lives here. `clients` talks to a running server's admin API (the server owns
+//! the store, and a revocation must reach its cores), with a token holding the `admin` scope.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +54,37 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// Manage OAuth clients of a running server (its admin API, scope `admin`).
+    Clients {
+        /// Base URL of the running Gavel.
+        #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
+        url: String,
+        /// Token with the `admin` scope (static token or OAuth access token).
+        #[arg(long, env = "GAVEL_ADMIN_TOKEN", hide_env_values = true, global = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        cmd: ClientsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientsCmd {
+    /// Register a client of the admin token's tenant; prints its id and secret (secret once).
+    Create {
+        /// Display name: 1-64 characters of A-Z, a-z, 0-9, space, _ . -.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes: ping,post,status,reports,dev,admin.
+        #[arg(long, value_delimiter = ',', value_parser = parse_scope, default_value = "ping,post")]
+        scopes: Vec<Scope>,
+    },
+    /// List the tenant's clients, revoked ones included.
+    List,
+    /// Revoke a client: its access tokens stop working on every core at once.
+    Revoke {
+        /// The client id (`cl_…`).
+        client_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -63,7 +96,7 @@ enum TokenCmd {
         client: String,
         #[arg(long, value_parser = parse_tenant)]
         tenant: Tenant,
-        /// Comma-separated scopes: ping,post,status,reports,dev.
+        /// Comma-separated scopes: ping,post,status,reports,dev,admin.
         #[arg(long, value_delimiter = ',', value_parser = parse_scope, default_value = "ping,post")]
         scopes: Vec<Scope>,
     },
@@ -78,14 +111,84 @@ fn parse_tenant(s: &str) -> Result<Tenant, String> {
 }
 
 fn parse_scope(s: &str) -> Result<Scope, String> {
-    match s {
-        "ping" => Ok(Scope::Ping),
-        "post" => Ok(Scope::Post),
-        "status" => Ok(Scope::Status),
-        "reports" => Ok(Scope::Reports),
-        "dev" => Ok(Scope::Dev),
-        _ => Err(format!("unknown scope {s:?}")),
+    Scope::parse(s).ok_or_else(|| format!("unknown scope {s:?}"))
+}
+
+/// Calls the admin API and prints the answer; an error answer becomes the command's error.
+fn clients(url: &str, token: Option<&str>, cmd: ClientsCmd) -> Result<(), String> {
+    let token = token.ok_or("set --token or GAVEL_ADMIN_TOKEN to a token with the admin scope")?;
+    let base = url.trim_end_matches('/');
+    let agent = ureq::AgentBuilder::new()
+        .timeout(std::time::Duration::from_secs(10))
+        .build();
+    let auth = format!("Bearer {token}");
+    let res = match &cmd {
+        ClientsCmd::Create { name, scopes } => {
+            let scopes: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+            agent
+                .post(&format!("{base}/v1/admin/clients"))
+                .set("Authorization", &auth)
+                .send_json(serde_json::json!({ "name": name, "scopes": scopes }))
+        }
+        ClientsCmd::List => agent
+            .get(&format!("{base}/v1/admin/clients"))
+            .set("Authorization", &auth)
+            .call(),
+        ClientsCmd::Revoke { client_id } => agent
+            .delete(&format!("{base}/v1/admin/clients/{client_id}"))
+            .set("Authorization", &auth)
+            .call(),
+    };
+    let body: serde_json::Value = match res {
+        Ok(r) => r
+            .into_json()
+            .map_err(|e| format!("unreadable answer: {e}"))?,
+        Err(ureq::Error::Status(code, r)) => {
+            let text = r.into_string().unwrap_or_default();
+            return Err(format!("{base} answered {code}: {text}"));
+        }
+        Err(e) => return Err(format!("cannot reach {base}: {e}")),
+    };
+    let show = |c: &serde_json::Value| {
+        let scopes: Vec<&str> = c["scopes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str())
+            .collect();
+        format!(
+            "{}  {}  tenant={}  scopes={}  created={}{}",
+            c["client_id"].as_str().unwrap_or("?"),
+            c["name"].as_str().unwrap_or("?"),
+            c["tenant"].as_str().unwrap_or("?"),
+            scopes.join(","),
+            c["created_at"].as_str().unwrap_or("?"),
+            c["revoked_at"]
+                .as_str()
+                .map(|r| format!("  REVOKED {r}"))
+                .unwrap_or_default()
+        )
+    };
+    match cmd {
+        ClientsCmd::Create { .. } => {
+            println!("{}", show(&body));
+            println!(
+                "client_id:     {}",
+                body["client_id"].as_str().unwrap_or("?")
+            );
+            println!(
+                "client_secret: {}  (shown once, store it now)",
+                body["client_secret"].as_str().unwrap_or("?")
+            );
+        }
+        ClientsCmd::List => {
+            for c in body["clients"].as_array().into_iter().flatten() {
+                println!("{}", show(c));
+            }
+        }
+        ClientsCmd::Revoke { .. } => println!("{}", show(&body)),
     }
+    Ok(())
 }
 
 fn load(path: &std::path::Path) -> Result<Config, String> {
@@ -111,6 +214,7 @@ pub fn main() -> ExitCode {
                 if c.sandbox.enabled { "on" } else { "off" }
             );
         }),
+        Cmd::Clients { url, token, cmd } => clients(&url, token.as_deref(), cmd),
         Cmd::Token {
             cmd:
                 TokenCmd::Create {

@@ -57,6 +57,8 @@ pub struct Config {
     #[serde(default)]
     pub bid_token: BidTokenConfig,
     #[serde(default)]
+    pub oauth: OAuthConfig,
+    #[serde(default)]
     pub tokens: Vec<TokenConfig>,
     #[serde(default)]
     pub buyers: Vec<BuyerConfig>,
@@ -233,6 +235,25 @@ impl BidTokenConfig {
     }
 }
 
+/// Bounds of `oauth.access_token_ttl_s`.
+pub const ACCESS_TOKEN_TTL_S: std::ops::RangeInclusive<u64> = 1..=86_400;
+
+/// OAuth 2.0 client credentials (`POST /oauth/token`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthConfig {
+    /// Lifetime of an issued access token, seconds (1..=86400).
+    pub access_token_ttl_s: u64,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        OAuthConfig {
+            access_token_ttl_s: 3600,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
@@ -262,7 +283,9 @@ impl Tenant {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, PartialOrd, Ord,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     Ping,
@@ -270,6 +293,8 @@ pub enum Scope {
     Status,
     Reports,
     Dev,
+    /// Managing the tenant's OAuth clients (`/v1/admin/clients`).
+    Admin,
 }
 
 impl Scope {
@@ -280,7 +305,21 @@ impl Scope {
             Scope::Status => "status",
             Scope::Reports => "reports",
             Scope::Dev => "dev",
+            Scope::Admin => "admin",
         }
+    }
+
+    /// The scope named `s` (as in a token request's `scope` parameter).
+    pub fn parse(s: &str) -> Option<Scope> {
+        Some(match s {
+            "ping" => Scope::Ping,
+            "post" => Scope::Post,
+            "status" => Scope::Status,
+            "reports" => Scope::Reports,
+            "dev" => Scope::Dev,
+            "admin" => Scope::Admin,
+            _ => return None,
+        })
     }
 }
 
@@ -460,6 +499,17 @@ impl Config {
             key: key.to_string(),
             reason,
         };
+        if !ACCESS_TOKEN_TTL_S.contains(&self.oauth.access_token_ttl_s) {
+            return Err(bad(
+                "oauth.access_token_ttl_s",
+                format!(
+                    "must be {}..={} seconds, got {}",
+                    ACCESS_TOKEN_TTL_S.start(),
+                    ACCESS_TOKEN_TTL_S.end(),
+                    self.oauth.access_token_ttl_s
+                ),
+            ));
+        }
         let a = &self.auction;
         if a.window_ms == 0 || a.window_ms > MAX_WINDOW_MS {
             return Err(bad(

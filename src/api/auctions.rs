@@ -154,7 +154,7 @@ pub async fn handle(
     auction_id: String,
     rid: &str,
 ) -> Result<Reply, ApiError> {
-    let client = core.shared.auth.check(req.headers(), Scope::Reports)?;
+    let client = core.authenticate(req.headers(), Scope::Reports)?;
     if auction_id.is_empty()
         || auction_id.len() > 64
         || !auction_id

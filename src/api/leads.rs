@@ -39,8 +39,8 @@ use crate::store::Batch;
 
 pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
     let received = Instant::now();
-    let client = core.shared.auth.check(req.headers(), Scope::Ping)?;
-    core.shared.auth.check(req.headers(), Scope::Post)?;
+    let client = core.authenticate(req.headers(), Scope::Ping)?;
+    core.authenticate(req.headers(), Scope::Post)?;
     let key = idempotency::key_from(req.headers())?;
     let mut body = super::json_body(req).await?;
     let fingerprint = idempotency::fingerprint(&body);

@@ -22,6 +22,7 @@ use crate::runtime::Core;
 pub mod auctions;
 pub mod idempotency;
 pub mod leads;
+pub mod oauth;
 pub mod ops;
 pub mod ping;
 pub mod post;
@@ -38,6 +39,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/leads"),
     ("GET", "/v1/auctions/{auction_id}"),
     ("GET", "/v1/metrics/latency"),
+    ("POST", "/oauth/token"),
+    ("POST", "/v1/admin/clients"),
+    ("GET", "/v1/admin/clients"),
+    ("DELETE", "/v1/admin/clients/{client_id}"),
 ];
 
 /// Time a client has to send its whole request body once the head arrived.
@@ -82,17 +87,22 @@ pub async fn handle(
 /// The route template a request matched, for metric labels; `other` for anything unrouted, so a
 /// client cannot create label values at will.
 fn endpoint_of(method: &Method, path: &str) -> &'static str {
-    for (m, p) in ROUTES {
-        let matches = if let Some(prefix) = p.strip_suffix("{auction_id}") {
-            path.starts_with(prefix) && path.len() > prefix.len()
-        } else {
-            path == *p
-        };
-        if matches && method.as_str() == *m {
-            return p;
+    ROUTES
+        .iter()
+        .find(|(m, p)| method.as_str() == *m && matches_template(p, path))
+        .map_or("other", |(_, p)| p)
+}
+
+/// Whether `path` fits a route template; a template ends in at most one `{parameter}`, which
+/// matches one non-empty path segment.
+fn matches_template(template: &str, path: &str) -> bool {
+    match template.find('{') {
+        Some(i) => {
+            let rest = &path[path.len().min(i)..];
+            path.starts_with(&template[..i]) && !rest.is_empty() && !rest.contains('/')
         }
+        None => path == template,
     }
-    "other"
 }
 
 async fn route(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
@@ -102,9 +112,7 @@ async fn route(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Rep
         (&Method::GET, "/readyz") => Ok(ops::readyz(core)),
         (&Method::GET, "/metrics") => Ok(ops::metrics(core).await),
         (&Method::GET, "/v1/metrics/latency") => {
-            core.shared
-                .auth
-                .check(req.headers(), crate::config::Scope::Reports)?;
+            core.authenticate(req.headers(), crate::config::Scope::Reports)?;
             Ok(ops::latency(core).await)
         }
         (&Method::POST, "/v1/ping") => ping::handle(core, req, rid).await,
@@ -114,12 +122,17 @@ async fn route(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Rep
             let id = p["/v1/auctions/".len()..].to_string();
             auctions::handle(core, req, id, rid).await
         }
+        (&Method::POST, "/oauth/token") => oauth::token(core, req).await,
+        (&Method::POST, "/v1/admin/clients") => oauth::create(core, req).await,
+        (&Method::GET, "/v1/admin/clients") => oauth::list(core, req).await,
+        (&Method::DELETE, p) if matches_template("/v1/admin/clients/{client_id}", p) => {
+            let id = p["/v1/admin/clients/".len()..].to_string();
+            oauth::revoke(core, req, &id).await
+        }
         _ => {
             let allowed: Vec<&str> = ROUTES
                 .iter()
-                .filter(|(_, p)| {
-                    *p == path || (p.ends_with("{auction_id}") && path.starts_with("/v1/auctions/"))
-                })
+                .filter(|(_, p)| matches_template(p, path))
                 .map(|(m, _)| *m)
                 .collect();
             if allowed.is_empty() {

@@ -48,7 +48,7 @@ struct PingOut<'a> {
 
 pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
     let received = Instant::now();
-    let client = core.shared.auth.check(req.headers(), Scope::Ping)?;
+    let client = core.authenticate(req.headers(), Scope::Ping)?;
     let key = idempotency::key_from(req.headers())?;
     let mut body = super::json_body(req).await?;
     let fingerprint = idempotency::fingerprint(&body);

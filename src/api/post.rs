@@ -56,7 +56,7 @@ struct UnsoldOut<'a> {
 
 pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
     let received = std::time::Instant::now();
-    let client = core.shared.auth.check(req.headers(), Scope::Post)?;
+    let client = core.authenticate(req.headers(), Scope::Post)?;
     let key = idempotency::key_from(req.headers())?;
     let mut body = super::json_body(req).await?;
     let fingerprint = idempotency::fingerprint(&body);

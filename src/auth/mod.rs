@@ -1,8 +1,9 @@
-//! Authentication of API callers: static bearer tokens stored as SHA-256 hashes, their tenant and
-//! scopes, and the RFC 6750 errors for missing, invalid and under-scoped tokens.
+//! Authentication of API callers: static bearer tokens stored as SHA-256 hashes, OAuth access
+//! tokens ([`oauth`]), their tenant and scopes, and the RFC 6750 errors for missing, invalid and
+//! under-scoped tokens.
 //!
 //! This module decides who is calling and whether they may call this endpoint. It does not
-//! rate-limit and it does not issue OAuth tokens (both come later, in their own modules).
+//! rate-limit, and it does not keep the table of OAuth clients (each core holds its own copy).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -13,6 +14,10 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::config::{Scope, Tenant, TokenConfig};
 use crate::error::ApiError;
+
+pub mod oauth;
+
+use oauth::{AccessKeys, ClientTable};
 
 /// Longest `Authorization` header value considered; longer ones are invalid without hashing them.
 pub const MAX_TOKEN_BYTES: usize = 512;
@@ -37,10 +42,7 @@ pub fn sha256_hex(s: &str) -> String {
 }
 
 fn prefix(t: Tenant) -> &'static str {
-    match t {
-        Tenant::Sandbox => "gv_test_",
-        Tenant::Production => "gv_live_",
-    }
+    oauth::tenant_prefix(t)
 }
 
 /// Makes a new random token for a tenant: `gv_test_…` or `gv_live_…` + 43 base64url characters.
@@ -94,31 +96,57 @@ impl Auth {
         Ok(Auth { by_hash })
     }
 
-    /// Authenticates the request and checks that the client holds `scope`.
+    /// Authenticates the request with a static token and checks that the client holds `scope`.
     pub fn check(&self, headers: &HeaderMap, scope: Scope) -> Result<Client, ApiError> {
-        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-            return Err(unauthorized(None));
+        self.check_with(headers, scope, None, 0)
+    }
+
+    /// Authenticates the request with a static token, or with an OAuth access token when `oauth`
+    /// gives the core's client table and the signing keys, and checks that the client holds
+    /// `scope`. An access token counts only while unexpired at `now_ms` and while its client is
+    /// in the table (revoking a client removes it), with the scopes both granted to the token and
+    /// still held by the client.
+    pub fn check_with(
+        &self,
+        headers: &HeaderMap,
+        scope: Scope,
+        oauth: Option<(&ClientTable, &AccessKeys)>,
+        now_ms: u64,
+    ) -> Result<Client, ApiError> {
+        let token = bearer(headers)?;
+        let client = if token.starts_with("gv_test_at_") || token.starts_with("gv_live_at_") {
+            let (table, keys) =
+                oauth.ok_or_else(|| unauthorized(Some("unknown or revoked token")))?;
+            let claims = keys.verify(token).ok_or_else(|| {
+                unauthorized(Some(
+                    "the access token was not issued by Gavel or was altered",
+                ))
+            })?;
+            if claims.expires_ms <= now_ms {
+                return Err(unauthorized(Some("the access token expired")));
+            }
+            let record = table
+                .get(&claims.client_id)
+                .filter(|r| r.tenant == claims.tenant)
+                .ok_or_else(|| unauthorized(Some("the client was revoked")))?;
+            Client {
+                name: record.client_id.clone(),
+                tenant: record.tenant,
+                scopes: claims
+                    .scopes
+                    .intersection(&record.scopes)
+                    .copied()
+                    .collect(),
+            }
+        } else {
+            let d = digest::digest(&digest::SHA256, token.as_bytes());
+            let key: [u8; 32] = d.as_ref().try_into().expect("SHA-256 is 32 bytes");
+            self.by_hash
+                .get(&key)
+                .filter(|c| token.starts_with(prefix(c.tenant)))
+                .ok_or_else(|| unauthorized(Some("unknown or revoked token")))?
+                .clone()
         };
-        let value = value
-            .to_str()
-            .map_err(|_| unauthorized(Some("the header is not ASCII")))?;
-        if value.len() > MAX_TOKEN_BYTES {
-            return Err(unauthorized(Some("the token is too long")));
-        }
-        let Some((scheme, token)) = value.split_once(' ') else {
-            return Err(unauthorized(Some("expected the Bearer scheme")));
-        };
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(unauthorized(Some("expected the Bearer scheme")));
-        }
-        let token = token.trim();
-        let d = digest::digest(&digest::SHA256, token.as_bytes());
-        let key: [u8; 32] = d.as_ref().try_into().expect("SHA-256 is 32 bytes");
-        let client = self
-            .by_hash
-            .get(&key)
-            .filter(|c| token.starts_with(prefix(c.tenant)))
-            .ok_or_else(|| unauthorized(Some("unknown or revoked token")))?;
         if !client.scopes.contains(&scope) {
             let s = scope.as_str();
             return Err(ApiError::new(
@@ -131,8 +159,28 @@ impl Auth {
                 format!(r#"Bearer realm="gavel", error="insufficient_scope", scope="{s}""#),
             ));
         }
-        Ok(client.clone())
+        Ok(client)
     }
+}
+
+/// The bearer token of a request (RFC 6750 §2.1), bounded in length.
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return Err(unauthorized(None));
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| unauthorized(Some("the header is not ASCII")))?;
+    if value.len() > MAX_TOKEN_BYTES {
+        return Err(unauthorized(Some("the token is too long")));
+    }
+    let Some((scheme, token)) = value.split_once(' ') else {
+        return Err(unauthorized(Some("expected the Bearer scheme")));
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(unauthorized(Some("expected the Bearer scheme")));
+    }
+    Ok(token.trim())
 }
 
 #[cfg(test)]

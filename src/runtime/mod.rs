@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::auction::shard::Shard;
 use crate::auction::token::BidKeys;
+use crate::auth::oauth::{AccessKeys, ClientRecord, ClientTable};
 use crate::auth::Auth;
 use crate::buyers::pool::Pool;
 use crate::buyers::Registry;
@@ -57,6 +58,11 @@ pub struct Shared {
     pub registry: Registry,
     pub keys: BidKeys,
     pub auth: Auth,
+    /// Signs and verifies OAuth access tokens (key generated once, kept in the store).
+    pub access_keys: AccessKeys,
+    /// OAuth clients as stored at start; each core builds its own table from them, and later
+    /// changes reach every core through its inbox.
+    pub initial_clients: Vec<ClientRecord>,
     pub store: Arc<Store>,
     /// One group committer per core, indexed by core id.
     pub committers: Vec<Committer>,
@@ -94,12 +100,29 @@ pub struct Core {
     pub metrics: crate::metrics::CoreMetrics,
     /// Encoded idempotency scopes of keyed requests running on this core.
     pub in_flight: RefCell<std::collections::HashSet<Vec<u8>>>,
+    /// This core's copy of the active OAuth clients.
+    pub clients: RefCell<ClientTable>,
     open_connections: Cell<usize>,
 }
 
 impl Core {
     pub fn stats(&self) -> &CoreStats {
         &self.shared.stats[self.id]
+    }
+
+    /// Authenticates a request (static token or OAuth access token) and checks its scope.
+    pub fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        scope: crate::config::Scope,
+    ) -> Result<crate::auth::Client, crate::error::ApiError> {
+        let clients = self.clients.borrow();
+        self.shared.auth.check_with(
+            headers,
+            scope,
+            Some((&clients, &self.shared.access_keys)),
+            crate::auction::now_ms(),
+        )
     }
 
     /// This core's group committer.
@@ -212,7 +235,16 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
     let registry = Registry::from_config(&config.buyers)?;
     let auth = Auth::from_config(&config.tokens)?;
     let store = Arc::new(open_store(&config)?);
-    let keys = BidKeys::from_config(&config.bid_token, &stored_bid_secret(&store)?)?;
+    let keys = BidKeys::from_config(
+        &config.bid_token,
+        &stored_secret(&store, "bid_token_secret", "bid-token key")?,
+    )?;
+    let access_keys = AccessKeys::new(&stored_secret(
+        &store,
+        "oauth_access_token_secret",
+        "OAuth access-token key",
+    )?);
+    let initial_clients = load_clients(&store)?;
     let committers = (0..cores)
         .map(|id| Committer::start(store.clone(), id, config.store.group_commit_max_batch))
         .collect::<Result<Vec<_>, _>>()
@@ -238,6 +270,8 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
         registry,
         keys,
         auth,
+        access_keys,
+        initial_clients,
         store,
         committers,
         stats: (0..cores).map(|_| CoreStats::default()).collect(),
@@ -319,22 +353,35 @@ pub fn open_store(config: &Config) -> Result<Store, String> {
     Store::open(&opts).map_err(|e| format!("cannot open the store at {}: {e}", st.path.display()))
 }
 
-/// The bid-token key Gavel generated for itself, created and made durable on first start.
-fn stored_bid_secret(store: &Store) -> Result<Vec<u8>, String> {
-    const KEY: &str = "bid_token_secret";
-    match store.get_meta(KEY) {
+/// A signing key Gavel generated for itself (`what`, for errors), created and made durable under
+/// `key` in the store's meta tree on first start, so what it signed survives restarts.
+fn stored_secret(store: &Store, key: &str, what: &str) -> Result<Vec<u8>, String> {
+    match store.get_meta(key) {
         Ok(Some(secret)) if secret.len() >= crate::auction::token::MIN_SECRET_BYTES => Ok(secret),
         Ok(_) => {
             let secret = BidKeys::generate_secret();
             let mut batch = crate::store::Batch::new();
-            batch.put_meta(KEY, secret.clone());
+            batch.put_meta(key, secret.clone());
             store
                 .write_durable(&batch)
-                .map_err(|e| format!("cannot store the bid-token key: {e}"))?;
+                .map_err(|e| format!("cannot store the {what}: {e}"))?;
             Ok(secret)
         }
-        Err(e) => Err(format!("cannot read the bid-token key: {e}")),
+        Err(e) => Err(format!("cannot read the {what}: {e}")),
     }
+}
+
+/// Every OAuth client record in the store (revoked ones included; the tables skip them).
+pub fn load_clients(store: &Store) -> Result<Vec<ClientRecord>, String> {
+    let rows = store
+        .meta_with_prefix(crate::auth::oauth::META_PREFIX)
+        .map_err(|e| format!("cannot read the OAuth clients: {e}"))?;
+    rows.into_iter()
+        .map(|(k, v)| {
+            serde_json::from_slice(&v)
+                .map_err(|e| format!("OAuth client record {k} is damaged: {e}"))
+        })
+        .collect()
 }
 
 /// CPUs this process may run on, in order.
@@ -373,6 +420,7 @@ async fn core_main(
                 .collect::<Vec<_>>(),
         ),
         in_flight: RefCell::new(std::collections::HashSet::new()),
+        clients: RefCell::new(ClientTable::new(shared.initial_clients.iter().cloned())),
         open_connections: Cell::new(0),
         shared: shared.clone(),
     });

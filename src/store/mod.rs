@@ -518,6 +518,17 @@ impl Store {
         Ok(self.tree(TreeId::Meta).get(key)?.map(|v| v.to_vec()))
     }
 
+    /// Every `meta` value whose key starts with `prefix`, in key order.
+    pub fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.tree(TreeId::Meta)
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            })
+            .collect()
+    }
+
     /// Applies `batch` atomically across trees, in memory and sled's log, without waiting for the
     /// disk. The committer calls this for each batch of a group, then flushes once.
     pub(crate) fn apply(&self, batch: &Batch) -> Result<(), StoreError> {

@@ -69,7 +69,7 @@ level = "warn"
 client = "it-all"
 tenant = "sandbox"
 sha256 = "{all}"
-scopes = ["ping", "post", "status", "reports", "dev"]
+scopes = ["ping", "post", "status", "reports", "dev", "admin"]
 
 [[tokens]]
 client = "it-ping"
@@ -81,7 +81,7 @@ scopes = ["ping"]
 client = "it-live"
 tenant = "production"
 sha256 = "{live}"
-scopes = ["ping", "post", "reports"]
+scopes = ["ping", "post", "reports", "admin"]
 
 [[rules]]
 source = "facebook_ads"

@@ -1,0 +1,336 @@
+//! OAuth 2.0 client credentials through the real server: a standard OAuth client library gets a
+//! token and pings with it; expired, revoked and tampered tokens are refused; scopes hold; the
+//! RFC 6749 §5.2 error answers; tenant isolation of the client admin API; the `gavel clients` CLI.
+// Test threads are not event loops: sleeping in them is how tests wait.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use gavel::config::Driver;
+use oauth2::basic::BasicClient;
+use oauth2::{AuthUrl, ClientId, ClientSecret, Scope as OScope, TokenResponse, TokenUrl};
+
+/// Registers a client through the admin API with `admin_token`; returns (client_id, secret).
+fn register(env: &Env, admin_token: &str, scopes: &[&str]) -> (String, String) {
+    let body = serde_json::json!({"name": "acme seller", "scopes": scopes}).to_string();
+    let r = env.post("/v1/admin/clients", Some(admin_token), &body);
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    (
+        r.json["client_id"].as_str().unwrap().to_string(),
+        r.json["client_secret"].as_str().unwrap().to_string(),
+    )
+}
+
+fn oauth_client(env: &Env, id: &str, secret: &str) -> BasicClient {
+    BasicClient::new(
+        ClientId::new(id.to_string()),
+        Some(ClientSecret::new(secret.to_string())),
+        AuthUrl::new(format!("{}/unused", env.base)).unwrap(),
+        Some(TokenUrl::new(format!("{}/oauth/token", env.base)).unwrap()),
+    )
+}
+
+fn form(env: &Env, body: &str, basic: Option<(&str, &str)>) -> Resp {
+    let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
+    let auth;
+    if let Some((id, secret)) = basic {
+        use base64::Engine;
+        auth = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+        );
+        headers.push(("Authorization", auth.as_str()));
+    }
+    call(
+        &env.base,
+        "POST",
+        "/oauth/token",
+        None,
+        Some(body),
+        &headers,
+    )
+}
+
+#[test]
+fn a_standard_oauth_client_gets_a_token_that_pings() {
+    let env = Env::start(Driver::Legacy, vec![fixed("x", 30.0)], |_, _| {});
+    let (id, secret) = register(&env, TOKEN, &["ping", "post"]);
+    assert!(id.starts_with("cl_"));
+    assert!(secret.starts_with("gv_test_cs_"));
+    // The oauth2 crate's client-credentials flow, client authenticated with HTTP Basic.
+    let token = oauth_client(&env, &id, &secret)
+        .exchange_client_credentials()
+        .add_scope(OScope::new("ping".into()))
+        .request(oauth2::ureq::http_client)
+        .expect("token request succeeds");
+    assert_eq!(token.expires_in(), Some(Duration::from_secs(3600)));
+    let scopes: Vec<String> = token
+        .scopes()
+        .unwrap()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(scopes, ["ping"]);
+    let access = token.access_token().secret().clone();
+    assert!(access.starts_with("gv_test_at_"), "{access}");
+    let r = env.post("/v1/ping", Some(&access), &ping_body().to_string());
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["status"], "won");
+    // The token carries only the scope asked for: posting needs `post`.
+    let p = env.post(
+        "/v1/post",
+        Some(&access),
+        &post_body("auc_x", "bid_x").to_string(),
+    );
+    assert_eq!((p.status, p.error_code()), (403, "insufficient_scope"));
+    assert!(p
+        .header("www-authenticate")
+        .unwrap()
+        .contains(r#"scope="post""#));
+    // Without a scope parameter the token gets all of the client's scopes; body credentials and
+    // a JSON body work too.
+    let body = serde_json::json!({
+        "grant_type": "client_credentials", "client_id": id, "client_secret": secret
+    })
+    .to_string();
+    let r = call(
+        &env.base,
+        "POST",
+        "/oauth/token",
+        None,
+        Some(&body),
+        &[("Content-Type", "application/json")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["scope"], "ping post");
+    assert_eq!(r.json["token_type"], "Bearer");
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    // A token survives a restart (its key is kept in the store), and so does its client.
+    let mut env = env;
+    env.restart();
+    let r = env.post("/v1/ping", Some(&access), &ping_body().to_string());
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+#[test]
+fn token_endpoint_errors_follow_rfc_6749() {
+    let env = Env::start(Driver::Legacy, vec![fixed("x", 30.0)], |_, _| {});
+    let (id, secret) = register(&env, TOKEN, &["ping"]);
+    let grant = "grant_type=client_credentials";
+    // Wrong secret over Basic: 401 invalid_client with a Basic challenge.
+    let r = form(&env, grant, Some((&id, "wrong")));
+    assert_eq!(
+        (r.status, r.json["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    assert!(r.header("www-authenticate").unwrap().starts_with("Basic"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert!(r.json["error_description"].is_string());
+    // Wrong secret in the body: 401 invalid_client.
+    let r = form(
+        &env,
+        &format!("{grant}&client_id={id}&client_secret=nope"),
+        None,
+    );
+    assert_eq!(
+        (r.status, r.json["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let cases = [
+        ("grant_type=password", "unsupported_grant_type"),
+        ("scope=ping", "invalid_request"),
+        ("grant_type=client_credentials&scope=post", "invalid_scope"),
+        (
+            "grant_type=client_credentials&scope=ping&scope=ping",
+            "invalid_request",
+        ),
+    ];
+    for (body, error) in cases {
+        let r = form(&env, body, Some((&id, &secret)));
+        assert_eq!(
+            (r.status, r.json["error"].as_str()),
+            (400, Some(error)),
+            "{body}"
+        );
+    }
+    // Two authentication methods at once.
+    let r = form(
+        &env,
+        &format!("{grant}&client_id={id}"),
+        Some((&id, &secret)),
+    );
+    assert_eq!(r.json["error"], "invalid_request");
+    // No credentials at all.
+    let r = form(&env, grant, None);
+    assert_eq!(
+        (r.status, r.json["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    // Another content type.
+    let r = call(
+        &env.base,
+        "POST",
+        "/oauth/token",
+        None,
+        Some(grant),
+        &[("Content-Type", "text/plain")],
+    );
+    assert_eq!(
+        (r.status, r.json["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+}
+
+#[test]
+fn expired_revoked_and_tampered_tokens_are_refused() {
+    let env = Env::start(Driver::Legacy, vec![fixed("x", 30.0)], |cfg, _| {
+        cfg.oauth.access_token_ttl_s = 1;
+    });
+    let (id, secret) = register(&env, TOKEN, &["ping"]);
+    let token = |env: &Env| {
+        let r = form(env, "grant_type=client_credentials", Some((&id, &secret)));
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json["access_token"].as_str().unwrap().to_string()
+    };
+    let ping = |env: &Env, t: &str| env.post("/v1/ping", Some(t), &ping_body().to_string());
+    // Expired.
+    let t = token(&env);
+    assert_eq!(ping(&env, &t).status, 200);
+    std::thread::sleep(Duration::from_millis(1_100));
+    let r = ping(&env, &t);
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert!(r
+        .header("www-authenticate")
+        .unwrap()
+        .contains("invalid_token"));
+    // Tampered: one character of the signed part changed.
+    let t = token(&env);
+    let mut bytes = t.clone().into_bytes();
+    let i = bytes.len() - 5;
+    bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+    assert_eq!(ping(&env, &String::from_utf8(bytes).unwrap()).status, 401);
+    // Revoked: refused on fresh connections (spread over both cores) right after the revoke
+    // answers; the client can no longer get tokens either.
+    let t = token(&env);
+    let revoked = call(
+        &env.base,
+        "DELETE",
+        &format!("/v1/admin/clients/{id}"),
+        Some(TOKEN),
+        None,
+        &[],
+    );
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    assert!(revoked.json["revoked_at"].is_string());
+    let addr = env.server().addr;
+    let request = format!(
+        "GET /v1/auctions/auc_x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\nConnection: close\r\n\r\n"
+    );
+    for _ in 0..8 {
+        let answer = raw(addr, request.as_bytes(), Duration::from_secs(5));
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    }
+    let r = form(&env, "grant_type=client_credentials", Some((&id, &secret)));
+    assert_eq!(r.json["error"], "invalid_client");
+    // Revoking again answers the first revocation.
+    let again = call(
+        &env.base,
+        "DELETE",
+        &format!("/v1/admin/clients/{id}"),
+        Some(TOKEN),
+        None,
+        &[],
+    );
+    assert_eq!(again.status, 200);
+    assert_eq!(again.json["revoked_at"], revoked.json["revoked_at"]);
+}
+
+#[test]
+fn clients_belong_to_one_tenant() {
+    let env = Env::start(Driver::Legacy, vec![fixed("x", 30.0)], |_, _| {});
+    let (sandbox_id, _) = register(&env, TOKEN, &["ping"]);
+    let (live_id, _) = register(&env, LIVE, &["ping"]);
+    let list = |t: &str| -> Vec<String> {
+        let r = env.get("/v1/admin/clients", Some(t));
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert!(!r.text.contains("secret"), "{}", r.text);
+        r.json["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["client_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(list(TOKEN), vec![sandbox_id]);
+    assert_eq!(list(LIVE), vec![live_id.clone()]);
+    // Another tenant's client is invisible, also to revoke.
+    let r = call(
+        &env.base,
+        "DELETE",
+        &format!("/v1/admin/clients/{live_id}"),
+        Some(TOKEN),
+        None,
+        &[],
+    );
+    assert_eq!(r.status, 404, "{}", r.text);
+    // The admin API needs the admin scope.
+    let r = env.get("/v1/admin/clients", Some(PING_ONLY));
+    assert_eq!((r.status, r.error_code()), (403, "insufficient_scope"));
+    // Bad registrations.
+    for body in [
+        r#"{"name":"","scopes":["ping"]}"#,
+        r#"{"name":"x","scopes":[]}"#,
+        r#"{"name":"x","scopes":["fly"]}"#,
+    ] {
+        let r = env.post("/v1/admin/clients", Some(TOKEN), body);
+        assert_eq!(
+            (r.status, r.error_code()),
+            (422, "invalid_payload"),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn gavel_clients_cli_manages_clients_of_a_running_server() {
+    let env = Env::start(Driver::Legacy, vec![fixed("x", 30.0)], |_, _| {});
+    let gavel = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gavel"))
+            .args(["clients", "--url", &env.base])
+            .args(args)
+            .env("GAVEL_ADMIN_TOKEN", TOKEN)
+            .output()
+            .expect("gavel runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            out.status.success(),
+            text,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = gavel(&["create", "--name", "cli seller", "--scopes", "ping,reports"]);
+    assert!(ok, "{out}{err}");
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().next().unwrap().to_string())
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+    };
+    let id = field("client_id:");
+    let secret = field("client_secret:");
+    let r = form(&env, "grant_type=client_credentials", Some((&id, &secret)));
+    assert_eq!(r.json["scope"], "ping reports", "{}", r.text);
+    let (ok, listed, _) = gavel(&["list"]);
+    assert!(
+        ok && listed.contains(&id) && listed.contains("ping,reports"),
+        "{listed}"
+    );
+    let (ok, revoked, _) = gavel(&["revoke", &id]);
+    assert!(ok && revoked.contains("REVOKED"), "{revoked}");
+    let (ok, _, err) = gavel(&["revoke", "cl_nobody"]);
+    assert!(!ok && err.contains("404"), "{err}");
+}
