@@ -30,10 +30,10 @@ pub fn spawn_config(args: &Args) -> SpawnConfig {
     }
 }
 
-pub fn run_config(args: &Args, spawned: &Spawned) -> RunConfig {
+pub fn run_config(args: &Args, spawned: &Spawned, token: Option<String>) -> RunConfig {
     RunConfig {
         base_url: spawned.base_url.clone().unwrap_or_else(|| args.url.clone()),
-        token: spawned.token.clone().or_else(|| args.token.clone()),
+        token,
         scenario: args.scenario,
         arrival: args.arrival,
         rate: args.rate,
@@ -42,7 +42,7 @@ pub fn run_config(args: &Args, spawned: &Spawned) -> RunConfig {
         connections: args.connections,
         cores: args.cores,
         seed: args.seed,
-        vertical: args.vertical.clone(),
+        verticals: args.verticals.clone(),
         states: args.states.clone(),
         timeout: args.timeout,
         drain: args.drain,
@@ -146,7 +146,21 @@ pub fn execute(args: &Args) -> Result<Report, String> {
         );
     }
     let driver = generator_driver();
-    let cfg = run_config(args, &spawned);
+    // The bearer token: the spawned server's, --token, or one fetched with the OAuth client.
+    let token = match (
+        &spawned.token,
+        &args.token,
+        &args.client_id,
+        &args.client_secret,
+    ) {
+        (Some(t), _, _, _) | (None, Some(t), _, _) => Some(t.clone()),
+        (None, None, Some(id), Some(secret)) => {
+            let base = spawned.base_url.as_deref().unwrap_or(&args.url);
+            Some(crate::client::oauth_token(base, id, secret, driver)?)
+        }
+        _ => None,
+    };
+    let cfg = run_config(args, &spawned, token);
     eprintln!(
         "gavel-load: {} at {}/s against {} for {:?} (+{:?} warm-up) …",
         args.scenario.name(),

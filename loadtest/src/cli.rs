@@ -52,6 +52,13 @@ pub struct Args {
     /// Bearer token with scopes ping and post (generated with --spawn-server).
     #[arg(long, env = "GAVEL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// OAuth client id: with --client-secret, gavel-load gets its access token from
+    /// `POST /oauth/token` (client credentials) instead of taking --token.
+    #[arg(long, env = "GAVEL_CLIENT_ID")]
+    pub client_id: Option<String>,
+    /// OAuth client secret (see --client-id).
+    #[arg(long, env = "GAVEL_CLIENT_SECRET", hide_env_values = true)]
+    pub client_secret: Option<String>,
     #[arg(long, value_enum, default_value = "ping-post")]
     pub scenario: Scenario,
     /// Requested arrivals per second (all generator cores together).
@@ -76,9 +83,13 @@ pub struct Args {
     /// Seed of the Poisson arrivals and of the spawned buyer fleet.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Ping vertical.
-    #[arg(long, default_value = "auto_insurance")]
-    pub vertical: String,
+    /// Verticals the pings rotate through (comma-separated), e.g. auto_insurance,solar.
+    #[arg(
+        long = "vertical",
+        value_delimiter = ',',
+        default_value = "auto_insurance"
+    )]
+    pub verticals: Vec<String>,
     /// States the pings rotate through (comma-separated, from TX CA FL NY IL OH GA PA AZ WA).
     #[arg(long, value_delimiter = ',', default_value = "TX,CA,FL,NY,IL,OH,GA,PA")]
     pub states: Vec<String>,
@@ -157,6 +168,12 @@ impl Args {
         if self.states.is_empty() {
             return Err("--states must name at least one state".into());
         }
+        if self.verticals.iter().any(|v| v.is_empty()) {
+            return Err("--vertical: empty vertical name".into());
+        }
+        if self.client_id.is_some() != self.client_secret.is_some() {
+            return Err("--client-id and --client-secret go together".into());
+        }
         for s in &self.states {
             if crate::run::zip3_of(s).is_none() {
                 return Err(format!("--states: unknown state {s:?}"));
@@ -179,8 +196,15 @@ impl Args {
                 "--spawn-server needs --buyers N (the server gets the spawned fleet)".into(),
             );
         }
-        if !self.spawn_server && self.scenario != Scenario::Healthz && self.token.is_none() {
-            return Err("--token (or GAVEL_TOKEN) is required unless --spawn-server".into());
+        if !self.spawn_server
+            && self.scenario != Scenario::Healthz
+            && self.token.is_none()
+            && self.client_id.is_none()
+        {
+            return Err(
+                "--token (or --client-id and --client-secret) is required unless --spawn-server"
+                    .into(),
+            );
         }
         for (name, p) in [
             ("--bid-rate", self.bid_rate),
@@ -205,7 +229,8 @@ impl Args {
             "connections": self.connections,
             "cores": self.cores,
             "seed": self.seed,
-            "vertical": self.vertical,
+            "verticals": self.verticals,
+            "oauth_client_id": self.client_id,
             "states": self.states,
             "timeout_s": self.timeout.as_secs_f64(),
             "drain_s": self.drain.as_secs_f64(),

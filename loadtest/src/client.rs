@@ -1,5 +1,6 @@
-//! The generator's blocking HTTP pieces: a tiny GET for `/metrics` before and after a run, and
-//! summing Prometheus samples. Requests on generator cores go through `gavel::buyers::pool::Pool`.
+//! The generator's blocking HTTP pieces: a tiny GET for `/metrics` before and after a run, summing
+//! Prometheus samples, and getting an OAuth access token before a run. Requests on generator cores
+//! go through `gavel::buyers::pool::Pool`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -47,6 +48,48 @@ fn dechunk(mut s: &str) -> String {
         s = rest[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// An access token from `{base_url}/oauth/token` for the OAuth client `id` / `secret` (client
+/// credentials, body authentication, JSON body; every scope the client holds), fetched on a
+/// short-lived runtime of `driver` before the run starts.
+pub fn oauth_token(
+    base_url: &str,
+    id: &str,
+    secret: &str,
+    driver: gavel::config::Driver,
+) -> Result<String, String> {
+    use gavel::buyers::pool::{Pool, Target};
+    let target = Target::parse(&format!("{}/oauth/token", base_url.trim_end_matches('/')))?;
+    let body = serde_json::json!({
+        "grant_type": "client_credentials", "client_id": id, "client_secret": secret
+    });
+    let answer = gavel::runtime::block_on(driver, 64, || async {
+        let pool = Pool::new();
+        monoio::time::timeout(
+            Duration::from_secs(10),
+            pool.post_json(
+                &target,
+                &[],
+                bytes::Bytes::from(body.to_string()),
+                64 * 1024,
+            ),
+        )
+        .await
+    })
+    .map_err(|e| format!("cannot start a runtime: {e}"))?
+    .map_err(|_| "POST /oauth/token timed out".to_string())?
+    .map_err(|e| format!("POST /oauth/token: {e}"))?;
+    let v: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+    match v["access_token"].as_str() {
+        Some(t) if answer.status.is_success() => Ok(t.to_string()),
+        _ => Err(format!(
+            "POST /oauth/token answered {}: {} ({})",
+            answer.status,
+            v["error"].as_str().unwrap_or("no error code"),
+            v["error_description"].as_str().unwrap_or("")
+        )),
+    }
 }
 
 /// Sum of every sample of `name` whose label set contains all of `labels` (e.g.

@@ -64,7 +64,8 @@ pub struct RunConfig {
     pub connections: usize,
     pub cores: usize,
     pub seed: u64,
-    pub vertical: String,
+    /// Verticals and states rotate together so that every combination recurs.
+    pub verticals: Vec<String>,
     pub states: Vec<String>,
     pub timeout: Duration,
     pub drain: Duration,
@@ -428,6 +429,14 @@ fn interval_of(ctx: &Ctx, warm: bool, done: Instant) -> Option<u64> {
     })
 }
 
+/// The vertical and state of arrival number `index`: verticals cycle fastest, states next, so
+/// every (vertical, state) pair recurs evenly.
+pub fn mix(cfg: &RunConfig, index: usize) -> (&str, &str) {
+    let v = &cfg.verticals[index % cfg.verticals.len()];
+    let s = &cfg.states[(index / cfg.verticals.len()) % cfg.states.len()];
+    (v, s)
+}
+
 /// One scheduled arrival, from its scheduled instant `at` to its last answer.
 async fn one(ctx: Rc<Ctx>, scheduled: Instant, warm: bool, index: usize) {
     let cfg = &ctx.cfg;
@@ -464,8 +473,8 @@ async fn one(ctx: Rc<Ctx>, scheduled: Instant, warm: bool, index: usize) {
             });
         }
         Scenario::Leads => {
-            let state = &cfg.states[index % cfg.states.len()];
-            let body = lead_call_body(&cfg.vertical, state);
+            let (vertical, state) = mix(cfg, index);
+            let body = lead_call_body(vertical, state);
             let out = call(
                 cfg.timeout,
                 ctx.pool.post_json(&ctx.leads, &ctx.headers, body, MAX_BODY),
@@ -484,8 +493,8 @@ async fn one(ctx: Rc<Ctx>, scheduled: Instant, warm: bool, index: usize) {
             });
         }
         Scenario::Ping | Scenario::PingPost => {
-            let state = &cfg.states[index % cfg.states.len()];
-            let body = ping_body(&cfg.vertical, state);
+            let (vertical, state) = mix(cfg, index);
+            let body = ping_body(vertical, state);
             let out = call(
                 cfg.timeout,
                 ctx.pool.post_json(&ctx.ping, &ctx.headers, body, MAX_BODY),
@@ -575,6 +584,30 @@ mod tests {
             latency_from(origin(t, late), late + Duration::from_millis(1)),
             Duration::from_millis(6)
         );
+    }
+
+    #[test]
+    fn every_vertical_and_state_pair_recurs() {
+        let cfg = RunConfig {
+            base_url: String::new(),
+            token: None,
+            scenario: Scenario::Ping,
+            arrival: crate::schedule::Arrival::Fixed,
+            rate: 1.0,
+            duration: Duration::from_secs(1),
+            warmup: Duration::ZERO,
+            connections: 1,
+            cores: 1,
+            seed: 1,
+            verticals: vec!["auto_insurance".into(), "solar".into()],
+            states: vec!["TX".into(), "CA".into(), "FL".into()],
+            timeout: Duration::from_secs(1),
+            drain: Duration::from_secs(1),
+            intervals: false,
+        };
+        let pairs: std::collections::HashSet<(&str, &str)> = (0..6).map(|i| mix(&cfg, i)).collect();
+        assert_eq!(pairs.len(), 6);
+        assert_eq!(mix(&cfg, 6), mix(&cfg, 0));
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub struct Spawned {
     pub server: Option<ServerHandle>,
     /// `http://addr` of the spawned server.
     pub base_url: Option<String>,
-    /// The generated token (scopes ping, post, reports) when a server was spawned.
+    /// The generated token (scopes ping, post, reports, admin) when a server was spawned.
     pub token: Option<String>,
     store_dir: Option<PathBuf>,
 }
@@ -144,7 +144,7 @@ level = "warn"
 client = "gavel-load"
 tenant = "sandbox"
 sha256 = "{hash}"
-scopes = ["ping", "post", "reports"]
+scopes = ["ping", "post", "reports", "admin"]
 "#,
         cores = cfg.server_cores.max(1),
         window = (hi + 1000).clamp(2000, gavel::config::MAX_WINDOW_MS),

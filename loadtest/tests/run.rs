@@ -51,7 +51,7 @@ fn ping_post_counts_match_the_servers_counters() {
         connections: 16,
         cores: 2,
         seed: 1,
-        vertical: "auto_insurance".into(),
+        verticals: vec!["auto_insurance".into()],
         states: vec!["TX".into(), "CA".into(), "NY".into()],
         timeout: Duration::from_secs(5),
         drain: Duration::from_secs(5),
@@ -155,7 +155,7 @@ fn healthz_scenario_needs_no_token() {
         connections: 4,
         cores: 1,
         seed: 3,
-        vertical: "auto_insurance".into(),
+        verticals: vec!["auto_insurance".into()],
         states: vec!["TX".into()],
         timeout: Duration::from_secs(5),
         drain: Duration::from_secs(2),
@@ -187,9 +187,19 @@ fn leads_scenario_counts_match_the_servers_counters() {
     })
     .expect("start");
     let server = spawned.server.as_ref().expect("server spawned").addr;
+    // Run as an OAuth client: register one with the spawned admin token, then let gavel-load get
+    // its access token through the client-credentials flow.
+    let base = spawned.base_url.clone().unwrap();
+    let driver = gavel_load::app::generator_driver();
+    let (id, secret) = register_client(&base, spawned.token.as_deref().unwrap());
+    let access = gavel_load::client::oauth_token(&base, &id, &secret, driver).expect("token");
+    assert!(access.starts_with("gv_test_at_"));
+    assert!(gavel_load::client::oauth_token(&base, &id, "wrong", driver)
+        .unwrap_err()
+        .contains("invalid_client"));
     let cfg = RunConfig {
-        base_url: spawned.base_url.clone().unwrap(),
-        token: spawned.token.clone(),
+        base_url: base,
+        token: Some(access),
         scenario: Scenario::Leads,
         arrival: Arrival::Fixed,
         rate: 100.0,
@@ -198,7 +208,7 @@ fn leads_scenario_counts_match_the_servers_counters() {
         connections: 8,
         cores: 1,
         seed: 1,
-        vertical: "auto_insurance".into(),
+        verticals: vec!["auto_insurance".into(), "solar".into()],
         states: vec!["TX".into(), "FL".into()],
         timeout: Duration::from_secs(5),
         drain: Duration::from_secs(5),
@@ -223,4 +233,27 @@ fn leads_scenario_counts_match_the_servers_counters() {
     assert_eq!(outcome("sold") + outcome("no_bid"), m.count);
     // The ping phases stay empty: one request per lead.
     assert_eq!(stats.measured.ping.count + stats.measured.post.count, 0);
+}
+
+/// Registers an OAuth client through the admin API; returns (client_id, client_secret).
+fn register_client(base: &str, admin_token: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    let body = r#"{"name":"load client","scopes":["ping","post"]}"#;
+    let request = format!(
+        "POST /v1/admin/clients HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {admin_token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 201"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    (
+        json["client_id"].as_str().unwrap().to_string(),
+        json["client_secret"].as_str().unwrap().to_string(),
+    )
 }
