@@ -32,6 +32,11 @@ path = "{path}"
 durable = {durable}
 [log]
 level = "error"
+
+# Measures durability, not the protective limits.
+[limits]
+client_requests_per_s = 1000000
+buyer_pings_per_s = 1000000
 [[tokens]]
 client = "bench"
 tenant = "sandbox"

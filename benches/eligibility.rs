@@ -176,6 +176,7 @@ fn buyers(n: usize, seed: u64) -> Vec<BuyerConfig> {
             floor: f64::from(rng.gen_range(0..=2000u32)) / 100.0,
             ping_timeout_ms: 1_500,
             post_timeout_ms: 800,
+            max_pings_per_s: None,
         })
         .collect()
 }
@@ -184,7 +185,8 @@ fn bench_eligibility(c: &mut Criterion) {
     let ping = ping();
     let mut g = c.benchmark_group("eligibility");
     for n in SIZES {
-        let registry = Registry::from_config(&buyers(n, 42)).expect("bench buyers are valid");
+        let registry =
+            Registry::from_config(&buyers(n, 42), 100.0).expect("bench buyers are valid");
         let e = registry.eligibility(&ping, Tenant::Sandbox, usize::MAX);
         eprintln!(
             "eligibility/{n}: {} eligible, {} filtered, {} capped",

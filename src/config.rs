@@ -59,6 +59,8 @@ pub struct Config {
     #[serde(default)]
     pub oauth: OAuthConfig,
     #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
     pub tokens: Vec<TokenConfig>,
     #[serde(default)]
     pub buyers: Vec<BuyerConfig>,
@@ -235,6 +237,31 @@ impl BidTokenConfig {
     }
 }
 
+/// Bounds of every requests- or pings-per-second limit.
+pub const RATE_PER_S: std::ops::RangeInclusive<f64> = 0.1..=1_000_000.0;
+
+/// CONTRACT §7 rate limits. Each holds across all cores; bursts are 5 % of a second's rate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Requests per second one API client (static token or OAuth client) may send.
+    pub client_requests_per_s: f64,
+    /// Auctions one client may have running at once.
+    pub seller_max_concurrent_auctions: u32,
+    /// Pings per second sent to one buyer, unless its `max_pings_per_s` says otherwise.
+    pub buyer_pings_per_s: f64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            client_requests_per_s: 1_000.0,
+            seller_max_concurrent_auctions: 1_000,
+            buyer_pings_per_s: 100.0,
+        }
+    }
+}
+
 /// Bounds of `oauth.access_token_ttl_s`.
 pub const ACCESS_TOKEN_TTL_S: std::ops::RangeInclusive<u64> = 1..=86_400;
 
@@ -355,6 +382,10 @@ pub struct BuyerConfig {
     pub ping_timeout_ms: u64,
     #[serde(default = "default_post_timeout_ms")]
     pub post_timeout_ms: u64,
+    /// Most pings per second Gavel sends this buyer, all cores together; over it the buyer is
+    /// skipped as `rate_limited`. Default: `limits.buyer_pings_per_s`.
+    #[serde(default)]
+    pub max_pings_per_s: Option<f64>,
 }
 
 fn yes() -> bool {
@@ -508,6 +539,36 @@ impl Config {
                     ACCESS_TOKEN_TTL_S.end(),
                     self.oauth.access_token_ttl_s
                 ),
+            ));
+        }
+        let l = &self.limits;
+        let rates = [
+            (
+                "limits.client_requests_per_s".to_string(),
+                l.client_requests_per_s,
+            ),
+            ("limits.buyer_pings_per_s".to_string(), l.buyer_pings_per_s),
+        ];
+        let buyer_rates = self.buyers.iter().filter_map(|b| {
+            b.max_pings_per_s
+                .map(|r| (format!("buyers.{}.max_pings_per_s", b.id), r))
+        });
+        for (key, r) in rates.into_iter().chain(buyer_rates) {
+            if !RATE_PER_S.contains(&r) {
+                return Err(bad(
+                    &key,
+                    format!(
+                        "must be {}..={} per second, got {r}",
+                        RATE_PER_S.start(),
+                        RATE_PER_S.end()
+                    ),
+                ));
+            }
+        }
+        if l.seller_max_concurrent_auctions == 0 {
+            return Err(bad(
+                "limits.seller_max_concurrent_auctions",
+                "must be at least 1".into(),
             ));
         }
         let a = &self.auction;

@@ -27,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod runtime;

@@ -164,6 +164,11 @@ path = "{data}"
 [log]
 level = "error"
 
+# The re-checks replay thousands of requests at once; this test is about durability, not limits.
+[limits]
+client_requests_per_s = 1000000
+buyer_pings_per_s = 1000000
+
 [[tokens]]
 client = "crash"
 tenant = "sandbox"

@@ -140,6 +140,12 @@ durable = {durable}
 [log]
 level = "warn"
 
+# A benchmark measures Gavel, not its protective limits.
+[limits]
+client_requests_per_s = 1000000
+seller_max_concurrent_auctions = 1000000
+buyer_pings_per_s = 1000000
+
 [[tokens]]
 client = "gavel-load"
 tenant = "sandbox"
@@ -167,6 +173,7 @@ scopes = ["ping", "post", "reports", "admin"]
             floor: 0.0,
             ping_timeout_ms: (hi + 500).max(1500),
             post_timeout_ms: 1500,
+            max_pings_per_s: None,
         })
         .collect();
     config.validate("gavel-load").map_err(|e| e.to_string())?;

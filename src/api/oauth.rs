@@ -156,10 +156,12 @@ async fn save_and_broadcast(core: &Rc<Core>, record: &ClientRecord) -> Result<()
     let mut batch = Batch::new();
     batch.put_meta(&oauth::meta_key(&record.client_id), json);
     core.commit(batch).await.map_err(store_error)?;
+    // One set of limits for the client, shared by every core's table.
+    let limits = std::sync::Arc::new(crate::auth::client_limits(&core.shared.config.limits));
     for target in 0..core.shared.cores {
-        let r = record.clone();
+        let (r, l) = (record.clone(), limits.clone());
         ask(core, target, move |c| async move {
-            c.clients.borrow_mut().apply(r);
+            c.clients.borrow_mut().apply(r, l);
         })
         .await?;
     }

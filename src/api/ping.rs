@@ -128,15 +128,7 @@ pub(super) fn record_engine_overhead(core: &Core, auction_id: &str, received: In
     let slowest_us = core.shard.borrow().get(auction_id).map(|a| {
         a.outcomes
             .iter()
-            .filter(|o| {
-                matches!(
-                    o.kind,
-                    OutcomeKind::Bid
-                        | OutcomeKind::NoBid
-                        | OutcomeKind::Error
-                        | OutcomeKind::Timeout
-                )
-            })
+            .filter(|o| o.kind.was_pinged())
             .map(|o| o.latency_us)
             .max()
             .unwrap_or(0)
@@ -180,6 +172,16 @@ pub(super) async fn run_auction(
     let cfg = &shared.config.auction;
     let started = Instant::now();
     let now = now_ms();
+    // Held until the auction closes: the seller's running auctions, counted on every core.
+    let _running = client.limits.auctions.try_acquire().ok_or_else(|| {
+        let max = client.limits.auctions.max();
+        crate::limits::too_many(
+            &format!("This client may run {max} auctions at once"),
+            max,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+    })?;
     // The bid window: the seller's expires_at when given (never more than 5 s away), else the
     // configured window.
     let deadline_ms = ping
@@ -244,12 +246,11 @@ pub(super) async fn run_auction(
     core.metrics
         .record_auction(started.elapsed().as_micros() as u64);
     for o in &outcomes {
-        let pinged = matches!(
-            o.kind,
-            OutcomeKind::Bid | OutcomeKind::NoBid | OutcomeKind::Error | OutcomeKind::Timeout
+        core.metrics.record_buyer_ping(
+            o.buyer,
+            o.kind.as_str(),
+            o.kind.was_pinged().then_some(o.latency_us),
         );
-        core.metrics
-            .record_buyer_ping(o.buyer, o.kind.as_str(), pinged.then_some(o.latency_us));
     }
 
     let bids: Vec<Candidate> = outcomes
@@ -318,7 +319,7 @@ pub(super) async fn run_auction(
             _ => None,
         },
         bid,
-        buyers_pinged: elig.eligible.len(),
+        buyers_pinged: outcomes.iter().filter(|o| o.kind.was_pinged()).count(),
         bids_received: bids.len(),
         auction_ms: started.elapsed().as_millis() as u64,
     };

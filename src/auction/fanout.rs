@@ -161,10 +161,17 @@ pub async fn ping_buyers(
     let idem = HeaderValue::from_str(&format!("ping_{auction_id}"))
         .expect("auction ids are header-safe by validation");
     let mut arrival = 0u32;
-    let mut outcomes: Vec<Option<BuyerOutcome>> = vec![None; elig.eligible.len()];
+    // A buyer over its pings-per-second limit (shared by all cores) is skipped, not pinged.
+    let (to_ping, rate_limited): (Vec<usize>, Vec<usize>) =
+        elig.eligible.iter().partition(|&&bi| {
+            matches!(
+                registry.buyers[bi].ping_rate.acquire(),
+                crate::limits::Decision::Allowed { .. }
+            )
+        });
+    let mut outcomes: Vec<Option<BuyerOutcome>> = vec![None; to_ping.len()];
 
-    let mut calls: FuturesUnordered<_> = elig
-        .eligible
+    let mut calls: FuturesUnordered<_> = to_ping
         .iter()
         .enumerate()
         .map(|(slot, &bi)| {
@@ -266,6 +273,11 @@ pub async fn ping_buyers(
         elig.capped
             .iter()
             .map(|&bi| skipped(bi, OutcomeKind::Capped, "max_buyers_per_auction")),
+    );
+    out.extend(
+        rate_limited
+            .iter()
+            .map(|&bi| skipped(bi, OutcomeKind::RateLimited, "max_pings_per_s")),
     );
     out
 }

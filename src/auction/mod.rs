@@ -40,6 +40,15 @@ impl OutcomeKind {
             OutcomeKind::Capped => "capped",
         }
     }
+
+    /// Whether the buyer was actually called (as opposed to skipped by a filter, the cap on
+    /// buyers per auction, or its rate limit).
+    pub fn was_pinged(self) -> bool {
+        matches!(
+            self,
+            OutcomeKind::Bid | OutcomeKind::NoBid | OutcomeKind::Error | OutcomeKind::Timeout
+        )
+    }
 }
 
 /// One buyer's outcome, kept for the auction record.

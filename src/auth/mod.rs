@@ -12,8 +12,11 @@ use http::{HeaderMap, StatusCode};
 use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::config::{Scope, Tenant, TokenConfig};
+use std::sync::Arc;
+
+use crate::config::{LimitsConfig, Scope, Tenant, TokenConfig};
 use crate::error::ApiError;
+use crate::limits::ClientLimits;
 
 pub mod oauth;
 
@@ -23,11 +26,13 @@ use oauth::{AccessKeys, ClientTable};
 pub const MAX_TOKEN_BYTES: usize = 512;
 
 /// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Client {
     pub name: String,
     pub tenant: Tenant,
     pub scopes: BTreeSet<Scope>,
+    /// Its rate and concurrency limits, shared by every core.
+    pub limits: Arc<ClientLimits>,
 }
 
 /// Token hash → client. Lookup is by SHA-256 of the presented token, so the table holds no
@@ -74,7 +79,7 @@ fn unauthorized(description: Option<&str>) -> ApiError {
 }
 
 impl Auth {
-    pub fn from_config(tokens: &[TokenConfig]) -> Result<Auth, String> {
+    pub fn from_config(tokens: &[TokenConfig], limits: &LimitsConfig) -> Result<Auth, String> {
         let mut by_hash = HashMap::new();
         for t in tokens {
             let bytes = hex::decode(&t.sha256).map_err(|e| format!("token {}: {e}", t.client))?;
@@ -85,6 +90,7 @@ impl Auth {
                 name: t.client.clone(),
                 tenant: t.tenant,
                 scopes: t.scopes.clone(),
+                limits: Arc::new(client_limits(limits)),
             };
             if by_hash.insert(key, client).is_some() {
                 return Err(format!(
@@ -125,9 +131,9 @@ impl Auth {
             if claims.expires_ms <= now_ms {
                 return Err(unauthorized(Some("the access token expired")));
             }
-            let record = table
-                .get(&claims.client_id)
-                .filter(|r| r.tenant == claims.tenant)
+            let (record, limits) = table
+                .get_with_limits(&claims.client_id)
+                .filter(|(r, _)| r.tenant == claims.tenant)
                 .ok_or_else(|| unauthorized(Some("the client was revoked")))?;
             Client {
                 name: record.client_id.clone(),
@@ -137,6 +143,7 @@ impl Auth {
                     .intersection(&record.scopes)
                     .copied()
                     .collect(),
+                limits: limits.clone(),
             }
         } else {
             let d = digest::digest(&digest::SHA256, token.as_bytes());
@@ -161,6 +168,11 @@ impl Auth {
         }
         Ok(client)
     }
+}
+
+/// A new set of client limits from the configured defaults.
+pub fn client_limits(l: &LimitsConfig) -> ClientLimits {
+    ClientLimits::new(l.client_requests_per_s, l.seller_max_concurrent_auctions)
 }
 
 /// The bearer token of a request (RFC 6750 §2.1), bounded in length.
@@ -188,12 +200,15 @@ mod tests {
     use super::*;
 
     fn auth_with(token: &str, tenant: Tenant, scopes: &[Scope]) -> Auth {
-        Auth::from_config(&[TokenConfig {
-            client: "c1".into(),
-            tenant,
-            sha256: sha256_hex(token),
-            scopes: scopes.iter().copied().collect(),
-        }])
+        Auth::from_config(
+            &[TokenConfig {
+                client: "c1".into(),
+                tenant,
+                sha256: sha256_hex(token),
+                scopes: scopes.iter().copied().collect(),
+            }],
+            &LimitsConfig::default(),
+        )
         .unwrap()
     }
 

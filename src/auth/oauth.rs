@@ -13,6 +13,7 @@
 //! revoke call answers) invalidates every token it holds at once.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -22,6 +23,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Scope, Tenant};
+use crate::limits::ClientLimits;
 
 /// The only grant type Gavel supports.
 pub const CLIENT_CREDENTIALS: &str = "client_credentials";
@@ -87,32 +89,40 @@ pub fn new_client_secret(tenant: Tenant) -> String {
 /// Active clients by id: what a core consults for every OAuth-authenticated request.
 #[derive(Debug, Clone, Default)]
 pub struct ClientTable {
-    active: HashMap<String, ClientRecord>,
+    active: HashMap<String, (ClientRecord, Arc<ClientLimits>)>,
     /// Ids ever revoked: a revocation is final, even if an older update arrives after it.
     revoked: std::collections::HashSet<String>,
 }
 
 impl ClientTable {
-    pub fn new(records: impl IntoIterator<Item = ClientRecord>) -> ClientTable {
+    pub fn new(
+        records: impl IntoIterator<Item = (ClientRecord, Arc<ClientLimits>)>,
+    ) -> ClientTable {
         let mut t = ClientTable::default();
-        for r in records {
-            t.apply(r);
+        for (r, l) in records {
+            t.apply(r, l);
         }
         t
     }
 
-    /// Adds, updates or (for a revoked record) removes a client.
-    pub fn apply(&mut self, record: ClientRecord) {
+    /// Adds, updates or (for a revoked record) removes a client. Every core gets the same
+    /// `limits`, so the client's limits hold across cores.
+    pub fn apply(&mut self, record: ClientRecord, limits: Arc<ClientLimits>) {
         if record.revoked_ms.is_some() {
             self.active.remove(&record.client_id);
             self.revoked.insert(record.client_id);
         } else if !self.revoked.contains(&record.client_id) {
-            self.active.insert(record.client_id.clone(), record);
+            self.active
+                .insert(record.client_id.clone(), (record, limits));
         }
     }
 
     pub fn get(&self, client_id: &str) -> Option<&ClientRecord> {
-        self.active.get(client_id)
+        self.active.get(client_id).map(|(r, _)| r)
+    }
+
+    pub fn get_with_limits(&self, client_id: &str) -> Option<(&ClientRecord, &Arc<ClientLimits>)> {
+        self.active.get(client_id).map(|(r, l)| (r, l))
     }
 }
 
@@ -494,6 +504,10 @@ mod tests {
         )
     }
 
+    fn lim() -> Arc<ClientLimits> {
+        Arc::new(ClientLimits::new(100.0, 10))
+    }
+
     fn form(s: &str) -> TokenRequest {
         TokenRequest::from_form(s.as_bytes()).unwrap()
     }
@@ -525,7 +539,7 @@ mod tests {
     #[test]
     fn issues_with_basic_or_body_credentials() {
         let (rec, secret) = client(&[Scope::Ping, Scope::Post]);
-        let table = ClientTable::new([rec.clone()]);
+        let table = ClientTable::new([(rec.clone(), lim())]);
         let keys = AccessKeys::new(&[1; 32]);
         let r = issue(
             &form("grant_type=client_credentials"),
@@ -551,7 +565,7 @@ mod tests {
     #[test]
     fn refusals_follow_rfc_6749() {
         let (rec, secret) = client(&[Scope::Ping]);
-        let table = ClientTable::new([rec.clone()]);
+        let table = ClientTable::new([(rec.clone(), lim())]);
         let keys = AccessKeys::new(&[1; 32]);
         let basic = Some((rec.client_id.clone(), secret.clone()));
         let err = |req: &str, basic: Option<(String, String)>| {
@@ -596,7 +610,7 @@ mod tests {
         let mut revoked = rec.clone();
         revoked.revoked_ms = Some(5);
         let mut t2 = table.clone();
-        t2.apply(revoked);
+        t2.apply(revoked, lim());
         let e = issue(
             &form("grant_type=client_credentials"),
             basic,

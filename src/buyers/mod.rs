@@ -31,6 +31,8 @@ pub struct Buyer {
     pub floor_cents: Cents,
     pub ping_timeout: Duration,
     pub post_timeout: Duration,
+    /// Pings per second Gavel may send this buyer, shared by every core.
+    pub ping_rate: crate::limits::Rate,
     filters: CompiledFilters,
 }
 
@@ -51,7 +53,8 @@ fn set(v: &[String]) -> HashSet<String> {
 }
 
 impl Buyer {
-    pub fn from_config(c: &BuyerConfig) -> Result<Buyer, String> {
+    /// A buyer from its config; `default_pings_per_s` applies unless it sets `max_pings_per_s`.
+    pub fn from_config(c: &BuyerConfig, default_pings_per_s: f64) -> Result<Buyer, String> {
         let auth = match &c.auth_header {
             None => None,
             Some(h) => {
@@ -84,6 +87,9 @@ impl Buyer {
                 .ok_or_else(|| format!("buyer {}: bad floor", c.id))?,
             ping_timeout: Duration::from_millis(c.ping_timeout_ms),
             post_timeout: Duration::from_millis(c.post_timeout_ms),
+            ping_rate: crate::limits::Rate::per_second(
+                c.max_pings_per_s.unwrap_or(default_pings_per_s),
+            ),
             filters: CompiledFilters {
                 verticals: set(&f.verticals),
                 states: set(&f.states),
@@ -150,10 +156,13 @@ pub struct Eligibility {
 }
 
 impl Registry {
-    pub fn from_config(buyers: &[BuyerConfig]) -> Result<Registry, String> {
+    pub fn from_config(
+        buyers: &[BuyerConfig],
+        default_pings_per_s: f64,
+    ) -> Result<Registry, String> {
         let buyers: Vec<Buyer> = buyers
             .iter()
-            .map(Buyer::from_config)
+            .map(|b| Buyer::from_config(b, default_pings_per_s))
             .collect::<Result<_, _>>()?;
         let by_id = buyers
             .iter()

@@ -21,6 +21,7 @@ use crate::buyers::pool::Pool;
 use crate::buyers::Registry;
 use crate::config::{Config, Driver};
 use crate::http::shutdown::Shutdown;
+use crate::limits::ClientLimits;
 use crate::store::{Committer, ExpiryHandle, Store, StoreOptions};
 
 pub mod handoff;
@@ -62,7 +63,7 @@ pub struct Shared {
     pub access_keys: AccessKeys,
     /// OAuth clients as stored at start; each core builds its own table from them, and later
     /// changes reach every core through its inbox.
-    pub initial_clients: Vec<ClientRecord>,
+    pub initial_clients: Vec<(ClientRecord, Arc<ClientLimits>)>,
     pub store: Arc<Store>,
     /// One group committer per core, indexed by core id.
     pub committers: Vec<Committer>,
@@ -110,19 +111,24 @@ impl Core {
         &self.shared.stats[self.id]
     }
 
-    /// Authenticates a request (static token or OAuth access token) and checks its scope.
+    /// Authenticates a request (static token or OAuth access token), checks its scope, and counts
+    /// it against the client's request rate (429 past it).
     pub fn authenticate(
         &self,
         headers: &http::HeaderMap,
         scope: crate::config::Scope,
     ) -> Result<crate::auth::Client, crate::error::ApiError> {
-        let clients = self.clients.borrow();
-        self.shared.auth.check_with(
-            headers,
-            scope,
-            Some((&clients, &self.shared.access_keys)),
-            crate::auction::now_ms(),
-        )
+        let client = {
+            let clients = self.clients.borrow();
+            self.shared.auth.check_with(
+                headers,
+                scope,
+                Some((&clients, &self.shared.access_keys)),
+                crate::auction::now_ms(),
+            )?
+        };
+        crate::limits::check_requests(&client.limits)?;
+        Ok(client)
     }
 
     /// This core's group committer.
@@ -232,8 +238,8 @@ where
 pub fn start(config: Config) -> Result<ServerHandle, String> {
     let cores = config.core_count();
     let driver = resolve_driver(config.server.driver).map_err(|e| e.to_string())?;
-    let registry = Registry::from_config(&config.buyers)?;
-    let auth = Auth::from_config(&config.tokens)?;
+    let registry = Registry::from_config(&config.buyers, config.limits.buyer_pings_per_s)?;
+    let auth = Auth::from_config(&config.tokens, &config.limits)?;
     let store = Arc::new(open_store(&config)?);
     let keys = BidKeys::from_config(
         &config.bid_token,
@@ -244,7 +250,10 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
         "oauth_access_token_secret",
         "OAuth access-token key",
     )?);
-    let initial_clients = load_clients(&store)?;
+    let initial_clients = load_clients(&store)?
+        .into_iter()
+        .map(|r| (r, Arc::new(crate::auth::client_limits(&config.limits))))
+        .collect();
     let committers = (0..cores)
         .map(|id| Committer::start(store.clone(), id, config.store.group_commit_max_batch))
         .collect::<Result<Vec<_>, _>>()

@@ -62,6 +62,11 @@ margin_percent = 10.0
 [store]
 path = "{store}"
 
+# High enough never to trigger by accident; the rate-limit tests set their own.
+[limits]
+client_requests_per_s = 1000000
+buyer_pings_per_s = 1000000
+
 [log]
 level = "warn"
 
@@ -113,6 +118,7 @@ pub fn buyer(fleet: &FleetHandle, id: &str) -> BuyerConfig {
         floor: 0.0,
         ping_timeout_ms: 1500,
         post_timeout_ms: 800,
+        max_pings_per_s: None,
     }
 }
 
