@@ -514,6 +514,10 @@ fn auth_errors(driver: Driver) {
     let r = env.post("/v1/ping", None, &body);
     assert_eq!((r.status, r.error_code()), (401, "unauthorized"));
     assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"));
+    // Refused before its body was read: the connection cannot be reused, and the answer says so.
+    assert_eq!(r.header("connection"), Some("close"));
+    let ok = env.ping(&ping_body());
+    assert_eq!((ok.status, ok.header("connection")), (200, None));
     let r = env.post("/v1/ping", Some("gv_test_not_a_real_token"), &body);
     assert_eq!(r.status, 401);
     assert!(r
@@ -1183,4 +1187,93 @@ fn one_call_lead_resumes_after_restart(driver: Driver) {
     assert_eq!(again.status, 201, "{}", again.text);
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
     assert_eq!(again.json, r.json);
+}
+
+#[test]
+fn dev_seed_is_deterministic_and_sandbox_only() {
+    let env = Env::start(
+        Driver::Legacy,
+        vec![fixed("hi", 30.0), fixed("lo", 20.0)],
+        |_, _| {},
+    );
+    let seed = |body: serde_json::Value| {
+        let r = env.post("/v1/dev/seed", Some(TOKEN), &body.to_string());
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json
+    };
+    let a = seed(json!({"count": 40, "vertical": "auto_insurance", "seed": 11}));
+    let b = seed(json!({"count": 40, "vertical": "auto_insurance", "seed": 11}));
+    let pings = |j: &serde_json::Value| -> Vec<serde_json::Value> {
+        j["leads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["ping"].clone())
+            .collect()
+    };
+    assert_eq!(pings(&a).len(), 40);
+    assert_eq!(pings(&a), pings(&b), "same seed, same leads");
+    let c = seed(json!({"count": 40, "vertical": "auto_insurance", "seed": 12}));
+    assert_ne!(pings(&a), pings(&c));
+    // Every lead ran through ping and post against the sandbox buyers: both always bid and
+    // accept, so all 40 are sold, and the buyers saw 40 auctions of each run.
+    assert_eq!(a["auctions"], 40);
+    assert_eq!(
+        (a["sold"].as_u64(), a["won"].as_u64()),
+        (Some(40), Some(40))
+    );
+    assert_eq!(
+        (a["no_bid"].as_u64(), a["errors"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(a["avg_amount"].as_f64(), Some(27.0));
+    assert!(a["p99_ms"].as_f64().unwrap() >= a["p50_ms"].as_f64().unwrap());
+    assert_eq!(env.fleet.log().deliveries().len(), 120);
+    assert_eq!(env.fleet.log().pings("hi"), 120);
+    // A seeded auction is a real, recorded auction; its ping is what the answer shows.
+    let first = &a["leads"][0];
+    let rec = env.get(
+        &format!("/v1/auctions/{}", first["auction_id"].as_str().unwrap()),
+        Some(TOKEN),
+    );
+    assert_eq!(rec.status, 200, "{}", rec.text);
+    assert_eq!(rec.json["post"]["status"], "sold");
+    // A state narrows the leads; realistic fields come with them.
+    let ca = seed(json!({"count": 10, "vertical": "solar", "state": "CA", "seed": 1}));
+    assert!(pings(&ca)
+        .iter()
+        .all(|p| p["state"] == "CA" && p["vertical"] == "solar"));
+    // Without a seed, one is chosen and reported.
+    assert!(seed(json!({"count": 1, "vertical": "solar"}))["seed"].is_u64());
+    // Bounds and tenants.
+    for body in [
+        json!({"count": 0, "vertical": "solar"}),
+        json!({"count": 1001, "vertical": "solar"}),
+        json!({"count": 1, "vertical": "Solar!"}),
+        json!({"count": 1, "vertical": "solar", "state": "ZZ"}),
+    ] {
+        let r = env.post("/v1/dev/seed", Some(TOKEN), &body.to_string());
+        assert_eq!(
+            (r.status, r.error_code()),
+            (422, "invalid_payload"),
+            "{body}"
+        );
+    }
+    let r = env.post(
+        "/v1/dev/seed",
+        Some(LIVE),
+        &json!({"count": 1, "vertical": "solar"}).to_string(),
+    );
+    assert_eq!(
+        (r.status, r.error_code()),
+        (403, "sandbox_only"),
+        "{}",
+        r.text
+    );
+    let r = env.post(
+        "/v1/dev/seed",
+        Some(PING_ONLY),
+        &json!({"count": 1, "vertical": "solar"}).to_string(),
+    );
+    assert_eq!((r.status, r.error_code()), (403, "insufficient_scope"));
 }

@@ -87,13 +87,13 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
 }
 
 /// A validated one-call lead on its way to the owning core.
-struct Call {
-    ping: Ping,
-    post: Post,
-    client: Client,
-    idem: Option<Idem>,
-    fingerprint: [u8; 32],
-    received: Instant,
+pub(super) struct Call {
+    pub ping: Ping,
+    pub post: Post,
+    pub client: Client,
+    pub idem: Option<Idem>,
+    pub fingerprint: [u8; 32],
+    pub received: Instant,
 }
 
 /// The auction id a keyed one-call lead uses: a ULID-shaped id from the SHA-256 of the scoped
@@ -117,7 +117,8 @@ pub fn derived_auction_id(core: &Core, idem: &Idem) -> String {
     }
 }
 
-async fn run(core: &Rc<Core>, call: Call, rid: &str) -> Result<Reply, ApiError> {
+/// Runs a validated one-call lead on this core (its auction's owner): auction, then delivery.
+pub(super) async fn run(core: &Rc<Core>, call: Call, rid: &str) -> Result<Reply, ApiError> {
     let Call {
         ping,
         mut post,

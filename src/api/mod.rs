@@ -26,6 +26,7 @@ pub mod oauth;
 pub mod ops;
 pub mod ping;
 pub mod post;
+pub mod seed;
 pub mod validate;
 
 /// Every route the server answers, as (method, path template). A test checks docs/openapi.yaml
@@ -39,6 +40,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/leads"),
     ("GET", "/v1/auctions/{auction_id}"),
     ("GET", "/v1/metrics/latency"),
+    ("POST", "/v1/dev/seed"),
     ("POST", "/oauth/token"),
     ("POST", "/v1/admin/clients"),
     ("GET", "/v1/admin/clients"),
@@ -51,7 +53,7 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Entry point for every request on every core.
 pub async fn handle(
     core: Rc<Core>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let started = Instant::now();
     let rid = request_id();
@@ -59,12 +61,22 @@ pub async fn handle(
     let path: String = req.uri().path().chars().take(128).collect();
     core.stats().requests_total.fetch_add(1, Ordering::Relaxed);
     let endpoint = endpoint_of(&method, &path);
+    let announced_body = crate::http::has_body(&req);
+    let body_read = crate::http::BodyRead::default();
+    req.extensions_mut().insert(body_read.clone());
     // Every event logged while this request runs on this core carries its request id.
     let span = tracing::info_span!("request", request_id = %rid, core = core.id);
-    let reply = match tracing::Instrument::instrument(route(&core, req, &rid), span.clone()).await {
-        Ok(r) => r,
-        Err(e) => Reply::error(&e, &rid),
-    };
+    let mut reply =
+        match tracing::Instrument::instrument(route(&core, req, &rid), span.clone()).await {
+            Ok(r) => r,
+            Err(e) => Reply::error(&e, &rid),
+        };
+    if announced_body && !body_read.done() {
+        reply = reply.header(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
     let status = reply.status.as_u16();
     core.metrics.record_request(endpoint, status);
     if endpoint == "/v1/ping" && status == 200 {
@@ -122,6 +134,7 @@ async fn route(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Rep
             let id = p["/v1/auctions/".len()..].to_string();
             auctions::handle(core, req, id, rid).await
         }
+        (&Method::POST, "/v1/dev/seed") => seed::handle(core, req, rid).await,
         (&Method::POST, "/oauth/token") => oauth::token(core, req).await,
         (&Method::POST, "/v1/admin/clients") => oauth::create(core, req).await,
         (&Method::GET, "/v1/admin/clients") => oauth::list(core, req).await,

@@ -95,6 +95,28 @@ pub fn request_id() -> String {
 /// read its 413; past this the connection is closed instead.
 pub const MAX_DISCARD_BYTES: usize = 1024 * 1024;
 
+/// Marks whether a request's body was read to its end. [`crate::api::handle`] puts one in every
+/// request's extensions; an answer sent while the body is still unread (a refusal before the body
+/// mattered, such as a 401 or 429) must carry `Connection: close`, because the connection cannot
+/// serve another request and a client that reused it would see it cut off.
+#[derive(Debug, Clone, Default)]
+pub struct BodyRead(pub std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl BodyRead {
+    pub fn done(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Whether a request announces a body (a non-zero `Content-Length`, or any `Transfer-Encoding`).
+pub fn has_body<B>(req: &http::Request<B>) -> bool {
+    let h = req.headers();
+    h.contains_key(http::header::TRANSFER_ENCODING)
+        || h.get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
+}
+
 /// Reads a request body of at most `limit` bytes within `timeout`.
 ///
 /// An oversized body (declared or streamed) is 413. Up to [`MAX_DISCARD_BYTES`] of it are read and
@@ -109,6 +131,7 @@ pub async fn read_body(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let marker = req.extensions().get::<BodyRead>().cloned();
     let mut body = req.into_body();
     let read = async {
         let mut buf =
@@ -127,9 +150,13 @@ pub async fn read_body(
                 if total <= limit {
                     buf.extend_from_slice(&data);
                 } else if total > MAX_DISCARD_BYTES {
-                    break;
+                    return Ok::<_, ApiError>((buf.freeze(), total));
                 }
             }
+        }
+        // The whole body arrived: the connection can serve the next request.
+        if let Some(m) = &marker {
+            m.0.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         Ok::<_, ApiError>((buf.freeze(), total))
     };

@@ -86,7 +86,7 @@ scopes = ["ping"]
 client = "it-live"
 tenant = "production"
 sha256 = "{live}"
-scopes = ["ping", "post", "reports", "admin"]
+scopes = ["ping", "post", "reports", "dev", "admin"]
 
 [[rules]]
 source = "facebook_ads"
