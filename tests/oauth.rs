@@ -334,3 +334,36 @@ fn gavel_clients_cli_manages_clients_of_a_running_server() {
     let (ok, _, err) = gavel(&["revoke", "cl_nobody"]);
     assert!(!ok && err.contains("404"), "{err}");
 }
+
+#[test]
+fn tenants_never_mix_in_either_direction() {
+    let env = Env::start(
+        Driver::Legacy,
+        vec![fixed("sandbox_buyer", 30.0), fixed("live_buyer", 30.0)],
+        |cfg, _| {
+            cfg.buyers[1].tenant = gavel::config::Tenant::Production;
+        },
+    );
+    // A production auction, pinged with the production token, reaches only the production buyer.
+    let live = env.post("/v1/ping", Some(LIVE), &ping_body().to_string());
+    assert_eq!(live.status, 200, "{}", live.text);
+    assert_eq!(live.json["buyers_pinged"], 1);
+    let live_id = live.json["auction_id"].as_str().unwrap().to_string();
+    assert_eq!(env.fleet.log().pings("sandbox_buyer"), 0);
+    // A sandbox OAuth client: its pings reach only the sandbox buyer, and the production auction
+    // does not exist for it.
+    let (id, secret) = register(&env, TOKEN, &["ping", "reports"]);
+    let r = form(&env, "grant_type=client_credentials", Some((&id, &secret)));
+    let access = r.json["access_token"].as_str().unwrap().to_string();
+    let p = env.post("/v1/ping", Some(&access), &ping_body().to_string());
+    assert_eq!(p.status, 200, "{}", p.text);
+    assert_eq!(p.json["buyers_pinged"], 1);
+    assert_eq!(env.fleet.log().pings("live_buyer"), 1, "only the production ping");
+    assert_eq!(env.fleet.log().pings("sandbox_buyer"), 1);
+    for token in [access.as_str(), TOKEN] {
+        let r = env.get(&format!("/v1/auctions/{live_id}"), Some(token));
+        assert_eq!((r.status, r.error_code()), (404, "not_found"), "{}", r.text);
+    }
+    // The production token still sees its own auction.
+    assert_eq!(env.get(&format!("/v1/auctions/{live_id}"), Some(LIVE)).status, 200);
+}
