@@ -79,6 +79,13 @@ fn client_over_its_rate_gets_429_with_headers() {
     assert_eq!(env.get("/v1/auctions/auc_unknown", Some(LIVE)).status, 404);
     let m = env.get("/metrics", None).text;
     assert!(m.lines().any(|l| l.contains("status=\"429\"")), "{m}");
+    assert!(
+        m.lines().any(
+            |l| l.starts_with("gavel_rate_limited_total{limit=\"client_requests\"}")
+                && !l.ends_with(" 0")
+        ),
+        "{m}"
+    );
 }
 
 #[test]
@@ -186,6 +193,10 @@ fn the_concurrent_auction_cap_holds() {
     let ran = statuses.iter().filter(|s| **s == 200).count();
     let refused = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!((ran, refused), (2, 4), "{statuses:?}");
+    assert_eq!(
+        env.metric_sum("gavel_rate_limited_total{limit=\"concurrent_auctions\"}"),
+        4
+    );
     // Once they finish, the slots are free again.
     assert_eq!(env.ping(&ping_body()).status, 200);
 }

@@ -358,12 +358,20 @@ fn tenants_never_mix_in_either_direction() {
     let p = env.post("/v1/ping", Some(&access), &ping_body().to_string());
     assert_eq!(p.status, 200, "{}", p.text);
     assert_eq!(p.json["buyers_pinged"], 1);
-    assert_eq!(env.fleet.log().pings("live_buyer"), 1, "only the production ping");
+    assert_eq!(
+        env.fleet.log().pings("live_buyer"),
+        1,
+        "only the production ping"
+    );
     assert_eq!(env.fleet.log().pings("sandbox_buyer"), 1);
     for token in [access.as_str(), TOKEN] {
         let r = env.get(&format!("/v1/auctions/{live_id}"), Some(token));
         assert_eq!((r.status, r.error_code()), (404, "not_found"), "{}", r.text);
     }
     // The production token still sees its own auction.
-    assert_eq!(env.get(&format!("/v1/auctions/{live_id}"), Some(LIVE)).status, 200);
+    assert_eq!(
+        env.get(&format!("/v1/auctions/{live_id}"), Some(LIVE))
+            .status,
+        200
+    );
 }

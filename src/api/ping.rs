@@ -174,6 +174,7 @@ pub(super) async fn run_auction(
     let now = now_ms();
     // Held until the auction closes: the seller's running auctions, counted on every core.
     let _running = client.limits.auctions.try_acquire().ok_or_else(|| {
+        core.metrics.record_rate_limited("concurrent_auctions");
         let max = client.limits.auctions.max();
         crate::limits::too_many(
             &format!("This client may run {max} auctions at once"),

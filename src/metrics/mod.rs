@@ -77,6 +77,10 @@ pub const BUYER_OUTCOMES: [&str; 7] = [
 /// passed to [`CoreMetrics::record_no_bid`] are not counted.
 pub const NO_BID_REASONS: [&str; 3] = ["no_eligible_buyers", "no_bids", "below_floor"];
 
+/// Client limits whose 429s are counted (`gavel_rate_limited_total{limit=…}`); a buyer's ping
+/// limit shows as the buyer outcome `rate_limited` instead.
+pub const RATE_LIMITS: [&str; 2] = ["client_requests", "concurrent_auctions"];
+
 /// A fresh, empty histogram with the module's bounds (auto-resize off).
 pub fn new_histogram() -> Histogram<u64> {
     // The bounds are constants that satisfy the constructor's requirements (low ≥ 1,
@@ -200,6 +204,7 @@ struct Inner {
     no_bid: [u64; NO_BID_REASONS.len()],
     requests: BTreeMap<(&'static str, u16), u64>,
     idempotent_replays: u64,
+    rate_limited: [u64; RATE_LIMITS.len()],
 }
 
 /// One core's metrics. Written only by its own core (interior mutability with `Cell`/`RefCell`,
@@ -242,6 +247,7 @@ impl CoreMetrics {
                 no_bid: [0; NO_BID_REASONS.len()],
                 requests: BTreeMap::new(),
                 idempotent_replays: 0,
+                rate_limited: [0; RATE_LIMITS.len()],
             }),
             enabled: std::cell::Cell::new(true),
         }
@@ -355,6 +361,16 @@ impl CoreMetrics {
         self.inner.borrow_mut().idempotent_replays += 1;
     }
 
+    /// One 429 for `limit` (one of [`RATE_LIMITS`]; anything else is ignored).
+    pub fn record_rate_limited(&self, limit: &str) {
+        if !self.enabled.get() {
+            return;
+        }
+        if let Some(i) = RATE_LIMITS.iter().position(|l| *l == limit) {
+            self.inner.borrow_mut().rate_limited[i] += 1;
+        }
+    }
+
     /// A copy of this core's metrics as of now; also drops window slots older than the window.
     pub fn snapshot(&self) -> Snapshot {
         let current = self.slot_now();
@@ -376,6 +392,7 @@ impl CoreMetrics {
             no_bid: inner.no_bid,
             requests: inner.requests.clone(),
             idempotent_replays: inner.idempotent_replays,
+            rate_limited: inner.rate_limited,
         }
     }
 }
@@ -430,6 +447,8 @@ pub struct Snapshot {
     pub requests: BTreeMap<(&'static str, u16), u64>,
     /// Idempotent replays.
     pub idempotent_replays: u64,
+    /// 429s per client limit, indexed like [`RATE_LIMITS`].
+    pub rate_limited: [u64; RATE_LIMITS.len()],
 }
 
 impl Snapshot {
@@ -447,6 +466,7 @@ impl Snapshot {
             no_bid: [0; NO_BID_REASONS.len()],
             requests: BTreeMap::new(),
             idempotent_replays: 0,
+            rate_limited: [0; RATE_LIMITS.len()],
         }
     }
 
@@ -482,6 +502,9 @@ impl Snapshot {
             *self.requests.entry(*k).or_insert(0) += v;
         }
         self.idempotent_replays += other.idempotent_replays;
+        for (a, b) in self.rate_limited.iter_mut().zip(other.rate_limited) {
+            *a += b;
+        }
     }
 }
 

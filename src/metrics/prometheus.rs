@@ -75,6 +75,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "gavel_no_bid_total",
     "gavel_http_requests_total",
     "gavel_idempotent_replays_total",
+    "gavel_rate_limited_total",
     "gavel_core_handoffs_out_total",
     "gavel_core_handoffs_in_total",
     "gavel_core_requests_total",
@@ -271,6 +272,17 @@ pub fn render_prometheus(snap: &Snapshot, cores: &[CoreCounters], store: &StoreC
         "Requests answered by replaying a stored idempotent result.",
     );
     sample(&mut out, name, &[], snap.idempotent_replays);
+
+    let name = "gavel_rate_limited_total";
+    header(
+        &mut out,
+        name,
+        "counter",
+        "Requests refused with 429 rate_limited, by the client limit that refused them.",
+    );
+    for (limit, n) in super::RATE_LIMITS.iter().zip(snap.rate_limited) {
+        sample(&mut out, name, &[("limit", limit)], n);
+    }
 
     let per_core: [CoreFamily; 6] = [
         (

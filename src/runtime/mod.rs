@@ -127,7 +127,10 @@ impl Core {
                 crate::auction::now_ms(),
             )?
         };
-        crate::limits::check_requests(&client.limits)?;
+        if let Err(e) = crate::limits::check_requests(&client.limits) {
+            self.metrics.record_rate_limited("client_requests");
+            return Err(e);
+        }
         Ok(client)
     }
 
