@@ -360,6 +360,10 @@ pub struct TokenConfig {
     /// Lowercase hex SHA-256 of the full token string.
     pub sha256: String,
     pub scopes: BTreeSet<Scope>,
+    /// The buyer this token belongs to (a `[[buyers]]` id of the same tenant): a buyer reports
+    /// the status of the leads it bought with it (`POST /v1/leads/{lead_uuid}/status`).
+    #[serde(default)]
+    pub buyer: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -644,6 +648,23 @@ impl Config {
                     &format!("tokens[{i}].scopes"),
                     "must not be empty".into(),
                 ));
+            }
+        }
+        for (i, t) in self.tokens.iter().enumerate() {
+            if let Some(id) = &t.buyer {
+                if !self
+                    .buyers
+                    .iter()
+                    .any(|b| &b.id == id && b.tenant == t.tenant)
+                {
+                    return Err(bad(
+                        &format!("tokens[{i}].buyer"),
+                        format!(
+                            "no buyer {id:?} of tenant {} is configured",
+                            t.tenant.as_str()
+                        ),
+                    ));
+                }
             }
         }
         for (i, b) in self.buyers.iter().enumerate() {

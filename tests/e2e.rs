@@ -47,6 +47,7 @@ both_drivers!(
     one_call_lead_sells_and_replays,
     one_call_lead_is_checked_before_any_buyer,
     one_call_lead_resumes_after_restart,
+    buyers_report_lead_status,
 );
 
 /// A `POST /v1/leads` body: the test ping's fields plus the test lead.
@@ -1276,4 +1277,96 @@ fn dev_seed_is_deterministic_and_sandbox_only() {
         &json!({"count": 1, "vertical": "solar"}).to_string(),
     );
     assert_eq!((r.status, r.error_code()), (403, "insufficient_scope"));
+}
+
+fn buyers_report_lead_status(driver: Driver) {
+    const HI: &str = "gv_test_buyer_hi_status_0000000000000000000";
+    const LO: &str = "gv_test_buyer_lo_status_0000000000000000000";
+    let mut env = Env::start(
+        driver,
+        vec![fixed("hi", 30.0), fixed("lo", 20.0)],
+        |cfg, _| {
+            for (token, buyer) in [(HI, "hi"), (LO, "lo")] {
+                cfg.tokens.push(gavel::config::TokenConfig {
+                    client: format!("buyer-{buyer}"),
+                    tenant: gavel::config::Tenant::Sandbox,
+                    sha256: gavel::auth::sha256_hex(token),
+                    scopes: [gavel::config::Scope::Status].into_iter().collect(),
+                    buyer: Some(buyer.to_string()),
+                });
+            }
+        },
+    );
+    let (id, token, _) = won(&env, &ping_body());
+    let sold = env.post("/v1/post", Some(TOKEN), &post_body(&id, &token).to_string());
+    assert_eq!(sold.status, 201, "{}", sold.text);
+    let lead = sold.json["lead_uuid"].as_str().unwrap().to_string();
+    let path = format!("/v1/leads/{lead}/status");
+    let report = |env: &Env, token: &str, body: serde_json::Value| {
+        env.post(&path, Some(token), &body.to_string())
+    };
+    // The buyer that bought it reports; the answer names the change.
+    let r = report(&env, HI, json!({"status": "contacted"}));
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(
+        (
+            r.json["status"].as_str(),
+            r.json["previous_status"].as_str()
+        ),
+        (Some("contacted"), Some("sold"))
+    );
+    // Another buyer, a seller token, an unknown lead.
+    assert_eq!(report(&env, LO, json!({"status": "qualified"})).status, 404);
+    let r = report(&env, TOKEN, json!({"status": "qualified"}));
+    assert_eq!((r.status, r.error_code()), (403, "not_a_buyer"));
+    let r = env.post(
+        "/v1/leads/ld_nope/status",
+        Some(HI),
+        &json!({"status": "qualified"}).to_string(),
+    );
+    assert_eq!(r.status, 404);
+    // Bad bodies.
+    for body in [
+        json!({"status": "lost"}),
+        json!({"status": "sold", "reason": ""}),
+        json!({}),
+    ] {
+        let r = report(&env, HI, body.clone());
+        assert_eq!(
+            (r.status, r.error_code()),
+            (422, "invalid_payload"),
+            "{body}"
+        );
+    }
+    // Transitions: contacted -> returned is allowed, and final; a repeat is a no-op.
+    let r = report(
+        &env,
+        HI,
+        json!({"status": "returned", "reason": "wrong_number"}),
+    );
+    assert_eq!(r.status, 202, "{}", r.text);
+    let again = report(&env, HI, json!({"status": "returned"}));
+    assert_eq!(again.status, 202);
+    assert_eq!(again.json["previous_status"], "returned");
+    // The history is durable: after a restart the lead is still returned, which is final.
+    env.restart();
+    let r = report(&env, HI, json!({"status": "qualified"}));
+    assert_eq!(
+        (r.status, r.error_code()),
+        (409, "invalid_transition"),
+        "{}",
+        r.text
+    );
+    assert!(r.json["message"].as_str().unwrap().contains("returned"));
+    // A fresh lead: returned is not allowed straight after qualified.
+    let (id, token, _) = won(&env, &ping_body());
+    let sold = env.post("/v1/post", Some(TOKEN), &post_body(&id, &token).to_string());
+    let lead = sold.json["lead_uuid"].as_str().unwrap().to_string();
+    let path = format!("/v1/leads/{lead}/status");
+    let post = |body: serde_json::Value| env.post(&path, Some(HI), &body.to_string());
+    assert_eq!(post(json!({"status": "qualified"})).status, 202);
+    let r = post(json!({"status": "returned"}));
+    assert_eq!((r.status, r.error_code()), (409, "invalid_transition"));
+    assert_eq!(post(json!({"status": "sold"})).status, 202);
+    assert_eq!(post(json!({"status": "returned"})).status, 202);
 }

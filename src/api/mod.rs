@@ -27,6 +27,7 @@ pub mod ops;
 pub mod ping;
 pub mod post;
 pub mod seed;
+pub mod status;
 pub mod validate;
 
 /// Every route the server answers, as (method, path template). A test checks docs/openapi.yaml
@@ -38,6 +39,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/ping"),
     ("POST", "/v1/post"),
     ("POST", "/v1/leads"),
+    ("POST", "/v1/leads/{lead_uuid}/status"),
     ("GET", "/v1/auctions/{auction_id}"),
     ("GET", "/v1/metrics/latency"),
     ("POST", "/v1/dev/seed"),
@@ -105,16 +107,27 @@ fn endpoint_of(method: &Method, path: &str) -> &'static str {
         .map_or("other", |(_, p)| p)
 }
 
-/// Whether `path` fits a route template; a template ends in at most one `{parameter}`, which
-/// matches one non-empty path segment.
+/// Whether `path` fits a route template: the same segments, where a `{parameter}` segment
+/// matches any one non-empty segment.
 fn matches_template(template: &str, path: &str) -> bool {
-    match template.find('{') {
-        Some(i) => {
-            let rest = &path[path.len().min(i)..];
-            path.starts_with(&template[..i]) && !rest.is_empty() && !rest.contains('/')
+    let (mut t, mut p) = (template.split('/'), path.split('/'));
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return true,
+            (Some(ts), Some(ps)) if ts.starts_with('{') => {
+                if ps.is_empty() {
+                    return false;
+                }
+            }
+            (Some(ts), Some(ps)) if ts == ps => {}
+            _ => return false,
         }
-        None => path == template,
     }
+}
+
+/// The value of the `index`-th path segment (0 is the empty segment before the first `/`).
+fn segment(path: &str, index: usize) -> String {
+    path.split('/').nth(index).unwrap_or("").to_string()
 }
 
 async fn route(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
@@ -135,6 +148,10 @@ async fn route(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Rep
             auctions::handle(core, req, id, rid).await
         }
         (&Method::POST, "/v1/dev/seed") => seed::handle(core, req, rid).await,
+        (&Method::POST, p) if matches_template("/v1/leads/{lead_uuid}/status", p) => {
+            let lead_uuid = segment(p, 3);
+            status::handle(core, req, lead_uuid, rid).await
+        }
         (&Method::POST, "/oauth/token") => oauth::token(core, req).await,
         (&Method::POST, "/v1/admin/clients") => oauth::create(core, req).await,
         (&Method::GET, "/v1/admin/clients") => oauth::list(core, req).await,
@@ -188,4 +205,20 @@ pub async fn json_body(req: Request<Incoming>) -> Result<Vec<u8>, ApiError> {
     let body =
         crate::http::read_body(req, crate::config::MAX_BODY_BYTES, BODY_READ_TIMEOUT).await?;
     Ok(body.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches_template as m;
+
+    #[test]
+    fn templates_match_whole_segments() {
+        assert!(m("/v1/auctions/{auction_id}", "/v1/auctions/auc_1"));
+        assert!(!m("/v1/auctions/{auction_id}", "/v1/auctions/"));
+        assert!(!m("/v1/auctions/{auction_id}", "/v1/auctions/a/b"));
+        assert!(m("/v1/leads/{lead_uuid}/status", "/v1/leads/ld_1/status"));
+        assert!(!m("/v1/leads/{lead_uuid}/status", "/v1/leads//status"));
+        assert!(!m("/v1/leads/{lead_uuid}/status", "/v1/leads/ld_1/other"));
+        assert!(m("/v1/leads", "/v1/leads") && !m("/v1/leads", "/v1/leads/x"));
+    }
 }

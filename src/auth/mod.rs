@@ -33,6 +33,8 @@ pub struct Client {
     pub scopes: BTreeSet<Scope>,
     /// Its rate and concurrency limits, shared by every core.
     pub limits: Arc<ClientLimits>,
+    /// The buyer this caller speaks for (buyer tokens only).
+    pub buyer: Option<String>,
 }
 
 /// Token hash → client. Lookup is by SHA-256 of the presented token, so the table holds no
@@ -91,6 +93,7 @@ impl Auth {
                 tenant: t.tenant,
                 scopes: t.scopes.clone(),
                 limits: Arc::new(client_limits(limits)),
+                buyer: t.buyer.clone(),
             };
             if by_hash.insert(key, client).is_some() {
                 return Err(format!(
@@ -144,6 +147,7 @@ impl Auth {
                     .copied()
                     .collect(),
                 limits: limits.clone(),
+                buyer: None,
             }
         } else {
             let d = digest::digest(&digest::SHA256, token.as_bytes());
@@ -206,6 +210,7 @@ mod tests {
                 tenant,
                 sha256: sha256_hex(token),
                 scopes: scopes.iter().copied().collect(),
+                buyer: None,
             }],
             &LimitsConfig::default(),
         )
