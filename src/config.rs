@@ -364,6 +364,9 @@ pub struct TokenConfig {
     /// the status of the leads it bought with it (`POST /v1/leads/{lead_uuid}/status`).
     #[serde(default)]
     pub buyer: Option<String>,
+    /// This client's requests per second, instead of `limits.client_requests_per_s`.
+    #[serde(default)]
+    pub requests_per_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -557,7 +560,11 @@ impl Config {
             b.max_pings_per_s
                 .map(|r| (format!("buyers.{}.max_pings_per_s", b.id), r))
         });
-        for (key, r) in rates.into_iter().chain(buyer_rates) {
+        let token_rates = self.tokens.iter().enumerate().filter_map(|(i, t)| {
+            t.requests_per_s
+                .map(|r| (format!("tokens[{i}].requests_per_s"), r))
+        });
+        for (key, r) in rates.into_iter().chain(buyer_rates).chain(token_rates) {
             if !RATE_PER_S.contains(&r) {
                 return Err(bad(
                     &key,

@@ -1293,6 +1293,7 @@ fn buyers_report_lead_status(driver: Driver) {
                     sha256: gavel::auth::sha256_hex(token),
                     scopes: [gavel::config::Scope::Status].into_iter().collect(),
                     buyer: Some(buyer.to_string()),
+                    requests_per_s: None,
                 });
             }
         },

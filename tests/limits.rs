@@ -45,6 +45,12 @@ fn hammer(
 fn client_over_its_rate_gets_429_with_headers() {
     let env = Env::start(Driver::Legacy, vec![fixed("x", 30.0)], |cfg, _| {
         cfg.limits.client_requests_per_s = 20.0; // burst 1
+        let live = cfg
+            .tokens
+            .iter_mut()
+            .find(|t| t.client == "it-live")
+            .unwrap();
+        live.requests_per_s = Some(0.1);
     });
     let get = || env.get("/v1/auctions/auc_unknown", Some(TOKEN));
     // Two at once: the second is over the rate.
@@ -75,8 +81,13 @@ fn client_over_its_rate_gets_429_with_headers() {
     // Waiting as told is enough.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(get().status, 404);
-    // Another client has its own budget, and 429s are counted on /metrics.
+    // Another client has its own budget (here a per-token rate: 1 request per 10 s, so its
+    // second request is refused), and 429s are counted on /metrics.
     assert_eq!(env.get("/v1/auctions/auc_unknown", Some(LIVE)).status, 404);
+    let live = env.get("/v1/auctions/auc_unknown", Some(LIVE));
+    assert_eq!(live.status, 429);
+    assert_eq!(live.header("x-ratelimit-limit"), Some("0.1"));
+    assert_eq!(live.header("retry-after"), Some("10"));
     let m = env.get("/metrics", None).text;
     assert!(m.lines().any(|l| l.contains("status=\"429\"")), "{m}");
     assert!(

@@ -92,7 +92,10 @@ impl Auth {
                 name: t.client.clone(),
                 tenant: t.tenant,
                 scopes: t.scopes.clone(),
-                limits: Arc::new(client_limits(limits)),
+                limits: Arc::new(ClientLimits::new(
+                    t.requests_per_s.unwrap_or(limits.client_requests_per_s),
+                    limits.seller_max_concurrent_auctions,
+                )),
                 buyer: t.buyer.clone(),
             };
             if by_hash.insert(key, client).is_some() {
@@ -211,6 +214,7 @@ mod tests {
                 sha256: sha256_hex(token),
                 scopes: scopes.iter().copied().collect(),
                 buyer: None,
+                requests_per_s: None,
             }],
             &LimitsConfig::default(),
         )
