@@ -34,3 +34,4 @@ pub mod runtime;
 pub mod sandbox;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;

@@ -1,0 +1,180 @@
+//! Webhooks to sellers (CONTRACT §8), Standard Webhooks v1: the signing secret, the event
+//! envelope and the three signing headers any Standard Webhooks library verifies.
+//!
+//! Owns the wire format only. It does not own the durable outbox or the delivery worker (issue #7
+//! builds them on top of this), nor which events a state change emits.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use http::{HeaderName, HeaderValue};
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::Serialize;
+
+/// Prefix of a webhook signing secret.
+pub const SECRET_PREFIX: &str = "whsec_";
+/// Fewest random bytes a secret may hold (CONTRACT §8).
+pub const MIN_SECRET_BYTES: usize = 24;
+
+/// A webhook signing secret: `whsec_` + base64 of at least 24 bytes.
+#[derive(Clone)]
+pub struct Secret {
+    key: hmac::Key,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
+
+impl Secret {
+    /// Parses `whsec_<base64>`; the error says what is wrong, never the secret.
+    pub fn parse(s: &str) -> Result<Secret, String> {
+        let b64 = s
+            .strip_prefix(SECRET_PREFIX)
+            .ok_or_else(|| format!("a webhook secret starts with {SECRET_PREFIX}"))?;
+        let raw = STANDARD
+            .decode(b64)
+            .map_err(|_| "the webhook secret is not valid base64 after whsec_".to_string())?;
+        if raw.len() < MIN_SECRET_BYTES {
+            return Err(format!(
+                "a webhook secret holds at least {MIN_SECRET_BYTES} bytes, this one {}",
+                raw.len()
+            ));
+        }
+        Ok(Secret {
+            key: hmac::Key::new(hmac::HMAC_SHA256, &raw),
+        })
+    }
+
+    /// A new random secret (32 bytes), as its `whsec_` string.
+    pub fn generate() -> String {
+        let mut raw = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut raw)
+            .expect("system RNG works");
+        format!("{SECRET_PREFIX}{}", STANDARD.encode(raw))
+    }
+
+    /// `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`.
+    pub fn sign(&self, id: &str, timestamp_s: u64, body: &[u8]) -> String {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(id.as_bytes());
+        ctx.update(b".");
+        ctx.update(timestamp_s.to_string().as_bytes());
+        ctx.update(b".");
+        ctx.update(body);
+        format!("v1,{}", STANDARD.encode(ctx.sign().as_ref()))
+    }
+}
+
+/// A new event id: `evt_` + ULID.
+pub fn new_event_id() -> String {
+    format!("evt_{}", ulid::Ulid::new())
+}
+
+/// The body of every webhook: `{"type","id","created_at","data"}`.
+#[derive(Debug, Serialize)]
+pub struct Envelope<'a, D: Serialize> {
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub id: &'a str,
+    pub created_at: String,
+    pub data: D,
+}
+
+/// The three Standard Webhooks headers for one delivery attempt. While a secret rotates, pass
+/// both: the signature header then carries one space-separated signature per secret, and a
+/// receiver holding either secret verifies it.
+pub fn headers(
+    id: &str,
+    timestamp_s: u64,
+    body: &[u8],
+    secrets: &[Secret],
+) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    if secrets.is_empty() {
+        return Err("a webhook needs at least one signing secret".into());
+    }
+    let signatures: Vec<String> = secrets
+        .iter()
+        .map(|s| s.sign(id, timestamp_s, body))
+        .collect();
+    let value = |v: String| HeaderValue::from_str(&v).map_err(|e| e.to_string());
+    Ok(vec![
+        (
+            HeaderName::from_static("webhook-id"),
+            value(id.to_string())?,
+        ),
+        (
+            HeaderName::from_static("webhook-timestamp"),
+            value(timestamp_s.to_string())?,
+        ),
+        (
+            HeaderName::from_static("webhook-signature"),
+            value(signatures.join(" "))?,
+        ),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_checked() {
+        assert!(Secret::parse("nope").is_err());
+        assert!(Secret::parse("whsec_!!!").is_err());
+        assert!(Secret::parse(&format!("whsec_{}", STANDARD.encode([1u8; 23]))).is_err());
+        let s = Secret::generate();
+        assert!(s.starts_with("whsec_"));
+        assert!(Secret::parse(&s).is_ok());
+        assert_eq!(
+            format!("{:?}", Secret::parse(&s).unwrap()),
+            "Secret(redacted)"
+        );
+    }
+
+    #[test]
+    fn the_official_library_verifies_deliveries_also_while_a_secret_rotates() {
+        let (old, new, other) = (Secret::generate(), Secret::generate(), Secret::generate());
+        let id = new_event_id();
+        let body = serde_json::to_vec(&Envelope {
+            kind: "lead.posted",
+            id: &id,
+            created_at: crate::auction::rfc3339_ms(crate::auction::now_ms()),
+            data: serde_json::json!({"lead_uuid": "ld_1", "status": "sold"}),
+        })
+        .unwrap();
+        let now = crate::auction::now_ms() / 1000;
+        let secrets = [Secret::parse(&old).unwrap(), Secret::parse(&new).unwrap()];
+        let mut map = http::HeaderMap::new();
+        for (n, v) in headers(&id, now, &body, &secrets).unwrap() {
+            map.insert(n, v);
+        }
+        for s in [&old, &new] {
+            standardwebhooks::Webhook::new(s)
+                .unwrap()
+                .verify(&body, &map)
+                .expect("a receiver with either secret verifies");
+        }
+        let wh = standardwebhooks::Webhook::new(&other).unwrap();
+        assert!(wh.verify(&body, &map).is_err());
+        let mut tampered = body.clone();
+        tampered[3] ^= 1;
+        let wh = standardwebhooks::Webhook::new(&new).unwrap();
+        assert!(wh.verify(&tampered, &map).is_err());
+        assert!(headers(&id, now, &body, &[]).is_err());
+    }
+
+    #[test]
+    fn signature_is_hmac_of_id_timestamp_body() {
+        // The Standard Webhooks specification's own test vector.
+        let s = Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let body = br#"{"test": 2432232314}"#;
+        assert_eq!(
+            s.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+}
