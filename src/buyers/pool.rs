@@ -3,7 +3,9 @@
 //! Each core owns one [`Pool`]; connections never cross cores, so the pool is a `RefCell`, not a lock.
 //! A connection whose request was abandoned (deadline hit mid-response) is never reused: dropping a
 //! [`Conn`] aborts its hyper connection task and closes the socket, so a hanging or trickling buyer
-//! cannot hold resources past the auction that called it.
+//! cannot hold resources past the auction that called it. A connection idle past
+//! [`POOL_IDLE_LIMIT`] is closed rather than reused, and a request that a pooled connection never
+//! sent (it closed first) goes out once more on a fresh connection.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -16,6 +18,10 @@ use hyper::client::conn::http1::SendRequest;
 
 /// Idle connections kept per buyer origin per core; more are closed when returned.
 pub const MAX_IDLE_PER_ORIGIN: usize = 256;
+/// A connection idle longer than this is closed instead of reused: below the 5 s idle timeout
+/// common in HTTP servers (Gavel's own `header_read_timeout_ms` default included), so Gavel does
+/// not send a request on a connection the other side is closing at that moment.
+pub const POOL_IDLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// `host:port` of a plain-HTTP buyer endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -105,6 +111,8 @@ pub struct Answer {
 struct Conn {
     sender: SendRequest<Full<Bytes>>,
     abort: AbortHandle,
+    /// When it was returned to the pool.
+    idle_since: std::time::Instant,
 }
 
 impl Drop for Conn {
@@ -114,14 +122,28 @@ impl Drop for Conn {
 }
 
 /// Per-core pool of idle connections, keyed by origin.
-#[derive(Default)]
 pub struct Pool {
     idle: RefCell<HashMap<Origin, Vec<Conn>>>,
+    idle_limit: std::time::Duration,
+}
+
+impl Default for Pool {
+    fn default() -> Pool {
+        Pool::with_idle_limit(POOL_IDLE_LIMIT)
+    }
 }
 
 impl Pool {
     pub fn new() -> Pool {
         Pool::default()
+    }
+
+    /// A pool that closes connections idle longer than `idle_limit` instead of reusing them.
+    pub fn with_idle_limit(idle_limit: std::time::Duration) -> Pool {
+        Pool {
+            idle: RefCell::new(HashMap::new()),
+            idle_limit,
+        }
     }
 
     /// Idle connections currently held, all origins together.
@@ -133,14 +155,15 @@ impl Pool {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(origin)?;
         while let Some(conn) = list.pop() {
-            if !conn.sender.is_closed() {
+            if !conn.sender.is_closed() && conn.idle_since.elapsed() <= self.idle_limit {
                 return Some(conn);
             }
         }
         None
     }
 
-    fn put(&self, origin: &Origin, conn: Conn) {
+    fn put(&self, origin: &Origin, mut conn: Conn) {
+        conn.idle_since = std::time::Instant::now();
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(origin.clone()).or_default();
         if list.len() < MAX_IDLE_PER_ORIGIN {
@@ -161,7 +184,11 @@ impl Pool {
                 .map_err(CallError::Http)?;
         let (abort, reg) = AbortHandle::new_pair();
         monoio::spawn(Abortable::new(conn, reg));
-        Ok(Conn { sender, abort })
+        Ok(Conn {
+            sender,
+            abort,
+            idle_since: std::time::Instant::now(),
+        })
     }
 
     /// Sends one POST with a JSON body and reads the whole answer (at most `max_body` bytes).
@@ -219,17 +246,29 @@ impl Pool {
             Some(mut c) => c.sender.ready().await.is_ok().then_some(c),
             None => None,
         };
+        let reused = pooled.is_some();
         let mut conn = match pooled {
             Some(c) => c,
             None => Self::connect(&target.origin).await?,
         };
         req.headers_mut()
             .insert(http::header::HOST, target.host_header.clone());
-        let resp = conn
-            .sender
-            .send_request(req)
-            .await
-            .map_err(CallError::Http)?;
+        let resp = match conn.sender.try_send_request(req).await {
+            Ok(resp) => resp,
+            Err(mut e) => match (reused, e.take_message()) {
+                // The pooled connection closed before the request went out (hyper hands the
+                // request back only then): nothing reached the peer, so a fresh connection may
+                // carry it.
+                (true, Some(req)) => {
+                    conn = Self::connect(&target.origin).await?;
+                    conn.sender
+                        .send_request(req)
+                        .await
+                        .map_err(CallError::Http)?
+                }
+                _ => return Err(CallError::Http(e.into_error())),
+            },
+        };
         let (parts, body) = resp.into_parts();
         let collected = Limited::new(body, max_body)
             .collect()
@@ -250,5 +289,73 @@ impl Pool {
             headers: parts.headers,
             body: collected.to_bytes(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // The fake server is a plain thread; sleeping there is how it waits.
+    #![allow(clippy::disallowed_methods)]
+
+    use super::*;
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A keep-alive HTTP/1.1 server answering `ok` to every request; counts accepted connections.
+    fn server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { return };
+                count.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    let mut pending = Vec::new();
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 {
+                            return;
+                        }
+                        pending.extend_from_slice(&buf[..n]);
+                        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                            pending.drain(..end + 4);
+                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn get_twice(pool: Pool, pause: Duration) -> usize {
+        let (addr, accepted) = server();
+        let target = Target::parse(&format!("http://{addr}/x")).unwrap();
+        crate::runtime::block_on(crate::config::Driver::Legacy, 64, || async move {
+            for i in 0..2 {
+                if i == 1 {
+                    monoio::time::sleep(pause).await;
+                }
+                let a = pool.get(&target, &[], 1024).await.expect("answer");
+                assert_eq!(&a.body[..], b"ok");
+            }
+        })
+        .unwrap();
+        accepted.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn keep_alive_reuses_a_fresh_connection() {
+        assert_eq!(get_twice(Pool::new(), Duration::from_millis(10)), 1);
+    }
+
+    #[test]
+    fn a_connection_idle_past_the_limit_is_not_reused() {
+        let pool = Pool::with_idle_limit(Duration::from_millis(50));
+        assert_eq!(get_twice(pool, Duration::from_millis(150)), 2);
     }
 }
