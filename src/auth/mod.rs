@@ -54,15 +54,26 @@ fn prefix(t: Tenant) -> &'static str {
 
 /// Makes a new random token for a tenant: `gv_test_…` or `gv_live_…` + 43 base64url characters.
 pub fn generate_token(tenant: Tenant) -> String {
-    let mut raw = [0u8; 32];
-    SystemRandom::new()
-        .fill(&mut raw)
-        .expect("system RNG works");
-    format!(
-        "{}{}",
-        prefix(tenant),
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-    )
+    loop {
+        let mut raw = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut raw)
+            .expect("system RNG works");
+        let token = format!(
+            "{}{}",
+            prefix(tenant),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        );
+        // The shapes of OAuth access tokens and client secrets stay theirs alone.
+        if !is_access_token(&token) && !token[prefix(tenant).len()..].starts_with("cs_") {
+            return token;
+        }
+    }
+}
+
+/// Whether a bearer token has the shape of an OAuth access token (`gv_…_at_…`).
+fn is_access_token(token: &str) -> bool {
+    token.starts_with("gv_test_at_") || token.starts_with("gv_live_at_")
 }
 
 fn unauthorized(description: Option<&str>) -> ApiError {
@@ -126,7 +137,7 @@ impl Auth {
         now_ms: u64,
     ) -> Result<Client, ApiError> {
         let token = bearer(headers)?;
-        let client = if token.starts_with("gv_test_at_") || token.starts_with("gv_live_at_") {
+        let client = if is_access_token(token) {
             let (table, keys) =
                 oauth.ok_or_else(|| unauthorized(Some("unknown or revoked token")))?;
             let claims = keys.verify(token).ok_or_else(|| {
