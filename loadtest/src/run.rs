@@ -437,6 +437,36 @@ pub fn mix(cfg: &RunConfig, index: usize) -> (&str, &str) {
     (v, s)
 }
 
+/// Records the answer of a scheduled request that just finished in the phase `phase` picks: its
+/// latency from `at` (taken before anything else), the live progress line, and (when kept) its
+/// second's interval histogram. Returns the answer's body fields, parsed when `parse` is set.
+fn finish_scheduled(
+    ctx: &Ctx,
+    at: Instant,
+    warm: bool,
+    out: &Outcome,
+    parse: bool,
+    phase: fn(&mut Phases) -> &mut Phase,
+) -> Body {
+    let done = Instant::now();
+    let latency = latency_from(at, done);
+    let parsed = if parse {
+        parse_body(out)
+    } else {
+        Body::default()
+    };
+    let sec = interval_of(ctx, warm, done);
+    ctx.live(latency, out);
+    with_phases(ctx, warm, |p| {
+        let p = phase(p);
+        record(p, latency, out, &parsed);
+        if let Some(sec) = sec {
+            p.record_interval(sec, latency);
+        }
+    });
+    parsed
+}
+
 /// One scheduled arrival, from its scheduled instant `at` to its last answer.
 async fn one(ctx: Rc<Ctx>, scheduled: Instant, warm: bool, index: usize) {
     let cfg = &ctx.cfg;
@@ -461,16 +491,7 @@ async fn one(ctx: Rc<Ctx>, scheduled: Instant, warm: bool, index: usize) {
     match cfg.scenario {
         Scenario::Healthz => {
             let out = call(cfg.timeout, ctx.pool.get(&ctx.healthz, &[], MAX_BODY)).await;
-            let done = Instant::now();
-            let latency = latency_from(at, done);
-            let sec = interval_of(&ctx, warm, done);
-            ctx.live(latency, &out);
-            with_phases(&ctx, warm, |p| {
-                record(&mut p.healthz, latency, &out, &Body::default());
-                if let Some(sec) = sec {
-                    p.healthz.record_interval(sec, latency);
-                }
-            });
+            finish_scheduled(&ctx, at, warm, &out, false, |p| &mut p.healthz);
         }
         Scenario::Leads => {
             let (vertical, state) = mix(cfg, index);
@@ -480,17 +501,7 @@ async fn one(ctx: Rc<Ctx>, scheduled: Instant, warm: bool, index: usize) {
                 ctx.pool.post_json(&ctx.leads, &ctx.headers, body, MAX_BODY),
             )
             .await;
-            let done = Instant::now();
-            let latency = latency_from(at, done);
-            let parsed = parse_body(&out);
-            let sec = interval_of(&ctx, warm, done);
-            ctx.live(latency, &out);
-            with_phases(&ctx, warm, |p| {
-                record(&mut p.leads, latency, &out, &parsed);
-                if let Some(sec) = sec {
-                    p.leads.record_interval(sec, latency);
-                }
-            });
+            finish_scheduled(&ctx, at, warm, &out, true, |p| &mut p.leads);
         }
         Scenario::Ping | Scenario::PingPost => {
             let (vertical, state) = mix(cfg, index);
@@ -500,17 +511,7 @@ async fn one(ctx: Rc<Ctx>, scheduled: Instant, warm: bool, index: usize) {
                 ctx.pool.post_json(&ctx.ping, &ctx.headers, body, MAX_BODY),
             )
             .await;
-            let done = Instant::now();
-            let latency = latency_from(at, done);
-            let parsed = parse_body(&out);
-            let sec = interval_of(&ctx, warm, done);
-            ctx.live(latency, &out);
-            with_phases(&ctx, warm, |p| {
-                record(&mut p.ping, latency, &out, &parsed);
-                if let Some(sec) = sec {
-                    p.ping.record_interval(sec, latency);
-                }
-            });
+            let parsed = finish_scheduled(&ctx, at, warm, &out, true, |p| &mut p.ping);
             let won = matches!(&out, Ok(a) if a.status.as_u16() == 200)
                 && parsed.status.as_deref() == Some("won");
             if cfg.scenario == Scenario::PingPost && won {
