@@ -45,15 +45,7 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
     let mut body = super::json_body(req).await?;
     let fingerprint = idempotency::fingerprint(&body);
     let (ping, lead, lead_uuid_supplied) = super::validate::parse_lead_call(&mut body, now_ms())?;
-    let mismatches = super::validate::lead_mismatch(&ping.state, &ping.zip3, &lead);
-    if !mismatches.is_empty() {
-        let mut e = ApiError::unprocessable(
-            "lead_mismatch",
-            "The lead does not agree with its ping fields; see field_errors.",
-        );
-        e.field_errors = mismatches;
-        return Err(e);
-    }
+    super::validate::check_lead_matches(&ping.state, &ping.zip3, &lead)?;
     let post = Post {
         auction_id: String::new(),
         bid_token: String::new(),
@@ -61,12 +53,7 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
         lead_uuid_supplied,
     };
     post::check_rules(&core.shared, &ping.vertical, &ping.source, &post)?;
-    // Decided on one core, as a ping: the auction's owner, else the key's core.
-    let owner = match (&ping.auction_id, &key) {
-        (Some(id), _) => core.shared.owner_of(id),
-        (None, Some(k)) => core.shared.owner_of(k),
-        (None, None) => core.id,
-    };
+    let owner = ping::owner_core(core, ping.auction_id.as_deref(), key.as_deref());
     let idem = key.map(|k| Idem::new(&client, "POST", "/v1/leads", k, fingerprint));
     let rid_owned = rid.to_string();
     let call = Call {

@@ -53,13 +53,7 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
     let mut body = super::json_body(req).await?;
     let fingerprint = idempotency::fingerprint(&body);
     let ping = super::validate::parse_ping(&mut body, now_ms())?;
-    // One key is decided on one core: the auction's owner, or the key's own core when Gavel mints
-    // the id (it then mints an id that core owns).
-    let owner = match (&ping.auction_id, &key) {
-        (Some(id), _) => core.shared.owner_of(id),
-        (None, Some(k)) => core.shared.owner_of(k),
-        (None, None) => core.id,
-    };
+    let owner = owner_core(core, ping.auction_id.as_deref(), key.as_deref());
     let idem = key.map(|k| Idem::new(&client, "POST", "/v1/ping", k, fingerprint));
     let rid_owned = rid.to_string();
     Ok(on_core(core, owner, rid, move |c| async move {
@@ -69,6 +63,17 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
         }
     })
     .await)
+}
+
+/// The core that decides an auction: its id's owner; for a Gavel-minted id, the idempotency key's
+/// own core (one key is decided on one core, and the id minted there is owned by it); else this
+/// core.
+pub(super) fn owner_core(core: &Core, auction_id: Option<&str>, key: Option<&str>) -> usize {
+    match (auction_id, key) {
+        (Some(id), _) => core.shared.owner_of(id),
+        (None, Some(k)) => core.shared.owner_of(k),
+        (None, None) => core.id,
+    }
 }
 
 /// Runs one auction on its owning core: idempotency check, auction, durable record, reply.

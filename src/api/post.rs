@@ -221,15 +221,7 @@ fn plan(
             ));
         }
     }
-    let mismatches = super::validate::lead_mismatch(&a.ping.state, &a.ping.zip3, &post.lead);
-    if !mismatches.is_empty() {
-        let mut e = ApiError::unprocessable(
-            "lead_mismatch",
-            "The lead does not agree with its ping; see field_errors.",
-        );
-        e.field_errors = mismatches;
-        return Err(e);
-    }
+    super::validate::check_lead_matches(&a.ping.state, &a.ping.zip3, &post.lead)?;
     // A resumed delivery starts again with the buyer that may hold the lead; only if that buyer
     // now certainly refuses does it move on down the ranking.
     let start = resume_slot

@@ -70,12 +70,7 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
     if !(1..=MAX_SEED_COUNT).contains(&r.count) {
         return Err(invalid(format!("count must be 1..={MAX_SEED_COUNT}.")));
     }
-    let vertical_ok = !r.vertical.is_empty()
-        && r.vertical.len() <= 64
-        && r.vertical
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if !vertical_ok {
+    if !super::validate::is_snake_id(&r.vertical) {
         return Err(invalid(
             "vertical must be a lowercase id of a-z, 0-9 and _ such as auto_insurance.",
         ));

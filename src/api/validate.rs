@@ -134,23 +134,16 @@ const PING_FIELDS: [&str; 14] = [
     "expires_at",
 ];
 /// A one-call lead (`POST /v1/leads`): the ping's fields plus the lead.
-const LEAD_CALL_FIELDS: [&str; 15] = [
-    "auction_id",
-    "vertical",
-    "sub_vertical",
-    "state",
-    "zip3",
-    "source",
-    "tcpa_consent",
-    "trustedform_cert_url",
-    "ai_quality_score",
-    "currently_insured",
-    "vehicle_count",
-    "driver_age_band",
-    "attributes",
-    "expires_at",
-    "lead",
-];
+const LEAD_CALL_FIELDS: [&str; PING_FIELDS.len() + 1] = {
+    let mut out = [""; PING_FIELDS.len() + 1];
+    let mut i = 0;
+    while i < PING_FIELDS.len() {
+        out[i] = PING_FIELDS[i];
+        i += 1;
+    }
+    out[PING_FIELDS.len()] = "lead";
+    out
+};
 const POST_FIELDS: [&str; 3] = ["auction_id", "bid_token", "lead"];
 const LEAD_FIELDS: [&str; 7] = [
     "lead_uuid",
@@ -374,6 +367,21 @@ pub fn parse_post(body: &mut [u8], now_ms: u64) -> Result<Post, ApiError> {
         lead,
         lead_uuid_supplied,
     })
+}
+
+/// [`lead_mismatch`] as the seller's error: `Err` with 422 `lead_mismatch` and one field error per
+/// disagreement.
+pub fn check_lead_matches(ping_state: &str, ping_zip3: &str, lead: &Lead) -> Result<(), ApiError> {
+    let mismatches = lead_mismatch(ping_state, ping_zip3, lead);
+    if mismatches.is_empty() {
+        return Ok(());
+    }
+    let mut e = ApiError::unprocessable(
+        "lead_mismatch",
+        "The lead does not agree with its ping; see field_errors.",
+    );
+    e.field_errors = mismatches;
+    Err(e)
 }
 
 /// Checks that a post's lead agrees with its ping (CONTRACT §4.2): same state, and a ZIP that
@@ -972,7 +980,8 @@ fn is_auction_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn is_snake_id(s: &str) -> bool {
+/// A lowercase id of a-z, 0-9 and `_`, at most [`MAX_ID_LEN`] bytes (verticals, sub-verticals).
+pub fn is_snake_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_ID_LEN
         && s.bytes()
