@@ -411,12 +411,7 @@ fn ping_validation(driver: Driver) {
         "{}",
         r.text
     );
-    let fields: Vec<&str> = r.json["field_errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let fields = r.field_names();
     for f in [
         "vertical",
         "state",
@@ -1095,12 +1090,7 @@ fn one_call_lead_is_checked_before_any_buyer(driver: Driver) {
         "{}",
         r.text
     );
-    let fields: Vec<&str> = r.json["field_errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let fields = r.field_names();
     assert!(
         fields.contains(&"zip3") && fields.contains(&"lead"),
         "{fields:?}"

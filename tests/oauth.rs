@@ -25,6 +25,18 @@ fn register(env: &Env, admin_token: &str, scopes: &[&str]) -> (String, String) {
     )
 }
 
+/// `DELETE /v1/admin/clients/{id}` with the sandbox admin token.
+fn revoke(env: &Env, id: &str) -> Resp {
+    call(
+        &env.base,
+        "DELETE",
+        &format!("/v1/admin/clients/{id}"),
+        Some(TOKEN),
+        None,
+        &[],
+    )
+}
+
 fn oauth_client(env: &Env, id: &str, secret: &str) -> BasicClient {
     BasicClient::new(
         ClientId::new(id.to_string()),
@@ -216,14 +228,7 @@ fn expired_revoked_and_tampered_tokens_are_refused() {
     // Revoked: refused on fresh connections (spread over both cores) right after the revoke
     // answers; the client can no longer get tokens either.
     let t = token(&env);
-    let revoked = call(
-        &env.base,
-        "DELETE",
-        &format!("/v1/admin/clients/{id}"),
-        Some(TOKEN),
-        None,
-        &[],
-    );
+    let revoked = revoke(&env, &id);
     assert_eq!(revoked.status, 200, "{}", revoked.text);
     assert!(revoked.json["revoked_at"].is_string());
     let addr = env.server().addr;
@@ -237,14 +242,7 @@ fn expired_revoked_and_tampered_tokens_are_refused() {
     let r = form(&env, "grant_type=client_credentials", Some((&id, &secret)));
     assert_eq!(r.json["error"], "invalid_client");
     // Revoking again answers the first revocation.
-    let again = call(
-        &env.base,
-        "DELETE",
-        &format!("/v1/admin/clients/{id}"),
-        Some(TOKEN),
-        None,
-        &[],
-    );
+    let again = revoke(&env, &id);
     assert_eq!(again.status, 200);
     assert_eq!(again.json["revoked_at"], revoked.json["revoked_at"]);
 }
@@ -268,14 +266,7 @@ fn clients_belong_to_one_tenant() {
     assert_eq!(list(TOKEN), vec![sandbox_id]);
     assert_eq!(list(LIVE), vec![live_id.clone()]);
     // Another tenant's client is invisible, also to revoke.
-    let r = call(
-        &env.base,
-        "DELETE",
-        &format!("/v1/admin/clients/{live_id}"),
-        Some(TOKEN),
-        None,
-        &[],
-    );
+    let r = revoke(&env, &live_id);
     assert_eq!(r.status, 404, "{}", r.text);
     // The admin API needs the admin scope.
     let r = env.get("/v1/admin/clients", Some(PING_ONLY));

@@ -249,6 +249,20 @@ impl Resp {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The `field` of every entry of an error body's `field_errors`.
+    pub fn field_names(&self) -> Vec<&str> {
+        self.json["field_errors"]
+            .as_array()
+            .expect("the body has field_errors")
+            .iter()
+            .map(|e| {
+                e["field"]
+                    .as_str()
+                    .expect("every field error names its field")
+            })
+            .collect()
+    }
+
     pub fn error_code(&self) -> &str {
         self.json["error"].as_str().unwrap_or("")
     }
