@@ -1,9 +1,10 @@
-//! The `gavel` command line: `serve`, `mock-buyers`, `check-config`, `token create` and
-//! `clients create|list|revoke`.
+//! The `gavel` command line: `serve`, `mock-buyers`, `check-config`, `token create`,
+//! `clients create|list|revoke` and `webhooks list|events|replay|enable`.
 //!
 //! Each subcommand loads and validates the config, applies CLI overrides and calls into the library;
-//! no business logic lives here. `clients` talks to a running server's admin API (the server owns
-//! the store, and a revocation must reach its cores), with a token holding the `admin` scope.
+//! no business logic lives here. `clients` and `webhooks` talk to a running server's admin API (the
+//! server owns the store, a revocation must reach its cores, and only its delivery worker may touch
+//! a delivery), with a token holding the `admin` scope.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +66,52 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ClientsCmd,
     },
+    /// Inspect webhook deliveries and redeliver events of a running server (admin API).
+    Webhooks {
+        /// Base URL of the running Gavel.
+        #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
+        url: String,
+        /// Token with the `admin` scope (static token or OAuth access token).
+        #[arg(long, env = "GAVEL_ADMIN_TOKEN", hide_env_values = true, global = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        cmd: WebhooksCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhooksCmd {
+    /// The tenant's endpoints: state, outbox depth, attempts by result.
+    List,
+    /// Deliveries, newest first (exhausted ones stay listed until retention removes them).
+    Events {
+        /// pending, delivered, exhausted or disabled.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this endpoint's deliveries.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Only this event type, e.g. lead.posted.
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// Most deliveries shown (1-500).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Deliver an event again now, with the same webhook-id and a fresh retry schedule.
+    Replay {
+        /// The event id (`evt_…`).
+        #[arg(long)]
+        event: String,
+        /// Only to this endpoint (default: every endpoint the event went to).
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
+    /// Take deliveries again after the endpoint answered 410 and was disabled.
+    Enable {
+        /// The endpoint id.
+        endpoint_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -114,40 +161,57 @@ fn parse_scope(s: &str) -> Result<Scope, String> {
     Scope::parse(s).ok_or_else(|| format!("unknown scope {s:?}"))
 }
 
-/// Calls the admin API and prints the answer; an error answer becomes the command's error.
-fn clients(url: &str, token: Option<&str>, cmd: ClientsCmd) -> Result<(), String> {
+/// One call to a running server's admin API; an error answer becomes the command's error.
+fn admin_call(
+    url: &str,
+    token: Option<&str>,
+    method: &str,
+    path_and_query: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value, String> {
     let token = token.ok_or("set --token or GAVEL_ADMIN_TOKEN to a token with the admin scope")?;
     let base = url.trim_end_matches('/');
     let agent = ureq::AgentBuilder::new()
         .timeout(std::time::Duration::from_secs(10))
         .build();
-    let auth = format!("Bearer {token}");
-    let res = match &cmd {
-        ClientsCmd::Create { name, scopes } => {
-            let scopes: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
-            agent
-                .post(&format!("{base}/v1/admin/clients"))
-                .set("Authorization", &auth)
-                .send_json(serde_json::json!({ "name": name, "scopes": scopes }))
-        }
-        ClientsCmd::List => agent
-            .get(&format!("{base}/v1/admin/clients"))
-            .set("Authorization", &auth)
-            .call(),
-        ClientsCmd::Revoke { client_id } => agent
-            .delete(&format!("{base}/v1/admin/clients/{client_id}"))
-            .set("Authorization", &auth)
-            .call(),
+    let req = agent
+        .request(method, &format!("{base}{path_and_query}"))
+        .set("Authorization", &format!("Bearer {token}"));
+    let res = match body {
+        Some(b) => req.send_json(b),
+        None => req.call(),
     };
-    let body: serde_json::Value = match res {
-        Ok(r) => r
-            .into_json()
-            .map_err(|e| format!("unreadable answer: {e}"))?,
+    match res {
+        Ok(r) => r.into_json().map_err(|e| format!("unreadable answer: {e}")),
         Err(ureq::Error::Status(code, r)) => {
             let text = r.into_string().unwrap_or_default();
-            return Err(format!("{base} answered {code}: {text}"));
+            Err(format!("{base} answered {code}: {text}"))
         }
-        Err(e) => return Err(format!("cannot reach {base}: {e}")),
+        Err(e) => Err(format!("cannot reach {base}: {e}")),
+    }
+}
+
+/// Calls the clients admin API and prints the answer.
+fn clients(url: &str, token: Option<&str>, cmd: ClientsCmd) -> Result<(), String> {
+    let body = match &cmd {
+        ClientsCmd::Create { name, scopes } => {
+            let scopes: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+            admin_call(
+                url,
+                token,
+                "POST",
+                "/v1/admin/clients",
+                Some(serde_json::json!({ "name": name, "scopes": scopes })),
+            )?
+        }
+        ClientsCmd::List => admin_call(url, token, "GET", "/v1/admin/clients", None)?,
+        ClientsCmd::Revoke { client_id } => admin_call(
+            url,
+            token,
+            "DELETE",
+            &format!("/v1/admin/clients/{client_id}"),
+            None,
+        )?,
     };
     let show = |c: &serde_json::Value| {
         let scopes: Vec<&str> = c["scopes"]
@@ -191,6 +255,120 @@ fn clients(url: &str, token: Option<&str>, cmd: ClientsCmd) -> Result<(), String
     Ok(())
 }
 
+/// Calls the webhooks admin API and prints the answer, one line per endpoint or delivery.
+fn webhooks(url: &str, token: Option<&str>, cmd: WebhooksCmd) -> Result<(), String> {
+    let q = |pairs: &[(&str, Option<&str>)]| {
+        let mut ser = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in pairs {
+            if let Some(v) = v {
+                ser.append_pair(k, v);
+            }
+        }
+        let s = ser.finish();
+        if s.is_empty() {
+            s
+        } else {
+            format!("?{s}")
+        }
+    };
+    let str_of = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+    let delivery = |d: &serde_json::Value| {
+        let attempts = d["attempts"].as_array().map_or(0, Vec::len);
+        let last = d["attempts"]
+            .as_array()
+            .and_then(|a| a.last())
+            .map(|a| {
+                format!(
+                    "  last={} {}",
+                    str_of(&a["result"]),
+                    a["http_status"]
+                        .as_u64()
+                        .map_or(String::new(), |s| s.to_string())
+                )
+            })
+            .unwrap_or_default();
+        format!(
+            "{}  {}  {}  {}  attempts={attempts}{last}  created={}  next={}",
+            str_of(&d["event_id"]),
+            str_of(&d["endpoint_id"]),
+            str_of(&d["type"]),
+            str_of(&d["state"]),
+            str_of(&d["created_at"]),
+            str_of(&d["next_attempt_at"]),
+        )
+    };
+    let endpoint = |e: &serde_json::Value| {
+        format!(
+            "{}  {}  events={}  enabled={}  {}pending={}  exhausted={}  attempts={}",
+            str_of(&e["id"]),
+            str_of(&e["url"]),
+            e["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            e["enabled"],
+            e["disabled"]["at"]
+                .as_str()
+                .map(|at| format!("DISABLED (410 at {at})  "))
+                .unwrap_or_default(),
+            e["pending"],
+            e["exhausted"],
+            e["attempts"],
+        )
+    };
+    match cmd {
+        WebhooksCmd::List => {
+            let body = admin_call(url, token, "GET", "/v1/admin/webhooks", None)?;
+            for e in body["webhooks"].as_array().into_iter().flatten() {
+                println!("{}", endpoint(e));
+            }
+        }
+        WebhooksCmd::Events {
+            state,
+            endpoint: ep,
+            kind,
+            limit,
+        } => {
+            let limit = limit.to_string();
+            let path = format!(
+                "/v1/admin/webhooks/events{}",
+                q(&[
+                    ("state", state.as_deref()),
+                    ("endpoint", ep.as_deref()),
+                    ("type", kind.as_deref()),
+                    ("limit", Some(&limit)),
+                ])
+            );
+            let body = admin_call(url, token, "GET", &path, None)?;
+            for d in body["deliveries"].as_array().into_iter().flatten() {
+                println!("{}", delivery(d));
+            }
+        }
+        WebhooksCmd::Replay {
+            event,
+            endpoint: ep,
+        } => {
+            let path = format!(
+                "/v1/admin/webhooks/events/{event}/replay{}",
+                q(&[("endpoint", ep.as_deref())])
+            );
+            let body = admin_call(url, token, "POST", &path, None)?;
+            for d in body["deliveries"].as_array().into_iter().flatten() {
+                println!("queued again: {}", delivery(d));
+            }
+        }
+        WebhooksCmd::Enable { endpoint_id } => {
+            let path = format!("/v1/admin/webhooks/{endpoint_id}/enable");
+            let body = admin_call(url, token, "POST", &path, None)?;
+            println!("{}", endpoint(&body));
+        }
+    }
+    Ok(())
+}
+
 fn load(path: &std::path::Path) -> Result<Config, String> {
     Config::load(path).map_err(|e| e.to_string())
 }
@@ -215,6 +393,7 @@ pub fn main() -> ExitCode {
             );
         }),
         Cmd::Clients { url, token, cmd } => clients(&url, token.as_deref(), cmd),
+        Cmd::Webhooks { url, token, cmd } => webhooks(&url, token.as_deref(), cmd),
         Cmd::Token {
             cmd:
                 TokenCmd::Create {

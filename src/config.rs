@@ -66,6 +66,12 @@ pub struct Config {
     pub buyers: Vec<BuyerConfig>,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// How webhooks are delivered (every endpoint alike).
+    #[serde(default)]
+    pub webhook_delivery: WebhookDeliveryConfig,
+    /// Sellers' webhook endpoints (CONTRACT §8).
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
     #[serde(default)]
     pub store: StoreConfig,
     #[serde(default)]
@@ -259,6 +265,96 @@ impl Default for LimitsConfig {
             seller_max_concurrent_auctions: 1_000,
             buyer_pings_per_s: 100.0,
         }
+    }
+}
+
+/// Events a webhook endpoint may subscribe to (CONTRACT §8).
+pub const WEBHOOK_EVENTS: [&str; 3] = ["lead.posted", "lead.status_changed", "auction.closed"];
+/// Most retries one webhook delivery may be given.
+pub const MAX_WEBHOOK_RETRIES: usize = 20;
+/// Longest wait between two webhook attempts, schedule or `Retry-After` alike: 7 days, in ms.
+pub const MAX_WEBHOOK_DELAY_MS: u64 = 7 * 24 * 3_600_000;
+
+/// How the delivery worker sends webhooks. The defaults follow CONTRACT §8.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookDeliveryConfig {
+    /// Wait before each retry, in ms: one entry per retry, so its length is the number of retries.
+    /// Default: 5 retries, each 4× later than the one before, the last ~22.7 h after the first try.
+    pub retry_schedule_ms: Vec<u64>,
+    /// A receiver that has not answered within this time has failed the attempt.
+    pub timeout_ms: u64,
+    /// Deliveries in flight to one endpoint at most; more wait their turn in the outbox.
+    pub max_in_flight_per_endpoint: usize,
+    /// Threads sending webhooks, all endpoints together.
+    pub threads: usize,
+    /// A receiver's `Retry-After` is honoured up to this long, in ms.
+    pub max_retry_after_ms: u64,
+}
+
+impl Default for WebhookDeliveryConfig {
+    fn default() -> Self {
+        Self {
+            retry_schedule_ms: vec![240_000, 960_000, 3_840_000, 15_360_000, 61_440_000],
+            timeout_ms: 10_000,
+            max_in_flight_per_endpoint: 4,
+            threads: 4,
+            max_retry_after_ms: 86_400_000,
+        }
+    }
+}
+
+/// One seller webhook endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Stable name (snake_case): labels metrics, keys the outbox, names the endpoint in the API.
+    pub id: String,
+    pub tenant: Tenant,
+    /// Only this seller's events (a token's `client` or an OAuth client id); every seller of the
+    /// tenant when absent.
+    #[serde(default)]
+    pub client: Option<String>,
+    /// `http://` or `https://` URL the events are POSTed to.
+    pub url: String,
+    /// Signing secrets (`whsec_…`). Each one signs every delivery, so a receiver can move to a new
+    /// secret while the old one is still listed.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Environment variable holding the secrets instead, separated by spaces.
+    #[serde(default)]
+    pub secrets_env: Option<String>,
+    /// Event types sent to this endpoint; `auction.closed` only when listed.
+    pub events: Vec<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl WebhookConfig {
+    /// The signing secrets, from `secrets` or `secrets_env`.
+    pub fn resolve_secrets(&self) -> Result<Vec<crate::webhooks::Secret>, String> {
+        let raw: Vec<String> = match &self.secrets_env {
+            Some(var) => std::env::var(var)
+                .map_err(|_| format!("environment variable {var} is not set"))?
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
+            None => self.secrets.clone(),
+        };
+        if raw.is_empty() {
+            return Err("needs at least one signing secret (secrets or secrets_env)".into());
+        }
+        raw.iter()
+            .map(|s| crate::webhooks::Secret::parse(s))
+            .collect()
+    }
+
+    /// Whether this endpoint receives `event_type` for a seller `client` of `tenant`.
+    pub fn wants(&self, tenant: Tenant, client: &str, event_type: &str) -> bool {
+        self.enabled
+            && self.tenant == tenant
+            && self.client.as_deref().is_none_or(|c| c == client)
+            && self.events.iter().any(|e| e == event_type)
     }
 }
 
@@ -760,8 +856,92 @@ impl Config {
                 ));
             }
         }
+        self.validate_webhooks(file)?;
         crate::sandbox::validate_buyers(&self.sandbox.buyers)
             .map_err(|(key, reason)| bad(&format!("sandbox.{key}"), reason))?;
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_webhooks(&self, file: &str) -> Result<(), ConfigError> {
+        let bad = |key: String, reason: String| ConfigError::Invalid {
+            file: file.to_string(),
+            key,
+            reason,
+        };
+        let d = &self.webhook_delivery;
+        if d.retry_schedule_ms.len() > MAX_WEBHOOK_RETRIES {
+            return Err(bad(
+                "webhook_delivery.retry_schedule_ms".into(),
+                format!("at most {MAX_WEBHOOK_RETRIES} retries"),
+            ));
+        }
+        if d.retry_schedule_ms
+            .iter()
+            .any(|&ms| ms == 0 || ms > MAX_WEBHOOK_DELAY_MS)
+        {
+            return Err(bad(
+                "webhook_delivery.retry_schedule_ms".into(),
+                format!("each delay must be 1..={MAX_WEBHOOK_DELAY_MS} ms"),
+            ));
+        }
+        if !(1..=60_000).contains(&d.timeout_ms) {
+            return Err(bad(
+                "webhook_delivery.timeout_ms".into(),
+                "must be 1..=60000".into(),
+            ));
+        }
+        if !(1..=256).contains(&d.max_in_flight_per_endpoint) {
+            return Err(bad(
+                "webhook_delivery.max_in_flight_per_endpoint".into(),
+                "must be 1..=256".into(),
+            ));
+        }
+        if !(1..=256).contains(&d.threads) {
+            return Err(bad(
+                "webhook_delivery.threads".into(),
+                "must be 1..=256".into(),
+            ));
+        }
+        if d.max_retry_after_ms > MAX_WEBHOOK_DELAY_MS {
+            return Err(bad(
+                "webhook_delivery.max_retry_after_ms".into(),
+                format!("must be at most {MAX_WEBHOOK_DELAY_MS}"),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, w) in self.webhooks.iter().enumerate() {
+            let key = |k: &str| format!("webhooks[{i}].{k}");
+            if !crate::api::validate::is_snake_id(&w.id) || w.id.len() > 64 {
+                return Err(bad(
+                    key("id"),
+                    format!("must be snake_case, 1 to 64 characters, got {:?}", w.id),
+                ));
+            }
+            if !seen.insert(w.id.as_str()) {
+                return Err(bad(key("id"), format!("{:?} is used twice", w.id)));
+            }
+            crate::webhooks::check_url(&w.url).map_err(|r| bad(key("url"), r))?;
+            if !w.secrets.is_empty() && w.secrets_env.is_some() {
+                return Err(bad(
+                    key("secrets"),
+                    "set secrets or secrets_env, not both".into(),
+                ));
+            }
+            w.resolve_secrets().map_err(|r| bad(key("secrets"), r))?;
+            if w.events.is_empty() {
+                return Err(bad(key("events"), "must name at least one event".into()));
+            }
+            for e in &w.events {
+                if !WEBHOOK_EVENTS.contains(&e.as_str()) {
+                    return Err(bad(
+                        key("events"),
+                        format!("unknown event {e:?}; known: {}", WEBHOOK_EVENTS.join(", ")),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 }

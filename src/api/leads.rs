@@ -25,7 +25,7 @@ use ring::digest;
 
 use super::idempotency::{self, Begin, Idem};
 use super::ping::store_error;
-use super::{ping, post};
+use super::{events, ping, post};
 use crate::auction::token::Claims;
 use crate::auction::{now_ms, Status};
 use crate::auth::Client;
@@ -158,10 +158,12 @@ pub(super) async fn run(core: &Rc<Core>, call: Call, rid: &str) -> Result<Reply,
             if let Some(r) = &record {
                 batch.put_auction(r).map_err(store_error)?;
             }
+            let emitted = events::auction_closed(core, &mut batch, &auction_id, now_ms())?;
             if let Some(i) = &idem {
                 idempotency::record(&mut batch, i, &answer, now_ms())?;
             }
             core.commit(batch).await.map_err(store_error)?;
+            events::committed(core, emitted);
             return Ok(answer);
         }
     }

@@ -20,6 +20,7 @@ use crate::http::{request_id, Reply};
 use crate::runtime::Core;
 
 pub mod auctions;
+pub mod events;
 pub mod idempotency;
 pub mod leads;
 pub mod oauth;
@@ -29,6 +30,7 @@ pub mod post;
 pub mod seed;
 pub mod status;
 pub mod validate;
+pub mod webhooks;
 
 /// Every route the server answers, as (method, path template). A test checks docs/openapi.yaml
 /// against this table.
@@ -47,6 +49,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/admin/clients"),
     ("GET", "/v1/admin/clients"),
     ("DELETE", "/v1/admin/clients/{client_id}"),
+    ("GET", "/v1/admin/webhooks"),
+    ("POST", "/v1/admin/webhooks/{endpoint_id}/enable"),
+    ("GET", "/v1/admin/webhooks/events"),
+    ("GET", "/v1/admin/webhooks/events/{event_id}"),
+    ("POST", "/v1/admin/webhooks/events/{event_id}/replay"),
 ];
 
 /// Time a client has to send its whole request body once the head arrived.
@@ -158,6 +165,22 @@ async fn route(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Rep
         (&Method::DELETE, p) if matches_template("/v1/admin/clients/{client_id}", p) => {
             let id = p["/v1/admin/clients/".len()..].to_string();
             oauth::revoke(core, req, &id).await
+        }
+        (&Method::GET, "/v1/admin/webhooks") => webhooks::list_endpoints(core, req).await,
+        (&Method::GET, "/v1/admin/webhooks/events") => webhooks::list_events(core, req).await,
+        (&Method::POST, p)
+            if matches_template("/v1/admin/webhooks/events/{event_id}/replay", p) =>
+        {
+            let id = segment(p, 5);
+            webhooks::replay(core, req, &id).await
+        }
+        (&Method::GET, p) if matches_template("/v1/admin/webhooks/events/{event_id}", p) => {
+            let id = segment(p, 5);
+            webhooks::get_event(core, req, &id).await
+        }
+        (&Method::POST, p) if matches_template("/v1/admin/webhooks/{endpoint_id}/enable", p) => {
+            let id = segment(p, 4);
+            webhooks::enable(core, req, &id).await
         }
         _ => {
             let allowed: Vec<&str> = ROUTES

@@ -11,7 +11,9 @@ use http::StatusCode;
 use serde::Serialize;
 
 use crate::http::Reply;
-use crate::metrics::{latency_json, render_prometheus, CoreCounters, Snapshot, StoreCounters};
+use crate::metrics::{
+    latency_json, render_prometheus, CoreCounters, Snapshot, StoreCounters, WebhookCounters,
+};
 use crate::runtime::{handoff, Core};
 
 pub fn healthz() -> Reply {
@@ -87,10 +89,26 @@ pub async fn metrics(core: &Rc<Core>) -> Reply {
         failures: st.failed,
         groups: st.groups,
     };
+    let hooks: Vec<WebhookCounters> = shared
+        .webhooks
+        .endpoints
+        .iter()
+        .map(|ep| WebhookCounters {
+            endpoint: ep.id().to_string(),
+            attempts: crate::webhooks::outbox::ATTEMPT_RESULTS
+                .iter()
+                .zip(&ep.attempts)
+                .map(|(r, n)| (*r, n.load(Ordering::Relaxed)))
+                .collect(),
+            exhausted: ep.exhausted.load(Ordering::Relaxed),
+            outbox_depth: ep.pending(),
+            disabled: u64::from(ep.is_disabled()),
+        })
+        .collect();
     Reply::text(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
-        render_prometheus(&snap, &cores, &store),
+        render_prometheus(&snap, &cores, &store, &hooks),
     )
 }
 

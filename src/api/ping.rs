@@ -110,8 +110,10 @@ async fn run(
             .map(crate::auction::record::to_record)
     };
     let mut batch = Batch::new();
+    let mut emitted = super::events::Emitted::default();
     if let (Ok(_), Some(r)) = (&outcome, &record) {
         batch.put_auction(r).map_err(store_error)?;
+        emitted = super::events::auction_closed(core, &mut batch, &auction_id, now_ms())?;
     }
     // Only an auction that ran is recorded under the key; a refusal before it ran (an auction id
     // in use, a full shard) is not, so a corrected or later retry can still run.
@@ -120,6 +122,7 @@ async fn run(
     }
     if !batch.is_empty() {
         core.commit(batch).await.map_err(store_error)?;
+        super::events::committed(core, emitted);
     }
     if outcome.is_ok() {
         record_engine_overhead(core, &auction_id, received);

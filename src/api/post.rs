@@ -18,6 +18,7 @@ use http::{HeaderName, HeaderValue, Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 
+use super::events;
 use super::idempotency::{self, Begin, Idem};
 use super::ping::store_error;
 use crate::auction::clearing::seller_payout;
@@ -382,8 +383,15 @@ pub(super) async fn deliver_with_claims(
         if batch.put_auction(&record).is_err() {
             return false;
         }
+        // A one-call lead's auction reaches the disk here first: its close is announced with it.
+        let Ok(emitted) = events::auction_closed(core, &mut batch, &auction_id, now_ms()) else {
+            return false;
+        };
         match core.commit(batch).await {
-            Ok(()) => true,
+            Ok(()) => {
+                events::committed(core, emitted);
+                true
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot record the intent to deliver");
                 false
@@ -521,14 +529,26 @@ pub(super) async fn deliver_with_claims(
             a.sold = sold;
         }
     });
+    let mut emitted = events::Emitted::default();
     if let Some(r) = &record {
         batch.put_auction(r).map_err(store_error)?;
+        emitted = events::auction_closed(core, &mut batch, &post.auction_id, now)?;
     }
     if final_state {
         idempotency::record(&mut batch, idem, &reply, now)?;
         if let Some(also) = also {
             idempotency::record(&mut batch, also, &reply, now)?;
         }
+        // The auction's seller hears of it, whichever of its clients posted.
+        let seller = record.as_ref().map_or(client.name.as_str(), |r| &r.client);
+        emitted = emitted.and(events::lead_posted(
+            core,
+            &mut batch,
+            client.tenant,
+            seller,
+            &reply.body,
+            now,
+        )?);
     }
     if let Err(e) = core.commit(batch).await {
         // The outcome is not on disk. Memory keeps it, but to stay safe across a crash the
@@ -548,6 +568,7 @@ pub(super) async fn deliver_with_claims(
         return Err(store_error(e));
     }
     // The answer and everything it reports are durable.
+    events::committed(core, emitted);
     Ok(reply)
 }
 

@@ -4,9 +4,9 @@
 //! change is durable in the lead's history before the 202.
 //!
 //! Reports on one lead are decided on one core (the lead id's owner) and one at a time there, so
-//! two reports can never both read the same history and lose one another's change. This module
-//! does not deliver the `lead.status_changed` webhook (issue #7 adds the outbox it will be written
-//! to, in the same commit as the history).
+//! two reports can never both read the same history and lose one another's change. A change
+//! queues the `lead.status_changed` webhook in the same commit as the history (see
+//! [`super::events`]); a repeated report changes nothing and emits nothing.
 
 use std::rc::Rc;
 
@@ -178,14 +178,29 @@ async fn report(
             },
         ));
     }
+    let at_ms = now_ms();
+    let mut batch = Batch::new();
+    let emitted = super::events::status_changed(
+        core,
+        &mut batch,
+        client.tenant,
+        &super::events::StatusChange {
+            lead_uuid,
+            auction_id: &lead.auction_id,
+            status: &r.status,
+            previous_status: &current,
+            reason: r.reason.as_deref(),
+            at_ms,
+        },
+    )?;
     lead.history.push(LeadEvent {
-        at_ms: now_ms(),
+        at_ms,
         status: r.status.clone(),
         reason: r.reason,
     });
-    let mut batch = Batch::new();
     batch.put_lead(&lead).map_err(store_error)?;
     core.commit(batch).await.map_err(store_error)?;
+    super::events::committed(core, emitted);
     Ok(accepted(
         lead_uuid,
         &r.status,

@@ -169,6 +169,10 @@ pub struct Auction {
     pub lead_uuid: Option<String>,
     /// When the shard may forget this auction.
     pub evict_at_ms: u64,
+    /// Whether a commit carrying this auction's `auction.closed` webhook event (or its closed
+    /// record, for an auction read back from the store) has reached the disk: the first durable
+    /// write of a closed auction carries the event, later ones do not.
+    pub close_announced: bool,
 }
 
 impl Auction {
@@ -198,6 +202,7 @@ impl Auction {
             post_fingerprint: None,
             lead_uuid: None,
             evict_at_ms,
+            close_announced: false,
         }
     }
 }

@@ -256,5 +256,6 @@ pub fn from_record(
         post_fingerprint: p.fingerprint,
         lead_uuid: p.lead_uuid,
         evict_at_ms,
+        close_announced: true,
     })
 }

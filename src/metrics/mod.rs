@@ -35,7 +35,8 @@ mod prometheus;
 
 pub use latency::latency_json;
 pub use prometheus::{
-    render_prometheus, CoreCounters, StoreCounters, METRIC_NAMES, PROMETHEUS_BUCKETS,
+    render_prometheus, CoreCounters, StoreCounters, WebhookCounters, METRIC_NAMES,
+    PROMETHEUS_BUCKETS,
 };
 
 use std::cell::RefCell;

@@ -41,6 +41,21 @@ pub struct StoreCounters {
     pub groups: u64,
 }
 
+/// One webhook endpoint's counters, read by the caller from the webhook endpoint table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookCounters {
+    /// Endpoint id (the `endpoint` label).
+    pub endpoint: String,
+    /// Delivery attempts by result, in the order of `webhooks::outbox::ATTEMPT_RESULTS`.
+    pub attempts: Vec<(&'static str, u64)>,
+    /// Deliveries that failed every retry.
+    pub exhausted: u64,
+    /// Deliveries waiting in the outbox (gauge).
+    pub outbox_depth: u64,
+    /// 1 while a 410 keeps the endpoint disabled (gauge).
+    pub disabled: u64,
+}
+
 /// Histogram bucket upper bounds: the `le` label as printed, and the same bound in microseconds.
 /// Chosen to resolve sub-millisecond engine latencies up to multi-second buyer timeouts.
 pub const PROMETHEUS_BUCKETS: [(&str, u64); 16] = [
@@ -85,6 +100,10 @@ pub const METRIC_NAMES: &[&str] = &[
     "gavel_store_commits_total",
     "gavel_store_commit_failures_total",
     "gavel_store_commit_groups_total",
+    "gavel_webhook_deliveries_total",
+    "gavel_webhook_exhausted_total",
+    "gavel_webhook_outbox_depth",
+    "gavel_webhook_endpoint_disabled",
 ];
 
 /// Escapes a label value: backslash, double quote and line feed.
@@ -177,7 +196,12 @@ fn sample(out: &mut String, name: &str, pairs: &[(&str, &str)], value: u64) {
 /// Prometheus text exposition format 0.0.4 (content type `text/plain; version=0.0.4`). Histograms
 /// use the since-start view. Buyer outcome and no-bid counters are emitted for every label value,
 /// zeros included, so rates exist from the first scrape.
-pub fn render_prometheus(snap: &Snapshot, cores: &[CoreCounters], store: &StoreCounters) -> String {
+pub fn render_prometheus(
+    snap: &Snapshot,
+    cores: &[CoreCounters],
+    store: &StoreCounters,
+    webhooks: &[WebhookCounters],
+) -> String {
     let mut out = String::with_capacity(16 * 1024);
 
     let single: [(&str, &str, &Histogram<u64>); 5] = [
@@ -352,6 +376,57 @@ pub fn render_prometheus(snap: &Snapshot, cores: &[CoreCounters], store: &StoreC
         sample(&mut out, name, &[], v);
     }
 
+    let name = "gavel_webhook_deliveries_total";
+    header(
+        &mut out,
+        name,
+        "counter",
+        "Webhook delivery attempts, by endpoint and result (delivered, failed, timeout, \
+         connect_error, gone).",
+    );
+    for w in webhooks {
+        for (result, n) in &w.attempts {
+            sample(
+                &mut out,
+                name,
+                &[("endpoint", &w.endpoint), ("result", result)],
+                *n,
+            );
+        }
+    }
+    type EndpointFamily = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&WebhookCounters) -> u64,
+    );
+    let endpoint_families: [EndpointFamily; 3] = [
+        (
+            "gavel_webhook_exhausted_total",
+            "counter",
+            "Webhook deliveries that failed every retry and stay in the outbox as exhausted.",
+            |w| w.exhausted,
+        ),
+        (
+            "gavel_webhook_outbox_depth",
+            "gauge",
+            "Webhook deliveries waiting in the outbox.",
+            |w| w.outbox_depth,
+        ),
+        (
+            "gavel_webhook_endpoint_disabled",
+            "gauge",
+            "1 while a webhook endpoint is disabled because it answered 410 Gone.",
+            |w| w.disabled,
+        ),
+    ];
+    for (name, kind, help, get) in endpoint_families {
+        header(&mut out, name, kind, help);
+        for w in webhooks {
+            sample(&mut out, name, &[("endpoint", &w.endpoint)], get(w));
+        }
+    }
+
     out
 }
 
@@ -405,7 +480,14 @@ mod tests {
             failures: 1,
             groups: 120,
         };
-        let text = render_prometheus(&snap, &counters, &store);
+        let hooks = [WebhookCounters {
+            endpoint: "crm".into(),
+            attempts: vec![("delivered", 9), ("failed", 2)],
+            exhausted: 1,
+            outbox_depth: 3,
+            disabled: 0,
+        }];
+        let text = render_prometheus(&snap, &counters, &store, &hooks);
         (snap, text)
     }
 
@@ -530,7 +612,7 @@ mod tests {
 
     #[test]
     fn empty_snapshot_renders_zeros() {
-        let text = render_prometheus(&Snapshot::empty(&[]), &[], &StoreCounters::default());
+        let text = render_prometheus(&Snapshot::empty(&[]), &[], &StoreCounters::default(), &[]);
         assert_eq!(value(&text, "gavel_ping_duration_seconds_count"), 0.0);
         assert_eq!(value(&text, "gavel_ping_duration_seconds_sum"), 0.0);
         assert_eq!(
@@ -551,7 +633,7 @@ mod tests {
             return;
         };
         let (_, realistic) = sample_output();
-        let empty = render_prometheus(&Snapshot::empty(&[]), &[], &StoreCounters::default());
+        let empty = render_prometheus(&Snapshot::empty(&[]), &[], &StoreCounters::default(), &[]);
         for text in [realistic, empty] {
             let mut child = Command::new(promtool)
                 .args(["check", "metrics"])

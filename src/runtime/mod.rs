@@ -68,6 +68,8 @@ pub struct Shared {
     /// One group committer per core, indexed by core id.
     pub committers: Vec<Committer>,
     pub stats: Vec<CoreStats>,
+    /// Sellers' webhook endpoints: cores queue events for them, the worker delivers.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// Open client connections across all cores; shutdown waits for it to reach zero.
     pub live_connections: AtomicUsize,
 }
@@ -165,6 +167,7 @@ pub struct ServerHandle {
     pub shared: Arc<Shared>,
     threads: Vec<std::thread::JoinHandle<()>>,
     _expiry: ExpiryHandle,
+    webhook_worker: crate::webhooks::worker::WorkerHandle,
 }
 
 impl ServerHandle {
@@ -181,6 +184,7 @@ impl ServerHandle {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        self.webhook_worker.stop();
         if Arc::strong_count(&self.shared) > 1 {
             tracing::warn!("shared state outlives the server; the store stays open");
         }
@@ -264,6 +268,11 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
     let expiry = store
         .spawn_expiry()
         .map_err(|e| format!("cannot start store expiry: {e}"))?;
+    let webhooks = Arc::new(crate::webhooks::Webhooks::from_config(&config)?);
+    webhooks
+        .load_state(&store)
+        .map_err(|e| format!("cannot read the webhook outbox: {e}"))?;
+    let webhook_worker = crate::webhooks::worker::start(store.clone(), webhooks.clone())?;
 
     // Core 0 binds the configured address (port 0 picks one); the others bind the port it got, so
     // the kernel spreads connections over all listeners of the group.
@@ -287,6 +296,7 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
         store,
         committers,
         stats: (0..cores).map(|_| CoreStats::default()).collect(),
+        webhooks,
         live_connections: AtomicUsize::new(0),
         config,
     });
@@ -328,6 +338,7 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
                     shared,
                     threads,
                     _expiry: expiry,
+                    webhook_worker,
                 };
                 handle.stop();
                 return Err(e);
@@ -341,6 +352,7 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
         shared,
         threads,
         _expiry: expiry,
+        webhook_worker,
     })
 }
 

@@ -18,7 +18,7 @@ use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 
 use super::records::{self, Record};
-use super::{AuctionRecord, IdemRecord, LeadRecord, Store, StoreError, TreeId};
+use super::{AuctionRecord, DeliveryRecord, IdemRecord, LeadRecord, Store, StoreError, TreeId};
 
 /// What one expiry pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -29,6 +29,8 @@ pub struct ExpiryStats {
     pub auctions: u64,
     /// Lead records deleted.
     pub leads: u64,
+    /// Webhook deliveries deleted (a due-index entry left behind is dropped by the worker).
+    pub outbox: u64,
     /// Index entries dropped because their record was gone or had been rewritten with another
     /// `created_ms` (which has its own entry).
     pub stale_index: u64,
@@ -45,7 +47,7 @@ pub struct ExpiryStats {
 impl ExpiryStats {
     /// Records deleted, all trees together.
     pub fn deleted(&self) -> u64 {
-        self.idempotency + self.auctions + self.leads
+        self.idempotency + self.auctions + self.leads + self.outbox
     }
 }
 
@@ -101,6 +103,13 @@ impl Store {
         stats.leads = self.expire_tree::<LeadRecord>(
             TreeId::Leads,
             TreeId::LeadsByTime,
+            now_ms.checked_sub(records),
+            &mut stats,
+            stop,
+        )?;
+        stats.outbox = self.expire_tree::<DeliveryRecord>(
+            TreeId::Outbox,
+            TreeId::OutboxByTime,
             now_ms.checked_sub(records),
             &mut stats,
             stop,

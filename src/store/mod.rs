@@ -19,9 +19,16 @@
 //! | `leads`            | lead uuid (UTF-8)                     | `[1] ++ rkyv(LeadRecord)`     |
 //! | `leads_by_time`    | `created_ms BE(8) ++ lead uuid`       | empty                         |
 //! | `meta`             | caller's key (UTF-8)                  | caller's bytes, never expired |
+//! | `outbox`           | [`delivery_key`]: `event id/endpoint` | `[1] ++ rkyv(DeliveryRecord)` |
+//! | `outbox_by_time`   | `created_ms BE(8) ++ outbox key`      | empty                         |
+//! | `outbox_due`       | [`due_key`]                           | empty                         |
 //!
 //! The default tree holds `layout_version` (one byte): a database written by a newer, incompatible
 //! Gavel is refused at open instead of misread.
+//!
+//! `outbox_due` holds one entry per pending webhook delivery, ordered by endpoint and then by
+//! when its next attempt is due, so the delivery worker finds an endpoint's due work with one
+//! range scan. An entry whose record is gone (expired) is dropped by the worker.
 //!
 //! The `*_by_time` trees make expiry a range scan instead of a full scan. They are keyed by
 //! `created_ms`, which never changes when a record is rewritten (an auction is rewritten at close
@@ -47,6 +54,7 @@ pub mod records;
 mod tests;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sled::transaction::{TransactionError, Transactional};
 use sled::IVec;
@@ -54,7 +62,8 @@ use sled::IVec;
 pub use commit::{CommitStats, Committer};
 pub use expiry::{ExpiryHandle, ExpiryStats};
 pub use records::{
-    AttemptRecord, AuctionRecord, IdemRecord, LeadEvent, LeadRecord, OutcomeRecord, PostRecord,
+    AttemptRecord, AuctionRecord, DeliveryRecord, IdemRecord, LeadEvent, LeadRecord, OutcomeRecord,
+    PostRecord, WebhookAttemptRecord,
 };
 
 use records::Record;
@@ -234,9 +243,12 @@ pub(crate) enum TreeId {
     Leads = 4,
     LeadsByTime = 5,
     Meta = 6,
+    Outbox = 7,
+    OutboxByTime = 8,
+    OutboxDue = 9,
 }
 
-const TREE_COUNT: usize = 7;
+const TREE_COUNT: usize = 10;
 
 impl TreeId {
     const ALL: [TreeId; TREE_COUNT] = [
@@ -247,6 +259,9 @@ impl TreeId {
         TreeId::Leads,
         TreeId::LeadsByTime,
         TreeId::Meta,
+        TreeId::Outbox,
+        TreeId::OutboxByTime,
+        TreeId::OutboxDue,
     ];
 
     /// The sled tree name; part of the on-disk layout, never rename.
@@ -259,6 +274,9 @@ impl TreeId {
             TreeId::Leads => "leads",
             TreeId::LeadsByTime => "leads_by_time",
             TreeId::Meta => "meta",
+            TreeId::Outbox => "outbox",
+            TreeId::OutboxByTime => "outbox_by_time",
+            TreeId::OutboxDue => "outbox_due",
         }
     }
 }
@@ -269,6 +287,43 @@ fn time_key(created_ms: u64, primary: &[u8]) -> Vec<u8> {
     k.extend_from_slice(&created_ms.to_be_bytes());
     k.extend_from_slice(primary);
     k
+}
+
+/// The `outbox` key of one event's delivery to one endpoint: `{event_id}/{endpoint_id}`, so an
+/// event's deliveries sit together and sort by the event's ULID (its creation time).
+pub fn delivery_key(event_id: &str, endpoint_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(event_id.len() + 1 + endpoint_id.len());
+    k.extend_from_slice(event_id.as_bytes());
+    k.push(b'/');
+    k.extend_from_slice(endpoint_id.as_bytes());
+    k
+}
+
+/// The `outbox_due` key: `len(endpoint) u8 ++ endpoint ++ due_ms BE(8) ++ event_id`. The length
+/// prefix keeps one endpoint's entries apart from another's whose id starts the same.
+pub fn due_key(endpoint_id: &str, due_ms: u64, event_id: &str) -> Vec<u8> {
+    let mut k = due_prefix(endpoint_id);
+    k.extend_from_slice(&due_ms.to_be_bytes());
+    k.extend_from_slice(event_id.as_bytes());
+    k
+}
+
+fn due_prefix(endpoint_id: &str) -> Vec<u8> {
+    // Endpoint ids are validated to at most 64 bytes.
+    let len = u8::try_from(endpoint_id.len()).expect("endpoint id shorter than 256 bytes");
+    let mut k = Vec::with_capacity(1 + endpoint_id.len() + 8 + 32);
+    k.push(len);
+    k.extend_from_slice(endpoint_id.as_bytes());
+    k
+}
+
+/// One pending delivery as the due index lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    /// When the attempt is due (unix ms).
+    pub due_ms: u64,
+    /// The event.
+    pub event_id: String,
 }
 
 /// One write of a [`Batch`]: `None` removes the key.
@@ -378,6 +433,36 @@ impl Batch {
         )
     }
 
+    /// Stores (or replaces) a webhook delivery and, while it is `pending`, its due-index entry.
+    /// Replacing one whose due time moves: also [`Batch::delete_due`] the old entry.
+    pub fn put_delivery(&mut self, record: &DeliveryRecord) -> Result<&mut Batch, StoreError> {
+        self.put_record(
+            TreeId::Outbox,
+            TreeId::OutboxByTime,
+            delivery_key(&record.event_id, &record.endpoint_id),
+            record,
+            record.created_ms,
+        )?;
+        if let (true, Some(due)) = (record.state == "pending", record.next_attempt_ms) {
+            self.push(
+                TreeId::OutboxDue,
+                due_key(&record.endpoint_id, due, &record.event_id),
+                Some(Vec::new()),
+            );
+        }
+        Ok(self)
+    }
+
+    /// Removes a due-index entry (the delivery was attempted, or its due time moved).
+    pub fn delete_due(&mut self, endpoint_id: &str, due_ms: u64, event_id: &str) -> &mut Batch {
+        self.push(
+            TreeId::OutboxDue,
+            due_key(endpoint_id, due_ms, event_id),
+            None,
+        );
+        self
+    }
+
     /// Stores an opaque value under `key` in the `meta` tree (never expired).
     pub fn put_meta(&mut self, key: &str, value: impl Into<Vec<u8>>) -> &mut Batch {
         self.push(TreeId::Meta, key.as_bytes().to_vec(), Some(value.into()));
@@ -408,6 +493,12 @@ pub struct StoreCounts {
     pub leads_index: u64,
     /// Entries of the meta tree.
     pub meta: u64,
+    /// Webhook deliveries (one per event and endpoint).
+    pub outbox: u64,
+    /// Entries of the outbox by-time index.
+    pub outbox_index: u64,
+    /// Deliveries waiting for an attempt.
+    pub outbox_due: u64,
 }
 
 /// The sled database and its trees. `Send + Sync`: open it once and share it by `Arc` with every
@@ -416,6 +507,10 @@ pub struct Store {
     db: sled::Db,
     trees: [sled::Tree; TREE_COUNT],
     opts: StoreOptions,
+    /// Number of flushes begun; a flush takes the next number when it starts.
+    flushes_started: AtomicU64,
+    /// Highest number of a flush that has completed.
+    flushed_through: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -471,8 +566,17 @@ impl Store {
             open(TreeId::Leads)?,
             open(TreeId::LeadsByTime)?,
             open(TreeId::Meta)?,
+            open(TreeId::Outbox)?,
+            open(TreeId::OutboxByTime)?,
+            open(TreeId::OutboxDue)?,
         ];
-        Ok(Store { db, trees, opts })
+        Ok(Store {
+            db,
+            trees,
+            opts,
+            flushes_started: AtomicU64::new(0),
+            flushed_through: AtomicU64::new(0),
+        })
     }
 
     /// The options the store was opened with.
@@ -565,8 +669,154 @@ impl Store {
 
     /// Flushes sled's log and fsyncs: every write applied before the call is durable after it.
     pub(crate) fn flush(&self) -> Result<(), StoreError> {
+        let n = self.flushes_started.fetch_add(1, Ordering::SeqCst) + 1;
         self.db.flush()?;
+        self.flushed_through.fetch_max(n, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// A mark for [`Store::is_durable_since`]: take it *after* reading writes that may not be
+    /// durable yet (another thread applied them, its flush may still be running).
+    pub fn flush_mark(&self) -> u64 {
+        self.flushes_started.load(Ordering::SeqCst)
+    }
+
+    /// Whether a flush that started after `mark` was taken has completed. Such a flush covers
+    /// every write applied before the mark, so whatever was read before the mark is on disk.
+    /// Lets a reader wait for another thread's group commit instead of paying an fsync of its own.
+    pub fn is_durable_since(&self, mark: u64) -> bool {
+        self.flushed_through.load(Ordering::SeqCst) > mark
+    }
+
+    /// Flushes unless a flush that started after `mark` has completed already.
+    pub fn ensure_durable_since(&self, mark: u64) -> Result<(), StoreError> {
+        if self.is_durable_since(mark) {
+            return Ok(());
+        }
+        self.flush()
+    }
+
+    /// A webhook delivery by event id and endpoint.
+    pub fn get_delivery(
+        &self,
+        event_id: &str,
+        endpoint_id: &str,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
+        self.get_record(TreeId::Outbox, &delivery_key(event_id, endpoint_id))
+    }
+
+    /// Every delivery of one event, one per endpoint it went to.
+    pub fn get_deliveries(&self, event_id: &str) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let mut prefix = event_id.as_bytes().to_vec();
+        prefix.push(b'/');
+        self.tree(TreeId::Outbox)
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                records::decode(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Up to `limit` deliveries, newest event first, starting below `before` (an outbox key
+    /// from a previous page) and reading at most `max_scanned` records; `keep` picks which to
+    /// return. Returns the page and, when the scan stopped early, where the next page starts.
+    pub fn list_deliveries(
+        &self,
+        before: Option<&[u8]>,
+        limit: usize,
+        max_scanned: usize,
+        keep: &dyn Fn(&DeliveryRecord) -> bool,
+    ) -> Result<(Vec<DeliveryRecord>, Option<Vec<u8>>), StoreError> {
+        let tree = self.tree(TreeId::Outbox);
+        let iter = match before {
+            Some(b) => tree.range(..b.to_vec()),
+            None => tree.range::<Vec<u8>, _>(..),
+        };
+        let mut out = Vec::new();
+        for (scanned, kv) in iter.rev().enumerate() {
+            let (k, v) = kv?;
+            if out.len() == limit || scanned == max_scanned {
+                return Ok((out, Some(k.to_vec())));
+            }
+            let r: DeliveryRecord = records::decode(&k, &v)?;
+            if keep(&r) {
+                out.push(r);
+            }
+        }
+        Ok((out, None))
+    }
+
+    /// Up to `limit` of an endpoint's pending deliveries due at or before `until_ms`, earliest
+    /// first, leaving out those `skip` names (attempts already under way).
+    pub fn due_deliveries(
+        &self,
+        endpoint_id: &str,
+        until_ms: u64,
+        limit: usize,
+        skip: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<Due>, StoreError> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        for due in self.due_iter(endpoint_id) {
+            let due = due?;
+            if due.due_ms > until_ms {
+                break;
+            }
+            if !skip(&due.event_id) {
+                out.push(due);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the earliest pending delivery of an endpoint not named by `skip` is due.
+    pub fn next_due(
+        &self,
+        endpoint_id: &str,
+        skip: &dyn Fn(&str) -> bool,
+    ) -> Result<Option<u64>, StoreError> {
+        for due in self.due_iter(endpoint_id) {
+            let due = due?;
+            if !skip(&due.event_id) {
+                return Ok(Some(due.due_ms));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Number of pending deliveries of an endpoint. A scan: for start-up and tests.
+    pub fn count_due(&self, endpoint_id: &str) -> u64 {
+        self.tree(TreeId::OutboxDue)
+            .scan_prefix(due_prefix(endpoint_id))
+            .count() as u64
+    }
+
+    fn due_iter(&self, endpoint_id: &str) -> impl Iterator<Item = Result<Due, StoreError>> {
+        let prefix = due_prefix(endpoint_id);
+        let n = prefix.len();
+        self.tree(TreeId::OutboxDue)
+            .scan_prefix(prefix)
+            .map(move |kv| {
+                let (k, _) = kv?;
+                let rest = &k[n..];
+                match rest.split_first_chunk::<8>() {
+                    Some((due, id)) => Ok(Due {
+                        due_ms: u64::from_be_bytes(*due),
+                        event_id: String::from_utf8_lossy(id).into_owned(),
+                    }),
+                    None => Err(StoreError::Corrupt {
+                        tree: "outbox_due",
+                        key: records::printable_key(&k),
+                        reason: "shorter than its due time".into(),
+                    }),
+                }
+            })
     }
 
     /// Applies a batch atomically across trees and makes it durable (flush and fsync) before
@@ -589,6 +839,9 @@ impl Store {
             leads: n(TreeId::Leads),
             leads_index: n(TreeId::LeadsByTime),
             meta: n(TreeId::Meta),
+            outbox: n(TreeId::Outbox),
+            outbox_index: n(TreeId::OutboxByTime),
+            outbox_due: n(TreeId::OutboxDue),
         }
     }
 

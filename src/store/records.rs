@@ -168,6 +168,50 @@ pub struct LeadRecord {
     pub history: Vec<LeadEvent>,
 }
 
+/// One attempt to deliver a webhook.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct WebhookAttemptRecord {
+    /// When the attempt started (unix ms).
+    pub at_ms: u64,
+    /// `delivered`, `failed`, `timeout`, `connect_error` or `gone` (410).
+    pub result: String,
+    /// HTTP status the receiver answered, when it answered.
+    pub http_status: Option<u16>,
+    /// What went wrong, for an attempt that failed without an HTTP status.
+    pub error: Option<String>,
+    /// From sending the request to the receiver's answer (or to giving up).
+    pub latency_us: u64,
+}
+
+/// One event on its way to one webhook endpoint: the outbox entry and its delivery log. The body
+/// is fixed when the event is created, so every attempt sends the same bytes.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    /// `evt_…`: the Standard Webhooks `webhook-id`, the same for every attempt and endpoint.
+    pub event_id: String,
+    /// The configured endpoint id.
+    pub endpoint_id: String,
+    /// Tenant name of the seller the event belongs to.
+    pub tenant: String,
+    /// The seller (client) the event belongs to.
+    pub client: String,
+    /// `lead.posted`, `lead.status_changed` or `auction.closed`.
+    pub event_type: String,
+    /// When the event was created (unix ms); retention counts from here and never moves.
+    pub created_ms: u64,
+    /// The JSON envelope sent as the request body.
+    pub body: Vec<u8>,
+    /// `pending`, `delivered`, `exhausted` (every retry failed) or `disabled` (the endpoint
+    /// answered 410 and was disabled).
+    pub state: String,
+    /// When the next attempt is due (unix ms), while `pending`.
+    pub next_attempt_ms: Option<u64>,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<WebhookAttemptRecord>,
+    /// Attempts made before the last redelivery by hand; the retry schedule counts from there.
+    pub schedule_base: u32,
+}
+
 /// What every stored record type tells the store about itself.
 pub trait Record: Archive + Sized {
     /// Name of the primary tree, for error messages.
@@ -198,6 +242,14 @@ impl Record for LeadRecord {
     const TREE: &'static str = "leads";
     const VERSION: u8 = 1;
     fn archived_created_ms(archived: &ArchivedLeadRecord) -> u64 {
+        archived.created_ms.to_native()
+    }
+}
+
+impl Record for DeliveryRecord {
+    const TREE: &'static str = "outbox";
+    const VERSION: u8 = 1;
+    fn archived_created_ms(archived: &ArchivedDeliveryRecord) -> u64 {
         archived.created_ms.to_native()
     }
 }

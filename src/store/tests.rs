@@ -647,6 +647,7 @@ fn expiry_deletes_old_records_and_their_index_entries() {
             leads: 1,
             leads_index: 1,
             meta: 1,
+            ..StoreCounts::default()
         }
     );
 

@@ -1,8 +1,14 @@
 //! Webhooks to sellers (CONTRACT §8), Standard Webhooks v1: the signing secret, the event
 //! envelope and the three signing headers any Standard Webhooks library verifies.
 //!
-//! Owns the wire format only. It does not own the durable outbox or the delivery worker (issue #7
-//! builds them on top of this), nor which events a state change emits.
+//! This file owns the wire format. [`outbox`] owns the endpoint table and how an event enters the
+//! store with the state change that caused it; [`worker`] delivers, retries and records attempts.
+//! Which state change emits which event is the API layer's business (`api::events`).
+
+pub mod outbox;
+pub mod worker;
+
+pub use outbox::{Queued, Webhooks};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -67,6 +73,22 @@ impl Secret {
         ctx.update(body);
         format!("v1,{}", STANDARD.encode(ctx.sign().as_ref()))
     }
+}
+
+/// Checks a webhook URL: `http://` or `https://` with a host.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!(
+            "{url:?}: a webhook URL starts with http:// or https://"
+        ));
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{url:?}: the URL has no host"));
+    }
+    Ok(())
 }
 
 /// A new event id: `evt_` + ULID.

@@ -1,0 +1,214 @@
+//! Which state change emits which webhook event (CONTRACT §8), and with what data.
+//!
+//! Each function here adds an event to the [`Batch`] that records the state change, so the event
+//! and the change reach the disk together or not at all; [`committed`] is called once that batch is
+//! durable. Event data carries ids, statuses and amounts, never the lead's contact data: a seller's
+//! receiver learns nothing it did not send or was not answered already.
+//!
+//! - `auction.closed` (opt-in): the first durable write of a closed auction.
+//! - `lead.posted`: a post's final answer (sold or unsold); `data` is that answer's body.
+//! - `lead.status_changed`: a buyer's status report, with the status before it.
+//!
+//! Owns the mapping only; the outbox and its delivery belong to [`crate::webhooks`].
+
+use serde::Serialize;
+
+use super::ping::store_error;
+use crate::auction::{rfc3339_ms, Status};
+use crate::config::Tenant;
+use crate::error::ApiError;
+use crate::model::Money;
+use crate::runtime::Core;
+use crate::store::Batch;
+use crate::webhooks::Queued;
+
+/// Events queued in a batch that is not committed yet.
+#[derive(Debug, Default)]
+#[must_use = "pass to events::committed once the batch is durable"]
+pub struct Emitted {
+    queued: Queued,
+    /// The auction whose `auction.closed` the batch carries.
+    announced: Option<String>,
+}
+
+impl Emitted {
+    /// Adds the events of another call for the same batch.
+    pub fn and(mut self, other: Emitted) -> Emitted {
+        self.queued.extend(other.queued);
+        self.announced = self.announced.or(other.announced);
+        self
+    }
+}
+
+/// To call once the batch holding `emitted` is durable: counts the events and wakes the worker.
+pub fn committed(core: &Core, emitted: Emitted) {
+    if let Some(id) = emitted.announced {
+        if let Some(a) = core.shard.borrow_mut().get_mut(&id) {
+            a.close_announced = true;
+        }
+    }
+    core.shared.webhooks.committed(emitted.queued);
+}
+
+#[derive(Serialize)]
+struct AuctionClosed<'a> {
+    auction_id: &'a str,
+    /// `won` or `no_bid`.
+    status: &'static str,
+    vertical: &'a str,
+    /// What the seller is paid if it posts the lead, for `won`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amount: Option<Money>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    currency: Option<&'a str>,
+    /// Why nobody won, for `no_bid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reject_reason: Option<&'static str>,
+    buyers_pinged: usize,
+    bids: usize,
+    closed_at: String,
+}
+
+/// Queues `auction.closed` for an auction that closed and was never written since (a no-op when
+/// it was, when it is still open, or when no endpoint takes the event).
+pub fn auction_closed(
+    core: &Core,
+    batch: &mut Batch,
+    auction_id: &str,
+    now_ms: u64,
+) -> Result<Emitted, ApiError> {
+    let hooks = &core.shared.webhooks;
+    let shard = core.shard.borrow();
+    let Some(a) = shard.get(auction_id) else {
+        return Ok(Emitted::default());
+    };
+    if a.close_announced || !hooks.wants(a.tenant, &a.client, "auction.closed") {
+        return Ok(Emitted::default());
+    }
+    let (status, amount, reject_reason) = match &a.status {
+        Status::Open => return Ok(Emitted::default()),
+        Status::Won { payout_cents, .. } => ("won", Some(Money(*payout_cents)), None),
+        Status::NoBid(r) => ("no_bid", None, Some(r.code())),
+    };
+    let data = AuctionClosed {
+        auction_id,
+        status,
+        vertical: &a.ping.vertical,
+        amount,
+        currency: amount.map(|_| core.shared.config.auction.currency.as_str()),
+        reject_reason,
+        buyers_pinged: a.outcomes.iter().filter(|o| o.kind.was_pinged()).count(),
+        bids: a
+            .outcomes
+            .iter()
+            .filter(|o| o.kind == crate::auction::OutcomeKind::Bid)
+            .count(),
+        closed_at: rfc3339_ms(a.closed_ms.unwrap_or(now_ms)),
+    };
+    let queued = hooks
+        .enqueue(batch, a.tenant, &a.client, "auction.closed", &data, now_ms)
+        .map_err(store_error)?;
+    Ok(Emitted {
+        queued,
+        announced: Some(auction_id.to_string()),
+    })
+}
+
+/// Queues `lead.posted` with the post's final answer body as its data.
+pub fn lead_posted(
+    core: &Core,
+    batch: &mut Batch,
+    tenant: Tenant,
+    seller: &str,
+    answer_body: &[u8],
+    now_ms: u64,
+) -> Result<Emitted, ApiError> {
+    let hooks = &core.shared.webhooks;
+    if !hooks.wants(tenant, seller, "lead.posted") {
+        return Ok(Emitted::default());
+    }
+    let data: &serde_json::value::RawValue = serde_json::from_slice(answer_body)
+        .map_err(|_| ApiError::internal("The post's answer is not JSON."))?;
+    let queued = hooks
+        .enqueue(batch, tenant, seller, "lead.posted", &data, now_ms)
+        .map_err(store_error)?;
+    Ok(Emitted {
+        queued,
+        announced: None,
+    })
+}
+
+#[derive(Serialize)]
+struct StatusChanged<'a> {
+    lead_uuid: &'a str,
+    auction_id: &'a str,
+    status: &'a str,
+    previous_status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    changed_at: String,
+}
+
+/// The status change of one lead, as `lead.status_changed` reports it.
+pub struct StatusChange<'a> {
+    pub lead_uuid: &'a str,
+    pub auction_id: &'a str,
+    pub status: &'a str,
+    pub previous_status: &'a str,
+    pub reason: Option<&'a str>,
+    pub at_ms: u64,
+}
+
+/// Queues `lead.status_changed` for the seller of the lead's auction.
+pub fn status_changed(
+    core: &Core,
+    batch: &mut Batch,
+    tenant: Tenant,
+    change: &StatusChange<'_>,
+) -> Result<Emitted, ApiError> {
+    let hooks = &core.shared.webhooks;
+    if hooks.endpoints.is_empty() {
+        return Ok(Emitted::default());
+    }
+    let Some(seller) = seller_of(core, change.auction_id)? else {
+        // The auction record expired before the lead's: nobody left to tell.
+        return Ok(Emitted::default());
+    };
+    if !hooks.wants(tenant, &seller, "lead.status_changed") {
+        return Ok(Emitted::default());
+    }
+    let data = StatusChanged {
+        lead_uuid: change.lead_uuid,
+        auction_id: change.auction_id,
+        status: change.status,
+        previous_status: change.previous_status,
+        reason: change.reason,
+        changed_at: rfc3339_ms(change.at_ms),
+    };
+    let queued = hooks
+        .enqueue(
+            batch,
+            tenant,
+            &seller,
+            "lead.status_changed",
+            &data,
+            change.at_ms,
+        )
+        .map_err(store_error)?;
+    Ok(Emitted {
+        queued,
+        announced: None,
+    })
+}
+
+/// The seller (client) that ran an auction: from memory when the auction is still there.
+fn seller_of(core: &Core, auction_id: &str) -> Result<Option<String>, ApiError> {
+    if let Some(a) = core.shard.borrow().get(auction_id) {
+        return Ok(Some(a.client.clone()));
+    }
+    let stored = core.shared.store.get_auction(auction_id).map_err(|e| {
+        tracing::error!(error = %e, "auction lookup failed");
+        ApiError::internal("The auction store could not be read.")
+    })?;
+    Ok(stored.map(|r| r.client))
+}

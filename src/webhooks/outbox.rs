@@ -1,0 +1,302 @@
+//! The webhook outbox: which endpoints an event goes to, and how an event enters the store in the
+//! same [`Batch`] as the state change that caused it.
+//!
+//! Owns the endpoint table every core and the delivery worker share ([`Webhooks`]): each endpoint's
+//! config and secrets, whether a 410 disabled it, and its counters. It does not own sending (see
+//! [`super::worker`]) nor the choice of which state change emits which event (the API layer decides
+//! that and calls [`Webhooks::enqueue`]).
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use crossbeam_channel::{Receiver, Sender};
+use serde::{Deserialize, Serialize};
+
+use super::{new_event_id, Envelope, Secret};
+use crate::config::{Config, Tenant, WebhookConfig, WebhookDeliveryConfig};
+use crate::store::{Batch, DeliveryRecord, Store, StoreError};
+
+/// `meta` key prefix under which an endpoint disabled by a 410 is remembered across restarts.
+pub const DISABLED_PREFIX: &str = "webhook_disabled/";
+
+/// Results an attempt can have, in the order of [`Endpoint::attempts`].
+pub const ATTEMPT_RESULTS: [&str; 5] = ["delivered", "failed", "timeout", "connect_error", "gone"];
+
+/// Why an endpoint stopped receiving events, as stored and reported.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Disabled {
+    /// When it was disabled (unix ms).
+    pub at_ms: u64,
+    /// `gone`: the receiver answered 410.
+    pub reason: String,
+    /// The delivery whose answer disabled it.
+    pub event_id: String,
+}
+
+/// One configured endpoint and what the worker learned about it.
+pub struct Endpoint {
+    pub config: WebhookConfig,
+    pub secrets: Vec<Secret>,
+    /// Set when the receiver answered 410: no more events are queued for it, and its pending
+    /// deliveries become `disabled`, until it is enabled again through the admin API.
+    disabled: AtomicBool,
+    /// Deliveries waiting in the outbox (pending). Signed: a delivery may finish before the core
+    /// that queued it has counted it, so the value can dip below zero for a moment.
+    pending: AtomicI64,
+    /// Attempts by result, see [`ATTEMPT_RESULTS`].
+    pub attempts: [AtomicU64; ATTEMPT_RESULTS.len()],
+    /// Deliveries that failed every retry.
+    pub exhausted: AtomicU64,
+}
+
+impl Endpoint {
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    /// Whether a 410 disabled this endpoint.
+    pub fn is_disabled(&self) -> bool {
+        self.disabled.load(Ordering::Acquire)
+    }
+
+    /// Why and when it was disabled, as the store remembers it (`None` while it is not).
+    pub fn disabled_info(&self, store: &Store) -> Result<Option<Disabled>, StoreError> {
+        Ok(store
+            .get_meta(&self.disabled_key())?
+            .and_then(|v| serde_json::from_slice::<Disabled>(&v).ok()))
+    }
+
+    /// The `meta` key remembering that a 410 disabled this endpoint.
+    pub(crate) fn disabled_key(&self) -> String {
+        format!("{DISABLED_PREFIX}{}", self.id())
+    }
+
+    pub(crate) fn set_disabled(&self, disabled: bool) {
+        self.disabled.store(disabled, Ordering::Release);
+    }
+
+    /// Deliveries waiting in the outbox.
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    pub(crate) fn add_pending(&self, n: i64) {
+        self.pending.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Whether it takes deliveries now: enabled in config and not disabled by a 410.
+    pub fn is_active(&self) -> bool {
+        self.config.enabled && !self.is_disabled()
+    }
+}
+
+/// A request to the delivery worker from an API call; the answer comes back on `reply`.
+pub enum Command {
+    /// Deliver an event again (to one endpoint, or every endpoint it went to).
+    Replay {
+        event_id: String,
+        endpoint: Option<String>,
+        reply: futures::channel::oneshot::Sender<Result<Vec<DeliveryRecord>, ReplayError>>,
+    },
+    /// Take deliveries again after a 410 disabled the endpoint.
+    Enable {
+        endpoint: usize,
+        reply: futures::channel::oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Stop the worker.
+    Stop,
+}
+
+/// Why a redelivery by hand was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayError {
+    /// No such event (for this endpoint).
+    NotFound,
+    /// An attempt of this delivery is under way.
+    InFlight(String),
+    /// The endpoint is disabled (by config, or by a 410 until enabled again) or no longer configured.
+    EndpointInactive(String),
+    Store(String),
+}
+
+/// Every webhook endpoint, shared by the cores (which queue events) and the worker (which
+/// delivers them). Built once at start from the config.
+pub struct Webhooks {
+    pub endpoints: Vec<Endpoint>,
+    pub delivery: WebhookDeliveryConfig,
+    doorbell: (Sender<()>, Receiver<()>),
+    commands: (Sender<Command>, Receiver<Command>),
+}
+
+/// Events put in a batch that is not committed yet: count them with [`Webhooks::committed`]
+/// once the commit succeeded.
+#[derive(Debug, Default)]
+#[must_use = "call Webhooks::committed after the commit succeeds"]
+pub struct Queued {
+    endpoints: Vec<usize>,
+}
+
+impl Queued {
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+
+    /// Adds what another enqueue produced.
+    pub fn extend(&mut self, other: Queued) {
+        self.endpoints.extend(other.endpoints);
+    }
+}
+
+impl Webhooks {
+    /// The endpoint table of `config` (validated: every secret parses).
+    pub fn from_config(config: &Config) -> Result<Webhooks, String> {
+        let endpoints = config
+            .webhooks
+            .iter()
+            .map(|w| {
+                Ok(Endpoint {
+                    secrets: w
+                        .resolve_secrets()
+                        .map_err(|e| format!("webhook {}: {e}", w.id))?,
+                    config: w.clone(),
+                    disabled: AtomicBool::new(false),
+                    pending: AtomicI64::new(0),
+                    attempts: Default::default(),
+                    exhausted: AtomicU64::new(0),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Webhooks {
+            endpoints,
+            delivery: config.webhook_delivery.clone(),
+            doorbell: crossbeam_channel::bounded(1),
+            commands: crossbeam_channel::bounded(64),
+        })
+    }
+
+    /// Reads what the store remembers: endpoints disabled by a 410, and each endpoint's pending
+    /// deliveries. Called once at start, before any core runs.
+    pub fn load_state(&self, store: &Store) -> Result<(), StoreError> {
+        for ep in &self.endpoints {
+            ep.set_disabled(ep.disabled_info(store)?.is_some());
+            ep.pending
+                .store(store.count_due(ep.id()) as i64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The endpoint with this id.
+    pub fn endpoint(&self, id: &str) -> Option<(usize, &Endpoint)> {
+        self.endpoints
+            .iter()
+            .enumerate()
+            .find(|(_, e)| e.id() == id)
+    }
+
+    fn targets<'a>(
+        &'a self,
+        tenant: Tenant,
+        client: &'a str,
+        event_type: &'a str,
+    ) -> impl Iterator<Item = (usize, &'a Endpoint)> + 'a {
+        self.endpoints
+            .iter()
+            .enumerate()
+            .filter(move |(_, e)| e.config.wants(tenant, client, event_type) && !e.is_disabled())
+    }
+
+    /// Whether any endpoint takes `event_type` for this seller: lets callers skip building the
+    /// event's data when nobody listens.
+    pub fn wants(&self, tenant: Tenant, client: &str, event_type: &str) -> bool {
+        self.targets(tenant, client, event_type).next().is_some()
+    }
+
+    /// Puts one event for every endpoint that takes it into `batch`: one pending delivery each,
+    /// due at once, all with the same event id and body. Nothing is sent before the batch is
+    /// committed (the worker only delivers what is on disk).
+    pub fn enqueue<D: Serialize>(
+        &self,
+        batch: &mut Batch,
+        tenant: Tenant,
+        client: &str,
+        event_type: &str,
+        data: &D,
+        now_ms: u64,
+    ) -> Result<Queued, StoreError> {
+        let mut queued = Queued::default();
+        let targets: Vec<usize> = self
+            .targets(tenant, client, event_type)
+            .map(|(i, _)| i)
+            .collect();
+        if targets.is_empty() {
+            return Ok(queued);
+        }
+        let event_id = new_event_id();
+        let body = serde_json::to_vec(&Envelope {
+            kind: event_type,
+            id: &event_id,
+            created_at: crate::auction::rfc3339_ms(now_ms),
+            data,
+        })
+        .map_err(|e| StoreError::Encode {
+            tree: "outbox",
+            key: event_id.clone(),
+            reason: e.to_string(),
+        })?;
+        for i in targets {
+            batch.put_delivery(&DeliveryRecord {
+                event_id: event_id.clone(),
+                endpoint_id: self.endpoints[i].id().to_string(),
+                tenant: tenant.as_str().to_string(),
+                client: client.to_string(),
+                event_type: event_type.to_string(),
+                created_ms: now_ms,
+                body: body.clone(),
+                state: "pending".into(),
+                next_attempt_ms: Some(now_ms),
+                attempts: Vec::new(),
+                schedule_base: 0,
+            })?;
+            queued.endpoints.push(i);
+        }
+        Ok(queued)
+    }
+
+    /// Counts events whose batch is now durable and wakes the worker.
+    pub fn committed(&self, queued: Queued) {
+        if queued.is_empty() {
+            return;
+        }
+        for i in queued.endpoints {
+            self.endpoints[i].add_pending(1);
+        }
+        self.ring();
+    }
+
+    /// Wakes the worker (it may have slept until the next due retry).
+    pub(crate) fn ring(&self) {
+        // A full doorbell already holds a wake-up the worker has not taken yet.
+        let _ = self.doorbell.0.try_send(());
+    }
+
+    pub(crate) fn doorbell(&self) -> &Receiver<()> {
+        &self.doorbell.1
+    }
+
+    pub(crate) fn command_rx(&self) -> &Receiver<Command> {
+        &self.commands.1
+    }
+
+    /// Sends a command to the worker; fails when its queue is full or it has stopped.
+    pub fn command(&self, c: Command) -> Result<(), Command> {
+        self.commands.0.try_send(c).map_err(|e| e.into_inner())
+    }
+
+    /// Asks a running worker to stop.
+    pub fn stop_worker(&self) {
+        // Stop must get through even when the queue is full.
+        let _ = self
+            .commands
+            .0
+            .send_timeout(Command::Stop, std::time::Duration::from_secs(1));
+    }
+}

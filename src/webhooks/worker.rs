@@ -1,0 +1,552 @@
+//! The delivery worker: takes due deliveries from the outbox, sends them, and records each attempt.
+//!
+//! One dispatcher thread (`gavel-webhooks`) is the only writer of existing outbox records: it
+//! finds due deliveries per endpoint (at most `max_in_flight_per_endpoint` in flight each), hands
+//! them to a few sender threads (`gavel-webhook-N`, blocking HTTP with a hard timeout), and writes
+//! the outcome: delivered, a retry at the next step of the schedule (or later, as `Retry-After`
+//! asks), exhausted, or disabled when the receiver answered 410. None of this runs on a core's
+//! event loop, so a slow or dead receiver never delays a ping or a post.
+//!
+//! A delivery is only sent once the commit that created it is durable: the dispatcher waits for a
+//! flush that started after it read the outbox (usually a core's group commit, else its own), so a
+//! crash can never leave a receiver holding an event the store forgot. Attempt outcomes are written
+//! without waiting for the disk: one lost in a crash only means the delivery is sent again, which
+//! at-least-once allows and the unchanged `webhook-id` lets receivers detect.
+//!
+//! Owns threads and scheduling; not the wire format ([`super`]) nor the endpoint table
+//! ([`super::outbox`]).
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver, Sender};
+
+use super::outbox::{Command, Disabled, ReplayError, Webhooks};
+use super::Secret;
+use crate::store::{now_ms, Batch, DeliveryRecord, Store, StoreError, WebhookAttemptRecord};
+
+/// Longest the dispatcher sleeps with nothing to do; bounds how late it notices a due retry whose
+/// wake-up it missed.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// How long the dispatcher waits for another thread's flush before paying for its own.
+const DURABLE_WAIT: Duration = Duration::from_millis(5);
+/// Deliveries of a disabled endpoint marked `disabled` per pass.
+const SWEEP_BATCH: usize = 1000;
+/// Most of a receiver's answer read (and discarded), so the connection can be reused.
+const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
+
+/// One delivery handed to a sender thread.
+struct Job {
+    endpoint: usize,
+    record: DeliveryRecord,
+    url: String,
+    secrets: Vec<Secret>,
+}
+
+/// What a sender thread reports back.
+struct Done {
+    endpoint: usize,
+    record: DeliveryRecord,
+    attempt: WebhookAttemptRecord,
+    retry_after_ms: Option<u64>,
+}
+
+/// The running worker; [`WorkerHandle::stop`] ends it.
+pub struct WorkerHandle {
+    webhooks: Arc<Webhooks>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Stops the dispatcher and waits for it. Sender threads finish their current request on
+    /// their own; an outcome they report after this is dropped, so that delivery is sent again
+    /// after the next start.
+    pub fn stop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.webhooks.stop_worker();
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts the dispatcher and its sender threads.
+pub fn start(store: Arc<Store>, webhooks: Arc<Webhooks>) -> Result<WorkerHandle, String> {
+    let d = &webhooks.delivery;
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_millis(d.timeout_ms))
+        .redirects(0)
+        .user_agent(concat!("gavel-webhooks/", env!("CARGO_PKG_VERSION")))
+        .build();
+    let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(d.threads * 2);
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
+    for n in 0..d.threads {
+        let (agent, jobs, done) = (agent.clone(), job_rx.clone(), done_tx.clone());
+        std::thread::Builder::new()
+            .name(format!("gavel-webhook-{n}"))
+            .spawn(move || {
+                for job in jobs {
+                    let report = send(&agent, job);
+                    if done.send(report).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start a webhook sender thread: {e}"))?;
+    }
+    let mut dispatcher = Dispatcher {
+        in_flight: vec![HashSet::new(); webhooks.endpoints.len()],
+        store,
+        webhooks: webhooks.clone(),
+        jobs: job_tx,
+    };
+    let thread = std::thread::Builder::new()
+        .name("gavel-webhooks".into())
+        .spawn(move || dispatcher.run(done_rx))
+        .map_err(|e| format!("cannot start the webhook worker: {e}"))?;
+    Ok(WorkerHandle {
+        webhooks,
+        thread: Some(thread),
+    })
+}
+
+struct Dispatcher {
+    store: Arc<Store>,
+    webhooks: Arc<Webhooks>,
+    jobs: Sender<Job>,
+    /// Event ids with an attempt under way, per endpoint.
+    in_flight: Vec<HashSet<String>>,
+}
+
+impl Dispatcher {
+    fn run(&mut self, done: Receiver<Done>) {
+        let webhooks = self.webhooks.clone();
+        let (doorbell, commands) = (webhooks.doorbell(), webhooks.command_rx());
+        loop {
+            let wait = match self.pass() {
+                Ok(wait) => wait,
+                Err(e) => {
+                    tracing::error!(error = %e, "webhook outbox pass failed");
+                    IDLE_WAIT
+                }
+            };
+            select! {
+                recv(done) -> d => if let Ok(d) = d { self.finish(d) },
+                recv(doorbell) -> _ => {},
+                recv(commands) -> c => match c {
+                    Ok(Command::Stop) | Err(_) => return,
+                    Ok(c) => self.command(c),
+                },
+                default(wait) => {},
+            }
+            // Take every other outcome already reported before the next pass.
+            while let Ok(d) = done.try_recv() {
+                self.finish(d);
+            }
+        }
+    }
+
+    /// Hands every due delivery that has a free slot to the senders; returns how long to sleep
+    /// before the next pass is needed.
+    fn pass(&mut self) -> Result<Duration, StoreError> {
+        let now = now_ms();
+        let mut jobs = Vec::new();
+        let webhooks = self.webhooks.clone();
+        for (i, ep) in webhooks.endpoints.iter().enumerate() {
+            if !ep.config.enabled {
+                continue;
+            }
+            if ep.is_disabled() {
+                self.sweep_disabled(i)?;
+                continue;
+            }
+            let free = self
+                .webhooks
+                .delivery
+                .max_in_flight_per_endpoint
+                .saturating_sub(self.in_flight[i].len());
+            let busy = &self.in_flight[i];
+            let due = self
+                .store
+                .due_deliveries(ep.id(), now, free, &|id| busy.contains(id))?;
+            for d in due {
+                match self.store.get_delivery(&d.event_id, ep.id())? {
+                    Some(r) if r.state == "pending" && r.next_attempt_ms == Some(d.due_ms) => {
+                        jobs.push(Job {
+                            endpoint: i,
+                            record: r,
+                            url: ep.config.url.clone(),
+                            secrets: ep.secrets.clone(),
+                        });
+                    }
+                    // An entry left behind by expiry or a crash between two writes.
+                    other => {
+                        let mut b = Batch::new();
+                        b.delete_due(ep.id(), d.due_ms, &d.event_id);
+                        self.store.apply(&b)?;
+                        if other.is_none() {
+                            ep.add_pending(-1);
+                        }
+                    }
+                }
+            }
+        }
+        if !jobs.is_empty() {
+            self.wait_durable()?;
+        }
+        for job in jobs {
+            self.in_flight[job.endpoint].insert(job.record.event_id.clone());
+            if let Err(e) = self.jobs.send(job) {
+                // The senders are gone (shutdown): the delivery stays due for the next start.
+                let job = e.into_inner();
+                self.in_flight[job.endpoint].remove(&job.record.event_id);
+            }
+        }
+        self.next_wait(now)
+    }
+
+    /// Returns once everything read from the outbox so far is on disk.
+    fn wait_durable(&self) -> Result<(), StoreError> {
+        let mark = self.store.flush_mark();
+        let started = Instant::now();
+        while !self.store.is_durable_since(mark) {
+            if started.elapsed() >= DURABLE_WAIT {
+                return self.store.ensure_durable_since(mark);
+            }
+            // This is the dispatcher's own thread, not an event loop.
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        Ok(())
+    }
+
+    /// Time until the earliest delivery that could start, at most [`IDLE_WAIT`].
+    fn next_wait(&self, now: u64) -> Result<Duration, StoreError> {
+        let mut next: Option<u64> = None;
+        let max = self.webhooks.delivery.max_in_flight_per_endpoint;
+        for (i, ep) in self.webhooks.endpoints.iter().enumerate() {
+            if !ep.is_active() || self.in_flight[i].len() >= max {
+                continue;
+            }
+            let busy = &self.in_flight[i];
+            if let Some(due) = self.store.next_due(ep.id(), &|id| busy.contains(id))? {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        Ok(next.map_or(IDLE_WAIT, |due| {
+            Duration::from_millis(due.saturating_sub(now)).min(IDLE_WAIT)
+        }))
+    }
+
+    /// Marks pending deliveries of an endpoint a 410 disabled as `disabled`.
+    fn sweep_disabled(&self, i: usize) -> Result<(), StoreError> {
+        let ep = &self.webhooks.endpoints[i];
+        let busy = &self.in_flight[i];
+        let due = self
+            .store
+            .due_deliveries(ep.id(), u64::MAX, SWEEP_BATCH, &|id| busy.contains(id))?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut b = Batch::new();
+        for d in &due {
+            b.delete_due(ep.id(), d.due_ms, &d.event_id);
+            if let Some(mut r) = self.store.get_delivery(&d.event_id, ep.id())? {
+                r.state = "disabled".into();
+                r.next_attempt_ms = None;
+                b.put_delivery(&r)?;
+            }
+        }
+        self.store.apply(&b)?;
+        ep.add_pending(-(due.len() as i64));
+        Ok(())
+    }
+
+    /// Records one attempt's outcome and decides what comes next.
+    fn finish(&mut self, d: Done) {
+        let Done {
+            endpoint: i,
+            mut record,
+            attempt,
+            retry_after_ms,
+        } = d;
+        self.in_flight[i].remove(&record.event_id);
+        let ep = &self.webhooks.endpoints[i];
+        if let Some(k) = super::outbox::ATTEMPT_RESULTS
+            .iter()
+            .position(|r| *r == attempt.result)
+        {
+            ep.attempts[k].fetch_add(1, Ordering::Relaxed);
+        }
+        let old_due = record.next_attempt_ms;
+        let now = now_ms();
+        let failures = record.attempts.len() as u32 + 1 - record.schedule_base;
+        let schedule = &self.webhooks.delivery.retry_schedule_ms;
+        match attempt.result.as_str() {
+            "delivered" => {
+                record.state = "delivered".into();
+                record.next_attempt_ms = None;
+            }
+            "gone" => {
+                record.state = "disabled".into();
+                record.next_attempt_ms = None;
+                self.disable(i, &record.event_id, now);
+            }
+            _ => match schedule.get(failures as usize - 1) {
+                Some(&delay) => {
+                    let asked = retry_after_ms
+                        .map_or(0, |ms| ms.min(self.webhooks.delivery.max_retry_after_ms));
+                    record.next_attempt_ms = Some(now + delay.max(asked));
+                }
+                None => {
+                    record.state = "exhausted".into();
+                    record.next_attempt_ms = None;
+                    ep.exhausted.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        endpoint = ep.id(),
+                        event_id = %record.event_id,
+                        "webhook delivery failed every retry"
+                    );
+                }
+            },
+        }
+        record.attempts.push(attempt);
+        if record.state != "pending" {
+            ep.add_pending(-1);
+        }
+        let mut b = Batch::new();
+        if let Some(due) = old_due {
+            b.delete_due(ep.id(), due, &record.event_id);
+        }
+        let written = b
+            .put_delivery(&record)
+            .map(|_| ())
+            .and_then(|()| self.store.apply(&b));
+        if let Err(e) = written {
+            tracing::error!(error = %e, event_id = %record.event_id, "cannot record a webhook attempt");
+        }
+    }
+
+    /// Disables an endpoint after a 410, durably, so a restart does not resume sending to it.
+    fn disable(&self, i: usize, event_id: &str, now: u64) {
+        let ep = &self.webhooks.endpoints[i];
+        let info = Disabled {
+            at_ms: now,
+            reason: "gone".into(),
+            event_id: event_id.to_string(),
+        };
+        let mut b = Batch::new();
+        b.put_meta(
+            &ep.disabled_key(),
+            serde_json::to_vec(&info).unwrap_or_default(),
+        );
+        if let Err(e) = self.store.write_durable(&b) {
+            tracing::error!(error = %e, endpoint = ep.id(), "cannot record that an endpoint is disabled");
+        }
+        tracing::warn!(
+            endpoint = ep.id(),
+            "webhook endpoint answered 410 Gone: disabled"
+        );
+        ep.set_disabled(true);
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Replay {
+                event_id,
+                endpoint,
+                reply,
+            } => {
+                let _ = reply.send(self.replay(&event_id, endpoint.as_deref()));
+            }
+            Command::Enable { endpoint, reply } => {
+                let ep = &self.webhooks.endpoints[endpoint];
+                let mut b = Batch::new();
+                b.delete_meta(&ep.disabled_key());
+                let res = self.store.write_durable(&b);
+                if res.is_ok() {
+                    ep.set_disabled(false);
+                    tracing::info!(endpoint = ep.id(), "webhook endpoint enabled again");
+                }
+                let _ = reply.send(res);
+            }
+            Command::Stop => {}
+        }
+    }
+
+    /// Makes an event's deliveries pending again, due now, with a fresh retry schedule.
+    fn replay(
+        &mut self,
+        event_id: &str,
+        endpoint: Option<&str>,
+    ) -> Result<Vec<DeliveryRecord>, ReplayError> {
+        let store_err = |e: StoreError| ReplayError::Store(e.to_string());
+        let records: Vec<DeliveryRecord> = self
+            .store
+            .get_deliveries(event_id)
+            .map_err(store_err)?
+            .into_iter()
+            .filter(|r| endpoint.is_none_or(|e| e == r.endpoint_id))
+            .collect();
+        if records.is_empty() {
+            return Err(ReplayError::NotFound);
+        }
+        let mut targets = Vec::with_capacity(records.len());
+        for r in &records {
+            let Some((i, ep)) = self.webhooks.endpoint(&r.endpoint_id) else {
+                return Err(ReplayError::EndpointInactive(r.endpoint_id.clone()));
+            };
+            if !ep.is_active() {
+                return Err(ReplayError::EndpointInactive(r.endpoint_id.clone()));
+            }
+            if self.in_flight[i].contains(&r.event_id) {
+                return Err(ReplayError::InFlight(r.endpoint_id.clone()));
+            }
+            targets.push(i);
+        }
+        let now = now_ms();
+        let mut b = Batch::new();
+        let mut out = Vec::with_capacity(records.len());
+        let mut newly_pending = Vec::new();
+        for (mut r, i) in records.into_iter().zip(targets) {
+            if let Some(due) = r.next_attempt_ms {
+                b.delete_due(&r.endpoint_id, due, &r.event_id);
+            }
+            if r.state != "pending" {
+                newly_pending.push(i);
+            }
+            r.state = "pending".into();
+            r.next_attempt_ms = Some(now);
+            r.schedule_base = r.attempts.len() as u32;
+            b.put_delivery(&r).map_err(store_err)?;
+            out.push(r);
+        }
+        self.store.write_durable(&b).map_err(store_err)?;
+        for i in newly_pending {
+            self.webhooks.endpoints[i].add_pending(1);
+        }
+        Ok(out)
+    }
+}
+
+/// Sends one delivery and classifies the answer.
+fn send(agent: &ureq::Agent, job: Job) -> Done {
+    let at_ms = now_ms();
+    let started = Instant::now();
+    let r = &job.record;
+    let mut attempt = WebhookAttemptRecord {
+        at_ms,
+        result: "failed".into(),
+        http_status: None,
+        error: None,
+        latency_us: 0,
+    };
+    let mut retry_after_ms = None;
+    match super::headers(&r.event_id, at_ms / 1000, &r.body, &job.secrets) {
+        Err(e) => attempt.error = Some(e),
+        Ok(headers) => {
+            let mut req = agent.post(&job.url).set("content-type", "application/json");
+            for (name, value) in &headers {
+                req = req.set(name.as_str(), value.to_str().unwrap_or_default());
+            }
+            let response = match req.send_bytes(&r.body) {
+                Ok(resp) => Some(resp),
+                Err(ureq::Error::Status(_, resp)) => Some(resp),
+                Err(ureq::Error::Transport(t)) => {
+                    attempt.result = transport_result(&t).into();
+                    attempt.error = Some(t.to_string());
+                    None
+                }
+            };
+            if let Some(resp) = response {
+                let status = resp.status();
+                attempt.http_status = Some(status);
+                attempt.result = match status {
+                    200..=299 => "delivered",
+                    410 => "gone",
+                    _ => "failed",
+                }
+                .into();
+                retry_after_ms = resp.header("retry-after").and_then(parse_retry_after_ms);
+                // Drain a little of the answer so the connection can serve the next delivery.
+                let _ = std::io::copy(
+                    &mut resp.into_reader().take(MAX_RESPONSE_BYTES),
+                    &mut std::io::sink(),
+                );
+            }
+        }
+    }
+    attempt.latency_us = started.elapsed().as_micros() as u64;
+    Done {
+        endpoint: job.endpoint,
+        record: job.record,
+        attempt,
+        retry_after_ms,
+    }
+}
+
+fn transport_result(t: &ureq::Transport) -> &'static str {
+    use std::error::Error;
+    let timed_out = t
+        .source()
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            )
+        });
+    match t.kind() {
+        _ if timed_out => "timeout",
+        ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns => "connect_error",
+        _ => "failed",
+    }
+}
+
+/// `Retry-After` as milliseconds from now: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+pub fn parse_retry_after_ms(v: &str) -> Option<u64> {
+    let v = v.trim();
+    if let Ok(s) = v.parse::<u64>() {
+        return Some(s.saturating_mul(1000));
+    }
+    let f = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let at = time::PrimitiveDateTime::parse(v, &f).ok()?.assume_utc();
+    let at_ms = u64::try_from(at.unix_timestamp())
+        .ok()?
+        .saturating_mul(1000);
+    Some(at_ms.saturating_sub(now_ms()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        assert_eq!(parse_retry_after_ms("120"), Some(120_000));
+        assert_eq!(parse_retry_after_ms(" 0 "), Some(0));
+        assert_eq!(parse_retry_after_ms("soon"), None);
+        // A date in the past means "now".
+        assert_eq!(
+            parse_retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(0)
+        );
+        let later = time::OffsetDateTime::now_utc() + time::Duration::seconds(90);
+        let f = time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        );
+        let ms = parse_retry_after_ms(&later.format(&f).unwrap()).unwrap();
+        assert!((85_000..=90_000).contains(&ms), "{ms}");
+    }
+}
