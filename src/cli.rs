@@ -384,11 +384,12 @@ pub fn main() -> ExitCode {
         } => mock_buyers(&config, listen, threads),
         Cmd::CheckConfig { config } => load(&config).map(|c| {
             println!(
-                "{}: ok ({} cores, {} buyers, {} tokens, sandbox {})",
+                "{}: ok ({} cores, {} buyers, {} tokens, {} webhook endpoints, sandbox {})",
                 config.display(),
                 c.core_count(),
                 c.buyers.len(),
                 c.tokens.len(),
+                c.webhooks.len(),
                 if c.sandbox.enabled { "on" } else { "off" }
             );
         }),

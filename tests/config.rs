@@ -86,6 +86,90 @@ fn errors_name_the_file_the_key_and_the_reason() {
 }
 
 #[test]
+fn webhook_endpoints_are_checked_with_the_key_and_the_reason() {
+    let secret = gavel::webhooks::Secret::generate();
+    let hook = |id: &str, url: &str, secrets: &str, events: &str| {
+        format!(
+            "[[webhooks]]\nid = \"{id}\"\ntenant = \"sandbox\"\nurl = \"{url}\"\n\
+             secrets = {secrets}\nevents = {events}\n"
+        )
+    };
+    let good = hook(
+        "crm",
+        "https://h.example/x",
+        &format!("[\"{secret}\"]"),
+        "[\"lead.posted\"]",
+    );
+    let cfg = Config::parse("ok.toml", &good).unwrap();
+    cfg.validate("ok.toml")
+        .expect("a complete endpoint is valid");
+    let cases = [
+        (
+            hook(
+                "Crm!",
+                "https://h.example/x",
+                &format!("[\"{secret}\"]"),
+                "[\"lead.posted\"]",
+            ),
+            "webhooks[0].id",
+            "snake_case",
+        ),
+        (
+            hook(
+                "crm",
+                "ftp://h.example/x",
+                &format!("[\"{secret}\"]"),
+                "[\"lead.posted\"]",
+            ),
+            "webhooks[0].url",
+            "http:// or https://",
+        ),
+        (
+            hook(
+                "crm",
+                "https://h.example/x",
+                "[\"whsec_c2hvcnQ=\"]",
+                "[\"lead.posted\"]",
+            ),
+            "webhooks[0].secrets",
+            "at least 24 bytes",
+        ),
+        (
+            hook("crm", "https://h.example/x", "[]", "[\"lead.posted\"]"),
+            "webhooks[0].secrets",
+            "at least one signing secret",
+        ),
+        (
+            hook(
+                "crm",
+                "https://h.example/x",
+                &format!("[\"{secret}\"]"),
+                "[\"lead.sold\"]",
+            ),
+            "webhooks[0].events",
+            "unknown event",
+        ),
+        (format!("{good}{good}"), "webhooks[1].id", "used twice"),
+        (
+            "[webhook_delivery]\nretry_schedule_ms = [0]\n".to_string(),
+            "webhook_delivery.retry_schedule_ms",
+            "1..=",
+        ),
+        (
+            "[webhook_delivery]\ntimeout_ms = 0\n".to_string(),
+            "webhook_delivery.timeout_ms",
+            "1..=60000",
+        ),
+    ];
+    for (text, key, reason) in cases {
+        let e = invalid(&text);
+        assert!(e.contains(key) && e.contains(reason), "{key}: {e}");
+        // The secret itself never appears in an error.
+        assert!(!e.contains(&secret[6..]), "{e}");
+    }
+}
+
+#[test]
 fn check_config_command() {
     let ok = Command::new(env!("CARGO_BIN_EXE_gavel"))
         .args(["check-config", "--config"])

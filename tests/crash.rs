@@ -146,6 +146,11 @@ fn step(base: &str, f: &mut Flow) -> bool {
 }
 
 fn config(dir: &Path, fleet: &FleetHandle) -> PathBuf {
+    config_with(dir, fleet, "")
+}
+
+/// The crash config plus `extra` TOML appended at the end.
+fn config_with(dir: &Path, fleet: &FleetHandle, extra: &str) -> PathBuf {
     let mut text = format!(
         r#"
 [server]
@@ -185,6 +190,7 @@ scopes = ["ping", "post", "reports"]
             fleet.post_url(id)
         ));
     }
+    text.push_str(extra);
     let path = dir.join("gavel.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -379,5 +385,188 @@ fn kill_dash_nine_loses_no_acknowledged_sale_and_sells_no_lead_twice() {
         deliveries.len()
     );
     assert!(interrupted > 0, "the kills interrupted some flows");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `flows` on `workers` threads until they finish or `stop` is set; returns them.
+fn run_flows(
+    base: &str,
+    flows: Vec<Flow>,
+    workers: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Vec<Flow>>> {
+    let per = flows.len().div_ceil(workers);
+    let mut flows = flows;
+    let mut handles = Vec::new();
+    while !flows.is_empty() {
+        let mut mine: Vec<Flow> = flows.drain(..per.min(flows.len())).collect();
+        let (base, stop) = (base.to_string(), stop.clone());
+        handles.push(std::thread::spawn(move || {
+            for f in mine.iter_mut() {
+                if stop.load(Ordering::Relaxed) || !step(&base, f) {
+                    break;
+                }
+            }
+            mine
+        }));
+    }
+    handles
+}
+
+#[test]
+fn kill_dash_nine_with_undelivered_webhooks_delivers_every_one_after_restart_and_invents_none() {
+    use common::receiver::{Answer, Receiver};
+
+    let dir = std::env::temp_dir().join(format!("gavel-crash-webhooks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut alpha = fixed("alpha", 30.0);
+    alpha.post_accept_probability = 0.6;
+    let mut bravo = fixed("bravo", 20.0);
+    bravo.post_accept_probability = 0.6;
+    let charlie = fixed("charlie", 10.0);
+    let fleet = MockFleet::start(
+        "127.0.0.1:0".parse().unwrap(),
+        13,
+        vec![alpha, bravo, charlie],
+        2,
+    )
+    .expect("fleet starts");
+    // While Gavel runs the receiver holds every request for 2 s: with one delivery in flight at
+    // a time, nearly every event is still in the outbox when Gavel is killed.
+    let rx = Receiver::with_plan(Box::new(|_, _| Answer {
+        status: 200,
+        headers: Vec::new(),
+        stall: Duration::from_secs(2),
+    }));
+    let secret = gavel::webhooks::Secret::generate();
+    let cfg = config_with(
+        &dir,
+        &fleet,
+        &format!(
+            r#"
+[webhook_delivery]
+retry_schedule_ms = [200, 200, 200, 200, 200]
+max_in_flight_per_endpoint = 1
+threads = 1
+
+[[webhooks]]
+id = "seller"
+tenant = "sandbox"
+url = "{}"
+secrets = ["{secret}"]
+events = ["lead.posted"]
+"#,
+            rx.url("/hook")
+        ),
+    );
+
+    // 1. Concurrent flows, cut off by a kill at a random moment.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5EED);
+    let flows: Vec<Flow> = (0..32)
+        .map(|i| Flow {
+            ping_key: format!("wh-ping-{i}"),
+            ping_body: ping_body().to_string(),
+            ping_seen: None,
+            post_body: None,
+            post_key: None,
+            post_seen: None,
+        })
+        .collect();
+    let (mut child, base) = start_gavel(&cfg);
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = run_flows(&base, flows, 8, &stop);
+    std::thread::sleep(Duration::from_millis(rng.gen_range(50..300)));
+    child.kill9();
+    stop.store(true, Ordering::Relaxed);
+    let mut flows: Vec<Flow> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+
+    // 2. Restart, finish every flow (retries with the original keys), then kill again while the
+    // receiver still holds the outbox back.
+    let (mut child, base) = start_gavel(&cfg);
+    for f in flows.iter_mut() {
+        for _ in 0..5 {
+            assert!(step(&base, f), "server answers after restart");
+            if f.post_seen.as_ref().is_none_or(|s| s.0 != 502) {
+                break;
+            }
+        }
+    }
+    let depth: u64 = ureq::get(&format!("{base}/metrics"))
+        .call()
+        .expect("metrics answer")
+        .into_string()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("gavel_webhook_outbox_depth{endpoint=\"seller\"} "))
+        .expect("outbox depth is exported")
+        .parse()
+        .unwrap();
+    child.kill9();
+    let before_kill = rx.hits().len();
+
+    // What the sellers were told: every final post answer, by lead.
+    let mut answers: HashMap<String, serde_json::Value> = HashMap::new();
+    for f in &flows {
+        if let Some((201 | 200, _, body)) = &f.post_seen {
+            let j = json(body);
+            answers.insert(j["lead_uuid"].as_str().unwrap().to_string(), j);
+        }
+    }
+    assert!(
+        answers.len() >= 10,
+        "the test posted leads: {}",
+        answers.len()
+    );
+    assert!(
+        depth > 0 && before_kill < answers.len(),
+        "events were still in the outbox at the kill: depth {depth}, {before_kill} of {} answered",
+        answers.len()
+    );
+
+    // 3. The receiver answers at once now; after a restart every event arrives.
+    rx.set_plan(Box::new(|_, _| Answer::status(200)));
+    let (_child, _base) = start_gavel(&cfg);
+    rx.wait_for(Duration::from_secs(30), "every lead.posted event", |_| {
+        let got: HashSet<String> = rx
+            .delivered("/hook")
+            .iter()
+            .map(|h| {
+                h.json()["data"]["lead_uuid"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        answers.keys().all(|k| got.contains(k))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let delivered = rx.delivered("/hook");
+    for h in rx.hits() {
+        h.verify(&secret).expect("every delivery verifies");
+    }
+    // None invented: one event per final answer, carrying exactly that answer.
+    assert_eq!(
+        delivered.len(),
+        answers.len(),
+        "one webhook-id per posted lead"
+    );
+    for h in &delivered {
+        let body = h.json();
+        assert_eq!(body["type"], "lead.posted");
+        let lead = body["data"]["lead_uuid"].as_str().unwrap();
+        assert_eq!(
+            body["data"], answers[lead],
+            "the event carries the answer the seller got"
+        );
+    }
+    println!(
+        "webhook crash test: {} posted leads, outbox depth {depth} at the second kill, {} requests in all",
+        answers.len(),
+        rx.hits().len()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

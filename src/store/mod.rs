@@ -734,15 +734,20 @@ impl Store {
             None => tree.range::<Vec<u8>, _>(..),
         };
         let mut out = Vec::new();
+        // The cursor is the last key read: the next page starts below it.
+        let mut last: Option<IVec> = None;
         for (scanned, kv) in iter.rev().enumerate() {
             let (k, v) = kv?;
             if out.len() == limit || scanned == max_scanned {
-                return Ok((out, Some(k.to_vec())));
+                let cursor =
+                    last.map_or_else(|| before.unwrap_or_default().to_vec(), |l| l.to_vec());
+                return Ok((out, Some(cursor)));
             }
             let r: DeliveryRecord = records::decode(&k, &v)?;
             if keep(&r) {
                 out.push(r);
             }
+            last = Some(k);
         }
         Ok((out, None))
     }

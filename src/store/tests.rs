@@ -925,3 +925,159 @@ fn commit_stats_quantiles_and_merge() {
     assert_eq!(CommitStats::bucket_upper_us(1), 1);
     assert_eq!(CommitStats::bucket_upper_us(4), 15);
 }
+
+fn delivery(event_id: &str, endpoint: &str, created_ms: u64, due: Option<u64>) -> DeliveryRecord {
+    DeliveryRecord {
+        event_id: event_id.into(),
+        endpoint_id: endpoint.into(),
+        tenant: "sandbox".into(),
+        client: "seller".into(),
+        event_type: "lead.posted".into(),
+        created_ms,
+        body: br#"{"type":"lead.posted"}"#.to_vec(),
+        state: if due.is_some() {
+            "pending"
+        } else {
+            "delivered"
+        }
+        .into(),
+        next_attempt_ms: due,
+        attempts: vec![WebhookAttemptRecord {
+            at_ms: created_ms,
+            result: "failed".into(),
+            http_status: Some(503),
+            error: None,
+            latency_us: 1200,
+        }],
+        schedule_base: 0,
+    }
+}
+
+#[test]
+fn outbox_due_index_is_per_endpoint_and_in_due_order() {
+    let store = Store::temporary().unwrap();
+    let mut b = Batch::new();
+    // "a" and "ab" must not see each other's entries although one id prefixes the other.
+    b.put_delivery(&delivery("evt_3", "a", 1, Some(300)))
+        .unwrap();
+    b.put_delivery(&delivery("evt_1", "a", 1, Some(100)))
+        .unwrap();
+    b.put_delivery(&delivery("evt_2", "ab", 1, Some(50)))
+        .unwrap();
+    b.put_delivery(&delivery("evt_4", "a", 1, None)).unwrap();
+    store.write_durable(&b).unwrap();
+    assert_eq!(
+        round_trip(&delivery("evt_1", "a", 1, Some(5))),
+        delivery("evt_1", "a", 1, Some(5))
+    );
+
+    let none = |_: &str| false;
+    let ids = |v: Vec<Due>| v.into_iter().map(|d| d.event_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.due_deliveries("a", 1000, 10, &none).unwrap()),
+        ["evt_1", "evt_3"]
+    );
+    assert_eq!(
+        ids(store.due_deliveries("a", 200, 10, &none).unwrap()),
+        ["evt_1"]
+    );
+    assert_eq!(
+        ids(store.due_deliveries("a", 1000, 1, &none).unwrap()),
+        ["evt_1"]
+    );
+    let busy = |id: &str| id == "evt_1";
+    assert_eq!(
+        ids(store.due_deliveries("a", 1000, 10, &busy).unwrap()),
+        ["evt_3"]
+    );
+    assert_eq!(store.next_due("a", &busy).unwrap(), Some(300));
+    assert_eq!(
+        ids(store.due_deliveries("ab", 1000, 10, &none).unwrap()),
+        ["evt_2"]
+    );
+    assert_eq!(
+        (
+            store.count_due("a"),
+            store.count_due("ab"),
+            store.count_due("b")
+        ),
+        (2, 1, 0)
+    );
+
+    // Moving a due time: the old entry goes, the new one comes, in one batch.
+    let mut moved = delivery("evt_1", "a", 1, Some(900));
+    moved.attempts.clear();
+    let mut b = Batch::new();
+    b.delete_due("a", 100, "evt_1")
+        .put_delivery(&moved)
+        .unwrap();
+    store.write_durable(&b).unwrap();
+    assert_eq!(
+        ids(store.due_deliveries("a", 1000, 10, &none).unwrap()),
+        ["evt_3", "evt_1"]
+    );
+    assert_eq!(store.get_delivery("evt_1", "a").unwrap(), Some(moved));
+    assert_eq!(store.get_deliveries("evt_1").unwrap().len(), 1);
+    assert!(store.get_delivery("evt_1", "ab").unwrap().is_none());
+}
+
+#[test]
+fn outbox_listing_pages_newest_first_with_a_cursor() {
+    let store = Store::temporary().unwrap();
+    let mut b = Batch::new();
+    for i in 0..7 {
+        b.put_delivery(&delivery(&format!("evt_{i}"), "a", 1, None))
+            .unwrap();
+    }
+    store.write_durable(&b).unwrap();
+    let all = |_: &DeliveryRecord| true;
+    let (page, next) = store.list_deliveries(None, 3, 100, &all).unwrap();
+    let ids: Vec<_> = page.iter().map(|r| r.event_id.as_str()).collect();
+    assert_eq!(ids, ["evt_6", "evt_5", "evt_4"]);
+    let (page, next) = store
+        .list_deliveries(next.as_deref(), 3, 100, &all)
+        .unwrap();
+    assert_eq!(page[0].event_id, "evt_3");
+    let (page, next) = store
+        .list_deliveries(next.as_deref(), 3, 100, &all)
+        .unwrap();
+    assert_eq!((page.len(), next), (1, None));
+    // A scan limit stops early and says where to go on.
+    let odd = |r: &DeliveryRecord| r.event_id.ends_with(['1', '3', '5']);
+    let (page, next) = store.list_deliveries(None, 10, 2, &odd).unwrap();
+    assert_eq!((page.len(), next.as_deref()), (1, Some(&b"evt_5/a"[..])));
+}
+
+#[test]
+fn a_flush_mark_is_durable_only_after_a_flush_that_started_later() {
+    let store = Store::temporary().unwrap();
+    let mark = store.flush_mark();
+    assert!(!store.is_durable_since(mark));
+    store
+        .write_durable(&Batch::new().put_meta("k", "v").clone())
+        .unwrap();
+    assert!(store.is_durable_since(mark));
+    let later = store.flush_mark();
+    assert!(
+        !store.is_durable_since(later),
+        "that flush started before the new mark"
+    );
+    store.ensure_durable_since(later).unwrap();
+    assert!(store.is_durable_since(later));
+}
+
+#[test]
+fn expiry_removes_old_outbox_deliveries() {
+    let store = Store::temporary().unwrap();
+    let mut b = Batch::new();
+    b.put_delivery(&delivery("evt_old", "a", 1_000, None))
+        .unwrap();
+    b.put_delivery(&delivery("evt_new", "a", 50 * DAY_MS, None))
+        .unwrap();
+    store.write_durable(&b).unwrap();
+    let stats = store.expire(1_000 + 91 * DAY_MS).unwrap();
+    assert_eq!(stats.outbox, 1);
+    assert!(store.get_delivery("evt_old", "a").unwrap().is_none());
+    assert!(store.get_delivery("evt_new", "a").unwrap().is_some());
+    assert_eq!((store.counts().outbox, store.counts().outbox_index), (1, 1));
+}
