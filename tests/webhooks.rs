@@ -395,14 +395,17 @@ fn gone_disables_the_endpoint_across_restarts_until_it_is_enabled_again() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(rx.hits().len(), 1, "no request after the 410");
     assert_eq!(events_of(&env, "").len(), 1);
-    let r = env.post(
-        &format!(
-            "/v1/admin/webhooks/events/{}/replay",
-            first[0]["event_id"].as_str().unwrap()
-        ),
-        Some(TOKEN),
-        "",
-    );
+    let replay_first = |env: &Env| {
+        env.post(
+            &format!(
+                "/v1/admin/webhooks/events/{}/replay",
+                first[0]["event_id"].as_str().unwrap()
+            ),
+            Some(TOKEN),
+            "",
+        )
+    };
+    let r = replay_first(&env);
     assert_eq!((r.status, r.error_code()), (409, "endpoint_inactive"));
 
     // Enabled again: new events flow, and the one refused can be sent by hand.
@@ -411,14 +414,7 @@ fn gone_disables_the_endpoint_across_restarts_until_it_is_enabled_again() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(r.json["disabled"].is_null());
     sell(&env);
-    let r = env.post(
-        &format!(
-            "/v1/admin/webhooks/events/{}/replay",
-            first[0]["event_id"].as_str().unwrap()
-        ),
-        Some(TOKEN),
-        "",
-    );
+    let r = replay_first(&env);
     assert_eq!(r.status, 202, "{}", r.text);
     rx.wait_for(WAIT, "two deliveries after enabling", |h| {
         h.iter().filter(|h| h.status == 200).count() == 2

@@ -137,13 +137,25 @@ fn labels(pairs: &[(&str, &str)], extra: Option<&str>) -> String {
     }
 }
 
-/// A per-core family: name, type, help, and the field it reads.
-type CoreFamily = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&CoreCounters) -> u64,
-);
+/// A family with one sample per item (core, webhook endpoint): name, type, help, and the field
+/// it reads.
+type Family<T> = (&'static str, &'static str, &'static str, fn(&T) -> u64);
+
+/// Writes each family with one sample per item, labelled `label` = `label_of(item)`.
+fn item_families<T>(
+    out: &mut String,
+    families: &[Family<T>],
+    items: &[T],
+    label: &str,
+    label_of: impl Fn(&T) -> String,
+) {
+    for (name, kind, help, get) in families {
+        header(out, name, kind, help);
+        for item in items {
+            sample(out, name, &[(label, &label_of(item))], get(item));
+        }
+    }
+}
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
@@ -308,7 +320,7 @@ pub fn render_prometheus(
         sample(&mut out, name, &[("limit", limit)], n);
     }
 
-    let per_core: [CoreFamily; 6] = [
+    let per_core: [Family<CoreCounters>; 6] = [
         (
             "gavel_core_handoffs_out_total",
             "counter",
@@ -346,13 +358,7 @@ pub fn render_prometheus(
             |c| c.auctions_in_memory,
         ),
     ];
-    for (name, kind, help, get) in per_core {
-        header(&mut out, name, kind, help);
-        for c in cores {
-            let core = c.core.to_string();
-            sample(&mut out, name, &[("core", &core)], get(c));
-        }
-    }
+    item_families(&mut out, &per_core, cores, "core", |c| c.core.to_string());
 
     let store_families = [
         (
@@ -394,13 +400,7 @@ pub fn render_prometheus(
             );
         }
     }
-    type EndpointFamily = (
-        &'static str,
-        &'static str,
-        &'static str,
-        fn(&WebhookCounters) -> u64,
-    );
-    let endpoint_families: [EndpointFamily; 3] = [
+    let endpoint_families: [Family<WebhookCounters>; 3] = [
         (
             "gavel_webhook_exhausted_total",
             "counter",
@@ -420,12 +420,9 @@ pub fn render_prometheus(
             |w| w.disabled,
         ),
     ];
-    for (name, kind, help, get) in endpoint_families {
-        header(&mut out, name, kind, help);
-        for w in webhooks {
-            sample(&mut out, name, &[("endpoint", &w.endpoint)], get(w));
-        }
-    }
+    item_families(&mut out, &endpoint_families, webhooks, "endpoint", |w| {
+        w.endpoint.clone()
+    });
 
     out
 }
