@@ -286,7 +286,8 @@ pub struct WebhookDeliveryConfig {
     pub timeout_ms: u64,
     /// Deliveries in flight to one endpoint at most; more wait their turn in the outbox.
     pub max_in_flight_per_endpoint: usize,
-    /// Threads sending webhooks, all endpoints together.
+    /// Threads sending webhooks, all endpoints together: the most deliveries in flight at once.
+    /// A stalled receiver holds at most `max_in_flight_per_endpoint` of them.
     pub threads: usize,
     /// A receiver's `Retry-After` is honoured up to this long, in ms.
     pub max_retry_after_ms: u64,
@@ -298,7 +299,7 @@ impl Default for WebhookDeliveryConfig {
             retry_schedule_ms: vec![240_000, 960_000, 3_840_000, 15_360_000, 61_440_000],
             timeout_ms: 10_000,
             max_in_flight_per_endpoint: 4,
-            threads: 4,
+            threads: 16,
             max_retry_after_ms: 86_400_000,
         }
     }

@@ -436,20 +436,19 @@ fn a_slow_receiver_never_delays_pings_or_posts() {
         headers: Vec::new(),
         stall: Duration::from_millis(STALL_MS),
     }));
+    let fast = Receiver::start(200);
     let secret = Secret::generate();
-    let (url, s) = (rx.url("/hook"), secret.clone());
+    let (url, fast_url, s) = (rx.url("/hook"), fast.url("/fast"), secret.clone());
     let env = Env::start(
         driver(),
         vec![fixed("hi", 30.0), fixed("lo", 20.0)],
         move |cfg, _| {
-            cfg.webhooks = vec![endpoint(
-                "crm",
-                url,
-                None,
-                &[&s],
-                &["lead.posted", "auction.closed"],
-            )];
+            cfg.webhooks = vec![
+                endpoint("crm", url, None, &[&s], &["lead.posted", "auction.closed"]),
+                endpoint("fast", fast_url, None, &[&s], &["lead.posted"]),
+            ];
             cfg.webhook_delivery.max_in_flight_per_endpoint = 1;
+            cfg.webhook_delivery.threads = 2;
         },
     );
     let mut auctions = Vec::new();
@@ -462,6 +461,13 @@ fn a_slow_receiver_never_delays_pings_or_posts() {
     assert!(
         depth >= 8,
         "deliveries were still queued when the flows ended: depth {depth}"
+    );
+    // The stalled endpoint holds one sender; the other endpoint gets every event meanwhile.
+    fast.wait_for(WAIT, "every event at the fast endpoint", |h| h.len() == 8);
+    let depth = env.metric_sum("gavel_webhook_outbox_depth{endpoint=\"crm\"}");
+    assert!(
+        depth >= 8,
+        "the slow endpoint is still behind: depth {depth}"
     );
     // Gavel's own record of each auction: the ping closed when the buyers answered and each
     // delivery to a buyer took buyer time, neither waited for the stalled receiver.

@@ -105,6 +105,7 @@ pub fn start(store: Arc<Store>, webhooks: Arc<Webhooks>) -> Result<WorkerHandle,
     }
     let mut dispatcher = Dispatcher {
         in_flight: vec![HashSet::new(); webhooks.endpoints.len()],
+        next_first: 0,
         store,
         webhooks: webhooks.clone(),
         jobs: job_tx,
@@ -125,6 +126,8 @@ struct Dispatcher {
     jobs: Sender<Job>,
     /// Event ids with an attempt under way, per endpoint.
     in_flight: Vec<HashSet<String>>,
+    /// The endpoint the next pass serves first.
+    next_first: usize,
 }
 
 impl Dispatcher {
@@ -161,7 +164,18 @@ impl Dispatcher {
         let now = now_ms();
         let mut jobs = Vec::new();
         let webhooks = self.webhooks.clone();
-        for (i, ep) in webhooks.endpoints.iter().enumerate() {
+        let n = webhooks.endpoints.len();
+        // Only as many jobs as there are idle senders, so handing one over never blocks and a
+        // slow endpoint holds at most its own share of them.
+        let mut idle = self
+            .webhooks
+            .delivery
+            .threads
+            .saturating_sub(self.in_flight_total());
+        // Each pass starts at the next endpoint, so none is always served last.
+        self.next_first = (self.next_first + 1) % n.max(1);
+        for i in (0..n).map(|k| (self.next_first + k) % n) {
+            let ep = &webhooks.endpoints[i];
             if !ep.config.enabled {
                 continue;
             }
@@ -173,7 +187,8 @@ impl Dispatcher {
                 .webhooks
                 .delivery
                 .max_in_flight_per_endpoint
-                .saturating_sub(self.in_flight[i].len());
+                .saturating_sub(self.in_flight[i].len())
+                .min(idle);
             let busy = &self.in_flight[i];
             let due = self
                 .store
@@ -181,6 +196,7 @@ impl Dispatcher {
             for d in due {
                 match self.store.get_delivery(&d.event_id, ep.id())? {
                     Some(r) if r.state == "pending" && r.next_attempt_ms == Some(d.due_ms) => {
+                        idle -= 1;
                         jobs.push(Job {
                             endpoint: i,
                             record: r,
@@ -214,6 +230,10 @@ impl Dispatcher {
         self.next_wait(now)
     }
 
+    fn in_flight_total(&self) -> usize {
+        self.in_flight.iter().map(HashSet::len).sum()
+    }
+
     /// Returns once everything read from the outbox so far is on disk.
     fn wait_durable(&self) -> Result<(), StoreError> {
         let mark = self.store.flush_mark();
@@ -231,6 +251,10 @@ impl Dispatcher {
 
     /// Time until the earliest delivery that could start, at most [`IDLE_WAIT`].
     fn next_wait(&self, now: u64) -> Result<Duration, StoreError> {
+        // With every sender busy, the next finished attempt wakes the dispatcher.
+        if self.in_flight_total() >= self.webhooks.delivery.threads {
+            return Ok(IDLE_WAIT);
+        }
         let mut next: Option<u64> = None;
         let max = self.webhooks.delivery.max_in_flight_per_endpoint;
         for (i, ep) in self.webhooks.endpoints.iter().enumerate() {
