@@ -27,6 +27,7 @@ pub fn spawn_config(args: &Args) -> SpawnConfig {
         server_cores: args.server_cores,
         server_driver: args.server_driver,
         durable: !args.no_durable,
+        webhooks: args.webhooks,
     }
 }
 
@@ -117,6 +118,7 @@ pub fn report(
     stats: Stats,
     driver: Driver,
     server: Option<Result<ServerView, String>>,
+    webhooks: Option<crate::webhook_sink::WebhookView>,
 ) -> Report {
     let saturation = Saturation::check(&stats.lateness, args.max_lateness_ms);
     Report {
@@ -131,6 +133,7 @@ pub fn report(
         buyer_latency_max_ms: args.buyers.map(|_| args.buyer_latency_ms.1),
         slo_p99_ms: args.slo_p99_ms,
         server,
+        webhooks,
     }
 }
 
@@ -196,8 +199,16 @@ pub fn execute(args: &Args) -> Result<Report, String> {
             .unwrap_or_else(|_| Err("the snapshot thread panicked".into()));
         server_view::window(&before?, &after?)
     });
+    // Every event of the run, warm-up included: wait until deliveries stop arriving.
+    let webhooks = spawned.sink.as_ref().map(|s| {
+        eprintln!("gavel-load: waiting for the last webhooks …");
+        s.finish(
+            std::time::Duration::from_secs(2),
+            std::time::Duration::from_secs(60),
+        )
+    });
     spawned.stop();
-    Ok(report(args, stats?, driver, server))
+    Ok(report(args, stats?, driver, server, webhooks))
 }
 
 #[cfg(test)]

@@ -136,6 +136,10 @@ pub struct Args {
     /// Spawned server: answer before records reach the disk (benchmark of durability's cost only).
     #[arg(long)]
     pub no_durable: bool,
+    /// Spawned server: deliver `lead.posted` and `auction.closed` webhooks to a receiver inside
+    /// gavel-load (answers 204 at once, checks signatures), and report their count and lag.
+    #[arg(long)]
+    pub webhooks: bool,
 
     /// Write the machine-readable report here.
     #[arg(long)]
@@ -245,6 +249,7 @@ impl Args {
             "server_cores": self.server_cores,
             "server_driver": format!("{:?}", self.server_driver).to_lowercase(),
             "durable": !self.no_durable,
+            "webhooks": self.webhooks,
             "slo_p99_ms": self.slo_p99_ms,
             "hdr_log": self.hdr_log,
             "plot": self.plot,

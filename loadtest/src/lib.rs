@@ -6,7 +6,7 @@
 //! server, network, or the generator itself — shows up in the numbers instead of lowering the load.
 //! [`run`] owns the thread-per-core generator, [`spawn`] the in-process buyers and server, [`cli`]
 //! the flags, [`client`] the GET helpers, [`server_view`] Gavel's own histograms
-//! of the measured window.
+//! of the measured window, [`webhook_sink`] the receiver of `--webhooks`.
 
 pub mod app;
 pub mod cli;
@@ -18,3 +18,4 @@ pub mod run;
 pub mod schedule;
 pub mod server_view;
 pub mod spawn;
+pub mod webhook_sink;

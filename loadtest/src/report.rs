@@ -366,6 +366,8 @@ pub struct Report {
     /// Gavel's own histograms over the measured window, or why they are missing (none for the
     /// healthz scenario, which records no auction series).
     pub server: Option<Result<crate::server_view::ServerView, String>>,
+    /// What the `--webhooks` receiver got (the whole run, warm-up included).
+    pub webhooks: Option<crate::webhook_sink::WebhookView>,
 }
 
 /// Definition printed with the engine-overhead line and put in the JSON.
@@ -440,6 +442,7 @@ impl Report {
                 Some(Err(e)) => json!({"unavailable": e}),
                 None => Value::Null,
             },
+            "webhooks": self.webhooks.as_ref().map(|w| w.to_json()),
             "slo": self.slo_p99_ms.map(|x| json!({"p99_ms": x, "breached": self.slo_breach().is_some()})),
         })
     }
@@ -619,6 +622,13 @@ impl Report {
             }
             None => {}
         }
+        if let Some(w) = &self.webhooks {
+            let _ = writeln!(
+                out,
+                "\nwebhooks (whole run, warm-up included): {} requests, {} events, {} bad signatures; lag from event creation to arrival p50 {:.3} p90 {:.3} p99 {:.3} max {:.3} ms",
+                w.received, w.events, w.bad_signatures, w.lag_ms[0], w.lag_ms[1], w.lag_ms[2], w.lag_ms[3]
+            );
+        }
         let l = &self.saturation.lateness_ms;
         let _ = writeln!(
             out,
@@ -795,6 +805,7 @@ pub(crate) mod tests {
             buyer_latency_max_ms: None,
             slo_p99_ms: None,
             server: None,
+            webhooks: None,
         }
     }
 

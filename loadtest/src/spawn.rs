@@ -8,6 +8,8 @@ use gavel::config::{BuyerConfig, Config, Tenant};
 use gavel::runtime::ServerHandle;
 use gavel::sandbox::{FleetHandle, MockBuyerConfig, MockFleet};
 
+use crate::webhook_sink::Sink;
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct SpawnConfig {
@@ -27,6 +29,8 @@ pub struct SpawnConfig {
     /// The spawned server's `server.driver`.
     pub server_driver: gavel::config::Driver,
     pub durable: bool,
+    /// Configure a webhook endpoint on the spawned server, delivering to a [`Sink`].
+    pub webhooks: bool,
 }
 
 /// The running fleet and server. [`Spawned::stop`] (or drop) stops both and removes the store.
@@ -37,6 +41,8 @@ pub struct Spawned {
     pub base_url: Option<String>,
     /// The generated token (scopes ping, post, reports, admin) when a server was spawned.
     pub token: Option<String>,
+    /// The webhook receiver, with `--webhooks`.
+    pub sink: Option<Sink>,
     store_dir: Option<PathBuf>,
 }
 
@@ -70,6 +76,7 @@ pub fn start(cfg: &SpawnConfig) -> Result<Spawned, String> {
         server: None,
         base_url: None,
         token: None,
+        sink: None,
         store_dir: None,
     };
     if cfg.buyers == 0 {
@@ -104,7 +111,22 @@ pub fn start(cfg: &SpawnConfig) -> Result<Spawned, String> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         spawned.store_dir = Some(dir.clone());
-        let config = server_config(cfg, &fleet, &token, &dir.join("db"))?;
+        let mut config = server_config(cfg, &fleet, &token, &dir.join("db"))?;
+        if cfg.webhooks {
+            let sink = Sink::start()?;
+            config.webhooks.push(gavel::config::WebhookConfig {
+                id: "gavel_load".into(),
+                tenant: Tenant::Sandbox,
+                client: None,
+                url: sink.url(),
+                secrets: vec![sink.secret.clone()],
+                secrets_env: None,
+                events: vec!["lead.posted".into(), "auction.closed".into()],
+                enabled: true,
+            });
+            config.validate("gavel-load").map_err(|e| e.to_string())?;
+            spawned.sink = Some(sink);
+        }
         let server = gavel::runtime::start(config)?;
         spawned.base_url = Some(format!("http://{}", server.addr));
         spawned.server = Some(server);

@@ -37,6 +37,7 @@ fn ping_post_counts_match_the_servers_counters() {
         server_cores: 2,
         server_driver: gavel::config::Driver::Auto,
         durable: true,
+        webhooks: false,
     })
     .expect("fleet and server start");
     let server = spawned.server.as_ref().expect("server spawned").addr;
@@ -142,6 +143,7 @@ fn healthz_scenario_needs_no_token() {
         server_cores: 1,
         server_driver: gavel::config::Driver::Legacy,
         durable: false,
+        webhooks: false,
     })
     .expect("start");
     let cfg = RunConfig {
@@ -184,6 +186,7 @@ fn leads_scenario_counts_match_the_servers_counters() {
         server_cores: 2,
         server_driver: gavel::config::Driver::Auto,
         durable: true,
+        webhooks: true,
     })
     .expect("start");
     let server = spawned.server.as_ref().expect("server spawned").addr;
@@ -216,6 +219,11 @@ fn leads_scenario_counts_match_the_servers_counters() {
     };
     let stats = gavel_load::run::run(&cfg, gavel_load::app::generator_driver()).expect("run");
     let (_, metrics) = blocking_get(server, "/metrics").expect("GET /metrics");
+    let hooks = spawned
+        .sink
+        .as_ref()
+        .expect("--webhooks starts a sink")
+        .finish(Duration::from_millis(500), Duration::from_secs(30));
     spawned.stop();
     let (m, w) = (&stats.measured.leads, &stats.warmup.leads);
     assert_eq!(stats.sent, 120);
@@ -231,6 +239,9 @@ fn leads_scenario_counts_match_the_servers_counters() {
     assert!(m.outcomes.get("sold").copied().unwrap_or(0) > 50, "{m:?}");
     let outcome = |k: &str| m.outcomes.get(k).copied().unwrap_or(0);
     assert_eq!(outcome("sold") + outcome("no_bid"), m.count);
+    // One auction.closed per auction and one lead.posted per sale, each signed.
+    assert_eq!(hooks.events, 120 + status(201), "{hooks:?}");
+    assert_eq!(hooks.bad_signatures, 0);
     // The ping phases stay empty: one request per lead.
     assert_eq!(stats.measured.ping.count + stats.measured.post.count, 0);
 }
