@@ -298,8 +298,8 @@ impl Default for WebhookDeliveryConfig {
         Self {
             retry_schedule_ms: vec![240_000, 960_000, 3_840_000, 15_360_000, 61_440_000],
             timeout_ms: 10_000,
-            max_in_flight_per_endpoint: 4,
-            threads: 16,
+            max_in_flight_per_endpoint: 16,
+            threads: 32,
             max_retry_after_ms: 86_400_000,
         }
     }
