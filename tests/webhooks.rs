@@ -492,3 +492,56 @@ fn a_slow_receiver_never_delays_pings_or_posts() {
         }
     }
 }
+
+#[test]
+fn a_receiver_too_slow_to_answer_or_redirecting_fails_the_attempt() {
+    let rx = Receiver::with_plan(Box::new(|_, earlier| match earlier {
+        // Longer than timeout_ms: Gavel gives up and retries.
+        0 => Answer {
+            status: 200,
+            headers: Vec::new(),
+            stall: Duration::from_millis(1200),
+        },
+        // A redirect is not followed: 3xx fails the attempt.
+        1 => {
+            let mut a = Answer::status(302);
+            a.headers.push(("Location".into(), "/elsewhere".into()));
+            a
+        }
+        _ => Answer::status(200),
+    }));
+    let secret = Secret::generate();
+    let (url, s) = (rx.url("/hook"), secret.clone());
+    let env = Env::start(driver(), vec![fixed("hi", 30.0)], move |cfg, _| {
+        cfg.webhooks = vec![endpoint("crm", url, None, &[&s], &["lead.posted"])];
+        cfg.webhook_delivery.timeout_ms = 300;
+        schedule(cfg, &[100, 100, 100]);
+    });
+    sell(&env);
+    let mut event = String::new();
+    wait_until("the delivery to be recorded", || {
+        let d = events_of(&env, "?state=delivered");
+        if let Some(first) = d.first() {
+            event = first["event_id"].as_str().unwrap().to_string();
+        }
+        d.len() == 1
+    });
+    let ev = env.get(&format!("/v1/admin/webhooks/events/{event}"), Some(TOKEN));
+    let attempts = ev.json["deliveries"][0]["attempts"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let results: Vec<_> = attempts.iter().map(|a| a["result"].clone()).collect();
+    assert_eq!(results, ["timeout", "failed", "delivered"], "{}", ev.text);
+    assert!(attempts[0]["http_status"].is_null());
+    assert!(attempts[0]["error"].as_str().is_some_and(|e| !e.is_empty()));
+    assert_eq!(attempts[1]["http_status"], 302);
+    assert!(
+        rx.hits_at("/elsewhere").is_empty(),
+        "the redirect was not followed"
+    );
+    assert_eq!(
+        env.metric_sum("gavel_webhook_deliveries_total{endpoint=\"crm\",result=\"timeout\"}"),
+        1
+    );
+}

@@ -70,12 +70,15 @@ impl Answer {
     }
 }
 
-/// Decides the answer from the request and how many earlier requests carried its webhook-id.
+/// Decides the answer from the request and how many earlier requests carried its webhook-id
+/// (counted when they arrived, answered or not).
 pub type Plan = Box<dyn FnMut(&Hit, usize) -> Answer + Send>;
 
 pub struct Receiver {
     pub addr: SocketAddr,
     hits: Arc<Mutex<Vec<Hit>>>,
+    /// Requests that arrived, per webhook-id.
+    arrivals: Arc<Mutex<std::collections::HashMap<String, usize>>>,
     plan: Arc<Mutex<Plan>>,
     stop: Arc<AtomicBool>,
 }
@@ -92,18 +95,24 @@ impl Receiver {
         let r = Receiver {
             addr,
             hits: Arc::default(),
+            arrivals: Arc::default(),
             plan: Arc::new(Mutex::new(plan)),
             stop: Arc::default(),
         };
-        let (hits, plan, stop) = (r.hits.clone(), r.plan.clone(), r.stop.clone());
+        let (hits, arrivals, plan, stop) = (
+            r.hits.clone(),
+            r.arrivals.clone(),
+            r.plan.clone(),
+            r.stop.clone(),
+        );
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
                 let Ok(conn) = conn else { continue };
-                let (hits, plan) = (hits.clone(), plan.clone());
-                std::thread::spawn(move || serve(conn, &hits, &plan));
+                let (hits, arrivals, plan) = (hits.clone(), arrivals.clone(), plan.clone());
+                std::thread::spawn(move || serve(conn, &hits, &arrivals, &plan));
             }
         });
         r
@@ -162,7 +171,12 @@ impl Drop for Receiver {
     }
 }
 
-fn serve(conn: TcpStream, hits: &Mutex<Vec<Hit>>, plan: &Mutex<Plan>) {
+fn serve(
+    conn: TcpStream,
+    hits: &Mutex<Vec<Hit>>,
+    arrivals: &Mutex<std::collections::HashMap<String, usize>>,
+    plan: &Mutex<Plan>,
+) {
     let mut out = conn.try_clone().unwrap();
     let mut reader = BufReader::new(conn);
     loop {
@@ -206,12 +220,12 @@ fn serve(conn: TcpStream, hits: &Mutex<Vec<Hit>>, plan: &Mutex<Plan>) {
             at: Instant::now(),
             status: 0,
         };
-        let earlier = hits
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|h| h.id == hit.id)
-            .count();
+        let earlier = {
+            let mut a = arrivals.lock().unwrap();
+            let n = a.entry(hit.id.clone()).or_insert(0);
+            *n += 1;
+            *n - 1
+        };
         let answer = (plan.lock().unwrap())(&hit, earlier);
         std::thread::sleep(answer.stall);
         hit.status = answer.status;
