@@ -720,7 +720,8 @@ impl Store {
 
     /// Up to `limit` deliveries, newest event first, starting below `before` (an outbox key
     /// from a previous page) and reading at most `max_scanned` records; `keep` picks which to
-    /// return. Returns the page and, when the scan stopped early, where the next page starts.
+    /// return, and unreadable records are skipped (and logged). Returns the page and, when the
+    /// scan stopped early, where the next page starts.
     pub fn list_deliveries(
         &self,
         before: Option<&[u8]>,
@@ -743,9 +744,11 @@ impl Store {
                     last.map_or_else(|| before.unwrap_or_default().to_vec(), |l| l.to_vec());
                 return Ok((out, Some(cursor)));
             }
-            let r: DeliveryRecord = records::decode(&k, &v)?;
-            if keep(&r) {
-                out.push(r);
+            match records::decode::<DeliveryRecord>(&k, &v) {
+                Ok(r) if keep(&r) => out.push(r),
+                Ok(_) => {}
+                // One damaged record must not hide the rest of the outbox.
+                Err(e) => tracing::warn!(error = %e, "outbox listing skips an unreadable delivery"),
             }
             last = Some(k);
         }

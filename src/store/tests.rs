@@ -1042,6 +1042,11 @@ fn outbox_listing_pages_newest_first_with_a_cursor() {
         .list_deliveries(next.as_deref(), 3, 100, &all)
         .unwrap();
     assert_eq!((page.len(), next), (1, None));
+    // A damaged record is skipped, not fatal to the listing.
+    store.raw_insert(TreeId::Outbox, b"evt_35/a", b"\x01garbage");
+    let (page, _) = store.list_deliveries(None, 100, 100, &all).unwrap();
+    assert_eq!(page.len(), 7);
+    assert!(store.get_deliveries("evt_35").is_err());
     // A scan limit stops early and says where to go on.
     let odd = |r: &DeliveryRecord| r.event_id.ends_with(['1', '3', '5']);
     let (page, next) = store.list_deliveries(None, 10, 2, &odd).unwrap();

@@ -210,7 +210,21 @@ impl Dispatcher {
                 .store
                 .due_deliveries(ep.id(), now, free, &|id| busy.contains(id))?;
             for d in due {
-                match self.store.get_delivery(&d.event_id, ep.id())? {
+                let record = match self.store.get_delivery(&d.event_id, ep.id()) {
+                    Ok(r) => r,
+                    // One unreadable record must not stop every delivery: it leaves the queue
+                    // (it stays in the outbox, where the admin API reports the error).
+                    Err(e @ (StoreError::Corrupt { .. } | StoreError::UnknownVersion { .. })) => {
+                        tracing::error!(error = %e, endpoint = ep.id(), "skipping an unreadable webhook delivery");
+                        let mut b = Batch::new();
+                        b.delete_due(ep.id(), d.due_ms, &d.event_id);
+                        self.store.apply(&b)?;
+                        ep.add_pending(-1);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                match record {
                     Some(r) if r.state == "pending" && r.next_attempt_ms == Some(d.due_ms) => {
                         idle -= 1;
                         jobs.push(Job {
@@ -566,6 +580,103 @@ pub fn parse_retry_after_ms(v: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A receiver that answers 204 to every request and counts them.
+    fn counting_receiver() -> (String, Receiver<String>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let (tx, rx) = crossbeam_channel::unbounded();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    use std::io::{BufRead, Write};
+                    let mut out = conn.try_clone().unwrap();
+                    let mut r = std::io::BufReader::new(conn);
+                    loop {
+                        let (mut id, mut len, mut line) = (String::new(), 0usize, String::new());
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        loop {
+                            let mut h = String::new();
+                            r.read_line(&mut h).unwrap();
+                            let Some((name, value)) = h.trim_end().split_once(':') else {
+                                break;
+                            };
+                            match name.to_ascii_lowercase().as_str() {
+                                "content-length" => len = value.trim().parse().unwrap(),
+                                "webhook-id" => id = value.trim().to_string(),
+                                _ => {}
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        r.read_exact(&mut body).unwrap();
+                        out.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                            .unwrap();
+                        let _ = tx.send(id);
+                    }
+                });
+            }
+        });
+        (url, rx)
+    }
+
+    #[test]
+    fn an_unreadable_delivery_does_not_hold_back_the_others() {
+        let (url, received) = counting_receiver();
+        let text = format!(
+            "[[webhooks]]\nid = \"crm\"\ntenant = \"sandbox\"\nurl = \"{url}\"\n\
+             secrets = [\"{}\"]\nevents = [\"lead.posted\"]\n",
+            Secret::generate()
+        );
+        let config = crate::config::Config::parse("t.toml", &text).unwrap();
+        let hooks = Arc::new(Webhooks::from_config(&config).unwrap());
+        let store = Arc::new(Store::temporary().unwrap());
+        // A damaged record, due first, ahead of a good one.
+        store.raw_insert(
+            crate::store::TreeId::Outbox,
+            &crate::store::delivery_key("evt_0bad", "crm"),
+            b"\x01garbage",
+        );
+        store.raw_insert(
+            crate::store::TreeId::OutboxDue,
+            &crate::store::due_key("crm", 1, "evt_0bad"),
+            b"",
+        );
+        // As at start: the outbox is counted, then events come in.
+        hooks.load_state(&store).unwrap();
+        let mut b = Batch::new();
+        let queued = hooks
+            .enqueue(
+                &mut b,
+                crate::config::Tenant::Sandbox,
+                "seller",
+                "lead.posted",
+                &serde_json::json!({"lead_uuid": "ld_1"}),
+                now_ms(),
+            )
+            .unwrap();
+        store.write_durable(&b).unwrap();
+        let mut worker = start(store.clone(), hooks.clone()).unwrap();
+        hooks.committed(queued);
+        let id = received
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the good one arrives");
+        assert!(id.starts_with("evt_") && id != "evt_0bad");
+        let t0 = Instant::now();
+        while store.get_deliveries(&id).unwrap()[0].state != "delivered" {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the delivery is recorded"
+            );
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        worker.stop();
+        assert_eq!(store.count_due("crm"), 0, "both left the queue");
+        assert_eq!(hooks.endpoints[0].pending(), 0);
+    }
 
     #[test]
     fn retry_after_takes_seconds_or_a_date() {
