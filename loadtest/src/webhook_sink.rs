@@ -1,26 +1,21 @@
 //! `--webhooks`: a webhook receiver the spawned Gavel delivers to, so a run measures what the
 //! outbox and its delivery cost the auction path, and how far behind the sale a webhook arrives.
 //!
-//! A plain HTTP/1.1 server on 127.0.0.1 (one thread per keep-alive connection) that answers 204
-//! at once, checks each delivery's signature with the endpoint's secret, and reports every
-//! arrival (event id, lag from the event's `created_at`) to one collector over a channel, so no
-//! lock is shared. Owns nothing of Gavel's; it is a client of the contract (CONTRACT §8).
+//! Built on Gavel's loopback receiver (`gavel::webhooks::receiver`): every delivery is answered 204
+//! at once, its signature checked with the endpoint's secret, and its arrival (event id, lag from
+//! the event's `created_at`) sent to one collector over a channel, so no lock is shared. Owns
+//! nothing of Gavel's; it is a client of the contract (CONTRACT §8).
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+use gavel::webhooks::receiver::{Answer, Request, Server};
 use gavel::webhooks::Secret;
-
-/// Largest webhook body read, in bytes; Gavel's events are far smaller.
-const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// One delivery as the sink saw it.
 struct Arrival {
@@ -32,11 +27,10 @@ struct Arrival {
 
 /// The running sink.
 pub struct Sink {
-    pub addr: SocketAddr,
     /// `whsec_…` the endpoint signs with.
     pub secret: String,
     rx: Receiver<Arrival>,
-    stop: Arc<AtomicBool>,
+    server: Server,
 }
 
 /// What the sink received during the run.
@@ -69,41 +63,37 @@ impl WebhookView {
 }
 
 impl Sink {
-    /// Binds 127.0.0.1:0 and starts accepting.
+    /// Starts the receiver on 127.0.0.1 with a fresh secret.
     pub fn start() -> Result<Sink, String> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .map_err(|e| format!("cannot start the webhook sink: {e}"))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let secret = Secret::generate();
         let key = Secret::parse(&secret)?;
         let (tx, rx) = crossbeam_channel::unbounded();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        std::thread::Builder::new()
-            .name("gavel-load-webhook-sink".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if stopped.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let Ok(conn) = conn else { continue };
-                    let (tx, key) = (tx.clone(), key.clone());
-                    let _ = std::thread::Builder::new()
-                        .name("gavel-load-webhook-conn".into())
-                        .spawn(move || serve(conn, &key, &tx));
-                }
-            })
-            .map_err(|e| format!("cannot start the webhook sink: {e}"))?;
-        Ok(Sink {
-            addr,
-            secret,
-            rx,
-            stop,
-        })
+        let server = Server::start(Arc::new(move |req: Request| {
+            let now_ms = gavel::auction::now_ms();
+            let header = |n: &str| req.header(n).unwrap_or_default();
+            let id = header("webhook-id").to_string();
+            let timestamp = header("webhook-timestamp").parse().unwrap_or(0);
+            let expected = key.sign(&id, timestamp, &req.body);
+            let signed_ok = header("webhook-signature")
+                .split(' ')
+                .any(|s| s == expected);
+            let created_ms = serde_json::from_slice::<Value>(&req.body)
+                .ok()
+                .and_then(|v| gavel::auction::parse_rfc3339_ms(v["created_at"].as_str()?));
+            let lag_us = created_ms.map_or(0, |c| now_ms.saturating_sub(c) * 1000);
+            let _ = tx.send(Arrival {
+                id,
+                lag_us,
+                signed_ok,
+            });
+            Answer::status(204)
+        }))
+        .map_err(|e| format!("cannot start the webhook sink: {e}"))?;
+        Ok(Sink { secret, rx, server })
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/hooks/gavel-load", self.addr)
+        self.server.url("/hooks/gavel-load")
     }
 
     /// Waits until no delivery arrived for `quiet` (or `limit` passed), then summarises.
@@ -132,79 +122,6 @@ impl Sink {
             bad_signatures: bad,
             lag_ms: [ms(0.5), ms(0.9), ms(0.99), lag.max() as f64 / 1000.0],
         }
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(self.addr);
-    }
-}
-
-/// Serves one keep-alive connection until the peer closes it.
-fn serve(conn: TcpStream, key: &Secret, tx: &Sender<Arrival>) {
-    let Ok(mut out) = conn.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(conn);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let (mut id, mut timestamp, mut signature, mut len) =
-            (String::new(), 0u64, String::new(), 0usize);
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            let Some((name, value)) = h.split_once(':') else {
-                continue;
-            };
-            let value = value.trim();
-            match name.trim().to_ascii_lowercase().as_str() {
-                "webhook-id" => id = value.to_string(),
-                "webhook-timestamp" => timestamp = value.parse().unwrap_or(0),
-                "webhook-signature" => signature = value.to_string(),
-                "content-length" => len = value.parse().unwrap_or(usize::MAX),
-                _ => {}
-            }
-        }
-        if len > MAX_BODY_BYTES {
-            let _ = out.write_all(
-                b"HTTP/1.1 413 Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-            );
-            return;
-        }
-        let mut body = vec![0u8; len];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let now_ms = gavel::auction::now_ms();
-        let expected = key.sign(&id, timestamp, &body);
-        let signed_ok = signature.split(' ').any(|s| s == expected);
-        let created_ms = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|v| gavel::auction::parse_rfc3339_ms(v["created_at"].as_str()?));
-        let lag_us = created_ms.map_or(0, |c| now_ms.saturating_sub(c) * 1000);
-        if out
-            .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
-            .is_err()
-        {
-            return;
-        }
-        let _ = tx.send(Arrival {
-            id,
-            lag_us,
-            signed_ok,
-        });
     }
 }
 

@@ -581,50 +581,21 @@ pub fn parse_retry_after_ms(v: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
-    /// A receiver that answers 204 to every request and counts them.
-    fn counting_receiver() -> (String, Receiver<String>) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    /// A receiver that answers 204 to every request and reports each webhook-id.
+    fn counting_receiver() -> (super::super::receiver::Server, Receiver<String>) {
         let (tx, rx) = crossbeam_channel::unbounded();
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let tx = tx.clone();
-                std::thread::spawn(move || {
-                    use std::io::{BufRead, Write};
-                    let mut out = conn.try_clone().unwrap();
-                    let mut r = std::io::BufReader::new(conn);
-                    loop {
-                        let (mut id, mut len, mut line) = (String::new(), 0usize, String::new());
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        loop {
-                            let mut h = String::new();
-                            r.read_line(&mut h).unwrap();
-                            let Some((name, value)) = h.trim_end().split_once(':') else {
-                                break;
-                            };
-                            match name.to_ascii_lowercase().as_str() {
-                                "content-length" => len = value.trim().parse().unwrap(),
-                                "webhook-id" => id = value.trim().to_string(),
-                                _ => {}
-                            }
-                        }
-                        let mut body = vec![0; len];
-                        r.read_exact(&mut body).unwrap();
-                        out.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
-                            .unwrap();
-                        let _ = tx.send(id);
-                    }
-                });
-            }
-        });
-        (url, rx)
+        let server = super::super::receiver::Server::start(Arc::new(move |req| {
+            let _ = tx.send(req.header("webhook-id").unwrap_or_default().to_string());
+            super::super::receiver::Answer::status(204)
+        }))
+        .unwrap();
+        (server, rx)
     }
 
     #[test]
     fn an_unreadable_delivery_does_not_hold_back_the_others() {
-        let (url, received) = counting_receiver();
+        let (server, received) = counting_receiver();
+        let url = server.url("/hook");
         let text = format!(
             "[[webhooks]]\nid = \"crm\"\ntenant = \"sandbox\"\nurl = \"{url}\"\n\
              secrets = [\"{}\"]\nevents = [\"lead.posted\"]\n",

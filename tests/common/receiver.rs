@@ -1,6 +1,7 @@
-//! A webhook receiver for the tests: a real HTTP/1.1 server on 127.0.0.1 that records every
-//! request (path, Standard Webhooks headers, body, when it arrived, what it answered) and answers
-//! as the test's plan says: a status, extra headers, and an optional stall.
+//! A webhook receiver for the tests, on Gavel's loopback receiver
+//! (`gavel::webhooks::receiver`): it records every request (path, Standard Webhooks headers, body,
+//! when it arrived, what it answered) and answers as the test's plan says: a status, extra
+//! headers, and an optional stall.
 //!
 //! Signatures are not checked here: tests check them with the official `standardwebhooks` crate
 //! over the recorded bodies and headers, so a failure shows up as a test failure, not a log line.
@@ -9,11 +10,12 @@
 // sleeps are fine here.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use gavel::webhooks::receiver::{self, Server};
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
@@ -77,10 +79,8 @@ pub type Plan = Box<dyn FnMut(&Hit, usize) -> Answer + Send>;
 pub struct Receiver {
     pub addr: SocketAddr,
     hits: Arc<Mutex<Vec<Hit>>>,
-    /// Requests that arrived, per webhook-id.
-    arrivals: Arc<Mutex<std::collections::HashMap<String, usize>>>,
     plan: Arc<Mutex<Plan>>,
-    stop: Arc<AtomicBool>,
+    _server: Server,
 }
 
 impl Receiver {
@@ -90,32 +90,45 @@ impl Receiver {
     }
 
     pub fn with_plan(plan: Plan) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let r = Receiver {
-            addr,
-            hits: Arc::default(),
-            arrivals: Arc::default(),
-            plan: Arc::new(Mutex::new(plan)),
-            stop: Arc::default(),
-        };
-        let (hits, arrivals, plan, stop) = (
-            r.hits.clone(),
-            r.arrivals.clone(),
-            r.plan.clone(),
-            r.stop.clone(),
-        );
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                let Ok(conn) = conn else { continue };
-                let (hits, arrivals, plan) = (hits.clone(), arrivals.clone(), plan.clone());
-                std::thread::spawn(move || serve(conn, &hits, &arrivals, &plan));
+        let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
+        let plan = Arc::new(Mutex::new(plan));
+        let arrivals: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let (h, p) = (hits.clone(), plan.clone());
+        let server = Server::start(Arc::new(move |req: receiver::Request| {
+            let mut hit = Hit {
+                id: req.header("webhook-id").unwrap_or_default().to_string(),
+                timestamp: req
+                    .header("webhook-timestamp")
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0),
+                path: req.path,
+                headers: req.headers,
+                body: req.body,
+                at: Instant::now(),
+                status: 0,
+            };
+            let earlier = {
+                let mut a = arrivals.lock().unwrap();
+                let n = a.entry(hit.id.clone()).or_insert(0);
+                *n += 1;
+                *n - 1
+            };
+            let answer = (p.lock().unwrap())(&hit, earlier);
+            std::thread::sleep(answer.stall);
+            hit.status = answer.status;
+            h.lock().unwrap().push(hit);
+            receiver::Answer {
+                status: answer.status,
+                headers: answer.headers,
             }
-        });
-        r
+        }))
+        .expect("the receiver starts");
+        Receiver {
+            addr: server.addr,
+            hits,
+            plan,
+            _server: server,
+        }
     }
 
     /// The URL of `path` on this receiver.
@@ -132,7 +145,7 @@ impl Receiver {
         self.hits.lock().unwrap().clone()
     }
 
-    /// Requests to `path`, in arrival order.
+    /// Requests to `path`, in the order they were answered.
     pub fn hits_at(&self, path: &str) -> Vec<Hit> {
         self.hits().into_iter().filter(|h| h.path == path).collect()
     }
@@ -159,84 +172,6 @@ impl Receiver {
                 self.hits().len()
             );
             std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(self.addr);
-    }
-}
-
-fn serve(
-    conn: TcpStream,
-    hits: &Mutex<Vec<Hit>>,
-    arrivals: &Mutex<std::collections::HashMap<String, usize>>,
-    plan: &Mutex<Plan>,
-) {
-    let mut out = conn.try_clone().unwrap();
-    let mut reader = BufReader::new(conn);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-        let mut headers = Vec::new();
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((n, v)) = h.split_once(':') {
-                headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
-            }
-        }
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
-        let len: usize = header("content-length").parse().unwrap_or(0);
-        let mut body = vec![0u8; len];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let mut hit = Hit {
-            path,
-            id: header("webhook-id"),
-            timestamp: header("webhook-timestamp").parse().unwrap_or(0),
-            headers,
-            body,
-            at: Instant::now(),
-            status: 0,
-        };
-        let earlier = {
-            let mut a = arrivals.lock().unwrap();
-            let n = a.entry(hit.id.clone()).or_insert(0);
-            *n += 1;
-            *n - 1
-        };
-        let answer = (plan.lock().unwrap())(&hit, earlier);
-        std::thread::sleep(answer.stall);
-        hit.status = answer.status;
-        hits.lock().unwrap().push(hit);
-        let mut head = format!("HTTP/1.1 {} X\r\ncontent-length: 0\r\n", answer.status);
-        for (n, v) in &answer.headers {
-            head.push_str(&format!("{n}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        if out.write_all(head.as_bytes()).is_err() {
-            return;
         }
     }
 }
