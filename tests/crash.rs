@@ -40,6 +40,20 @@ struct Flow {
     post_seen: Seen,
 }
 
+impl Flow {
+    /// A flow that has sent nothing yet: a ping under `ping_key`, then its post.
+    fn new(ping_key: String) -> Flow {
+        Flow {
+            ping_key,
+            ping_body: ping_body().to_string(),
+            ping_seen: None,
+            post_body: None,
+            post_key: None,
+            post_seen: None,
+        }
+    }
+}
+
 /// Kills the child on drop, so a failing assertion never leaves a Gavel running.
 struct Gavel(Child);
 
@@ -108,6 +122,17 @@ fn send(base: &str, path: &str, key: &str, body: &str) -> Seen {
 
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or(serde_json::Value::Null)
+}
+
+/// Runs a flow's steps until its post is final (not a 502 asking for a retry), at most 5 tries;
+/// the server must answer every one.
+fn finish(base: &str, f: &mut Flow) {
+    for _ in 0..5 {
+        assert!(step(base, f), "server answers after restart");
+        if f.post_seen.as_ref().is_none_or(|s| s.0 != 502) {
+            break;
+        }
+    }
 }
 
 /// Runs a flow's next step against `base`. Returns false when the server stopped answering.
@@ -265,46 +290,17 @@ fn kill_dash_nine_loses_no_acknowledged_sale_and_sells_no_lead_twice() {
                 }
             }
             // Finish flows a crash interrupted.
-            for _ in 0..5 {
-                assert!(step(&base, f), "server answers after restart");
-                if f.post_seen.as_ref().is_none_or(|s| s.0 != 502) {
-                    break;
-                }
-            }
+            finish(&base, f);
             checked += 1;
         }
 
         // 2. New concurrent flows, until a SIGKILL at a random moment.
         let start = flows.len();
-        for i in 0..workers * 6 {
-            let body = ping_body();
-            flows.push(Flow {
-                ping_key: format!("ping-c{cycle}-f{i}"),
-                ping_body: body.to_string(),
-                ping_seen: None,
-                post_body: None,
-                post_key: None,
-                post_seen: None,
-            });
-        }
-        let chunk: Vec<Flow> = flows.drain(start..).collect();
+        let fresh: Vec<Flow> = (0..workers * 6)
+            .map(|i| Flow::new(format!("ping-c{cycle}-f{i}")))
+            .collect();
         let stop = Arc::new(AtomicBool::new(false));
-        let mut handles = Vec::new();
-        let per = chunk.len() / workers;
-        let mut chunk = chunk;
-        for _ in 0..workers {
-            let mut mine: Vec<Flow> = chunk.drain(..per.min(chunk.len())).collect();
-            let base = base.clone();
-            let stop = stop.clone();
-            handles.push(std::thread::spawn(move || {
-                for f in mine.iter_mut() {
-                    if stop.load(Ordering::Relaxed) || !step(&base, f) {
-                        break;
-                    }
-                }
-                mine
-            }));
-        }
+        let handles = run_flows(&base, fresh, workers, &stop);
         let kill_after = Duration::from_millis(rng.gen_range(30..400));
         let t0 = Instant::now();
         while t0.elapsed() < kill_after && !handles.iter().all(|h| h.is_finished()) {
@@ -325,12 +321,7 @@ fn kill_dash_nine_loses_no_acknowledged_sale_and_sells_no_lead_twice() {
     // Final pass: everything resolves, then check what the buyers received.
     let (mut child, base) = start_gavel(&cfg);
     for f in flows.iter_mut() {
-        for _ in 0..5 {
-            assert!(step(&base, f));
-            if f.post_seen.as_ref().is_none_or(|s| s.0 != 502) {
-                break;
-            }
-        }
+        finish(&base, f);
     }
     child.kill9();
 
@@ -463,16 +454,7 @@ events = ["lead.posted"]
 
     // 1. Concurrent flows, cut off by a kill at a random moment.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5EED);
-    let flows: Vec<Flow> = (0..32)
-        .map(|i| Flow {
-            ping_key: format!("wh-ping-{i}"),
-            ping_body: ping_body().to_string(),
-            ping_seen: None,
-            post_body: None,
-            post_key: None,
-            post_seen: None,
-        })
-        .collect();
+    let flows: Vec<Flow> = (0..32).map(|i| Flow::new(format!("wh-ping-{i}"))).collect();
     let (mut child, base) = start_gavel(&cfg);
     let stop = Arc::new(AtomicBool::new(false));
     let handles = run_flows(&base, flows, 8, &stop);
@@ -488,12 +470,7 @@ events = ["lead.posted"]
     // receiver still holds the outbox back.
     let (mut child, base) = start_gavel(&cfg);
     for f in flows.iter_mut() {
-        for _ in 0..5 {
-            assert!(step(&base, f), "server answers after restart");
-            if f.post_seen.as_ref().is_none_or(|s| s.0 != 502) {
-                break;
-            }
-        }
+        finish(&base, f);
     }
     let depth: u64 = ureq::get(&format!("{base}/metrics"))
         .call()
