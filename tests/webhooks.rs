@@ -209,6 +209,12 @@ fn a_sale_and_a_status_report_reach_the_seller_signed_while_its_secret_rotates()
         Some(LIVE),
     );
     assert_eq!(r.status, 404);
+    let r = env.post(
+        &format!("/v1/admin/webhooks/events/{}/replay", hits[0].id),
+        Some(LIVE),
+        "",
+    );
+    assert_eq!((r.status, r.error_code()), (404, "not_found"), "{}", r.text);
     assert!(events_of_live(&env).is_empty());
 }
 

@@ -95,12 +95,8 @@ pub async fn metrics(core: &Rc<Core>) -> Reply {
         .iter()
         .map(|ep| WebhookCounters {
             endpoint: ep.id().to_string(),
-            attempts: crate::webhooks::outbox::ATTEMPT_RESULTS
-                .iter()
-                .zip(&ep.attempts)
-                .map(|(r, n)| (*r, n.load(Ordering::Relaxed)))
-                .collect(),
-            exhausted: ep.exhausted.load(Ordering::Relaxed),
+            attempts: ep.attempt_counts().collect(),
+            exhausted: ep.exhausted(),
             outbox_depth: ep.pending(),
             disabled: u64::from(ep.is_disabled()),
         })

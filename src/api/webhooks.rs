@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::http::Reply;
 use crate::runtime::Core;
 use crate::store::DeliveryRecord;
-use crate::webhooks::outbox::{Command, Disabled, Endpoint, ReplayError, ATTEMPT_RESULTS};
+use crate::webhooks::outbox::{Command, Disabled, Endpoint, ReplayError};
 
 /// Largest page of `GET /v1/admin/webhooks/events`.
 pub const MAX_PAGE: usize = 500;
@@ -63,17 +63,11 @@ fn endpoint_out<'a>(ep: &'a Endpoint, disabled: &'a Option<Disabled>) -> Endpoin
             event_id: &d.event_id,
         }),
         pending: ep.pending(),
-        attempts: ATTEMPT_RESULTS
-            .iter()
-            .zip(&ep.attempts)
-            .map(|(r, n)| {
-                (
-                    r.to_string(),
-                    n.load(std::sync::atomic::Ordering::Relaxed).into(),
-                )
-            })
+        attempts: ep
+            .attempt_counts()
+            .map(|(r, n)| (r.to_string(), n.into()))
             .collect(),
-        exhausted: ep.exhausted.load(std::sync::atomic::Ordering::Relaxed),
+        exhausted: ep.exhausted(),
     }
 }
 
@@ -291,21 +285,12 @@ pub async fn replay(
             }
         }
     }
-    // Only the caller's tenant's events can be replayed; others are as unknown as missing ones.
-    let own = core
-        .shared
-        .store
-        .get_deliveries(event_id)
-        .map_err(store_error)?
-        .iter()
-        .any(|r| r.tenant == admin.tenant.as_str());
-    if !own {
-        return Err(no_event(event_id));
-    }
+    // The worker replays only the caller's tenant's events.
     let (tx, rx) = futures::channel::oneshot::channel();
     ask_worker(
         core,
         Command::Replay {
+            tenant: admin.tenant,
             event_id: event_id.to_string(),
             endpoint,
             reply: tx,

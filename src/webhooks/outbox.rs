@@ -43,9 +43,9 @@ pub struct Endpoint {
     /// that queued it has counted it, so the value can dip below zero for a moment.
     pending: AtomicI64,
     /// Attempts by result, see [`ATTEMPT_RESULTS`].
-    pub attempts: [AtomicU64; ATTEMPT_RESULTS.len()],
+    attempts: [AtomicU64; ATTEMPT_RESULTS.len()],
     /// Deliveries that failed every retry.
-    pub exhausted: AtomicU64,
+    exhausted: AtomicU64,
 }
 
 impl Endpoint {
@@ -74,6 +74,30 @@ impl Endpoint {
         self.disabled.store(disabled, Ordering::Release);
     }
 
+    /// Attempts since start, by result, in the order of [`ATTEMPT_RESULTS`].
+    pub fn attempt_counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        ATTEMPT_RESULTS
+            .iter()
+            .zip(&self.attempts)
+            .map(|(r, n)| (*r, n.load(Ordering::Relaxed)))
+    }
+
+    /// Counts one attempt with `result` (one of [`ATTEMPT_RESULTS`]).
+    pub(crate) fn count_attempt(&self, result: &str) {
+        if let Some(k) = ATTEMPT_RESULTS.iter().position(|r| *r == result) {
+            self.attempts[k].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Deliveries that failed every retry since start.
+    pub fn exhausted(&self) -> u64 {
+        self.exhausted.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_exhausted(&self) {
+        self.exhausted.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Deliveries waiting in the outbox.
     pub fn pending(&self) -> u64 {
         self.pending.load(Ordering::Relaxed).max(0) as u64
@@ -91,8 +115,10 @@ impl Endpoint {
 
 /// A request to the delivery worker from an API call; the answer comes back on `reply`.
 pub enum Command {
-    /// Deliver an event again (to one endpoint, or every endpoint it went to).
+    /// Deliver an event of `tenant` again (to one endpoint, or every endpoint it went to); another
+    /// tenant's event is as unknown as a missing one.
     Replay {
+        tenant: Tenant,
         event_id: String,
         endpoint: Option<String>,
         reply: futures::channel::oneshot::Sender<Result<Vec<DeliveryRecord>, ReplayError>>,

@@ -18,15 +18,13 @@
 
 use std::collections::HashSet;
 use std::io::Read;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
 
-use super::outbox::{Command, Disabled, ReplayError, Webhooks};
-use super::Secret;
+use super::outbox::{Command, Disabled, Endpoint, ReplayError, Webhooks};
 use crate::store::{now_ms, Batch, DeliveryRecord, Store, StoreError, WebhookAttemptRecord};
 
 /// Longest the dispatcher sleeps with nothing to do; bounds how late it notices a due retry whose
@@ -45,10 +43,9 @@ const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
 
 /// One delivery handed to a sender thread.
 struct Job {
+    /// Index of the endpoint in [`Webhooks::endpoints`]: its URL and secrets.
     endpoint: usize,
     record: DeliveryRecord,
-    url: String,
-    secrets: Vec<Secret>,
 }
 
 /// What a sender thread reports back.
@@ -95,11 +92,12 @@ pub fn start(store: Arc<Store>, webhooks: Arc<Webhooks>) -> Result<WorkerHandle,
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
     for n in 0..d.threads {
         let (agent, jobs, done) = (agent.clone(), job_rx.clone(), done_tx.clone());
+        let hooks = webhooks.clone();
         std::thread::Builder::new()
             .name(format!("gavel-webhook-{n}"))
             .spawn(move || {
                 for job in jobs {
-                    let report = send(&agent, job);
+                    let report = send(&agent, &hooks.endpoints[job.endpoint], job);
                     if done.send(report).is_err() {
                         return;
                     }
@@ -230,8 +228,6 @@ impl Dispatcher {
                         jobs.push(Job {
                             endpoint: i,
                             record: r,
-                            url: ep.config.url.clone(),
-                            secrets: ep.secrets.clone(),
                         });
                     }
                     // An entry left behind by expiry or a crash between two writes.
@@ -335,12 +331,7 @@ impl Dispatcher {
         } = d;
         self.in_flight[i].remove(&record.event_id);
         let ep = &self.webhooks.endpoints[i];
-        if let Some(k) = super::outbox::ATTEMPT_RESULTS
-            .iter()
-            .position(|r| *r == attempt.result)
-        {
-            ep.attempts[k].fetch_add(1, Ordering::Relaxed);
-        }
+        ep.count_attempt(&attempt.result);
         let old_due = record.next_attempt_ms;
         let now = now_ms();
         let failures = record.attempts.len() as u32 + 1 - record.schedule_base;
@@ -364,7 +355,7 @@ impl Dispatcher {
                 None => {
                     record.state = "exhausted".into();
                     record.next_attempt_ms = None;
-                    ep.exhausted.fetch_add(1, Ordering::Relaxed);
+                    ep.count_exhausted();
                     tracing::warn!(
                         endpoint = ep.id(),
                         event_id = %record.event_id,
@@ -411,11 +402,12 @@ impl Dispatcher {
     fn command(&mut self, c: Command) {
         match c {
             Command::Replay {
+                tenant,
                 event_id,
                 endpoint,
                 reply,
             } => {
-                let _ = reply.send(self.replay(&event_id, endpoint.as_deref()));
+                let _ = reply.send(self.replay(tenant, &event_id, endpoint.as_deref()));
             }
             Command::Enable { endpoint, reply } => {
                 let ep = &self.webhooks.endpoints[endpoint];
@@ -435,6 +427,7 @@ impl Dispatcher {
     /// Makes an event's deliveries pending again, due now, with a fresh retry schedule.
     fn replay(
         &mut self,
+        tenant: crate::config::Tenant,
         event_id: &str,
         endpoint: Option<&str>,
     ) -> Result<Vec<DeliveryRecord>, ReplayError> {
@@ -444,7 +437,7 @@ impl Dispatcher {
             .get_deliveries(event_id)
             .map_err(store_err)?
             .into_iter()
-            .filter(|r| endpoint.is_none_or(|e| e == r.endpoint_id))
+            .filter(|r| r.tenant == tenant.as_str() && endpoint.is_none_or(|e| e == r.endpoint_id))
             .collect();
         if records.is_empty() {
             return Err(ReplayError::NotFound);
@@ -487,8 +480,8 @@ impl Dispatcher {
     }
 }
 
-/// Sends one delivery and classifies the answer.
-fn send(agent: &ureq::Agent, job: Job) -> Done {
+/// Sends one delivery to `ep` and classifies the answer.
+fn send(agent: &ureq::Agent, ep: &Endpoint, job: Job) -> Done {
     let at_ms = now_ms();
     let started = Instant::now();
     let r = &job.record;
@@ -500,10 +493,12 @@ fn send(agent: &ureq::Agent, job: Job) -> Done {
         latency_us: 0,
     };
     let mut retry_after_ms = None;
-    match super::headers(&r.event_id, at_ms / 1000, &r.body, &job.secrets) {
+    match super::headers(&r.event_id, at_ms / 1000, &r.body, &ep.secrets) {
         Err(e) => attempt.error = Some(e),
         Ok(headers) => {
-            let mut req = agent.post(&job.url).set("content-type", "application/json");
+            let mut req = agent
+                .post(&ep.config.url)
+                .set("content-type", "application/json");
             for (name, value) in &headers {
                 req = req.set(name.as_str(), value.to_str().unwrap_or_default());
             }
@@ -580,6 +575,7 @@ pub fn parse_retry_after_ms(v: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhooks::Secret;
 
     /// A receiver that answers 204 to every request and reports each webhook-id.
     fn counting_receiver() -> (super::super::receiver::Server, Receiver<String>) {
