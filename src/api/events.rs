@@ -5,7 +5,8 @@
 //! durable. Event data carries ids, statuses and amounts, never the lead's contact data: a seller's
 //! receiver learns nothing it did not send or was not answered already.
 //!
-//! - `auction.closed` (opt-in): the first durable write of a closed auction.
+//! - `auction.closed` (opt-in): the first durable write of a closed auction. Every auction record
+//!   is written through [`put_auction`], so no write path can skip it.
 //! - `lead.posted`: a post's final answer (sold or unsold); `data` is that answer's body.
 //! - `lead.status_changed`: a buyer's status report, with the status before it.
 //!
@@ -69,9 +70,21 @@ struct AuctionClosed<'a> {
     closed_at: String,
 }
 
+/// Puts an auction record into `batch`, with its `auction.closed` event when this is the first
+/// durable write of the closed auction.
+pub fn put_auction(
+    core: &Core,
+    batch: &mut Batch,
+    record: &crate::store::AuctionRecord,
+    now_ms: u64,
+) -> Result<Emitted, ApiError> {
+    batch.put_auction(record).map_err(store_error)?;
+    auction_closed(core, batch, &record.id, now_ms)
+}
+
 /// Queues `auction.closed` for an auction that closed and was never written since (a no-op when
 /// it was, when it is still open, or when no endpoint takes the event).
-pub fn auction_closed(
+fn auction_closed(
     core: &Core,
     batch: &mut Batch,
     auction_id: &str,

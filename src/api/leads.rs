@@ -155,10 +155,10 @@ pub(super) async fn run(core: &Rc<Core>, call: Call, rid: &str) -> Result<Reply,
                 .borrow()
                 .get(&auction_id)
                 .map(crate::auction::record::to_record);
-            if let Some(r) = &record {
-                batch.put_auction(r).map_err(store_error)?;
-            }
-            let emitted = events::auction_closed(core, &mut batch, &auction_id, now_ms())?;
+            let emitted = match &record {
+                Some(r) => events::put_auction(core, &mut batch, r, now_ms())?,
+                None => events::Emitted::default(),
+            };
             if let Some(i) = &idem {
                 idempotency::record(&mut batch, i, &answer, now_ms())?;
             }

@@ -112,8 +112,7 @@ async fn run(
     let mut batch = Batch::new();
     let mut emitted = super::events::Emitted::default();
     if let (Ok(_), Some(r)) = (&outcome, &record) {
-        batch.put_auction(r).map_err(store_error)?;
-        emitted = super::events::auction_closed(core, &mut batch, &auction_id, now_ms())?;
+        emitted = super::events::put_auction(core, &mut batch, r, now_ms())?;
     }
     // Only an auction that ran is recorded under the key; a refusal before it ran (an auction id
     // in use, a full shard) is not, so a corrected or later retry can still run.

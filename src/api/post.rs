@@ -380,11 +380,8 @@ pub(super) async fn deliver_with_claims(
             return false;
         };
         let mut batch = Batch::new();
-        if batch.put_auction(&record).is_err() {
-            return false;
-        }
         // A one-call lead's auction reaches the disk here first: its close is announced with it.
-        let Ok(emitted) = events::auction_closed(core, &mut batch, &auction_id, now_ms()) else {
+        let Ok(emitted) = events::put_auction(core, &mut batch, &record, now_ms()) else {
             return false;
         };
         match core.commit(batch).await {
@@ -531,8 +528,7 @@ pub(super) async fn deliver_with_claims(
     });
     let mut emitted = events::Emitted::default();
     if let Some(r) = &record {
-        batch.put_auction(r).map_err(store_error)?;
-        emitted = events::auction_closed(core, &mut batch, &post.auction_id, now)?;
+        emitted = events::put_auction(core, &mut batch, r, now)?;
     }
     if final_state {
         idempotency::record(&mut batch, idem, &reply, now)?;
