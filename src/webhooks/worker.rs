@@ -208,21 +208,7 @@ impl Dispatcher {
                 .store
                 .due_deliveries(ep.id(), now, free, &|id| busy.contains(id))?;
             for d in due {
-                let record = match self.store.get_delivery(&d.event_id, ep.id()) {
-                    Ok(r) => r,
-                    // One unreadable record must not stop every delivery: it leaves the queue
-                    // (it stays in the outbox, where the admin API reports the error).
-                    Err(e @ (StoreError::Corrupt { .. } | StoreError::UnknownVersion { .. })) => {
-                        tracing::error!(error = %e, endpoint = ep.id(), "skipping an unreadable webhook delivery");
-                        let mut b = Batch::new();
-                        b.delete_due(ep.id(), d.due_ms, &d.event_id);
-                        self.store.apply(&b)?;
-                        ep.add_pending(-1);
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                match record {
+                match self.queued_delivery(&d.event_id, ep.id())? {
                     Some(r) if r.state == "pending" && r.next_attempt_ms == Some(d.due_ms) => {
                         idle -= 1;
                         jobs.push(Job {
@@ -230,7 +216,7 @@ impl Dispatcher {
                             record: r,
                         });
                     }
-                    // An entry left behind by expiry or a crash between two writes.
+                    // An entry left behind by expiry, or whose record cannot be read.
                     other => {
                         let mut b = Batch::new();
                         b.delete_due(ep.id(), d.due_ms, &d.event_id);
@@ -254,6 +240,23 @@ impl Dispatcher {
             }
         }
         self.next_wait(now)
+    }
+
+    /// The delivery a due-index entry points at; `None` when it is gone or unreadable. One
+    /// unreadable record must not stop every delivery: it leaves the queue (it stays in the
+    /// outbox, where reading it by event id reports the error).
+    fn queued_delivery(
+        &self,
+        event_id: &str,
+        endpoint_id: &str,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
+        match self.store.get_delivery(event_id, endpoint_id) {
+            Err(e @ (StoreError::Corrupt { .. } | StoreError::UnknownVersion { .. })) => {
+                tracing::error!(error = %e, endpoint = endpoint_id, "skipping an unreadable webhook delivery");
+                Ok(None)
+            }
+            other => other,
+        }
     }
 
     fn in_flight_total(&self) -> usize {
@@ -310,7 +313,7 @@ impl Dispatcher {
         let mut b = Batch::new();
         for d in &due {
             b.delete_due(ep.id(), d.due_ms, &d.event_id);
-            if let Some(mut r) = self.store.get_delivery(&d.event_id, ep.id())? {
+            if let Some(mut r) = self.queued_delivery(&d.event_id, ep.id())? {
                 r.state = "disabled".into();
                 r.next_attempt_ms = None;
                 b.put_delivery(&r)?;
