@@ -5,10 +5,17 @@
 //! owning core's event loop sleeps until work arrives. The reply travels back on a oneshot channel,
 //! which wakes the waiting core (monoio's `sync` feature makes cross-thread wakers work). Nothing here
 //! holds a lock on the request path.
+//!
+//! Cancellation rule: work handed to a core always runs as its own task on that core, also when the
+//! target is the core the request arrived on. hyper drops a connection's future when the client
+//! hangs up, and a state change (an auction, a delivery, an admin change) must never stop half-way
+//! because of that: the connection only awaits the answer, and a dropped connection merely drops
+//! the receiving end. Each such task is counted in [`super::Shared::live_jobs`], so shutdown waits
+//! for it as it waits for connections.
 
 use std::future::{poll_fn, Future};
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -25,6 +32,9 @@ pub struct Inbox {
     tx: Sender<Job>,
     rx: Receiver<Job>,
     waker: AtomicWaker,
+    /// Set once to stop the core. A flag beside the channel rather than a job in it, so a full
+    /// inbox can never lose the request to stop.
+    stop: AtomicBool,
 }
 
 impl Inbox {
@@ -34,7 +44,15 @@ impl Inbox {
             tx,
             rx,
             waker: AtomicWaker::new(),
+            stop: AtomicBool::new(false),
         }
+    }
+
+    /// Asks the owning core to stop accepting and finish its work. Never fails, whatever the
+    /// inbox holds.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
     /// Queues a job and wakes the owning core. Fails when the inbox is full.
@@ -58,6 +76,9 @@ pub async fn drain(core: Rc<Core>) {
         inbox.waker.register(cx.waker());
         while let Ok(job) = inbox.rx.try_recv() {
             job(core.clone());
+        }
+        if inbox.stop.load(Ordering::Acquire) && !core.shutdown.is_fired() {
+            core.shutdown.fire();
         }
         Poll::<()>::Pending
     })
@@ -109,18 +130,18 @@ where
     F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
 {
-    if target == core.id {
-        return Ok(work(core.clone()).await);
-    }
     let (tx, rx) = futures::channel::oneshot::channel::<T>();
+    if target == core.id {
+        spawn_detached(core.clone(), work, tx);
+        return rx
+            .await
+            .map_err(|_| ApiError::internal("The core stopped before answering."));
+    }
     let job: Job = Box::new(move |owner: Rc<Core>| {
         if counted {
             owner.stats().handoffs_in.fetch_add(1, Ordering::Relaxed);
         }
-        monoio::spawn(async move {
-            let out = work(owner).await;
-            let _ = tx.send(out);
-        });
+        spawn_detached(owner, work, tx);
     });
     if core.shared.inboxes[target].send(job).is_err() {
         return Err(ApiError::overloaded(format!(
@@ -132,4 +153,37 @@ where
     }
     rx.await
         .map_err(|_| ApiError::internal("The owning core stopped before answering."))
+}
+
+/// Runs `work` as a task of its own on `core` and sends its result to `tx`. The task does not
+/// depend on anyone awaiting `tx`: a client that hung up changes nothing about the outcome.
+fn spawn_detached<T, F, Fut>(core: Rc<Core>, work: F, tx: futures::channel::oneshot::Sender<T>)
+where
+    T: 'static,
+    F: FnOnce(Rc<Core>) -> Fut + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    let live = LiveJob::new(&core);
+    monoio::spawn(async move {
+        let out = work(core).await;
+        drop(live);
+        let _ = tx.send(out);
+    });
+}
+
+/// Counts a detached task in [`super::Shared::live_jobs`] while it runs (also if it is dropped
+/// unfinished, e.g. when a core stops past its grace period).
+struct LiveJob(std::sync::Arc<super::Shared>);
+
+impl LiveJob {
+    fn new(core: &Core) -> LiveJob {
+        core.shared.live_jobs.fetch_add(1, Ordering::Relaxed);
+        LiveJob(core.shared.clone())
+    }
+}
+
+impl Drop for LiveJob {
+    fn drop(&mut self) {
+        self.0.live_jobs.fetch_sub(1, Ordering::Relaxed);
+    }
 }

@@ -72,6 +72,9 @@ pub struct Shared {
     pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// Open client connections across all cores; shutdown waits for it to reach zero.
     pub live_connections: AtomicUsize,
+    /// Detached request work (see [`handoff`]) still running on any core; shutdown waits for it
+    /// too, since a client that hung up no longer holds a connection open for it.
+    pub live_jobs: AtomicUsize,
 }
 
 impl Shared {
@@ -174,7 +177,7 @@ impl ServerHandle {
     /// Asks every core to stop accepting and finish in-flight work. Returns at once.
     pub fn shutdown(&self) {
         for inbox in &self.shared.inboxes {
-            let _ = inbox.send(Box::new(|core: Rc<Core>| core.shutdown.fire()));
+            inbox.request_stop();
         }
     }
 
@@ -298,6 +301,7 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
         stats: (0..cores).map(|_| CoreStats::default()).collect(),
         webhooks,
         live_connections: AtomicUsize::new(0),
+        live_jobs: AtomicUsize::new(0),
         config,
     });
 
@@ -506,7 +510,10 @@ async fn core_main(
     // while other cores drain; give up after the grace period.
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let started = std::time::Instant::now();
-    while shared.live_connections.load(Ordering::Relaxed) > 0 && started.elapsed() < grace {
+    while (shared.live_connections.load(Ordering::Relaxed) > 0
+        || shared.live_jobs.load(Ordering::Relaxed) > 0)
+        && started.elapsed() < grace
+    {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
     stopped.fire();
