@@ -165,11 +165,23 @@ fn hung_up_one_call_lead_completes(driver: Driver) {
         let linger = Duration::from_millis((i % 4 * 5) as u64);
         send_and_hang_up(addr, "/v1/leads", TOKEN, Some(&key), &body, linger);
         let (r, _) = until_settled(
-            || env.post_with("/v1/leads", Some(TOKEN), &body, &[("Idempotency-Key", &key)]),
+            || {
+                env.post_with(
+                    "/v1/leads",
+                    Some(TOKEN),
+                    &body,
+                    &[("Idempotency-Key", &key)],
+                )
+            },
             budget(&env),
         );
         assert_eq!(r.status, 201, "{}", r.text);
-        let again = env.post_with("/v1/leads", Some(TOKEN), &body, &[("Idempotency-Key", &key)]);
+        let again = env.post_with(
+            "/v1/leads",
+            Some(TOKEN),
+            &body,
+            &[("Idempotency-Key", &key)],
+        );
         assert_eq!(again.header("idempotent-replayed"), Some("true"));
         assert_eq!(again.json, r.json);
         r.json["auction_id"].as_str().unwrap().to_string()

@@ -77,6 +77,37 @@ impl Idem {
     }
 }
 
+/// The core that decides every request carrying `key`: a function of the key alone, so one key is
+/// never decided on two cores whatever the rest of the request says. A post's default key
+/// `post_<auction_id>` maps to the auction's owner, so the usual post needs no extra hop.
+pub fn key_core(shared: &crate::runtime::Shared, key: &str) -> usize {
+    match key.strip_prefix("post_") {
+        Some(auction_id) => shared.owner_of(auction_id),
+        None => shared.owner_of(key),
+    }
+}
+
+/// Decides a keyed request on this core (its key's core, see [`key_core`]) and runs `work` on
+/// `target`, the core that owns what it changes. The key stays in flight here until `work` has
+/// answered, and `work` records the answer under the key in its own commit batch.
+pub async fn run_keyed<F, Fut>(
+    core: &Rc<Core>,
+    idem: &Idem,
+    target: usize,
+    work: F,
+) -> Result<Reply, ApiError>
+where
+    F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Reply, ApiError>> + 'static,
+{
+    debug_assert_eq!(key_core(&core.shared, &idem.scope.key), core.id);
+    let _guard = match begin(core, idem)? {
+        Begin::Replay(reply) => return Ok(reply),
+        Begin::Run(guard) => guard,
+    };
+    crate::runtime::handoff::continue_on(core, target, work).await?
+}
+
 /// Marks a key in flight on its core; dropping the guard clears the mark, also when the request's
 /// future is dropped half-way.
 pub struct InFlight {

@@ -23,7 +23,7 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use ring::digest;
 
-use super::idempotency::{self, Begin, Idem};
+use super::idempotency::{self, Idem};
 use super::ping::store_error;
 use super::{events, ping, post};
 use crate::auction::token::Claims;
@@ -53,7 +53,7 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
         lead_uuid_supplied,
     };
     post::check_rules(&core.shared, &ping.vertical, &ping.source, &post)?;
-    let owner = ping::owner_core(core, ping.auction_id.as_deref(), key.as_deref());
+    let owner = ping::deciding_core(core, ping.auction_id.as_deref(), key.as_deref());
     let idem = key.map(|k| Idem::new(&client, "POST", "/v1/leads", k, fingerprint));
     let rid_owned = rid.to_string();
     let call = Call {
@@ -104,8 +104,27 @@ pub fn derived_auction_id(core: &Core, idem: &Idem) -> String {
     }
 }
 
-/// Runs a validated one-call lead on this core (its auction's owner): auction, then delivery.
+/// Runs a validated one-call lead on its deciding core: the idempotency check there, then the
+/// auction and the delivery on the auction id's owner.
 pub(super) async fn run(core: &Rc<Core>, call: Call, rid: &str) -> Result<Reply, ApiError> {
+    let Some(i) = call.idem.clone() else {
+        return execute(core, call, rid).await;
+    };
+    let target = call
+        .ping
+        .auction_id
+        .as_deref()
+        .map_or(core.id, |id| core.shared.owner_of(id));
+    let rid = rid.to_string();
+    idempotency::run_keyed(core, &i, target, move |c| async move {
+        execute(&c, call, &rid).await
+    })
+    .await
+}
+
+/// Runs a one-call lead on its auction's owner (the idempotency key, if any, is already held):
+/// auction, then delivery.
+async fn execute(core: &Rc<Core>, call: Call, rid: &str) -> Result<Reply, ApiError> {
     let Call {
         ping,
         mut post,
@@ -114,13 +133,6 @@ pub(super) async fn run(core: &Rc<Core>, call: Call, rid: &str) -> Result<Reply,
         fingerprint,
         received,
     } = call;
-    let _guard = match &idem {
-        None => None,
-        Some(i) => match idempotency::begin(core, i)? {
-            Begin::Replay(reply) => return Ok(reply),
-            Begin::Run(guard) => Some(guard),
-        },
-    };
     let auction_id = match (&ping.auction_id, &idem) {
         (Some(id), _) => id.clone(),
         (None, Some(i)) => derived_auction_id(core, i),

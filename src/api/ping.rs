@@ -21,7 +21,7 @@ use crate::model::{f64_to_cents, Money, Ping};
 use crate::runtime::handoff::on_core;
 use crate::store::Batch;
 
-use super::idempotency::{self, Begin, Idem};
+use super::idempotency::{self, Idem};
 use crate::runtime::Core;
 
 #[derive(Serialize)]
@@ -53,7 +53,7 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
     let mut body = super::json_body(req).await?;
     let fingerprint = idempotency::fingerprint(&body);
     let ping = super::validate::parse_ping(&mut body, now_ms())?;
-    let owner = owner_core(core, ping.auction_id.as_deref(), key.as_deref());
+    let owner = deciding_core(core, ping.auction_id.as_deref(), key.as_deref());
     let idem = key.map(|k| Idem::new(&client, "POST", "/v1/ping", k, fingerprint));
     let rid_owned = rid.to_string();
     Ok(on_core(core, owner, rid, move |c| async move {
@@ -65,18 +65,19 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
     .await)
 }
 
-/// The core that decides an auction: its id's owner; for a Gavel-minted id, the idempotency key's
-/// own core (one key is decided on one core, and the id minted there is owned by it); else this
-/// core.
-pub(super) fn owner_core(core: &Core, auction_id: Option<&str>, key: Option<&str>) -> usize {
-    match (auction_id, key) {
-        (Some(id), _) => core.shared.owner_of(id),
-        (None, Some(k)) => core.shared.owner_of(k),
+/// The core that decides a request: its idempotency key's core when it has a key (one key is never
+/// decided on two cores, whatever else the body says; an id minted there is owned by it), else the
+/// auction id's owner, else this core.
+pub(super) fn deciding_core(core: &Core, auction_id: Option<&str>, key: Option<&str>) -> usize {
+    match (key, auction_id) {
+        (Some(k), _) => idempotency::key_core(&core.shared, k),
+        (None, Some(id)) => core.shared.owner_of(id),
         (None, None) => core.id,
     }
 }
 
-/// Runs one auction on its owning core: idempotency check, auction, durable record, reply.
+/// Runs one ping on its deciding core: the idempotency check there, then the auction on the
+/// auction id's owner.
 async fn run(
     core: &Rc<Core>,
     ping: Ping,
@@ -85,13 +86,30 @@ async fn run(
     rid: &str,
     received: Instant,
 ) -> Result<Reply, ApiError> {
-    let _guard = match &idem {
-        None => None,
-        Some(i) => match idempotency::begin(core, i)? {
-            Begin::Replay(reply) => return Ok(reply),
-            Begin::Run(guard) => Some(guard),
-        },
+    let Some(i) = idem.clone() else {
+        return execute(core, ping, client, None, rid, received).await;
     };
+    let target = ping
+        .auction_id
+        .as_deref()
+        .map_or(core.id, |id| core.shared.owner_of(id));
+    let rid = rid.to_string();
+    idempotency::run_keyed(core, &i, target, move |c| async move {
+        execute(&c, ping, client, idem, &rid, received).await
+    })
+    .await
+}
+
+/// Runs one auction on its owning core (the idempotency key, if any, is already held): auction,
+/// durable record (with the answer under the key), reply.
+async fn execute(
+    core: &Rc<Core>,
+    ping: Ping,
+    client: Client,
+    idem: Option<Idem>,
+    rid: &str,
+    received: Instant,
+) -> Result<Reply, ApiError> {
     let auction_id = match &ping.auction_id {
         Some(id) => id.clone(),
         None => core.mint_auction_id(),

@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use serde::Serialize;
 
 use super::events;
-use super::idempotency::{self, Begin, Idem};
+use super::idempotency::{self, Idem};
 use super::ping::store_error;
 use crate::auction::clearing::seller_payout;
 use crate::auction::deliver::{self, Budget, Candidate, Delivery};
@@ -64,9 +64,9 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
     let post = super::validate::parse_post(&mut body, now_ms())?;
     let key = key.unwrap_or_else(|| format!("post_{}", post.auction_id));
     let idem = Idem::new(&client, "POST", "/v1/post", key, fingerprint);
-    let owner = core.shared.owner_of(&post.auction_id);
+    let decider = idempotency::key_core(&core.shared, &idem.scope.key);
     let rid_owned = rid.to_string();
-    Ok(on_core(core, owner, rid, move |c| async move {
+    Ok(on_core(core, decider, rid, move |c| async move {
         run(&c, post, client, idem, &rid_owned, received).await
     })
     .await)
@@ -90,8 +90,9 @@ fn already_posted(id: &str) -> ApiError {
     )
 }
 
-/// Runs a post on the auction's owning core and always answers; a final answer is recorded under
-/// the idempotency key before it leaves.
+/// Runs a post on its key's core (see [`idempotency::key_core`]; the auction's owner for the
+/// default key), delivering on the auction's owning core, and always answers; a final answer is
+/// recorded under the idempotency key before it leaves.
 async fn run(
     core: &Rc<Core>,
     post: Post,
@@ -100,15 +101,17 @@ async fn run(
     rid: &str,
     received: std::time::Instant,
 ) -> Reply {
-    let _guard = match idempotency::begin(core, &idem) {
-        Err(e) => return Reply::error(&e, rid),
-        Ok(Begin::Replay(reply)) => return reply,
-        Ok(Begin::Run(guard)) => guard,
-    };
+    let target = core.shared.owner_of(&post.auction_id);
+    let rid_owned = rid.to_string();
+    let idem_owned = idem.clone();
     // Only a post that started delivering leaves a record: a refusal before that (bad token,
     // expired bid, lead mismatch) is not kept, so the seller can correct the request and send it
     // again under the same (default) key.
-    match deliver_post(core, post, &client, &idem, rid, received).await {
+    let outcome = idempotency::run_keyed(core, &idem, target, move |c| async move {
+        deliver_post(&c, post, &client, &idem_owned, &rid_owned, received).await
+    })
+    .await;
+    match outcome {
         Ok(reply) => reply,
         Err(e) => Reply::error(&e, rid),
     }

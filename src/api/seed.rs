@@ -3,7 +3,8 @@
 //! post to the winner) against the sandbox buyers, then answers with a summary and every lead's
 //! ping fields and outcome.
 //!
-//! The leads run on the core that took the request, at most [`SEED_CONCURRENCY`] at a time, under
+//! The leads run on the core that took the request (as a task of their own, so a caller that hangs
+//! up stops nothing), at most [`SEED_CONCURRENCY`] at a time, under
 //! the caller's own limits. A production token gets 403: seeding never reaches a production buyer.
 
 use std::rc::Rc;
@@ -87,11 +88,27 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
     // Without a seed, pick one and report it, so the run can be repeated exactly.
     let seed = r.seed.unwrap_or_else(|| now_ms() ^ 0x9e37_79b9_7f4a_7c15);
     let bodies = synth::leads(seed, r.count, &r.vertical, r.state.as_deref(), now_ms());
+    // The leads run as a task of their own on this core, so a caller that hangs up leaves no lead
+    // half-delivered (see the cancellation rule in `runtime::handoff`).
+    let rid_owned = rid.to_string();
+    crate::runtime::handoff::run_on(core, core.id, move |c| async move {
+        run_all(&c, seed, bodies, client, &rid_owned).await
+    })
+    .await?
+}
 
+/// Runs every generated lead, [`SEED_CONCURRENCY`] at a time, and answers with the summary.
+async fn run_all(
+    core: &Rc<Core>,
+    seed: u64,
+    bodies: Vec<Value>,
+    client: crate::auth::Client,
+    rid: &str,
+) -> Result<Reply, ApiError> {
     let started = Instant::now();
     let mut pending = bodies.into_iter();
     let mut running = FuturesUnordered::new();
-    let mut outcomes: Vec<(usize, Outcome)> = Vec::with_capacity(r.count);
+    let mut outcomes: Vec<(usize, Outcome)> = Vec::with_capacity(pending.len());
     let mut next = 0usize;
     loop {
         while running.len() < SEED_CONCURRENCY {

@@ -108,6 +108,21 @@ where
     send_work(core, target, work, true).await
 }
 
+/// For work already running as a task of its own on `core` (see the cancellation rule above):
+/// runs `work` right here when `target` is this core, else hands it to `target` as [`run_on`]
+/// does.
+pub async fn continue_on<T, F, Fut>(core: &Rc<Core>, target: usize, work: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    if target == core.id {
+        return Ok(work(core.clone()).await);
+    }
+    send_work(core, target, work, true).await
+}
+
 /// Like [`run_on`], for Gavel's own bookkeeping (e.g. collecting metrics for a scrape): not
 /// counted as a request hand-off.
 pub async fn ask<T, F, Fut>(core: &Rc<Core>, target: usize, work: F) -> Result<T, ApiError>
