@@ -422,6 +422,16 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// Every scope, in the order the docs list them.
+    pub const ALL: [Scope; 6] = [
+        Scope::Ping,
+        Scope::Post,
+        Scope::Status,
+        Scope::Reports,
+        Scope::Dev,
+        Scope::Admin,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Ping => "ping",
