@@ -25,6 +25,8 @@ const EXAMPLES_PER_OPERATION: &str = "100";
 const WORKERS: &str = "2";
 /// Longest wait for one answer. The slowest real request is a seed of 1,000 leads.
 const REQUEST_TIMEOUT_S: &str = "30";
+/// Buyer `a`'s token, which tests/schemathesis.toml sends to the lead status operation.
+const BUYER_TOKEN: &str = "gv_test_schemathesis_buyer_status_000000000";
 /// The run is reproducible by default; GAVEL_SCHEMATHESIS_SEED picks another one.
 const DEFAULT_SEED: &str = "1";
 
@@ -43,7 +45,16 @@ fn the_server_agrees_with_its_openapi_document() {
     let env = Env::start(
         Driver::Legacy,
         vec![fixed("a", 20.0), fixed("b", 15.0)],
-        |_, _| {},
+        |cfg, _| {
+            cfg.tokens.push(gavel::config::TokenConfig {
+                client: "schemathesis-buyer".into(),
+                tenant: gavel::config::Tenant::Sandbox,
+                sha256: gavel::auth::sha256_hex(BUYER_TOKEN),
+                scopes: [gavel::config::Scope::Status].into_iter().collect(),
+                buyer: Some("a".into()),
+                requests_per_s: None,
+            });
+        },
     );
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let seed = std::env::var("GAVEL_SCHEMATHESIS_SEED").unwrap_or_else(|_| DEFAULT_SEED.into());
