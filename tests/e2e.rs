@@ -1389,11 +1389,29 @@ fn buyers_report_lead_status(driver: Driver) {
         &json!({"status": "qualified"}).to_string(),
     );
     assert_eq!(r.status, 404);
-    // Bad bodies.
-    for body in [
-        json!({"status": "lost"}),
-        json!({"status": "sold", "reason": ""}),
-        json!({}),
+    // Bad bodies: each error names its field and says what it must be.
+    for (body, field, message) in [
+        (
+            json!({"status": "lost"}),
+            "status",
+            "status must be one of qualified",
+        ),
+        (
+            json!({"status": 3}),
+            "status",
+            "status must be one of qualified",
+        ),
+        (
+            json!({"status": "sold", "reason": ""}),
+            "reason",
+            "reason must be 1 to 256 characters.",
+        ),
+        (json!({}), "status", "status is required."),
+        (
+            json!({"status": "sold", "note": "x"}),
+            "note",
+            "Unknown field \"note\"",
+        ),
     ] {
         let r = report(&env, HI, body.clone());
         assert_eq!(
@@ -1401,6 +1419,9 @@ fn buyers_report_lead_status(driver: Driver) {
             (422, "invalid_payload"),
             "{body}"
         );
+        assert_eq!(r.field_names(), vec![field], "{body}: {}", r.text);
+        let msg = r.json["message"].as_str().unwrap();
+        assert!(msg.starts_with(message), "{body}: {msg}");
     }
     // Transitions: contacted -> returned is allowed, and final; a repeat is a no-op.
     let r = report(
