@@ -585,7 +585,8 @@ fn parse_root(body: &mut [u8]) -> Result<Value<'_>, ApiError> {
         )]));
     }
     // The error's own Display quotes the character at the failure, which could be part of a
-    // name or an email; only the kind of error and its offset are reported.
+    // name or an email; only where the failure lies is reported. simd-json parses in place, so
+    // whether the body was blank is read first.
     let blank = body.iter().all(u8::is_ascii_whitespace);
     simd_json::to_borrowed_value(body).map_err(|e| not_json(blank, e.index()))
 }
