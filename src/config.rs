@@ -422,6 +422,16 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// Every scope, in the order the docs list them.
+    pub const ALL: [Scope; 6] = [
+        Scope::Ping,
+        Scope::Post,
+        Scope::Status,
+        Scope::Reports,
+        Scope::Dev,
+        Scope::Admin,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Ping => "ping",
@@ -653,9 +663,9 @@ impl Config {
             ),
             ("limits.buyer_pings_per_s".to_string(), l.buyer_pings_per_s),
         ];
-        let buyer_rates = self.buyers.iter().filter_map(|b| {
+        let buyer_rates = self.buyers.iter().enumerate().filter_map(|(i, b)| {
             b.max_pings_per_s
-                .map(|r| (format!("buyers.{}.max_pings_per_s", b.id), r))
+                .map(|r| (format!("buyers[{i}].max_pings_per_s"), r))
         });
         let token_rates = self.tokens.iter().enumerate().filter_map(|(i, t)| {
             t.requests_per_s
@@ -686,41 +696,68 @@ impl Config {
                 format!("must be 1..={MAX_WINDOW_MS}, got {}", a.window_ms),
             ));
         }
+        // `contains` is false for NaN, so a NaN percentage is refused here too.
         if !(0.0..=100.0).contains(&a.margin_percent) {
-            return Err(bad("auction.margin_percent", "must be 0..=100".into()));
+            return Err(bad(
+                "auction.margin_percent",
+                format!("must be a number from 0 to 100, got {}", a.margin_percent),
+            ));
         }
-        if a.floor < 0.0 || a.margin_fixed < 0.0 {
-            return Err(bad("auction.floor", "money values must be >= 0".into()));
-        }
+        check_money(a.floor).map_err(|r| bad("auction.floor", r))?;
+        check_money(a.margin_fixed).map_err(|r| bad("auction.margin_fixed", r))?;
         if a.currency.len() != 3 || !a.currency.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(bad(
                 "auction.currency",
                 "must be an ISO 4217 code such as USD".into(),
             ));
         }
-        if a.max_buyers_per_auction == 0 || a.max_auctions_per_core == 0 {
-            return Err(bad(
+        for (key, n) in [
+            (
                 "auction.max_buyers_per_auction",
-                "limits must be > 0".into(),
-            ));
+                a.max_buyers_per_auction as u64,
+            ),
+            (
+                "auction.max_auctions_per_core",
+                a.max_auctions_per_core as u64,
+            ),
+            ("post.budget_ms", self.post.budget_ms),
+            (
+                "post.max_attempts_per_buyer",
+                u64::from(self.post.max_attempts_per_buyer),
+            ),
+            (
+                "server.header_read_timeout_ms",
+                self.server.header_read_timeout_ms,
+            ),
+            (
+                "server.max_connections_per_core",
+                self.server.max_connections_per_core as u64,
+            ),
+        ] {
+            if n == 0 {
+                return Err(bad(key, "must be at least 1".into()));
+            }
         }
-        if self.post.budget_ms == 0 || self.post.max_attempts_per_buyer == 0 {
-            return Err(bad("post.budget_ms", "must be > 0".into()));
-        }
-        if self.server.header_read_timeout_ms == 0 || self.server.max_connections_per_core == 0 {
-            return Err(bad("server.header_read_timeout_ms", "must be > 0".into()));
+        if self.bid_token.ttl_ms == Some(0) {
+            return Err(bad("bid_token.ttl_ms", "must be at least 1".into()));
         }
         for (i, k) in [&self.bid_token.current, &self.bid_token.previous]
             .into_iter()
             .enumerate()
         {
-            let key = if i == 0 {
+            let table = if i == 0 {
                 "bid_token.current"
             } else {
                 "bid_token.previous"
             };
             if let Some(k) = k {
-                crate::auction::token::resolve_secret(k).map_err(|r| bad(key, r))?;
+                // Name the field the secret came from; with neither set, the table lacks one.
+                let key = match (&k.secret, &k.secret_env) {
+                    (Some(_), _) => format!("{table}.secret"),
+                    (None, Some(_)) => format!("{table}.secret_env"),
+                    (None, None) => table.to_string(),
+                };
+                crate::auction::token::resolve_secret(k).map_err(|r| bad(&key, r))?;
             }
         }
         if let (Some(c), Some(p)) = (&self.bid_token.current, &self.bid_token.previous) {
@@ -782,15 +819,18 @@ impl Config {
                 crate::buyers::pool::Origin::parse(u)
                     .map_err(|r| bad(&format!("buyers[{i}].{k}"), r.to_string()))?;
             }
-            if b.ping_timeout_ms == 0 || b.post_timeout_ms == 0 {
-                return Err(bad(
-                    &format!("buyers[{i}].ping_timeout_ms"),
-                    "timeouts must be > 0".into(),
-                ));
+            for (k, ms) in [
+                ("ping_timeout_ms", b.ping_timeout_ms),
+                ("post_timeout_ms", b.post_timeout_ms),
+            ] {
+                if ms == 0 {
+                    return Err(bad(
+                        &format!("buyers[{i}].{k}"),
+                        "must be at least 1".into(),
+                    ));
+                }
             }
-            if b.floor < 0.0 {
-                return Err(bad(&format!("buyers[{i}].floor"), "must be >= 0".into()));
-            }
+            check_money(b.floor).map_err(|r| bad(&format!("buyers[{i}].floor"), r))?;
             if let Some(h) = &b.auth_header {
                 if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
                     return Err(bad(
@@ -809,7 +849,7 @@ impl Config {
                 if !(0.0..=1.0).contains(&s) {
                     return Err(bad(
                         &format!("buyers[{i}].filters.min_ai_quality_score"),
-                        "must be within 0..=1".into(),
+                        format!("must be a number from 0 to 1, got {s}"),
                     ));
                 }
             }
@@ -831,14 +871,27 @@ impl Config {
             }
         }
         let st = &self.store;
-        if st.idempotency_retention_days == 0 || st.record_retention_days == 0 {
-            return Err(bad(
+        for (key, days) in [
+            (
                 "store.idempotency_retention_days",
-                "retention must be at least 1 day".into(),
-            ));
+                st.idempotency_retention_days,
+            ),
+            ("store.record_retention_days", st.record_retention_days),
+        ] {
+            if days == 0 {
+                return Err(bad(key, "retention must be at least 1 day".into()));
+            }
         }
-        if st.expiry_interval_ms == 0 || st.group_commit_max_batch == 0 {
-            return Err(bad("store.group_commit_max_batch", "must be > 0".into()));
+        for (key, n) in [
+            ("store.expiry_interval_ms", st.expiry_interval_ms),
+            (
+                "store.group_commit_max_batch",
+                st.group_commit_max_batch as u64,
+            ),
+        ] {
+            if n == 0 {
+                return Err(bad(key, "must be at least 1".into()));
+            }
         }
         if st.path.as_os_str().is_empty() {
             return Err(bad("store.path", "must not be empty".into()));
@@ -930,7 +983,13 @@ impl Config {
                     "set secrets or secrets_env, not both".into(),
                 ));
             }
-            w.resolve_secrets().map_err(|r| bad(key("secrets"), r))?;
+            // A missing environment variable is the fault of `secrets_env`, not of `secrets`.
+            let secrets_key = if w.secrets_env.is_some() {
+                "secrets_env"
+            } else {
+                "secrets"
+            };
+            w.resolve_secrets().map_err(|r| bad(key(secrets_key), r))?;
             if w.events.is_empty() {
                 return Err(bad(key("events"), "must name at least one event".into()));
             }
@@ -944,6 +1003,21 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// Largest amount of money a config value may hold, in USD: what `model::f64_to_cents` converts.
+pub const MAX_MONEY: f64 = 1e12;
+
+/// Checks one money value (USD); `contains` is false for NaN and infinities are out of range, so
+/// both are refused.
+fn check_money(v: f64) -> Result<(), String> {
+    if (0.0..=MAX_MONEY).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be an amount in USD from 0 to {MAX_MONEY:.0}, got {v}"
+        ))
     }
 }
 

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use gavel::config::Config;
+use gavel::config::{Config, ConfigError};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -230,4 +230,102 @@ fn token_create_prints_a_token_and_its_hash() {
         .unwrap()
         .validate("printed")
         .unwrap();
+}
+
+/// The key and reason of a config that parses but fails validation.
+fn invalid_key(text: &str) -> (String, String) {
+    let cfg = Config::parse("bad.toml", text).unwrap_or_else(|e| panic!("{text}\n{e}"));
+    match cfg.validate("bad.toml") {
+        Err(ConfigError::Invalid { key, reason, .. }) => (key, reason),
+        Err(e) => panic!("{text}\nnot a key error: {e}"),
+        Ok(()) => panic!("{text}\nwas accepted"),
+    }
+}
+
+#[test]
+fn every_validated_key_is_named_by_its_own_error() {
+    let buyer = "[[buyers]]\nid = \"b1\"\ntenant = \"sandbox\"\n\
+                 ping_url = \"http://127.0.0.1:9/ping\"\npost_url = \"http://127.0.0.1:9/post\"\n";
+    let token = format!(
+        "[[tokens]]\nclient = \"c\"\ntenant = \"sandbox\"\nsha256 = \"{}\"\n",
+        "a".repeat(64)
+    );
+    let secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==";
+    let mock = "[[sandbox.buyers]]\nid = \"m1\"\n";
+    // (bad TOML, the key its error must name, a word its reason must contain)
+    let cases: Vec<(String, &str, &str)> = vec![
+        ("[oauth]\naccess_token_ttl_s = 0\n".into(), "oauth.access_token_ttl_s", "1..=86400"),
+        ("[limits]\nclient_requests_per_s = 0\n".into(), "limits.client_requests_per_s", "per second"),
+        ("[limits]\nclient_requests_per_s = nan\n".into(), "limits.client_requests_per_s", "NaN"),
+        ("[limits]\nbuyer_pings_per_s = inf\n".into(), "limits.buyer_pings_per_s", "inf"),
+        ("[limits]\nseller_max_concurrent_auctions = 0\n".into(), "limits.seller_max_concurrent_auctions", "at least 1"),
+        ("[auction]\nwindow_ms = 0\n".into(), "auction.window_ms", "1..=5000"),
+        ("[auction]\nmargin_percent = 101\n".into(), "auction.margin_percent", "0 to 100"),
+        ("[auction]\nmargin_percent = nan\n".into(), "auction.margin_percent", "NaN"),
+        ("[auction]\nfloor = -1.0\n".into(), "auction.floor", "from 0"),
+        ("[auction]\nfloor = nan\n".into(), "auction.floor", "NaN"),
+        ("[auction]\nfloor = inf\n".into(), "auction.floor", "inf"),
+        ("[auction]\nmargin_fixed = -0.5\n".into(), "auction.margin_fixed", "from 0"),
+        ("[auction]\nmargin_fixed = nan\n".into(), "auction.margin_fixed", "NaN"),
+        ("[auction]\ncurrency = \"usd\"\n".into(), "auction.currency", "ISO 4217"),
+        ("[auction]\nmax_buyers_per_auction = 0\n".into(), "auction.max_buyers_per_auction", "at least 1"),
+        ("[auction]\nmax_auctions_per_core = 0\n".into(), "auction.max_auctions_per_core", "at least 1"),
+        ("[post]\nbudget_ms = 0\n".into(), "post.budget_ms", "at least 1"),
+        ("[post]\nmax_attempts_per_buyer = 0\n".into(), "post.max_attempts_per_buyer", "at least 1"),
+        ("[server]\nheader_read_timeout_ms = 0\n".into(), "server.header_read_timeout_ms", "at least 1"),
+        ("[server]\nmax_connections_per_core = 0\n".into(), "server.max_connections_per_core", "at least 1"),
+        ("[bid_token]\nttl_ms = 0\n".into(), "bid_token.ttl_ms", "at least 1"),
+        ("[bid_token]\ncurrent = { id = 1, secret = \"c2hvcnQ=\" }\n".into(), "bid_token.current.secret", "32 bytes"),
+        ("[bid_token]\ncurrent = { id = 1, secret_env = \"GAVEL_TEST_UNSET_VARIABLE\" }\n".into(), "bid_token.current.secret_env", "not set"),
+        ("[bid_token]\ncurrent = { id = 1 }\n".into(), "bid_token.current", "secret"),
+        ("[bid_token]\nprevious = { id = 2, secret = \"!!\" }\n".into(), "bid_token.previous.secret", "base64"),
+        (format!("[bid_token]\ncurrent = {{ id = 1, secret = \"{secret}\" }}\nprevious = {{ id = 1, secret = \"{secret}\" }}\n"), "bid_token.previous.id", "must differ"),
+        (format!("[bid_token]\nprevious = {{ id = 0, secret = \"{secret}\" }}\n"), "bid_token.previous.id", "0 is the id"),
+        (token.replace(&"a".repeat(64), "abc") + "scopes = [\"ping\"]\n", "tokens[0].sha256", "64 hex"),
+        (format!("{token}scopes = []\n"), "tokens[0].scopes", "must not be empty"),
+        (format!("{token}scopes = [\"ping\"]\nbuyer = \"nobody\"\n"), "tokens[0].buyer", "no buyer"),
+        (format!("{token}scopes = [\"ping\"]\nrequests_per_s = nan\n"), "tokens[0].requests_per_s", "NaN"),
+        (buyer.replace("b1", ""), "buyers[0].id", "non-empty"),
+        (format!("{buyer}{buyer}"), "buyers[1].id", "unique"),
+        (buyer.replace("http://127.0.0.1:9/ping", "ftp://x"), "buyers[0].ping_url", ""),
+        (buyer.replace("http://127.0.0.1:9/post", "ftp://x"), "buyers[0].post_url", ""),
+        (format!("{buyer}ping_timeout_ms = 0\n"), "buyers[0].ping_timeout_ms", "at least 1"),
+        (format!("{buyer}post_timeout_ms = 0\n"), "buyers[0].post_timeout_ms", "at least 1"),
+        (format!("{buyer}floor = -2.0\n"), "buyers[0].floor", "from 0"),
+        (format!("{buyer}floor = nan\n"), "buyers[0].floor", "NaN"),
+        (format!("{buyer}floor = -inf\n"), "buyers[0].floor", "inf"),
+        (format!("{buyer}max_pings_per_s = nan\n"), "buyers[0].max_pings_per_s", "NaN"),
+        (format!("{buyer}auth_header = {{ name = \"bad header\", value = \"x\" }}\n"), "buyers[0].auth_header.name", "header name"),
+        (format!("{buyer}auth_header = {{ name = \"Authorization\" }}\n"), "buyers[0].auth_header", "value_env"),
+        (format!("{buyer}filters = {{ min_ai_quality_score = 1.5 }}\n"), "buyers[0].filters.min_ai_quality_score", "0 to 1"),
+        (format!("{buyer}filters = {{ min_ai_quality_score = nan }}\n"), "buyers[0].filters.min_ai_quality_score", "NaN"),
+        ("[[rules]]\nrequire = []\n".into(), "rules[0].require", "must not be empty"),
+        ("[[rules]]\nrequire = [\"tcpa\"]\n".into(), "rules[0].require", "lead."),
+        ("[store]\nidempotency_retention_days = 0\n".into(), "store.idempotency_retention_days", "1 day"),
+        ("[store]\nrecord_retention_days = 0\n".into(), "store.record_retention_days", "1 day"),
+        ("[store]\nexpiry_interval_ms = 0\n".into(), "store.expiry_interval_ms", "at least 1"),
+        ("[store]\ngroup_commit_max_batch = 0\n".into(), "store.group_commit_max_batch", "at least 1"),
+        ("[store]\npath = \"\"\n".into(), "store.path", "must not be empty"),
+        ("[sandbox]\nenabled = true\n".into(), "sandbox.listen", "required"),
+        (format!("{mock}bid_probability = nan\n"), "sandbox.buyers[0].bid_probability", "probability"),
+        (format!("{mock}post_accept_probability = inf\n"), "sandbox.buyers[0].post_accept_probability", "probability"),
+        (format!("{mock}failure_probability = -0.1\n"), "sandbox.buyers[0].failure_probability", "probability"),
+        (format!("{mock}price_min = nan\n"), "sandbox.buyers[0].price_min", "above 0"),
+        (format!("{mock}price_max = inf\n"), "sandbox.buyers[0].price_max", "price_min"),
+        (format!("{mock}filters = {{ min_ai_quality_score = nan }}\n"), "sandbox.buyers[0].filters.min_ai_quality_score", ""),
+        ("[webhook_delivery]\nretry_schedule_ms = [0]\n".into(), "webhook_delivery.retry_schedule_ms", "1..="),
+        ("[webhook_delivery]\ntimeout_ms = 0\n".into(), "webhook_delivery.timeout_ms", "1..=60000"),
+        ("[webhook_delivery]\nmax_in_flight_per_endpoint = 0\n".into(), "webhook_delivery.max_in_flight_per_endpoint", "1..=256"),
+        ("[webhook_delivery]\nthreads = 0\n".into(), "webhook_delivery.threads", "1..=256"),
+        ("[webhook_delivery]\nmax_retry_after_ms = 999999999999\n".into(), "webhook_delivery.max_retry_after_ms", "at most"),
+        ("[[webhooks]]\nid = \"crm\"\ntenant = \"sandbox\"\nurl = \"https://h.example/x\"\nsecrets_env = \"GAVEL_TEST_UNSET_VARIABLE\"\nevents = [\"lead.posted\"]\n".into(), "webhooks[0].secrets_env", "not set"),
+    ];
+    for (text, key, reason) in cases {
+        let (got_key, got_reason) = invalid_key(&text);
+        assert_eq!(got_key, key, "{text}\nreason: {got_reason}");
+        assert!(
+            got_reason.contains(reason),
+            "{key}: {got_reason:?} lacks {reason:?}"
+        );
+    }
 }

@@ -430,6 +430,17 @@ fn ping_validation(driver: Driver) {
         "{}",
         r.text
     );
+    // The message says what is wrong in the seller's terms, not in the parser's.
+    for body in ["{\"vertical\": ", "{", "", "nul", "{\"a\":1,}"] {
+        let r = env.post("/v1/ping", Some(TOKEN), body);
+        assert_eq!(r.status, 400, "{body:?}: {}", r.text);
+        let msg = r.json["message"].as_str().unwrap();
+        assert!(
+            msg.starts_with("The request body is not valid JSON"),
+            "{msg}"
+        );
+        assert!(!msg.contains("Error") && !msg.contains("Tape"), "{msg}");
+    }
 
     // Seller-supplied id, and the same id twice.
     let mut b = ping_body();
@@ -1236,12 +1247,59 @@ fn dev_seed_is_deterministic_and_sandbox_only() {
         .all(|p| p["state"] == "CA" && p["vertical"] == "solar"));
     // Without a seed, one is chosen and reported.
     assert!(seed(json!({"count": 1, "vertical": "solar"}))["seed"].is_u64());
-    // Bounds and tenants.
-    for body in [
-        json!({"count": 0, "vertical": "solar"}),
-        json!({"count": 1001, "vertical": "solar"}),
-        json!({"count": 1, "vertical": "Solar!"}),
-        json!({"count": 1, "vertical": "solar", "state": "ZZ"}),
+    // A whole number written as a float is that number; `null` is as if absent.
+    let v = seed(json!({"count": 2.0, "vertical": "solar", "seed": null, "state": null}));
+    assert_eq!(v["auctions"], 2, "{v}");
+    assert!(v["seed"].is_u64());
+    // Bounds and tenants; each error names its field and says what it must be, never what the
+    // parser expected.
+    for (body, field, message) in [
+        (
+            json!({"count": 0, "vertical": "solar"}),
+            "count",
+            "count must be a whole number from 1 to 1000.",
+        ),
+        (
+            json!({"count": 1001, "vertical": "solar"}),
+            "count",
+            "count must be a whole number from 1 to 1000.",
+        ),
+        (
+            json!({"count": 2.5, "vertical": "solar"}),
+            "count",
+            "count must be a whole number from 1 to 1000.",
+        ),
+        (
+            json!({"count": "2", "vertical": "solar"}),
+            "count",
+            "count must be a whole number from 1 to 1000.",
+        ),
+        (json!({"vertical": "solar"}), "count", "count is required."),
+        (
+            json!({"count": 1, "vertical": "Solar!"}),
+            "vertical",
+            "vertical must be a lowercase id",
+        ),
+        (
+            json!({"count": 1, "vertical": "solar", "state": "ZZ"}),
+            "state",
+            "state must be one of",
+        ),
+        (
+            json!({"count": 1, "vertical": "solar", "seed": -1}),
+            "seed",
+            "seed must be a whole number from 0 to",
+        ),
+        (
+            json!({"count": 1, "vertical": "solar", "seed": 1e30}),
+            "seed",
+            "seed must be a whole number from 0 to",
+        ),
+        (
+            json!({"count": 1, "vertical": "solar", "speed": 3}),
+            "speed",
+            "Unknown field \"speed\"",
+        ),
     ] {
         let r = env.post("/v1/dev/seed", Some(TOKEN), &body.to_string());
         assert_eq!(
@@ -1249,7 +1307,22 @@ fn dev_seed_is_deterministic_and_sandbox_only() {
             (422, "invalid_payload"),
             "{body}"
         );
+        assert_eq!(r.field_names(), vec![field], "{body}: {}", r.text);
+        let msg = r.json["message"].as_str().unwrap();
+        assert!(msg.starts_with(message), "{body}: {msg}");
     }
+    let r = env.post("/v1/dev/seed", Some(TOKEN), "{\"count\": 1,");
+    assert_eq!(
+        (r.status, r.error_code()),
+        (400, "malformed_json"),
+        "{}",
+        r.text
+    );
+    let msg = r.json["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("The request body is not valid JSON: the first problem is at line 1"),
+        "{msg}"
+    );
     let r = env.post(
         "/v1/dev/seed",
         Some(LIVE),
@@ -1316,11 +1389,29 @@ fn buyers_report_lead_status(driver: Driver) {
         &json!({"status": "qualified"}).to_string(),
     );
     assert_eq!(r.status, 404);
-    // Bad bodies.
-    for body in [
-        json!({"status": "lost"}),
-        json!({"status": "sold", "reason": ""}),
-        json!({}),
+    // Bad bodies: each error names its field and says what it must be.
+    for (body, field, message) in [
+        (
+            json!({"status": "lost"}),
+            "status",
+            "status must be one of qualified",
+        ),
+        (
+            json!({"status": 3}),
+            "status",
+            "status must be one of qualified",
+        ),
+        (
+            json!({"status": "sold", "reason": ""}),
+            "reason",
+            "reason must be 1 to 256 characters.",
+        ),
+        (json!({}), "status", "status is required."),
+        (
+            json!({"status": "sold", "note": "x"}),
+            "note",
+            "Unknown field \"note\"",
+        ),
     ] {
         let r = report(&env, HI, body.clone());
         assert_eq!(
@@ -1328,6 +1419,9 @@ fn buyers_report_lead_status(driver: Driver) {
             (422, "invalid_payload"),
             "{body}"
         );
+        assert_eq!(r.field_names(), vec![field], "{body}: {}", r.text);
+        let msg = r.json["message"].as_str().unwrap();
+        assert!(msg.starts_with(message), "{body}: {msg}");
     }
     // Transitions: contacted -> returned is allowed, and final; a repeat is a no-op.
     let r = report(

@@ -271,11 +271,45 @@ fn clients_belong_to_one_tenant() {
     // The admin API needs the admin scope.
     let r = env.get("/v1/admin/clients", Some(PING_ONLY));
     assert_eq!((r.status, r.error_code()), (403, "insufficient_scope"));
-    // Bad registrations.
-    for body in [
-        r#"{"name":"","scopes":["ping"]}"#,
-        r#"{"name":"x","scopes":[]}"#,
-        r#"{"name":"x","scopes":["fly"]}"#,
+    // Bad registrations: each error names its field and says what is wrong in the caller's terms.
+    for (body, field, message) in [
+        (
+            r#"{"name":"","scopes":["ping"]}"#,
+            "name",
+            "name must be 1 to 64 characters",
+        ),
+        (r#"{"scopes":["ping"]}"#, "name", "name is required."),
+        (
+            r#"{"name":7,"scopes":["ping"]}"#,
+            "name",
+            "name must be 1 to 64 characters",
+        ),
+        (
+            r#"{"name":"x","scopes":[]}"#,
+            "scopes",
+            "scopes must name at least one scope.",
+        ),
+        (
+            r#"{"name":"x","scopes":["fly"]}"#,
+            "scopes",
+            "scopes must name scopes from ping, post",
+        ),
+        (
+            r#"{"name":"x","scopes":"ping"}"#,
+            "scopes",
+            "scopes must be a list of scope names.",
+        ),
+        // The document says `uniqueItems`: a scope listed twice is refused, not merged.
+        (
+            r#"{"name":"x","scopes":["dev","dev"]}"#,
+            "scopes",
+            "scopes lists dev more than once",
+        ),
+        (
+            r#"{"name":"x","scopes":["ping"],"tenant":"production"}"#,
+            "tenant",
+            "Unknown field \"tenant\"",
+        ),
     ] {
         let r = env.post("/v1/admin/clients", Some(TOKEN), body);
         assert_eq!(
@@ -283,7 +317,17 @@ fn clients_belong_to_one_tenant() {
             (422, "invalid_payload"),
             "{body}"
         );
+        assert_eq!(r.field_names(), vec![field], "{body}: {}", r.text);
+        let msg = r.json["message"].as_str().unwrap();
+        assert!(msg.starts_with(message), "{body}: {msg}");
     }
+    let r = env.post("/v1/admin/clients", Some(TOKEN), r#"{"name":"x","#);
+    assert_eq!(
+        (r.status, r.error_code()),
+        (400, "malformed_json"),
+        "{}",
+        r.text
+    );
 }
 
 #[test]

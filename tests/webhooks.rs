@@ -329,6 +329,26 @@ fn retry_after_is_honoured_exhausted_events_stay_listed_and_the_cli_redelivers_t
     // Bad queries name the problem; unknown events are 404.
     let r = env.get("/v1/admin/webhooks/events?state=lost", Some(TOKEN));
     assert_eq!((r.status, r.error_code()), (422, "invalid_query"));
+    assert!(
+        r.json["message"].as_str().unwrap().starts_with("state "),
+        "{}",
+        r.text
+    );
+    // `type` is an enum too: an unknown event type is refused, not answered with an empty page.
+    let r = env.get("/v1/admin/webhooks/events?type=AAA", Some(TOKEN));
+    assert_eq!((r.status, r.error_code()), (422, "invalid_query"));
+    assert!(
+        r.json["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("type must be one of"),
+        "{}",
+        r.text
+    );
+    let r = env.get("/v1/admin/webhooks/events?type=lead.posted", Some(TOKEN));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = env.get("/v1/admin/webhooks/events?limit=ten", Some(TOKEN));
+    assert_eq!((r.status, r.error_code()), (422, "invalid_query"));
     let r = env.post("/v1/admin/webhooks/events/evt_nope/replay", Some(TOKEN), "");
     assert_eq!(r.status, 404);
 

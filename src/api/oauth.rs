@@ -11,9 +11,10 @@ use std::rc::Rc;
 
 use http::{HeaderValue, Request, StatusCode};
 use hyper::body::Incoming;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::ping::store_error;
+use super::validate::{field_error, SmallBody, FIELD_INVALID_FORMAT, FIELD_OUT_OF_RANGE};
 use super::BODY_READ_TIMEOUT;
 use crate::auction::{now_ms, rfc3339_ms};
 use crate::auth::oauth::{self, ClientRecord, OAuthError, TokenRequest, MAX_TOKEN_REQUEST_BYTES};
@@ -135,11 +136,69 @@ fn client_out<'a>(r: &'a ClientRecord, secret: Option<&'a str>) -> ClientOut<'a>
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct CreateClient {
     name: String,
     scopes: BTreeSet<Scope>,
+}
+
+impl CreateClient {
+    /// Reads and checks a client creation body; each error names its field.
+    fn parse(body: &[u8]) -> Result<CreateClient, ApiError> {
+        let b = SmallBody::parse(body, &["name", "scopes"])?;
+        let expected = format!(
+            "1 to {} characters of A-Z, a-z, 0-9, space, _ . or -",
+            oauth::MAX_CLIENT_NAME_CHARS
+        );
+        let name = SmallBody::required("name", b.string("name", &expected)?)?;
+        let name_ok = !name.is_empty()
+            && name.chars().count() <= oauth::MAX_CLIENT_NAME_CHARS
+            && name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || " _.-".contains(ch));
+        if !name_ok {
+            return Err(field_error(
+                "name",
+                FIELD_INVALID_FORMAT,
+                &expected,
+                format!("name must be {expected}."),
+            ));
+        }
+        let known: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+        let expected = format!("each of {} at most once", known.join(", "));
+        let listed = SmallBody::required("scopes", b.strings("scopes", "scope names")?)?;
+        let mut scopes = BTreeSet::new();
+        for s in listed {
+            let Some(scope) = Scope::parse(s) else {
+                return Err(field_error(
+                    "scopes",
+                    FIELD_OUT_OF_RANGE,
+                    &expected,
+                    format!("scopes must name scopes from {}.", known.join(", ")),
+                ));
+            };
+            // The document says `uniqueItems`: a scope listed twice is a mistake worth telling.
+            if !scopes.insert(scope) {
+                return Err(field_error(
+                    "scopes",
+                    FIELD_INVALID_FORMAT,
+                    &expected,
+                    format!("scopes lists {s} more than once; name each scope once."),
+                ));
+            }
+        }
+        if scopes.is_empty() {
+            return Err(field_error(
+                "scopes",
+                FIELD_OUT_OF_RANGE,
+                &expected,
+                "scopes must name at least one scope.",
+            ));
+        }
+        Ok(CreateClient {
+            name: name.to_string(),
+            scopes,
+        })
+    }
 }
 
 fn tenant_clients(core: &Core, tenant: Tenant) -> Result<Vec<ClientRecord>, ApiError> {
@@ -172,32 +231,7 @@ async fn save_and_broadcast(core: &Rc<Core>, record: &ClientRecord) -> Result<()
 pub async fn create(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, ApiError> {
     let admin = core.authenticate(req.headers(), Scope::Admin)?;
     let body = super::json_body(req).await?;
-    let c: CreateClient = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::unprocessable(
-            "invalid_payload",
-            format!("Expected {{\"name\": string, \"scopes\": [scope, …]}}: {e}"),
-        )
-    })?;
-    let name_ok = !c.name.is_empty()
-        && c.name.chars().count() <= oauth::MAX_CLIENT_NAME_CHARS
-        && c.name
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || " _.-".contains(ch));
-    if !name_ok {
-        return Err(ApiError::unprocessable(
-            "invalid_payload",
-            format!(
-                "name must be 1 to {} characters of A-Z, a-z, 0-9, space, _ . or -.",
-                oauth::MAX_CLIENT_NAME_CHARS
-            ),
-        ));
-    }
-    if c.scopes.is_empty() {
-        return Err(ApiError::unprocessable(
-            "invalid_payload",
-            "scopes must name at least one scope.",
-        ));
-    }
+    let c = CreateClient::parse(&body)?;
     if tenant_clients(core, admin.tenant)?.len() >= MAX_CLIENTS_PER_TENANT {
         return Err(ApiError::unprocessable(
             "too_many_clients",

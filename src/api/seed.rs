@@ -13,11 +13,11 @@ use std::time::Instant;
 use futures::stream::{FuturesUnordered, StreamExt};
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::idempotency;
 use super::leads::{self, Call};
+use super::validate::{field_error, SmallBody, FIELD_INVALID_FORMAT, FIELD_OUT_OF_RANGE};
 use crate::auction::now_ms;
 use crate::config::{Scope, Tenant};
 use crate::error::ApiError;
@@ -31,8 +31,6 @@ pub const MAX_SEED_COUNT: usize = 1_000;
 /// Leads of one seed request running at once.
 pub const SEED_CONCURRENCY: usize = 32;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct SeedRequest {
     count: usize,
     vertical: String,
@@ -40,8 +38,44 @@ struct SeedRequest {
     seed: Option<u64>,
 }
 
-fn invalid(msg: impl Into<String>) -> ApiError {
-    ApiError::unprocessable("invalid_payload", msg)
+/// The fields a seed request may have.
+const SEED_FIELDS: [&str; 4] = ["count", "vertical", "state", "seed"];
+
+impl SeedRequest {
+    /// Reads and checks a seed request; each error names its field in the seller's terms.
+    fn parse(body: &[u8]) -> Result<SeedRequest, ApiError> {
+        let b = SmallBody::parse(body, &SEED_FIELDS)?;
+        let count = SmallBody::required("count", b.whole("count", 1..=MAX_SEED_COUNT as u64)?)?;
+        let expected = "a lowercase id of a-z, 0-9 and _ such as auto_insurance";
+        let vertical = SmallBody::required("vertical", b.string("vertical", expected)?)?;
+        if !super::validate::is_snake_id(vertical) {
+            return Err(field_error(
+                "vertical",
+                FIELD_INVALID_FORMAT,
+                expected,
+                format!("vertical must be {expected}."),
+            ));
+        }
+        let known: Vec<&str> = synth::STATES.iter().map(|(s, _)| *s).collect();
+        let expected = format!("one of {}", known.join(", "));
+        let state = b.string("state", &expected)?;
+        if let Some(s) = state {
+            if !synth::knows_state(s) {
+                return Err(field_error(
+                    "state",
+                    FIELD_OUT_OF_RANGE,
+                    &expected,
+                    format!("state must be {expected} (the states seeding has ZIP data for)."),
+                ));
+            }
+        }
+        Ok(SeedRequest {
+            count: count as usize,
+            vertical: vertical.to_string(),
+            state: state.map(str::to_string),
+            seed: b.whole("seed", 0..=u64::MAX)?,
+        })
+    }
 }
 
 /// What one generated lead came to.
@@ -63,28 +97,7 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
         ));
     }
     let body = super::json_body(req).await?;
-    let r: SeedRequest = serde_json::from_slice(&body).map_err(|e| {
-        invalid(format!(
-            "Expected {{\"count\": 1..{MAX_SEED_COUNT}, \"vertical\", \"state\"?, \"seed\"?}}: {e}"
-        ))
-    })?;
-    if !(1..=MAX_SEED_COUNT).contains(&r.count) {
-        return Err(invalid(format!("count must be 1..={MAX_SEED_COUNT}.")));
-    }
-    if !super::validate::is_snake_id(&r.vertical) {
-        return Err(invalid(
-            "vertical must be a lowercase id of a-z, 0-9 and _ such as auto_insurance.",
-        ));
-    }
-    if let Some(s) = &r.state {
-        if !synth::knows_state(s) {
-            let known: Vec<&str> = synth::STATES.iter().map(|(s, _)| *s).collect();
-            return Err(invalid(format!(
-                "state must be one of {} (the states seeding has ZIP data for).",
-                known.join(", ")
-            )));
-        }
-    }
+    let r = SeedRequest::parse(&body)?;
     // Without a seed, pick one and report it, so the run can be repeated exactly.
     let seed = r.seed.unwrap_or_else(|| now_ms() ^ 0x9e37_79b9_7f4a_7c15);
     let bodies = synth::leads(seed, r.count, &r.vertical, r.state.as_deref(), now_ms());

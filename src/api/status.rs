@@ -12,9 +12,10 @@ use std::rc::Rc;
 
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::ping::store_error;
+use super::validate::{field_error, SmallBody, FIELD_OUT_OF_RANGE};
 use crate::auction::{now_ms, rfc3339_ms};
 use crate::auth::Client;
 use crate::config::Scope;
@@ -42,11 +43,40 @@ pub fn allowed(current: &str) -> &'static [&'static str] {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct StatusRequest {
     status: String,
     reason: Option<String>,
+}
+
+impl StatusRequest {
+    /// Reads and checks a status report; each error names its field.
+    fn parse(body: &[u8]) -> Result<StatusRequest, ApiError> {
+        let b = SmallBody::parse(body, &["status", "reason"])?;
+        let expected = format!("one of {}", BUYER_STATUSES.join(", "));
+        let status = SmallBody::required("status", b.string("status", &expected)?)?;
+        if !BUYER_STATUSES.contains(&status) {
+            return Err(field_error(
+                "status",
+                FIELD_OUT_OF_RANGE,
+                &expected,
+                format!("status must be {expected}."),
+            ));
+        }
+        let expected = format!("1 to {MAX_REASON_CHARS} characters");
+        let reason = b.string("reason", &expected)?;
+        if reason.is_some_and(|s| s.is_empty() || s.chars().count() > MAX_REASON_CHARS) {
+            return Err(field_error(
+                "reason",
+                FIELD_OUT_OF_RANGE,
+                &expected,
+                format!("reason must be {expected}."),
+            ));
+        }
+        Ok(StatusRequest {
+            status: status.to_string(),
+            reason: reason.map(str::to_string),
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -72,27 +102,7 @@ pub async fn handle(
         ));
     }
     let body = super::json_body(req).await?;
-    let r: StatusRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::unprocessable(
-            "invalid_payload",
-            format!("Expected {{\"status\", \"reason\"?}}: {e}"),
-        )
-    })?;
-    if !BUYER_STATUSES.contains(&r.status.as_str()) {
-        return Err(ApiError::unprocessable(
-            "invalid_payload",
-            format!("status must be one of {}.", BUYER_STATUSES.join(", ")),
-        ));
-    }
-    if r.reason
-        .as_ref()
-        .is_some_and(|s| s.is_empty() || s.chars().count() > MAX_REASON_CHARS)
-    {
-        return Err(ApiError::unprocessable(
-            "invalid_payload",
-            format!("reason must be 1 to {MAX_REASON_CHARS} characters."),
-        ));
-    }
+    let r = StatusRequest::parse(&body)?;
     let owner = core.shared.owner_of(&lead_uuid);
     let rid_owned = rid.to_string();
     Ok(on_core(core, owner, rid, move |c| async move {

@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::ping::store_error;
 use crate::auction::rfc3339_ms;
 use crate::auth::Client;
-use crate::config::Scope;
+use crate::config::{Scope, WEBHOOK_EVENTS};
 use crate::error::ApiError;
 use crate::http::Reply;
 use crate::runtime::Core;
@@ -198,7 +198,13 @@ pub async fn list_events(core: &Rc<Core>, req: Request<Incoming>) -> Result<Repl
                 )))
             }
             "endpoint" => endpoint = Some(v),
-            "type" => kind = Some(v),
+            "type" if WEBHOOK_EVENTS.contains(&v.as_str()) => kind = Some(v),
+            "type" => {
+                return Err(bad_query(format!(
+                    "type must be one of {}.",
+                    WEBHOOK_EVENTS.join(", ")
+                )))
+            }
             "cursor" => cursor = Some(v),
             "limit" => {
                 limit = v
