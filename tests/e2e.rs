@@ -48,6 +48,7 @@ both_drivers!(
     one_call_lead_is_checked_before_any_buyer,
     one_call_lead_resumes_after_restart,
     buyers_report_lead_status,
+    lead_status_history_is_bounded,
 );
 
 /// A `POST /v1/leads` body: the test ping's fields plus the test lead.
@@ -1360,4 +1361,55 @@ fn buyers_report_lead_status(driver: Driver) {
     assert_eq!((r.status, r.error_code()), (409, "invalid_transition"));
     assert_eq!(post(json!({"status": "sold"})).status, 202);
     assert_eq!(post(json!({"status": "returned"})).status, 202);
+}
+
+fn lead_status_history_is_bounded(driver: Driver) {
+    const HI: &str = "gv_test_buyer_hi_history_000000000000000000";
+    let env = Env::start(driver, vec![fixed("hi", 30.0)], |cfg, _| {
+        cfg.tokens.push(gavel::config::TokenConfig {
+            client: "buyer-hi".into(),
+            tenant: gavel::config::Tenant::Sandbox,
+            sha256: gavel::auth::sha256_hex(HI),
+            scopes: [gavel::config::Scope::Status].into_iter().collect(),
+            buyer: Some("hi".into()),
+            requests_per_s: None,
+        });
+    });
+    let (id, token, _) = won(&env, &ping_body());
+    let sold = env.post("/v1/post", Some(TOKEN), &post_body(&id, &token).to_string());
+    assert_eq!(sold.status, 201, "{}", sold.text);
+    let lead = sold.json["lead_uuid"].as_str().unwrap().to_string();
+    let path = format!("/v1/leads/{lead}/status");
+    let report = |status: &str| env.post(&path, Some(HI), &json!({ "status": status }).to_string());
+    // Gavel's own `sold` is the first entry; the buyer may add the rest, cycling forever if it
+    // wanted to, until the history is full.
+    let limit = gavel::api::status::MAX_STATUS_CHANGES_PER_LEAD;
+    let cycle = ["qualified", "contacted"];
+    for i in 0..limit - 1 {
+        let r = report(cycle[i % 2]);
+        assert_eq!(r.status, 202, "report {i}: {}", r.text);
+    }
+    let last = cycle[(limit - 2) % 2];
+    let next = cycle[(limit - 1) % 2];
+    let r = report(next);
+    assert_eq!(
+        (r.status, r.error_code()),
+        (409, "status_history_full"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.json["message"].as_str().unwrap().contains(last),
+        "{}",
+        r.text
+    );
+    // Still full on a retry, never a 500; repeating the current status is still a harmless 202.
+    assert_eq!(report("sold").error_code(), "status_history_full");
+    let again = report(last);
+    assert_eq!(again.status, 202, "{}", again.text);
+    assert_eq!(again.json["previous_status"], last);
+    // The auction and its lead stay readable.
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    assert_eq!(rec.status, 200, "{}", rec.text);
+    assert_eq!(rec.json["post"]["status"], "sold");
 }
