@@ -49,6 +49,7 @@ both_drivers!(
     one_call_lead_resumes_after_restart,
     buyers_report_lead_status,
     lead_status_history_is_bounded,
+    buyer_host_names_resolve_off_the_core,
 );
 
 /// A `POST /v1/leads` body: the test ping's fields plus the test lead.
@@ -1412,4 +1413,57 @@ fn lead_status_history_is_bounded(driver: Driver) {
     let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
     assert_eq!(rec.status, 200, "{}", rec.text);
     assert_eq!(rec.json["post"]["status"], "sold");
+}
+
+fn buyer_host_names_resolve_off_the_core(driver: Driver) {
+    let env = Env::start(driver, vec![fixed("named", 30.0)], |cfg, fleet| {
+        // A buyer reached by name, through the resolver threads.
+        let named = &mut cfg.buyers[0];
+        named.ping_url = named.ping_url.replace("127.0.0.1", "localhost");
+        named.post_url = named.post_url.replace("127.0.0.1", "localhost");
+        assert!(
+            named.ping_url.starts_with("http://localhost:"),
+            "{}",
+            named.ping_url
+        );
+        // A buyer whose host name does not resolve (`.invalid` never does, RFC 2606).
+        let mut lost = buyer(fleet, "lost");
+        lost.ping_url = "http://gavel-no-such-host.invalid:9/ping".into();
+        lost.post_url = "http://gavel-no-such-host.invalid:9/post".into();
+        cfg.buyers.push(lost);
+    });
+    // Twice: the second auction finds both answers (the address and the failure) in the cache.
+    for _ in 0..2 {
+        let r = env.ping(&ping_body());
+        assert_eq!(r.json["status"], "won", "{}", r.text);
+        assert_eq!(
+            (
+                r.json["buyers_pinged"].as_u64(),
+                r.json["bids_received"].as_u64()
+            ),
+            (Some(2), Some(1)),
+            "{}",
+            r.text
+        );
+        let id = r.json["auction_id"].as_str().unwrap();
+        let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+        let buyers = rec.json["buyers"].as_array().unwrap();
+        let find = |id: &str| buyers.iter().find(|b| b["buyer_id"] == id).unwrap();
+        assert_eq!(rec.json["winner"]["buyer_id"], "named", "{}", rec.text);
+        let lost = find("lost");
+        assert_eq!(lost["outcome"], "error", "{lost}");
+        let reason = lost["reject_reason"].as_str().unwrap();
+        assert!(["dns_error", "dns_timeout"].contains(&reason), "{lost}");
+        assert!(
+            lost["reject_detail"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
+            "{lost}"
+        );
+        // The lead reaches the named buyer too.
+        let token = r.json["bid"]["bid_token"].as_str().unwrap();
+        let p = env.post("/v1/post", Some(TOKEN), &post_body(id, token).to_string());
+        assert_eq!(p.status, 201, "{}", p.text);
+    }
+    assert_eq!(env.fleet.log().pings("named"), 2);
 }
