@@ -528,8 +528,12 @@ fn a_revocation_that_missed_a_busy_core_is_finished_by_a_retry() {
     );
     assert!(body.contains("\"overloaded\""), "{body}");
     assert_eq!(on_owner.send("GET", "/v1/auctions/auc_x", &access).0, 401);
-    // The busy core frees up; the retried revocation reaches it, and answers the first one.
+    // The busy core frees up. It empties its inbox in the same turn of its loop that ran the
+    // holding job, so its next answer shows the inbox has room again; until the revocation is
+    // retried, the client's token still works there.
     release.send(()).unwrap();
+    assert_eq!(on_busy.send("GET", "/v1/auctions/auc_x", &access).0, 404);
+    // The retried revocation reaches it, and answers the first one.
     let (status, _, body) = on_owner.send("DELETE", &path, TOKEN);
     assert_eq!(status, 200, "{body}");
     let again: serde_json::Value = serde_json::from_str(&body).unwrap();
