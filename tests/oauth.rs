@@ -429,9 +429,21 @@ impl Conn {
 
     /// Sends one request; returns the status, the head and the body of the answer.
     fn send(&mut self, method: &str, path: &str, token: &str) -> (u16, String, String) {
+        self.send_json(method, path, token, "")
+    }
+
+    /// Sends one request with a JSON body; returns the status, the head and the body of the answer.
+    fn send_json(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: &str,
+    ) -> (u16, String, String) {
         use std::io::{Read, Write};
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
         );
         self.0.write_all(req.as_bytes()).unwrap();
         let mut buf = Vec::new();
@@ -528,6 +540,16 @@ fn a_revocation_that_missed_a_busy_core_is_finished_by_a_retry() {
     );
     assert!(body.contains("\"overloaded\""), "{body}");
     assert_eq!(on_owner.send("GET", "/v1/auctions/auc_x", &access).0, 401);
+    // A client that could not reach every core is refused without its secret, and revoked so
+    // that nobody holds an unusable client.
+    let (status, _, body) = on_owner.send_json(
+        "POST",
+        "/v1/admin/clients",
+        TOKEN,
+        r#"{"name":"unlucky","scopes":["ping"]}"#,
+    );
+    assert_eq!(status, 503, "{body}");
+    assert!(!body.contains("secret"), "{body}");
     // The busy core frees up. It empties its inbox in the same turn of its loop that ran the
     // holding job, so its next answer shows the inbox has room again; until the revocation is
     // retried, the client's token still works there.
@@ -542,4 +564,12 @@ fn a_revocation_that_missed_a_busy_core_is_finished_by_a_retry() {
     assert_eq!(on_owner.send("GET", "/v1/auctions/auc_x", &access).0, 401);
     let r = form(&env, "grant_type=client_credentials", Some((&id, &secret)));
     assert_eq!(r.json["error"], "invalid_client");
+    let listed = env.get("/v1/admin/clients", Some(TOKEN));
+    let clients = listed.json["clients"].as_array().unwrap();
+    assert_eq!(clients.len(), 2, "{}", listed.text);
+    assert!(
+        clients.iter().all(|c| c["revoked_at"].is_string()),
+        "{}",
+        listed.text
+    );
 }
