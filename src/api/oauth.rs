@@ -299,14 +299,16 @@ async fn create_on_owner(core: &Rc<Core>, mut record: ClientRecord) -> Result<()
         ));
     }
     save(core, &record).await?;
-    if let Err(e) = broadcast(core, &record).await {
+    if broadcast(core, &record).await.is_err() {
         // The caller gets no secret, so nobody can ever use this client: revoke it so that it
         // does not hold a place under the cap, and let the caller retry the whole create.
         record.revoked_ms = Some(now_ms());
         if save(core, &record).await.is_ok() {
             let _ = broadcast(core, &record).await;
         }
-        return Err(e);
+        return Err(ApiError::overloaded(
+            "A core was too busy to learn of the new client, so it was withdrawn and no secret was issued; retry shortly.",
+        ));
     }
     Ok(())
 }
