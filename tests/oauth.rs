@@ -549,7 +549,7 @@ fn a_revocation_that_missed_a_busy_core_is_finished_by_a_retry() {
         r#"{"name":"unlucky","scopes":["ping"]}"#,
     );
     assert_eq!(status, 503, "{body}");
-    assert!(!body.contains("secret"), "{body}");
+    assert!(!body.contains("client_secret"), "{body}");
     // The busy core frees up. It empties its inbox in the same turn of its loop that ran the
     // holding job, so its next answer shows the inbox has room again; until the revocation is
     // retried, the client's token still works there.
