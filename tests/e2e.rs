@@ -48,6 +48,8 @@ both_drivers!(
     one_call_lead_is_checked_before_any_buyer,
     one_call_lead_resumes_after_restart,
     buyers_report_lead_status,
+    lead_status_history_is_bounded,
+    buyer_host_names_resolve_off_the_core,
 );
 
 /// A `POST /v1/leads` body: the test ping's fields plus the test lead.
@@ -1454,4 +1456,108 @@ fn buyers_report_lead_status(driver: Driver) {
     assert_eq!((r.status, r.error_code()), (409, "invalid_transition"));
     assert_eq!(post(json!({"status": "sold"})).status, 202);
     assert_eq!(post(json!({"status": "returned"})).status, 202);
+}
+
+fn lead_status_history_is_bounded(driver: Driver) {
+    const HI: &str = "gv_test_buyer_hi_history_000000000000000000";
+    let env = Env::start(driver, vec![fixed("hi", 30.0)], |cfg, _| {
+        cfg.tokens.push(gavel::config::TokenConfig {
+            client: "buyer-hi".into(),
+            tenant: gavel::config::Tenant::Sandbox,
+            sha256: gavel::auth::sha256_hex(HI),
+            scopes: [gavel::config::Scope::Status].into_iter().collect(),
+            buyer: Some("hi".into()),
+            requests_per_s: None,
+        });
+    });
+    let (id, token, _) = won(&env, &ping_body());
+    let sold = env.post("/v1/post", Some(TOKEN), &post_body(&id, &token).to_string());
+    assert_eq!(sold.status, 201, "{}", sold.text);
+    let lead = sold.json["lead_uuid"].as_str().unwrap().to_string();
+    let path = format!("/v1/leads/{lead}/status");
+    let report = |status: &str| env.post(&path, Some(HI), &json!({ "status": status }).to_string());
+    // Gavel's own `sold` is the first entry; the buyer may add the rest, cycling forever if it
+    // wanted to, until the history is full.
+    let limit = gavel::api::status::MAX_STATUS_CHANGES_PER_LEAD;
+    let cycle = ["qualified", "contacted"];
+    for i in 0..limit - 1 {
+        let r = report(cycle[i % 2]);
+        assert_eq!(r.status, 202, "report {i}: {}", r.text);
+    }
+    let last = cycle[(limit - 2) % 2];
+    let next = cycle[(limit - 1) % 2];
+    let r = report(next);
+    assert_eq!(
+        (r.status, r.error_code()),
+        (409, "status_history_full"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.json["message"].as_str().unwrap().contains(last),
+        "{}",
+        r.text
+    );
+    // Still full on a retry, never a 500; repeating the current status is still a harmless 202.
+    assert_eq!(report("sold").error_code(), "status_history_full");
+    let again = report(last);
+    assert_eq!(again.status, 202, "{}", again.text);
+    assert_eq!(again.json["previous_status"], last);
+    // The auction and its lead stay readable.
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    assert_eq!(rec.status, 200, "{}", rec.text);
+    assert_eq!(rec.json["post"]["status"], "sold");
+}
+
+fn buyer_host_names_resolve_off_the_core(driver: Driver) {
+    let env = Env::start(driver, vec![fixed("named", 30.0)], |cfg, fleet| {
+        // A buyer reached by name, through the resolver threads.
+        let named = &mut cfg.buyers[0];
+        named.ping_url = named.ping_url.replace("127.0.0.1", "localhost");
+        named.post_url = named.post_url.replace("127.0.0.1", "localhost");
+        assert!(
+            named.ping_url.starts_with("http://localhost:"),
+            "{}",
+            named.ping_url
+        );
+        // A buyer whose host name does not resolve (`.invalid` never does, RFC 2606).
+        let mut lost = buyer(fleet, "lost");
+        lost.ping_url = "http://gavel-no-such-host.invalid:9/ping".into();
+        lost.post_url = "http://gavel-no-such-host.invalid:9/post".into();
+        cfg.buyers.push(lost);
+    });
+    // Twice: the second auction finds both answers (the address and the failure) in the cache.
+    for _ in 0..2 {
+        let r = env.ping(&ping_body());
+        assert_eq!(r.json["status"], "won", "{}", r.text);
+        assert_eq!(
+            (
+                r.json["buyers_pinged"].as_u64(),
+                r.json["bids_received"].as_u64()
+            ),
+            (Some(2), Some(1)),
+            "{}",
+            r.text
+        );
+        let id = r.json["auction_id"].as_str().unwrap();
+        let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+        let buyers = rec.json["buyers"].as_array().unwrap();
+        let find = |id: &str| buyers.iter().find(|b| b["buyer_id"] == id).unwrap();
+        assert_eq!(rec.json["winner"]["buyer_id"], "named", "{}", rec.text);
+        let lost = find("lost");
+        assert_eq!(lost["outcome"], "error", "{lost}");
+        let reason = lost["reject_reason"].as_str().unwrap();
+        assert!(["dns_error", "dns_timeout"].contains(&reason), "{lost}");
+        assert!(
+            lost["reject_detail"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
+            "{lost}"
+        );
+        // The lead reaches the named buyer too.
+        let token = r.json["bid"]["bid_token"].as_str().unwrap();
+        let p = env.post("/v1/post", Some(TOKEN), &post_body(id, token).to_string());
+        assert_eq!(p.status, 201, "{}", p.text);
+    }
+    assert_eq!(env.fleet.log().pings("named"), 2);
 }

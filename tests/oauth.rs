@@ -410,3 +410,210 @@ fn tenants_never_mix_in_either_direction() {
         200
     );
 }
+
+#[test]
+fn the_client_cap_counts_active_clients_and_holds_under_concurrent_creates() {
+    use gavel::api::oauth::MAX_CLIENTS_PER_TENANT;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let env = Env::start(Driver::Legacy, vec![fixed("x", 30.0)], |cfg, _| {
+        // A thousand creates; their durability is not what this test is about.
+        cfg.store.durable = false;
+    });
+    // Many connections (spread over both cores) create until the cap refuses them.
+    let created = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| loop {
+                let body = serde_json::json!({"name": "racer", "scopes": ["ping"]}).to_string();
+                let r = env.post("/v1/admin/clients", Some(TOKEN), &body);
+                match (r.status, r.error_code()) {
+                    (201, _) => {
+                        created.fetch_add(1, Ordering::SeqCst);
+                    }
+                    (422, "too_many_clients") => return,
+                    _ => panic!("{} {}", r.status, r.text),
+                }
+            });
+        }
+    });
+    assert_eq!(created.load(Ordering::SeqCst), MAX_CLIENTS_PER_TENANT);
+    let listed = env.get("/v1/admin/clients", Some(TOKEN));
+    let clients = listed.json["clients"].as_array().unwrap().clone();
+    assert_eq!(clients.len(), MAX_CLIENTS_PER_TENANT);
+    // The cap is per tenant: production still has room.
+    register(&env, LIVE, &["ping"]);
+    // A revoked client frees its place; it stays listed, revoked.
+    let first = clients[0]["client_id"].as_str().unwrap();
+    assert_eq!(revoke(&env, first).status, 200);
+    let (fresh, _) = register(&env, TOKEN, &["ping"]);
+    let r = env.post(
+        "/v1/admin/clients",
+        Some(TOKEN),
+        r#"{"name":"one too many","scopes":["ping"]}"#,
+    );
+    assert_eq!((r.status, r.error_code()), (422, "too_many_clients"));
+    let listed = env.get("/v1/admin/clients", Some(TOKEN));
+    let clients = listed.json["clients"].as_array().unwrap();
+    assert_eq!(clients.len(), MAX_CLIENTS_PER_TENANT + 1);
+    assert!(clients.iter().any(|c| c["client_id"] == fresh));
+    assert!(clients
+        .iter()
+        .any(|c| c["client_id"] == first && c["revoked_at"].is_string()));
+}
+
+/// A keep-alive connection to the server, kept to send requests to the core that accepted it.
+struct Conn(std::net::TcpStream);
+
+impl Conn {
+    fn open(addr: std::net::SocketAddr) -> Conn {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Conn(s)
+    }
+
+    /// Sends one request; returns the status, the head and the body of the answer.
+    fn send(&mut self, method: &str, path: &str, token: &str) -> (u16, String, String) {
+        self.send_json(method, path, token, "")
+    }
+
+    /// Sends one request with a JSON body; returns the status, the head and the body of the answer.
+    fn send_json(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: &str,
+    ) -> (u16, String, String) {
+        use std::io::{Read, Write};
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.0.write_all(req.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            assert_eq!(self.0.read(&mut byte).unwrap(), 1, "connection closed");
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8(buf).unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().unwrap())
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        self.0.read_exact(&mut body).unwrap();
+        let status = head[9..12].parse().unwrap();
+        (status, head, String::from_utf8(body).unwrap())
+    }
+}
+
+/// One keep-alive connection per core: a lookup of an auction owned by core 1 is handed off
+/// exactly when the connection is on core 0, which the cores' hand-off counters show.
+fn conn_per_core(env: &Env) -> [Conn; 2] {
+    let mut probe = 0;
+    let on_core_1 = loop {
+        let id = format!("auc_probe_{probe}");
+        probe += 1;
+        if gavel::runtime::owner_of(&id, 2) == 1 {
+            break id;
+        }
+    };
+    let handoffs = || {
+        env.server().shared.stats[0]
+            .handoffs_out
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let (mut zero, mut one) = (None, None);
+    for _ in 0..256 {
+        let mut c = Conn::open(env.server().addr);
+        let before = handoffs();
+        let (status, _, _) = c.send("GET", &format!("/v1/auctions/{on_core_1}"), TOKEN);
+        assert_eq!(status, 404);
+        if handoffs() > before {
+            zero.get_or_insert(c);
+        } else {
+            one.get_or_insert(c);
+        }
+        if let (Some(_), Some(_)) = (&zero, &one) {
+            return [zero.take().unwrap(), one.take().unwrap()];
+        }
+    }
+    panic!("the kernel never spread 256 connections over both cores");
+}
+
+#[test]
+fn a_revocation_that_missed_a_busy_core_is_finished_by_a_retry() {
+    use gavel::runtime::Core;
+    use std::rc::Rc;
+    let env = Env::start(Driver::Legacy, vec![fixed("x", 30.0)], |_, _| {});
+    let mut conns = conn_per_core(&env);
+    let (id, secret) = register(&env, TOKEN, &["reports"]);
+    let r = form(&env, "grant_type=client_credentials", Some((&id, &secret)));
+    let access = r.json["access_token"].as_str().unwrap().to_string();
+    for c in conns.iter_mut() {
+        assert_eq!(c.send("GET", "/v1/auctions/auc_x", &access).0, 404);
+    }
+    // The sandbox tenant's client changes are decided on its owner core; the other core is made
+    // busy: its loop is held by one job and its inbox filled behind it.
+    let owner = gavel::runtime::owner_of("sandbox", 2);
+    let busy = 1 - owner;
+    let inbox = &env.server().shared.inboxes[busy];
+    let (started_tx, started) = std::sync::mpsc::channel::<()>();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let hold = Box::new(move |_core: Rc<Core>| {
+        started_tx.send(()).unwrap();
+        let _ = held.recv();
+    });
+    assert!(inbox.send(hold).is_ok());
+    started.recv().unwrap();
+    while inbox.send(Box::new(|_core: Rc<Core>| {})).is_ok() {}
+    let path = format!("/v1/admin/clients/{id}");
+    let [a, b] = &mut conns;
+    let (on_owner, on_busy) = if owner == 0 { (a, b) } else { (b, a) };
+    // The revocation is durable and applied where it could be, and says it is not finished.
+    let (status, head, body) = on_owner.send("DELETE", &path, TOKEN);
+    assert_eq!(status, 503, "{head}{body}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: "),
+        "{head}"
+    );
+    assert!(body.contains("\"overloaded\""), "{body}");
+    assert_eq!(on_owner.send("GET", "/v1/auctions/auc_x", &access).0, 401);
+    // A client that could not reach every core is refused without its secret, and revoked so
+    // that nobody holds an unusable client.
+    let (status, _, body) = on_owner.send_json(
+        "POST",
+        "/v1/admin/clients",
+        TOKEN,
+        r#"{"name":"unlucky","scopes":["ping"]}"#,
+    );
+    assert_eq!(status, 503, "{body}");
+    assert!(!body.contains("client_secret"), "{body}");
+    // The busy core frees up. It empties its inbox in the same turn of its loop that ran the
+    // holding job, so its next answer shows the inbox has room again; until the revocation is
+    // retried, the client's token still works there.
+    release.send(()).unwrap();
+    assert_eq!(on_busy.send("GET", "/v1/auctions/auc_x", &access).0, 404);
+    // The retried revocation reaches it, and answers the first one.
+    let (status, _, body) = on_owner.send("DELETE", &path, TOKEN);
+    assert_eq!(status, 200, "{body}");
+    let again: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(again["revoked_at"].is_string());
+    assert_eq!(on_busy.send("GET", "/v1/auctions/auc_x", &access).0, 401);
+    assert_eq!(on_owner.send("GET", "/v1/auctions/auc_x", &access).0, 401);
+    let r = form(&env, "grant_type=client_credentials", Some((&id, &secret)));
+    assert_eq!(r.json["error"], "invalid_client");
+    let listed = env.get("/v1/admin/clients", Some(TOKEN));
+    let clients = listed.json["clients"].as_array().unwrap();
+    assert_eq!(clients.len(), 2, "{}", listed.text);
+    assert!(
+        clients.iter().all(|c| c["revoked_at"].is_string()),
+        "{}",
+        listed.text
+    );
+}

@@ -367,6 +367,7 @@ async fn generator(
 fn transport_kind(e: &CallError) -> &'static str {
     match e {
         CallError::Connect(_) => "connect",
+        CallError::Resolve(_) => "dns",
         CallError::Http(_) => "http",
         CallError::TooLarge(_) => "too_large",
     }

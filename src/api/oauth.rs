@@ -4,9 +4,16 @@
 //!
 //! Client records are durable in the store before any answer about them leaves, and every change
 //! reaches every core's client table before the call answers: a revoked client's access tokens
-//! stop working on all cores the moment `DELETE /v1/admin/clients/{client_id}` returns.
+//! stop working on all cores the moment `DELETE /v1/admin/clients/{client_id}` returns. A change
+//! that could not reach some core answers `503` instead, and repeating the call finishes it.
+//!
+//! Every create and revoke of one tenant's clients is decided on one core (the tenant's owner,
+//! [`admin_core`]), one change at a time, so the per-tenant cap's check and the write after it
+//! cannot interleave with another change. The change runs detached from the caller's
+//! connection: a caller that hangs up mid-way does not stop it half applied.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::rc::Rc;
 
 use http::{HeaderValue, Request, StatusCode};
@@ -21,12 +28,49 @@ use crate::auth::oauth::{self, ClientRecord, OAuthError, TokenRequest, MAX_TOKEN
 use crate::config::{Scope, Tenant};
 use crate::error::ApiError;
 use crate::http::Reply;
-use crate::runtime::handoff::ask;
+use crate::runtime::handoff::{ask, run_on};
 use crate::runtime::Core;
 use crate::store::Batch;
 
-/// Most OAuth clients one tenant may register (revoked ones included).
+/// Most active OAuth clients one tenant may have. Revoked clients stay in the store (the admin
+/// list shows them, for audit) but do not count.
 pub const MAX_CLIENTS_PER_TENANT: usize = 1_000;
+
+thread_local! {
+    /// Client changes decided on this core, taken one at a time: a change awaits its commit and
+    /// its broadcast, and the next change must see the tables as that one left them. An async
+    /// lock local to the core thread, never held by another thread.
+    static CHANGES: Rc<futures::lock::Mutex<()>> = Rc::new(futures::lock::Mutex::new(()));
+}
+
+/// The core that decides every client change of `tenant`.
+pub fn admin_core(core: &Core, tenant: Tenant) -> usize {
+    core.shared.owner_of(tenant.as_str())
+}
+
+/// Runs `change` on core `target`, spawned on this core so it runs to its end whether or not the
+/// caller's connection is still there; the caller only awaits its result.
+async fn detached<T, F, Fut>(core: &Rc<Core>, target: usize, change: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, ApiError>> + 'static,
+{
+    let (tx, rx) = futures::channel::oneshot::channel();
+    let here = core.clone();
+    monoio::spawn(async move {
+        let out = run_on(&here, target, move |c| async move {
+            let changes = CHANGES.with(Rc::clone);
+            let _one_at_a_time = changes.lock().await;
+            change(c).await
+        })
+        .await
+        .and_then(std::convert::identity);
+        let _ = tx.send(out);
+    });
+    rx.await
+        .map_err(|_| ApiError::internal("The client change stopped before it finished."))?
+}
 
 fn no_store(reply: Reply) -> Reply {
     reply
@@ -209,22 +253,43 @@ fn tenant_clients(core: &Core, tenant: Tenant) -> Result<Vec<ClientRecord>, ApiE
     Ok(all.into_iter().filter(|c| c.tenant == tenant).collect())
 }
 
-/// Makes `record` durable, then applies it to every core's client table.
-async fn save_and_broadcast(core: &Rc<Core>, record: &ClientRecord) -> Result<(), ApiError> {
+/// Makes `record` durable.
+async fn save(core: &Rc<Core>, record: &ClientRecord) -> Result<(), ApiError> {
     let json = serde_json::to_vec(record).expect("client records serialize");
     let mut batch = Batch::new();
     batch.put_meta(&oauth::meta_key(&record.client_id), json);
-    core.commit(batch).await.map_err(store_error)?;
+    core.commit(batch).await.map_err(store_error)
+}
+
+/// Applies `record` to every core's client table. Every core is tried, also after one failed (a
+/// full inbox), so one busy core never keeps the others from learning of a revocation; `503`
+/// names the cores that did not take it, and broadcasting the same record again completes it.
+async fn broadcast(core: &Rc<Core>, record: &ClientRecord) -> Result<(), ApiError> {
     // One set of limits for the client, shared by every core's table.
     let limits = std::sync::Arc::new(crate::auth::client_limits(&core.shared.config.limits));
-    for target in 0..core.shared.cores {
+    let sends = (0..core.shared.cores).map(|target| {
         let (r, l) = (record.clone(), limits.clone());
-        ask(core, target, move |c| async move {
-            c.clients.borrow_mut().apply(r, l);
-        })
-        .await?;
+        async move {
+            let res = ask(core, target, move |c| async move {
+                c.clients.borrow_mut().apply(r, l);
+            })
+            .await;
+            (target, res)
+        }
+    });
+    let missed: Vec<String> = futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .filter_map(|(target, res)| res.err().map(|_| target.to_string()))
+        .collect();
+    if missed.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    tracing::warn!(client_id = %record.client_id, cores = %missed.join(","), "OAuth client change not applied on every core");
+    Err(ApiError::overloaded(format!(
+        "The change is saved, but core(s) {} were too busy to apply it; repeat the call to finish it.",
+        missed.join(", ")
+    )))
 }
 
 /// `POST /v1/admin/clients`: registers a client of the caller's tenant and shows its secret once.
@@ -232,12 +297,6 @@ pub async fn create(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, Ap
     let admin = core.authenticate(req.headers(), Scope::Admin)?;
     let body = super::json_body(req).await?;
     let c = CreateClient::parse(&body)?;
-    if tenant_clients(core, admin.tenant)?.len() >= MAX_CLIENTS_PER_TENANT {
-        return Err(ApiError::unprocessable(
-            "too_many_clients",
-            format!("A tenant may register at most {MAX_CLIENTS_PER_TENANT} clients."),
-        ));
-    }
     let secret = oauth::new_client_secret(admin.tenant);
     let record = ClientRecord {
         client_id: oauth::new_client_id(),
@@ -248,12 +307,44 @@ pub async fn create(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, Ap
         created_ms: now_ms(),
         revoked_ms: None,
     };
-    save_and_broadcast(core, &record).await?;
+    let owner = admin_core(core, admin.tenant);
+    let new = record.clone();
+    detached(core, owner, move |c| async move {
+        create_on_owner(&c, new).await
+    })
+    .await?;
     tracing::info!(client_id = %record.client_id, by = %admin.name, "OAuth client created");
     Ok(no_store(Reply::json(
         StatusCode::CREATED,
         &client_out(&record, Some(&secret)),
     )))
+}
+
+/// The cap check and the write of a new client, on its tenant's [`admin_core`]. The owner's own
+/// table knows every active client of the tenant: each change is applied there before the next
+/// one starts.
+async fn create_on_owner(core: &Rc<Core>, mut record: ClientRecord) -> Result<(), ApiError> {
+    if core.clients.borrow().active_in(record.tenant) >= MAX_CLIENTS_PER_TENANT {
+        return Err(ApiError::unprocessable(
+            "too_many_clients",
+            format!(
+                "A tenant may have at most {MAX_CLIENTS_PER_TENANT} active clients; revoke one first."
+            ),
+        ));
+    }
+    save(core, &record).await?;
+    if broadcast(core, &record).await.is_err() {
+        // The caller gets no secret, so nobody can ever use this client: revoke it so that it
+        // does not hold a place under the cap, and let the caller retry the whole create.
+        record.revoked_ms = Some(now_ms());
+        if save(core, &record).await.is_ok() {
+            let _ = broadcast(core, &record).await;
+        }
+        return Err(ApiError::overloaded(
+            "A core was too busy to learn of the new client, so it was withdrawn and no secret was issued; retry shortly.",
+        ));
+    }
+    Ok(())
 }
 
 /// `GET /v1/admin/clients`: the caller's tenant's clients, revoked ones included.
@@ -268,13 +359,29 @@ pub async fn list(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, ApiE
 }
 
 /// `DELETE /v1/admin/clients/{client_id}`: revokes a client; its tokens stop working on every core
-/// before this answers. Revoking twice answers the first revocation again.
+/// before this answers. Revoking twice answers the first revocation again, after applying it to
+/// every core once more (a first call that answered `503` left some core without it).
 pub async fn revoke(
     core: &Rc<Core>,
     req: Request<Incoming>,
     client_id: &str,
 ) -> Result<Reply, ApiError> {
     let admin = core.authenticate(req.headers(), Scope::Admin)?;
+    let (tenant, by, id) = (admin.tenant, admin.name.clone(), client_id.to_string());
+    let record = detached(core, admin_core(core, tenant), move |c| async move {
+        revoke_on_owner(&c, tenant, &id, &by).await
+    })
+    .await?;
+    Ok(Reply::json(StatusCode::OK, &client_out(&record, None)))
+}
+
+/// The revocation of `client_id` of `tenant`, on the tenant's [`admin_core`].
+async fn revoke_on_owner(
+    core: &Rc<Core>,
+    tenant: Tenant,
+    client_id: &str,
+    by: &str,
+) -> Result<ClientRecord, ApiError> {
     let not_found = || ApiError::not_found(format!("No client {client_id} in this tenant."));
     let stored = core
         .shared
@@ -286,13 +393,14 @@ pub async fn revoke(
         tracing::error!(error = %e, client_id, "OAuth client record damaged");
         ApiError::internal("The client record could not be read.")
     })?;
-    if record.tenant != admin.tenant {
+    if record.tenant != tenant {
         return Err(not_found());
     }
     if record.revoked_ms.is_none() {
         record.revoked_ms = Some(now_ms());
-        save_and_broadcast(core, &record).await?;
-        tracing::info!(client_id, by = %admin.name, "OAuth client revoked");
+        save(core, &record).await?;
+        tracing::info!(client_id, by = %by, "OAuth client revoked");
     }
-    Ok(Reply::json(StatusCode::OK, &client_out(&record, None)))
+    broadcast(core, &record).await?;
+    Ok(record)
 }

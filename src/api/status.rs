@@ -29,6 +29,11 @@ use crate::store::{Batch, LeadEvent};
 pub const BUYER_STATUSES: [&str; 4] = ["qualified", "contacted", "sold", "returned"];
 /// Longest `reason` accepted, in characters.
 pub const MAX_REASON_CHARS: usize = 256;
+/// Most status changes one lead's history keeps, Gavel's own `sold` included. A buyer could
+/// otherwise cycle `qualified` ↔ `contacted` until the record outgrows what the store accepts,
+/// after which every report would fail; past this limit a change is refused with
+/// `409 status_history_full` and the history stays readable as it is.
+pub const MAX_STATUS_CHANGES_PER_LEAD: usize = 32;
 
 /// The statuses that may follow `current`. A lead starts at `sold` (Gavel's sale to the buyer);
 /// the buyer then reports `qualified` and `contacted` as it works the lead, `sold` when it
@@ -186,6 +191,15 @@ async fn report(
                     r.status
                 )
             },
+        ));
+    }
+    if lead.history.len() >= MAX_STATUS_CHANGES_PER_LEAD {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "status_history_full",
+            format!(
+                "The lead already has {MAX_STATUS_CHANGES_PER_LEAD} status changes, the most one lead may record; it stays {current}."
+            ),
         ));
     }
     let at_ms = now_ms();

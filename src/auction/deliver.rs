@@ -181,7 +181,7 @@ pub async fn deliver(
             let latency_us = t0.elapsed().as_micros() as u64;
             let (outcome, result, http_status) = match res {
                 Err(_) => (Try::RetryableUnclear, "timeout", None),
-                Ok(Err(CallError::Connect(_))) => {
+                Ok(Err(CallError::Connect(_) | CallError::Resolve(_))) => {
                     (Try::RetryableClean(None), "connect_error", None)
                 }
                 Ok(Err(_)) => (Try::RetryableUnclear, "error", None),

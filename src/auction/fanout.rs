@@ -220,13 +220,20 @@ pub async fn ping_buyers(
             },
             Ok(Err(e)) => BuyerOutcome {
                 reject_reason: Some(
-                    match e {
+                    match &e {
                         CallError::Connect(_) => "connect_failed",
+                        CallError::Resolve(r) => r.reason(),
                         CallError::Http(_) => "http_error",
                         CallError::TooLarge(_) => "response_too_large",
                     }
                     .into(),
                 ),
+                // The host is the buyer's configured one, so saying why it did not resolve
+                // reveals nothing about the lead.
+                reject_detail: match &e {
+                    CallError::Resolve(r) => clip(Some(r.to_string())),
+                    _ => None,
+                },
                 ..base
             },
             Ok(Ok(answer)) => {

@@ -121,6 +121,14 @@ impl ClientTable {
         self.active.get(client_id).map(|(r, _)| r)
     }
 
+    /// How many active clients `tenant` has.
+    pub fn active_in(&self, tenant: Tenant) -> usize {
+        self.active
+            .values()
+            .filter(|(r, _)| r.tenant == tenant)
+            .count()
+    }
+
     pub fn get_with_limits(&self, client_id: &str) -> Option<(&ClientRecord, &Arc<ClientLimits>)> {
         self.active.get(client_id).map(|(r, l)| (r, l))
     }

@@ -13,6 +13,7 @@ use crate::config::{BuyerConfig, Tenant};
 use crate::model::{f64_to_cents, Cents, Ping};
 
 pub mod pool;
+pub mod resolve;
 
 use pool::Target;
 

@@ -5,7 +5,8 @@
 //! [`Conn`] aborts its hyper connection task and closes the socket, so a hanging or trickling buyer
 //! cannot hold resources past the auction that called it. A connection idle past
 //! [`POOL_IDLE_LIMIT`] is closed rather than reused, and a request that a pooled connection never
-//! sent (it closed first) goes out once more on a fresh connection.
+//! sent (it closed first) goes out once more on a fresh connection. Host names are resolved off
+//! the core ([`super::resolve`]), through the pool's own cache.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -85,6 +86,9 @@ pub enum CallError {
     /// The TCP connection could not be made: the request never left Gavel.
     #[error("connect failed: {0}")]
     Connect(std::io::Error),
+    /// The host name gave no address: the request never left Gavel.
+    #[error("name resolution failed: {0}")]
+    Resolve(super::resolve::ResolveError),
     /// The request was written (or may have been) but no complete answer came back.
     #[error("http error: {0}")]
     Http(hyper::Error),
@@ -95,7 +99,7 @@ pub enum CallError {
 impl CallError {
     /// True when the buyer cannot have seen the request (safe to try another buyer).
     pub fn never_sent(&self) -> bool {
-        matches!(self, CallError::Connect(_))
+        matches!(self, CallError::Connect(_) | CallError::Resolve(_))
     }
 }
 
@@ -125,6 +129,7 @@ impl Drop for Conn {
 pub struct Pool {
     idle: RefCell<HashMap<Origin, Vec<Conn>>>,
     idle_limit: std::time::Duration,
+    dns: super::resolve::Cache,
 }
 
 impl Default for Pool {
@@ -143,6 +148,7 @@ impl Pool {
         Pool {
             idle: RefCell::new(HashMap::new()),
             idle_limit,
+            dns: super::resolve::Cache::default(),
         }
     }
 
@@ -171,11 +177,18 @@ impl Pool {
         }
     }
 
-    async fn connect(origin: &Origin) -> Result<Conn, CallError> {
+    async fn connect(&self, origin: &Origin) -> Result<Conn, CallError> {
         use monoio::io::IntoPollIo;
-        let stream = monoio::net::TcpStream::connect((origin.host.as_str(), origin.port))
-            .await
-            .map_err(CallError::Connect)?;
+        let addrs = self.dns.resolve(origin).await.map_err(CallError::Resolve)?;
+        // Each address in turn, as getaddrinfo ordered them; the last failure is the answer.
+        let mut stream = Err(std::io::Error::other("no address to connect to"));
+        for addr in addrs.iter() {
+            stream = monoio::net::TcpStream::connect_addr(*addr).await;
+            if stream.is_ok() {
+                break;
+            }
+        }
+        let stream = stream.map_err(CallError::Connect)?;
         let _ = stream.set_nodelay(true);
         let io = stream.into_poll_io().map_err(CallError::Connect)?;
         let (sender, conn) =
@@ -249,7 +262,7 @@ impl Pool {
         let reused = pooled.is_some();
         let mut conn = match pooled {
             Some(c) => c,
-            None => Self::connect(&target.origin).await?,
+            None => self.connect(&target.origin).await?,
         };
         req.headers_mut()
             .insert(http::header::HOST, target.host_header.clone());
@@ -260,7 +273,7 @@ impl Pool {
                 // request back only then): nothing reached the peer, so a fresh connection may
                 // carry it.
                 (true, Some(req)) => {
-                    conn = Self::connect(&target.origin).await?;
+                    conn = self.connect(&target.origin).await?;
                     conn.sender
                         .send_request(req)
                         .await
