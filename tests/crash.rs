@@ -194,6 +194,10 @@ path = "{data}"
 [log]
 level = "error"
 
+# The kill -9 tests run side by side; a free port keeps their operations listeners apart.
+[metrics]
+listen = "127.0.0.1:0"
+
 # The re-checks replay thousands of requests at once; this test is about durability, not limits.
 [limits]
 client_requests_per_s = 1000000
@@ -473,6 +477,7 @@ events = ["lead.posted"]
         finish(&base, f);
     }
     let depth: u64 = ureq::get(&format!("{base}/metrics"))
+        .set("Authorization", &format!("Bearer {TOKEN}"))
         .call()
         .expect("metrics answer")
         .into_string()

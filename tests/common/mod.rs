@@ -72,6 +72,10 @@ buyer_pings_per_s = 1000000
 [log]
 level = "warn"
 
+# A free port: many test servers run at once.
+[metrics]
+listen = "127.0.0.1:0"
+
 [[tokens]]
 client = "it-all"
 tenant = "sandbox"
@@ -216,7 +220,7 @@ impl Env {
     }
 
     pub fn metric_sum(&self, name: &str) -> u64 {
-        let text = self.get("/metrics", None).text;
+        let text = self.get("/metrics", Some(TOKEN)).text;
         text.lines()
             .filter(|l| l.starts_with(name) && !l.starts_with('#'))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
