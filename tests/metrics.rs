@@ -59,7 +59,7 @@ fn scripted_run_counts_exactly() {
     let replay = env.post("/v1/post", Some(TOKEN), &post_body(id, token).to_string());
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
 
-    let m = env.get("/metrics", Some(TOKEN)).text;
+    let m = env.scrape();
     let ping_200 = (pings + 1) as f64;
     assert_eq!(
         sample(
@@ -159,7 +159,7 @@ fn promtool_accepts_a_live_scrape() {
         let token = r.json["bid"]["bid_token"].as_str().unwrap();
         env.post("/v1/post", Some(TOKEN), &post_body(id, token).to_string());
     }
-    let scrape = env.get("/metrics", Some(TOKEN));
+    let scrape = env.scrape_resp();
     assert_eq!(scrape.status, 200);
     assert!(scrape
         .header("content-type")

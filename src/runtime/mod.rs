@@ -612,6 +612,8 @@ pub fn raise_fd_limit() -> Option<u64> {
         if lim.rlim_cur == libc::RLIM_INFINITY {
             return None;
         }
+        // `rlim_t` is `u64` on Linux but not on every Unix.
+        #[allow(clippy::unnecessary_cast)]
         Some(lim.rlim_cur as u64)
     }
     #[cfg(not(unix))]
