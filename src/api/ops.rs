@@ -30,7 +30,7 @@ pub async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let rid = crate::http::request_id();
     let path = req.uri().path();
-    let reply = match (req.method(), path) {
+    let mut reply = match (req.method(), path) {
         (&Method::GET, "/healthz") => healthz(),
         (&Method::GET, "/readyz") => readyz(&core),
         (&Method::GET, "/metrics") => metrics(&core).await,
@@ -50,6 +50,13 @@ pub async fn handle(
             &rid,
         ),
     };
+    // No body is ever read here, so a connection whose request sent one cannot serve another.
+    if crate::http::has_body(&req) {
+        reply = reply.header(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
     Ok(reply.into_response(&rid))
 }
 
