@@ -89,7 +89,7 @@ pub struct MetricsConfig {
     pub record: bool,
     /// Address of the separate operations listener that serves `/metrics`, `/healthz` and
     /// `/readyz` without a token (port 0 picks a free port); `"off"` disables it. `/metrics` on
-    /// the API port always needs a token with the `reports` scope.
+    /// the API port always needs a production token with the `reports` scope.
     #[serde(deserialize_with = "address_or_off")]
     pub listen: Option<SocketAddr>,
 }

@@ -123,7 +123,8 @@ fn a_silent_connection_is_held_to_the_header_timeout_not_the_idle_timeout() {
 #[test]
 fn metrics_need_a_token_on_the_api_port_and_none_on_the_operations_listener() {
     let env = Env::start(Driver::Legacy, vec![fixed("a", 10.0)], |_, _| {});
-    // The API port: no token → 401 with the RFC 6750 challenge; a token without `reports` → 403.
+    // The API port: no token → 401 with the RFC 6750 challenge; a token without `reports` → 403;
+    // a sandbox token, even with `reports` → 403; a production `reports` token → the text.
     let open = env.get("/metrics", None);
     assert_eq!(open.status, 401, "{}", open.text);
     assert!(open
@@ -131,7 +132,12 @@ fn metrics_need_a_token_on_the_api_port_and_none_on_the_operations_listener() {
         .is_some_and(|v| v.starts_with("Bearer")));
     assert!(!open.text.contains("gavel_buyer"), "{}", open.text);
     assert_eq!(env.get("/metrics", Some(PING_ONLY)).status, 403);
-    let authed = env.get("/metrics", Some(TOKEN));
+    let sandbox = env.get("/metrics", Some(TOKEN));
+    assert_eq!(
+        (sandbox.status, sandbox.error_code()),
+        (403, "production_only")
+    );
+    let authed = env.get("/metrics", Some(LIVE));
     assert_eq!(authed.status, 200);
     assert!(authed.text.contains("gavel_http_requests_total"));
 
@@ -165,7 +171,7 @@ fn the_operations_listener_can_be_turned_off() {
         cfg.metrics.listen = None;
     });
     assert_eq!(env.server().metrics_addr, None);
-    assert_eq!(env.get("/metrics", Some(TOKEN)).status, 200);
+    assert_eq!(env.get("/metrics", Some(LIVE)).status, 200);
     // From TOML: `listen = "off"`.
     let cfg = gavel::config::Config::parse("t.toml", "[metrics]\nlisten = \"off\"\n").unwrap();
     assert_eq!(cfg.metrics.listen, None);
@@ -183,7 +189,7 @@ fn metric_labels_name_the_route_that_answered() {
     assert_eq!((deeper.status, deeper.error_code()), (404, "not_found"));
     let unknown = env.get("/v1/auctions/auc_unknown", Some(TOKEN));
     assert_eq!(unknown.status, 404);
-    let m = env.get("/metrics", Some(TOKEN)).text;
+    let m = env.scrape();
     let count = |series: &str| -> u64 {
         m.lines()
             .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())

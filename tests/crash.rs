@@ -208,9 +208,17 @@ client = "crash"
 tenant = "sandbox"
 sha256 = "{hash}"
 scopes = ["ping", "post", "reports"]
+
+# Reads /metrics on the API port, which takes only production tokens.
+[[tokens]]
+client = "crash-ops"
+tenant = "production"
+sha256 = "{live}"
+scopes = ["reports"]
 "#,
         data = dir.join("data").display(),
         hash = gavel::auth::sha256_hex(TOKEN),
+        live = gavel::auth::sha256_hex(LIVE),
     );
     for id in ["alpha", "bravo", "charlie"] {
         text.push_str(&format!(
@@ -477,7 +485,7 @@ events = ["lead.posted"]
         finish(&base, f);
     }
     let depth: u64 = ureq::get(&format!("{base}/metrics"))
-        .set("Authorization", &format!("Bearer {TOKEN}"))
+        .set("Authorization", &format!("Bearer {LIVE}"))
         .call()
         .expect("metrics answer")
         .into_string()

@@ -143,9 +143,18 @@ async fn route(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Rep
         (&Method::GET, "/healthz") => Ok(ops::healthz()),
         (&Method::GET, "/readyz") => Ok(ops::readyz(core)),
         (&Method::GET, "/metrics") => {
-            // It names every tenant's buyers: on the public port only a reporting client sees
-            // it; scrapers use the operations listener (`[metrics] listen`).
-            core.authenticate(req.headers(), crate::config::Scope::Reports)?;
+            // It names every tenant's buyers, so on the public port only a production client
+            // with `reports` sees it (sandbox tokens are handed around, one ships in the README);
+            // scrapers use the operations listener (`[metrics] listen`).
+            let client = core.authenticate(req.headers(), crate::config::Scope::Reports)?;
+            if client.tenant != crate::config::Tenant::Production {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "production_only",
+                    "/metrics covers every tenant's buyers; use a gv_live_ credential with the \
+                     reports scope, or the operations listener ([metrics] listen).",
+                ));
+            }
             Ok(ops::metrics(core).await)
         }
         (&Method::GET, "/v1/metrics/latency") => {

@@ -1,8 +1,9 @@
 //! Operations endpoints: liveness, readiness and the Prometheus scrape (CONTRACT §9).
 //!
 //! `/metrics` and `/v1/metrics/latency` collect a snapshot from every core and merge them; the
-//! rendering belongs to [`crate::metrics`]. On the API port health needs no token, while
-//! `/metrics` (it names every tenant's buyers) and the latency report need the `reports` scope.
+//! rendering belongs to [`crate::metrics`]. On the API port health needs no token, `/metrics` (it
+//! names every tenant's buyers) needs a production client with the `reports` scope, and the
+//! latency report the `reports` scope.
 //! The operations listener (`[metrics] listen`, loopback by default) serves `/metrics`, `/healthz`
 //! and `/readyz` without a token through [`handle`], and nothing else.
 
