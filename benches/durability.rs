@@ -32,6 +32,8 @@ path = "{path}"
 durable = {durable}
 [log]
 level = "error"
+[metrics]
+listen = "off"
 
 # Measures durability, not the protective limits.
 [limits]

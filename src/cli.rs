@@ -463,6 +463,9 @@ fn serve(path: &std::path::Path, overrides: &Overrides) -> Result<(), String> {
     };
     let server = crate::runtime::start(cfg)?;
     eprintln!("gavel listening on http://{}", server.addr);
+    if let Some(m) = server.metrics_addr {
+        eprintln!("gavel operations listener on http://{m} (/metrics, /healthz, /readyz)");
+    }
     wait_for_signal()?;
     server.stop();
     drop(fleet);

@@ -87,12 +87,37 @@ pub struct Config {
 pub struct MetricsConfig {
     /// Benchmark-only: `false` skips all latency and counter recording, to measure what it costs.
     pub record: bool,
+    /// Address of the separate operations listener that serves `/metrics`, `/healthz` and
+    /// `/readyz` without a token (port 0 picks a free port); `"off"` disables it. `/metrics` on
+    /// the API port always needs a production token with the `reports` scope.
+    #[serde(deserialize_with = "address_or_off")]
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { record: true }
+        Self {
+            record: true,
+            listen: Some(DEFAULT_METRICS_LISTEN.parse().expect("static address")),
+        }
     }
+}
+
+/// Where the operations listener binds unless `[metrics] listen` says otherwise: loopback only,
+/// since it answers without a token.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+
+/// A socket address, or `"off"` for none.
+fn address_or_off<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "expected an address such as 127.0.0.1:9464, or \"off\": {e}"
+        ))
+    })
 }
 
 /// Where and how Gavel keeps idempotency keys, auction records and leads on disk.
@@ -140,9 +165,14 @@ pub struct ServerConfig {
     pub driver: Driver,
     /// Pin each core's thread to one CPU. Off is useful when several Gavels share a box.
     pub pin_threads: bool,
-    /// A client must send its request head within this time or the connection is closed.
+    /// A client must send its request head within this time (from its first byte, or from the
+    /// accept for a connection's first request) or the connection is closed.
     pub header_read_timeout_ms: u64,
-    /// Open connections one core accepts before it stops accepting new ones.
+    /// A keep-alive connection with no request in progress and nothing received for this long is
+    /// closed, so idle clients do not hold file descriptors forever.
+    pub idle_timeout_ms: u64,
+    /// Open connections one core accepts before it closes new ones at once. Lowered at start
+    /// when the process's file-descriptor limit could not hold that many (see the start log).
     pub max_connections_per_core: usize,
     /// How long shutdown waits for in-flight requests before the process exits anyway.
     pub shutdown_grace_ms: u64,
@@ -156,6 +186,7 @@ impl Default for ServerConfig {
             driver: Driver::Auto,
             pin_threads: true,
             header_read_timeout_ms: 5_000,
+            idle_timeout_ms: 60_000,
             max_connections_per_core: 10_000,
             shutdown_grace_ms: 10_000,
         }
@@ -626,14 +657,17 @@ impl Config {
         }
     }
 
-    /// Number of cores actually used: `server.cores`, or every available core when 0.
+    /// Number of cores actually used: `server.cores`, or, when 0, one per CPU the process may run
+    /// on ([`crate::runtime::allowed_cpus`]), fewer when a CPU quota allows less
+    /// (`available_parallelism` counts cgroup quotas).
     pub fn core_count(&self) -> usize {
         if self.server.cores > 0 {
             self.server.cores
         } else {
-            std::thread::available_parallelism()
+            let quota = std::thread::available_parallelism()
                 .map(|n| n.get())
-                .unwrap_or(1)
+                .unwrap_or(1);
+            crate::runtime::allowed_cpus().len().min(quota).max(1)
         }
     }
 
@@ -740,6 +774,9 @@ impl Config {
         }
         if self.bid_token.ttl_ms == Some(0) {
             return Err(bad("bid_token.ttl_ms", "must be at least 1".into()));
+        }
+        if self.server.idle_timeout_ms == 0 {
+            return Err(bad("server.idle_timeout_ms", "must be > 0".into()));
         }
         for (i, k) in [&self.bid_token.current, &self.bid_token.previous]
             .into_iter()

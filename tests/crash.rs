@@ -194,6 +194,10 @@ path = "{data}"
 [log]
 level = "error"
 
+# The kill -9 tests run side by side; a free port keeps their operations listeners apart.
+[metrics]
+listen = "127.0.0.1:0"
+
 # The re-checks replay thousands of requests at once; this test is about durability, not limits.
 [limits]
 client_requests_per_s = 1000000
@@ -204,9 +208,17 @@ client = "crash"
 tenant = "sandbox"
 sha256 = "{hash}"
 scopes = ["ping", "post", "reports"]
+
+# Reads /metrics on the API port, which takes only production tokens.
+[[tokens]]
+client = "crash-ops"
+tenant = "production"
+sha256 = "{live}"
+scopes = ["reports"]
 "#,
         data = dir.join("data").display(),
         hash = gavel::auth::sha256_hex(TOKEN),
+        live = gavel::auth::sha256_hex(LIVE),
     );
     for id in ["alpha", "bravo", "charlie"] {
         text.push_str(&format!(
@@ -473,6 +485,7 @@ events = ["lead.posted"]
         finish(&base, f);
     }
     let depth: u64 = ureq::get(&format!("{base}/metrics"))
+        .set("Authorization", &format!("Bearer {LIVE}"))
         .call()
         .expect("metrics answer")
         .into_string()

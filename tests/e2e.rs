@@ -137,11 +137,10 @@ fn ping_wins_and_post_sells(driver: Driver) {
     assert!(
         env.metric_sum("gavel_store_commits_total") >= 3,
         "{}",
-        env.get("/metrics", None).text
+        env.scrape()
     );
     assert!(env
-        .get("/metrics", None)
-        .text
+        .scrape()
         .contains("gavel_store_commit_duration_seconds_bucket{le=\"+Inf\"}"));
 }
 

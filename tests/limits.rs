@@ -88,7 +88,7 @@ fn client_over_its_rate_gets_429_with_headers() {
     assert_eq!(live.status, 429);
     assert_eq!(live.header("x-ratelimit-limit"), Some("0.1"));
     assert_eq!(live.header("retry-after"), Some("10"));
-    let m = env.get("/metrics", None).text;
+    let m = env.scrape();
     assert!(m.lines().any(|l| l.contains("status=\"429\"")), "{m}");
     assert!(
         m.lines().any(
@@ -129,8 +129,7 @@ fn the_client_rate_holds_across_cores() {
         "{allowed} allowed in {took:?}: the limit starved the client"
     );
     let per_core = |c: usize| {
-        env.get("/metrics", None)
-            .text
+        env.scrape()
             .lines()
             .find(|l| l.starts_with(&format!("gavel_core_requests_total{{core=\"{c}\"}}")))
             .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
@@ -177,7 +176,7 @@ fn a_buyer_never_gets_more_pings_than_its_limit() {
         "{delivered}: the limit starved the buyer"
     );
     // The skipped auctions say why.
-    let m = env.get("/metrics", None).text;
+    let m = env.scrape();
     assert!(
         m.lines()
             .any(|l| l.contains("outcome=\"rate_limited\"") && !l.ends_with(" 0")),

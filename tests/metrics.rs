@@ -59,7 +59,7 @@ fn scripted_run_counts_exactly() {
     let replay = env.post("/v1/post", Some(TOKEN), &post_body(id, token).to_string());
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
 
-    let m = env.get("/metrics", None).text;
+    let m = env.scrape();
     let ping_200 = (pings + 1) as f64;
     assert_eq!(
         sample(
@@ -159,7 +159,7 @@ fn promtool_accepts_a_live_scrape() {
         let token = r.json["bid"]["bid_token"].as_str().unwrap();
         env.post("/v1/post", Some(TOKEN), &post_body(id, token).to_string());
     }
-    let scrape = env.get("/metrics", None);
+    let scrape = env.scrape_resp();
     assert_eq!(scrape.status, 200);
     assert!(scrape
         .header("content-type")
@@ -253,7 +253,7 @@ fn logs_carry_request_ids_and_no_pii() {
     )
     .unwrap();
     let cfg = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ncores = 2\npin_threads = false\n[store]\npath = \"{}\"\n[log]\nlevel = \"debug\"\njson = true\n[[tokens]]\nclient = \"logs\"\ntenant = \"sandbox\"\nsha256 = \"{}\"\nscopes = [\"ping\", \"post\", \"reports\"]\n[[buyers]]\nid = \"a\"\ntenant = \"sandbox\"\nping_url = \"{}\"\npost_url = \"{}\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\ncores = 2\npin_threads = false\n[store]\npath = \"{}\"\n[log]\nlevel = \"debug\"\njson = true\n[metrics]\nlisten = \"127.0.0.1:0\"\n[[tokens]]\nclient = \"logs\"\ntenant = \"sandbox\"\nsha256 = \"{}\"\nscopes = [\"ping\", \"post\", \"reports\"]\n[[buyers]]\nid = \"a\"\ntenant = \"sandbox\"\nping_url = \"{}\"\npost_url = \"{}\"\n",
         dir.join("db").display(),
         gavel::auth::sha256_hex(TOKEN),
         fleet.ping_url("a"),

@@ -7,7 +7,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 /// Blocking `GET path` on a fresh connection (`Connection: close`); returns status and body.
-/// For `/metrics` before and after a run, never on a generator core.
+/// For `/metrics` (on the server's operations listener, which needs no token) before and after
+/// a run, never on a generator core.
 pub fn blocking_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;

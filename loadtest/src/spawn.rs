@@ -162,6 +162,10 @@ durable = {durable}
 [log]
 level = "warn"
 
+# A free port, so a spawned server never collides with another Gavel's operations listener.
+[metrics]
+listen = "127.0.0.1:0"
+
 # A benchmark measures Gavel, not its protective limits.
 [limits]
 client_requests_per_s = 1000000

@@ -40,7 +40,13 @@ fn ping_post_counts_match_the_servers_counters() {
         webhooks: false,
     })
     .expect("fleet and server start");
-    let server = spawned.server.as_ref().expect("server spawned").addr;
+    // The counters come from the operations listener: no token, and the scrape is not counted.
+    let server = spawned
+        .server
+        .as_ref()
+        .expect("server spawned")
+        .metrics_addr
+        .expect("the spawned server has an operations listener");
     let cfg = RunConfig {
         base_url: spawned.base_url.clone().unwrap(),
         token: spawned.token.clone(),
@@ -189,7 +195,13 @@ fn leads_scenario_counts_match_the_servers_counters() {
         webhooks: true,
     })
     .expect("start");
-    let server = spawned.server.as_ref().expect("server spawned").addr;
+    // The counters come from the operations listener: no token, and the scrape is not counted.
+    let server = spawned
+        .server
+        .as_ref()
+        .expect("server spawned")
+        .metrics_addr
+        .expect("the spawned server has an operations listener");
     // Run as an OAuth client: register one with the spawned admin token, then let gavel-load get
     // its access token through the client-credentials flow.
     let base = spawned.base_url.clone().unwrap();

@@ -142,7 +142,21 @@ async fn route(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Rep
     match (req.method(), path) {
         (&Method::GET, "/healthz") => Ok(ops::healthz()),
         (&Method::GET, "/readyz") => Ok(ops::readyz(core)),
-        (&Method::GET, "/metrics") => Ok(ops::metrics(core).await),
+        (&Method::GET, "/metrics") => {
+            // It names every tenant's buyers, so on the public port only a production client
+            // with `reports` sees it (sandbox tokens are handed around, one ships in the README);
+            // scrapers use the operations listener (`[metrics] listen`).
+            let client = core.authenticate(req.headers(), crate::config::Scope::Reports)?;
+            if client.tenant != crate::config::Tenant::Production {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "production_only",
+                    "/metrics covers every tenant's buyers; use a gv_live_ credential with the \
+                     reports scope, or the operations listener ([metrics] listen).",
+                ));
+            }
+            Ok(ops::metrics(core).await)
+        }
         (&Method::GET, "/v1/metrics/latency") => {
             core.authenticate(req.headers(), crate::config::Scope::Reports)?;
             Ok(ops::latency(core).await)
@@ -150,7 +164,7 @@ async fn route(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Rep
         (&Method::POST, "/v1/ping") => ping::handle(core, req, rid).await,
         (&Method::POST, "/v1/post") => post::handle(core, req, rid).await,
         (&Method::POST, "/v1/leads") => leads::handle(core, req, rid).await,
-        (&Method::GET, p) if p.starts_with("/v1/auctions/") => {
+        (&Method::GET, p) if matches_template("/v1/auctions/{auction_id}", p) => {
             let id = p["/v1/auctions/".len()..].to_string();
             auctions::handle(core, req, id, rid).await
         }

@@ -1,13 +1,20 @@
 //! Operations endpoints: liveness, readiness and the Prometheus scrape (CONTRACT §9).
 //!
 //! `/metrics` and `/v1/metrics/latency` collect a snapshot from every core and merge them; the
-//! rendering belongs to [`crate::metrics`]. Health and metrics need no token (loopback by default);
-//! the latency report needs the `reports` scope.
+//! rendering belongs to [`crate::metrics`]. On the API port health needs no token, `/metrics` (it
+//! names every tenant's buyers) needs a production client with the `reports` scope, and the
+//! latency report the `reports` scope.
+//! The operations listener (`[metrics] listen`, loopback by default) serves `/metrics`, `/healthz`
+//! and `/readyz` without a token through [`handle`], and nothing else.
 
+use std::convert::Infallible;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
-use http::StatusCode;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
 use serde::Serialize;
 
 use crate::http::Reply;
@@ -15,6 +22,44 @@ use crate::metrics::{
     latency_json, render_prometheus, CoreCounters, Snapshot, StoreCounters, WebhookCounters,
 };
 use crate::runtime::{handoff, Core};
+
+/// Entry point for every request on the operations listener: the three operations endpoints,
+/// without a token; anything else is 404 (405 for another method on one of them).
+pub async fn handle(
+    core: Rc<Core>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let rid = crate::http::request_id();
+    let path = req.uri().path();
+    let mut reply = match (req.method(), path) {
+        (&Method::GET, "/healthz") => healthz(),
+        (&Method::GET, "/readyz") => readyz(&core),
+        (&Method::GET, "/metrics") => metrics(&core).await,
+        (_, "/healthz" | "/readyz" | "/metrics") => Reply::error(
+            &crate::error::ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{path} accepts GET."),
+            )
+            .with_header(http::header::ALLOW, "GET"),
+            &rid,
+        ),
+        _ => Reply::error(
+            &crate::error::ApiError::not_found(format!(
+                "No route for {path} on the operations listener; it serves /metrics, /healthz and /readyz."
+            )),
+            &rid,
+        ),
+    };
+    // No body is ever read here, so a connection whose request sent one cannot serve another.
+    if crate::http::has_body(&req) {
+        reply = reply.header(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    Ok(reply.into_response(&rid))
+}
 
 pub fn healthz() -> Reply {
     Reply::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))

@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use crate::error::ApiError;
 
 pub mod shutdown;
+pub mod watch;
 
 /// A response before it becomes a hyper `Response`: plain data, cheap to move across cores.
 #[derive(Debug, Clone)]
@@ -185,11 +186,16 @@ pub async fn read_body(
 /// Limits applied to every server connection.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
+    /// Time from the first byte of a request head (or from accept, for the first request) to
+    /// the end of that head.
     pub header_read_timeout: Duration,
+    /// Time a keep-alive connection may sit with no request in progress and nothing received.
+    pub idle_timeout: Duration,
     pub max_headers_bytes: usize,
 }
 
-/// Serves one accepted TCP stream with hyper HTTP/1.1 keep-alive until the client closes it or
+/// Serves one accepted TCP stream with hyper HTTP/1.1 keep-alive until the client closes it,
+/// it stays idle past `idle_timeout`, a request head takes longer than `header_read_timeout`, or
 /// `shutdown` fires, after which in-flight requests finish and the connection closes.
 pub async fn serve_connection<S, F, B>(
     stream: monoio::net::TcpStream,
@@ -202,34 +208,62 @@ pub async fn serve_connection<S, F, B>(
     B: hyper::body::Body<Data = Bytes> + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    use futures::future::Either;
     use monoio::io::IntoPollIo;
     let _ = stream.set_nodelay(true);
+    let activity = watch::Activity::new();
     let io = match stream.into_poll_io() {
-        Ok(io) => monoio_compat::hyper::MonoioIo::new(io),
+        Ok(io) => watch::Watched::new(monoio_compat::hyper::MonoioIo::new(io), activity.clone()),
         Err(e) => {
             tracing::debug!(error = %e, "cannot switch stream to poll io");
             return;
         }
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
+    // hyper's own header-read timer also runs while a keep-alive connection waits for its next
+    // request, which would make it the idle timeout too; `watch` keeps both timers instead.
     builder
         .timer(monoio_compat::hyper::MonoioTimer)
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(limits.max_headers_bytes.max(8192))
         .keep_alive(true);
+    let svc_activity = activity.clone();
+    let service = move |req| {
+        let in_progress = svc_activity.begin();
+        let fut = service(req);
+        async move {
+            let res = fut.await;
+            drop(in_progress);
+            res
+        }
+    };
     let conn = builder.serve_connection(io, hyper::service::service_fn(service));
     let mut conn = std::pin::pin!(conn);
-    let stop = shutdown.wait();
-    let mut stop = std::pin::pin!(stop);
-    match futures::future::select(conn.as_mut(), stop.as_mut()).await {
-        futures::future::Either::Left((res, _)) => {
+    let stop = std::pin::pin!(shutdown.wait());
+    let timers = std::pin::pin!(watch::watch(
+        activity,
+        limits.idle_timeout,
+        limits.header_read_timeout
+    ));
+    let ended = futures::future::select(stop, timers);
+    match futures::future::select(conn.as_mut(), ended).await {
+        Either::Left((res, _)) => {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         }
-        futures::future::Either::Right(((), _)) => {
+        Either::Right((Either::Left(((), _)), _)) => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
+        }
+        Either::Right((Either::Right((watch::Expired::Idle, _)), _)) => {
+            // Nothing is in progress, so hyper closes at once; the bound covers a client that
+            // slipped a request in meanwhile and then stalls.
+            conn.as_mut().graceful_shutdown();
+            let _ = monoio::time::timeout(limits.header_read_timeout, conn).await;
+        }
+        Either::Right((Either::Right((watch::Expired::Head, _)), _)) => {
+            tracing::debug!("request head not received in time; closing the connection");
         }
     }
 }

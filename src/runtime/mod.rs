@@ -34,6 +34,21 @@ pub const INBOX_CAPACITY: usize = 16 * 1024;
 pub const LISTEN_BACKLOG: i32 = 4096;
 /// Largest request head (request line + headers) accepted, in bytes.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// File descriptors kept back from client connections for the rest of the process: stdio and
+/// logging, the store's files, the webhook senders' sockets, the operations listener.
+pub const FD_RESERVE_BASE: u64 = 128;
+/// File descriptors kept back per core: its listener, its io_uring or epoll instance, wake-ups.
+pub const FD_RESERVE_PER_CORE: u64 = 16;
+/// File descriptors kept back per core and configured buyer: its outbound connections to that
+/// buyer, in flight and pooled.
+pub const FD_RESERVE_PER_BUYER_PER_CORE: u64 = 8;
+/// First pause after a failed accept; it doubles on every further failure.
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause between accepts while they keep failing.
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// At most one warning per this interval per core for failed accepts, and one for connections
+/// closed over the cap; the lines count what they stood for.
+pub const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Counters one core writes and anyone may read. Each field has exactly one writer (its core), so
 /// Relaxed atomics suffice and no cache line is written by two threads.
@@ -75,6 +90,9 @@ pub struct Shared {
     /// Detached request work (see [`handoff`]) still running on any core; shutdown waits for it
     /// too, since a client that hung up no longer holds a connection open for it.
     pub live_jobs: AtomicUsize,
+    /// Open connections each core holds at most: `server.max_connections_per_core`, lowered at
+    /// start to what the file-descriptor limit can hold ([`connection_cap`]).
+    pub max_connections_per_core: usize,
 }
 
 impl Shared {
@@ -155,18 +173,57 @@ impl Core {
 
     /// Mints an auction id (`auc_` + ULID) that this core owns, so a ping never hops.
     pub fn mint_auction_id(&self) -> String {
-        loop {
-            let id = format!("auc_{}", ulid::Ulid::new());
-            if self.shared.owner_of(&id) == self.id {
-                return id;
-            }
-        }
+        mint_owned_id(self.id, self.shared.cores).unwrap_or_else(|| {
+            // Never seen in practice (see `mint_owned_id`). The ping still runs here rather than
+            // failing; a later request about it is handed to the owner, which reads the store.
+            tracing::error!(
+                core = self.id,
+                "no owned auction id found; this auction's records live on another core"
+            );
+            format!("auc_{}", ulid::Ulid::new())
+        })
     }
 }
 
-/// A running server: its address and the means to stop it.
+/// Crockford base32, the alphabet of a ULID's text form.
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+/// Fresh ULIDs [`mint_owned_id`] tries before it gives up.
+const MINT_ROUNDS: usize = 8;
+
+/// An `auc_` + ULID id that [`owner_of`] maps to `core` of `cores`, found in at most
+/// [`MINT_ROUNDS`] × 1,024 hashes instead of a loop without bound.
+///
+/// Each round takes a fresh ULID and searches its last two characters (the low 10 bits of its
+/// random part, so every candidate is a valid, distinct ULID with the same timestamp) for one
+/// that lands on `core`. About `cores` candidates are needed on average; a round of 1,024 that
+/// misses has odds of about (1 − 1/64)^1024 ≈ 10⁻⁷ at 64 cores, and every round starts from new
+/// random bits. `None` only if all rounds miss; a unit test mints for every core of 1..=64 cores.
+pub fn mint_owned_id(core: usize, cores: usize) -> Option<String> {
+    if cores <= 1 {
+        return Some(format!("auc_{}", ulid::Ulid::new()));
+    }
+    for _ in 0..MINT_ROUNDS {
+        let mut id = format!("auc_{}", ulid::Ulid::new()).into_bytes();
+        let n = id.len();
+        for a in CROCKFORD {
+            for b in CROCKFORD {
+                id[n - 2] = *a;
+                id[n - 1] = *b;
+                let text = std::str::from_utf8(&id).expect("ULID text is ASCII");
+                if owner_of(text, cores) == core {
+                    return Some(text.to_string());
+                }
+            }
+        }
+    }
+    None
+}
+
+/// A running server: its addresses and the means to stop it.
 pub struct ServerHandle {
     pub addr: SocketAddr,
+    /// Where the operations listener (`[metrics] listen`) is bound; `None` when it is off.
+    pub metrics_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     threads: Vec<std::thread::JoinHandle<()>>,
     _expiry: ExpiryHandle,
@@ -286,6 +343,54 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
     for _ in 1..cores {
         listeners.push(bind_listener(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?);
     }
+    // The operations listener is one plain socket served by core 0.
+    let mut ops_listener = match config.metrics.listen {
+        Some(at) => {
+            let l = std::net::TcpListener::bind(at)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|e| format!("cannot listen on {at} (metrics.listen): {e}"))?;
+            Some(l)
+        }
+        None => None,
+    };
+    let metrics_addr = match &ops_listener {
+        Some(l) => Some(l.local_addr().map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let fd_limit = raise_fd_limit();
+    let cap = connection_cap(
+        config.server.max_connections_per_core,
+        fd_limit,
+        cores,
+        config.buyers.len(),
+    );
+    match fd_limit {
+        Some(limit) if cap < config.server.max_connections_per_core => tracing::info!(
+            max_connections_per_core = cap,
+            configured = config.server.max_connections_per_core,
+            fd_limit = limit,
+            fd_reserve = fd_reserve(cores, config.buyers.len()),
+            cores,
+            "connection cap lowered to fit the file-descriptor limit: (fd_limit - fd_reserve) / cores"
+        ),
+        Some(limit) => tracing::info!(
+            max_connections_per_core = cap,
+            fd_limit = limit,
+            fd_reserve = fd_reserve(cores, config.buyers.len()),
+            cores,
+            "connection cap as configured; the file-descriptor limit holds it"
+        ),
+        None => tracing::info!(
+            max_connections_per_core = cap,
+            "connection cap as configured; the file-descriptor limit is unknown or unlimited"
+        ),
+    }
+    if cap < 64 {
+        tracing::warn!(
+            max_connections_per_core = cap,
+            "few connections fit the file-descriptor limit; raise it (ulimit -n, LimitNOFILE)"
+        );
+    }
 
     let shared = Arc::new(Shared {
         cores,
@@ -302,16 +407,18 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
         webhooks,
         live_connections: AtomicUsize::new(0),
         live_jobs: AtomicUsize::new(0),
+        max_connections_per_core: cap,
         config,
     });
 
-    let cpus = monoio_cpus();
+    let cpus = allowed_cpus();
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), String>>(cores);
     let mut threads = Vec::with_capacity(cores);
     for (id, listener) in listeners.into_iter().enumerate() {
         let shared = shared.clone();
         let ready = ready_tx.clone();
         let cpu = cpus.get(id % cpus.len().max(1)).copied();
+        let ops = if id == 0 { ops_listener.take() } else { None };
         let t = std::thread::Builder::new()
             .name(format!("gavel-core-{id}"))
             .spawn(move || {
@@ -323,7 +430,7 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
                     }
                 }
                 let res = block_on(shared.driver, 4096, || {
-                    core_main(id, shared.clone(), listener, ready.clone())
+                    core_main(id, shared.clone(), listener, ops, ready.clone())
                 });
                 if let Err(e) = res {
                     let _ = ready.send(Err(format!("core {id}: cannot start runtime: {e}")));
@@ -339,6 +446,7 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
             Ok(Err(e)) => {
                 let handle = ServerHandle {
                     addr,
+                    metrics_addr,
                     shared,
                     threads,
                     _expiry: expiry,
@@ -351,13 +459,57 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
         }
     }
     tracing::info!(%addr, cores, driver = ?driver, "gavel serving");
+    if let Some(m) = metrics_addr {
+        tracing::info!(addr = %m, "operations listener serving /metrics, /healthz and /readyz");
+    }
     Ok(ServerHandle {
         addr,
+        metrics_addr,
         shared,
         threads,
         _expiry: expiry,
         webhook_worker,
     })
+}
+
+/// Serves the operations listener on core 0 until shutdown: `/metrics`, `/healthz` and `/readyz`
+/// without a token (see [`crate::api::ops::handle`]). Its connections are not counted against the
+/// client connection cap, so a health check and a scrape still get in when clients fill it.
+async fn serve_ops(
+    core: Rc<Core>,
+    listener: monoio::net::TcpListener,
+    limits: crate::http::ConnLimits,
+) {
+    let mut failures: u32 = 0;
+    let mut failed_log = LogThrottle::new(ACCEPT_LOG_INTERVAL);
+    loop {
+        let accept = listener.accept();
+        let stop = core.shutdown.wait();
+        let stream = match futures::future::select(std::pin::pin!(accept), stop).await {
+            futures::future::Either::Right(_) => break,
+            futures::future::Either::Left((Ok((s, _)), _)) => {
+                failures = 0;
+                s
+            }
+            futures::future::Either::Left((Err(e), _)) => {
+                failures = failures.saturating_add(1);
+                let pause = accept_backoff(failures);
+                if let Some(suppressed) = failed_log.note(std::time::Instant::now()) {
+                    tracing::warn!(error = %e, suppressed, "operations listener: accept failed");
+                }
+                monoio::time::sleep(pause).await;
+                continue;
+            }
+        };
+        let c = core.clone();
+        monoio::spawn(async move {
+            let svc_core = c.clone();
+            crate::http::serve_connection(stream, limits, c.shutdown.clone(), move |req| {
+                crate::api::ops::handle(svc_core.clone(), req)
+            })
+            .await;
+        });
+    }
 }
 
 /// Opens (or creates) the store named by `[store]`.
@@ -412,24 +564,150 @@ pub fn load_clients(store: &Store) -> Result<Vec<ClientRecord>, String> {
         .collect()
 }
 
-/// CPUs this process may run on, in order.
-fn monoio_cpus() -> Vec<usize> {
+/// CPUs this process may run on, in ascending order: its affinity mask (what `taskset`, a
+/// cgroup cpuset or a container runtime allowed), which need not be CPUs 0..n−1. When the mask
+/// cannot be read, CPUs 0..`available_parallelism`.
+pub fn allowed_cpus() -> Vec<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `cpu_set_t` is plain bits, so all-zero is a valid (empty) set; the kernel
+        // writes at most `size_of::<cpu_set_t>()` bytes into it, and `CPU_ISSET` only reads it.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let rc =
+            unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+        if rc == 0 {
+            let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+                .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+                .collect();
+            if !cpus.is_empty() {
+                return cpus;
+            }
+        }
+    }
     let n = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     (0..n).collect()
 }
 
+/// The process's open-file limit (`RLIMIT_NOFILE`), after raising the soft limit to the hard
+/// one where it is lower (nothing is lost: the hard limit is what the operator allowed). `None`
+/// when it cannot be read or is unlimited.
+pub fn raise_fd_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max && lim.rlim_max != libc::RLIM_INFINITY {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                lim = raised;
+            }
+        }
+        if lim.rlim_cur == libc::RLIM_INFINITY {
+            return None;
+        }
+        // `rlim_t` is `u64` on Linux but not on every Unix.
+        #[allow(clippy::unnecessary_cast)]
+        Some(lim.rlim_cur as u64)
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// File descriptors kept back from client connections for `cores` cores and `buyers` buyers.
+pub fn fd_reserve(cores: usize, buyers: usize) -> u64 {
+    FD_RESERVE_BASE
+        + cores as u64 * (FD_RESERVE_PER_CORE + buyers as u64 * FD_RESERVE_PER_BUYER_PER_CORE)
+}
+
+/// Connections one core may hold: `configured`, or fewer when `fd_limit` minus
+/// [`fd_reserve`], shared by `cores`, cannot hold that many; never below 1.
+pub fn connection_cap(
+    configured: usize,
+    fd_limit: Option<u64>,
+    cores: usize,
+    buyers: usize,
+) -> usize {
+    let Some(limit) = fd_limit else {
+        return configured;
+    };
+    let per_core = limit.saturating_sub(fd_reserve(cores, buyers)) / cores.max(1) as u64;
+    configured
+        .min(usize::try_from(per_core).unwrap_or(usize::MAX))
+        .max(1)
+}
+
+/// One log line per interval for an event that can repeat thousands of times a second.
+#[derive(Debug)]
+pub struct LogThrottle {
+    interval: Duration,
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl LogThrottle {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Notes one event at `now`; `Some(n)` when it should be logged, `n` being how many events
+    /// since the last line were not.
+    pub fn note(&mut self, now: std::time::Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < self.interval => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+/// The pause before the next accept after `failures` failed ones in a row: 10 ms doubling up
+/// to 1 s ([`ACCEPT_BACKOFF_MIN`], [`ACCEPT_BACKOFF_MAX`]).
+pub fn accept_backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    ACCEPT_BACKOFF_MIN
+        .saturating_mul(1 << doublings)
+        .min(ACCEPT_BACKOFF_MAX)
+}
+
 async fn core_main(
     id: usize,
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
+    ops_listener: Option<std::net::TcpListener>,
     ready: crossbeam_channel::Sender<Result<(), String>>,
 ) {
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
             let _ = ready.send(Err(format!("core {id}: listener: {e}")));
+            return;
+        }
+    };
+    let ops_listener = match ops_listener.map(monoio::net::TcpListener::from_std) {
+        None => None,
+        Some(Ok(l)) => Some(l),
+        Some(Err(e)) => {
+            let _ = ready.send(Err(format!("core {id}: operations listener: {e}")));
             return;
         }
     };
@@ -468,24 +746,61 @@ async fn core_main(
 
     let limits = crate::http::ConnLimits {
         header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(config.server.idle_timeout_ms),
         max_headers_bytes: MAX_HEADER_BYTES,
     };
-    let max_conns = config.server.max_connections_per_core;
+    if let Some(ops) = ops_listener {
+        monoio::spawn(serve_ops(core.clone(), ops, limits));
+    }
+    let max_conns = shared.max_connections_per_core;
+    let mut failures: u32 = 0;
+    let mut failed_log = LogThrottle::new(ACCEPT_LOG_INTERVAL);
+    let mut over_cap_log = LogThrottle::new(ACCEPT_LOG_INTERVAL);
     loop {
         let accept = listener.accept();
         let stop = core.shutdown.wait();
         let (stream, _peer) = match futures::future::select(std::pin::pin!(accept), stop).await {
             futures::future::Either::Right(_) => break,
-            futures::future::Either::Left((Ok(s), _)) => s,
+            futures::future::Either::Left((Ok(s), _)) => {
+                failures = 0;
+                s
+            }
             futures::future::Either::Left((Err(e), _)) => {
-                tracing::warn!(core = id, error = %e, "accept failed");
-                monoio::time::sleep(Duration::from_millis(10)).await;
+                // Out of file descriptors (EMFILE, ENFILE) or another accept error: retrying at
+                // once only spins and floods the log, so pause longer each time, and log once
+                // per interval with the count of errors the line stands for.
+                failures = failures.saturating_add(1);
+                let pause = accept_backoff(failures);
+                if let Some(suppressed) = failed_log.note(std::time::Instant::now()) {
+                    tracing::warn!(
+                        core = id,
+                        error = %e,
+                        suppressed,
+                        pause_ms = pause.as_millis() as u64,
+                        "accept failed; pausing accepts (suppressed = failures since the last line)"
+                    );
+                }
+                let sleep = monoio::time::sleep(pause);
+                let stop = core.shutdown.wait();
+                if let futures::future::Either::Right(_) =
+                    futures::future::select(std::pin::pin!(sleep), stop).await
+                {
+                    break;
+                }
                 continue;
             }
         };
         if core.open_connections.get() >= max_conns {
             // Over the per-core connection limit: closing at once is kinder than a stalled accept.
             drop(stream);
+            if let Some(suppressed) = over_cap_log.note(std::time::Instant::now()) {
+                tracing::warn!(
+                    core = id,
+                    max_connections_per_core = max_conns,
+                    suppressed,
+                    "connection cap reached; closing new connections (suppressed = closed since the last line)"
+                );
+            }
             continue;
         }
         core.open_connections.set(core.open_connections.get() + 1);
@@ -519,4 +834,59 @@ async fn core_main(
     stopped.fire();
     drain.await;
     tracing::debug!(core = id, "core stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_ids_are_owned_ulids_for_every_core_count_up_to_64() {
+        for cores in 1..=64 {
+            for core in 0..cores {
+                for _ in 0..4 {
+                    let id = mint_owned_id(core, cores).expect("an owned id within the bound");
+                    assert_eq!(owner_of(&id, cores), core, "{id} of {cores} cores");
+                    let ulid = id.strip_prefix("auc_").expect("auc_ prefix");
+                    assert!(ulid::Ulid::from_string(ulid).is_ok(), "{id} is a ULID");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn connection_cap_fits_the_fd_limit() {
+        // 1024 fds, 2 cores, 1 buyer: (1024 - (128 + 2 * (16 + 8))) / 2 = 424.
+        assert_eq!(connection_cap(10_000, Some(1024), 2, 1), 424);
+        assert_eq!(connection_cap(100, Some(1024), 2, 1), 100);
+        assert_eq!(connection_cap(10_000, None, 2, 1), 10_000);
+        // A limit below the reserve still lets each core hold one connection.
+        assert_eq!(connection_cap(10_000, Some(64), 4, 10), 1);
+    }
+
+    #[test]
+    fn accept_backoff_doubles_up_to_a_second() {
+        let ms: Vec<u128> = (1..=9).map(|f| accept_backoff(f).as_millis()).collect();
+        assert_eq!(ms, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        assert_eq!(accept_backoff(u32::MAX), ACCEPT_BACKOFF_MAX);
+    }
+
+    #[test]
+    fn log_throttle_logs_once_per_interval_and_counts_the_rest() {
+        let t0 = std::time::Instant::now();
+        let mut log = LogThrottle::new(Duration::from_secs(10));
+        assert_eq!(log.note(t0), Some(0));
+        for i in 1..=500 {
+            assert_eq!(log.note(t0 + Duration::from_millis(i * 10)), None);
+        }
+        assert_eq!(log.note(t0 + Duration::from_secs(10)), Some(500));
+        assert_eq!(log.note(t0 + Duration::from_secs(11)), None);
+    }
+
+    #[test]
+    fn allowed_cpus_are_distinct_and_ascending() {
+        let cpus = allowed_cpus();
+        assert!(!cpus.is_empty());
+        assert!(cpus.windows(2).all(|w| w[0] < w[1]), "{cpus:?}");
+    }
 }

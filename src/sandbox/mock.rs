@@ -94,6 +94,7 @@ const IDEMPOTENCY_LIMIT: usize = 1_000_000;
 
 const CONN_LIMITS: ConnLimits = ConnLimits {
     header_read_timeout: Duration::from_secs(10),
+    idle_timeout: Duration::from_secs(10),
     max_headers_bytes: 16 * 1024,
 };
 

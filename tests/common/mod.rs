@@ -72,6 +72,10 @@ buyer_pings_per_s = 1000000
 [log]
 level = "warn"
 
+# A free port: many test servers run at once.
+[metrics]
+listen = "127.0.0.1:0"
+
 [[tokens]]
 client = "it-all"
 tenant = "sandbox"
@@ -215,8 +219,25 @@ impl Env {
         self.post("/v1/ping", Some(TOKEN), &body.to_string())
     }
 
+    /// `GET /metrics` from the operations listener (no token, and not counted against any
+    /// client's rate limit or in the request counters).
+    pub fn scrape_resp(&self) -> Resp {
+        let ops = self
+            .server()
+            .metrics_addr
+            .expect("the test config turns the operations listener on");
+        call(&format!("http://{ops}"), "GET", "/metrics", None, None, &[])
+    }
+
+    /// The Prometheus text of [`Env::scrape_resp`].
+    pub fn scrape(&self) -> String {
+        let r = self.scrape_resp();
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.text
+    }
+
     pub fn metric_sum(&self, name: &str) -> u64 {
-        let text = self.get("/metrics", None).text;
+        let text = self.scrape();
         text.lines()
             .filter(|l| l.starts_with(name) && !l.starts_with('#'))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
