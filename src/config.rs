@@ -207,7 +207,9 @@ pub struct AuctionConfig {
     pub currency: String,
     /// Buyers pinged at most per auction, after filtering; extra eligible buyers are `capped`.
     pub max_buyers_per_auction: usize,
-    /// Auctions one core may hold in memory (open or awaiting post) before refusing pings with 503.
+    /// Auctions one tenant may hold in memory on one core (open or awaiting post) before its pings
+    /// are refused with 503. Each tenant has its own room, so sandbox traffic can never fill
+    /// production's; the 503's `Retry-After` says when the tenant's earliest auction leaves.
     pub max_auctions_per_core: usize,
     /// How long a closed auction stays in its shard for a post after its bid expires.
     pub retention_ms: u64,
@@ -434,6 +436,15 @@ impl Tenant {
         match self {
             Tenant::Sandbox => "sandbox",
             Tenant::Production => "production",
+        }
+    }
+
+    /// The tenant named `name` (as [`Tenant::as_str`] writes it).
+    pub fn from_name(name: &str) -> Option<Tenant> {
+        match name {
+            "sandbox" => Some(Tenant::Sandbox),
+            "production" => Some(Tenant::Production),
+            _ => None,
         }
     }
 }

@@ -113,3 +113,140 @@ fn an_idempotency_key_is_decided_on_one_core() {
         one_post_key_is_decided_on_one_core(d);
     }
 }
+
+/// Regression: a sandbox ping with a seller-chosen id made the same id a 409 `auction_exists` for
+/// production, telling a sandbox caller that a production id exists.
+fn seller_ids_are_scoped_by_tenant(driver: Driver) {
+    let mut env = Env::start(
+        driver,
+        vec![fixed("sand", 30.0), fixed("live", 20.0)],
+        |cfg, _| {
+            cfg.buyers[1].tenant = gavel::config::Tenant::Production;
+        },
+    );
+    let id = "acme_order_000123";
+    let mut body = ping_body();
+    body["auction_id"] = json!(id);
+    let body = body.to_string();
+    let sandbox = env.post("/v1/ping", Some(TOKEN), &body);
+    assert_eq!(sandbox.json["status"], "won", "{}", sandbox.text);
+    let live = env.post("/v1/ping", Some(LIVE), &body);
+    assert_eq!(live.status, 200, "no 409, no oracle: {}", live.text);
+    assert_eq!(live.json["auction_id"], id);
+    assert_eq!(live.json["status"], "won", "{}", live.text);
+    // Each tenant's own repeat is refused, naming only its own auction.
+    for token in [TOKEN, LIVE] {
+        let again = env.post("/v1/ping", Some(token), &body);
+        assert_eq!((again.status, again.error_code()), (409, "auction_exists"));
+    }
+    // Each tenant posts and reads its own auction under the one id, also after a restart.
+    for (token, r, buyer) in [(TOKEN, &sandbox, "sand"), (LIVE, &live, "live")] {
+        let bid_token = r.json["bid"]["bid_token"].as_str().unwrap();
+        let p = env.post(
+            "/v1/post",
+            Some(token),
+            &post_body(id, bid_token).to_string(),
+        );
+        assert_eq!(p.status, 201, "{}", p.text);
+        let d = env.fleet.log().deliveries();
+        assert!(d.iter().any(|d| d.buyer_id == buyer && d.auction_id == id));
+    }
+    env.restart();
+    for (token, tenant, buyer) in [(TOKEN, "sandbox", "sand"), (LIVE, "production", "live")] {
+        let rec = env.get(&format!("/v1/auctions/{id}"), Some(token));
+        assert_eq!(rec.status, 200, "{}", rec.text);
+        assert_eq!(rec.json["tenant"], tenant, "{}", rec.text);
+        assert_eq!(rec.json["winner"]["buyer_id"], buyer, "{}", rec.text);
+        assert_eq!(rec.json["post"]["status"], "sold", "{}", rec.text);
+    }
+    assert_eq!(env.fleet.log().deliveries().len(), 2);
+}
+
+/// Regression: one cap for all tenants let sandbox traffic 503 production, and the 503 said
+/// `Retry-After: 1` while the slots were held for minutes.
+fn a_sandbox_flood_cannot_fill_production(driver: Driver) {
+    let env = Env::start(
+        driver,
+        vec![fixed("sand", 30.0), fixed("live", 20.0)],
+        |cfg, _| {
+            cfg.buyers[1].tenant = gavel::config::Tenant::Production;
+            cfg.auction.max_auctions_per_core = 3;
+        },
+    );
+    // One keep-alive connection: every ping lands on one core, whose sandbox room fills up.
+    let mut refused = None;
+    for _ in 0..4 {
+        let r = env.ping(&ping_body());
+        if r.status == 503 {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r.json["status"], "won", "{}", r.text);
+    }
+    let refused = refused.expect("the sandbox room on that core is full after 3 auctions");
+    assert_eq!(refused.error_code(), "overloaded");
+    // Won auctions stay postable for the bid's lifetime plus retention; the hint says so.
+    let retry_after: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    let held_s = (env.config.bid_token.ttl_ms() + env.config.auction.retention_ms) / 1_000;
+    assert!(
+        retry_after > held_s / 2 && retry_after <= held_s + 1,
+        "Retry-After {retry_after} s, auctions held ~{held_s} s"
+    );
+    // Production keeps all of its room on the same core.
+    for _ in 0..3 {
+        let r = env.post("/v1/ping", Some(LIVE), &ping_body().to_string());
+        assert_eq!(r.json["status"], "won", "{}", r.text);
+    }
+}
+
+/// Regression: eviction ran only when a new auction arrived, so an idle server held every
+/// auction (and its memory) until traffic came back.
+fn idle_auctions_expire_without_traffic(driver: Driver) {
+    let env = Env::start(driver, vec![fixed("a", 30.0)], |cfg, _| {
+        cfg.auction.retention_ms = 100;
+        cfg.bid_token.ttl_ms = Some(200);
+    });
+    for _ in 0..5 {
+        assert_eq!(env.ping(&ping_body()).json["status"], "won");
+    }
+    assert_eq!(env.metric_sum("gavel_core_auctions_in_memory"), 5);
+    // Only scrapes from here on: nothing that inserts an auction.
+    let started = std::time::Instant::now();
+    while env.metric_sum("gavel_core_auctions_in_memory") > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "auctions still held after {:?} idle",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Their records are still on disk for the record's retention.
+    let id = env.ping(&ping_body()).json["auction_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(Duration::from_millis(1_500));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    assert_eq!(rec.status, 200, "{}", rec.text);
+}
+
+#[test]
+fn auction_ids_are_scoped_by_tenant() {
+    for d in drivers() {
+        seller_ids_are_scoped_by_tenant(d);
+    }
+}
+
+#[test]
+fn each_tenant_has_its_own_auction_room() {
+    for d in drivers() {
+        a_sandbox_flood_cannot_fill_production(d);
+    }
+}
+
+#[test]
+fn idle_auctions_leave_memory_on_a_timer() {
+    for d in drivers() {
+        idle_auctions_expire_without_traffic(d);
+    }
+}

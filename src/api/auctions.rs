@@ -177,20 +177,22 @@ pub async fn handle(
 /// The stored record; an auction still open (not yet stored) is rendered from memory.
 fn lookup(core: &Rc<Core>, auction_id: &str, tenant: Tenant) -> Result<Reply, ApiError> {
     let missing = || ApiError::not_found("No auction has this id.");
-    let stored = core.shared.store.get_auction(auction_id).map_err(|e| {
-        tracing::error!(error = %e, "auction record unreadable");
-        ApiError::internal("The auction record could not be read.")
-    })?;
+    let stored = core
+        .shared
+        .store
+        .get_auction(tenant.as_str(), auction_id)
+        .map_err(|e| {
+            tracing::error!(error = %e, "auction record unreadable");
+            ApiError::internal("The auction record could not be read.")
+        })?;
     let record = match stored {
         Some(r) => r,
         None => {
             let shard = core.shard.borrow();
-            let a = shard.get(auction_id).ok_or_else(missing)?;
+            let a = shard.get(tenant, auction_id).ok_or_else(missing)?;
             to_record(a)
         }
     };
-    if record.tenant != tenant.as_str() {
-        return Err(missing());
-    }
+    debug_assert_eq!(record.tenant, tenant.as_str());
     render(&core.shared, &record)
 }

@@ -29,7 +29,7 @@ use crate::webhooks::Queued;
 pub struct Emitted {
     queued: Queued,
     /// The auction whose `auction.closed` the batch carries.
-    announced: Option<String>,
+    announced: Option<(Tenant, String)>,
 }
 
 impl Emitted {
@@ -43,8 +43,8 @@ impl Emitted {
 
 /// To call once the batch holding `emitted` is durable: counts the events and wakes the worker.
 pub fn committed(core: &Core, emitted: Emitted) {
-    if let Some(id) = emitted.announced {
-        if let Some(a) = core.shard.borrow_mut().get_mut(&id) {
+    if let Some((tenant, id)) = emitted.announced {
+        if let Some(a) = core.shard.borrow_mut().get_mut(tenant, &id) {
             a.close_announced = true;
         }
     }
@@ -79,7 +79,10 @@ pub fn put_auction(
     now_ms: u64,
 ) -> Result<Emitted, ApiError> {
     batch.put_auction(record).map_err(store_error)?;
-    auction_closed(core, batch, &record.id, now_ms)
+    let Some(tenant) = Tenant::from_name(&record.tenant) else {
+        return Ok(Emitted::default());
+    };
+    auction_closed(core, batch, tenant, &record.id, now_ms)
 }
 
 /// Queues `auction.closed` for an auction that closed and was never written since (a no-op when
@@ -87,12 +90,13 @@ pub fn put_auction(
 fn auction_closed(
     core: &Core,
     batch: &mut Batch,
+    tenant: Tenant,
     auction_id: &str,
     now_ms: u64,
 ) -> Result<Emitted, ApiError> {
     let hooks = &core.shared.webhooks;
     let shard = core.shard.borrow();
-    let Some(a) = shard.get(auction_id) else {
+    let Some(a) = shard.get(tenant, auction_id) else {
         return Ok(Emitted::default());
     };
     if a.close_announced || !hooks.wants(a.tenant, &a.client, "auction.closed") {
@@ -123,7 +127,7 @@ fn auction_closed(
         .map_err(store_error)?;
     Ok(Emitted {
         queued,
-        announced: Some(auction_id.to_string()),
+        announced: Some((tenant, auction_id.to_string())),
     })
 }
 
@@ -183,7 +187,7 @@ pub fn status_changed(
     if hooks.endpoints.is_empty() {
         return Ok(Emitted::default());
     }
-    let Some(seller) = seller_of(core, change.auction_id)? else {
+    let Some(seller) = seller_of(core, tenant, change.auction_id)? else {
         // The auction record expired before the lead's: nobody left to tell.
         return Ok(Emitted::default());
     };
@@ -215,13 +219,17 @@ pub fn status_changed(
 }
 
 /// The seller (client) that ran an auction: from memory when the auction is still there.
-fn seller_of(core: &Core, auction_id: &str) -> Result<Option<String>, ApiError> {
-    if let Some(a) = core.shard.borrow().get(auction_id) {
+fn seller_of(core: &Core, tenant: Tenant, auction_id: &str) -> Result<Option<String>, ApiError> {
+    if let Some(a) = core.shard.borrow().get(tenant, auction_id) {
         return Ok(Some(a.client.clone()));
     }
-    let stored = core.shared.store.get_auction(auction_id).map_err(|e| {
-        tracing::error!(error = %e, "auction lookup failed");
-        ApiError::internal("The auction store could not be read.")
-    })?;
+    let stored = core
+        .shared
+        .store
+        .get_auction(tenant.as_str(), auction_id)
+        .map_err(|e| {
+            tracing::error!(error = %e, "auction lookup failed");
+            ApiError::internal("The auction store could not be read.")
+        })?;
     Ok(stored.map(|r| r.client))
 }

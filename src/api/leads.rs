@@ -29,7 +29,7 @@ use super::{events, ping, post};
 use crate::auction::token::Claims;
 use crate::auction::{now_ms, Status};
 use crate::auth::Client;
-use crate::config::Scope;
+use crate::config::{Scope, Tenant};
 use crate::error::ApiError;
 use crate::http::Reply;
 use crate::model::{Ping, Post};
@@ -143,12 +143,13 @@ async fn execute(core: &Rc<Core>, call: Call, rid: &str) -> Result<Reply, ApiErr
     // The auction record first reaches the disk with the intent to deliver, which also records
     // this body's fingerprint. An auction under this id carrying it is this very call, cut off
     // after its delivery started: go on with that delivery. Any other is someone else's auction.
-    let existing = post::ensure_loaded(core, &auction_id)?;
+    let existing = post::ensure_loaded(core, client.tenant, &auction_id)?;
     if existing {
-        let ours =
-            core.shard.borrow().get(&auction_id).is_some_and(|a| {
-                a.tenant == client.tenant && a.post_fingerprint == Some(fingerprint)
-            });
+        let ours = core
+            .shard
+            .borrow()
+            .get(client.tenant, &auction_id)
+            .is_some_and(|a| a.post_fingerprint == Some(fingerprint));
         if !ours {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -158,14 +159,14 @@ async fn execute(core: &Rc<Core>, call: Call, rid: &str) -> Result<Reply, ApiErr
         }
     } else {
         let answer = ping::run_auction(core, auction_id.clone(), ping, &client).await?;
-        ping::record_engine_overhead(core, &auction_id, received);
-        if !is_won(core, &auction_id) {
+        ping::record_engine_overhead(core, client.tenant, &auction_id, received);
+        if !is_won(core, client.tenant, &auction_id) {
             // Nobody to deliver to: the no-bid answer, durable with the auction record.
             let mut batch = Batch::new();
             let record = core
                 .shard
                 .borrow()
-                .get(&auction_id)
+                .get(client.tenant, &auction_id)
                 .map(crate::auction::record::to_record);
             let emitted = match &record {
                 Some(r) => events::put_auction(core, &mut batch, r, now_ms())?,
@@ -179,7 +180,7 @@ async fn execute(core: &Rc<Core>, call: Call, rid: &str) -> Result<Reply, ApiErr
             return Ok(answer);
         }
     }
-    let Some(claims) = claims_of(core, &auction_id) else {
+    let Some(claims) = claims_of(core, client.tenant, &auction_id) else {
         // Unreachable: a fingerprint is only recorded on a won auction's delivery.
         return Err(ApiError::internal(
             "The auction has no winning bid to deliver.",
@@ -206,14 +207,14 @@ async fn execute(core: &Rc<Core>, call: Call, rid: &str) -> Result<Reply, ApiErr
     .await
 }
 
-fn is_won(core: &Core, auction_id: &str) -> bool {
-    claims_of(core, auction_id).is_some()
+fn is_won(core: &Core, tenant: Tenant, auction_id: &str) -> bool {
+    claims_of(core, tenant, auction_id).is_some()
 }
 
 /// What a bid token for the auction's winning bid would carry; `None` without a winner.
-fn claims_of(core: &Core, auction_id: &str) -> Option<Claims> {
+fn claims_of(core: &Core, tenant: Tenant, auction_id: &str) -> Option<Claims> {
     let shard = core.shard.borrow();
-    let a = shard.get(auction_id)?;
+    let a = shard.get(tenant, auction_id)?;
     match &a.status {
         Status::Won {
             payout_cents,

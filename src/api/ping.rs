@@ -14,7 +14,7 @@ use crate::auction::shard::InsertError;
 use crate::auction::token::Claims;
 use crate::auction::{fanout, now_ms, rfc3339_ms, Auction, NoBidReason, OutcomeKind, Status};
 use crate::auth::Client;
-use crate::config::{Scope, MAX_WINDOW_MS};
+use crate::config::{Scope, Tenant, MAX_WINDOW_MS};
 use crate::error::ApiError;
 use crate::http::Reply;
 use crate::model::{f64_to_cents, Money, Ping};
@@ -114,6 +114,7 @@ async fn execute(
         Some(id) => id.clone(),
         None => core.mint_auction_id(),
     };
+    let client_tenant = client.tenant;
     let outcome = run_auction(core, auction_id.clone(), ping, &client).await;
     let reply = match &outcome {
         Ok(r) => r.clone(),
@@ -124,7 +125,7 @@ async fn execute(
     let record = {
         let shard = core.shard.borrow();
         shard
-            .get(&auction_id)
+            .get(client_tenant, &auction_id)
             .map(crate::auction::record::to_record)
     };
     let mut batch = Batch::new();
@@ -142,15 +143,20 @@ async fn execute(
         super::events::committed(core, emitted);
     }
     if outcome.is_ok() {
-        record_engine_overhead(core, &auction_id, received);
+        record_engine_overhead(core, client_tenant, &auction_id, received);
     }
     Ok(reply)
 }
 
 /// Records what Gavel added on top of the slowest buyer it waited for: time since `received`
 /// minus the longest round trip among the buyers it pinged.
-pub(super) fn record_engine_overhead(core: &Core, auction_id: &str, received: Instant) {
-    let slowest_us = core.shard.borrow().get(auction_id).map(|a| {
+pub(super) fn record_engine_overhead(
+    core: &Core,
+    tenant: Tenant,
+    auction_id: &str,
+    received: Instant,
+) {
+    let slowest_us = core.shard.borrow().get(tenant, auction_id).map(|a| {
         a.outcomes
             .iter()
             .filter(|o| o.kind.was_pinged())
@@ -163,6 +169,21 @@ pub(super) fn record_engine_overhead(core: &Core, auction_id: &str, received: In
         core.metrics
             .record_engine_overhead(total_us.saturating_sub(slowest_us));
     }
+}
+
+/// 503 for a tenant whose auctions fill its room on this core, with the time until the earliest
+/// of them may leave as `Retry-After` (whole seconds, at least 1).
+pub(super) fn shard_full(tenant: Tenant, retry_after_ms: u64) -> ApiError {
+    let secs = retry_after_ms.div_ceil(1_000).max(1);
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        format!(
+            "This core holds the {} tenant's maximum number of auctions; the earliest leaves in about {secs} s.",
+            tenant.as_str()
+        ),
+    )
+    .with_header(http::header::RETRY_AFTER, secs.to_string())
 }
 
 fn auction_exists(id: &str) -> ApiError {
@@ -217,11 +238,20 @@ pub(super) async fn run_auction(
 
     // A seller-chosen id names one auction for as long as its record is kept, not only while it
     // is in memory (Gavel's own ids are ULIDs and never repeat).
-    if ping.auction_id.is_some() && core.shard.borrow().get(&auction_id).is_none() {
-        let stored = shared.store.get_auction(&auction_id).map_err(|e| {
-            tracing::error!(error = %e, "auction lookup failed");
-            ApiError::internal("The auction store could not be read.")
-        })?;
+    if ping.auction_id.is_some()
+        && core
+            .shard
+            .borrow()
+            .get(client.tenant, &auction_id)
+            .is_none()
+    {
+        let stored = shared
+            .store
+            .get_auction(client.tenant.as_str(), &auction_id)
+            .map_err(|e| {
+                tracing::error!(error = %e, "auction lookup failed");
+                ApiError::internal("The auction store could not be read.")
+            })?;
         if stored.is_some() {
             return Err(auction_exists(&auction_id));
         }
@@ -244,10 +274,8 @@ pub(super) async fn run_auction(
         match shard.insert(auction, now) {
             Ok(()) => {}
             Err(InsertError::Exists) => return Err(auction_exists(&auction_id)),
-            Err(InsertError::Full) => {
-                return Err(ApiError::overloaded(
-                    "This core holds its maximum number of auctions; retry shortly.",
-                ))
+            Err(InsertError::Full { retry_after_ms }) => {
+                return Err(shard_full(client.tenant, retry_after_ms))
             }
         }
         core.stats()
@@ -362,11 +390,11 @@ pub(super) async fn run_auction(
         } => *token_valid_until_ms + cfg.retention_ms,
         _ => closed + cfg.retention_ms,
     };
-    if let Some(a) = shard.get_mut(&auction_id) {
+    if let Some(a) = shard.get_mut(client.tenant, &auction_id) {
         a.outcomes = outcomes;
         a.status = status;
         a.closed_ms = Some(closed);
     }
-    shard.set_evict_at(&auction_id, evict_at);
+    shard.set_evict_at(client.tenant, &auction_id, evict_at);
     Ok(reply)
 }

@@ -28,7 +28,7 @@ use crate::auction::shard::InsertError;
 use crate::auction::token::Claims;
 use crate::auction::{now_ms, PostState, Status, NO_BUYER};
 use crate::auth::Client;
-use crate::config::Scope;
+use crate::config::{Scope, Tenant};
 use crate::error::{ApiError, FieldError};
 use crate::http::Reply;
 use crate::model::{f64_to_cents, Money, Post};
@@ -119,14 +119,22 @@ async fn run(
 
 /// Loads the auction into the shard from the store when memory no longer holds it (after a
 /// restart, or after the shard evicted it). Returns false when no record exists.
-pub(super) fn ensure_loaded(core: &Rc<Core>, auction_id: &str) -> Result<bool, ApiError> {
-    if core.shard.borrow().get(auction_id).is_some() {
+pub(super) fn ensure_loaded(
+    core: &Rc<Core>,
+    tenant: Tenant,
+    auction_id: &str,
+) -> Result<bool, ApiError> {
+    if core.shard.borrow().get(tenant, auction_id).is_some() {
         return Ok(true);
     }
-    let record = core.shared.store.get_auction(auction_id).map_err(|e| {
-        tracing::error!(error = %e, "auction record unreadable");
-        ApiError::internal("The auction record could not be read.")
-    })?;
+    let record = core
+        .shared
+        .store
+        .get_auction(tenant.as_str(), auction_id)
+        .map_err(|e| {
+            tracing::error!(error = %e, "auction record unreadable");
+            ApiError::internal("The auction record could not be read.")
+        })?;
     let Some(record) = record else {
         return Ok(false);
     };
@@ -144,9 +152,9 @@ pub(super) fn ensure_loaded(core: &Rc<Core>, auction_id: &str) -> Result<bool, A
         .store(shard.len() as u64, std::sync::atomic::Ordering::Relaxed);
     match inserted {
         Ok(()) | Err(InsertError::Exists) => Ok(true),
-        Err(InsertError::Full) => Err(ApiError::overloaded(
-            "This core holds its maximum number of auctions; retry shortly.",
-        )),
+        Err(InsertError::Full { retry_after_ms }) => {
+            Err(super::ping::shard_full(tenant, retry_after_ms))
+        }
     }
 }
 
@@ -173,8 +181,7 @@ fn plan(
     let key = &idem.scope.key;
     let mut shard = core.shard.borrow_mut();
     let a = shard
-        .get_mut(&post.auction_id)
-        .filter(|a| a.tenant == client.tenant)
+        .get_mut(client.tenant, &post.auction_id)
         .ok_or_else(|| not_found(&post.auction_id))?;
     let resume_slot = match &a.post {
         PostState::Done { key: k, reply } if k == key => {
@@ -286,11 +293,12 @@ fn reused() -> ApiError {
 /// Sets the auction's post state and returns its record, ready to commit.
 fn update(
     core: &Rc<Core>,
+    tenant: Tenant,
     auction_id: &str,
     f: impl FnOnce(&mut crate::auction::Auction),
 ) -> Option<crate::store::AuctionRecord> {
     let mut shard = core.shard.borrow_mut();
-    let a = shard.get_mut(auction_id)?;
+    let a = shard.get_mut(tenant, auction_id)?;
     f(a);
     Some(to_record(a))
 }
@@ -315,7 +323,7 @@ async fn deliver_post(
     if claims.auction_id != post.auction_id {
         return Err(invalid_token("The bid token belongs to another auction."));
     }
-    if !ensure_loaded(core, &post.auction_id)? {
+    if !ensure_loaded(core, client.tenant, &post.auction_id)? {
         return Err(not_found(&post.auction_id));
     }
     deliver_with_claims(core, post, client, idem, None, rid, received, claims).await
@@ -351,7 +359,7 @@ pub(super) async fn deliver_with_claims(
     let key = idem.scope.key.clone();
     let fingerprint = idem.fingerprint;
     let lead_uuid = plan.lead_uuid.clone();
-    update(core, &post.auction_id, |a| {
+    update(core, client.tenant, &post.auction_id, |a| {
         a.post = PostState::InFlight {
             key: key.clone(),
             slot: None,
@@ -374,7 +382,7 @@ pub(super) async fn deliver_with_claims(
     let auction_id = post.auction_id.clone();
     // The intent to deliver to a buyer is durable before that buyer is called.
     let mut before_buyer = async |slot: usize| {
-        let Some(record) = update(core, &auction_id, |a| {
+        let Some(record) = update(core, client.tenant, &auction_id, |a| {
             a.post = PostState::InFlight {
                 key: key.clone(),
                 slot: Some(slot),
@@ -442,7 +450,7 @@ pub(super) async fn deliver_with_claims(
             let buyer_id = core
                 .shard
                 .borrow()
-                .get(&post.auction_id)
+                .get(client.tenant, &post.auction_id)
                 .map(|a| a.outcomes[slot].buyer_id.clone())
                 .unwrap_or_default();
             batch
@@ -512,7 +520,7 @@ pub(super) async fn deliver_with_claims(
         ),
         Delivery::Aborted => {
             // Nobody was called for the failed step; what was recorded before still holds.
-            update(core, &post.auction_id, |a| {
+            update(core, client.tenant, &post.auction_id, |a| {
                 a.post = plan.previous.clone();
                 a.post_attempts.extend(attempts);
             });
@@ -522,7 +530,7 @@ pub(super) async fn deliver_with_claims(
         }
     };
     let final_state = matches!(state, PostState::Done { .. });
-    let record = update(core, &post.auction_id, |a| {
+    let record = update(core, client.tenant, &post.auction_id, |a| {
         a.post = state;
         a.post_attempts.extend(attempts);
         if sold.is_some() {
@@ -554,7 +562,7 @@ pub(super) async fn deliver_with_claims(
         // auction goes back to "unresolved at the last buyer": a retry asks that buyer again,
         // and the buyer's own idempotency answers it.
         let last = plan.candidates.first().map(|c| c.slot);
-        update(core, &post.auction_id, |a| {
+        update(core, client.tenant, &post.auction_id, |a| {
             if let (PostState::Done { .. }, Some(slot)) =
                 (&a.post, a.sold.as_ref().map(|s| s.0).or(last))
             {

@@ -1,5 +1,9 @@
-//! A core's auction shard: the in-memory map of the auctions this core owns, with a hard cap and
-//! time-based eviction.
+//! A core's auction shard: the in-memory map of the auctions this core owns, with a hard cap per
+//! tenant and time-based eviction.
+//!
+//! Auction ids are scoped by tenant: a seller-chosen id such as `acme_order_000123` names one
+//! auction in the sandbox and another in production, and neither is visible from the other. Each
+//! tenant also has its own cap, so one tenant's traffic can never take another's room.
 //!
 //! Only its own core touches a shard (it lives in a `RefCell` on that core), and no borrow is held
 //! across an `.await`. Durable records are not kept here; the shard is the working set.
@@ -8,89 +12,152 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use super::{Auction, PostState};
+use crate::config::Tenant;
+
+fn slot(t: Tenant) -> usize {
+    match t {
+        Tenant::Sandbox => 0,
+        Tenant::Production => 1,
+    }
+}
 
 pub struct Shard {
-    auctions: HashMap<String, Auction>,
-    /// (evict_at_ms, id), earliest first. An entry may be stale if the auction's time moved.
-    evictions: BinaryHeap<Reverse<(u64, String)>>,
-    max_auctions: usize,
+    /// One map per tenant (indexed by [`slot`]), keyed by the auction id the seller sees.
+    auctions: [HashMap<String, Auction>; 2],
+    /// (evict_at_ms, tenant slot, id), earliest first. An entry may be stale if the auction's
+    /// time moved.
+    evictions: BinaryHeap<Reverse<(u64, usize, String)>>,
+    /// Most auctions one tenant may hold on this core.
+    max_auctions_per_tenant: usize,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum InsertError {
-    Full,
+    /// The tenant holds its maximum; the earliest of its auctions may leave after
+    /// `retry_after_ms` (an honest hint for the caller's `Retry-After`).
+    Full {
+        retry_after_ms: u64,
+    },
     Exists,
 }
 
+/// How long an auction waiting on a delivery is kept past its time before eviction looks again.
+const IN_FLIGHT_RECHECK_MS: u64 = 1_000;
+
 impl Shard {
-    pub fn new(max_auctions: usize) -> Shard {
+    pub fn new(max_auctions_per_tenant: usize) -> Shard {
         Shard {
-            auctions: HashMap::new(),
+            auctions: [HashMap::new(), HashMap::new()],
             evictions: BinaryHeap::new(),
-            max_auctions,
+            max_auctions_per_tenant,
         }
     }
 
+    /// Auctions held, all tenants together.
     pub fn len(&self) -> usize {
-        self.auctions.len()
+        self.auctions.iter().map(HashMap::len).sum()
+    }
+
+    /// Auctions one tenant holds.
+    pub fn len_of(&self, tenant: Tenant) -> usize {
+        self.auctions[slot(tenant)].len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.auctions.is_empty()
+        self.len() == 0
     }
 
     pub fn insert(&mut self, a: Auction, now_ms: u64) -> Result<(), InsertError> {
         self.evict(now_ms);
-        if self.auctions.contains_key(&a.id) {
+        let t = slot(a.tenant);
+        if self.auctions[t].contains_key(&a.id) {
             return Err(InsertError::Exists);
         }
-        if self.auctions.len() >= self.max_auctions {
-            return Err(InsertError::Full);
+        if self.auctions[t].len() >= self.max_auctions_per_tenant {
+            return Err(InsertError::Full {
+                retry_after_ms: self.next_eviction_of(t, now_ms),
+            });
         }
-        self.evictions.push(Reverse((a.evict_at_ms, a.id.clone())));
-        self.auctions.insert(a.id.clone(), a);
+        self.evictions
+            .push(Reverse((a.evict_at_ms, t, a.id.clone())));
+        self.auctions[t].insert(a.id.clone(), a);
         Ok(())
     }
 
-    pub fn get(&self, id: &str) -> Option<&Auction> {
-        self.auctions.get(id)
+    /// Time until the tenant's earliest auction may leave. A scan, but only on the rare path of a
+    /// full tenant, and bounded by the cap.
+    fn next_eviction_of(&self, t: usize, now_ms: u64) -> u64 {
+        self.auctions[t]
+            .values()
+            .map(|a| a.evict_at_ms)
+            .min()
+            .map_or(IN_FLIGHT_RECHECK_MS, |at| {
+                at.saturating_sub(now_ms).max(IN_FLIGHT_RECHECK_MS)
+            })
     }
 
-    pub fn get_mut(&mut self, id: &str) -> Option<&mut Auction> {
-        self.auctions.get_mut(id)
+    pub fn get(&self, tenant: Tenant, id: &str) -> Option<&Auction> {
+        self.auctions[slot(tenant)].get(id)
+    }
+
+    pub fn get_mut(&mut self, tenant: Tenant, id: &str) -> Option<&mut Auction> {
+        self.auctions[slot(tenant)].get_mut(id)
     }
 
     /// Moves an auction's eviction time (e.g. once its bid token's lifetime is known).
-    pub fn set_evict_at(&mut self, id: &str, evict_at_ms: u64) {
-        if let Some(a) = self.auctions.get_mut(id) {
+    pub fn set_evict_at(&mut self, tenant: Tenant, id: &str, evict_at_ms: u64) {
+        let t = slot(tenant);
+        if let Some(a) = self.auctions[t].get_mut(id) {
             a.evict_at_ms = evict_at_ms;
-            self.evictions.push(Reverse((evict_at_ms, id.to_string())));
+            self.evictions
+                .push(Reverse((evict_at_ms, t, id.to_string())));
         }
     }
 
-    /// Drops auctions whose time is up, except those with a delivery in flight.
-    pub fn evict(&mut self, now_ms: u64) {
-        while let Some(Reverse((at, _))) = self.evictions.peek() {
+    /// When the next eviction is due, if any auction is held: the core's expiry timer sleeps
+    /// until then (bounded by its own interval).
+    pub fn next_due_ms(&self) -> Option<u64> {
+        self.evictions.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// Drops auctions whose time is up, except those with a delivery in flight. Returns how many
+    /// left.
+    pub fn evict(&mut self, now_ms: u64) -> usize {
+        let mut dropped = 0;
+        while let Some(Reverse((at, _, _))) = self.evictions.peek() {
             if *at > now_ms {
                 break;
             }
-            let Reverse((at, id)) = self.evictions.pop().expect("peeked");
-            let Some(a) = self.auctions.get(&id) else {
+            let Reverse((at, t, id)) = self.evictions.pop().expect("peeked");
+            let Some(a) = self.auctions[t].get_mut(&id) else {
                 continue;
             };
             if a.evict_at_ms != at {
                 continue; // A later entry for this auction exists.
             }
             if matches!(a.post, PostState::InFlight { .. }) {
-                let later = now_ms + 1_000;
-                if let Some(a) = self.auctions.get_mut(&id) {
-                    a.evict_at_ms = later;
-                }
-                self.evictions.push(Reverse((later, id)));
+                let later = now_ms + IN_FLIGHT_RECHECK_MS;
+                a.evict_at_ms = later;
+                self.evictions.push(Reverse((later, t, id)));
                 continue;
             }
-            self.auctions.remove(&id);
+            self.auctions[t].remove(&id);
+            dropped += 1;
         }
+        if dropped > 0 {
+            // Give memory back: a map that once held a burst keeps its capacity otherwise.
+            for m in &mut self.auctions {
+                if m.capacity() > 1024 && m.len() < m.capacity() / 4 {
+                    m.shrink_to(m.len() * 2);
+                }
+            }
+            if self.evictions.capacity() > 1024
+                && self.evictions.len() < self.evictions.capacity() / 4
+            {
+                self.evictions.shrink_to(self.evictions.len() * 2);
+            }
+        }
+        dropped
     }
 }
 
@@ -132,10 +199,48 @@ mod tests {
         s.insert(auction("a", 100), 0).unwrap();
         assert_eq!(s.insert(auction("a", 100), 0), Err(InsertError::Exists));
         s.insert(auction("b", 100), 0).unwrap();
-        assert_eq!(s.insert(auction("c", 100), 0), Err(InsertError::Full));
+        assert_eq!(
+            s.insert(auction("c", 100), 0),
+            Err(InsertError::Full {
+                retry_after_ms: IN_FLIGHT_RECHECK_MS
+            })
+        );
+        assert_eq!(
+            s.insert(auction("c", 100_000), 10),
+            Err(InsertError::Full {
+                retry_after_ms: IN_FLIGHT_RECHECK_MS
+            })
+        );
         // Once the first two expire there is room again.
         s.insert(auction("c", 300), 150).unwrap();
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn tenants_have_their_own_ids_and_caps() {
+        let mut s = Shard::new(1);
+        let mut live = auction("same_id", 60_000);
+        live.tenant = Tenant::Production;
+        s.insert(auction("same_id", 50_000), 0).unwrap();
+        // The sandbox is full, and says when its auction leaves.
+        assert_eq!(
+            s.insert(auction("other", 100), 0),
+            Err(InsertError::Full {
+                retry_after_ms: 50_000
+            })
+        );
+        // Production has its own room, and the same id is another auction there.
+        s.insert(live, 0).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.len_of(Tenant::Sandbox), 1);
+        assert_eq!(
+            s.get(Tenant::Production, "same_id").unwrap().tenant,
+            Tenant::Production
+        );
+        assert_eq!(s.next_due_ms(), Some(50_000));
+        assert_eq!(s.evict(55_000), 1);
+        assert!(s.get(Tenant::Sandbox, "same_id").is_none());
+        assert!(s.get(Tenant::Production, "same_id").is_some());
     }
 
     #[test]
@@ -143,18 +248,21 @@ mod tests {
         let mut s = Shard::new(10);
         s.insert(auction("a", 100), 0).unwrap();
         s.insert(auction("b", 100), 0).unwrap();
-        s.set_evict_at("a", 500);
-        s.get_mut("b").unwrap().post = PostState::InFlight {
+        s.set_evict_at(Tenant::Sandbox, "a", 500);
+        s.get_mut(Tenant::Sandbox, "b").unwrap().post = PostState::InFlight {
             key: "k".into(),
             slot: None,
         };
         s.evict(200);
-        assert!(s.get("a").is_some(), "moved eviction time is honoured");
         assert!(
-            s.get("b").is_some(),
+            s.get(Tenant::Sandbox, "a").is_some(),
+            "moved eviction time is honoured"
+        );
+        assert!(
+            s.get(Tenant::Sandbox, "b").is_some(),
             "an auction being delivered is never dropped"
         );
-        s.get_mut("b").unwrap().post = PostState::None;
+        s.get_mut(Tenant::Sandbox, "b").unwrap().post = PostState::None;
         s.evict(1_300);
         assert!(s.is_empty());
     }

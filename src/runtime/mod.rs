@@ -689,6 +689,31 @@ pub fn accept_backoff(failures: u32) -> Duration {
         .min(ACCEPT_BACKOFF_MAX)
 }
 
+/// Longest a core waits between two eviction passes over its shard, in milliseconds.
+pub const SHARD_EXPIRY_INTERVAL_MS: u64 = 1_000;
+
+/// Evicts the core's expired auctions every [`SHARD_EXPIRY_INTERVAL_MS`] (or sooner, when the
+/// next one is due sooner), forever. A pass with nothing due is a peek at a heap.
+async fn expire_auctions(core: Rc<Core>) {
+    loop {
+        let now = crate::auction::now_ms();
+        let wait_ms = core
+            .shard
+            .borrow()
+            .next_due_ms()
+            .map_or(SHARD_EXPIRY_INTERVAL_MS, |due| {
+                due.saturating_sub(now).clamp(1, SHARD_EXPIRY_INTERVAL_MS)
+            });
+        monoio::time::sleep(Duration::from_millis(wait_ms)).await;
+        let mut shard = core.shard.borrow_mut();
+        if shard.evict(crate::auction::now_ms()) > 0 {
+            core.stats()
+                .auctions_in_memory
+                .store(shard.len() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
 async fn core_main(
     id: usize,
     shared: Arc<Shared>,
@@ -739,6 +764,14 @@ async fn core_main(
         let stop = stopped.wait();
         async move {
             futures::future::select(std::pin::pin!(handoff::drain(core)), stop).await;
+        }
+    });
+    // Auctions leave memory on time even when no new auction arrives to trigger eviction.
+    let expiry = monoio::spawn({
+        let core = core.clone();
+        let stop = stopped.wait();
+        async move {
+            futures::future::select(std::pin::pin!(expire_auctions(core)), stop).await;
         }
     });
     let _ = ready.send(Ok(()));
@@ -833,6 +866,7 @@ async fn core_main(
     }
     stopped.fire();
     drain.await;
+    expiry.await;
     tracing::debug!(core = id, "core stopped");
 }
 

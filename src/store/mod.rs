@@ -14,8 +14,8 @@
 //! |--------------------|---------------------------------------|-------------------------------|
 //! | `idem`             | [`IdemScope::encode_key`]             | `[1] ++ rkyv(IdemRecord)`     |
 //! | `idem_by_time`     | `created_ms BE(8) ++ idem key`        | empty                         |
-//! | `auctions`         | auction id (UTF-8)                    | `[1] ++ rkyv(AuctionRecord)`  |
-//! | `auctions_by_time` | `created_ms BE(8) ++ auction id`      | empty                         |
+//! | `auctions`         | tenant ++ 0x00 ++ auction id          | `[1] ++ rkyv(AuctionRecord)`  |
+//! | `auctions_by_time` | `created_ms BE(8) ++ auctions key`    | empty                         |
 //! | `leads`            | lead uuid (UTF-8)                     | `[1] ++ rkyv(LeadRecord)`     |
 //! | `leads_by_time`    | `created_ms BE(8) ++ lead uuid`       | empty                         |
 //! | `meta`             | caller's key (UTF-8)                  | caller's bytes, never expired |
@@ -416,7 +416,7 @@ impl Batch {
         self.put_record(
             TreeId::Auctions,
             TreeId::AuctionsByTime,
-            record.id.as_bytes().to_vec(),
+            auction_key(&record.tenant, &record.id),
             record,
             record.created_ms,
         )
@@ -607,9 +607,20 @@ impl Store {
         self.get_record(TreeId::Idem, &scope.encode_key())
     }
 
-    /// An auction record by id.
-    pub fn get_auction(&self, auction_id: &str) -> Result<Option<AuctionRecord>, StoreError> {
-        self.get_record(TreeId::Auctions, auction_id.as_bytes())
+    /// A tenant's auction record by id. Ids are scoped by tenant: another tenant's auction under
+    /// the same id is not found. Records written before ids were scoped live under the bare id
+    /// and are found there when their tenant matches.
+    pub fn get_auction(
+        &self,
+        tenant: &str,
+        auction_id: &str,
+    ) -> Result<Option<AuctionRecord>, StoreError> {
+        if let Some(r) = self.get_record(TreeId::Auctions, &auction_key(tenant, auction_id))? {
+            return Ok(Some(r));
+        }
+        let legacy: Option<AuctionRecord> =
+            self.get_record(TreeId::Auctions, auction_id.as_bytes())?;
+        Ok(legacy.filter(|r| r.tenant == tenant))
     }
 
     /// A lead record by lead uuid.
@@ -881,3 +892,14 @@ const _: () = {
         i += 1;
     }
 };
+
+/// The `auctions` tree key: `tenant ++ 0x00 ++ auction id`, so one id names a different record in
+/// each tenant. Ids never contain a NUL byte (validation allows printable characters only), so
+/// keys of different tenants never meet.
+pub fn auction_key(tenant: &str, auction_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(tenant.len() + 1 + auction_id.len());
+    k.extend_from_slice(tenant.as_bytes());
+    k.push(0);
+    k.extend_from_slice(auction_id.as_bytes());
+    k
+}

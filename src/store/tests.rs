@@ -242,7 +242,7 @@ fn corrupt_values_are_errors_not_panics() {
     ];
     for (what, bytes) in cases {
         store.raw_insert(TreeId::Auctions, b"auc_1", &bytes);
-        match store.get_auction("auc_1") {
+        match store.get_auction("sandbox", "auc_1") {
             Err(StoreError::Corrupt { tree, key, .. }) => {
                 assert_eq!(tree, "auctions", "{what}");
                 assert_eq!(key, "auc_1", "{what}");
@@ -255,7 +255,7 @@ fn corrupt_values_are_errors_not_panics() {
     wrong_version[0] = 200;
     store.raw_insert(TreeId::Auctions, b"auc_1", &wrong_version);
     assert!(matches!(
-        store.get_auction("auc_1"),
+        store.get_auction("sandbox", "auc_1"),
         Err(StoreError::UnknownVersion {
             tree: "auctions",
             version: 200,
@@ -270,7 +270,7 @@ fn corrupt_values_are_errors_not_panics() {
             let mut v = good.clone();
             v[i] ^= mask;
             store.raw_insert(TreeId::Auctions, b"auc_1", &v);
-            match store.get_auction("auc_1") {
+            match store.get_auction("sandbox", "auc_1") {
                 Ok(_) | Err(StoreError::Corrupt { .. }) => {}
                 Err(e) => panic!("byte {i} mask {mask:#x}: unexpected {e}"),
             }
@@ -351,7 +351,7 @@ fn batch_is_atomic_across_trees() {
     store.write_durable(&batch).unwrap();
     assert_eq!(store.get_idempotency(&s).unwrap(), Some(idem(10)));
     assert_eq!(
-        store.get_auction("auc_a").unwrap(),
+        store.get_auction("sandbox", "auc_a").unwrap(),
         Some(auction("auc_a", 10))
     );
     assert_eq!(
@@ -379,7 +379,7 @@ fn batch_is_atomic_across_trees() {
     store.write_durable(&batch).unwrap();
     assert_eq!(store.get_idempotency(&s).unwrap(), None);
     assert_eq!(store.get_meta("cursor").unwrap(), None);
-    assert!(store.get_auction("auc_a").unwrap().is_some());
+    assert!(store.get_auction("sandbox", "auc_a").unwrap().is_some());
 }
 
 /// A multi-tree batch is visible all at once to a concurrent reader: it never sees the lead
@@ -406,7 +406,10 @@ fn batch_is_never_seen_half_applied() {
         loop {
             // Lead first: if it is there, the auction written in the same batch must be too.
             let lead_present = store.get_lead(&format!("lead-{i}")).unwrap().is_some();
-            let auction_present = store.get_auction(&format!("auc-{i}")).unwrap().is_some();
+            let auction_present = store
+                .get_auction("sandbox", &format!("auc-{i}"))
+                .unwrap()
+                .is_some();
             if lead_present {
                 assert!(auction_present, "lead-{i} visible without auc-{i}");
                 break;
@@ -448,7 +451,7 @@ fn reopen_reads_back_everything_written() {
             Some(idem(i))
         );
         assert_eq!(
-            store.get_auction(&format!("auc_{i}")).unwrap(),
+            store.get_auction("sandbox", &format!("auc_{i}")).unwrap(),
             Some(auction(&format!("auc_{i}"), i))
         );
         assert_eq!(
@@ -566,7 +569,7 @@ fn acknowledged_writes_survive_kill_9() {
     let store = Store::open(&options(dir.path())).unwrap();
     for i in 0..CRASH_COMMITS {
         assert_eq!(
-            store.get_auction(&format!("crash_{i}")).unwrap(),
+            store.get_auction("sandbox", &format!("crash_{i}")).unwrap(),
             Some(auction(&format!("crash_{i}"), i)),
             "acknowledged auction crash_{i} lost"
         );
@@ -632,8 +635,11 @@ fn expiry_deletes_old_records_and_their_index_entries() {
     assert!(store.get_idempotency(&scope("old")).unwrap().is_none());
     assert!(store.get_idempotency(&scope("edge")).unwrap().is_none());
     assert!(store.get_idempotency(&scope("fresh")).unwrap().is_some());
-    assert!(store.get_auction("auc_old").unwrap().is_none());
-    assert_eq!(store.get_auction("auc_fresh").unwrap(), Some(rewritten));
+    assert!(store.get_auction("sandbox", "auc_old").unwrap().is_none());
+    assert_eq!(
+        store.get_auction("sandbox", "auc_fresh").unwrap(),
+        Some(rewritten)
+    );
     assert!(store.get_lead("lead_old").unwrap().is_none());
     assert!(store.get_lead("lead_fresh").unwrap().is_some());
     assert_eq!(store.get_meta("forever").unwrap(), Some(b"1".to_vec()));
@@ -685,7 +691,7 @@ fn expiry_cleans_stale_index_entries_without_deleting_live_records() {
     let stats = store.expire(now).unwrap();
     assert_eq!(stats.deleted(), 0);
     assert_eq!(stats.stale_index, 2);
-    assert!(store.get_auction("auc_moved").unwrap().is_some());
+    assert!(store.get_auction("sandbox", "auc_moved").unwrap().is_some());
     let c = store.counts();
     assert_eq!((c.auctions, c.auctions_index), (1, 1));
     assert_eq!((c.idempotency, c.idempotency_index), (0, 0));
@@ -1085,4 +1091,44 @@ fn expiry_removes_old_outbox_deliveries() {
     assert!(store.get_delivery("evt_old", "a").unwrap().is_none());
     assert!(store.get_delivery("evt_new", "a").unwrap().is_some());
     assert_eq!((store.counts().outbox, store.counts().outbox_index), (1, 1));
+}
+
+#[test]
+fn auction_ids_are_scoped_by_tenant() {
+    let store = Store::temporary().unwrap();
+    let sandbox = auction("acme_order_000123", 10);
+    let mut live = auction("acme_order_000123", 20);
+    live.tenant = "production".into();
+    let mut batch = Batch::new();
+    batch
+        .put_auction(&sandbox)
+        .unwrap()
+        .put_auction(&live)
+        .unwrap();
+    store.write_durable(&batch).unwrap();
+    assert_eq!(
+        store.get_auction("sandbox", "acme_order_000123").unwrap(),
+        Some(sandbox)
+    );
+    assert_eq!(
+        store
+            .get_auction("production", "acme_order_000123")
+            .unwrap(),
+        Some(live)
+    );
+    // A record written before ids were scoped (under the bare id) is found by its own tenant
+    // only.
+    let old = auction("auc_before_scoping", 30);
+    let bytes = records::encode(b"auc_before_scoping", &old).unwrap();
+    store.raw_insert(TreeId::Auctions, b"auc_before_scoping", &bytes);
+    assert_eq!(
+        store.get_auction("sandbox", "auc_before_scoping").unwrap(),
+        Some(old)
+    );
+    assert_eq!(
+        store
+            .get_auction("production", "auc_before_scoping")
+            .unwrap(),
+        None
+    );
 }
