@@ -48,28 +48,21 @@ pub fn admin_core(core: &Core, tenant: Tenant) -> usize {
     core.shared.owner_of(tenant.as_str())
 }
 
-/// Runs `change` on core `target`, spawned on this core so it runs to its end whether or not the
-/// caller's connection is still there; the caller only awaits its result.
+/// Runs `change` on core `target`, one change at a time there. Like all handed-off work it runs as
+/// a task of its own (see `runtime::handoff`), to its end whether or not the caller's connection
+/// is still there; the caller only awaits its result.
 async fn detached<T, F, Fut>(core: &Rc<Core>, target: usize, change: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, ApiError>> + 'static,
 {
-    let (tx, rx) = futures::channel::oneshot::channel();
-    let here = core.clone();
-    monoio::spawn(async move {
-        let out = run_on(&here, target, move |c| async move {
-            let changes = CHANGES.with(Rc::clone);
-            let _one_at_a_time = changes.lock().await;
-            change(c).await
-        })
-        .await
-        .and_then(std::convert::identity);
-        let _ = tx.send(out);
-    });
-    rx.await
-        .map_err(|_| ApiError::internal("The client change stopped before it finished."))?
+    run_on(core, target, move |c| async move {
+        let changes = CHANGES.with(Rc::clone);
+        let _one_at_a_time = changes.lock().await;
+        change(c).await
+    })
+    .await?
 }
 
 fn no_store(reply: Reply) -> Reply {
