@@ -74,14 +74,8 @@ fn env(driver: Driver) -> Env {
     buyer.post_latency_ms_min = POST_LATENCY_MS;
     buyer.post_latency_ms_max = POST_LATENCY_MS;
     Env::start(driver, vec![buyer], |cfg, _| {
-        cfg.tokens.push(gavel::config::TokenConfig {
-            client: "buyer-slow".into(),
-            tenant: gavel::config::Tenant::Sandbox,
-            sha256: gavel::auth::sha256_hex(BUYER_TOKEN),
-            scopes: [gavel::config::Scope::Status].into_iter().collect(),
-            buyer: Some("slow_post".into()),
-            requests_per_s: None,
-        });
+        cfg.tokens
+            .push(buyer_token("buyer-slow", "slow_post", BUYER_TOKEN));
     })
 }
 

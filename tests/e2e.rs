@@ -1351,14 +1351,8 @@ fn buyers_report_lead_status(driver: Driver) {
         vec![fixed("hi", 30.0), fixed("lo", 20.0)],
         |cfg, _| {
             for (token, buyer) in [(HI, "hi"), (LO, "lo")] {
-                cfg.tokens.push(gavel::config::TokenConfig {
-                    client: format!("buyer-{buyer}"),
-                    tenant: gavel::config::Tenant::Sandbox,
-                    sha256: gavel::auth::sha256_hex(token),
-                    scopes: [gavel::config::Scope::Status].into_iter().collect(),
-                    buyer: Some(buyer.to_string()),
-                    requests_per_s: None,
-                });
+                cfg.tokens
+                    .push(buyer_token(&format!("buyer-{buyer}"), buyer, token));
             }
         },
     );
@@ -1460,14 +1454,7 @@ fn buyers_report_lead_status(driver: Driver) {
 fn lead_status_history_is_bounded(driver: Driver) {
     const HI: &str = "gv_test_buyer_hi_history_000000000000000000";
     let env = Env::start(driver, vec![fixed("hi", 30.0)], |cfg, _| {
-        cfg.tokens.push(gavel::config::TokenConfig {
-            client: "buyer-hi".into(),
-            tenant: gavel::config::Tenant::Sandbox,
-            sha256: gavel::auth::sha256_hex(HI),
-            scopes: [gavel::config::Scope::Status].into_iter().collect(),
-            buyer: Some("hi".into()),
-            requests_per_s: None,
-        });
+        cfg.tokens.push(buyer_token("buyer-hi", "hi", HI));
     });
     let (id, token, _) = won(&env, &ping_body());
     let sold = env.post("/v1/post", Some(TOKEN), &post_body(&id, &token).to_string());

@@ -46,14 +46,8 @@ fn the_server_agrees_with_its_openapi_document() {
         Driver::Legacy,
         vec![fixed("a", 20.0), fixed("b", 15.0)],
         |cfg, _| {
-            cfg.tokens.push(gavel::config::TokenConfig {
-                client: "schemathesis-buyer".into(),
-                tenant: gavel::config::Tenant::Sandbox,
-                sha256: gavel::auth::sha256_hex(BUYER_TOKEN),
-                scopes: [gavel::config::Scope::Status].into_iter().collect(),
-                buyer: Some("a".into()),
-                requests_per_s: None,
-            });
+            cfg.tokens
+                .push(buyer_token("schemathesis-buyer", "a", BUYER_TOKEN));
         },
     );
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -111,14 +111,7 @@ fn a_sale_and_a_status_report_reach_the_seller_signed_while_its_secret_rotates()
                     &["lead.posted"],
                 ),
             ];
-            cfg.tokens.push(gavel::config::TokenConfig {
-                client: "buyer-hi".into(),
-                tenant: gavel::config::Tenant::Sandbox,
-                sha256: gavel::auth::sha256_hex(BUYER_HI),
-                scopes: [gavel::config::Scope::Status].into_iter().collect(),
-                buyer: Some("hi".into()),
-                requests_per_s: None,
-            });
+            cfg.tokens.push(buyer_token("buyer-hi", "hi", BUYER_HI));
         },
     );
     let (ping, post) = sell(&env);

@@ -12,6 +12,17 @@ use gavel_load::run::RunConfig;
 use gavel_load::schedule::Arrival;
 use gavel_load::spawn::SpawnConfig;
 
+/// The spawned server's operations listener: its counters need no token there, and a scrape is
+/// not counted as a request.
+fn ops_addr(spawned: &gavel_load::spawn::Spawned) -> std::net::SocketAddr {
+    spawned
+        .server
+        .as_ref()
+        .expect("server spawned")
+        .metrics_addr
+        .expect("the spawned server has an operations listener")
+}
+
 fn server_count(text: &str, endpoint: &str, status: Option<u16>) -> u64 {
     let ep = format!("endpoint=\"{endpoint}\"");
     match status {
@@ -40,13 +51,7 @@ fn ping_post_counts_match_the_servers_counters() {
         webhooks: false,
     })
     .expect("fleet and server start");
-    // The counters come from the operations listener: no token, and the scrape is not counted.
-    let server = spawned
-        .server
-        .as_ref()
-        .expect("server spawned")
-        .metrics_addr
-        .expect("the spawned server has an operations listener");
+    let server = ops_addr(&spawned);
     let cfg = RunConfig {
         base_url: spawned.base_url.clone().unwrap(),
         token: spawned.token.clone(),
@@ -195,13 +200,7 @@ fn leads_scenario_counts_match_the_servers_counters() {
         webhooks: true,
     })
     .expect("start");
-    // The counters come from the operations listener: no token, and the scrape is not counted.
-    let server = spawned
-        .server
-        .as_ref()
-        .expect("server spawned")
-        .metrics_addr
-        .expect("the spawned server has an operations listener");
+    let server = ops_addr(&spawned);
     // Run as an OAuth client: register one with the spawned admin token, then let gavel-load get
     // its access token through the client-credentials flow.
     let base = spawned.base_url.clone().unwrap();

@@ -223,13 +223,5 @@ fn seller_of(core: &Core, tenant: Tenant, auction_id: &str) -> Result<Option<Str
     if let Some(a) = core.shard.borrow().get(tenant, auction_id) {
         return Ok(Some(a.client.clone()));
     }
-    let stored = core
-        .shared
-        .store
-        .get_auction(tenant.as_str(), auction_id)
-        .map_err(|e| {
-            tracing::error!(error = %e, "auction lookup failed");
-            ApiError::internal("The auction store could not be read.")
-        })?;
-    Ok(stored.map(|r| r.client))
+    Ok(super::auctions::stored(core, tenant, auction_id)?.map(|r| r.client))
 }

@@ -245,13 +245,7 @@ pub(super) async fn run_auction(
             .get(client.tenant, &auction_id)
             .is_none()
     {
-        let stored = shared
-            .store
-            .get_auction(client.tenant.as_str(), &auction_id)
-            .map_err(|e| {
-                tracing::error!(error = %e, "auction lookup failed");
-                ApiError::internal("The auction store could not be read.")
-            })?;
+        let stored = super::auctions::stored(core, client.tenant, &auction_id)?;
         if stored.is_some() {
             return Err(auction_exists(&auction_id));
         }

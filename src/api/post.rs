@@ -127,14 +127,7 @@ pub(super) fn ensure_loaded(
     if core.shard.borrow().get(tenant, auction_id).is_some() {
         return Ok(true);
     }
-    let record = core
-        .shared
-        .store
-        .get_auction(tenant.as_str(), auction_id)
-        .map_err(|e| {
-            tracing::error!(error = %e, "auction record unreadable");
-            ApiError::internal("The auction record could not be read.")
-        })?;
+    let record = super::auctions::stored(core, tenant, auction_id)?;
     let Some(record) = record else {
         return Ok(false);
     };

@@ -128,6 +128,19 @@ pub fn buyer(fleet: &FleetHandle, id: &str) -> BuyerConfig {
     }
 }
 
+/// A sandbox token that belongs to buyer `buyer` (scope `status`): the buyer reports the status of
+/// the leads it bought with it.
+pub fn buyer_token(client: &str, buyer: &str, token: &str) -> gavel::config::TokenConfig {
+    gavel::config::TokenConfig {
+        client: client.to_string(),
+        tenant: gavel::config::Tenant::Sandbox,
+        sha256: gavel::auth::sha256_hex(token),
+        scopes: [gavel::config::Scope::Status].into_iter().collect(),
+        buyer: Some(buyer.to_string()),
+        requests_per_s: None,
+    }
+}
+
 /// A mock buyer that always bids exactly `price` and accepts every post.
 pub fn fixed(id: &str, price: f64) -> MockBuyerConfig {
     let mut b = MockBuyerConfig::new(id);
