@@ -336,11 +336,12 @@ fn corrupt<R: Record>(key: &[u8], reason: String) -> StoreError {
     }
 }
 
-/// A key as text for error messages: UTF-8 as is, anything else in hex. Keys hold ids and
+/// A key as text for error messages: UTF-8 as is (NUL separators as `/`), anything else in hex. Keys hold ids and
 /// idempotency scopes, never PII.
 pub fn printable_key(key: &[u8]) -> String {
     match std::str::from_utf8(key) {
-        Ok(s) if !s.chars().any(char::is_control) => s.to_owned(),
+        // A NUL separates a key's parts (e.g. tenant and auction id); show it as a slash.
+        Ok(s) if !s.chars().any(|c| c.is_control() && c != '\0') => s.replace('\0', "/"),
         _ => hex::encode(key),
     }
 }
