@@ -336,8 +336,8 @@ fn corrupt<R: Record>(key: &[u8], reason: String) -> StoreError {
     }
 }
 
-/// A key as text for error messages: UTF-8 as is (NUL separators as `/`), anything else in hex. Keys hold ids and
-/// idempotency scopes, never PII.
+/// A key as text for error messages: UTF-8 as is (NUL separators as `/`), anything else in hex.
+/// Keys hold ids and idempotency scopes, never PII.
 pub fn printable_key(key: &[u8]) -> String {
     match std::str::from_utf8(key) {
         // A NUL separates a key's parts (e.g. tenant and auction id); show it as a slash.
