@@ -114,6 +114,9 @@ fn an_idempotency_key_is_decided_on_one_core() {
     }
 }
 
+const SAND_BUYER: &str = "gv_test_isolation_buyer_sand_000000000000";
+const LIVE_BUYER: &str = "gv_live_isolation_buyer_live_000000000000";
+
 /// Regression: a sandbox ping with a seller-chosen id made the same id a 409 `auction_exists` for
 /// production, telling a sandbox caller that a production id exists.
 fn seller_ids_are_scoped_by_tenant(driver: Driver) {
@@ -122,6 +125,11 @@ fn seller_ids_are_scoped_by_tenant(driver: Driver) {
         vec![fixed("sand", 30.0), fixed("live", 20.0)],
         |cfg, _| {
             cfg.buyers[1].tenant = gavel::config::Tenant::Production;
+            cfg.tokens
+                .push(buyer_token("buyer-sand", "sand", SAND_BUYER));
+            let mut live = buyer_token("buyer-live", "live", LIVE_BUYER);
+            live.tenant = gavel::config::Tenant::Production;
+            cfg.tokens.push(live);
         },
     );
     let id = "acme_order_000123";
@@ -139,17 +147,28 @@ fn seller_ids_are_scoped_by_tenant(driver: Driver) {
         let again = env.post("/v1/ping", Some(token), &body);
         assert_eq!((again.status, again.error_code()), (409, "auction_exists"));
     }
-    // Each tenant posts and reads its own auction under the one id, also after a restart.
+    // Each tenant posts and reads its own auction under the one id, also after a restart; the
+    // seller even reuses its own lead id in both tenants.
+    let lead_uuid = "ld_01JXZ3N6M2Q8W5D4R7T9V0B1C2";
     for (token, r, buyer) in [(TOKEN, &sandbox, "sand"), (LIVE, &live, "live")] {
         let bid_token = r.json["bid"]["bid_token"].as_str().unwrap();
-        let p = env.post(
-            "/v1/post",
-            Some(token),
-            &post_body(id, bid_token).to_string(),
-        );
+        let mut body = post_body(id, bid_token);
+        body["lead"]["lead_uuid"] = json!(lead_uuid);
+        let p = env.post("/v1/post", Some(token), &body.to_string());
         assert_eq!(p.status, 201, "{}", p.text);
+        assert_eq!(p.json["lead_uuid"], lead_uuid);
         let d = env.fleet.log().deliveries();
         assert!(d.iter().any(|d| d.buyer_id == buyer && d.auction_id == id));
+    }
+    // Each tenant's buyer reports on its own lead under the one lead id.
+    for token in [SAND_BUYER, LIVE_BUYER] {
+        let r = env.post(
+            &format!("/v1/leads/{lead_uuid}/status"),
+            Some(token),
+            &json!({"status": "contacted"}).to_string(),
+        );
+        assert_eq!(r.status, 202, "{}", r.text);
+        assert_eq!(r.json["previous_status"], "sold", "{}", r.text);
     }
     env.restart();
     for (token, tenant, buyer) in [(TOKEN, "sandbox", "sand"), (LIVE, "production", "live")] {

@@ -137,7 +137,7 @@ async fn report(
     lead_uuid: &str,
     r: StatusRequest,
 ) -> Result<Reply, ApiError> {
-    let key = format!("lead_status\0{lead_uuid}").into_bytes();
+    let key = format!("lead_status\0{}\0{lead_uuid}", client.tenant.as_str()).into_bytes();
     if !core.in_flight.borrow_mut().insert(key.clone()) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -150,10 +150,10 @@ async fn report(
     let mut lead = core
         .shared
         .store
-        .get_lead(lead_uuid)
+        .get_lead(client.tenant.as_str(), lead_uuid)
         .map_err(store_error)?
         .ok_or_else(not_found)?;
-    if Some(&lead.buyer_id) != client.buyer.as_ref() || lead.tenant != client.tenant.as_str() {
+    if Some(&lead.buyer_id) != client.buyer.as_ref() {
         return Err(not_found());
     }
     let current = lead

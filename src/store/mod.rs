@@ -16,8 +16,8 @@
 //! | `idem_by_time`     | `created_ms BE(8) ++ idem key`        | empty                         |
 //! | `auctions`         | tenant ++ 0x00 ++ auction id          | `[1] ++ rkyv(AuctionRecord)`  |
 //! | `auctions_by_time` | `created_ms BE(8) ++ auctions key`    | empty                         |
-//! | `leads`            | lead uuid (UTF-8)                     | `[1] ++ rkyv(LeadRecord)`     |
-//! | `leads_by_time`    | `created_ms BE(8) ++ lead uuid`       | empty                         |
+//! | `leads`            | tenant ++ 0x00 ++ lead uuid           | `[1] ++ rkyv(LeadRecord)`     |
+//! | `leads_by_time`    | `created_ms BE(8) ++ leads key`       | empty                         |
 //! | `meta`             | caller's key (UTF-8)                  | caller's bytes, never expired |
 //! | `outbox`           | [`delivery_key`]: `event id/endpoint` | `[1] ++ rkyv(DeliveryRecord)` |
 //! | `outbox_by_time`   | `created_ms BE(8) ++ outbox key`      | empty                         |
@@ -416,7 +416,7 @@ impl Batch {
         self.put_record(
             TreeId::Auctions,
             TreeId::AuctionsByTime,
-            auction_key(&record.tenant, &record.id),
+            tenant_key(&record.tenant, &record.id),
             record,
             record.created_ms,
         )
@@ -427,7 +427,7 @@ impl Batch {
         self.put_record(
             TreeId::Leads,
             TreeId::LeadsByTime,
-            record.lead_uuid.as_bytes().to_vec(),
+            tenant_key(&record.tenant, &record.lead_uuid),
             record,
             record.created_ms,
         )
@@ -615,7 +615,7 @@ impl Store {
         tenant: &str,
         auction_id: &str,
     ) -> Result<Option<AuctionRecord>, StoreError> {
-        if let Some(r) = self.get_record(TreeId::Auctions, &auction_key(tenant, auction_id))? {
+        if let Some(r) = self.get_record(TreeId::Auctions, &tenant_key(tenant, auction_id))? {
             return Ok(Some(r));
         }
         let legacy: Option<AuctionRecord> =
@@ -624,8 +624,17 @@ impl Store {
     }
 
     /// A lead record by lead uuid.
-    pub fn get_lead(&self, lead_uuid: &str) -> Result<Option<LeadRecord>, StoreError> {
-        self.get_record(TreeId::Leads, lead_uuid.as_bytes())
+    pub fn get_lead(
+        &self,
+        tenant: &str,
+        lead_uuid: &str,
+    ) -> Result<Option<LeadRecord>, StoreError> {
+        if let Some(r) = self.get_record(TreeId::Leads, &tenant_key(tenant, lead_uuid))? {
+            return Ok(Some(r));
+        }
+        // Written before lead ids were scoped: under the bare id, for its own tenant only.
+        let legacy: Option<LeadRecord> = self.get_record(TreeId::Leads, lead_uuid.as_bytes())?;
+        Ok(legacy.filter(|r| r.tenant == tenant))
     }
 
     /// A value of the `meta` tree.
@@ -893,13 +902,13 @@ const _: () = {
     }
 };
 
-/// The `auctions` tree key: `tenant ++ 0x00 ++ auction id`, so one id names a different record in
-/// each tenant. Ids never contain a NUL byte (validation allows printable characters only), so
-/// keys of different tenants never meet.
-pub fn auction_key(tenant: &str, auction_id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(tenant.len() + 1 + auction_id.len());
+/// The key of a tenant's record in the `auctions` and `leads` trees: `tenant ++ 0x00 ++ id`, so one
+/// id names a different record in each tenant. Ids never contain a NUL byte (validation allows
+/// printable characters only), so keys of different tenants never meet.
+pub fn tenant_key(tenant: &str, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(tenant.len() + 1 + id.len());
     k.extend_from_slice(tenant.as_bytes());
     k.push(0);
-    k.extend_from_slice(auction_id.as_bytes());
+    k.extend_from_slice(id.as_bytes());
     k
 }

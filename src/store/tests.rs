@@ -290,7 +290,7 @@ fn corrupt_values_are_errors_not_panics() {
     ));
     store.raw_insert(TreeId::Leads, b"lead-1", &[9]);
     assert!(matches!(
-        store.get_lead("lead-1"),
+        store.get_lead("sandbox", "lead-1"),
         Err(StoreError::UnknownVersion { tree: "leads", .. })
     ));
 }
@@ -355,7 +355,7 @@ fn batch_is_atomic_across_trees() {
         Some(auction("auc_a", 10))
     );
     assert_eq!(
-        store.get_lead("lead-a").unwrap(),
+        store.get_lead("sandbox", "lead-a").unwrap(),
         Some(lead("lead-a", "auc_a", 10))
     );
     assert_eq!(store.get_meta("cursor").unwrap(), Some(b"42".to_vec()));
@@ -405,7 +405,10 @@ fn batch_is_never_seen_half_applied() {
     for i in 0..N {
         loop {
             // Lead first: if it is there, the auction written in the same batch must be too.
-            let lead_present = store.get_lead(&format!("lead-{i}")).unwrap().is_some();
+            let lead_present = store
+                .get_lead("sandbox", &format!("lead-{i}"))
+                .unwrap()
+                .is_some();
             let auction_present = store
                 .get_auction("sandbox", &format!("auc-{i}"))
                 .unwrap()
@@ -455,7 +458,7 @@ fn reopen_reads_back_everything_written() {
             Some(auction(&format!("auc_{i}"), i))
         );
         assert_eq!(
-            store.get_lead(&format!("lead_{i}")).unwrap(),
+            store.get_lead("sandbox", &format!("lead_{i}")).unwrap(),
             Some(lead(&format!("lead_{i}"), &format!("auc_{i}"), i))
         );
     }
@@ -640,8 +643,8 @@ fn expiry_deletes_old_records_and_their_index_entries() {
         store.get_auction("sandbox", "auc_fresh").unwrap(),
         Some(rewritten)
     );
-    assert!(store.get_lead("lead_old").unwrap().is_none());
-    assert!(store.get_lead("lead_fresh").unwrap().is_some());
+    assert!(store.get_lead("sandbox", "lead_old").unwrap().is_none());
+    assert!(store.get_lead("sandbox", "lead_fresh").unwrap().is_some());
     assert_eq!(store.get_meta("forever").unwrap(), Some(b"1".to_vec()));
     assert_eq!(
         store.counts(),
@@ -1131,4 +1134,17 @@ fn auction_ids_are_scoped_by_tenant() {
             .unwrap(),
         None
     );
+}
+
+#[test]
+fn lead_ids_are_scoped_by_tenant() {
+    let store = Store::temporary().unwrap();
+    let sandbox = lead("ld_same", "auc_s", 10);
+    let mut live = lead("ld_same", "auc_p", 20);
+    live.tenant = "production".into();
+    let mut batch = Batch::new();
+    batch.put_lead(&sandbox).unwrap().put_lead(&live).unwrap();
+    store.write_durable(&batch).unwrap();
+    assert_eq!(store.get_lead("sandbox", "ld_same").unwrap(), Some(sandbox));
+    assert_eq!(store.get_lead("production", "ld_same").unwrap(), Some(live));
 }
