@@ -708,7 +708,11 @@ fn expiry_skips_unreadable_records() {
     b.put_lead(&lead("lead_bad", "a", now - 100 * DAY_MS))
         .unwrap();
     store.write_durable(&b).unwrap();
-    store.raw_insert(TreeId::Leads, b"lead_bad", &[77, 1, 2]);
+    store.raw_insert(
+        TreeId::Leads,
+        &super::tenant_key("sandbox", "lead_bad"),
+        &[77, 1, 2],
+    );
     let stats = store.expire(now).unwrap();
     assert_eq!(stats.unreadable, 1);
     assert_eq!(stats.leads, 0);
