@@ -218,7 +218,13 @@ async fn route(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Rep
 
 /// Refuses a body that declares a content type other than JSON.
 pub fn require_json(req: &Request<Incoming>) -> Result<(), ApiError> {
-    match req.headers().get(http::header::CONTENT_TYPE) {
+    require_json_headers(req.headers())
+}
+
+/// [`require_json`] on the headers alone (public for the benchmark baseline, which has no hyper
+/// `Incoming` body).
+pub fn require_json_headers(headers: &http::HeaderMap) -> Result<(), ApiError> {
+    match headers.get(http::header::CONTENT_TYPE) {
         None => Ok(()),
         Some(v) => {
             let v = v.to_str().unwrap_or("");

@@ -41,12 +41,13 @@ struct BuyerAnswer {
     reject_detail: Option<String>,
 }
 
+/// A buyer's bid as it arrives on the wire (CONTRACT §5.1), before [`judge`] accepts it.
 #[derive(Deserialize)]
-struct BuyerBid {
-    amount: f64,
-    currency: String,
-    bid_token: String,
-    valid_until: String,
+pub struct BuyerBid {
+    pub amount: f64,
+    pub currency: String,
+    pub bid_token: String,
+    pub valid_until: String,
 }
 
 /// Serializes the buyer ping once per auction; every buyer gets the same bytes.
@@ -89,7 +90,9 @@ fn clip(s: Option<String>) -> Option<String> {
 }
 
 /// Turns a buyer's raw answer into an outcome. Anything off-contract is the buyer's `error`.
-fn judge(
+/// Public so that the benchmark baseline (`benches/baseline`) judges answers exactly like Gavel;
+/// returns the kind, the accepted bid, and the reject reason and detail.
+pub fn judge(
     auction_id: &str,
     currency: &str,
     status: StatusCode,
