@@ -279,3 +279,52 @@ fn register_client(base: &str, admin_token: &str) -> (String, String) {
         json["client_secret"].as_str().unwrap().to_string(),
     )
 }
+
+/// The whole command with `--spawn-server`: the JSON report carries the CPU of the measured
+/// window by thread group, divided per auction and per request.
+#[test]
+fn report_has_cpu_per_auction_by_thread_group() {
+    use clap::Parser;
+    let args = gavel_load::cli::Args::try_parse_from([
+        "gavel-load",
+        "--spawn-server",
+        "--buyers",
+        "2",
+        "--buyer-latency-ms",
+        "1..3",
+        "--server-cores",
+        "1",
+        "--rate",
+        "100",
+        "--duration",
+        "2s",
+        "--warmup",
+        "500ms",
+        "--connections",
+        "16",
+    ])
+    .expect("flags parse");
+    let report = gavel_load::app::execute(&args).expect("run");
+    let json = report.to_json();
+    let cpu = &json["cpu"];
+    assert!(cpu["window_s"].as_f64().unwrap() > 0.0, "{cpu}");
+    assert_eq!(
+        cpu["auctions"].as_u64(),
+        Some(report.stats.measured.ping.count)
+    );
+    assert!(cpu["requests"].as_u64().unwrap() >= report.stats.measured.ping.count);
+    for group in gavel_load::cpu::GROUPS {
+        let g = &cpu["groups"][group];
+        for field in ["cpu_s", "cpus", "us_per_auction", "us_per_request"] {
+            let v = g[field].as_f64();
+            assert!(v.is_some_and(|v| v >= 0.0), "{group}.{field}: {g}");
+        }
+    }
+    // The server's cores answered every ping of the window: their time cannot be zero.
+    assert!(
+        cpu["groups"]["server_cores"]["cpu_s"].as_f64().unwrap() > 0.0,
+        "{cpu}"
+    );
+    assert!(cpu["process"]["cpu_s"].as_f64().unwrap() > 0.0, "{cpu}");
+    assert!(report.render().contains("server_cores"));
+}
