@@ -85,8 +85,6 @@ pub struct CpuView {
     pub process_us: u64,
     /// The remote server's `process_cpu_seconds_total` difference, in µs, when it was scraped.
     pub server_process_us: Option<u64>,
-    /// The separate buyer process's CPU, in µs (`--buyers-process`).
-    pub buyers_process_us: Option<u64>,
 }
 
 impl CpuView {
@@ -111,7 +109,6 @@ impl CpuView {
             groups_us,
             process_us: after.process_us.saturating_sub(before.process_us),
             server_process_us: None,
-            buyers_process_us: None,
         }
     }
 
@@ -143,7 +140,6 @@ impl CpuView {
             "groups": groups,
             "process": self.figures(self.process_us),
             "server_process": self.server_process_us.map(|us| self.figures(us)),
-            "buyers_process": self.buyers_process_us.map(|us| self.figures(us)),
         })
     }
 
@@ -180,9 +176,6 @@ impl CpuView {
         line(&mut out, "this process", self.process_us);
         if let Some(us) = self.server_process_us {
             line(&mut out, "server process", us);
-        }
-        if let Some(us) = self.buyers_process_us {
-            line(&mut out, "buyers process", us);
         }
         out
     }
