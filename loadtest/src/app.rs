@@ -22,6 +22,7 @@ pub fn spawn_config(args: &Args) -> SpawnConfig {
         bid_rate: args.bid_rate,
         post_accept: args.post_accept,
         buyer_threads: args.buyer_threads,
+        buyers_process: args.buyers_process,
         seed: args.seed,
         server: args.spawn_server,
         server_cores: args.server_cores,
@@ -76,11 +77,16 @@ pub fn placement(args: &Args, driver: Driver) -> Placement {
     let spawned_buyers = args.buyers.is_some();
     let summary = if args.spawn_server {
         format!(
-            "generator ({} cores), mock buyers ({} threads) and Gavel ({} cores, driver {}, unpinned) all shared this machine ({cpus} CPUs), in one process",
+            "generator ({} cores), mock buyers ({} threads) and Gavel ({} cores, driver {}, unpinned) all shared this machine ({cpus} CPUs), {}",
             args.cores,
             args.buyer_threads,
             args.server_cores,
-            server_driver_name(args.server_driver)
+            server_driver_name(args.server_driver),
+            if args.buyers_process {
+                "the buyers in a child process (gavel mock-buyers), the rest in this one"
+            } else {
+                "in one process"
+            }
         )
     } else {
         let server = if is_loopback(&args.url) {
@@ -143,10 +149,10 @@ pub fn report(
 pub fn execute(args: &Args) -> Result<Report, String> {
     args.validate()?;
     let spawned = crate::spawn::start(&spawn_config(args))?;
-    if let (Some(f), None) = (&spawned.fleet, &spawned.server) {
+    if let (Some(f), None) = (&spawned.buyers_url, &spawned.server) {
         eprintln!(
             "gavel-load: mock buyers at {}/buyers/buyer-N/{{ping,post}} (N = 0..{}); point the server at them",
-            f.base_url(),
+            f,
             args.buyers.unwrap_or(0)
         );
     }
@@ -177,6 +183,7 @@ pub fn execute(args: &Args) -> Result<Report, String> {
     let healthz = args.scenario == crate::cli::Scenario::Healthz;
     let phase = args.scenario.primary_phase();
     let remote = spawned.server.is_none();
+    let buyers_pid = spawned.buyers_pid();
     // When the warm-up ends (the generator starts 50 ms after `run` is called): this process's CPU
     // times, the remote server's CPU counter, and Gavel's histograms, in that order, so the
     // fetches' own cost falls in the window's CPU the least. Read on this helper thread, never on
@@ -186,7 +193,7 @@ pub fn execute(args: &Args) -> Result<Report, String> {
         let at = args.warmup + std::time::Duration::from_millis(50);
         std::thread::spawn(move || {
             let _ = crossbeam_channel::after(at).recv();
-            let cpu = crate::cpu::Reading::take();
+            let cpu = crate::cpu::Reading::take(buyers_pid);
             let server_cpu = remote
                 .then(|| crate::cpu::fetch_server_process_us(&url, token.as_deref(), driver).ok())
                 .flatten();
@@ -200,7 +207,7 @@ pub fn execute(args: &Args) -> Result<Report, String> {
     let stats = match crate::progress::start(phase) {
         Ok((publisher, line)) => {
             let stats = crate::run::run_with_hooks(&cfg, driver, Some(publisher), || {
-                cpu_after = crate::cpu::Reading::take();
+                cpu_after = crate::cpu::Reading::take(buyers_pid);
             });
             line.finish();
             stats

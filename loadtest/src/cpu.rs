@@ -51,11 +51,14 @@ pub struct Reading {
     pub process_us: u64,
     /// Thread id → (name, µs).
     pub threads: BTreeMap<u64, (String, u64)>,
+    /// The buyer child process's CPU, µs (`--buyers-process`), when it could be read.
+    pub buyers_process_us: Option<u64>,
 }
 
 impl Reading {
-    /// Reads `/proc/self` now. Blocking: never on a generator core.
-    pub fn take() -> Result<Reading, String> {
+    /// Reads `/proc/self` (and `/proc/<buyers_pid>/stat`) now. Blocking: never on a generator
+    /// core.
+    pub fn take(buyers_pid: Option<u32>) -> Result<Reading, String> {
         let process_us = read_process_us().map_err(|e| format!("/proc/self/stat: {e}"))?;
         let threads = read_threads()
             .map_err(|e| format!("/proc/self/task: {e}"))?
@@ -66,8 +69,17 @@ impl Reading {
             at: Instant::now(),
             process_us,
             threads,
+            buyers_process_us: buyers_pid.and_then(child_cpu_us),
         })
     }
+}
+
+/// User + system CPU of process `pid` (a child of this one), µs.
+#[allow(clippy::disallowed_methods)] // A reporting thread, never a generator core.
+fn child_cpu_us(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, ticks) = gavel::metrics::cpu::parse_stat(&text)?;
+    Some(ticks * gavel::metrics::cpu::us_per_tick())
 }
 
 /// CPU over the measured window, and what it is divided by.
@@ -85,6 +97,8 @@ pub struct CpuView {
     pub process_us: u64,
     /// The remote server's `process_cpu_seconds_total` difference, in µs, when it was scraped.
     pub server_process_us: Option<u64>,
+    /// The buyer child process's CPU, in µs (`--buyers-process`).
+    pub buyers_process_us: Option<u64>,
 }
 
 impl CpuView {
@@ -109,6 +123,10 @@ impl CpuView {
             groups_us,
             process_us: after.process_us.saturating_sub(before.process_us),
             server_process_us: None,
+            buyers_process_us: match (before.buyers_process_us, after.buyers_process_us) {
+                (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+                _ => None,
+            },
         }
     }
 
@@ -140,6 +158,7 @@ impl CpuView {
             "groups": groups,
             "process": self.figures(self.process_us),
             "server_process": self.server_process_us.map(|us| self.figures(us)),
+            "buyers_process": self.buyers_process_us.map(|us| self.figures(us)),
         })
     }
 
@@ -176,6 +195,9 @@ impl CpuView {
         line(&mut out, "this process", self.process_us);
         if let Some(us) = self.server_process_us {
             line(&mut out, "server process", us);
+        }
+        if let Some(us) = self.buyers_process_us {
+            line(&mut out, "buyers process", us);
         }
         out
     }
@@ -253,6 +275,7 @@ mod tests {
                 (2, ("gavel-load-0".to_string(), 100_000)),
             ]
             .into(),
+            buyers_process_us: None,
         };
         let after = Reading {
             at: at + std::time::Duration::from_secs(2),
@@ -263,6 +286,7 @@ mod tests {
                 (3, ("gavel-mock-0".to_string(), 50_000)),
             ]
             .into(),
+            buyers_process_us: None,
         };
         let v = CpuView::window(&before, &after, 1000, 2000);
         assert_eq!(v.window_s, 2.0);

@@ -77,7 +77,7 @@ pub struct ThreadCpu {
 }
 
 /// Microseconds per clock tick (the unit of `utime`/`stime` in `/proc/.../stat`).
-fn us_per_tick() -> u64 {
+pub fn us_per_tick() -> u64 {
     // SAFETY: sysconf has no preconditions; it returns -1 for an unknown name.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks > 0 {
