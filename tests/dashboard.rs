@@ -1,7 +1,7 @@
 //! docs/grafana-dashboard.json checked against the code: the file parses, imports cleanly (a
 //! `DS_PROMETHEUS` datasource input that every panel and target uses), every panel has a title,
 //! every query panel has targets and every target an `expr`, and every metric family named in an
-//! `expr` (or in a template variable's query) is one Gavel exports (`gavel::metrics::METRIC_NAMES`).
+//! `expr` (or in a template variable's query; `gavel_*` and `process_*` names) is one Gavel exports (`gavel::metrics::METRIC_NAMES`).
 //! A renamed or removed metric therefore breaks this test instead of leaving an empty panel.
 //!
 //! When `promtool` is on PATH (scripts/install-test-deps.sh installs it), every `expr` is also
@@ -86,18 +86,20 @@ fn variable_queries(dash: &Value) -> Vec<(String, String)> {
     out
 }
 
-/// The metric families an expression names: every identifier `gavel_[a-z0-9_]+` that starts at an
-/// identifier boundary, with a histogram series suffix (`_bucket`, `_sum`, `_count`) removed.
+/// The metric families an expression names: every identifier starting with `gavel_` or
+/// `process_` (the standard process metrics Gavel also exports) at an identifier boundary, with a
+/// histogram series suffix (`_bucket`, `_sum`, `_count`) removed.
 fn metric_families(expr: &str) -> BTreeSet<String> {
-    const PREFIX: &[u8] = b"gavel_";
+    const PREFIXES: [&[u8]; 2] = [b"gavel_", b"process_"];
     let bytes = expr.as_bytes();
     let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b':';
     let mut out = BTreeSet::new();
     let mut i = 0;
     while i < bytes.len() {
         let at_boundary = i == 0 || !is_ident(bytes[i - 1]);
-        if at_boundary && bytes[i..].starts_with(PREFIX) {
-            let mut end = i + PREFIX.len();
+        let prefix = PREFIXES.iter().find(|p| bytes[i..].starts_with(p));
+        if let (true, Some(prefix)) = (at_boundary, prefix) {
+            let mut end = i + prefix.len();
             while end < bytes.len()
                 && (bytes[end].is_ascii_lowercase()
                     || bytes[end].is_ascii_digit()
@@ -123,7 +125,8 @@ fn metric_families(expr: &str) -> BTreeSet<String> {
 fn scanner_finds_families_and_strips_series_suffixes() {
     let expr = "histogram_quantile(0.99, sum by (le) (rate(gavel_post_duration_seconds_bucket\
                 {instance=~\"$instance\", le=\"0.25\"}[5m]))) / sum(rate(gavel_post_duration_seconds_count[5m])) \
-                + gavel_core_connections_open + xgavel_not_a_metric + rate(gavel_store_commits_total[1m])";
+                + gavel_core_connections_open + xgavel_not_a_metric + rate(gavel_store_commits_total[1m]) \
+                / rate(process_cpu_seconds_total[1m])";
     let got: Vec<String> = metric_families(expr).into_iter().collect();
     assert_eq!(
         got,
@@ -131,6 +134,7 @@ fn scanner_finds_families_and_strips_series_suffixes() {
             "gavel_core_connections_open",
             "gavel_post_duration_seconds",
             "gavel_store_commits_total",
+            "process_cpu_seconds_total",
         ]
     );
 }
@@ -224,10 +228,13 @@ fn every_metric_in_the_dashboard_is_exported() {
         "the dashboard uses metrics Gavel does not export (gavel::metrics::METRIC_NAMES):\n  {}",
         unknown.join("\n  ")
     );
-    // Guard against a scanner that silently finds nothing: the SLO panels must be there.
+    // Guard against a scanner that silently finds nothing: the SLO panels must be there, and so
+    // must the CPU-per-auction panel.
     for needed in [
         "gavel_post_duration_seconds",
         "gavel_engine_overhead_seconds",
+        "process_cpu_seconds_total",
+        "gavel_thread_cpu_seconds_total",
     ] {
         assert!(used.contains(needed), "the dashboard does not use {needed}");
     }

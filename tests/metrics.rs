@@ -1,5 +1,5 @@
 //! Metrics through the real server: exact counts after a scripted run, a Prometheus scrape that
-//! `promtool` accepts, HDR histograms that round-trip from `/v1/metrics/latency`, and logs that
+//! `promtool` accepts (with the process and thread-group CPU counters), HDR histograms that round-trip from `/v1/metrics/latency`, and logs that
 //! never carry a lead's PII.
 
 // Test threads are not event loops: blocking waits and file reads are fine here.
@@ -159,7 +159,36 @@ fn promtool_accepts_a_live_scrape() {
         let token = r.json["bid"]["bid_token"].as_str().unwrap();
         env.post("/v1/post", Some(TOKEN), &post_body(id, token).to_string());
     }
-    let scrape = env.scrape_resp();
+    // The CPU counters come from a sampler thread that reads /proc once a second in ticks of
+    // (normally) 10 ms, so keep auctions running until a refresh has seen the cores' time.
+    let mut scrape = env.scrape_resp();
+    for _ in 0..60 {
+        let cores = sample(
+            &scrape.text,
+            r#"gavel_thread_cpu_seconds_total{group="cores"}"#,
+        );
+        if cores.is_some_and(|c| c > 0.0) {
+            break;
+        }
+        env.ping(&ping_body());
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        scrape = env.scrape_resp();
+    }
+    let process = sample(&scrape.text, "process_cpu_seconds_total").expect("process CPU");
+    assert!(process > 0.0, "{}", scrape.text);
+    let cores = sample(
+        &scrape.text,
+        r#"gavel_thread_cpu_seconds_total{group="cores"}"#,
+    )
+    .expect("cores CPU");
+    assert!(cores > 0.0, "{}", scrape.text);
+    for group in gavel::metrics::cpu::THREAD_GROUPS {
+        let series = format!("gavel_thread_cpu_seconds_total{{group=\"{group}\"}}");
+        assert!(
+            sample(&scrape.text, &series).is_some_and(|v| v >= 0.0),
+            "{series}"
+        );
+    }
     assert_eq!(scrape.status, 200);
     assert!(scrape
         .header("content-type")

@@ -22,6 +22,7 @@ pub fn spawn_config(args: &Args) -> SpawnConfig {
         bid_rate: args.bid_rate,
         post_accept: args.post_accept,
         buyer_threads: args.buyer_threads,
+        buyers_process: args.buyers_process,
         seed: args.seed,
         server: args.spawn_server,
         server_cores: args.server_cores,
@@ -76,11 +77,16 @@ pub fn placement(args: &Args, driver: Driver) -> Placement {
     let spawned_buyers = args.buyers.is_some();
     let summary = if args.spawn_server {
         format!(
-            "generator ({} cores), mock buyers ({} threads) and Gavel ({} cores, driver {}, unpinned) all shared this machine ({cpus} CPUs), in one process",
+            "generator ({} cores), mock buyers ({} threads) and Gavel ({} cores, driver {}, unpinned) all shared this machine ({cpus} CPUs), {}",
             args.cores,
             args.buyer_threads,
             args.server_cores,
-            server_driver_name(args.server_driver)
+            server_driver_name(args.server_driver),
+            if args.buyers_process {
+                "the buyers in a child process (gavel mock-buyers), the rest in this one"
+            } else {
+                "in one process"
+            }
         )
     } else {
         let server = if is_loopback(&args.url) {
@@ -119,6 +125,7 @@ pub fn report(
     driver: Driver,
     server: Option<Result<ServerView, String>>,
     webhooks: Option<crate::webhook_sink::WebhookView>,
+    cpu: Option<Result<crate::cpu::CpuView, String>>,
 ) -> Report {
     let saturation = Saturation::check(&stats.lateness, args.max_lateness_ms);
     Report {
@@ -134,6 +141,7 @@ pub fn report(
         slo_p99_ms: args.slo_p99_ms,
         server,
         webhooks,
+        cpu,
     }
 }
 
@@ -141,10 +149,10 @@ pub fn report(
 pub fn execute(args: &Args) -> Result<Report, String> {
     args.validate()?;
     let spawned = crate::spawn::start(&spawn_config(args))?;
-    if let (Some(f), None) = (&spawned.fleet, &spawned.server) {
+    if let (Some(f), None) = (&spawned.buyers_url, &spawned.server) {
         eprintln!(
             "gavel-load: mock buyers at {}/buyers/buyer-N/{{ping,post}} (N = 0..{}); point the server at them",
-            f.base_url(),
+            f,
             args.buyers.unwrap_or(0)
         );
     }
@@ -174,30 +182,63 @@ pub fn execute(args: &Args) -> Result<Report, String> {
     );
     let healthz = args.scenario == crate::cli::Scenario::Healthz;
     let phase = args.scenario.primary_phase();
-    // Gavel's histograms when the warm-up ends (the generator starts 50 ms after `run` is called)
-    // and again after the run; their difference is the server's view of the measured window.
-    let before = (!healthz).then(|| {
+    let remote = spawned.server.is_none();
+    let buyers_pid = spawned.buyers_pid();
+    // When the warm-up ends (the generator starts 50 ms after `run` is called): this process's CPU
+    // times, the remote server's CPU counter, and Gavel's histograms, in that order, so the
+    // fetches' own cost falls in the window's CPU the least. Read on this helper thread, never on
+    // a generator core. The same again after the run; the differences cover the measured window.
+    let before = {
         let (url, token) = (cfg.base_url.clone(), cfg.token.clone());
         let at = args.warmup + std::time::Duration::from_millis(50);
         std::thread::spawn(move || {
             let _ = crossbeam_channel::after(at).recv();
-            server_view::fetch(&url, token.as_deref(), driver)
+            let cpu = crate::cpu::Reading::take(buyers_pid);
+            let server_cpu = remote
+                .then(|| crate::cpu::fetch_server_process_us(&url, token.as_deref(), driver).ok())
+                .flatten();
+            let view = (!healthz).then(|| server_view::fetch(&url, token.as_deref(), driver));
+            (cpu, server_cpu, view)
         })
-    });
+    };
+    // The generator threads' CPU is read before they exit (a thread that exited is gone from
+    // /proc/self/task).
+    let mut cpu_after = Err("the run did not start".to_string());
     let stats = match crate::progress::start(phase) {
         Ok((publisher, line)) => {
-            let stats = crate::run::run_with_progress(&cfg, driver, Some(publisher));
+            let stats = crate::run::run_with_hooks(&cfg, driver, Some(publisher), || {
+                cpu_after = crate::cpu::Reading::take(buyers_pid);
+            });
             line.finish();
             stats
         }
         Err(e) => Err(e),
     };
-    let server = before.map(|before| {
+    let server_cpu_after = remote
+        .then(|| {
+            crate::cpu::fetch_server_process_us(&cfg.base_url, cfg.token.as_deref(), driver).ok()
+        })
+        .flatten();
+    let (cpu_before, server_cpu_before, view_before) = before
+        .join()
+        .map_err(|_| "the warm-up snapshot thread panicked".to_string())?;
+    let server = view_before.map(|before| {
         let after = server_view::fetch(&cfg.base_url, cfg.token.as_deref(), driver);
-        let before = before
-            .join()
-            .unwrap_or_else(|_| Err("the snapshot thread panicked".into()));
         server_view::window(&before?, &after?)
+    });
+    let cpu = stats.as_ref().ok().map(|s| {
+        let m = &s.measured;
+        let auctions = match args.scenario {
+            crate::cli::Scenario::Healthz => 0,
+            crate::cli::Scenario::Leads => m.leads.count,
+            _ => m.ping.count,
+        };
+        let requests = m.ping.count + m.post.count + m.leads.count + m.healthz.count;
+        let mut view = crate::cpu::CpuView::window(&cpu_before?, &cpu_after?, auctions, requests);
+        if let (Some(b), Some(a)) = (server_cpu_before, server_cpu_after) {
+            view.server_process_us = Some(a.saturating_sub(b));
+        }
+        Ok(view)
     });
     // Every event of the run, warm-up included: wait until deliveries stop arriving.
     let webhooks = spawned.sink.as_ref().map(|s| {
@@ -208,7 +249,7 @@ pub fn execute(args: &Args) -> Result<Report, String> {
         )
     });
     spawned.stop();
-    Ok(report(args, stats?, driver, server, webhooks))
+    Ok(report(args, stats?, driver, server, webhooks, cpu))
 }
 
 #[cfg(test)]

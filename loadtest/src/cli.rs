@@ -123,6 +123,10 @@ pub struct Args {
     /// Threads of the spawned buyer fleet.
     #[arg(long, default_value_t = 1)]
     pub buyer_threads: usize,
+    /// Run the spawned buyer fleet as a child process (`gavel mock-buyers`, the `gavel` binary
+    /// next to this one), so that this process's CPU is the server's and the generator's only.
+    #[arg(long)]
+    pub buyers_process: bool,
     /// Start Gavel in-process (temp store, generated token, the spawned buyers).
     #[arg(long)]
     pub spawn_server: bool,
@@ -195,6 +199,9 @@ impl Args {
         if self.buyers == Some(0) {
             return Err("--buyers must be at least 1".into());
         }
+        if self.buyers_process && self.buyers.is_none() {
+            return Err("--buyers-process needs --buyers N".into());
+        }
         if self.spawn_server && self.buyers.is_none() {
             return Err(
                 "--spawn-server needs --buyers N (the server gets the spawned fleet)".into(),
@@ -245,6 +252,7 @@ impl Args {
             "bid_rate": self.bid_rate,
             "post_accept": self.post_accept,
             "buyer_threads": self.buyer_threads,
+            "buyers_process": self.buyers_process,
             "spawn_server": self.spawn_server,
             "server_cores": self.server_cores,
             "server_driver": format!("{:?}", self.server_driver).to_lowercase(),

@@ -6,11 +6,12 @@
 //! server, network, or the generator itself — shows up in the numbers instead of lowering the load.
 //! [`run`] owns the thread-per-core generator, [`spawn`] the in-process buyers and server, [`cli`]
 //! the flags, [`client`] the GET helpers, [`server_view`] Gavel's own histograms
-//! of the measured window, [`webhook_sink`] the receiver of `--webhooks`.
+//! of the measured window, [`cpu`] the CPU per auction, [`webhook_sink`] the receiver of `--webhooks`.
 
 pub mod app;
 pub mod cli;
 pub mod client;
+pub mod cpu;
 pub mod plot;
 pub mod progress;
 pub mod report;

@@ -368,6 +368,8 @@ pub struct Report {
     pub server: Option<Result<crate::server_view::ServerView, String>>,
     /// What the `--webhooks` receiver got (the whole run, warm-up included).
     pub webhooks: Option<crate::webhook_sink::WebhookView>,
+    /// CPU time over the measured window by thread group, or why it is missing.
+    pub cpu: Option<Result<crate::cpu::CpuView, String>>,
 }
 
 /// Definition printed with the engine-overhead line and put in the JSON.
@@ -443,6 +445,11 @@ impl Report {
                 None => Value::Null,
             },
             "webhooks": self.webhooks.as_ref().map(|w| w.to_json()),
+            "cpu": match &self.cpu {
+                Some(Ok(c)) => c.to_json(),
+                Some(Err(e)) => json!({"unavailable": e}),
+                None => Value::Null,
+            },
             "slo": self.slo_p99_ms.map(|x| json!({"p99_ms": x, "breached": self.slo_breach().is_some()})),
         })
     }
@@ -629,6 +636,13 @@ impl Report {
                 w.received, w.events, w.bad_signatures, w.lag_ms[0], w.lag_ms[1], w.lag_ms[2], w.lag_ms[3]
             );
         }
+        match &self.cpu {
+            Some(Ok(c)) => out.push_str(&c.render()),
+            Some(Err(e)) => {
+                let _ = writeln!(out, "\nCPU: unavailable ({e})");
+            }
+            None => {}
+        }
         let l = &self.saturation.lateness_ms;
         let _ = writeln!(
             out,
@@ -806,6 +820,7 @@ pub(crate) mod tests {
             slo_p99_ms: None,
             server: None,
             webhooks: None,
+            cpu: None,
         }
     }
 

@@ -271,6 +271,18 @@ pub fn run_with_progress(
     driver: Driver,
     progress: Option<Publisher>,
 ) -> Result<Stats, String> {
+    run_with_hooks(cfg, driver, progress, || {})
+}
+
+/// [`run_with_progress`], calling `at_end` on this thread once every generator thread has
+/// finished sending and draining but before any of them exits, so that a reading of the threads'
+/// CPU time (`/proc/self/task`, [`crate::cpu`]) still finds them.
+pub fn run_with_hooks(
+    cfg: &RunConfig,
+    driver: Driver,
+    progress: Option<Publisher>,
+    at_end: impl FnOnce(),
+) -> Result<Stats, String> {
     let base = cfg.base_url.trim_end_matches('/');
     for path in ["/v1/ping", "/v1/post", "/v1/leads", "/healthz"] {
         Target::parse(&format!("{base}{path}"))?;
@@ -281,20 +293,34 @@ pub fn run_with_progress(
     // Every thread counts from the same start, a little ahead so all of them are ready.
     let start = Instant::now() + Duration::from_millis(50);
     let started_at = SystemTime::now() + Duration::from_millis(50);
+    // Each thread reports when its runtime has ended, then waits (no event loop left to block)
+    // until `release` is dropped.
+    let (finished_tx, finished_rx) = crossbeam_channel::bounded::<()>(cfg.cores);
+    let (release, released) = crossbeam_channel::bounded::<()>(0);
     let mut threads = Vec::with_capacity(cfg.cores);
     for i in 0..cfg.cores {
         let cfg = cfg.clone();
         let progress = progress.clone();
+        let (finished, released) = (finished_tx.clone(), released.clone());
         let t = std::thread::Builder::new()
             .name(format!("gavel-load-{i}"))
             .spawn(move || {
-                gavel::runtime::block_on(driver, 1024, || generator(cfg, i, start, progress))
-                    .map_err(|e| format!("generator {i}: cannot start runtime: {e}"))
+                let stats =
+                    gavel::runtime::block_on(driver, 1024, || generator(cfg, i, start, progress))
+                        .map_err(|e| format!("generator {i}: cannot start runtime: {e}"));
+                let _ = finished.send(());
+                drop(finished);
+                let _ = released.recv();
+                stats
             })
             .map_err(|e| format!("cannot spawn generator thread: {e}"))?;
         threads.push(t);
     }
-    drop(progress);
+    drop((progress, finished_tx, released));
+    // Every thread sends once and then drops its sender (or drops it unwinding), so this ends.
+    while finished_rx.recv().is_ok() {}
+    at_end();
+    drop(release);
     let mut total = Stats::default();
     for t in threads {
         let stats = t

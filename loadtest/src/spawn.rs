@@ -1,6 +1,8 @@
 //! Starting the world in-process for a one-command benchmark: the sandbox mock buyer fleet
 //! (`gavel::sandbox::MockFleet`) and a Gavel server (`gavel::runtime::start`) with a config built
-//! from flags, a temporary store and a freshly generated sandbox token.
+//! from flags, a temporary store and a freshly generated sandbox token. With `--buyers-process` the
+//! fleet runs instead as a child `gavel mock-buyers` process (the `gavel` binary next to this
+//! one), so that this process's CPU holds no buyer work.
 
 use std::path::PathBuf;
 
@@ -22,6 +24,8 @@ pub struct SpawnConfig {
     pub bid_rate: f64,
     pub post_accept: f64,
     pub buyer_threads: usize,
+    /// Run the fleet as a child `gavel mock-buyers` process instead of in-process.
+    pub buyers_process: bool,
     pub seed: u64,
     /// Start Gavel too (needs buyers).
     pub server: bool,
@@ -36,6 +40,10 @@ pub struct SpawnConfig {
 /// The running fleet and server. [`Spawned::stop`] (or drop) stops both and removes the store.
 pub struct Spawned {
     pub fleet: Option<FleetHandle>,
+    /// The fleet's child process, with `--buyers-process`.
+    pub buyers_child: Option<std::process::Child>,
+    /// `http://addr` of the fleet, in-process or child.
+    pub buyers_url: Option<String>,
     pub server: Option<ServerHandle>,
     /// `http://addr` of the spawned server.
     pub base_url: Option<String>,
@@ -73,6 +81,8 @@ pub fn generate_token() -> String {
 pub fn start(cfg: &SpawnConfig) -> Result<Spawned, String> {
     let mut spawned = Spawned {
         fleet: None,
+        buyers_child: None,
+        buyers_url: None,
         server: None,
         base_url: None,
         token: None,
@@ -98,20 +108,33 @@ pub fn start(cfg: &SpawnConfig) -> Result<Spawned, String> {
             b
         })
         .collect();
-    let fleet = MockFleet::start(
-        "127.0.0.1:0".parse().expect("static address"),
-        cfg.seed,
-        mocks,
-        cfg.buyer_threads,
-    )
-    .map_err(|e| format!("cannot start the mock buyers: {e}"))?;
+    let fleet_url = if cfg.buyers_process {
+        let dir = std::env::temp_dir().join(format!("gavel-load-buyers-{:x}", unique()));
+        let started = start_buyers_process(cfg, &mocks, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        let (child, url) = started?;
+        spawned.buyers_child = Some(child);
+        url
+    } else {
+        let fleet = MockFleet::start(
+            "127.0.0.1:0".parse().expect("static address"),
+            cfg.seed,
+            mocks,
+            cfg.buyer_threads,
+        )
+        .map_err(|e| format!("cannot start the mock buyers: {e}"))?;
+        let url = fleet.base_url();
+        spawned.fleet = Some(fleet);
+        url
+    };
+    spawned.buyers_url = Some(fleet_url.clone());
     if cfg.server {
         let token = generate_token();
         let dir = std::env::temp_dir().join(format!("gavel-load-{:x}", unique()));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         spawned.store_dir = Some(dir.clone());
-        let mut config = server_config(cfg, &fleet, &token, &dir.join("db"))?;
+        let mut config = server_config(cfg, &fleet_url, &token, &dir.join("db"))?;
         if cfg.webhooks {
             let sink = Sink::start()?;
             config.webhooks.push(gavel::config::WebhookConfig {
@@ -132,15 +155,100 @@ pub fn start(cfg: &SpawnConfig) -> Result<Spawned, String> {
         spawned.server = Some(server);
         spawned.token = Some(token);
     }
-    spawned.fleet = Some(fleet);
     Ok(spawned)
+}
+
+/// The `gavel` binary next to this executable (`target/<profile>/`), or one directory up (a test
+/// binary lives in `target/<profile>/deps/`).
+fn gavel_binary() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let dirs: Vec<&std::path::Path> = exe.ancestors().skip(1).take(2).collect();
+    dirs.iter()
+        .map(|d| d.join(format!("gavel{}", std::env::consts::EXE_SUFFIX)))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "--buyers-process needs the gavel binary next to gavel-load ({}); build it with the same profile, e.g. `cargo build --release -p gavel --bin gavel`",
+                dirs.first().map_or(String::new(), |d| d.display().to_string())
+            )
+        })
+}
+
+/// Starts `gavel mock-buyers` with a config of `mocks` written into `dir`, and waits for the line
+/// naming its address. Returns the child and `http://addr`. The config file is only needed until
+/// the child has read it, which it has once it prints the address.
+#[allow(clippy::disallowed_methods)] // Before the run, on the main thread: no event loop here.
+fn start_buyers_process(
+    cfg: &SpawnConfig,
+    mocks: &[MockBuyerConfig],
+    dir: &std::path::Path,
+) -> Result<(std::process::Child, String), String> {
+    use std::io::BufRead;
+    {
+        let bin = gavel_binary()?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let mut text = format!(
+            "[log]\nlevel = \"warn\"\n\n[sandbox]\nseed = {}\n",
+            cfg.seed
+        );
+        for b in mocks {
+            text.push_str(&format!(
+                "\n[[sandbox.buyers]]\nid = {:?}\nbid_probability = {}\nlatency_ms_min = {}\nlatency_ms_max = {}\npost_latency_ms_min = {}\npost_latency_ms_max = {}\npost_accept_probability = {}\n",
+                b.id,
+                b.bid_probability,
+                b.latency_ms_min,
+                b.latency_ms_max,
+                b.post_latency_ms_min,
+                b.post_latency_ms_max,
+                b.post_accept_probability
+            ));
+        }
+        let path = dir.join("buyers.toml");
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let mut child = std::process::Command::new(&bin)
+            .arg("mock-buyers")
+            .arg("--config")
+            .arg(&path)
+            .args(["--listen", "127.0.0.1:0", "--threads"])
+            .arg(cfg.buyer_threads.max(1).to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {} mock-buyers: {e}", bin.display()))?;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(rest) = line.strip_prefix("sandbox buyers listening on ") {
+                        break rest.split_whitespace().next().unwrap_or("").to_string();
+                    }
+                    eprintln!("gavel mock-buyers: {line}");
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err("gavel mock-buyers exited before it listened".to_string());
+                }
+            }
+        };
+        // Keep draining its log so that it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                eprintln!("gavel mock-buyers: {line}");
+            }
+        });
+        Ok((child, url))
+    }
 }
 
 /// The spawned server's config: loopback, `server_cores` unpinned cores (the generator and the
 /// buyers share the machine), one sandbox token, every spawned buyer.
 pub fn server_config(
     cfg: &SpawnConfig,
-    fleet: &FleetHandle,
+    fleet_url: &str,
     token: &str,
     store: &std::path::Path,
 ) -> Result<Config, String> {
@@ -189,8 +297,8 @@ scopes = ["ping", "post", "reports", "admin"]
     config.buyers = buyer_ids(cfg.buyers)
         .into_iter()
         .map(|id| BuyerConfig {
-            ping_url: fleet.ping_url(&id),
-            post_url: fleet.post_url(&id),
+            ping_url: format!("{fleet_url}/buyers/{id}/ping"),
+            post_url: format!("{fleet_url}/buyers/{id}/post"),
             id,
             tenant: Tenant::Sandbox,
             auth_header: None,
@@ -207,6 +315,11 @@ scopes = ["ping", "post", "reports", "admin"]
 }
 
 impl Spawned {
+    /// The buyer child process's id, with `--buyers-process`.
+    pub fn buyers_pid(&self) -> Option<u32> {
+        self.buyers_child.as_ref().map(|c| c.id())
+    }
+
     /// Stops the server (then the buyers) and removes the temporary store.
     pub fn stop(mut self) {
         self.shutdown();
@@ -218,6 +331,11 @@ impl Spawned {
         }
         if let Some(f) = self.fleet.take() {
             f.stop();
+        }
+        if let Some(mut c) = self.buyers_child.take() {
+            // Mock buyers keep no state, so a kill loses nothing.
+            let _ = c.kill();
+            let _ = c.wait();
         }
         if let Some(d) = self.store_dir.take() {
             let _ = std::fs::remove_dir_all(d);

@@ -107,7 +107,8 @@ async fn merged_snapshot(core: &Rc<Core>) -> Snapshot {
     merged
 }
 
-/// `GET /metrics`: Prometheus text exposition of every core's metrics.
+/// `GET /metrics`: Prometheus text exposition of every core's metrics. The CPU counters come from
+/// the sampler thread's atomics (at most a second old): reading `/proc` here would block the core.
 pub async fn metrics(core: &Rc<Core>) -> Reply {
     let snap = merged_snapshot(core).await;
     let shared = &core.shared;
@@ -149,7 +150,7 @@ pub async fn metrics(core: &Rc<Core>) -> Reply {
     Reply::text(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
-        render_prometheus(&snap, &cores, &store, &hooks),
+        render_prometheus(&snap, &cores, &store, &hooks, &shared.cpu.load()),
     )
 }
 

@@ -6,6 +6,8 @@
 //! - [`Snapshot`]: a `Send + Clone` copy of one core's metrics, taken on that core with
 //!   [`CoreMetrics::snapshot`], carried to the core answering a scrape and combined there with
 //!   [`Snapshot::merge`]. No histogram is ever written by two threads: merging happens on read.
+//! - [`cpu`]: process and per-thread-group CPU time, read from `/proc` by a sampler thread (never
+//!   on a core) and kept in atomics for the scrape.
 //! - Rendering, as pure functions of a merged snapshot: [`render_prometheus`] (Prometheus text
 //!   exposition 0.0.4, `GET /metrics`) and [`latency_json`] (exact HDR percentiles plus the serialized
 //!   histograms, `GET /v1/metrics/latency`).
@@ -30,6 +32,7 @@
 //! under ([`OVERFLOW_ENDPOINT`], 0).
 //! Units: all recorded values are microseconds; Prometheus output is in seconds.
 
+pub mod cpu;
 mod latency;
 mod prometheus;
 

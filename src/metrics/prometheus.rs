@@ -9,6 +9,7 @@ use std::fmt::Write;
 
 use hdrhistogram::Histogram;
 
+use super::cpu::{CpuSeconds, THREAD_GROUPS};
 use super::{Snapshot, BUYER_OUTCOMES, NO_BID_REASONS};
 
 /// Per-core gauges and counters, read by the caller from the runtime's per-core statistics.
@@ -104,6 +105,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "gavel_webhook_exhausted_total",
     "gavel_webhook_outbox_depth",
     "gavel_webhook_endpoint_disabled",
+    "process_cpu_seconds_total",
+    "gavel_thread_cpu_seconds_total",
 ];
 
 /// Escapes a label value: backslash, double quote and line feed.
@@ -204,15 +207,23 @@ fn sample(out: &mut String, name: &str, pairs: &[(&str, &str)], value: u64) {
     let _ = writeln!(out, "{name}{} {value}", labels(pairs, None));
 }
 
+/// A sample of a duration kept in µs, written in seconds with all six decimals.
+fn seconds_sample(out: &mut String, name: &str, pairs: &[(&str, &str)], value_us: u64) {
+    let (s, us) = (value_us / 1_000_000, value_us % 1_000_000);
+    let _ = writeln!(out, "{name}{} {s}.{us:06}", labels(pairs, None));
+}
+
 /// Renders `snap` (normally all cores merged), the per-core counters and the store counters as
 /// Prometheus text exposition format 0.0.4 (content type `text/plain; version=0.0.4`). Histograms
 /// use the since-start view. Buyer outcome and no-bid counters are emitted for every label value,
-/// zeros included, so rates exist from the first scrape.
+/// zeros included, so rates exist from the first scrape; so are the CPU counters of every thread
+/// group.
 pub fn render_prometheus(
     snap: &Snapshot,
     cores: &[CoreCounters],
     store: &StoreCounters,
     webhooks: &[WebhookCounters],
+    cpu: &CpuSeconds,
 ) -> String {
     let mut out = String::with_capacity(16 * 1024);
 
@@ -424,6 +435,27 @@ pub fn render_prometheus(
         w.endpoint.clone()
     });
 
+    // The standard name, so dashboards built for any Prometheus client library work unchanged.
+    let name = "process_cpu_seconds_total";
+    header(
+        &mut out,
+        name,
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+    );
+    seconds_sample(&mut out, name, &[], cpu.process_us);
+    let name = "gavel_thread_cpu_seconds_total";
+    header(
+        &mut out,
+        name,
+        "counter",
+        "User and system CPU time of the live threads of each group (cores, store, webhooks, dns, \
+         buyers_sandbox, other), in seconds; refreshed every second.",
+    );
+    for (group, us) in THREAD_GROUPS.iter().zip(cpu.groups_us) {
+        seconds_sample(&mut out, name, &[("group", group)], us);
+    }
+
     out
 }
 
@@ -484,7 +516,11 @@ mod tests {
             outbox_depth: 3,
             disabled: 0,
         }];
-        let text = render_prometheus(&snap, &counters, &store, &hooks);
+        let cpu = CpuSeconds {
+            process_us: 12_345_678,
+            groups_us: [9_000_000, 1_500_000, 10_000, 0, 1_000_000, 5],
+        };
+        let text = render_prometheus(&snap, &counters, &store, &hooks, &cpu);
         (snap, text)
     }
 
@@ -594,6 +630,19 @@ mod tests {
         );
         assert_eq!(value(&text, "gavel_store_commit_failures_total"), 1.0);
         assert_eq!(value(&text, "gavel_idempotent_replays_total"), 2.0);
+        assert_eq!(value(&text, "process_cpu_seconds_total"), 12.345678);
+        assert_eq!(
+            value(&text, "gavel_thread_cpu_seconds_total{group=\"cores\"}"),
+            9.0
+        );
+        assert_eq!(
+            value(&text, "gavel_thread_cpu_seconds_total{group=\"other\"}"),
+            0.000005
+        );
+        assert_eq!(
+            value(&text, "gavel_thread_cpu_seconds_total{group=\"dns\"}"),
+            0.0
+        );
     }
 
     #[test]
@@ -604,12 +653,18 @@ mod tests {
         // The raw newline never reaches the output inside a sample line.
         assert!(text
             .lines()
-            .all(|l| l.starts_with('#') || l.starts_with("gavel_")));
+            .all(|l| l.starts_with('#') || l.starts_with("gavel_") || l.starts_with("process_")));
     }
 
     #[test]
     fn empty_snapshot_renders_zeros() {
-        let text = render_prometheus(&Snapshot::empty(&[]), &[], &StoreCounters::default(), &[]);
+        let text = render_prometheus(
+            &Snapshot::empty(&[]),
+            &[],
+            &StoreCounters::default(),
+            &[],
+            &CpuSeconds::default(),
+        );
         assert_eq!(value(&text, "gavel_ping_duration_seconds_count"), 0.0);
         assert_eq!(value(&text, "gavel_ping_duration_seconds_sum"), 0.0);
         assert_eq!(
@@ -630,7 +685,13 @@ mod tests {
             return;
         };
         let (_, realistic) = sample_output();
-        let empty = render_prometheus(&Snapshot::empty(&[]), &[], &StoreCounters::default(), &[]);
+        let empty = render_prometheus(
+            &Snapshot::empty(&[]),
+            &[],
+            &StoreCounters::default(),
+            &[],
+            &CpuSeconds::default(),
+        );
         for text in [realistic, empty] {
             let mut child = Command::new(promtool)
                 .args(["check", "metrics"])

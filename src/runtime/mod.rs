@@ -93,6 +93,9 @@ pub struct Shared {
     /// Open connections each core holds at most: `server.max_connections_per_core`, lowered at
     /// start to what the file-descriptor limit can hold ([`connection_cap`]).
     pub max_connections_per_core: usize,
+    /// Process and thread-group CPU time, refreshed by the `gavel-cpu` sampler thread so that a
+    /// scrape (served on a core) reads atomics instead of `/proc`.
+    pub cpu: Arc<crate::metrics::cpu::CpuTotals>,
 }
 
 impl Shared {
@@ -228,6 +231,7 @@ pub struct ServerHandle {
     threads: Vec<std::thread::JoinHandle<()>>,
     _expiry: ExpiryHandle,
     webhook_worker: crate::webhooks::worker::WorkerHandle,
+    cpu_sampler: crate::metrics::cpu::Sampler,
 }
 
 impl ServerHandle {
@@ -245,6 +249,7 @@ impl ServerHandle {
             let _ = t.join();
         }
         self.webhook_worker.stop();
+        self.cpu_sampler.stop();
         if Arc::strong_count(&self.shared) > 1 {
             tracing::warn!("shared state outlives the server; the store stays open");
         }
@@ -333,6 +338,8 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
         .load_state(&store)
         .map_err(|e| format!("cannot read the webhook outbox: {e}"))?;
     let webhook_worker = crate::webhooks::worker::start(store.clone(), webhooks.clone())?;
+    let cpu = Arc::new(crate::metrics::cpu::CpuTotals::default());
+    let cpu_sampler = crate::metrics::cpu::Sampler::start(cpu.clone())?;
 
     // Core 0 binds the configured address (port 0 picks one); the others bind the port it got, so
     // the kernel spreads connections over all listeners of the group.
@@ -408,6 +415,7 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
         live_connections: AtomicUsize::new(0),
         live_jobs: AtomicUsize::new(0),
         max_connections_per_core: cap,
+        cpu,
         config,
     });
 
@@ -451,6 +459,7 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
                     threads,
                     _expiry: expiry,
                     webhook_worker,
+                    cpu_sampler,
                 };
                 handle.stop();
                 return Err(e);
@@ -469,6 +478,7 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
         threads,
         _expiry: expiry,
         webhook_worker,
+        cpu_sampler,
     })
 }
 
