@@ -24,26 +24,28 @@ use crate::store::Batch;
 use super::idempotency::{self, Idem};
 use crate::runtime::Core;
 
+/// The winning bid in a ping's answer (CONTRACT §4.1).
 #[derive(Serialize)]
-struct BidOut {
-    amount: Money,
-    currency: String,
-    bid_token: String,
-    valid_until: String,
+pub struct BidOut {
+    pub amount: Money,
+    pub currency: String,
+    pub bid_token: String,
+    pub valid_until: String,
 }
 
+/// A ping's answer (CONTRACT §4.1); public so the baseline bench answers in exactly this shape.
 #[derive(Serialize)]
-struct PingOut<'a> {
-    auction_id: &'a str,
-    status: &'static str,
-    bid: Option<BidOut>,
+pub struct PingOut<'a> {
+    pub auction_id: &'a str,
+    pub status: &'static str,
+    pub bid: Option<BidOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    reject_reason: Option<&'static str>,
+    pub reject_reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    reject_detail: Option<&'static str>,
-    buyers_pinged: usize,
-    bids_received: usize,
-    auction_ms: u64,
+    pub reject_detail: Option<&'static str>,
+    pub buyers_pinged: usize,
+    pub bids_received: usize,
+    pub auction_ms: u64,
 }
 
 pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {

@@ -24,7 +24,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use dashmap::DashMap;
 use futures::future::join_all;
-use serde::Serialize;
+use gavel::api::ping::{BidOut, PingOut};
 
 use gavel::api::validate::parse_ping;
 use gavel::auction::clearing::{self, Candidate, Cleared};
@@ -114,28 +114,6 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>) -> std::io:
 /// Binds `listen`, for callers that want the real port before serving.
 pub async fn bind(listen: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(listen).await
-}
-
-#[derive(Serialize)]
-struct BidOut {
-    amount: Money,
-    currency: String,
-    bid_token: String,
-    valid_until: String,
-}
-
-#[derive(Serialize)]
-struct PingOut<'a> {
-    auction_id: &'a str,
-    status: &'static str,
-    bid: Option<BidOut>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reject_reason: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reject_detail: Option<&'static str>,
-    buyers_pinged: usize,
-    bids_received: usize,
-    auction_ms: u64,
 }
 
 fn request_id() -> HeaderValue {
