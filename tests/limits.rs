@@ -171,9 +171,13 @@ fn a_buyer_never_gets_more_pings_than_its_limit() {
         statuses.len() as f64 > delivered * 1.5,
         "the load exceeded the limit"
     );
+    // Not starved: the buyer got at least half of what the limit allowed, or of the auctions that
+    // ran when a loaded machine ran fewer than that.
+    let allowed = (LIMIT * took.as_secs_f64()).min(statuses.len() as f64);
     assert!(
-        delivered >= LIMIT,
-        "{delivered}: the limit starved the buyer"
+        delivered >= allowed / 2.0,
+        "{delivered} pings of {} auctions in {took:?}: the limit starved the buyer",
+        statuses.len()
     );
     // The skipped auctions say why.
     let m = env.scrape();
