@@ -9,15 +9,14 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 
-use crate::auction::clearing::{self, Candidate, Cleared};
+use crate::auction::clearing::Candidate;
 use crate::auction::shard::InsertError;
-use crate::auction::token::Claims;
-use crate::auction::{fanout, now_ms, rfc3339_ms, Auction, NoBidReason, OutcomeKind, Status};
+use crate::auction::{fanout, now_ms, rfc3339_ms, Auction, OutcomeKind, Status};
 use crate::auth::Client;
 use crate::config::{Scope, Tenant, MAX_WINDOW_MS};
 use crate::error::ApiError;
 use crate::http::Reply;
-use crate::model::{f64_to_cents, Money, Ping};
+use crate::model::{Money, Ping};
 use crate::runtime::handoff::on_core;
 use crate::store::Batch;
 
@@ -31,6 +30,18 @@ pub struct BidOut {
     pub currency: String,
     pub bid_token: String,
     pub valid_until: String,
+}
+
+impl BidOut {
+    /// The answer's bid for an award, in `currency`.
+    pub fn of(award: &crate::auction::Award, currency: &str) -> BidOut {
+        BidOut {
+            amount: Money(award.payout_cents),
+            currency: currency.to_string(),
+            bid_token: award.bid_token.clone(),
+            valid_until: rfc3339_ms(award.valid_until_ms),
+        }
+    }
 }
 
 /// A ping's answer (CONTRACT §4.1); public so the baseline bench answers in exactly this shape.
@@ -314,46 +325,29 @@ pub(super) async fn run_auction(
             arrival: o.arrival,
         })
         .collect();
-    let floor = f64_to_cents(cfg.floor).unwrap_or(0);
-    let margin_fixed = f64_to_cents(cfg.margin_fixed).unwrap_or(0);
     let closed = now_ms();
-    let (status, bid) = if elig.eligible.is_empty() {
-        (Status::NoBid(NoBidReason::NoEligibleBuyers), None)
-    } else {
-        match clearing::clear(&bids, floor) {
-            Cleared::NoBids => (Status::NoBid(NoBidReason::NoBids), None),
-            Cleared::BelowFloor => (Status::NoBid(NoBidReason::BelowFloor), None),
-            Cleared::Won(ranked) => {
-                let win = &outcomes[ranked[0].slot];
-                let payout = clearing::seller_payout(
-                    ranked[0].amount_cents,
-                    cfg.margin_percent,
-                    margin_fixed,
-                );
-                let valid_until = win
-                    .valid_until_ms
-                    .unwrap_or(closed)
-                    .min(closed + shared.config.bid_token.ttl_ms());
-                let token = shared.keys.sign(&Claims {
-                    auction_id: auction_id.clone(),
-                    tenant: client.tenant,
-                    amount_cents: payout,
-                    valid_until_ms: valid_until,
-                });
-                (
-                    Status::Won {
-                        ranked: ranked.iter().map(|c| c.slot).collect(),
-                        payout_cents: payout,
-                        token_valid_until_ms: valid_until,
-                    },
-                    Some(BidOut {
-                        amount: Money(payout),
-                        currency: cfg.currency.clone(),
-                        bid_token: token,
-                        valid_until: rfc3339_ms(valid_until),
-                    }),
-                )
-            }
+    let award = crate::auction::award(
+        &shared.config,
+        &shared.keys,
+        !elig.eligible.is_empty(),
+        &bids,
+        |slot| outcomes[slot].valid_until_ms,
+        &auction_id,
+        client.tenant,
+        closed,
+    );
+    let (status, bid) = match award {
+        Err(reason) => (Status::NoBid(reason), None),
+        Ok(w) => {
+            let bid = BidOut::of(&w, &cfg.currency);
+            (
+                Status::Won {
+                    ranked: w.ranked.iter().map(|c| c.slot).collect(),
+                    payout_cents: w.payout_cents,
+                    token_valid_until_ms: w.valid_until_ms,
+                },
+                Some(bid),
+            )
         }
     };
 

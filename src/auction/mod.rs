@@ -207,6 +207,60 @@ impl Auction {
     }
 }
 
+/// A won auction as its seller is told it: the valid bids best first, the seller's payout, how
+/// long the bid holds, and the signed bid token.
+pub struct Award {
+    pub ranked: Vec<clearing::Candidate>,
+    pub payout_cents: Cents,
+    pub valid_until_ms: u64,
+    pub bid_token: String,
+}
+
+/// Clears a closed auction's bids and, when one wins, prices it (floors, margins) and signs its bid
+/// token. `bid_valid_until_ms(slot)` is how long that buyer said its bid holds; the token lives no
+/// longer than that, nor than `bid_token.ttl_ms` after `closed_ms`. Gavel's ping and the baseline
+/// bench both decide auctions through this one function.
+#[allow(clippy::too_many_arguments)]
+pub fn award(
+    config: &crate::config::Config,
+    keys: &token::BidKeys,
+    any_eligible: bool,
+    bids: &[clearing::Candidate],
+    bid_valid_until_ms: impl Fn(usize) -> Option<u64>,
+    auction_id: &str,
+    tenant: Tenant,
+    closed_ms: u64,
+) -> Result<Award, NoBidReason> {
+    if !any_eligible {
+        return Err(NoBidReason::NoEligibleBuyers);
+    }
+    let cfg = &config.auction;
+    let floor = crate::model::f64_to_cents(cfg.floor).unwrap_or(0);
+    let ranked = match clearing::clear(bids, floor) {
+        clearing::Cleared::NoBids => return Err(NoBidReason::NoBids),
+        clearing::Cleared::BelowFloor => return Err(NoBidReason::BelowFloor),
+        clearing::Cleared::Won(ranked) => ranked,
+    };
+    let margin_fixed = crate::model::f64_to_cents(cfg.margin_fixed).unwrap_or(0);
+    let payout_cents =
+        clearing::seller_payout(ranked[0].amount_cents, cfg.margin_percent, margin_fixed);
+    let valid_until_ms = bid_valid_until_ms(ranked[0].slot)
+        .unwrap_or(closed_ms)
+        .min(closed_ms + config.bid_token.ttl_ms());
+    let bid_token = keys.sign(&token::Claims {
+        auction_id: auction_id.to_string(),
+        tenant,
+        amount_cents: payout_cents,
+        valid_until_ms,
+    });
+    Ok(Award {
+        ranked,
+        payout_cents,
+        valid_until_ms,
+        bid_token,
+    })
+}
+
 /// Wall-clock now in unix milliseconds.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

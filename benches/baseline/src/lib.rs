@@ -27,14 +27,14 @@ use futures::future::join_all;
 use gavel::api::ping::{BidOut, PingOut};
 
 use gavel::api::validate::parse_ping;
-use gavel::auction::clearing::{self, Candidate, Cleared};
-use gavel::auction::token::{BidKeys, Claims};
-use gavel::auction::{fanout, now_ms, parse_rfc3339_ms, rfc3339_ms, NoBidReason, OutcomeKind};
+use gavel::auction::clearing::Candidate;
+use gavel::auction::token::BidKeys;
+use gavel::auction::{fanout, now_ms, parse_rfc3339_ms, NoBidReason, OutcomeKind};
 use gavel::auth::Auth;
 use gavel::buyers::Registry;
 use gavel::config::{Config, Scope, Tenant, MAX_BODY_BYTES, MAX_WINDOW_MS};
 use gavel::error::ApiError;
-use gavel::model::{f64_to_cents, Cents, Money, Ping};
+use gavel::model::{f64_to_cents, Cents, Ping};
 
 /// What a later post would need of a closed auction. Kept in memory only.
 #[derive(Debug, Clone)]
@@ -285,61 +285,38 @@ async fn run_ping(app: &App, headers: &HeaderMap, body: Bytes) -> Result<Vec<u8>
             arrival: a.arrival,
         })
         .collect();
-    let floor = f64_to_cents(cfg.floor).unwrap_or(0);
-    let margin_fixed = f64_to_cents(cfg.margin_fixed).unwrap_or(0);
     let closed = now_ms();
-    let outcome: Result<(BidOut, AuctionEntry), NoBidReason> = if elig.eligible.is_empty() {
-        Err(NoBidReason::NoEligibleBuyers)
-    } else {
-        match clearing::clear(&bids, floor) {
-            Cleared::NoBids => Err(NoBidReason::NoBids),
-            Cleared::BelowFloor => Err(NoBidReason::BelowFloor),
-            Cleared::Won(ranked) => {
-                let win = &answers[ranked[0].slot];
-                let payout = clearing::seller_payout(
-                    ranked[0].amount_cents,
-                    cfg.margin_percent,
-                    margin_fixed,
-                );
-                let valid_until = win
-                    .valid_until_ms
-                    .unwrap_or(closed)
-                    .min(closed + app.config.bid_token.ttl_ms());
-                let token = app.keys.sign(&Claims {
-                    auction_id: auction_id.clone(),
-                    tenant: client.tenant,
-                    amount_cents: payout,
-                    valid_until_ms: valid_until,
-                });
-                let entry = AuctionEntry {
-                    ping: ping.clone(),
-                    ranked: ranked
-                        .iter()
-                        .map(|c| {
-                            let a = &answers[c.slot];
-                            (
-                                a.buyer,
-                                a.buyer_token.clone().unwrap_or_default(),
-                                c.amount_cents,
-                            )
-                        })
-                        .collect(),
-                    payout_cents: payout,
-                    valid_until_ms: valid_until,
-                    evict_at_ms: valid_until + cfg.retention_ms,
-                };
-                Ok((
-                    BidOut {
-                        amount: Money(payout),
-                        currency: cfg.currency.clone(),
-                        bid_token: token,
-                        valid_until: rfc3339_ms(valid_until),
-                    },
-                    entry,
-                ))
-            }
-        }
-    };
+    let award = gavel::auction::award(
+        &app.config,
+        &app.keys,
+        !elig.eligible.is_empty(),
+        &bids,
+        |slot| answers[slot].valid_until_ms,
+        &auction_id,
+        client.tenant,
+        closed,
+    );
+    let outcome: Result<(BidOut, AuctionEntry), NoBidReason> = award.map(|w| {
+        let entry = AuctionEntry {
+            ping: ping.clone(),
+            ranked: w
+                .ranked
+                .iter()
+                .map(|c| {
+                    let a = &answers[c.slot];
+                    (
+                        a.buyer,
+                        a.buyer_token.clone().unwrap_or_default(),
+                        c.amount_cents,
+                    )
+                })
+                .collect(),
+            payout_cents: w.payout_cents,
+            valid_until_ms: w.valid_until_ms,
+            evict_at_ms: w.valid_until_ms + cfg.retention_ms,
+        };
+        (BidOut::of(&w, &cfg.currency), entry)
+    });
 
     let (bid, reason, entry) = match outcome {
         Ok((bid, entry)) => (Some(bid), None, entry),
