@@ -608,33 +608,46 @@ impl Store {
     }
 
     /// A tenant's auction record by id. Ids are scoped by tenant: another tenant's auction under
-    /// the same id is not found. Records written before ids were scoped live under the bare id
-    /// and are found there when their tenant matches.
+    /// the same id is not found.
     pub fn get_auction(
         &self,
         tenant: &str,
         auction_id: &str,
     ) -> Result<Option<AuctionRecord>, StoreError> {
-        if let Some(r) = self.get_record(TreeId::Auctions, &tenant_key(tenant, auction_id))? {
-            return Ok(Some(r));
-        }
-        let legacy: Option<AuctionRecord> =
-            self.get_record(TreeId::Auctions, auction_id.as_bytes())?;
-        Ok(legacy.filter(|r| r.tenant == tenant))
+        self.get_tenant_record(TreeId::Auctions, tenant, auction_id, |r: &AuctionRecord| {
+            &r.tenant
+        })
     }
 
-    /// A lead record by lead uuid.
+    /// A tenant's lead record by lead uuid, scoped by tenant as auctions are.
     pub fn get_lead(
         &self,
         tenant: &str,
         lead_uuid: &str,
     ) -> Result<Option<LeadRecord>, StoreError> {
-        if let Some(r) = self.get_record(TreeId::Leads, &tenant_key(tenant, lead_uuid))? {
+        self.get_tenant_record(TreeId::Leads, tenant, lead_uuid, |r: &LeadRecord| &r.tenant)
+    }
+
+    /// A record kept under [`tenant_key`]. Records written before ids were scoped live under the
+    /// bare id and are found there only when `tenant_of` names the same tenant.
+    fn get_tenant_record<R>(
+        &self,
+        tree: TreeId,
+        tenant: &str,
+        id: &str,
+        tenant_of: impl Fn(&R) -> &str,
+    ) -> Result<Option<R>, StoreError>
+    where
+        R: Record,
+        R::Archived: for<'a> rkyv::bytecheck::CheckBytes<
+                rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
+            > + rkyv::Deserialize<R, rkyv::rancor::Strategy<rkyv::de::Pool, rkyv::rancor::Error>>,
+    {
+        if let Some(r) = self.get_record(tree, &tenant_key(tenant, id))? {
             return Ok(Some(r));
         }
-        // Written before lead ids were scoped: under the bare id, for its own tenant only.
-        let legacy: Option<LeadRecord> = self.get_record(TreeId::Leads, lead_uuid.as_bytes())?;
-        Ok(legacy.filter(|r| r.tenant == tenant))
+        let legacy: Option<R> = self.get_record(tree, id.as_bytes())?;
+        Ok(legacy.filter(|r| tenant_of(r) == tenant))
     }
 
     /// A value of the `meta` tree.
