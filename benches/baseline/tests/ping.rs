@@ -5,10 +5,15 @@ use serde_json::{json, Value};
 
 const TOKEN: &str = "gv_test_sandbox_readme_0000000000000000000000";
 
+/// The project's default config, config/gavel.toml.
+fn default_config() -> gavel::config::Config {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/gavel.toml");
+    gavel::config::Config::load(&path).expect("default config loads")
+}
+
 /// The default config with its buyers pointed at a fleet on a free port.
 fn config(fleet: &gavel::sandbox::FleetHandle) -> gavel::config::Config {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/gavel.toml");
-    let mut cfg = gavel::config::Config::load(&path).expect("default config loads");
+    let mut cfg = default_config();
     let from = format!("http://{}", cfg.sandbox.listen.expect("sandbox.listen"));
     for b in &mut cfg.buyers {
         b.ping_url = b.ping_url.replace(&from, &fleet.base_url());
@@ -18,12 +23,23 @@ fn config(fleet: &gavel::sandbox::FleetHandle) -> gavel::config::Config {
     cfg
 }
 
+/// Sends a ping body with `token` (none: no Authorization header).
+async fn send_ping(
+    http: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> reqwest::Response {
+    let mut req = http.post(format!("{base}/v1/ping")).json(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_answers_like_gavel() {
-    let default = gavel::config::Config::load(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/gavel.toml"),
-    )
-    .unwrap();
+    let default = default_config();
     let fleet = gavel::sandbox::MockFleet::start(
         "127.0.0.1:0".parse().unwrap(),
         default.sandbox.seed,
@@ -52,13 +68,7 @@ async fn ping_answers_like_gavel() {
     });
     let mut statuses = Vec::new();
     for _ in 0..10 {
-        let r = http
-            .post(format!("{base}/v1/ping"))
-            .bearer_auth(TOKEN)
-            .json(&ping)
-            .send()
-            .await
-            .unwrap();
+        let r = send_ping(&http, &base, Some(TOKEN), &ping).await;
         assert_eq!(r.status(), 200);
         let a: Value = r.json().await.unwrap();
         assert!(a["auction_id"].as_str().unwrap().starts_with("auc_"), "{a}");
@@ -98,41 +108,18 @@ async fn ping_answers_like_gavel() {
     // A seller-chosen id is used once.
     let mut own = ping.clone();
     own["auction_id"] = json!("auc_baseline_test_1");
-    let first = http
-        .post(format!("{base}/v1/ping"))
-        .bearer_auth(TOKEN)
-        .json(&own)
-        .send()
-        .await
-        .unwrap();
+    let first = send_ping(&http, &base, Some(TOKEN), &own).await;
     assert_eq!(first.status(), 200);
-    let again = http
-        .post(format!("{base}/v1/ping"))
-        .bearer_auth(TOKEN)
-        .json(&own)
-        .send()
-        .await
-        .unwrap();
+    let again = send_ping(&http, &base, Some(TOKEN), &own).await;
     assert_eq!(again.status(), 409);
 
-    let anon = http
-        .post(format!("{base}/v1/ping"))
-        .json(&ping)
-        .send()
-        .await
-        .unwrap();
+    let anon = send_ping(&http, &base, None, &ping).await;
     assert_eq!(anon.status(), 401);
     assert!(anon.headers().contains_key("www-authenticate"));
 
     let mut pii = ping.clone();
     pii["email"] = json!("someone@example.com");
-    let r = http
-        .post(format!("{base}/v1/ping"))
-        .bearer_auth(TOKEN)
-        .json(&pii)
-        .send()
-        .await
-        .unwrap();
+    let r = send_ping(&http, &base, Some(TOKEN), &pii).await;
     assert_eq!(r.status(), 422);
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"], "pii_not_allowed", "{e}");
