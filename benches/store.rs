@@ -7,10 +7,10 @@
 //!   validation (after copying into an aligned buffer) and deserialization.
 //! - `store/auction_record/{encode,decode}`: an [`AuctionRecord`] with 5 buyer outcomes encoded to
 //!   its stored bytes (version byte + rkyv), and decoded back with full validation.
-//! - `store/group_commit/{1,8,64}`: commits per second through one [`Committer`] with 1, 8 and 64
-//!   tasks on one monoio runtime, each committing a small batch (one idempotency record and its
+//! - `store/group_commit/{1,8,64}`: commits per second through one core's write-ahead log
+//!   ([`CoreLog`], io_uring where the kernel has it) with 1, 8 and 64 tasks on one monoio runtime, each committing a small batch (one idempotency record and its
 //!   index entry) in a loop and awaiting its durability. The store is on disk in a temp dir (not
-//!   `Store::temporary()`), so every group pays a real `fsync`; the numbers depend mostly on the
+//!   `Store::temporary()`), so every group pays a real `fdatasync` of the log; the numbers depend mostly on the
 //!   disk's flush latency, and the gain from 1 to 64 writers is what group commit buys.
 //!
 //! Why it matters: the idempotency lookup runs on a core before any keyed request, record encoding
@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gavel::store::records;
 use gavel::store::{
-    AttemptRecord, AuctionRecord, Batch, CommitStats, Committer, IdemRecord, IdemScope,
-    OutcomeRecord, PostRecord, Store, StoreOptions,
+    AttemptRecord, AuctionRecord, Batch, CommitCounters, CommitStats, CoreLog, IdemRecord,
+    IdemScope, OutcomeRecord, PostRecord, Store, StoreOptions,
 };
 
 const PREFILL: usize = 100_000;
@@ -187,15 +187,31 @@ fn auction_record(c: &mut Criterion) {
 fn group_commit(c: &mut Criterion) {
     let dir = TempDir::new("commit");
     let store = Arc::new(open(&dir));
-    let committer = Rc::new(Committer::start(Arc::clone(&store), 0, 1024).expect("committer"));
-    let mut runtime = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+    let uring = monoio::utils::detect_uring();
+    let mut runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .attach_thread_pool(Box::new(
+            gavel::store::wal::BlockingThread::start("gavel-log-0".into()).expect("log thread"),
+        ))
         .build()
         .expect("monoio runtime");
+    let counters = Arc::new(CommitCounters::new());
+    let committer = Rc::new(
+        runtime
+            .block_on(CoreLog::start(
+                Arc::clone(&store),
+                0,
+                uring,
+                8 * 1024,
+                Arc::clone(&counters),
+                None,
+            ))
+            .expect("core log"),
+    );
     let mut g = c.benchmark_group("store/group_commit");
     g.throughput(Throughput::Elements(1));
     let mut next_key = 0usize;
     for writers in WRITERS {
-        let before = committer.stats();
+        let before = counters.snapshot();
         g.bench_with_input(
             BenchmarkId::from_parameter(writers),
             &writers,
@@ -233,7 +249,7 @@ fn group_commit(c: &mut Criterion) {
                 })
             },
         );
-        report(writers, &delta(&committer.stats(), &before));
+        report(writers, &delta(&counters.snapshot(), &before));
     }
     g.finish();
 }

@@ -127,8 +127,8 @@ pub async fn metrics(core: &Rc<Core>) -> Reply {
         })
         .collect();
     let mut st = crate::store::CommitStats::default();
-    for c in &shared.committers {
-        st.merge(&c.stats());
+    for c in &shared.commit_counters {
+        st.merge(&c.snapshot());
     }
     let store = StoreCounters {
         commits: st.commits,

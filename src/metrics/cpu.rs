@@ -40,15 +40,17 @@ pub const THREAD_GROUPS: [&str; 6] = [
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The group (one of [`THREAD_GROUPS`]) a thread belongs to, by its name as the kernel keeps it
-/// (at most 15 bytes): `gavel-core-N` → cores; `gavel-commit-N`, `gavel-expiry` and sled's own
-/// threads (`sled-io-N`, `log flusher`) → store; `gavel-webhooks`, `gavel-webhook-N` → webhooks;
+/// (at most 15 bytes): `gavel-core-N` → cores; `gavel-log-N` (a legacy-driver core's log
+/// writer), `gavel-wal-ckpt`, `gavel-expiry` and sled's own threads (`sled-io-N`, `log flusher`)
+/// → store; `gavel-webhooks`, `gavel-webhook-N` → webhooks;
 /// `gavel-dns-N` → dns; `gavel-mock-N` (the sandbox buyer fleet) → buyers_sandbox; anything else
 /// → other.
 pub fn group_of(thread_name: &str) -> &'static str {
     let n = thread_name;
     if n.starts_with("gavel-core-") {
         "cores"
-    } else if n.starts_with("gavel-commit-")
+    } else if n.starts_with("gavel-log-")
+        || n == "gavel-wal-ckpt"
         || n == "gavel-expiry"
         || n.starts_with("sled")
         || n == "log flusher"
@@ -250,7 +252,8 @@ mod tests {
         for (name, group) in [
             ("gavel-core-0", "cores"),
             ("gavel-core-11", "cores"),
-            ("gavel-commit-3", "store"),
+            ("gavel-log-3", "store"),
+            ("gavel-wal-ckpt", "store"),
             ("gavel-expiry", "store"),
             ("sled-io-2", "store"),
             ("log flusher", "store"),

@@ -22,7 +22,7 @@ use crate::buyers::Registry;
 use crate::config::{Config, Driver};
 use crate::http::shutdown::Shutdown;
 use crate::limits::ClientLimits;
-use crate::store::{Committer, ExpiryHandle, Store, StoreOptions};
+use crate::store::{Checkpointer, CommitCounters, CoreLog, ExpiryHandle, Store, StoreOptions};
 
 pub mod handoff;
 
@@ -80,8 +80,10 @@ pub struct Shared {
     /// changes reach every core through its inbox.
     pub initial_clients: Vec<(ClientRecord, Arc<ClientLimits>)>,
     pub store: Arc<Store>,
-    /// One group committer per core, indexed by core id.
-    pub committers: Vec<Committer>,
+    /// Each core's write-ahead log statistics, indexed by core id (written by that core only).
+    pub commit_counters: Vec<Arc<CommitCounters>>,
+    /// Flushes sled and deletes the log segments the cores sealed.
+    pub checkpointer: Checkpointer,
     pub stats: Vec<CoreStats>,
     /// Sellers' webhook endpoints: cores queue events for them, the worker delivers.
     pub webhooks: Arc<crate::webhooks::Webhooks>,
@@ -129,6 +131,8 @@ pub struct Core {
     pub in_flight: RefCell<std::collections::HashSet<Vec<u8>>>,
     /// This core's copy of the active OAuth clients.
     pub clients: RefCell<ClientTable>,
+    /// This core's write-ahead log: where its durable writes go.
+    pub log: CoreLog,
     open_connections: Cell<usize>,
 }
 
@@ -160,15 +164,10 @@ impl Core {
         Ok(client)
     }
 
-    /// This core's group committer.
-    pub fn committer(&self) -> &Committer {
-        &self.shared.committers[self.id]
-    }
-
-    /// Makes `batch` durable through this core's group committer, timing it for the metrics.
+    /// Makes `batch` durable through this core's write-ahead log, timing it for the metrics.
     pub async fn commit(&self, batch: crate::store::Batch) -> Result<(), crate::store::StoreError> {
         let started = std::time::Instant::now();
-        let res = self.committer().commit(batch).await;
+        let res = self.log.commit(batch).await;
         self.metrics
             .record_store_commit(started.elapsed().as_micros() as u64);
         res
@@ -306,6 +305,37 @@ where
     }
 }
 
+/// Commits one core's log lets wait for the disk, in units of `store.group_commit_max_batch`:
+/// past `LOG_QUEUE_GROUPS * group_commit_max_batch` waiting commits the disk is not keeping up and
+/// a commit fails fast with `Overloaded` (503) instead of queueing without bound.
+pub const LOG_QUEUE_GROUPS: usize = 8;
+
+/// [`block_on`] for a core thread: on the legacy driver the runtime gets one blocking thread,
+/// `gavel-log-{id}`, where the core's write-ahead log writes and syncs (io_uring needs none).
+pub fn block_on_core<F, Fut>(
+    driver: Driver,
+    id: usize,
+    entries: u32,
+    make: F,
+) -> std::io::Result<Fut::Output>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future,
+{
+    match driver {
+        Driver::Uring => block_on(driver, entries, make),
+        Driver::Legacy | Driver::Auto => {
+            let pool = crate::store::wal::BlockingThread::start(format!("gavel-log-{id}"))?;
+            Ok(monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .with_entries(entries)
+                .enable_timer()
+                .attach_thread_pool(Box::new(pool))
+                .build()?
+                .block_on(make()))
+        }
+    }
+}
+
 /// Binds every core's listener, starts the core threads and returns once all of them are serving.
 pub fn start(config: Config) -> Result<ServerHandle, String> {
     let cores = config.core_count();
@@ -326,10 +356,8 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
         .into_iter()
         .map(|r| (r, Arc::new(crate::auth::client_limits(&config.limits))))
         .collect();
-    let committers = (0..cores)
-        .map(|id| Committer::start(store.clone(), id, config.store.group_commit_max_batch))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot start the store committers: {e}"))?;
+    let checkpointer = Checkpointer::start(store.clone())
+        .map_err(|e| format!("cannot start the log checkpoint thread: {e}"))?;
     let expiry = store
         .spawn_expiry()
         .map_err(|e| format!("cannot start store expiry: {e}"))?;
@@ -409,7 +437,10 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
         access_keys,
         initial_clients,
         store,
-        committers,
+        commit_counters: (0..cores)
+            .map(|_| Arc::new(CommitCounters::new()))
+            .collect(),
+        checkpointer,
         stats: (0..cores).map(|_| CoreStats::default()).collect(),
         webhooks,
         live_connections: AtomicUsize::new(0),
@@ -437,7 +468,7 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
                         }
                     }
                 }
-                let res = block_on(shared.driver, 4096, || {
+                let res = block_on_core(shared.driver, id, 4096, || {
                     core_main(id, shared.clone(), listener, ops, ready.clone())
                 });
                 if let Err(e) = res {
@@ -747,7 +778,27 @@ async fn core_main(
         }
     };
     let config = &shared.config;
+    let log = CoreLog::start(
+        shared.store.clone(),
+        id,
+        shared.driver == Driver::Uring,
+        config
+            .store
+            .group_commit_max_batch
+            .saturating_mul(LOG_QUEUE_GROUPS),
+        shared.commit_counters[id].clone(),
+        Some(&shared.checkpointer),
+    )
+    .await;
+    let log = match log {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("core {id}: write-ahead log: {e}")));
+            return;
+        }
+    };
     let core = Rc::new(Core {
+        log,
         id,
         shard: RefCell::new(Shard::new(config.auction.max_auctions_per_core)),
         pool: Pool::new(),
@@ -873,6 +924,17 @@ async fn core_main(
         && started.elapsed() < grace
     {
         monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Every write queued by the work above reaches the disk before the core goes.
+    let left = grace.saturating_sub(started.elapsed());
+    if monoio::time::timeout(left, core.log.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            core = id,
+            "the write-ahead log did not drain within the grace period"
+        );
     }
     stopped.fire();
     drain.await;

@@ -49,6 +49,7 @@
 pub mod commit;
 pub mod expiry;
 pub mod records;
+pub mod wal;
 
 #[cfg(test)]
 mod tests;
@@ -59,12 +60,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sled::transaction::{TransactionError, Transactional};
 use sled::IVec;
 
-pub use commit::{CommitStats, Committer};
+pub use commit::{CommitCounters, CommitStats};
 pub use expiry::{ExpiryHandle, ExpiryStats};
 pub use records::{
     AttemptRecord, AuctionRecord, DeliveryRecord, IdemRecord, LeadEvent, LeadRecord, OutcomeRecord,
     PostRecord, WebhookAttemptRecord,
 };
+pub use wal::{Checkpointer, CoreLog, Recovery};
 
 use records::Record;
 
@@ -511,6 +513,10 @@ pub struct Store {
     flushes_started: AtomicU64,
     /// Highest number of a flush that has completed.
     flushed_through: AtomicU64,
+    /// Where the cores' write-ahead logs live (`<path>/wal`); `None` for a temporary store.
+    wal_dir: Option<PathBuf>,
+    /// The next write-ahead log sequence number, shared by all cores (see [`wal`]).
+    wal_seq: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -531,7 +537,12 @@ impl Store {
             .cache_capacity(opts.cache_capacity_bytes)
             .mode(sled::Mode::HighThroughput)
             .open()?;
-        Store::from_db(db, opts.clone())
+        let mut store = Store::from_db(db, opts.clone())?;
+        let wal_dir = opts.path.join("wal");
+        let recovery = wal::recover(&store, &wal_dir)?;
+        store.wal_seq = AtomicU64::new(recovery.next_seq);
+        store.wal_dir = Some(wal_dir);
+        Ok(store)
     }
 
     /// A throw-away database that sled deletes when the store is dropped. Retention and batch
@@ -576,6 +587,8 @@ impl Store {
             opts,
             flushes_started: AtomicU64::new(0),
             flushed_through: AtomicU64::new(0),
+            wal_dir: None,
+            wal_seq: AtomicU64::new(1),
         })
     }
 
