@@ -134,7 +134,8 @@ pub struct StoreConfig {
     pub cache_capacity_bytes: u64,
     /// How often the background expiry pass runs.
     pub expiry_interval_ms: u64,
-    /// Most requests one group commit (one fsync) serves.
+    /// Sizes each core's write-ahead log queue: `8 ×` this many writes may wait for the disk,
+    /// and one more is refused with 503 (one `fdatasync` serves every write waiting).
     pub group_commit_max_batch: usize,
     /// Benchmark-only: `false` answers before records reach the disk, to measure what durability
     /// costs. Never turn it off in production: a crash would then lose acknowledged sales.

@@ -41,7 +41,8 @@ pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The group (one of [`THREAD_GROUPS`]) a thread belongs to, by its name as the kernel keeps it
 /// (at most 15 bytes): `gavel-core-N` → cores; `gavel-log-N` (a legacy-driver core's log
-/// writer), `gavel-wal-ckpt`, `gavel-expiry` and sled's own threads (`sled-io-N`, `log flusher`)
+/// writer), `gavel-wal-ckpt`, `gavel-expiry`, sled's own threads (`sled-io-N`, `log flusher`) and
+/// the kernel's io_uring workers (`iou-wrk-N`, which carry out the cores' log writes and syncs)
 /// → store; `gavel-webhooks`, `gavel-webhook-N` → webhooks;
 /// `gavel-dns-N` → dns; `gavel-mock-N` (the sandbox buyer fleet) → buyers_sandbox; anything else
 /// → other.
@@ -51,6 +52,7 @@ pub fn group_of(thread_name: &str) -> &'static str {
         "cores"
     } else if n.starts_with("gavel-log-")
         || n == "gavel-wal-ckpt"
+        || n.starts_with("iou-wrk-")
         || n == "gavel-expiry"
         || n.starts_with("sled")
         || n == "log flusher"
@@ -254,6 +256,7 @@ mod tests {
             ("gavel-core-11", "cores"),
             ("gavel-log-3", "store"),
             ("gavel-wal-ckpt", "store"),
+            ("iou-wrk-28193", "store"),
             ("gavel-expiry", "store"),
             ("sled-io-2", "store"),
             ("log flusher", "store"),

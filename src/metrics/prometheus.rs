@@ -31,7 +31,7 @@ pub struct CoreCounters {
     pub requests_total: u64,
 }
 
-/// Store group-commit counters, read by the caller from the committers' statistics.
+/// Store group-commit counters, read by the caller from the cores' log statistics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreCounters {
     /// Commit requests answered, successfully or not.

@@ -13,7 +13,7 @@ pub const LATENCY_BUCKETS: usize = 40;
 /// Buckets of the group-size histogram, same bit-length scheme (the last one reaches 2^15).
 pub const GROUP_BUCKETS: usize = 16;
 
-/// A snapshot of one committer's statistics (or several, merged with [`CommitStats::merge`]).
+/// A snapshot of one core's log statistics (or several, merged with [`CommitStats::merge`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitStats {
     /// Requests answered, successfully or not.
@@ -56,7 +56,7 @@ impl Default for CommitStats {
 }
 
 impl CommitStats {
-    /// Adds another committer's numbers (e.g. every core's) into this one.
+    /// Adds another core's numbers into this one.
     pub fn merge(&mut self, other: &CommitStats) {
         self.commits += other.commits;
         self.failed += other.failed;

@@ -1,8 +1,9 @@
 //! Persistence: the only module that touches sled.
 //!
 //! It owns the on-disk layout (trees and key encodings), the record encoding (rkyv archives behind a
-//! version byte, validated on every read, see [`records`]), durability (a write is acknowledged only
-//! after sled's log is flushed to disk, with per-core group commit in [`commit`]) and retention (a
+//! version byte, validated on every read, see [`records`]), durability (a core's write is acknowledged
+//! only after its own write-ahead log is synced, with group commit, see [`wal`]; sled is the index
+//! the logs are replayed into at open) and retention (a
 //! background thread deletes what is older than its retention, see [`expiry`]). It does not own any
 //! business rule: what goes into a record, when to store it, and what a stored record means are
 //! decided by the callers, which convert their own types to and from the plain records here.
@@ -35,16 +36,19 @@
 //! and at post), so a rewrite puts the same index key again: no duplicates, no early expiry.
 //!
 //! # Atomicity
-//! A [`Batch`] is applied as one sled multi-tree transaction over the trees it touches. sled logs
-//! the writes of one transaction under one sealed batch and recovers them all or none after a crash,
-//! so an auction and the lead written with it appear together or not at all, and a record never
-//! exists without its index entry (an index entry whose record is gone is harmless: expiry drops it).
+//! A core's [`Batch`] is one frame of its write-ahead log, written and checksummed as a whole:
+//! recovery replays a frame entirely or not at all, so an auction and the lead written with it
+//! appear together or not at all after a crash, and a record never exists without its index entry
+//! (an index entry whose record is gone is harmless: expiry drops it). While running, a synced
+//! group is inserted into sled without a transaction, so another thread may briefly see part of a
+//! batch in memory; every such write is already durable. Batches written outside a core (the
+//! webhook worker, startup) go through [`Store::write_durable`]: one sled multi-tree transaction,
+//! which sled recovers all or nothing, then a flush.
 //! One tree with key prefixes and `Tree::apply_batch` would give the same guarantee and was not
 //! measurably faster per write; separate trees were chosen so each kind of record can be scanned,
-//! counted and expired on its own. Durability is
-//! separate from atomicity: [`Store::write_durable`] and the group committer call `flush` (fsync)
-//! after applying. Note that any sled transaction briefly takes a process-wide write lock that sled
-//! reads also respect; it is held only while the writes are put in memory, never during the fsync.
+//! counted and expired on its own. Note that a sled transaction briefly takes a process-wide write
+//! lock that sled reads and inserts also respect; it is held only while the writes are put in
+//! memory, never during the fsync, and only the off-core writers use transactions.
 
 pub mod commit;
 pub mod expiry;
@@ -55,7 +59,7 @@ pub mod wal;
 mod tests;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use sled::transaction::{TransactionError, Transactional};
 use sled::IVec;
@@ -88,10 +92,10 @@ pub struct StoreOptions {
     pub record_retention_ms: u64,
     /// Pause between two expiry passes of [`Store::spawn_expiry`].
     pub expiry_interval_ms: u64,
-    /// Most requests one group commit (one fsync) serves; also sizes the commit queue.
+    /// Sizes each core's log queue: `8 ×` this many writes may wait for the disk.
     pub group_commit_max_batch: usize,
-    /// `false` makes the [`Committer`] answer without flushing (records still reach the disk within
-    /// sled's background flush interval). Only for measuring what durability costs: a crash then
+    /// `false` makes a [`CoreLog`] skip the log and answer once sled has the writes in memory
+    /// (records still reach the disk within sled's background flush interval). Only for measuring what durability costs: a crash then
     /// loses acknowledged writes. [`Store::write_durable`] always flushes.
     pub durable: bool,
 }
@@ -185,12 +189,13 @@ pub enum StoreError {
         /// Why it was refused.
         reason: String,
     },
-    /// The committer's queue is full: the disk cannot keep up. Refuse the request (503) rather than
-    /// queue without bound.
+    /// The core's log has too many writes waiting for the disk: it cannot keep up. Refuse the
+    /// request (503) rather than queue without bound.
     #[error("store commit queue is full")]
     Overloaded,
-    /// The committer was closed or its thread is gone; nothing more can be committed through it.
-    #[error("store committer is closed")]
+    /// The core's log was closed (shutdown) or broken by a failed write or sync; nothing more can
+    /// be committed through it.
+    #[error("store log is closed")]
     Closed,
 }
 
@@ -337,7 +342,7 @@ struct Op {
 }
 
 /// Writes to apply together, all or nothing. Records are encoded when added, on the caller's
-/// thread, so the committer thread only does sled work.
+/// thread.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     ops: Vec<Op>,
@@ -504,15 +509,11 @@ pub struct StoreCounts {
 }
 
 /// The sled database and its trees. `Send + Sync`: open it once and share it by `Arc` with every
-/// core, the committers and the expiry thread.
+/// core, the checkpoint thread and the expiry thread.
 pub struct Store {
     db: sled::Db,
     trees: [sled::Tree; TREE_COUNT],
     opts: StoreOptions,
-    /// Number of flushes begun; a flush takes the next number when it starts.
-    flushes_started: AtomicU64,
-    /// Highest number of a flush that has completed.
-    flushed_through: AtomicU64,
     /// Where the cores' write-ahead logs live (`<path>/wal`); `None` for a temporary store.
     wal_dir: Option<PathBuf>,
     /// The next write-ahead log sequence number, shared by all cores (see [`wal`]).
@@ -585,8 +586,6 @@ impl Store {
             db,
             trees,
             opts,
-            flushes_started: AtomicU64::new(0),
-            flushed_through: AtomicU64::new(0),
             wal_dir: None,
             wal_seq: AtomicU64::new(1),
         })
@@ -680,7 +679,7 @@ impl Store {
     }
 
     /// Applies `batch` atomically across trees, in memory and sled's log, without waiting for the
-    /// disk. The committer calls this for each batch of a group, then flushes once.
+    /// disk. [`Store::write_durable`] calls this, then flushes.
     pub(crate) fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
         if batch.ops.is_empty() {
             return Ok(());
@@ -715,31 +714,8 @@ impl Store {
 
     /// Flushes sled's log and fsyncs: every write applied before the call is durable after it.
     pub(crate) fn flush(&self) -> Result<(), StoreError> {
-        let n = self.flushes_started.fetch_add(1, Ordering::SeqCst) + 1;
         self.db.flush()?;
-        self.flushed_through.fetch_max(n, Ordering::SeqCst);
         Ok(())
-    }
-
-    /// A mark for [`Store::is_durable_since`]: take it *after* reading writes that may not be
-    /// durable yet (another thread applied them, its flush may still be running).
-    pub fn flush_mark(&self) -> u64 {
-        self.flushes_started.load(Ordering::SeqCst)
-    }
-
-    /// Whether a flush that started after `mark` was taken has completed. Such a flush covers
-    /// every write applied before the mark, so whatever was read before the mark is on disk.
-    /// Lets a reader wait for another thread's group commit instead of paying an fsync of its own.
-    pub fn is_durable_since(&self, mark: u64) -> bool {
-        self.flushed_through.load(Ordering::SeqCst) > mark
-    }
-
-    /// Flushes unless a flush that started after `mark` has completed already.
-    pub fn ensure_durable_since(&self, mark: u64) -> Result<(), StoreError> {
-        if self.is_durable_since(mark) {
-            return Ok(());
-        }
-        self.flush()
     }
 
     /// A webhook delivery by event id and endpoint.
@@ -874,8 +850,8 @@ impl Store {
     }
 
     /// Applies a batch atomically across trees and makes it durable (flush and fsync) before
-    /// returning. Blocking: only for the committer thread, startup code and tests; a core uses its
-    /// [`Committer`].
+    /// returning. Blocking: only for off-core threads (the webhook worker), startup code and
+    /// tests; a core uses its [`CoreLog`].
     pub fn write_durable(&self, batch: &Batch) -> Result<(), StoreError> {
         self.apply(batch)?;
         self.flush()

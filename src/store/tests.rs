@@ -1204,24 +1204,6 @@ fn outbox_listing_pages_newest_first_with_a_cursor() {
 }
 
 #[test]
-fn a_flush_mark_is_durable_only_after_a_flush_that_started_later() {
-    let store = Store::temporary().unwrap();
-    let mark = store.flush_mark();
-    assert!(!store.is_durable_since(mark));
-    store
-        .write_durable(&Batch::new().put_meta("k", "v").clone())
-        .unwrap();
-    assert!(store.is_durable_since(mark));
-    let later = store.flush_mark();
-    assert!(
-        !store.is_durable_since(later),
-        "that flush started before the new mark"
-    );
-    store.ensure_durable_since(later).unwrap();
-    assert!(store.is_durable_since(later));
-}
-
-#[test]
 fn expiry_removes_old_outbox_deliveries() {
     let store = Store::temporary().unwrap();
     let mut b = Batch::new();

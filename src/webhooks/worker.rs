@@ -7,9 +7,10 @@
 //! asks), exhausted, or disabled when the receiver answered 410. None of this runs on a core's
 //! event loop, so a slow or dead receiver never delays a ping or a post.
 //!
-//! A delivery is only sent once the commit that created it is durable: the dispatcher waits for a
-//! flush that started after it read the outbox (usually a core's group commit, else its own), so a
-//! crash can never leave a receiver holding an event the store forgot. Attempt outcomes are written
+//! A delivery is only sent once the commit that created it is durable: a core puts its writes into
+//! sled only after its write-ahead log has synced them (see [`crate::store::wal`]), so whatever the
+//! dispatcher reads from the outbox is on disk already, and a crash can never leave a receiver
+//! holding an event the store forgot. Attempt outcomes are written
 //! without waiting for the disk: one lost in a crash only means the delivery is sent again, which
 //! at-least-once allows and the unchanged `webhook-id` lets receivers detect.
 //!
@@ -34,8 +35,6 @@ const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// taken in one pass and its outcomes written in one transaction, which keeps the dispatcher's
 /// share of the CPU and of sled's write lock small; it adds at most this much to a delivery's lag.
 const MIN_PASS_INTERVAL: Duration = Duration::from_millis(2);
-/// How long the dispatcher waits for another thread's flush before paying for its own.
-const DURABLE_WAIT: Duration = Duration::from_millis(5);
 /// Deliveries of a disabled endpoint marked `disabled` per pass.
 const SWEEP_BATCH: usize = 1000;
 /// Most of a receiver's answer read (and discarded), so the connection can be reused.
@@ -228,9 +227,6 @@ impl Dispatcher {
                 }
             }
         }
-        if !jobs.is_empty() {
-            self.wait_durable()?;
-        }
         for job in jobs {
             self.in_flight[job.endpoint].insert(job.record.event_id.clone());
             if let Err(e) = self.jobs.send(job) {
@@ -261,21 +257,6 @@ impl Dispatcher {
 
     fn in_flight_total(&self) -> usize {
         self.in_flight.iter().map(HashSet::len).sum()
-    }
-
-    /// Returns once everything read from the outbox so far is on disk.
-    fn wait_durable(&self) -> Result<(), StoreError> {
-        let mark = self.store.flush_mark();
-        let started = Instant::now();
-        while !self.store.is_durable_since(mark) {
-            if started.elapsed() >= DURABLE_WAIT {
-                return self.store.ensure_durable_since(mark);
-            }
-            // This is the dispatcher's own thread, not an event loop.
-            #[allow(clippy::disallowed_methods)]
-            std::thread::sleep(Duration::from_micros(500));
-        }
-        Ok(())
     }
 
     /// Time until the earliest delivery that could start, at most [`IDLE_WAIT`].
