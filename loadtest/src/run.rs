@@ -1,5 +1,5 @@
 //! The generator: one OS thread per `--cores`, each running its own monoio runtime, its own
-//! keep-alive pools and its own slice of the arrival schedule; nothing is shared between threads
+//! keep-alive connections ([`crate::http1::Client`]) and its own slice of the arrival schedule; nothing is shared between threads
 //! until each hands back its [`Stats`] at the end.
 //!
 //! For every arrival a thread sleeps until the scheduled instant and *spawns* the request, so a
@@ -29,13 +29,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::channel::oneshot;
-use gavel::buyers::pool::{Answer, CallError, Pool, Target};
+use gavel::buyers::pool::Target;
 use gavel::config::Driver;
 use hdrhistogram::Histogram;
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use serde::Deserialize;
 
 use crate::cli::Scenario;
+use crate::http1::{Answer, CallError, Client};
 use crate::progress::{Publisher, Tick, TICK};
 use crate::report::{latency_from, new_hist, Phase, Phases, Stats};
 use crate::schedule::{thread_slice, Arrival};
@@ -269,13 +270,13 @@ impl Drop for Permit {
 
 struct Ctx {
     cfg: RunConfig,
-    pool: Pool,
+    client: Client,
     permits: Rc<Permits>,
-    ping: Target,
-    post: Target,
-    leads: Target,
-    healthz: Target,
-    headers: Vec<(HeaderName, HeaderValue)>,
+    /// Request paths (the base URL's path, if any, then the route).
+    ping: String,
+    post: String,
+    leads: String,
+    healthz: String,
     bodies: Bodies,
     stats: RefCell<Stats>,
     in_flight: Cell<usize>,
@@ -398,21 +399,24 @@ async fn generator(
 ) -> Stats {
     let base = cfg.base_url.trim_end_matches('/').to_string();
     let target = |p: &str| Target::parse(&format!("{base}{p}")).expect("checked in run()");
-    let mut headers = Vec::new();
-    if let Some(t) = &cfg.token {
-        headers.push((
-            http::header::AUTHORIZATION,
-            HeaderValue::from_str(&format!("Bearer {t}")).expect("checked in run()"),
-        ));
-    }
+    let bearer = cfg.token.as_ref().map(|t| format!("Bearer {t}"));
+    let auth: Vec<(&str, &str)> = bearer
+        .iter()
+        .map(|b| ("authorization", b.as_str()))
+        .collect();
+    let healthz = target("/healthz");
+    let client = Client::new(
+        healthz.origin.clone(),
+        healthz.host_header.to_str().expect("built from a URL"),
+        &auth,
+    );
     let ctx = Rc::new(Ctx {
-        pool: Pool::new(),
+        client,
         permits: Permits::new(cfg.connections),
-        ping: target("/v1/ping"),
-        post: target("/v1/post"),
-        leads: target("/v1/leads"),
-        healthz: target("/healthz"),
-        headers,
+        ping: target("/v1/ping").path,
+        post: target("/v1/post").path,
+        leads: target("/v1/leads").path,
+        healthz: healthz.path,
         bodies: Bodies::new(&cfg),
         stats: RefCell::new(Stats::default()),
         in_flight: Cell::new(0),
@@ -449,15 +453,6 @@ async fn generator(
     stats
 }
 
-fn transport_kind(e: &CallError) -> &'static str {
-    match e {
-        CallError::Connect(_) => "connect",
-        CallError::Resolve(_) => "dns",
-        CallError::Http(_) => "http",
-        CallError::TooLarge(_) => "too_large",
-    }
-}
-
 /// Outcome of one call: the answer, or a transport error kind.
 type Outcome = Result<Answer, &'static str>;
 
@@ -467,7 +462,7 @@ async fn call<F: std::future::Future<Output = Result<Answer, CallError>>>(
 ) -> Outcome {
     match monoio::time::timeout(timeout, fut).await {
         Ok(Ok(a)) => Ok(a),
-        Ok(Err(e)) => Err(transport_kind(&e)),
+        Ok(Err(e)) => Err(e.kind()),
         Err(_) => Err("timeout"),
     }
 }
@@ -576,14 +571,18 @@ async fn one(ctx: Rc<Ctx>, scheduled: Instant, warm: bool, index: usize) {
     }
     match cfg.scenario {
         Scenario::Healthz => {
-            let out = call(cfg.timeout, ctx.pool.get(&ctx.healthz, &[], MAX_BODY)).await;
+            let out = call(
+                cfg.timeout,
+                ctx.client.call(true, &ctx.healthz, false, &[], MAX_BODY),
+            )
+            .await;
             finish_scheduled(&ctx, at, warm, &out, false, |p| &mut p.healthz);
         }
         Scenario::Leads => {
             let body = ctx.bodies.leads[mix_slots(cfg, index).0].clone();
             let out = call(
                 cfg.timeout,
-                ctx.pool.post_json(&ctx.leads, &ctx.headers, body, MAX_BODY),
+                ctx.client.call(false, &ctx.leads, true, &body, MAX_BODY),
             )
             .await;
             finish_scheduled(&ctx, at, warm, &out, true, |p| &mut p.leads);
@@ -593,7 +592,7 @@ async fn one(ctx: Rc<Ctx>, scheduled: Instant, warm: bool, index: usize) {
             let body = ctx.bodies.pings[pair].clone();
             let out = call(
                 cfg.timeout,
-                ctx.pool.post_json(&ctx.ping, &ctx.headers, body, MAX_BODY),
+                ctx.client.call(false, &ctx.ping, true, &body, MAX_BODY),
             )
             .await;
             let parsed = finish_scheduled(&ctx, at, warm, &out, true, |p| &mut p.ping);
@@ -606,7 +605,7 @@ async fn one(ctx: Rc<Ctx>, scheduled: Instant, warm: bool, index: usize) {
                     let sent = Instant::now();
                     let out = call(
                         cfg.timeout,
-                        ctx.pool.post_json(&ctx.post, &ctx.headers, body, MAX_BODY),
+                        ctx.client.call(false, &ctx.post, true, &body, MAX_BODY),
                     )
                     .await;
                     let done = Instant::now();
