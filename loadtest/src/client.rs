@@ -1,6 +1,7 @@
 //! The generator's blocking HTTP pieces: a tiny GET for `/metrics` before and after a run, summing
-//! Prometheus samples, and getting an OAuth access token before a run. Requests on generator cores
-//! go through `gavel::buyers::pool::Pool`.
+//! Prometheus samples, and getting an OAuth access token before a run (on a short-lived runtime,
+//! through `gavel::buyers::pool::Pool`). Requests on generator cores go through
+//! [`crate::http1::Client`].
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

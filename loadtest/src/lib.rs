@@ -12,6 +12,7 @@ pub mod app;
 pub mod cli;
 pub mod client;
 pub mod cpu;
+pub mod http1;
 pub mod plot;
 pub mod progress;
 pub mod report;

@@ -76,7 +76,13 @@ impl Default for Phase {
 }
 
 fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
-    *map.entry(key.to_string()).or_default() += 1;
+    // A key seen before (nearly every answer) is counted without allocating a new string.
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(key.to_string(), 1);
+        }
+    }
 }
 
 fn merge_map<K: Ord + Clone>(into: &mut BTreeMap<K, u64>, from: &BTreeMap<K, u64>) {

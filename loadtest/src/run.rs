@@ -1,5 +1,5 @@
 //! The generator: one OS thread per `--cores`, each running its own monoio runtime, its own
-//! keep-alive pools and its own slice of the arrival schedule; nothing is shared between threads
+//! keep-alive connections ([`crate::http1::Client`]) and its own slice of the arrival schedule; nothing is shared between threads
 //! until each hands back its [`Stats`] at the end.
 //!
 //! For every arrival a thread sleeps until the scheduled instant and *spawns* the request, so a
@@ -7,6 +7,9 @@
 //! flight; an arrival that finds them all busy waits, and because latency counts from the
 //! scheduled time, that wait is part of its latency (and is counted in `connection_waits`).
 //! Sending stops at warm-up + duration; in-flight requests then get `--drain` to finish.
+//! Request bodies are written before the run ([`Bodies`]): a ping or one-call lead clones a
+//! prepared buffer, and a post writes its auction id and bid token around a prepared lead, so the
+//! generator spends its cores on sending rather than on building JSON.
 //!
 //! Timer precision: monoio's timer ticks every millisecond and rounds a deadline up to the next
 //! tick, so sleeping until the scheduled instant would start every request up to a millisecond
@@ -17,6 +20,7 @@
 //! busy generator) still counts from its schedule, so coordinated omission stays corrected. The offered rate is
 //! unchanged; arrivals are only aligned to the millisecond ticks, as wrk2's are.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -25,13 +29,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::channel::oneshot;
-use gavel::buyers::pool::{Answer, CallError, Pool, Target};
+use gavel::buyers::pool::Target;
 use gavel::config::Driver;
 use hdrhistogram::Histogram;
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use serde::Deserialize;
 
 use crate::cli::Scenario;
+use crate::http1::{Answer, CallError, Client};
 use crate::progress::{Publisher, Tick, TICK};
 use crate::report::{latency_from, new_hist, Phase, Phases, Stats};
 use crate::schedule::{thread_slice, Arrival};
@@ -111,14 +116,22 @@ pub fn ping_body(vertical: &str, state: &str) -> Bytes {
 
 /// The post for a won auction, agreeing with its ping's state and zip3.
 pub fn post_body(auction_id: &str, bid_token: &str, state: &str) -> Bytes {
-    Bytes::from(
-        serde_json::json!({
-            "auction_id": auction_id,
-            "bid_token": bid_token,
-            "lead": lead(state),
-        })
-        .to_string(),
-    )
+    post_body_with(auction_id, bid_token, &lead(state).to_string())
+}
+
+/// [`post_body`] around a lead already written as JSON, so a generator core writes each post in one
+/// buffer instead of building a `serde_json::Value` tree per request. The keys come in the order
+/// `serde_json` writes them (sorted), so the bytes are the same.
+fn post_body_with(auction_id: &str, bid_token: &str, lead_json: &str) -> Bytes {
+    let mut out = Vec::with_capacity(48 + auction_id.len() + bid_token.len() + lead_json.len());
+    out.extend_from_slice(br#"{"auction_id":"#);
+    serde_json::to_writer(&mut out, auction_id).expect("strings serialize into a Vec");
+    out.extend_from_slice(br#","bid_token":"#);
+    serde_json::to_writer(&mut out, bid_token).expect("strings serialize into a Vec");
+    out.extend_from_slice(br#","lead":"#);
+    out.extend_from_slice(lead_json.as_bytes());
+    out.push(b'}');
+    Bytes::from(out)
 }
 
 /// A one-call lead (`POST /v1/leads`): the ping's fields plus the lead.
@@ -146,19 +159,64 @@ fn lead(state: &str) -> serde_json::Value {
     })
 }
 
-/// The fields of a ping / post / error answer the report needs.
+/// The fields of a ping / post / error answer the report needs, borrowed from the answer's bytes
+/// where the JSON allows it (no per-answer strings).
 #[derive(Debug, Default, Deserialize)]
-struct Body {
-    status: Option<String>,
-    auction_id: Option<String>,
-    bid: Option<Bid>,
-    reject_reason: Option<String>,
-    error: Option<String>,
+struct Body<'a> {
+    #[serde(borrow)]
+    status: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    auction_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    bid: Option<Bid<'a>>,
+    #[serde(borrow)]
+    reject_reason: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    error: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct Bid {
-    bid_token: String,
+struct Bid<'a> {
+    #[serde(borrow)]
+    bid_token: Cow<'a, str>,
+}
+
+/// Request bodies written once before the run: the pings and one-call leads of every
+/// (vertical, state) pair, and the lead of every state, so that a generator core only clones a
+/// reference-counted buffer per ping (and writes one buffer per post) instead of building JSON.
+struct Bodies {
+    /// Indexed like [`mix`]: vertical fastest, then state.
+    pings: Vec<Bytes>,
+    leads: Vec<Bytes>,
+    /// The lead of each state, as JSON, in `cfg.states` order.
+    post_leads: Vec<String>,
+}
+
+impl Bodies {
+    fn new(cfg: &RunConfig) -> Bodies {
+        let mut pings = Vec::new();
+        let mut leads = Vec::new();
+        for state in &cfg.states {
+            for vertical in &cfg.verticals {
+                pings.push(ping_body(vertical, state));
+                leads.push(lead_call_body(vertical, state));
+            }
+        }
+        let post_leads = cfg.states.iter().map(|s| lead(s).to_string()).collect();
+        Bodies {
+            pings,
+            leads,
+            post_leads,
+        }
+    }
+}
+
+/// Where arrival number `index` falls in [`Bodies`]: the (vertical, state) pair of [`mix`], and
+/// the state alone.
+fn mix_slots(cfg: &RunConfig, index: usize) -> (usize, usize) {
+    let nv = cfg.verticals.len();
+    let state = (index / nv) % cfg.states.len();
+    (index % nv + nv * state, state)
 }
 
 /// A tiny single-thread semaphore: the per-thread connection limit.
@@ -212,13 +270,14 @@ impl Drop for Permit {
 
 struct Ctx {
     cfg: RunConfig,
-    pool: Pool,
+    client: Client,
     permits: Rc<Permits>,
-    ping: Target,
-    post: Target,
-    leads: Target,
-    healthz: Target,
-    headers: Vec<(HeaderName, HeaderValue)>,
+    /// Request paths (the base URL's path, if any, then the route).
+    ping: String,
+    post: String,
+    leads: String,
+    healthz: String,
+    bodies: Bodies,
     stats: RefCell<Stats>,
     in_flight: Cell<usize>,
     /// Instant of schedule offset zero (shared by every thread).
@@ -340,21 +399,25 @@ async fn generator(
 ) -> Stats {
     let base = cfg.base_url.trim_end_matches('/').to_string();
     let target = |p: &str| Target::parse(&format!("{base}{p}")).expect("checked in run()");
-    let mut headers = Vec::new();
-    if let Some(t) = &cfg.token {
-        headers.push((
-            http::header::AUTHORIZATION,
-            HeaderValue::from_str(&format!("Bearer {t}")).expect("checked in run()"),
-        ));
-    }
+    let bearer = cfg.token.as_ref().map(|t| format!("Bearer {t}"));
+    let auth: Vec<(&str, &str)> = bearer
+        .iter()
+        .map(|b| ("authorization", b.as_str()))
+        .collect();
+    let healthz = target("/healthz");
+    let client = Client::new(
+        healthz.origin.clone(),
+        healthz.host_header.to_str().expect("built from a URL"),
+        &auth,
+    );
     let ctx = Rc::new(Ctx {
-        pool: Pool::new(),
+        client,
         permits: Permits::new(cfg.connections),
-        ping: target("/v1/ping"),
-        post: target("/v1/post"),
-        leads: target("/v1/leads"),
-        healthz: target("/healthz"),
-        headers,
+        ping: target("/v1/ping").path,
+        post: target("/v1/post").path,
+        leads: target("/v1/leads").path,
+        healthz: healthz.path,
+        bodies: Bodies::new(&cfg),
         stats: RefCell::new(Stats::default()),
         in_flight: Cell::new(0),
         start,
@@ -390,15 +453,6 @@ async fn generator(
     stats
 }
 
-fn transport_kind(e: &CallError) -> &'static str {
-    match e {
-        CallError::Connect(_) => "connect",
-        CallError::Resolve(_) => "dns",
-        CallError::Http(_) => "http",
-        CallError::TooLarge(_) => "too_large",
-    }
-}
-
 /// Outcome of one call: the answer, or a transport error kind.
 type Outcome = Result<Answer, &'static str>;
 
@@ -408,7 +462,7 @@ async fn call<F: std::future::Future<Output = Result<Answer, CallError>>>(
 ) -> Outcome {
     match monoio::time::timeout(timeout, fut).await {
         Ok(Ok(a)) => Ok(a),
-        Ok(Err(e)) => Err(transport_kind(&e)),
+        Ok(Err(e)) => Err(e.kind()),
         Err(_) => Err("timeout"),
     }
 }
@@ -435,7 +489,7 @@ fn record(phase: &mut Phase, latency: Duration, outcome: &Outcome, body: &Body) 
     }
 }
 
-fn parse_body(outcome: &Outcome) -> Body {
+fn parse_body(outcome: &Outcome) -> Body<'_> {
     match outcome {
         Ok(a) => serde_json::from_slice(&a.body).unwrap_or_default(),
         Err(_) => Body::default(),
@@ -467,14 +521,14 @@ pub fn mix(cfg: &RunConfig, index: usize) -> (&str, &str) {
 /// Records the answer of a scheduled request that just finished in the phase `phase` picks: its
 /// latency from `at` (taken before anything else), the live progress line, and (when kept) its
 /// second's interval histogram. Returns the answer's body fields, parsed when `parse` is set.
-fn finish_scheduled(
+fn finish_scheduled<'a>(
     ctx: &Ctx,
     at: Instant,
     warm: bool,
-    out: &Outcome,
+    out: &'a Outcome,
     parse: bool,
     phase: fn(&mut Phases) -> &mut Phase,
-) -> Body {
+) -> Body<'a> {
     let done = Instant::now();
     let latency = latency_from(at, done);
     let parsed = if parse {
@@ -517,25 +571,28 @@ async fn one(ctx: Rc<Ctx>, scheduled: Instant, warm: bool, index: usize) {
     }
     match cfg.scenario {
         Scenario::Healthz => {
-            let out = call(cfg.timeout, ctx.pool.get(&ctx.healthz, &[], MAX_BODY)).await;
+            let out = call(
+                cfg.timeout,
+                ctx.client.call(true, &ctx.healthz, false, &[], MAX_BODY),
+            )
+            .await;
             finish_scheduled(&ctx, at, warm, &out, false, |p| &mut p.healthz);
         }
         Scenario::Leads => {
-            let (vertical, state) = mix(cfg, index);
-            let body = lead_call_body(vertical, state);
+            let body = ctx.bodies.leads[mix_slots(cfg, index).0].clone();
             let out = call(
                 cfg.timeout,
-                ctx.pool.post_json(&ctx.leads, &ctx.headers, body, MAX_BODY),
+                ctx.client.call(false, &ctx.leads, true, &body, MAX_BODY),
             )
             .await;
             finish_scheduled(&ctx, at, warm, &out, true, |p| &mut p.leads);
         }
         Scenario::Ping | Scenario::PingPost => {
-            let (vertical, state) = mix(cfg, index);
-            let body = ping_body(vertical, state);
+            let (pair, state) = mix_slots(cfg, index);
+            let body = ctx.bodies.pings[pair].clone();
             let out = call(
                 cfg.timeout,
-                ctx.pool.post_json(&ctx.ping, &ctx.headers, body, MAX_BODY),
+                ctx.client.call(false, &ctx.ping, true, &body, MAX_BODY),
             )
             .await;
             let parsed = finish_scheduled(&ctx, at, warm, &out, true, |p| &mut p.ping);
@@ -543,11 +600,12 @@ async fn one(ctx: Rc<Ctx>, scheduled: Instant, warm: bool, index: usize) {
                 && parsed.status.as_deref() == Some("won");
             if cfg.scenario == Scenario::PingPost && won {
                 if let (Some(auction), Some(bid)) = (&parsed.auction_id, &parsed.bid) {
-                    let body = post_body(auction, &bid.bid_token, state);
+                    let body =
+                        post_body_with(auction, &bid.bid_token, &ctx.bodies.post_leads[state]);
                     let sent = Instant::now();
                     let out = call(
                         cfg.timeout,
-                        ctx.pool.post_json(&ctx.post, &ctx.headers, body, MAX_BODY),
+                        ctx.client.call(false, &ctx.post, true, &body, MAX_BODY),
                     )
                     .await;
                     let done = Instant::now();
@@ -594,6 +652,16 @@ mod tests {
     }
 
     #[test]
+    fn post_bodies_are_what_serde_json_writes() {
+        let odd = "auc_\"q\"\\\n\u{1}é";
+        let expected = serde_json::json!({
+            "auction_id": odd, "bid_token": "mb_x_01", "lead": lead("TX"),
+        })
+        .to_string();
+        assert_eq!(post_body(odd, "mb_x_01", "TX"), expected);
+    }
+
+    #[test]
     fn latency_origin_never_shortens_latency_nor_hides_lateness() {
         let t = Instant::now();
         let early = t - Duration::from_micros(700);
@@ -636,6 +704,15 @@ mod tests {
         let pairs: std::collections::HashSet<(&str, &str)> = (0..6).map(|i| mix(&cfg, i)).collect();
         assert_eq!(pairs.len(), 6);
         assert_eq!(mix(&cfg, 6), mix(&cfg, 0));
+        // The bodies written before the run are those of each arrival's pair.
+        let bodies = Bodies::new(&cfg);
+        for i in 0..13 {
+            let (v, s) = mix(&cfg, i);
+            let (pair, state) = mix_slots(&cfg, i);
+            assert_eq!(bodies.pings[pair], ping_body(v, s));
+            assert_eq!(bodies.leads[pair], lead_call_body(v, s));
+            assert_eq!(cfg.states[state], s);
+        }
     }
 
     #[test]

@@ -41,9 +41,11 @@
 //! whichever driver Gavel itself uses, and accepts from a shared listening socket. What the fleet
 //! saw is recorded in a [`FleetLog`] that holds ids and keys only, never lead PII.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -65,7 +67,8 @@ use http_body_util::Full;
 use hyper::body::{Frame, Incoming, SizeHint};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Deserialize;
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use crate::error::{ApiError, FieldError};
@@ -424,8 +427,30 @@ struct PingDraws {
     fails: bool,
     bids: bool,
     amount_cents: u64,
-    bid_token: String,
-    other_auction_id: String,
+    /// The bid token's random part; the token itself is written only when an answer needs it.
+    token_bits: u64,
+    other_bits: u128,
+}
+
+impl PingDraws {
+    /// Whether `token` is the bid token this buyer issues for this auction,
+    /// `mb_{buyer}_{token_bits as 16 hex digits}` (see [`bid_body`]), compared without building it.
+    fn token_matches(&self, buyer_id: &str, token: &str) -> bool {
+        token
+            .strip_prefix("mb_")
+            .and_then(|t| t.strip_prefix(buyer_id))
+            .and_then(|t| t.strip_prefix('_'))
+            .is_some_and(|hex| {
+                hex.len() == 16
+                    && hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+                    && u64::from_str_radix(hex, 16) == Ok(self.token_bits)
+            })
+    }
+
+    /// The auction id a `wrong_auction_id` buyer answers with.
+    fn other_auction_id(&self) -> String {
+        format!("auc_{}", ulid::Ulid::from_parts(0, self.other_bits))
+    }
 }
 
 fn draw_ping(seed: u64, buyer: &MockBuyerConfig, auction_id: &str) -> PingDraws {
@@ -445,8 +470,8 @@ fn draw_ping(seed: u64, buyer: &MockBuyerConfig, auction_id: &str) -> PingDraws 
         // A bid of zero is a buyer error in Gavel's eyes; a configured minimum above 0 never
         // rounds down to it.
         amount_cents: ((price * 100.0).round() as u64).max(1),
-        bid_token: format!("mb_{}_{token_bits:016x}", buyer.id),
-        other_auction_id: format!("auc_{}", ulid::Ulid::from_parts(0, other_bits)),
+        token_bits,
+        other_bits,
     }
 }
 
@@ -470,10 +495,173 @@ fn draw_post(seed: u64, buyer: &MockBuyerConfig, auction_id: &str) -> PostDraws 
     }
 }
 
+/// The ping fields a buyer reads, borrowed from the body where the JSON allows it.
+///
+/// Reading these four fields straight from the bytes, instead of building a `serde_json::Value`
+/// tree of the whole ping, keeps the fleet's CPU per request small (issue #13: the harness must not
+/// be what a co-located benchmark measures). The answers are those of the `Value` reading it
+/// replaces: any JSON document is accepted, a field that is missing or of another type reads as
+/// absent, and a repeated key takes its last value, as `serde_json::Map` does.
+#[derive(Debug, Default, PartialEq)]
+struct PingView<'a> {
+    auction_id: Option<Cow<'a, str>>,
+    state: Option<Cow<'a, str>>,
+    vertical: Option<Cow<'a, str>>,
+    ai_quality_score: Option<f64>,
+}
+
+/// One top-level field's value: a string, a number (as `Value::as_f64` reads it) or anything else.
+enum Field<'a> {
+    Str(Cow<'a, str>),
+    Num(f64),
+    Other,
+}
+
+impl<'a> Field<'a> {
+    fn into_str(self) -> Option<Cow<'a, str>> {
+        match self {
+            Field::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Field<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Field<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Field<'de>, E> {
+                Ok(Field::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Field<'de>, E> {
+                Ok(Field::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Field<'de>, E> {
+                Ok(Field::Str(Cow::Owned(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Field<'de>, E> {
+                Ok(Field::Num(v as f64))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Field<'de>, E> {
+                Ok(Field::Num(v as f64))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Field<'de>, E> {
+                Ok(Field::Num(v))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Field<'de>, E> {
+                Ok(Field::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Field<'de>, E> {
+                Ok(Field::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Field<'de>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Field::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<'de>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Field::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A top-level key of a ping, as far as the buyer cares.
+enum Key {
+    AuctionId,
+    State,
+    Vertical,
+    AiQualityScore,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key, E> {
+                Ok(match v {
+                    "auction_id" => Key::AuctionId,
+                    "state" => Key::State,
+                    "vertical" => Key::Vertical,
+                    "ai_quality_score" => Key::AiQualityScore,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for PingView<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PingView<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON document")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PingView<'de>, A::Error> {
+                let mut view = PingView::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::AuctionId => view.auction_id = map.next_value::<Field>()?.into_str(),
+                        Key::State => view.state = map.next_value::<Field>()?.into_str(),
+                        Key::Vertical => view.vertical = map.next_value::<Field>()?.into_str(),
+                        Key::AiQualityScore => {
+                            view.ai_quality_score = match map.next_value::<Field>()? {
+                                Field::Num(x) => Some(x),
+                                _ => None,
+                            }
+                        }
+                        Key::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(view)
+            }
+            // A document that is not an object has none of the fields.
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PingView<'de>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(PingView::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<PingView<'de>, E> {
+                Ok(PingView::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<PingView<'de>, E> {
+                Ok(PingView::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<PingView<'de>, E> {
+                Ok(PingView::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<PingView<'de>, E> {
+                Ok(PingView::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<PingView<'de>, E> {
+                Ok(PingView::default())
+            }
+            fn visit_unit<E>(self) -> Result<PingView<'de>, E> {
+                Ok(PingView::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Why the buyer's own filters turn a ping away, if they do.
-fn filter_reject(filters: &MockFilters, ping: &Value) -> Option<(&'static str, String)> {
+fn filter_reject(filters: &MockFilters, ping: &PingView<'_>) -> Option<(&'static str, String)> {
     if !filters.states.is_empty() {
-        let state = ping.get("state").and_then(Value::as_str);
+        let state = ping.state.as_deref();
         if !state.is_some_and(|s| filters.states.iter().any(|x| x.eq_ignore_ascii_case(s))) {
             return Some((
                 "state_not_served",
@@ -486,7 +674,7 @@ fn filter_reject(filters: &MockFilters, ping: &Value) -> Option<(&'static str, S
         }
     }
     if !filters.verticals.is_empty() {
-        let vertical = ping.get("vertical").and_then(Value::as_str);
+        let vertical = ping.vertical.as_deref();
         if !vertical.is_some_and(|v| filters.verticals.iter().any(|x| x.eq_ignore_ascii_case(v))) {
             return Some((
                 "vertical_not_served",
@@ -499,7 +687,7 @@ fn filter_reject(filters: &MockFilters, ping: &Value) -> Option<(&'static str, S
         }
     }
     if let Some(min) = filters.min_ai_quality_score {
-        match ping.get("ai_quality_score").and_then(Value::as_f64) {
+        match ping.ai_quality_score {
             Some(score) if score >= min => {}
             Some(score) => {
                 return Some((
@@ -532,41 +720,84 @@ fn fmt_score(x: f64) -> String {
     }
 }
 
-/// A JSON string literal.
-fn json_str(s: &str) -> String {
-    serde_json::to_string(s).expect("strings serialize")
+/// Appends `s` as a JSON string literal, escaped exactly as `serde_json` escapes it.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(out, s).expect("strings serialize into a Vec");
 }
 
-/// The §5.1 bid answer, written by hand so the amount keeps exactly two decimals.
+/// Appends `t` as RFC 3339 in UTC with the fraction trimmed of trailing zeros, the text `time`'s
+/// `Rfc3339` format gives for a millisecond-precise instant, without its intermediate buffers.
+fn push_rfc3339_ms(out: &mut Vec<u8>, t: time::OffsetDateTime) {
+    let (year, month, day) = t.to_calendar_date();
+    let mut w = VecWriter(out);
+    let _ = write!(
+        w,
+        "{year:04}-{:02}-{day:02}T{:02}:{:02}:{:02}",
+        u8::from(month),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    let ms = t.millisecond();
+    let _ = if ms == 0 {
+        Ok(())
+    } else if ms % 100 == 0 {
+        write!(w, ".{}", ms / 100)
+    } else if ms % 10 == 0 {
+        write!(w, ".{:02}", ms / 10)
+    } else {
+        write!(w, ".{ms:03}")
+    };
+    out.push(b'Z');
+}
+
+/// The §5.1 bid answer, written by hand so the amount keeps exactly two decimals. Buyer ids and
+/// currencies are validated to need no escaping, so only the auction id goes through the escaper.
 fn bid_body(auction_id: &str, buyer: &MockBuyerConfig, draws: &PingDraws) -> Bytes {
-    let until = time::OffsetDateTime::now_utc() + Duration::from_millis(buyer.bid_valid_ms);
+    let now = time::OffsetDateTime::now_utc();
+    let until = now + Duration::from_millis(buyer.bid_valid_ms);
     // Millisecond precision is plenty for an expiry and keeps the timestamp short.
-    let valid_until = until
+    let until = until
         .replace_millisecond(until.millisecond())
-        .unwrap_or(until)
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("UTC timestamps format as RFC 3339");
-    format!(
-        r#"{{"auction_id":{},"bid":{{"amount":{}.{:02},"currency":{},"bid_token":{},"valid_until":{}}}}}"#,
-        json_str(auction_id),
+        .unwrap_or(until);
+    let mut out = Vec::with_capacity(160 + auction_id.len());
+    out.extend_from_slice(br#"{"auction_id":"#);
+    push_json_str(&mut out, auction_id);
+    let _ = write!(
+        VecWriter(&mut out),
+        r#","bid":{{"amount":{}.{:02},"currency":"{}","bid_token":"mb_{}_{:016x}","valid_until":""#,
         draws.amount_cents / 100,
         draws.amount_cents % 100,
-        json_str(&buyer.currency),
-        json_str(&draws.bid_token),
-        json_str(&valid_until),
-    )
-    .into()
+        buyer.currency,
+        buyer.id,
+        draws.token_bits,
+    );
+    push_rfc3339_ms(&mut out, until);
+    out.extend_from_slice(br#""}}"#);
+    out.into()
 }
 
+/// `fmt::Write` into a byte buffer, so `write!` appends without an intermediate `String`.
+struct VecWriter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for VecWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// The §5.1 no-bid answer, keys in the order `serde_json` writes an object's keys (sorted).
 fn no_bid_body(auction_id: &str, reason: &str, detail: &str) -> Bytes {
-    serde_json::to_vec(&serde_json::json!({
-        "auction_id": auction_id,
-        "bid": null,
-        "reject_reason": reason,
-        "reject_detail": detail,
-    }))
-    .expect("no-bid bodies serialize")
-    .into()
+    let mut out = Vec::with_capacity(80 + auction_id.len() + reason.len() + detail.len());
+    out.extend_from_slice(br#"{"auction_id":"#);
+    push_json_str(&mut out, auction_id);
+    out.extend_from_slice(br#","bid":null,"reject_detail":"#);
+    push_json_str(&mut out, detail);
+    out.extend_from_slice(br#","reject_reason":"#);
+    push_json_str(&mut out, reason);
+    out.push(b'}');
+    out.into()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -640,8 +871,11 @@ struct BuyerLog {
     posts: u64,
     leads: u64,
     ping_keys: Vec<String>,
-    last_ping_body: Option<Value>,
-    last_ping_headers: Option<Vec<(String, String)>>,
+    /// Kept as the bytes received (already checked to be JSON) and parsed only when asked for.
+    last_ping_body: Option<Bytes>,
+    /// Kept as header clones (reference-counted bytes) in a reused buffer, and turned into
+    /// strings only when asked for.
+    last_ping_headers: Option<Vec<(HeaderName, HeaderValue)>>,
     accepted_keys: HashMap<String, String>,
     accepted_order: VecDeque<String>,
     /// Post attempts seen per idempotency key, for `post_fail_first`.
@@ -744,13 +978,28 @@ impl FleetLog {
 
     /// The body of the buyer's last ping, as Gavel sent it (pings never carry PII).
     pub fn last_ping_body(&self, buyer_id: &str) -> Option<Value> {
-        self.read(buyer_id, |b| b.last_ping_body.clone()).flatten()
+        let raw = self
+            .read(buyer_id, |b| b.last_ping_body.clone())
+            .flatten()?;
+        serde_json::from_slice(&raw).ok()
     }
 
     /// The headers of the buyer's last ping, names lower-cased, in arrival order.
     pub fn ping_headers(&self, buyer_id: &str) -> Option<Vec<(String, String)>> {
-        self.read(buyer_id, |b| b.last_ping_headers.clone())
-            .flatten()
+        self.read(buyer_id, |b| {
+            b.last_ping_headers.as_ref().map(|headers| {
+                headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_owned(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+        })
+        .flatten()
     }
 
     /// The `Idempotency-Key` of every ping the buyer received that carried one.
@@ -769,12 +1018,14 @@ impl FleetLog {
         self.active_connections.load(Ordering::Relaxed)
     }
 
-    fn record_ping(&self, buyer_id: &str, headers: Vec<(String, String)>, key: Option<String>) {
+    fn record_ping(&self, buyer_id: &str, headers: &HeaderMap, key: Option<String>) {
         let mut inner = self.lock();
         let mut dropped = false;
         if let Some(b) = inner.buyers.get_mut(buyer_id) {
             b.pings += 1;
-            b.last_ping_headers = Some(headers);
+            let last = b.last_ping_headers.get_or_insert_with(Vec::new);
+            last.clear();
+            last.extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
             if let Some(key) = key {
                 if b.ping_keys.len() < PING_KEY_LIMIT {
                     b.ping_keys.push(key);
@@ -802,7 +1053,7 @@ impl FleetLog {
         n
     }
 
-    fn record_ping_body(&self, buyer_id: &str, body: Value) {
+    fn record_ping_body(&self, buyer_id: &str, body: Bytes) {
         self.with_buyer(buyer_id, |b| b.last_ping_body = Some(body));
     }
 
@@ -1105,17 +1356,7 @@ async fn ping(
     request_id: &str,
 ) -> Answer {
     let log = &local.fleet.log;
-    let headers: Vec<(String, String)> = req
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    log.record_ping(&buyer.id, headers, idempotency_key(req.headers()));
+    log.record_ping(&buyer.id, req.headers(), idempotency_key(req.headers()));
     if !authorized(buyer, req.headers()) {
         log.record_outcome(&buyer.id, PingOutcome::Unauthorized);
         return unauthorized(request_id).into();
@@ -1127,18 +1368,14 @@ async fn ping(
             return Reply::error(&e, request_id).into();
         }
     };
-    let ping: Value = match serde_json::from_slice(&body) {
+    let ping: PingView = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
             log.record_outcome(&buyer.id, PingOutcome::BadRequest);
             return Reply::error(&ApiError::malformed_json(e), request_id).into();
         }
     };
-    let Some(auction_id) = ping
-        .get("auction_id")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-    else {
+    let Some(auction_id) = ping.auction_id.as_deref() else {
         log.record_outcome(&buyer.id, PingOutcome::BadRequest);
         let err = ApiError::validation(vec![FieldError::new(
             "auction_id",
@@ -1147,9 +1384,9 @@ async fn ping(
         )]);
         return Reply::error(&err, request_id).into();
     };
-    let draws = draw_ping(local.fleet.seed, buyer, &auction_id);
+    let draws = draw_ping(local.fleet.seed, buyer, auction_id);
     let rejected = filter_reject(&buyer.filters, &ping);
-    log.record_ping_body(&buyer.id, ping);
+    log.record_ping_body(&buyer.id, body.clone());
     let shutdown = &local.shutdown;
 
     if draws.fails {
@@ -1167,7 +1404,7 @@ async fn ping(
             }
             FailureMode::SlowTrickle => {
                 log.record_outcome(&buyer.id, PingOutcome::SlowTrickle);
-                let (_, body) = normal_answer(buyer, &auction_id, &draws, rejected);
+                let (_, body) = normal_answer(buyer, auction_id, &draws, rejected);
                 return Answer::Trickle(body);
             }
             FailureMode::Http500 => {
@@ -1190,7 +1427,7 @@ async fn ping(
             FailureMode::WrongAuctionId => {
                 sleep_or_shutdown(draws.latency, shutdown).await;
                 log.record_outcome(&buyer.id, PingOutcome::WrongAuctionId);
-                let body = bid_body(&draws.other_auction_id, buyer, &draws);
+                let body = bid_body(&draws.other_auction_id(), buyer, &draws);
                 return json_reply(StatusCode::OK, body).into();
             }
             FailureMode::None | FailureMode::RejectPost => {}
@@ -1198,7 +1435,7 @@ async fn ping(
     }
 
     sleep_or_shutdown(draws.latency, shutdown).await;
-    let (outcome, body) = normal_answer(buyer, &auction_id, &draws, rejected);
+    let (outcome, body) = normal_answer(buyer, auction_id, &draws, rejected);
     log.record_outcome(&buyer.id, outcome);
     json_reply(StatusCode::OK, body).into()
 }
@@ -1223,22 +1460,44 @@ fn normal_answer(
     (PingOutcome::Bid, bid_body(auction_id, buyer, draws))
 }
 
-/// The post body a buyer reads. The lead must be an object but is dropped at once, unread.
+/// The post body a buyer reads. The lead must be an object but is skipped unread, never built.
 #[derive(Deserialize)]
-struct PostBody {
+struct PostBody<'a> {
     auction_id: String,
-    bid_token: String,
+    #[serde(borrow)]
+    bid_token: Cow<'a, str>,
     #[allow(dead_code)]
-    lead: serde_json::Map<String, Value>,
+    lead: AnyObject,
 }
 
+/// A JSON object whose contents are skipped: what `serde_json::Map` accepts, without keeping it.
+struct AnyObject;
+
+impl<'de> Deserialize<'de> for AnyObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AnyObject;
+            // The words `serde_json::Map` uses, so a wrong lead gets the same 400 detail.
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AnyObject, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(AnyObject)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// `{"reason":…,"status":"rejected"}`, keys in `serde_json`'s (sorted) order.
 fn post_rejected(reason: &str) -> Reply {
-    json_reply(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        serde_json::to_vec(&serde_json::json!({"status": "rejected", "reason": reason}))
-            .expect("rejections serialize")
-            .into(),
-    )
+    let mut out = Vec::with_capacity(40 + reason.len());
+    out.extend_from_slice(br#"{"reason":"#);
+    push_json_str(&mut out, reason);
+    out.extend_from_slice(br#","status":"rejected"}"#);
+    json_reply(StatusCode::UNPROCESSABLE_ENTITY, out.into())
 }
 
 async fn post(
@@ -1261,9 +1520,10 @@ async fn post(
         log.record_post(record, None);
         return unauthorized(request_id);
     }
-    let parsed = match crate::http::read_body(req, MAX_BODY_BYTES, BODY_TIMEOUT).await {
-        Ok(body) => serde_json::from_slice::<PostBody>(&body).map_err(ApiError::malformed_json),
-        Err(e) => Err(e),
+    let raw = crate::http::read_body(req, MAX_BODY_BYTES, BODY_TIMEOUT).await;
+    let parsed = match &raw {
+        Ok(raw) => serde_json::from_slice::<PostBody>(raw).map_err(ApiError::malformed_json),
+        Err(e) => Err(e.clone()),
     };
     let body = match parsed {
         Ok(body) => body,
@@ -1275,7 +1535,9 @@ async fn post(
     };
     record.auction_id.clone_from(&body.auction_id);
     // The buyer recognises only tokens it issued; Gavel must forward the buyer's own token.
-    if body.bid_token != draw_ping(local.fleet.seed, buyer, &body.auction_id).bid_token {
+    if !draw_ping(local.fleet.seed, buyer, &body.auction_id)
+        .token_matches(&buyer.id, &body.bid_token)
+    {
         record.reason = Some("unknown_bid_token".into());
         log.record_post(record, None);
         return post_rejected("unknown_bid_token");
@@ -1312,10 +1574,13 @@ async fn post(
     let draws = draw_post(local.fleet.seed, buyer, &body.auction_id);
     sleep_or_shutdown(draws.latency, &local.shutdown).await;
     match log.record_post(record, Some((key, draws.accepts))) {
-        Some(lead_id) => Reply::json(
-            StatusCode::CREATED,
-            &serde_json::json!({"lead_id": lead_id}),
-        ),
+        Some(lead_id) => {
+            let mut out = Vec::with_capacity(16 + lead_id.len());
+            out.extend_from_slice(br#"{"lead_id":"#);
+            push_json_str(&mut out, &lead_id);
+            out.push(b'}');
+            json_reply(StatusCode::CREATED, out.into())
+        }
         None => post_rejected("duplicate_lead"),
     }
 }
@@ -1543,4 +1808,114 @@ fn fleet_thread(
             monoio::time::sleep(Duration::from_millis(5)).await;
         }
     });
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    /// (auction_id, state, vertical, ai_quality_score) as read from a ping; `None` when refused.
+    type Read = Option<(Option<String>, Option<String>, Option<String>, Option<f64>)>;
+
+    /// What the `Value` reading this replaced made of a ping.
+    fn by_value(body: &str) -> Read {
+        let v: Value = serde_json::from_str(body).ok()?;
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        Some((
+            s("auction_id"),
+            s("state"),
+            s("vertical"),
+            v.get("ai_quality_score").and_then(Value::as_f64),
+        ))
+    }
+
+    fn by_view(body: &str) -> Read {
+        let v: PingView = serde_json::from_str(body).ok()?;
+        let s = |c: &Option<Cow<str>>| c.as_deref().map(str::to_owned);
+        Some((
+            s(&v.auction_id),
+            s(&v.state),
+            s(&v.vertical),
+            v.ai_quality_score,
+        ))
+    }
+
+    #[test]
+    fn ping_view_reads_what_a_value_tree_reads() {
+        for body in [
+            r#"{"auction_id":"auc_1","state":"TX","vertical":"solar","ai_quality_score":0.84}"#,
+            r#"{"auction_id":"auc_\u0031","state":"T\"X","extra":{"a":[1,{"b":null}]},"ai_quality_score":1}"#,
+            r#"{"auction_id":5,"state":null,"vertical":["x"],"ai_quality_score":"0.9"}"#,
+            r#"{"auction_id":"a","auction_id":"b","ai_quality_score":-3}"#,
+            r#"{"auction_id":"a","auction_id":7}"#,
+            r#"{"auction\u005fid":"escaped key"}"#,
+            r#"[1,2,{"auction_id":"x"}]"#,
+            r#""auc_1""#,
+            "12",
+            "null",
+            "true",
+            "{}",
+            "{\"auction_id\": nope",
+            r#"{"auction_id":"a"} trailing"#,
+            "",
+        ] {
+            assert_eq!(by_view(body), by_value(body), "{body}");
+        }
+    }
+
+    #[test]
+    fn timestamps_match_times_rfc3339() {
+        use time::format_description::well_known::Rfc3339;
+        let base = time::OffsetDateTime::from_unix_timestamp(1_780_000_000).unwrap();
+        for ms in [
+            0u64,
+            1,
+            10,
+            100,
+            120,
+            123,
+            500,
+            999,
+            86_399_999,
+            31_622_400_000,
+        ] {
+            let t = base + Duration::from_millis(ms);
+            let mut out = Vec::new();
+            push_rfc3339_ms(&mut out, t);
+            assert_eq!(String::from_utf8(out).unwrap(), t.format(&Rfc3339).unwrap());
+        }
+    }
+
+    #[test]
+    fn hand_written_bodies_are_what_serde_json_writes() {
+        let odd = "auc_\"quoted\"\\\n\u{1}é";
+        assert_eq!(
+            no_bid_body(odd, "no_demand", "buyer x has no demand"),
+            serde_json::to_vec(&serde_json::json!({
+                "auction_id": odd, "bid": null,
+                "reject_reason": "no_demand", "reject_detail": "buyer x has no demand",
+            }))
+            .unwrap()
+        );
+        let expected = serde_json::to_vec(
+            &serde_json::json!({"status": "rejected", "reason": "duplicate_lead"}),
+        )
+        .unwrap();
+        assert_eq!(post_rejected("duplicate_lead").body, expected);
+
+        let buyer = MockBuyerConfig::new("b-1");
+        let draws = draw_ping(7, &buyer, odd);
+        let bid: Value = serde_json::from_slice(&bid_body(odd, &buyer, &draws)).unwrap();
+        assert_eq!(bid["auction_id"], odd);
+        let token = bid["bid"]["bid_token"].as_str().unwrap();
+        assert_eq!(token, format!("mb_b-1_{:016x}", draws.token_bits));
+        assert!(draws.token_matches("b-1", token));
+        assert!(!draws.token_matches("b-1", &token.to_uppercase()));
+        assert!(!draws.token_matches("b-2", token));
+        assert!(!draws.token_matches("b-1", &token[..token.len() - 1]));
+        let amount = bid["bid"]["amount"].as_f64().unwrap();
+        assert_eq!((amount * 100.0).round() as u64, draws.amount_cents);
+        let until = bid["bid"]["valid_until"].as_str().unwrap();
+        assert!(crate::auction::parse_rfc3339_ms(until).is_some(), "{until}");
+    }
 }
