@@ -155,6 +155,13 @@ impl LoopClock {
         self.last_lag_us.get().max(overdue)
     }
 
+    /// Starts the schedule afresh at `now`, with no lag: the time a core takes to start up is
+    /// not lag.
+    fn restart(&self, now: Instant) {
+        self.last_lag_us.set(0);
+        self.due.set(now + Duration::from_millis(LOOP_TICK_MS));
+    }
+
     /// Notes a tick that fired at `now` and schedules the next; returns how late it fired, in µs.
     fn fired(&self, now: Instant) -> u64 {
         let lag = now.saturating_duration_since(self.due.get()).as_micros() as u64;
@@ -236,6 +243,7 @@ impl Drop for InFlight {
 /// publishes the worst lag of the last [`LAG_WINDOW`] or two for the metrics.
 pub async fn tick(core: Rc<Core>) {
     let mut window_start = Instant::now();
+    core.loop_clock.restart(window_start);
     let (mut current_max, mut previous_max) = (0u64, 0u64);
     loop {
         monoio::time::sleep(Duration::from_millis(LOOP_TICK_MS)).await;
