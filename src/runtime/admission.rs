@@ -7,9 +7,9 @@
 //! It is measured two ways, both on the core that runs the work:
 //!
 //! - the loop tick ([`tick`]): every [`LOOP_TICK_MS`] the core asks to be woken; how late the
-//!   wake-up comes is its loop lag. Between ticks, a tick that is already overdue counts as lag
-//!   too ([`LoopClock::lag_us`]), so a core notices it fell behind without waiting for the late
-//!   tick to run;
+//!   wake-up comes is its loop lag. It counts when two ticks in a row are late, so one stall is
+//!   not taken for a backlog; a tick already overdue counts as late ([`LoopClock::lag_us`]), so
+//!   a core notices it fell behind without waiting for the late tick to run;
 //! - the queue delay of each request: from the moment it was ready to run (body read and
 //!   validated, handed to [`super::handoff`]) to the moment its owning core starts it, inbox
 //!   included.
@@ -132,12 +132,19 @@ pub fn decide(
 
 /// A core's view of its own loop lag. Written by its tick, read by its requests; both run on the
 /// core's thread, so plain cells suffice.
+///
+/// Lag counts only when two ticks in a row are late (the pending one counts once it is overdue):
+/// a backlog that stands, not a single stall. One late tick alone (the thread was descheduled
+/// once, a large scrape ran) leaves nothing behind worth shedding for; the requests that did
+/// wait through it are caught by their own queue delay.
 #[derive(Debug)]
 pub struct LoopClock {
     /// When the pending tick is due.
     due: Cell<Instant>,
     /// How late the latest tick fired, in µs.
     last_lag_us: Cell<u64>,
+    /// How late the tick before it fired, in µs.
+    previous_lag_us: Cell<u64>,
 }
 
 impl LoopClock {
@@ -145,26 +152,30 @@ impl LoopClock {
         LoopClock {
             due: Cell::new(now + Duration::from_millis(LOOP_TICK_MS)),
             last_lag_us: Cell::new(0),
+            previous_lag_us: Cell::new(0),
         }
     }
 
-    /// The loop's lag as of `now`: how late the latest tick fired, or how overdue the pending
-    /// one is, whichever is more.
+    /// The loop's standing lag as of `now`: the smaller lag of the latest two ticks, the pending
+    /// one counting as overdue by now, whichever pair says more.
     pub fn lag_us(&self, now: Instant) -> u64 {
         let overdue = now.saturating_duration_since(self.due.get()).as_micros() as u64;
-        self.last_lag_us.get().max(overdue)
+        let last = self.last_lag_us.get();
+        last.min(self.previous_lag_us.get()).max(last.min(overdue))
     }
 
     /// Starts the schedule afresh at `now`, with no lag: the time a core takes to start up is
     /// not lag.
     fn restart(&self, now: Instant) {
         self.last_lag_us.set(0);
+        self.previous_lag_us.set(0);
         self.due.set(now + Duration::from_millis(LOOP_TICK_MS));
     }
 
     /// Notes a tick that fired at `now` and schedules the next; returns how late it fired, in µs.
     fn fired(&self, now: Instant) -> u64 {
         let lag = now.saturating_duration_since(self.due.get()).as_micros() as u64;
+        self.previous_lag_us.set(self.last_lag_us.get());
         self.last_lag_us.set(lag);
         self.due.set(now + Duration::from_millis(LOOP_TICK_MS));
         lag
@@ -310,19 +321,31 @@ mod tests {
     }
 
     #[test]
-    fn an_overdue_tick_counts_as_lag_before_it_fires() {
+    fn a_single_stall_is_not_lag_but_two_late_ticks_in_a_row_are() {
+        let ms = Duration::from_millis;
         let t0 = Instant::now();
         let clock = LoopClock::new(t0);
         assert_eq!(clock.lag_us(t0), 0);
-        let due = t0 + Duration::from_millis(LOOP_TICK_MS);
-        assert_eq!(clock.lag_us(due + Duration::from_millis(70)), 70_000);
-        // The late tick fires: its lag holds until the next one.
-        assert_eq!(clock.fired(due + Duration::from_millis(80)), 80_000);
-        assert_eq!(clock.lag_us(due + Duration::from_millis(81)), 80_000);
-        // The next fires on time: the core has caught up.
-        let next = due + Duration::from_millis(80 + LOOP_TICK_MS);
-        assert_eq!(clock.fired(next), 0);
-        assert_eq!(clock.lag_us(next), 0);
+        let due = t0 + ms(LOOP_TICK_MS);
+        // Overdue, but the tick before was on time: one stall so far.
+        assert_eq!(clock.lag_us(due + ms(70)), 0);
+        // The late tick fires; alone it is not a standing backlog.
+        assert_eq!(clock.fired(due + ms(80)), 80_000);
+        assert_eq!(clock.lag_us(due + ms(81)), 0);
+        // The next one is overdue too: the core is behind, by the smaller of the two.
+        let due2 = due + ms(80 + LOOP_TICK_MS);
+        assert_eq!(clock.lag_us(due2 + ms(60)), 60_000);
+        assert_eq!(clock.lag_us(due2 + ms(95)), 80_000);
+        assert_eq!(clock.fired(due2 + ms(90)), 90_000);
+        assert_eq!(clock.lag_us(due2 + ms(91)), 80_000);
+        // A tick on time: caught up at once.
+        let due3 = due2 + ms(90 + LOOP_TICK_MS);
+        assert_eq!(clock.fired(due3), 0);
+        assert_eq!(clock.lag_us(due3), 0);
+        // A restart forgets everything.
+        clock.fired(due3 + ms(LOOP_TICK_MS + 200));
+        clock.restart(due3 + ms(300));
+        assert_eq!(clock.lag_us(due3 + ms(300)), 0);
     }
 
     #[test]
