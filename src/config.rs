@@ -175,6 +175,16 @@ pub struct ServerConfig {
     /// Open connections one core accepts before it closes new ones at once. Lowered at start
     /// when the process's file-descriptor limit could not hold that many (see the start log).
     pub max_connections_per_core: usize,
+    /// Requests one core works on at once (pings whose auction runs, posts delivering, lookups,
+    /// work handed over from other cores); past it new ones get 503 `overloaded` at once. A bound
+    /// on memory and outbound sockets, not on latency: see `max_queue_delay_ms` for that.
+    pub max_in_flight_requests_per_core: usize,
+    /// Longest a request may wait for its core: from the moment it is ready to run (body read,
+    /// validated) to the moment its owning core starts it, and how far behind schedule the core's
+    /// event loop may run (a tick every `runtime::admission::LOOP_TICK_MS`). Past it new pings,
+    /// one-call leads, lookups and status reports get 503 `overloaded` with `Retry-After: 1`;
+    /// posts, which finish a sale already made, get twice this.
+    pub max_queue_delay_ms: u64,
     /// How long shutdown waits for in-flight requests before the process exits anyway.
     pub shutdown_grace_ms: u64,
 }
@@ -189,6 +199,8 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 5_000,
             idle_timeout_ms: 60_000,
             max_connections_per_core: 10_000,
+            max_in_flight_requests_per_core: 10_000,
+            max_queue_delay_ms: 50,
             shutdown_grace_ms: 10_000,
         }
     }
@@ -779,6 +791,11 @@ impl Config {
                 "server.max_connections_per_core",
                 self.server.max_connections_per_core as u64,
             ),
+            (
+                "server.max_in_flight_requests_per_core",
+                self.server.max_in_flight_requests_per_core as u64,
+            ),
+            ("server.max_queue_delay_ms", self.server.max_queue_delay_ms),
         ] {
             if n == 0 {
                 return Err(bad(key, "must be at least 1".into()));
@@ -789,6 +806,16 @@ impl Config {
         }
         if self.server.idle_timeout_ms == 0 {
             return Err(bad("server.idle_timeout_ms", "must be > 0".into()));
+        }
+        // A request that waited longer than a bid window can last has nothing left to win.
+        if self.server.max_queue_delay_ms > MAX_WINDOW_MS {
+            return Err(bad(
+                "server.max_queue_delay_ms",
+                format!(
+                    "must be at most {MAX_WINDOW_MS} (the longest bid window), got {}",
+                    self.server.max_queue_delay_ms
+                ),
+            ));
         }
         for (i, k) in [&self.bid_token.current, &self.bid_token.previous]
             .into_iter()

@@ -27,6 +27,7 @@ pub fn spawn_config(args: &Args) -> SpawnConfig {
         server: args.spawn_server,
         server_cores: args.server_cores,
         server_driver: args.server_driver,
+        server_max_queue_delay_ms: args.server_max_queue_delay_ms,
         durable: !args.no_durable,
         webhooks: args.webhooks,
     }

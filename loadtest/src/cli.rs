@@ -137,6 +137,10 @@ pub struct Args {
     /// else epoll), uring, or legacy (epoll).
     #[arg(long, value_enum, default_value = "auto")]
     pub server_driver: gavel::config::Driver,
+    /// Spawned server's `server.max_queue_delay_ms` (1..=5000): how late a core may run before it
+    /// sheds new work with 503 overloaded. The server's default; 5000 all but turns it off.
+    #[arg(long, default_value_t = 50)]
+    pub server_max_queue_delay_ms: u64,
     /// Spawned server: answer before records reach the disk (benchmark of durability's cost only).
     #[arg(long)]
     pub no_durable: bool,
@@ -256,6 +260,7 @@ impl Args {
             "spawn_server": self.spawn_server,
             "server_cores": self.server_cores,
             "server_driver": format!("{:?}", self.server_driver).to_lowercase(),
+            "server_max_queue_delay_ms": self.server_max_queue_delay_ms,
             "durable": !self.no_durable,
             "webhooks": self.webhooks,
             "slo_p99_ms": self.slo_p99_ms,

@@ -7,6 +7,9 @@
 //! *scheduled* time (wrk2's coordinated-omission correction), so a stalled generator or a full
 //! connection pool shows up as latency instead of silently lowering the load.
 //!
+//! Each phase also keeps the latencies of its 2xx answers and of its 503s apart, so a server
+//! that sheds load shows both what its served clients saw and how fast it said no.
+//!
 //! Requests whose scheduled time falls in the warm-up are counted in [`Stats::warmup`] (so a
 //! test can reconcile totals with the server's counters) but kept out of the latency table.
 
@@ -43,6 +46,10 @@ fn ms(us: u64) -> f64 {
 pub struct Phase {
     /// Microseconds.
     pub latency: Histogram<u64>,
+    /// Microseconds, 2xx answers only: what the clients that were served saw.
+    pub accepted: Histogram<u64>,
+    /// Microseconds, 503 answers only: how fast an overloaded server said no.
+    pub refused: Histogram<u64>,
     /// Requests that finished (with an answer or a transport error).
     pub count: u64,
     /// HTTP status → count.
@@ -64,6 +71,8 @@ impl Default for Phase {
     fn default() -> Self {
         Phase {
             latency: new_hist(),
+            accepted: new_hist(),
+            refused: new_hist(),
             count: 0,
             statuses: BTreeMap::new(),
             transport_errors: BTreeMap::new(),
@@ -115,6 +124,11 @@ impl Phase {
     ) {
         self.count += 1;
         self.record_latency(latency);
+        if (200..300).contains(&status) {
+            self.accepted.saturating_record(us(latency));
+        } else if status == 503 {
+            self.refused.saturating_record(us(latency));
+        }
         *self.statuses.entry(status).or_default() += 1;
         if let Some(o) = outcome {
             bump(&mut self.outcomes, o);
@@ -147,6 +161,8 @@ impl Phase {
 
     pub fn merge(&mut self, o: &Phase) {
         self.latency.add(&o.latency).expect("same bounds");
+        self.accepted.add(&o.accepted).expect("same bounds");
+        self.refused.add(&o.refused).expect("same bounds");
         self.count += o.count;
         merge_map(&mut self.statuses, &o.statuses);
         merge_map(&mut self.transport_errors, &o.transport_errors);
@@ -171,6 +187,9 @@ impl Phase {
             "count": self.count,
             "achieved_rate": if seconds > 0.0 { self.count as f64 / seconds } else { 0.0 },
             "latency_ms": self.percentiles().to_json(),
+            "accepted_latency_ms": Percentiles::of(&self.accepted).to_json(),
+            "overloaded_503_latency_ms": Percentiles::of(&self.refused).to_json(),
+            "overloaded_503_share": if self.count > 0 { self.refused.len() as f64 / self.count as f64 } else { 0.0 },
             "statuses": self.statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "transport_errors": self.transport_errors,
             "reject_reasons": self.reject_reasons,
@@ -596,6 +615,20 @@ impl Report {
             if !p.transport_errors.is_empty() {
                 parts.push(format!("transport {}", fmt_map(&p.transport_errors)));
             }
+            if !p.refused.is_empty() {
+                let (a, r) = (Percentiles::of(&p.accepted), Percentiles::of(&p.refused));
+                parts.push(format!(
+                    "2xx p50 {:.3} p99 {:.3} max {:.3} ms; 503 {} ({:.1} %) p50 {:.3} p99 {:.3} max {:.3} ms",
+                    a.p50,
+                    a.p99,
+                    a.max,
+                    p.refused.len(),
+                    100.0 * p.refused.len() as f64 / p.count.max(1) as f64,
+                    r.p50,
+                    r.p99,
+                    r.max
+                ));
+            }
             if !parts.is_empty() {
                 let _ = writeln!(out, "{name}: {}", parts.join("; "));
             }
@@ -750,6 +783,19 @@ pub(crate) mod tests {
         assert_eq!(merged.statuses[&200], 2002);
         assert_eq!(merged.transport_errors["connect"], 2);
         assert_eq!(merged.percentiles(), q);
+        assert_eq!(merged.accepted.len(), 2002);
+        assert!(merged.refused.is_empty());
+        let mut shed = Phase::default();
+        shed.record_answer(
+            Duration::from_millis(2),
+            503,
+            None,
+            None,
+            Some("overloaded"),
+        );
+        shed.record_answer(Duration::from_millis(40), 200, Some("won"), None, None);
+        assert_eq!((shed.refused.len(), shed.accepted.len()), (1, 1));
+        assert!(Percentiles::of(&shed.refused).max < 2.1);
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct SpawnConfig {
     pub server_cores: usize,
     /// The spawned server's `server.driver`.
     pub server_driver: gavel::config::Driver,
+    /// The spawned server's `server.max_queue_delay_ms`: its overload shedding stays on, since
+    /// how it sheds is part of what a run past capacity measures.
+    pub server_max_queue_delay_ms: u64,
     pub durable: bool,
     /// Configure a webhook endpoint on the spawned server, delivering to a [`Sink`].
     pub webhooks: bool,
@@ -294,6 +297,7 @@ scopes = ["ping", "post", "reports", "admin"]
     );
     let mut config = Config::parse("gavel-load", &text).map_err(|e| e.to_string())?;
     config.server.driver = cfg.server_driver;
+    config.server.max_queue_delay_ms = cfg.server_max_queue_delay_ms;
     config.buyers = buyer_ids(cfg.buyers)
         .into_iter()
         .map(|id| BuyerConfig {

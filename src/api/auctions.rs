@@ -16,6 +16,7 @@ use crate::config::{Scope, Tenant};
 use crate::error::ApiError;
 use crate::http::Reply;
 use crate::model::Money;
+use crate::runtime::admission::Admit;
 use crate::runtime::handoff::on_core;
 use crate::runtime::{Core, Shared};
 use crate::store::AuctionRecord;
@@ -165,7 +166,7 @@ pub async fn handle(
     }
     let owner = core.shared.owner_of(&auction_id);
     let rid_owned = rid.to_string();
-    Ok(on_core(core, owner, rid, move |c| async move {
+    Ok(on_core(core, owner, rid, Admit::New, move |c| async move {
         match lookup(&c, &auction_id, client.tenant) {
             Ok(r) => r,
             Err(e) => Reply::error(&e, &rid_owned),

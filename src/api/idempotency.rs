@@ -89,11 +89,14 @@ pub fn key_core(shared: &crate::runtime::Shared, key: &str) -> usize {
 
 /// Decides a keyed request on this core (its key's core, see [`key_core`]) and runs `work` on
 /// `target`, the core that owns what it changes. The key stays in flight here until `work` has
-/// answered, and `work` records the answer under the key in its own commit batch.
+/// answered, and `work` records the answer under the key in its own commit batch. Work that
+/// `target` sheds ([`crate::runtime::admission`]) never ran, so nothing is recorded under the key
+/// and a retry runs it.
 pub async fn run_keyed<F, Fut>(
     core: &Rc<Core>,
     idem: &Idem,
     target: usize,
+    admit: crate::runtime::admission::Admit,
     work: F,
 ) -> Result<Reply, ApiError>
 where
@@ -105,7 +108,7 @@ where
         Begin::Replay(reply) => return Ok(reply),
         Begin::Run(guard) => guard,
     };
-    crate::runtime::handoff::continue_on(core, target, work).await?
+    crate::runtime::handoff::continue_on(core, target, admit, work).await?
 }
 
 /// Marks a key in flight on its core; dropping the guard clears the mark, also when the request's

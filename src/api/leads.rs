@@ -33,6 +33,7 @@ use crate::config::{Scope, Tenant};
 use crate::error::ApiError;
 use crate::http::Reply;
 use crate::model::{Ping, Post};
+use crate::runtime::admission::{self, Admit};
 use crate::runtime::handoff::on_core;
 use crate::runtime::Core;
 use crate::store::Batch;
@@ -43,6 +44,8 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
     core.authenticate(req.headers(), Scope::Post)?;
     let key = idempotency::key_from(req.headers())?;
     let mut body = super::json_body(req).await?;
+    // Shed before parsing when this core already runs too late to start an auction in time.
+    admission::precheck(core, Admit::New)?;
     let fingerprint = idempotency::fingerprint(&body);
     let (ping, lead, lead_uuid_supplied) = super::validate::parse_lead_call(&mut body, now_ms())?;
     super::validate::check_lead_matches(&ping.state, &ping.zip3, &lead)?;
@@ -64,7 +67,7 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
         fingerprint,
         received,
     };
-    Ok(on_core(core, owner, rid, move |c| async move {
+    Ok(on_core(core, owner, rid, Admit::New, move |c| async move {
         match run(&c, call, &rid_owned).await {
             Ok(r) => r,
             Err(e) => Reply::error(&e, &rid_owned),
@@ -116,7 +119,7 @@ pub(super) async fn run(core: &Rc<Core>, call: Call, rid: &str) -> Result<Reply,
         .as_deref()
         .map_or(core.id, |id| core.shared.owner_of(id));
     let rid = rid.to_string();
-    idempotency::run_keyed(core, &i, target, move |c| async move {
+    idempotency::run_keyed(core, &i, target, Admit::New, move |c| async move {
         execute(&c, call, &rid).await
     })
     .await

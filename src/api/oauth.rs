@@ -28,6 +28,7 @@ use crate::auth::oauth::{self, ClientRecord, OAuthError, TokenRequest, MAX_TOKEN
 use crate::config::{Scope, Tenant};
 use crate::error::ApiError;
 use crate::http::Reply;
+use crate::runtime::admission::Admit;
 use crate::runtime::handoff::{ask, run_on};
 use crate::runtime::Core;
 use crate::store::Batch;
@@ -57,7 +58,8 @@ where
     F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, ApiError>> + 'static,
 {
-    run_on(core, target, move |c| async move {
+    // Client changes (a revocation above all) must not wait out an overload: never shed.
+    run_on(core, target, Admit::Always, move |c| async move {
         let changes = CHANGES.with(Rc::clone);
         let _one_at_a_time = changes.lock().await;
         change(c).await

@@ -124,6 +124,9 @@ pub async fn metrics(core: &Rc<Core>) -> Reply {
             connections_total: s.connections_total.load(Ordering::Relaxed),
             auctions_in_memory: s.auctions_in_memory.load(Ordering::Relaxed),
             requests_total: s.requests_total.load(Ordering::Relaxed),
+            in_flight_requests: s.in_flight_requests.load(Ordering::Relaxed),
+            loop_lag_max_us: s.loop_lag_us.load(Ordering::Relaxed),
+            shed: std::array::from_fn(|r| s.shed[r].load(Ordering::Relaxed)),
         })
         .collect();
     let mut st = crate::store::CommitStats::default();

@@ -17,6 +17,7 @@ use crate::config::{Scope, Tenant, MAX_WINDOW_MS};
 use crate::error::ApiError;
 use crate::http::Reply;
 use crate::model::{Money, Ping};
+use crate::runtime::admission::{self, Admit};
 use crate::runtime::handoff::on_core;
 use crate::store::Batch;
 
@@ -64,12 +65,14 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
     let client = core.authenticate(req.headers(), Scope::Ping)?;
     let key = idempotency::key_from(req.headers())?;
     let mut body = super::json_body(req).await?;
+    // Shed before parsing when this core already runs too late to start an auction in time.
+    admission::precheck(core, Admit::New)?;
     let fingerprint = idempotency::fingerprint(&body);
     let ping = super::validate::parse_ping(&mut body, now_ms())?;
     let owner = deciding_core(core, ping.auction_id.as_deref(), key.as_deref());
     let idem = key.map(|k| Idem::new(&client, "POST", "/v1/ping", k, fingerprint));
     let rid_owned = rid.to_string();
-    Ok(on_core(core, owner, rid, move |c| async move {
+    Ok(on_core(core, owner, rid, Admit::New, move |c| async move {
         match run(&c, ping, client, idem, &rid_owned, received).await {
             Ok(r) => r,
             Err(e) => Reply::error(&e, &rid_owned),
@@ -107,7 +110,7 @@ async fn run(
         .as_deref()
         .map_or(core.id, |id| core.shared.owner_of(id));
     let rid = rid.to_string();
-    idempotency::run_keyed(core, &i, target, move |c| async move {
+    idempotency::run_keyed(core, &i, target, Admit::New, move |c| async move {
         execute(&c, ping, client, idem, &rid, received).await
     })
     .await

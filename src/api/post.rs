@@ -32,6 +32,7 @@ use crate::config::{Scope, Tenant};
 use crate::error::{ApiError, FieldError};
 use crate::http::Reply;
 use crate::model::{f64_to_cents, Money, Post};
+use crate::runtime::admission::{self, Admit};
 use crate::runtime::handoff::on_core;
 use crate::runtime::Core;
 use crate::store::{Batch, LeadEvent, LeadRecord};
@@ -60,16 +61,20 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
     let client = core.authenticate(req.headers(), Scope::Post)?;
     let key = idempotency::key_from(req.headers())?;
     let mut body = super::json_body(req).await?;
+    // A post finishes a sale already made: shed only far past the delay new work gets.
+    admission::precheck(core, Admit::Finish)?;
     let fingerprint = idempotency::fingerprint(&body);
     let post = super::validate::parse_post(&mut body, now_ms())?;
     let key = key.unwrap_or_else(|| format!("post_{}", post.auction_id));
     let idem = Idem::new(&client, "POST", "/v1/post", key, fingerprint);
     let decider = idempotency::key_core(&core.shared, &idem.scope.key);
     let rid_owned = rid.to_string();
-    Ok(on_core(core, decider, rid, move |c| async move {
-        run(&c, post, client, idem, &rid_owned, received).await
-    })
-    .await)
+    Ok(
+        on_core(core, decider, rid, Admit::Finish, move |c| async move {
+            run(&c, post, client, idem, &rid_owned, received).await
+        })
+        .await,
+    )
 }
 
 fn invalid_token(msg: &str) -> ApiError {
@@ -107,7 +112,7 @@ async fn run(
     // Only a post that started delivering leaves a record: a refusal before that (bad token,
     // expired bid, lead mismatch) is not kept, so the seller can correct the request and send it
     // again under the same (default) key.
-    let outcome = idempotency::run_keyed(core, &idem, target, move |c| async move {
+    let outcome = idempotency::run_keyed(core, &idem, target, Admit::Finish, move |c| async move {
         deliver_post(&c, post, &client, &idem_owned, &rid_owned, received).await
     })
     .await;

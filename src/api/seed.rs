@@ -23,6 +23,7 @@ use crate::config::{Scope, Tenant};
 use crate::error::ApiError;
 use crate::http::Reply;
 use crate::model::Post;
+use crate::runtime::admission::Admit;
 use crate::runtime::Core;
 use crate::sandbox::synth;
 
@@ -104,7 +105,7 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
     // The leads run as a task of their own on this core, so a caller that hangs up leaves no lead
     // half-delivered (see the cancellation rule in `runtime::handoff`).
     let rid_owned = rid.to_string();
-    crate::runtime::handoff::run_on(core, core.id, move |c| async move {
+    crate::runtime::handoff::run_on(core, core.id, Admit::New, move |c| async move {
         run_all(&c, seed, bodies, client, &rid_owned).await
     })
     .await?

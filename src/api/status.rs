@@ -21,6 +21,7 @@ use crate::auth::Client;
 use crate::config::Scope;
 use crate::error::ApiError;
 use crate::http::Reply;
+use crate::runtime::admission::Admit;
 use crate::runtime::handoff::on_core;
 use crate::runtime::Core;
 use crate::store::{Batch, LeadEvent};
@@ -110,7 +111,7 @@ pub async fn handle(
     let r = StatusRequest::parse(&body)?;
     let owner = core.shared.owner_of(&lead_uuid);
     let rid_owned = rid.to_string();
-    Ok(on_core(core, owner, rid, move |c| async move {
+    Ok(on_core(core, owner, rid, Admit::New, move |c| async move {
         match report(&c, &client, &lead_uuid, r).await {
             Ok(reply) => reply,
             Err(e) => Reply::error(&e, &rid_owned),

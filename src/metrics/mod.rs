@@ -27,7 +27,7 @@
 //! Bounded and fixed per series: one since-start histogram plus at most [`WINDOW_SLOTS`] slot
 //! histograms, each allocated on first use and then reused. A histogram with the bounds below
 //! ([`HIST_LOWEST_US`]..[`HIST_HIGHEST_US`], [`HIST_SIGFIG`] digits) holds about 17k `u64` counts
-//! (~136 KiB). Series: 5 fixed plus one per buyer. The endpoint × status counter map holds at most
+//! (~136 KiB). Series: 6 fixed plus one per buyer. The endpoint × status counter map holds at most
 //! [`MAX_ENDPOINT_STATUS_KEYS`] entries plus one overflow entry: keys past the limit are counted
 //! under ([`OVERFLOW_ENDPOINT`], 0).
 //! Units: all recorded values are microseconds; Prometheus output is in seconds.
@@ -203,6 +203,7 @@ struct Inner {
     engine_overhead: Series,
     post: Series,
     store_commit: Series,
+    loop_lag: Series,
     buyer_rtt: Vec<Series>,
     buyer_pings: Vec<[u64; BUYER_OUTCOMES.len()]>,
     no_bid: [u64; NO_BID_REASONS.len()],
@@ -246,6 +247,7 @@ impl CoreMetrics {
                 engine_overhead: Series::new(),
                 post: Series::new(),
                 store_commit: Series::new(),
+                loop_lag: Series::new(),
                 buyer_rtt: buyer_ids.iter().map(|_| Series::new()).collect(),
                 buyer_pings: vec![[0; BUYER_OUTCOMES.len()]; buyer_ids.len()],
                 no_bid: [0; NO_BID_REASONS.len()],
@@ -340,6 +342,11 @@ impl CoreMetrics {
         self.record_series(latency_us, |i| &mut i.store_commit);
     }
 
+    /// How late one tick of the core's event loop fired, in µs (see `runtime::admission`).
+    pub fn record_loop_lag(&self, lag_us: u64) {
+        self.record_series(lag_us, |i| &mut i.loop_lag);
+    }
+
     /// One HTTP request answered, by route template (e.g. `"/v1/ping"`, never a raw path) and
     /// status code.
     pub fn record_request(&self, endpoint: &'static str, status: u16) {
@@ -387,6 +394,7 @@ impl CoreMetrics {
             engine_overhead: inner.engine_overhead.snapshot(current),
             post: inner.post.snapshot(current),
             store_commit: inner.store_commit.snapshot(current),
+            loop_lag: inner.loop_lag.snapshot(current),
             buyer_rtt: inner
                 .buyer_rtt
                 .iter_mut()
@@ -441,6 +449,8 @@ pub struct Snapshot {
     pub post: HistogramPair,
     /// Store commit latency.
     pub store_commit: HistogramPair,
+    /// Event-loop tick lag, every core's ticks together.
+    pub loop_lag: HistogramPair,
     /// Buyer ping round-trip time, per buyer.
     pub buyer_rtt: Vec<HistogramPair>,
     /// Buyer ping outcome counts, per buyer, indexed like [`BUYER_OUTCOMES`].
@@ -465,6 +475,7 @@ impl Snapshot {
             engine_overhead: HistogramPair::empty(),
             post: HistogramPair::empty(),
             store_commit: HistogramPair::empty(),
+            loop_lag: HistogramPair::empty(),
             buyer_rtt: buyer_ids.iter().map(|_| HistogramPair::empty()).collect(),
             buyer_pings: vec![[0; BUYER_OUTCOMES.len()]; buyer_ids.len()],
             no_bid: [0; NO_BID_REASONS.len()],
@@ -483,6 +494,7 @@ impl Snapshot {
         self.engine_overhead.merge(&other.engine_overhead);
         self.post.merge(&other.post);
         self.store_commit.merge(&other.store_commit);
+        self.loop_lag.merge(&other.loop_lag);
         for (j, id) in other.buyer_ids.iter().enumerate() {
             let i = if self.buyer_ids.get(j) == Some(id) {
                 j

@@ -11,6 +11,7 @@ use hdrhistogram::Histogram;
 
 use super::cpu::{CpuSeconds, THREAD_GROUPS};
 use super::{Snapshot, BUYER_OUTCOMES, NO_BID_REASONS};
+use crate::runtime::admission::SHED_REASONS;
 
 /// Per-core gauges and counters, read by the caller from the runtime's per-core statistics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,6 +30,12 @@ pub struct CoreCounters {
     pub auctions_in_memory: u64,
     /// Requests served since start.
     pub requests_total: u64,
+    /// Requests this core works on now (gauge).
+    pub in_flight_requests: u64,
+    /// Worst event-loop lag of the last second or two, in µs (gauge).
+    pub loop_lag_max_us: u64,
+    /// Requests shed, indexed like `runtime::admission::SHED_REASONS`.
+    pub shed: [u64; SHED_REASONS.len()],
 }
 
 /// Store group-commit counters, read by the caller from the cores' log statistics.
@@ -98,6 +105,10 @@ pub const METRIC_NAMES: &[&str] = &[
     "gavel_core_connections_open",
     "gavel_core_connections_total",
     "gavel_core_auctions_in_memory",
+    "gavel_core_in_flight_requests",
+    "gavel_core_loop_lag_max_seconds",
+    "gavel_loop_lag_seconds",
+    "gavel_requests_shed_total",
     "gavel_store_commits_total",
     "gavel_store_commit_failures_total",
     "gavel_store_commit_groups_total",
@@ -227,7 +238,7 @@ pub fn render_prometheus(
 ) -> String {
     let mut out = String::with_capacity(16 * 1024);
 
-    let single: [(&str, &str, &Histogram<u64>); 5] = [
+    let single: [(&str, &str, &Histogram<u64>); 6] = [
         (
             "gavel_ping_duration_seconds",
             "Seller-observed /v1/ping latency, request received to reply ready.",
@@ -252,6 +263,12 @@ pub fn render_prometheus(
             "gavel_store_commit_duration_seconds",
             "Store commit latency, queued to durable.",
             &snap.store_commit.since_start,
+        ),
+        (
+            "gavel_loop_lag_seconds",
+            "How late each core's event-loop tick fired (every 10 ms), all cores together; the \
+             overload signal that sheds new work past server.max_queue_delay_ms.",
+            &snap.loop_lag.since_start,
         ),
     ];
     for (name, help, h) in single {
@@ -331,7 +348,7 @@ pub fn render_prometheus(
         sample(&mut out, name, &[("limit", limit)], n);
     }
 
-    let per_core: [Family<CoreCounters>; 6] = [
+    let per_core: [Family<CoreCounters>; 7] = [
         (
             "gavel_core_handoffs_out_total",
             "counter",
@@ -368,8 +385,45 @@ pub fn render_prometheus(
             "Auctions held in memory by this core.",
             |c| c.auctions_in_memory,
         ),
+        (
+            "gavel_core_in_flight_requests",
+            "gauge",
+            "Requests this core works on now (server.max_in_flight_requests_per_core caps it).",
+            |c| c.in_flight_requests,
+        ),
     ];
     item_families(&mut out, &per_core, cores, "core", |c| c.core.to_string());
+
+    let name = "gavel_core_loop_lag_max_seconds";
+    header(
+        &mut out,
+        name,
+        "gauge",
+        "Worst lag of this core's event-loop tick over the last one to two seconds.",
+    );
+    for c in cores {
+        seconds_sample(
+            &mut out,
+            name,
+            &[("core", &c.core.to_string())],
+            c.loop_lag_max_us,
+        );
+    }
+
+    let name = "gavel_requests_shed_total";
+    header(
+        &mut out,
+        name,
+        "counter",
+        "Requests refused with 503 overloaded before any work, by the core that refused them and \
+         why (loop_lag, queue_delay, in_flight, inbox_full).",
+    );
+    for c in cores {
+        let core = c.core.to_string();
+        for (reason, n) in SHED_REASONS.iter().zip(c.shed) {
+            sample(&mut out, name, &[("core", &core), ("reason", reason)], n);
+        }
+    }
 
     let store_families = [
         (
@@ -502,6 +556,9 @@ mod tests {
                 connections_total: 40,
                 auctions_in_memory: 7,
                 requests_total: 2001,
+                in_flight_requests: 4,
+                loop_lag_max_us: 1_500,
+                shed: [1, 2, 3, 0],
             })
             .collect();
         let store = StoreCounters {

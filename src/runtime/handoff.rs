@@ -12,15 +12,22 @@
 //! because of that: the connection only awaits the answer, and a dropped connection merely drops
 //! the receiving end. Each such task is counted in [`super::Shared::live_jobs`], so shutdown waits
 //! for it as it waits for connections.
+//!
+//! Admission: request work carries an [`Admit`] class and passes [`admission::admit`] when its
+//! task first runs on the owning core, so an overloaded core refuses it (503, nothing done)
+//! instead of starting it late; the owner counts it in flight while it runs. Gavel's own
+//! bookkeeping ([`ask`]) is never refused.
 
 use std::future::{poll_fn, Future};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use futures::task::AtomicWaker;
 
+use super::admission::{self, Admit};
 use super::Core;
 use crate::error::ApiError;
 use crate::http::Reply;
@@ -86,32 +93,49 @@ pub async fn drain(core: Rc<Core>) {
 }
 
 /// Runs `work` on core `target` and returns its reply. When `target` is this core, runs it here.
-pub async fn on_core<F, Fut>(core: &Rc<Core>, target: usize, request_id: &str, work: F) -> Reply
+pub async fn on_core<F, Fut>(
+    core: &Rc<Core>,
+    target: usize,
+    request_id: &str,
+    admit: Admit,
+    work: F,
+) -> Reply
 where
     F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
     Fut: Future<Output = Reply> + 'static,
 {
-    match run_on(core, target, work).await {
+    match run_on(core, target, admit, work).await {
         Ok(reply) => reply,
         Err(e) => Reply::error(&e, request_id),
     }
 }
 
 /// Runs `work` on core `target` and returns what it produced; counted as a hand-off. Fails with
-/// 503 when the target's inbox is full, and with 500 when the target stopped before answering.
-pub async fn run_on<T, F, Fut>(core: &Rc<Core>, target: usize, work: F) -> Result<T, ApiError>
+/// 503 when the target's inbox is full or the target sheds it ([`admission`]), and with 500 when
+/// the target stopped before answering.
+pub async fn run_on<T, F, Fut>(
+    core: &Rc<Core>,
+    target: usize,
+    admit: Admit,
+    work: F,
+) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
 {
-    send_work(core, target, work, true).await
+    send_work(core, target, work, Some(admit)).await
 }
 
 /// For work already running as a task of its own on `core` (see the cancellation rule above):
 /// runs `work` right here when `target` is this core, else hands it to `target` as [`run_on`]
-/// does.
-pub async fn continue_on<T, F, Fut>(core: &Rc<Core>, target: usize, work: F) -> Result<T, ApiError>
+/// does (this core admitted the work already; `target` admits it again).
+pub async fn continue_on<T, F, Fut>(
+    core: &Rc<Core>,
+    target: usize,
+    admit: Admit,
+    work: F,
+) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
@@ -120,69 +144,92 @@ where
     if target == core.id {
         return Ok(work(core.clone()).await);
     }
-    send_work(core, target, work, true).await
+    send_work(core, target, work, Some(admit)).await
 }
 
 /// Like [`run_on`], for Gavel's own bookkeeping (e.g. collecting metrics for a scrape): not
-/// counted as a request hand-off.
+/// counted as a request hand-off, never shed, not counted in flight.
 pub async fn ask<T, F, Fut>(core: &Rc<Core>, target: usize, work: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
 {
-    send_work(core, target, work, false).await
+    send_work(core, target, work, None).await
 }
 
+/// Hands `work` to `target` (or spawns it here); `admit` is `None` for Gavel's own bookkeeping,
+/// which is neither counted as a hand-off nor ever shed.
 async fn send_work<T, F, Fut>(
     core: &Rc<Core>,
     target: usize,
     work: F,
-    counted: bool,
+    admit: Option<Admit>,
 ) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
 {
-    let (tx, rx) = futures::channel::oneshot::channel::<T>();
+    let counted = admit.is_some();
+    // The request is ready to run from here on: its queue delay starts now.
+    let queued = Instant::now();
+    let (tx, rx) = futures::channel::oneshot::channel::<Result<T, ApiError>>();
     if target == core.id {
-        spawn_detached(core.clone(), work, tx);
+        spawn_detached(core.clone(), work, tx, admit, queued);
         return rx
             .await
-            .map_err(|_| ApiError::internal("The core stopped before answering."));
+            .map_err(|_| ApiError::internal("The core stopped before answering."))?;
     }
     let job: Job = Box::new(move |owner: Rc<Core>| {
         if counted {
             owner.stats().handoffs_in.fetch_add(1, Ordering::Relaxed);
         }
-        spawn_detached(owner, work, tx);
+        spawn_detached(owner, work, tx, admit, queued);
     });
     if core.shared.inboxes[target].send(job).is_err() {
-        return Err(ApiError::overloaded(format!(
-            "Core {target} is too busy to take this request."
-        )));
+        if counted {
+            admission::count_shed(core, admission::Shed::InboxFull);
+        }
+        return Err(admission::overloaded(target, admission::Shed::InboxFull));
     }
     if counted {
         core.stats().handoffs_out.fetch_add(1, Ordering::Relaxed);
     }
     rx.await
-        .map_err(|_| ApiError::internal("The owning core stopped before answering."))
+        .map_err(|_| ApiError::internal("The owning core stopped before answering."))?
 }
 
 /// Runs `work` as a task of its own on `core` and sends its result to `tx`. The task does not
 /// depend on anyone awaiting `tx`: a client that hung up changes nothing about the outcome.
-fn spawn_detached<T, F, Fut>(core: Rc<Core>, work: F, tx: futures::channel::oneshot::Sender<T>)
-where
+/// Request work (`admit` is `Some`) is admitted first; refused, it does nothing and sends the 503.
+fn spawn_detached<T, F, Fut>(
+    core: Rc<Core>,
+    work: F,
+    tx: futures::channel::oneshot::Sender<Result<T, ApiError>>,
+    admit: Option<Admit>,
+    queued: Instant,
+) where
     T: 'static,
     F: FnOnce(Rc<Core>) -> Fut + 'static,
     Fut: Future<Output = T> + 'static,
 {
     let live = LiveJob::new(&core);
     monoio::spawn(async move {
+        // Decided when the task first runs, so the time it waited in the run queue counts.
+        let in_flight = match admit.map(|a| admission::admit(&core, a, queued)) {
+            Some(Err(e)) => {
+                drop(live);
+                let _ = tx.send(Err(e));
+                return;
+            }
+            Some(Ok(guard)) => Some(guard),
+            None => None,
+        };
         let out = work(core).await;
+        drop(in_flight);
         drop(live);
-        let _ = tx.send(out);
+        let _ = tx.send(Ok(out));
     });
 }
 

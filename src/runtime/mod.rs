@@ -24,6 +24,7 @@ use crate::http::shutdown::Shutdown;
 use crate::limits::ClientLimits;
 use crate::store::{Checkpointer, CommitCounters, CoreLog, ExpiryHandle, Store, StoreOptions};
 
+pub mod admission;
 pub mod handoff;
 
 use handoff::Inbox;
@@ -63,6 +64,12 @@ pub struct CoreStats {
     pub connections_total: AtomicU64,
     pub auctions_in_memory: AtomicU64,
     pub requests_total: AtomicU64,
+    /// Requests this core works on now ([`admission::admit`]).
+    pub in_flight_requests: AtomicU64,
+    /// Worst loop lag of the last second or two, in µs ([`admission::tick`]).
+    pub loop_lag_us: AtomicU64,
+    /// Requests this core shed, indexed by [`admission::Shed`].
+    pub shed: [AtomicU64; admission::SHED_REASONS.len()],
 }
 
 /// Everything all cores share, immutable after start (apart from per-core atomics).
@@ -133,6 +140,10 @@ pub struct Core {
     pub clients: RefCell<ClientTable>,
     /// This core's write-ahead log: where its durable writes go.
     pub log: CoreLog,
+    /// How far behind its schedule this core's event loop runs ([`admission`]).
+    pub loop_clock: admission::LoopClock,
+    /// This core's overload limits (`server.max_queue_delay_ms`, `max_in_flight_requests_per_core`).
+    pub admission: admission::Limits,
     open_connections: Cell<usize>,
 }
 
@@ -813,6 +824,8 @@ async fn core_main(
         ),
         in_flight: RefCell::new(std::collections::HashSet::new()),
         clients: RefCell::new(ClientTable::new(shared.initial_clients.iter().cloned())),
+        loop_clock: admission::LoopClock::new(std::time::Instant::now()),
+        admission: admission::Limits::from_config(&config.server),
         open_connections: Cell::new(0),
         shared: shared.clone(),
     });
@@ -833,6 +846,14 @@ async fn core_main(
         let stop = stopped.wait();
         async move {
             futures::future::select(std::pin::pin!(expire_auctions(core)), stop).await;
+        }
+    });
+    // The loop tick measures how late this core runs, the signal that sheds new work.
+    let tick = monoio::spawn({
+        let core = core.clone();
+        let stop = stopped.wait();
+        async move {
+            futures::future::select(std::pin::pin!(admission::tick(core)), stop).await;
         }
     });
     let _ = ready.send(Ok(()));
@@ -939,6 +960,7 @@ async fn core_main(
     stopped.fire();
     drain.await;
     expiry.await;
+    tick.await;
     tracing::debug!(core = id, "core stopped");
 }
 
