@@ -202,6 +202,7 @@ fn group_commit(c: &mut Criterion) {
                 0,
                 uring,
                 8 * 1024,
+                gavel::store::wal::MAX_SEGMENT_BYTES,
                 Arc::clone(&counters),
                 None,
             ))

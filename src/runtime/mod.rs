@@ -797,6 +797,7 @@ async fn core_main(
             .store
             .group_commit_max_batch
             .saturating_mul(LOG_QUEUE_GROUPS),
+        crate::store::wal::MAX_SEGMENT_BYTES,
         shared.commit_counters[id].clone(),
         Some(&shared.checkpointer),
     )
