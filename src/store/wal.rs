@@ -468,7 +468,7 @@ fn prepare_segment(path: &Path, bytes: u64) -> io::Result<()> {
 struct Segment {
     id: u64,
     path: PathBuf,
-    file: Rc<SegmentFile>,
+    file: SegmentFile,
     /// Bytes written so far (the next write's offset).
     len: u64,
 }
@@ -482,38 +482,33 @@ enum SegmentFile {
 }
 
 impl SegmentFile {
-    /// Writes `buf` at `at` (into the page cache). Returns the buffer for reuse.
-    async fn write(&self, buf: Vec<u8>, at: u64) -> (io::Result<()>, Vec<u8>) {
+    /// Writes `buf` at `at` and syncs the data. Returns the buffer for reuse.
+    async fn write_sync(&self, buf: Vec<u8>, at: u64) -> (io::Result<()>, Vec<u8>) {
         match self {
-            SegmentFile::Uring(f) => f.write_all_at(buf, at).await,
+            SegmentFile::Uring(f) => {
+                let (res, buf) = f.write_all_at(buf, at).await;
+                if let Err(e) = res {
+                    return (Err(e), buf);
+                }
+                (f.sync_data().await, buf)
+            }
             SegmentFile::Blocking(f) => {
                 let f = f.clone();
                 let job = monoio::spawn_blocking(move || {
                     use std::os::unix::fs::FileExt;
-                    (f.write_all_at(&buf, at), buf)
+                    let res = f.write_all_at(&buf, at).and_then(|()| f.sync_data());
+                    (res, buf)
                 });
-                job.await
-                    .unwrap_or_else(|_| (Err(thread_gone()), Vec::new()))
+                match job.await {
+                    Ok(out) => out,
+                    Err(_) => (
+                        Err(io::Error::other("the log's blocking thread is gone")),
+                        Vec::new(),
+                    ),
+                }
             }
         }
     }
-
-    /// Makes everything written so far durable (`fdatasync`).
-    async fn sync(&self) -> io::Result<()> {
-        match self {
-            SegmentFile::Uring(f) => f.sync_data().await,
-            SegmentFile::Blocking(f) => {
-                let f = f.clone();
-                monoio::spawn_blocking(move || f.sync_data())
-                    .await
-                    .unwrap_or_else(|_| Err(thread_gone()))
-            }
-        }
-    }
-}
-
-fn thread_gone() -> io::Error {
-    io::Error::other("the log's blocking thread is gone")
 }
 
 /// Creates segment `id` in `dir` with its header, durable (file and directory entry).
@@ -554,7 +549,7 @@ async fn create_segment(uring: bool, dir: &Path, id: u64) -> io::Result<Segment>
     Ok(Segment {
         id,
         path,
-        file: Rc::new(file),
+        file,
         len: SEGMENT_MAGIC.len() as u64,
     })
 }
@@ -581,7 +576,7 @@ async fn open_prepared(uring: bool, path: PathBuf, id: u64) -> io::Result<Segmen
     Ok(Segment {
         id,
         path,
-        file: Rc::new(file),
+        file,
         len: SEGMENT_MAGIC.len() as u64,
     })
 }
@@ -605,22 +600,6 @@ struct State {
     /// Set at shutdown: the flusher drains what is queued and stops.
     closed: bool,
     flusher: Option<Waker>,
-    /// Groups written to the file and waiting for a sync, in write order.
-    written: Vec<Written>,
-    /// Commits in `written`: they count against `max_waiting` too.
-    unsynced: usize,
-    /// Set when the writer has stopped: the syncer drains `written` and stops.
-    writer_done: bool,
-    syncer: Option<Waker>,
-}
-
-/// A group whose write has completed and whose sync has not.
-struct Written {
-    group: Vec<Waiter>,
-    /// The segment it was written to.
-    file: Rc<SegmentFile>,
-    /// The segment this group filled, sealed once the group is synced and applied.
-    sealed: Option<PathBuf>,
 }
 
 /// One core's log. Lives on its core (not `Send`); cheap to clone.
@@ -671,10 +650,6 @@ impl CoreLog {
                 broken: false,
                 closed: false,
                 flusher: None,
-                written: Vec::new(),
-                unsynced: 0,
-                writer_done: false,
-                syncer: None,
             }),
             writing: Cell::new(false),
             flusher: RefCell::new(None),
@@ -719,7 +694,7 @@ impl CoreLog {
             if st.broken || st.closed {
                 return Err(StoreError::Closed);
             }
-            if st.waiting.len() + st.unsynced >= inner.max_waiting {
+            if st.waiting.len() >= inner.max_waiting {
                 return Err(StoreError::Overloaded);
             }
             let seq = inner.store.next_wal_seq();
@@ -739,10 +714,9 @@ impl CoreLog {
         answer.await.unwrap_or(Err(StoreError::Closed))
     }
 
-    /// Commits waiting for their write or their sync.
+    /// Commits waiting for the next write, plus the group being written.
     pub fn queued(&self) -> usize {
-        let st = self.inner.state.borrow();
-        st.waiting.len() + st.unsynced
+        self.inner.state.borrow().waiting.len()
     }
 
     /// Refuses further commits; what is queued is still written. The flusher then stops.
@@ -772,8 +746,7 @@ impl CoreLog {
 
     /// Whether the flusher is writing or commits are waiting: shutdown waits for this to clear.
     pub fn is_busy(&self) -> bool {
-        let st = self.inner.state.borrow();
-        self.inner.writing.get() || !st.waiting.is_empty() || !st.written.is_empty()
+        self.inner.writing.get() || !self.inner.state.borrow().waiting.is_empty()
     }
 }
 
@@ -818,9 +791,8 @@ impl Rotation {
     /// Called after every write: asks for the next segment once this one is half full, and moves
     /// to it once this one is full and it is ready. Without a checkpoint thread, or if preparing
     /// failed, the next segment is created here (without preallocation). A full segment keeps
-    /// growing while its successor is being prepared. Returns the path of the segment it left,
-    /// to be sealed once its last group is synced.
-    async fn after_write(&mut self, core: usize, segment: &mut Segment) -> Option<PathBuf> {
+    /// growing while its successor is being prepared.
+    async fn after_write(&mut self, core: usize, segment: &mut Segment) {
         let next_id = segment.id + 1;
         if !self.asked && segment.len >= self.segment_bytes / 2 {
             if let Some(jobs) = &self.jobs {
@@ -833,11 +805,11 @@ impl Rotation {
             }
         }
         if segment.len < self.segment_bytes {
-            return None;
+            return;
         }
         let next = if self.asked {
             match self.ready.1.try_recv() {
-                Err(_) => return None,
+                Err(_) => return,
                 Ok(Ok(path)) => open_prepared(self.uring, path, next_id).await,
                 Ok(Err(why)) => {
                     tracing::warn!(core, error = %why, "cannot prepare a log segment; creating one without preallocation");
@@ -849,32 +821,34 @@ impl Rotation {
         };
         self.asked = false;
         match next {
-            Ok(next) => Some(std::mem::replace(segment, next).path),
-            Err(e) => {
-                tracing::error!(core, error = %e,
-                    "cannot start a new log segment; the current one keeps growing");
-                None
+            Ok(next) => {
+                let old = std::mem::replace(segment, next);
+                let handed = self
+                    .jobs
+                    .as_ref()
+                    .is_some_and(|tx| tx.try_send(Job::Sealed(old.path)).is_ok());
+                if !handed {
+                    tracing::warn!(
+                        core,
+                        "no checkpoint thread or its queue is full; a sealed segment waits for the next start"
+                    );
+                }
             }
+            Err(e) => tracing::error!(core, error = %e,
+                "cannot start a new log segment; the current one keeps growing"),
         }
     }
 }
 
-/// The writer task: takes everything appended since its last write and writes it with one
-/// `write`, then hands the group to the syncer and goes on with the next one without waiting for
-/// the sync, so writes overlap the previous group's `fdatasync`. Stops once closed and drained
-/// (or on a failed write), after the syncer has finished.
 async fn flusher(inner: Rc<Inner>, mut segment: Segment, mut rotation: Rotation) {
-    let syncer = monoio::spawn(syncer(inner.clone(), rotation.jobs.clone()));
     let mut spare: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
         // Wait for work (or for the close with nothing left).
         let go = std::future::poll_fn(|cx| {
             let mut st = inner.state.borrow_mut();
-            if st.broken {
-                Poll::Ready(false)
-            } else if !st.waiting.is_empty() {
+            if !st.waiting.is_empty() {
                 Poll::Ready(true)
-            } else if st.closed {
+            } else if st.closed || st.broken {
                 Poll::Ready(false)
             } else {
                 st.flusher = Some(cx.waker().clone());
@@ -883,7 +857,7 @@ async fn flusher(inner: Rc<Inner>, mut segment: Segment, mut rotation: Rotation)
         })
         .await;
         if !go {
-            break;
+            return;
         }
         inner.writing.set(true);
         let (buf, group) = {
@@ -893,124 +867,33 @@ async fn flusher(inner: Rc<Inner>, mut segment: Segment, mut rotation: Rotation)
             (buf, std::mem::take(&mut st.waiting))
         };
         let bytes = buf.len() as u64;
-        let (res, buf) = segment.file.write(buf, segment.len).await;
-        spare = buf;
-        if let Err(e) = res {
-            tracing::error!(core = inner.core, error = %e, path = %segment.path.display(),
-                "write-ahead log write failed; this core refuses durable writes until restarted");
-            fail(&inner, group, &io_error(e));
-            inner.writing.set(false);
-            break;
-        }
-        segment.len += bytes;
-        let file = segment.file.clone();
-        let sealed = rotation.after_write(inner.core, &mut segment).await;
-        {
-            let mut st = inner.state.borrow_mut();
-            st.unsynced += group.len();
-            st.written.push(Written {
-                group,
-                file,
-                sealed,
-            });
-            if let Some(w) = st.syncer.take() {
-                w.wake();
-            }
-        }
-        inner.writing.set(false);
-    }
-    {
-        let mut st = inner.state.borrow_mut();
-        st.writer_done = true;
-        if let Some(w) = st.syncer.take() {
-            w.wake();
-        }
-    }
-    syncer.await;
-}
-
-/// Marks the log broken and fails `group` and every commit still waiting for a write.
-fn fail(inner: &Inner, group: Vec<Waiter>, err: &StoreError) {
-    let rest = {
-        let mut st = inner.state.borrow_mut();
-        st.broken = true;
-        std::mem::take(&mut st.waiting)
-    };
-    for w in group.into_iter().chain(rest) {
-        inner.counters.record_commit(0, false);
-        let _ = w.reply.send(Err(err.clone()));
-    }
-}
-
-/// The syncer task: one `fdatasync` for every group written since its last one (each segment
-/// they went to, in order), then applies them to sled and answers them, in write order. A sync
-/// covers every write that completed before it started, so answering after it is safe.
-async fn syncer(inner: Rc<Inner>, jobs: Option<crossbeam_channel::Sender<Job>>) {
-    loop {
-        let batch = std::future::poll_fn(|cx| {
-            let mut st = inner.state.borrow_mut();
-            if !st.written.is_empty() {
-                Poll::Ready(Some(std::mem::take(&mut st.written)))
-            } else if st.writer_done {
-                Poll::Ready(None)
-            } else {
-                st.syncer = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await;
-        let Some(batch) = batch else {
-            return;
-        };
-        if inner.state.borrow().broken {
-            // An earlier sync failed: what was written after it cannot be promised either.
-            let n: usize = batch.iter().map(|w| w.group.len()).sum();
-            inner.state.borrow_mut().unsynced -= n;
-            let all: Vec<Waiter> = batch.into_iter().flat_map(|w| w.group).collect();
-            fail(&inner, all, &StoreError::Closed);
-            continue;
-        }
         let started = Instant::now();
-        let mut result = Ok(());
-        let mut synced: Vec<&Rc<SegmentFile>> = Vec::new();
-        for w in &batch {
-            if synced.iter().any(|f| Rc::ptr_eq(f, &w.file)) {
-                continue;
-            }
-            result = w.file.sync().await;
-            if result.is_err() {
-                break;
-            }
-            synced.push(&w.file);
-        }
+        let (res, buf) = segment.file.write_sync(buf, segment.len).await;
+        spare = buf;
         let sync_us = started.elapsed().as_micros() as u64;
-        let n: usize = batch.iter().map(|w| w.group.len()).sum();
-        inner.state.borrow_mut().unsynced -= n;
-        match result {
+        match res {
             Ok(()) => {
-                for w in batch {
-                    answer_group(&inner, w.group, sync_us);
-                    if let Some(path) = w.sealed {
-                        let handed = jobs
-                            .as_ref()
-                            .is_some_and(|tx| tx.try_send(Job::Sealed(path)).is_ok());
-                        if !handed {
-                            tracing::warn!(
-                                core = inner.core,
-                                "no checkpoint thread or its queue is full; a sealed segment waits for the next start"
-                            );
-                        }
-                    }
-                }
+                segment.len += bytes;
+                answer_group(&inner, group, sync_us);
             }
             Err(e) => {
-                tracing::error!(core = inner.core, error = %e,
-                    "write-ahead log sync failed; this core refuses durable writes until restarted");
+                tracing::error!(core = inner.core, error = %e, path = %segment.path.display(),
+                    "write-ahead log write failed; this core refuses durable writes until restarted");
                 let err = io_error(e);
-                let all: Vec<Waiter> = batch.into_iter().flat_map(|w| w.group).collect();
-                fail(&inner, all, &err);
+                let mut st = inner.state.borrow_mut();
+                st.broken = true;
+                let rest = std::mem::take(&mut st.waiting);
+                drop(st);
+                for w in group.into_iter().chain(rest) {
+                    inner.counters.record_commit(0, false);
+                    let _ = w.reply.send(Err(err.clone()));
+                }
+                inner.writing.set(false);
+                return;
             }
         }
+        rotation.after_write(inner.core, &mut segment).await;
+        inner.writing.set(false);
     }
 }
 
