@@ -17,7 +17,9 @@
 //! sequence order, flushes sled and deletes the logs: a crash between the log write and sled's
 //! background flush loses nothing. A segment that fills is sealed and handed to the checkpoint
 //! thread (`gavel-wal-ckpt`), which flushes sled once for everything sealed so far and deletes the
-//! segments that flush covered.
+//! segments that flush covered. The same thread prepares each core's next segment ahead of time
+//! (header and zeros, synced), so the core's syncs overwrite allocated blocks instead of growing
+//! the file.
 //!
 //! Frames: `len u32 LE | crc32 u32 LE | body`, body = `seq u64 LE | ops u32 LE | op*`, op =
 //! `tree u8 | key_len u32 LE | key | 0` (remove) or `... | 1 | value_len u32 LE | value` (insert).
@@ -364,7 +366,13 @@ enum Job {
 pub struct Checkpointer {
     tx: Option<crossbeam_channel::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Disconnects when the thread ends, so dropping can wait for it with a bound.
+    done: crossbeam_channel::Receiver<()>,
 }
+
+/// How long dropping a [`Checkpointer`] waits for its thread (which waits for every core's log to
+/// let go of its sender) before leaving it behind.
+const CHECKPOINT_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl std::fmt::Debug for Checkpointer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -380,9 +388,11 @@ impl Checkpointer {
     /// Starts `gavel-wal-ckpt` for `store`.
     pub fn start(store: Arc<Store>) -> Result<Checkpointer, StoreError> {
         let (tx, rx) = crossbeam_channel::bounded::<Job>(CHECKPOINT_QUEUE);
+        let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
         let thread = std::thread::Builder::new()
             .name("gavel-wal-ckpt".into())
             .spawn(move || {
+                let _done = done_tx;
                 while let Ok(first) = rx.recv() {
                     let mut sealed = Vec::new();
                     for job in std::iter::once(first).chain(rx.try_iter()) {
@@ -405,6 +415,7 @@ impl Checkpointer {
         Ok(Checkpointer {
             tx: Some(tx),
             thread: Some(thread),
+            done,
         })
     }
 
@@ -416,6 +427,14 @@ impl Checkpointer {
 impl Drop for Checkpointer {
     fn drop(&mut self) {
         drop(self.tx.take());
+        // The thread ends once every core's log has dropped its sender; a core that never
+        // finished must not hang the shutdown.
+        if let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+            self.done.recv_timeout(CHECKPOINT_STOP_WAIT)
+        {
+            tracing::error!("the log checkpoint thread did not stop; leaving it behind");
+            return;
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -471,6 +490,27 @@ struct Segment {
     file: SegmentFile,
     /// Bytes written so far (the next write's offset).
     len: u64,
+}
+
+impl Segment {
+    /// A segment whose next write goes right after its header.
+    fn starting(id: u64, path: PathBuf, file: SegmentFile) -> Segment {
+        Segment {
+            id,
+            path,
+            file,
+            len: SEGMENT_MAGIC.len() as u64,
+        }
+    }
+}
+
+/// Runs `f` on the core's blocking thread (legacy driver only; io_uring needs none).
+async fn on_blocking_thread<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    monoio::spawn_blocking(f)
+        .await
+        .map_err(|_| io::Error::other("the log's blocking thread is gone"))?
 }
 
 /// The segment's file handle as the driver can use it.
@@ -529,7 +569,7 @@ async fn create_segment(uring: bool, dir: &Path, id: u64) -> io::Result<Segment>
         SegmentFile::Uring(f)
     } else {
         let (dir, p) = (dir.to_path_buf(), path.clone());
-        let job = monoio::spawn_blocking(move || -> io::Result<std::fs::File> {
+        let job = on_blocking_thread(move || -> io::Result<std::fs::File> {
             use std::io::Write;
             #[allow(clippy::disallowed_methods)] // this is the core's blocking thread
             let mut f = std::fs::OpenOptions::new()
@@ -541,17 +581,9 @@ async fn create_segment(uring: bool, dir: &Path, id: u64) -> io::Result<Segment>
             sync_dir(&dir)?;
             Ok(f)
         });
-        let f = job
-            .await
-            .map_err(|_| io::Error::other("the log's blocking thread is gone"))??;
-        SegmentFile::Blocking(Arc::new(f))
+        SegmentFile::Blocking(Arc::new(job.await?))
     };
-    Ok(Segment {
-        id,
-        path,
-        file,
-        len: SEGMENT_MAGIC.len() as u64,
-    })
+    Ok(Segment::starting(id, path, file))
 }
 
 /// Opens a segment the checkpoint thread prepared (header and zeros, durable).
@@ -564,21 +596,13 @@ async fn open_prepared(uring: bool, path: PathBuf, id: u64) -> io::Result<Segmen
         SegmentFile::Uring(Rc::new(f))
     } else {
         let p = path.clone();
-        let job = monoio::spawn_blocking(move || {
+        let job = on_blocking_thread(move || {
             #[allow(clippy::disallowed_methods)] // this is the core's blocking thread
             std::fs::OpenOptions::new().write(true).open(&p)
         });
-        let f = job
-            .await
-            .map_err(|_| io::Error::other("the log's blocking thread is gone"))??;
-        SegmentFile::Blocking(Arc::new(f))
+        SegmentFile::Blocking(Arc::new(job.await?))
     };
-    Ok(Segment {
-        id,
-        path,
-        file,
-        len: SEGMENT_MAGIC.len() as u64,
-    })
+    Ok(Segment::starting(id, path, file))
 }
 
 /// A commit waiting for its group's sync.
@@ -758,12 +782,11 @@ async fn create_core_dir(uring: bool, dir: &Path) -> io::Result<()> {
         #[allow(clippy::disallowed_methods)]
         std::fs::create_dir_all(&dir)
     } else {
-        monoio::spawn_blocking(move || {
+        on_blocking_thread(move || {
             #[allow(clippy::disallowed_methods)]
             std::fs::create_dir_all(&dir)
         })
         .await
-        .map_err(|_| io::Error::other("the log's blocking thread is gone"))?
     }
 }
 
