@@ -14,7 +14,8 @@
 //! default tree, the highest sequence number it applied (`wal_applied_<core>`). sled persists its
 //! writes in order, so whenever that mark reaches sled's disk, so has everything before it. At
 //! open, [`recover`] replays from every core's log what the marks do not cover, in global
-//! sequence order, flushes sled and deletes the logs: a crash between the log write and sled's
+//! sequence order (each key is written by the one core that owns it, so that order is each key's
+//! own), flushes sled and deletes the logs: a crash between the log write and sled's
 //! background flush loses nothing. A segment that fills is sealed and handed to the checkpoint
 //! thread (`gavel-wal-ckpt`), which flushes sled once for everything sealed so far and deletes the
 //! segments that flush covered. The same thread prepares each core's next segment ahead of time
@@ -652,8 +653,9 @@ struct Inner {
 impl CoreLog {
     /// Opens core `core`'s log under `store`'s log directory and starts its flusher task on the
     /// current (core's) runtime. `uring` says which driver runs it. `max_waiting` bounds the
-    /// commits queued behind one write; a segment is sealed once it holds `segment_bytes`. Without a log directory (a temporary store) or with
-    /// `durable = false`, commits are applied to sled and answered at once.
+    /// commits queued behind one write; a segment is sealed once it holds `segment_bytes`.
+    /// Without a log directory (a temporary store) or with `durable = false`, commits are
+    /// applied to sled and answered at once.
     pub async fn start(
         store: Arc<Store>,
         core: usize,
