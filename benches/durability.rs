@@ -1,5 +1,5 @@
 //! What durability costs end to end: post latency (seller-observed, post sent → 201 received) with
-//! the store's group commit on (`store.durable = true`, the default: intent and outcome are fsynced
+//! each core's write-ahead log on (`store.durable = true`, the default: intent and outcome are synced
 //! before the answer) versus off (the benchmark-only `store.durable = false`).
 //!
 //! A real Gavel (2 cores) and one sandbox buyer (1 ms ping latency, 0 ms post latency) run in this

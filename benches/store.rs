@@ -195,7 +195,7 @@ fn group_commit(c: &mut Criterion) {
         .build()
         .expect("monoio runtime");
     let counters = Arc::new(CommitCounters::new());
-    let committer = Rc::new(
+    let log = Rc::new(
         runtime
             .block_on(CoreLog::start(
                 Arc::clone(&store),
@@ -223,12 +223,12 @@ fn group_commit(c: &mut Criterion) {
                     let first = next_key;
                     next_key += per_writer * writers;
                     runtime.block_on({
-                        let committer = Rc::clone(&committer);
+                        let log = Rc::clone(&log);
                         async move {
                             let started = Instant::now();
                             let tasks: Vec<_> = (0..writers)
                                 .map(|w| {
-                                    let committer = Rc::clone(&committer);
+                                    let log = Rc::clone(&log);
                                     monoio::spawn(async move {
                                         for n in 0..per_writer {
                                             let i = first + w * per_writer + n;
@@ -236,7 +236,7 @@ fn group_commit(c: &mut Criterion) {
                                             batch
                                                 .put_idempotency(&scope(i), &idem(i))
                                                 .expect("encode");
-                                            committer.commit(batch).await.expect("commit");
+                                            log.commit(batch).await.expect("commit");
                                         }
                                     })
                                 })

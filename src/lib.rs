@@ -14,7 +14,7 @@
 //! - [`buyers`]: buyer registry, eligibility filters, per-core keep-alive connection pool.
 //! - [`auth`]: static bearer tokens (SHA-256 hashed), tenants and scopes.
 //! - [`metrics`]: per-core HDR histograms and counters, merged on read; Prometheus and JSON output.
-//! - [`store`]: sled + rkyv records (idempotency, auctions, leads), group commit, expiry.
+//! - [`store`]: sled + rkyv records (idempotency, auctions, leads), per-core write-ahead logs, expiry.
 //! - [`sandbox`]: the mock buyer fleet used by the default config, tests and load tests.
 //! - [`config`]: TOML schema, validation, CLI overrides. [`error`]: who-caused-it error mapping.
 //! - [`cli`]: the `gavel` command line; `main.rs` only calls it.
