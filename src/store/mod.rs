@@ -70,7 +70,7 @@ pub use records::{
     AttemptRecord, AuctionRecord, DeliveryRecord, IdemRecord, LeadEvent, LeadRecord, OutcomeRecord,
     PostRecord, WebhookAttemptRecord,
 };
-pub use wal::{Checkpointer, CoreLog, Recovery};
+pub use wal::{Checkpointer, CoreLog};
 
 use records::Record;
 

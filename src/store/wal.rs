@@ -33,7 +33,7 @@
 //! asynchronously, so the write and the sync run on the core's one blocking thread (`gavel-log-N`),
 //! attached to its runtime; the io_uring driver needs none.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -233,36 +233,20 @@ pub struct Recovery {
     pub next_seq: u64,
 }
 
-/// Segment files of one core's directory, by id.
-fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+/// Entries of `dir` named `{prefix}{n}{suffix}`, with `n`, ordered by `n`: a core's segments
+/// (`{id:016}.log`) or the log directory's cores (`core-{n}`).
+fn numbered_entries(dir: &Path, prefix: &str, suffix: &str) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        let id = path
+        let n = path
             .file_name()
             .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|n| n.strip_suffix(suffix))
             .and_then(|n| n.parse::<u64>().ok());
-        if let Some(id) = id {
-            out.push((id, path));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Core directories under `wal_dir`, by core number.
-fn list_cores(wal_dir: &Path) -> io::Result<Vec<(usize, PathBuf)>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(wal_dir)? {
-        let path = entry?.path();
-        let core = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("core-"))
-            .and_then(|n| n.parse::<usize>().ok());
-        if let (Some(core), true) = (core, path.is_dir()) {
-            out.push((core, path));
+        if let Some(n) = n {
+            out.push((n, path));
         }
     }
     out.sort();
@@ -279,11 +263,18 @@ pub(crate) fn recover(store: &Store, wal_dir: &Path) -> Result<Recovery, StoreEr
     let mut pending: Vec<(u64, usize, Frame)> = Vec::new();
     let mut files = Vec::new();
     let mut max_seq = 0u64;
-    for (core, dir) in list_cores(wal_dir).map_err(io_error)? {
+    let cores: Vec<(usize, PathBuf)> = numbered_entries(wal_dir, "core-", "")
+        .map_err(io_error)?
+        .into_iter()
+        .filter(|(_, dir)| dir.is_dir())
+        .map(|(n, dir)| (n as usize, dir))
+        .collect();
+    for (core, dir) in &cores {
+        let core = *core;
         let applied = store.wal_applied(core)?;
         max_seq = max_seq.max(applied);
         let mut stopped = false;
-        for (_, path) in list_segments(&dir).map_err(io_error)? {
+        for (_, path) in numbered_entries(dir, "", ".log").map_err(io_error)? {
             files.push(path.clone());
             report.segments += 1;
             if stopped {
@@ -322,8 +313,8 @@ pub(crate) fn recover(store: &Store, wal_dir: &Path) -> Result<Recovery, StoreEr
     for path in &files {
         std::fs::remove_file(path).map_err(io_error)?;
     }
-    for (_, dir) in list_cores(wal_dir).map_err(io_error)? {
-        sync_dir(&dir).map_err(io_error)?;
+    for (_, dir) in &cores {
+        sync_dir(dir).map_err(io_error)?;
     }
     report.next_seq = max_seq + 1;
     for t in &report.torn {
@@ -455,7 +446,11 @@ fn checkpoint(store: &Store, sealed: &[PathBuf]) {
             tracing::warn!(path = %path.display(), error = %e, "checkpoint: cannot delete a sealed segment");
         }
     }
-    if let Some(dir) = sealed.first().and_then(|p| p.parent()) {
+    // Segments of several cores may be sealed together: each directory gets its sync.
+    let mut dirs: Vec<&Path> = sealed.iter().filter_map(|p| p.parent()).collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
         let _ = sync_dir(dir);
     }
 }
@@ -535,17 +530,16 @@ impl SegmentFile {
             }
             SegmentFile::Blocking(f) => {
                 let f = f.clone();
-                let job = monoio::spawn_blocking(move || {
+                let job = on_blocking_thread(move || {
                     use std::os::unix::fs::FileExt;
-                    let res = f.write_all_at(&buf, at).and_then(|()| f.sync_data());
-                    (res, buf)
+                    f.write_all_at(&buf, at)?;
+                    f.sync_data()?;
+                    Ok(buf)
                 });
+                // A failed write breaks the log, so the buffer need not come back then.
                 match job.await {
-                    Ok(out) => out,
-                    Err(_) => (
-                        Err(io::Error::other("the log's blocking thread is gone")),
-                        Vec::new(),
-                    ),
+                    Ok(buf) => (Ok(()), buf),
+                    Err(e) => (Err(e), Vec::new()),
                 }
             }
         }
@@ -640,14 +634,12 @@ struct Inner {
     /// Most commits waiting for one write; past it [`CoreLog::commit`] fails with `Overloaded`.
     max_waiting: usize,
     state: RefCell<State>,
-    /// Whether the flusher is between taking a group and answering it.
-    writing: Cell<bool>,
     /// The flusher task, awaited by [`CoreLog::shutdown`].
     flusher: RefCell<Option<monoio::task::JoinHandle<()>>>,
     /// Test hook: answer synced groups without applying them to sled, as if the process died
     /// between the log write and the index update.
     #[cfg(test)]
-    skip_index: Cell<bool>,
+    skip_index: std::cell::Cell<bool>,
 }
 
 impl CoreLog {
@@ -677,10 +669,9 @@ impl CoreLog {
                 closed: false,
                 flusher: None,
             }),
-            writing: Cell::new(false),
             flusher: RefCell::new(None),
             #[cfg(test)]
-            skip_index: Cell::new(false),
+            skip_index: std::cell::Cell::new(false),
         });
         let log = CoreLog { inner };
         if let (Some(wal), true) = (store.wal_dir(), store.options().durable) {
@@ -740,7 +731,7 @@ impl CoreLog {
         answer.await.unwrap_or(Err(StoreError::Closed))
     }
 
-    /// Commits waiting for the next write, plus the group being written.
+    /// Commits waiting for the next write (not counting the group being written).
     pub fn queued(&self) -> usize {
         self.inner.state.borrow().waiting.len()
     }
@@ -769,11 +760,6 @@ impl CoreLog {
     pub(crate) fn skip_index(&self) {
         self.inner.skip_index.set(true);
     }
-
-    /// Whether the flusher is writing or commits are waiting: shutdown waits for this to clear.
-    pub fn is_busy(&self) -> bool {
-        self.inner.writing.get() || !self.inner.state.borrow().waiting.is_empty()
-    }
 }
 
 async fn create_core_dir(uring: bool, dir: &Path) -> io::Result<()> {
@@ -792,7 +778,6 @@ async fn create_core_dir(uring: bool, dir: &Path) -> io::Result<()> {
     }
 }
 
-/// The flusher task: one write + sync per group, then apply and answer, until closed and drained.
 /// The checkpoint thread's answer to [`Job::Prepare`]: the segment's path, or why it failed.
 type Prepared = Result<PathBuf, String>;
 
@@ -865,6 +850,7 @@ impl Rotation {
     }
 }
 
+/// The flusher task: one write + sync per group, then apply and answer, until closed and drained.
 async fn flusher(inner: Rc<Inner>, mut segment: Segment, mut rotation: Rotation) {
     let mut spare: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
@@ -884,7 +870,6 @@ async fn flusher(inner: Rc<Inner>, mut segment: Segment, mut rotation: Rotation)
         if !go {
             return;
         }
-        inner.writing.set(true);
         let (buf, group) = {
             let mut st = inner.state.borrow_mut();
             spare.clear();
@@ -913,12 +898,10 @@ async fn flusher(inner: Rc<Inner>, mut segment: Segment, mut rotation: Rotation)
                     inner.counters.record_commit(0, false);
                     let _ = w.reply.send(Err(err.clone()));
                 }
-                inner.writing.set(false);
                 return;
             }
         }
         rotation.after_write(inner.core, &mut segment).await;
-        inner.writing.set(false);
     }
 }
 
