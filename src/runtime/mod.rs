@@ -302,17 +302,36 @@ where
     F: FnOnce() -> Fut,
     Fut: Future,
 {
+    run_runtime(driver, entries, None, make)
+}
+
+/// Builds the runtime for `driver` (a legacy one with `pool` attached, when given) and runs
+/// `make()` on it until it completes.
+fn run_runtime<F, Fut>(
+    driver: Driver,
+    entries: u32,
+    pool: Option<crate::store::wal::BlockingThread>,
+    make: F,
+) -> std::io::Result<Fut::Output>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future,
+{
     match driver {
         Driver::Uring => Ok(monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .with_entries(entries)
             .enable_timer()
             .build()?
             .block_on(make())),
-        Driver::Legacy | Driver::Auto => Ok(monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .with_entries(entries)
-            .enable_timer()
-            .build()?
-            .block_on(make())),
+        Driver::Legacy | Driver::Auto => {
+            let mut builder = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .with_entries(entries)
+                .enable_timer();
+            if let Some(pool) = pool {
+                builder = builder.attach_thread_pool(Box::new(pool));
+            }
+            Ok(builder.build()?.block_on(make()))
+        }
     }
 }
 
@@ -333,18 +352,13 @@ where
     F: FnOnce() -> Fut,
     Fut: Future,
 {
-    match driver {
-        Driver::Uring => block_on(driver, entries, make),
-        Driver::Legacy | Driver::Auto => {
-            let pool = crate::store::wal::BlockingThread::start(format!("gavel-log-{id}"))?;
-            Ok(monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-                .with_entries(entries)
-                .enable_timer()
-                .attach_thread_pool(Box::new(pool))
-                .build()?
-                .block_on(make()))
-        }
-    }
+    let pool = match driver {
+        Driver::Uring => None,
+        Driver::Legacy | Driver::Auto => Some(crate::store::wal::BlockingThread::start(format!(
+            "gavel-log-{id}"
+        ))?),
+    };
+    run_runtime(driver, entries, pool, make)
 }
 
 /// Binds every core's listener, starts the core threads and returns once all of them are serving.
