@@ -34,4 +34,5 @@ pub mod runtime;
 pub mod sandbox;
 pub mod store;
 pub mod telemetry;
+pub mod types;
 pub mod webhooks;

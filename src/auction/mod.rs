@@ -263,10 +263,7 @@ pub fn award(
 
 /// Wall-clock now in unix milliseconds.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::types::clock::system_now_ms()
 }
 
 /// RFC 3339 UTC with millisecond precision, e.g. `2026-05-11T14:22:06.123Z`.

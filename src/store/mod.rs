@@ -889,10 +889,7 @@ impl Store {
 
 /// Wall-clock now in unix milliseconds.
 pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::types::clock::system_now_ms()
 }
 
 // `ALL` documents the order of `Store::trees`; keep it in step with `from_db`.

@@ -1,0 +1,215 @@
+//! The architecture invariant of docs/ARCHITECTURE.md ("Layers"), checked on the source: a module
+//! may name (`crate::…`) only modules in its own layer or below. Test code (`tests.rs` files and
+//! what follows `#[cfg(test)]` in a file) and comments are exempt.
+//!
+//! Edges that point up today are listed in `KNOWN_UPWARD`, each to be removed by the engine-layer
+//! work (issue #14). The test fails on any upward edge not listed, and on a listed edge that no
+//! longer exists, so the list can only shrink.
+
+// A test reads source files with plain blocking I/O; no event loop runs here.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Layers from the bottom (0). Every top-level module of `src/` must be here.
+const LAYERS: &[(&str, u8)] = &[
+    // Plain shared types: tenant, scope, money, clock; error kinds.
+    ("types", 0),
+    ("error", 0),
+    // Configuration schema, validated request models, limiters, logging setup.
+    ("config", 1),
+    ("model", 1),
+    ("limits", 1),
+    ("telemetry", 1),
+    // Infrastructure: persistence, metrics, the HTTP server plumbing.
+    ("store", 2),
+    ("metrics", 2),
+    ("http", 2),
+    // Cores, event loops, inboxes, admission: generic over what a core holds.
+    ("runtime", 3),
+    // Domain pieces the exchange composes.
+    ("auction", 4),
+    ("buyers", 4),
+    ("auth", 4),
+    ("webhooks", 4),
+    // The use-cases: run an auction, deliver a post, one-call lead, status transitions.
+    ("exchange", 5),
+    // Edges: the seller/buyer HTTP API and the sandbox (seeding, mock buyers).
+    ("api", 6),
+    ("sandbox", 6),
+    // The command line.
+    ("cli", 7),
+];
+
+/// Upward edges that exist today, `(from, to)`. Remove an entry when its edge goes.
+const KNOWN_UPWARD: &[(&str, &str)] = &[
+    ("config", "api"),
+    ("config", "auction"),
+    ("config", "buyers"),
+    ("config", "runtime"),
+    ("config", "sandbox"),
+    ("config", "webhooks"),
+    ("metrics", "runtime"),
+    ("runtime", "api"),
+    ("runtime", "auction"),
+    ("runtime", "auth"),
+    ("runtime", "buyers"),
+    ("runtime", "webhooks"),
+];
+
+fn layer(module: &str) -> u8 {
+    LAYERS
+        .iter()
+        .find(|(m, _)| *m == module)
+        .map(|(_, l)| *l)
+        .unwrap_or_else(|| panic!("module `{module}` has no layer in tests/layering.rs LAYERS"))
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read src") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The top-level module a file of `src/` belongs to; `None` for the crate roots.
+fn module_of(src: &Path, file: &Path) -> Option<String> {
+    let rel = file.strip_prefix(src).expect("under src");
+    let first = rel.components().next()?.as_os_str().to_str()?.to_string();
+    match first.as_str() {
+        "lib.rs" | "main.rs" => None,
+        f => Some(f.trim_end_matches(".rs").to_string()),
+    }
+}
+
+/// The production code of a file: comments dropped, and everything from `#[cfg(test)]` on.
+fn production_code(text: &str) -> String {
+    let mut code = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("#[cfg(test)]") {
+            break;
+        }
+        if trimmed.starts_with("//") {
+            continue;
+        }
+        code.push_str(line);
+        code.push('\n');
+    }
+    code
+}
+
+/// Top-level modules named after `crate::`, including inside `use crate::{a::X, b};` groups.
+fn named_modules(code: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("crate::") {
+        rest = &rest[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // Split the group's top level by commas and take each item's first segment.
+            let mut depth = 0usize;
+            let mut item = String::new();
+            for c in group.chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        found.extend(first_segment(&item));
+                        item.clear();
+                        continue;
+                    }
+                    _ => {}
+                }
+                item.push(c);
+            }
+            found.extend(first_segment(&item));
+        } else {
+            found.extend(first_segment(rest));
+        }
+    }
+    found
+}
+
+fn first_segment(path: &str) -> Option<String> {
+    let seg: String = path
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    (!seg.is_empty() && seg.chars().next().is_some_and(|c| c.is_ascii_lowercase())).then_some(seg)
+}
+
+#[test]
+fn no_module_names_a_module_above_its_layer() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+
+    // (from, to) -> the files where the edge appears
+    let mut upward: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for file in &files {
+        let Some(from) = module_of(&src, file) else {
+            continue;
+        };
+        if file.file_name().is_some_and(|n| n == "tests.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).expect("read source");
+        for to in named_modules(&production_code(&text)) {
+            if to == from {
+                continue;
+            }
+            if layer(&to) > layer(&from) {
+                let rel = file.strip_prefix(&src).unwrap().display().to_string();
+                upward.entry((from.clone(), to)).or_default().push(rel);
+            }
+        }
+    }
+
+    let known: BTreeSet<(String, String)> = KNOWN_UPWARD
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    let new: Vec<String> = upward
+        .iter()
+        .filter(|(edge, _)| !known.contains(*edge))
+        .map(|((a, b), files)| {
+            format!(
+                "{a} (layer {}) -> {b} (layer {}) in {files:?}",
+                layer(a),
+                layer(b)
+            )
+        })
+        .collect();
+    let gone: Vec<String> = known
+        .iter()
+        .filter(|edge| !upward.contains_key(*edge))
+        .map(|(a, b)| format!("{a} -> {b}"))
+        .collect();
+    assert!(
+        new.is_empty(),
+        "modules name modules above their layer (docs/ARCHITECTURE.md, \"Layers\"):\n  {}",
+        new.join("\n  ")
+    );
+    assert!(
+        gone.is_empty(),
+        "these upward edges are gone; remove them from KNOWN_UPWARD:\n  {}",
+        gone.join("\n  ")
+    );
+}
+
+#[test]
+fn the_import_scanner_reads_groups_and_skips_comments_and_tests() {
+    let code = production_code(
+        "use crate::{config::{A, B}, store::Batch};\n// crate::api is a comment\nfn f() { crate::metrics::x(); }\n#[cfg(test)]\nmod tests { use crate::cli; }\n",
+    );
+    let names: Vec<String> = named_modules(&code).into_iter().collect();
+    assert_eq!(names, ["config", "metrics", "store"]);
+}
