@@ -26,6 +26,7 @@ pub mod buyers;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod exchange;
 pub mod http;
 pub mod limits;
 pub mod metrics;

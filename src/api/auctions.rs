@@ -175,25 +175,10 @@ pub async fn handle(
     .await)
 }
 
-/// A tenant's stored auction record, with a read failure as the seller sees it (Gavel's fault).
-pub(super) fn stored(
-    core: &Core,
-    tenant: Tenant,
-    auction_id: &str,
-) -> Result<Option<AuctionRecord>, ApiError> {
-    core.shared
-        .store
-        .get_auction(tenant.as_str(), auction_id)
-        .map_err(|e| {
-            tracing::error!(error = %e, auction_id, "auction record unreadable");
-            ApiError::internal("The auction record could not be read.")
-        })
-}
-
 /// The stored record; an auction still open (not yet stored) is rendered from memory.
 fn lookup(core: &Rc<Core>, auction_id: &str, tenant: Tenant) -> Result<Reply, ApiError> {
     let missing = || ApiError::not_found("No auction has this id.");
-    let record = match stored(core, tenant, auction_id)? {
+    let record = match crate::exchange::auction::stored(core, tenant, auction_id)? {
         Some(r) => r,
         None => {
             let shard = core.shard.borrow();

@@ -24,13 +24,13 @@ use hyper::body::Incoming;
 use ring::digest;
 
 use super::idempotency::{self, Idem};
-use super::ping::store_error;
-use super::{events, ping, post};
+use super::{ping, post};
 use crate::auction::token::Claims;
 use crate::auction::{now_ms, Status};
 use crate::auth::Client;
 use crate::config::{Scope, Tenant};
 use crate::error::ApiError;
+use crate::exchange::auction;
 use crate::http::Reply;
 use crate::model::{Ping, Post};
 use crate::runtime::admission::{self, Admit};
@@ -146,7 +146,7 @@ async fn execute(core: &Rc<Core>, call: Call, rid: &str) -> Result<Reply, ApiErr
     // The auction record first reaches the disk with the intent to deliver, which also records
     // this body's fingerprint. An auction under this id carrying it is this very call, cut off
     // after its delivery started: go on with that delivery. Any other is someone else's auction.
-    let existing = post::ensure_loaded(core, client.tenant, &auction_id)?;
+    let existing = auction::ensure_loaded(core, client.tenant, &auction_id)?;
     if existing {
         let ours = core
             .shard
@@ -161,25 +161,16 @@ async fn execute(core: &Rc<Core>, call: Call, rid: &str) -> Result<Reply, ApiErr
             ));
         }
     } else {
-        let answer = ping::run_auction(core, auction_id.clone(), ping, &client).await?;
-        ping::record_engine_overhead(core, client.tenant, &auction_id, received);
-        if !is_won(core, client.tenant, &auction_id) {
+        let closed = auction::run(core, auction_id.clone(), ping, &client).await?;
+        auction::record_engine_overhead(core, client.tenant, &auction_id, received);
+        if closed.result.is_err() {
             // Nobody to deliver to: the no-bid answer, durable with the auction record.
+            let answer = ping::answer(&closed, &core.shared.config.auction.currency);
             let mut batch = Batch::new();
-            let record = core
-                .shard
-                .borrow()
-                .get(client.tenant, &auction_id)
-                .map(crate::auction::record::to_record);
-            let emitted = match &record {
-                Some(r) => events::put_auction(core, &mut batch, r, now_ms())?,
-                None => events::Emitted::default(),
-            };
             if let Some(i) = &idem {
                 idempotency::record(&mut batch, i, &answer, now_ms())?;
             }
-            core.commit(batch).await.map_err(store_error)?;
-            events::committed(core, emitted);
+            auction::record_closed(core, client.tenant, &auction_id, batch).await?;
             return Ok(answer);
         }
     }
@@ -208,10 +199,6 @@ async fn execute(core: &Rc<Core>, call: Call, rid: &str) -> Result<Reply, ApiErr
         claims,
     )
     .await
-}
-
-fn is_won(core: &Core, tenant: Tenant, auction_id: &str) -> bool {
-    claims_of(core, tenant, auction_id).is_some()
 }
 
 /// What a bid token for the auction's winning bid would carry; `None` without a winner.

@@ -16,11 +16,11 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::error::ApiError;
+use crate::exchange::ExchangeError;
 use crate::http::{request_id, Reply};
 use crate::runtime::Core;
 
 pub mod auctions;
-pub mod events;
 pub mod idempotency;
 pub mod leads;
 pub mod oauth;
@@ -31,6 +31,61 @@ pub mod seed;
 pub mod status;
 pub mod validate;
 pub mod webhooks;
+
+/// A store failure as the seller sees it: Gavel's fault, worth a retry.
+pub fn store_error(e: crate::store::StoreError) -> ApiError {
+    tracing::error!(error = %e, "store write failed");
+    match e {
+        crate::store::StoreError::Overloaded => {
+            ApiError::overloaded("The store is saturated; retry shortly.")
+        }
+        _ => ApiError::internal("The request could not be recorded."),
+    }
+}
+
+/// How each exchange error is answered: one status code and error code per variant (the metric
+/// label follows from the status, see [`ApiError::cause`]).
+impl From<ExchangeError> for ApiError {
+    fn from(e: ExchangeError) -> ApiError {
+        match e {
+            ExchangeError::AuctionExists { auction_id } => ApiError::new(
+                StatusCode::CONFLICT,
+                "auction_exists",
+                format!("An auction with id {auction_id} already exists."),
+            ),
+            ExchangeError::TooManyRunning { max } => crate::limits::too_many(
+                &format!("This client may run {max} auctions at once"),
+                max,
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+            ),
+            ExchangeError::RoomFull {
+                tenant,
+                retry_after_ms,
+            } => {
+                let secs = retry_after_ms.div_ceil(1_000).max(1);
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    format!(
+                        "This core holds the {} tenant's maximum number of auctions; the earliest leaves in about {secs} s.",
+                        tenant.as_str()
+                    ),
+                )
+                .with_header(http::header::RETRY_AFTER, secs.to_string())
+            }
+            ExchangeError::RecordUnreadable { auction_id, reason } => {
+                tracing::error!(auction_id, reason, "auction record unreadable");
+                ApiError::internal("The auction record could not be read.")
+            }
+            ExchangeError::Inconsistent(what) => {
+                tracing::error!(what, "internal inconsistency");
+                ApiError::internal("Gavel hit an internal error; the request was not recorded.")
+            }
+            ExchangeError::Store(e) => store_error(e),
+        }
+    }
+}
 
 /// Every route the server answers, as (method, path template). A test checks docs/openapi.yaml
 /// against this table.

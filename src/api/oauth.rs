@@ -20,7 +20,7 @@ use http::{HeaderValue, Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 
-use super::ping::store_error;
+use super::store_error;
 use super::validate::{field_error, SmallBody, FIELD_INVALID_FORMAT, FIELD_OUT_OF_RANGE};
 use super::BODY_READ_TIMEOUT;
 use crate::auction::{now_ms, rfc3339_ms};

@@ -2,27 +2,24 @@
 //! with the winning bid and a signed bid token, or with a structured no-bid.
 
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 
-use crate::auction::clearing::Candidate;
-use crate::auction::shard::InsertError;
-use crate::auction::{fanout, now_ms, rfc3339_ms, Auction, OutcomeKind, Status};
+use super::idempotency::{self, Idem};
+use crate::auction::{now_ms, rfc3339_ms};
 use crate::auth::Client;
-use crate::config::{Scope, Tenant, MAX_WINDOW_MS};
+use crate::config::Scope;
 use crate::error::ApiError;
+use crate::exchange::auction::{self, Closed, WinningBid};
 use crate::http::Reply;
 use crate::model::{Money, Ping};
 use crate::runtime::admission::{self, Admit};
 use crate::runtime::handoff::on_core;
-use crate::store::Batch;
-
-use super::idempotency::{self, Idem};
 use crate::runtime::Core;
+use crate::store::Batch;
 
 /// The winning bid in a ping's answer (CONTRACT §4.1).
 #[derive(Serialize)]
@@ -34,13 +31,13 @@ pub struct BidOut {
 }
 
 impl BidOut {
-    /// The answer's bid for an award, in `currency`.
-    pub fn of(award: &crate::auction::Award, currency: &str) -> BidOut {
+    /// The answer's bid for a winning bid, in `currency`.
+    pub fn of(bid: &WinningBid, currency: &str) -> BidOut {
         BidOut {
-            amount: Money(award.payout_cents),
+            amount: Money(bid.payout_cents),
             currency: currency.to_string(),
-            bid_token: award.bid_token.clone(),
-            valid_until: rfc3339_ms(award.valid_until_ms),
+            bid_token: bid.bid_token.clone(),
+            valid_until: rfc3339_ms(bid.valid_until_ms),
         }
     }
 }
@@ -130,264 +127,39 @@ async fn execute(
         Some(id) => id.clone(),
         None => core.mint_auction_id(),
     };
-    let client_tenant = client.tenant;
-    let outcome = run_auction(core, auction_id.clone(), ping, &client).await;
-    let reply = match &outcome {
-        Ok(r) => r.clone(),
-        Err(e) => Reply::error(e, rid),
+    let closed = match auction::run(core, auction_id.clone(), ping, &client).await {
+        Ok(c) => c,
+        // A refusal before the auction ran (an auction id in use, a full shard) is not recorded
+        // under the key, so a corrected or later retry can still run.
+        Err(e) => return Ok(Reply::error(&e.into(), rid)),
     };
+    let reply = answer(&closed, &core.shared.config.auction.currency);
     // The auction record (and the answer, for a keyed request) reach the disk before the seller
     // hears of the bid: a post after a crash needs the record, a retry needs the answer.
-    let record = {
-        let shard = core.shard.borrow();
-        shard
-            .get(client_tenant, &auction_id)
-            .map(crate::auction::record::to_record)
-    };
     let mut batch = Batch::new();
-    let mut emitted = super::events::Emitted::default();
-    if let (Ok(_), Some(r)) = (&outcome, &record) {
-        emitted = super::events::put_auction(core, &mut batch, r, now_ms())?;
-    }
-    // Only an auction that ran is recorded under the key; a refusal before it ran (an auction id
-    // in use, a full shard) is not, so a corrected or later retry can still run.
-    if let (Some(i), Ok(_)) = (&idem, &outcome) {
+    if let Some(i) = &idem {
         idempotency::record(&mut batch, i, &reply, now_ms())?;
     }
-    if !batch.is_empty() {
-        core.commit(batch).await.map_err(store_error)?;
-        super::events::committed(core, emitted);
-    }
-    if outcome.is_ok() {
-        record_engine_overhead(core, client_tenant, &auction_id, received);
-    }
+    auction::record_closed(core, client.tenant, &auction_id, batch).await?;
+    auction::record_engine_overhead(core, client.tenant, &auction_id, received);
     Ok(reply)
 }
 
-/// Records what Gavel added on top of the slowest buyer it waited for: time since `received`
-/// minus the longest round trip among the buyers it pinged.
-pub(super) fn record_engine_overhead(
-    core: &Core,
-    tenant: Tenant,
-    auction_id: &str,
-    received: Instant,
-) {
-    let slowest_us = core.shard.borrow().get(tenant, auction_id).map(|a| {
-        a.outcomes
-            .iter()
-            .filter(|o| o.kind.was_pinged())
-            .map(|o| o.latency_us)
-            .max()
-            .unwrap_or(0)
-    });
-    if let Some(slowest_us) = slowest_us {
-        let total_us = received.elapsed().as_micros() as u64;
-        core.metrics
-            .record_engine_overhead(total_us.saturating_sub(slowest_us));
-    }
-}
-
-/// 503 for a tenant whose auctions fill its room on this core, with the time until the earliest
-/// of them may leave as `Retry-After` (whole seconds, at least 1).
-pub(super) fn shard_full(tenant: Tenant, retry_after_ms: u64) -> ApiError {
-    let secs = retry_after_ms.div_ceil(1_000).max(1);
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "overloaded",
-        format!(
-            "This core holds the {} tenant's maximum number of auctions; the earliest leaves in about {secs} s.",
-            tenant.as_str()
-        ),
-    )
-    .with_header(http::header::RETRY_AFTER, secs.to_string())
-}
-
-fn auction_exists(id: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "auction_exists",
-        format!("An auction with id {id} already exists."),
-    )
-}
-
-/// A store failure as the seller sees it: Gavel's fault, worth a retry.
-pub fn store_error(e: crate::store::StoreError) -> ApiError {
-    tracing::error!(error = %e, "store write failed");
-    match e {
-        crate::store::StoreError::Overloaded => {
-            ApiError::overloaded("The store is saturated; retry shortly.")
-        }
-        _ => ApiError::internal("The request could not be recorded."),
-    }
-}
-
-/// Runs one auction under `auction_id` (which must be free) and leaves it in the shard; returns
-/// the seller's answer (won with a signed bid token, or a structured no-bid). Writes nothing to
-/// the store: the caller commits the record together with whatever else it answers for.
-pub(super) async fn run_auction(
-    core: &Rc<Core>,
-    auction_id: String,
-    ping: Ping,
-    client: &Client,
-) -> Result<Reply, ApiError> {
-    let shared = &core.shared;
-    let cfg = &shared.config.auction;
-    let started = Instant::now();
-    let now = now_ms();
-    // Held until the auction closes: the seller's running auctions, counted on every core.
-    let _running = client.limits.auctions.try_acquire().ok_or_else(|| {
-        core.metrics.record_rate_limited("concurrent_auctions");
-        let max = client.limits.auctions.max();
-        crate::limits::too_many(
-            &format!("This client may run {max} auctions at once"),
-            max,
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-        )
-    })?;
-    // The bid window: the seller's expires_at when given (never more than 5 s away), else the
-    // configured window.
-    let deadline_ms = ping
-        .expires_at_ms
-        .map_or(now + cfg.window_ms, |e| e.min(now + MAX_WINDOW_MS));
-    let deadline = started + Duration::from_millis(deadline_ms.saturating_sub(now));
-
-    // A seller-chosen id names one auction for as long as its record is kept, not only while it
-    // is in memory (Gavel's own ids are ULIDs and never repeat).
-    if ping.auction_id.is_some()
-        && core
-            .shard
-            .borrow()
-            .get(client.tenant, &auction_id)
-            .is_none()
-    {
-        let stored = super::auctions::stored(core, client.tenant, &auction_id)?;
-        if stored.is_some() {
-            return Err(auction_exists(&auction_id));
-        }
-    }
-
-    let elig = shared
-        .registry
-        .eligibility(&ping, client.tenant, cfg.max_buyers_per_auction);
-    let auction = Auction::open(
-        auction_id.clone(),
-        client.tenant,
-        client.name.clone(),
-        ping.clone(),
-        now,
-        deadline_ms,
-        deadline_ms + cfg.retention_ms,
-    );
-    {
-        let mut shard = core.shard.borrow_mut();
-        match shard.insert(auction, now) {
-            Ok(()) => {}
-            Err(InsertError::Exists) => return Err(auction_exists(&auction_id)),
-            Err(InsertError::Full { retry_after_ms }) => {
-                return Err(shard_full(client.tenant, retry_after_ms))
-            }
-        }
-        core.stats()
-            .auctions_in_memory
-            .store(shard.len() as u64, Ordering::Relaxed);
-    }
-
-    let outcomes = fanout::ping_buyers(
-        &shared.registry,
-        &core.pool,
-        cfg,
-        &auction_id,
-        &ping,
-        &elig,
-        fanout::Deadline {
-            at: deadline,
-            unix_ms: deadline_ms,
-        },
-    )
-    .await;
-
-    core.metrics
-        .record_auction(started.elapsed().as_micros() as u64);
-    for o in &outcomes {
-        core.metrics.record_buyer_ping(
-            o.buyer,
-            o.kind.as_str(),
-            o.kind.was_pinged().then_some(o.latency_us),
-        );
-    }
-
-    let bids: Vec<Candidate> = outcomes
-        .iter()
-        .enumerate()
-        .filter(|(_, o)| o.kind == OutcomeKind::Bid)
-        .map(|(slot, o)| Candidate {
-            slot,
-            amount_cents: o.amount_cents.unwrap_or(0),
-            buyer_floor_cents: shared.registry.buyers[o.buyer].floor_cents,
-            arrival: o.arrival,
-        })
-        .collect();
-    let closed = now_ms();
-    let award = crate::auction::award(
-        &shared.config,
-        &shared.keys,
-        !elig.eligible.is_empty(),
-        &bids,
-        |slot| outcomes[slot].valid_until_ms,
-        &auction_id,
-        client.tenant,
-        closed,
-    );
-    let (status, bid) = match award {
-        Err(reason) => (Status::NoBid(reason), None),
-        Ok(w) => {
-            let bid = BidOut::of(&w, &cfg.currency);
-            (
-                Status::Won {
-                    ranked: w.ranked.iter().map(|c| c.slot).collect(),
-                    payout_cents: w.payout_cents,
-                    token_valid_until_ms: w.valid_until_ms,
-                },
-                Some(bid),
-            )
-        }
+/// The seller's answer to a closed auction (CONTRACT §4.1).
+pub(super) fn answer(closed: &Closed, currency: &str) -> Reply {
+    let (bid, reject) = match &closed.result {
+        Ok(w) => (Some(BidOut::of(w, currency)), None),
+        Err(reason) => (None, Some(*reason)),
     };
-
     let out = PingOut {
-        auction_id: &auction_id,
+        auction_id: &closed.auction_id,
         status: if bid.is_some() { "won" } else { "no_bid" },
-        reject_reason: match &status {
-            Status::NoBid(r) => Some(r.code()),
-            _ => None,
-        },
-        reject_detail: match &status {
-            Status::NoBid(r) => Some(r.detail()),
-            _ => None,
-        },
+        reject_reason: reject.map(|r| r.code()),
+        reject_detail: reject.map(|r| r.detail()),
         bid,
-        buyers_pinged: outcomes.iter().filter(|o| o.kind.was_pinged()).count(),
-        bids_received: bids.len(),
-        auction_ms: started.elapsed().as_millis() as u64,
+        buyers_pinged: closed.buyers_pinged,
+        bids_received: closed.bids_received,
+        auction_ms: closed.auction_ms,
     };
-    if let Status::NoBid(r) = &status {
-        core.metrics.record_no_bid(r.code());
-    }
-    let reply = Reply::json(StatusCode::OK, &out);
-
-    let mut shard = core.shard.borrow_mut();
-    let evict_at = match &status {
-        Status::Won {
-            token_valid_until_ms,
-            ..
-        } => *token_valid_until_ms + cfg.retention_ms,
-        _ => closed + cfg.retention_ms,
-    };
-    if let Some(a) = shard.get_mut(client.tenant, &auction_id) {
-        a.outcomes = outcomes;
-        a.status = status;
-        a.closed_ms = Some(closed);
-    }
-    shard.set_evict_at(client.tenant, &auction_id, evict_at);
-    Ok(reply)
+    Reply::json(StatusCode::OK, &out)
 }

@@ -18,18 +18,18 @@ use http::{HeaderName, HeaderValue, Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 
-use super::events;
 use super::idempotency::{self, Idem};
-use super::ping::store_error;
+use super::store_error;
 use crate::auction::clearing::seller_payout;
 use crate::auction::deliver::{self, Budget, Candidate, Delivery};
-use crate::auction::record::{from_record, to_record};
-use crate::auction::shard::InsertError;
+use crate::auction::record::to_record;
 use crate::auction::token::Claims;
 use crate::auction::{now_ms, PostState, Status, NO_BUYER};
 use crate::auth::Client;
 use crate::config::{Scope, Tenant};
 use crate::error::{ApiError, FieldError};
+use crate::exchange::auction::ensure_loaded;
+use crate::exchange::events;
 use crate::http::Reply;
 use crate::model::{f64_to_cents, Money, Post};
 use crate::runtime::admission::{self, Admit};
@@ -119,40 +119,6 @@ async fn run(
     match outcome {
         Ok(reply) => reply,
         Err(e) => Reply::error(&e, rid),
-    }
-}
-
-/// Loads the auction into the shard from the store when memory no longer holds it (after a
-/// restart, or after the shard evicted it). Returns false when no record exists.
-pub(super) fn ensure_loaded(
-    core: &Rc<Core>,
-    tenant: Tenant,
-    auction_id: &str,
-) -> Result<bool, ApiError> {
-    if core.shard.borrow().get(tenant, auction_id).is_some() {
-        return Ok(true);
-    }
-    let record = super::auctions::stored(core, tenant, auction_id)?;
-    let Some(record) = record else {
-        return Ok(false);
-    };
-    let now = now_ms();
-    let evict_at = record.token_valid_until_ms.unwrap_or(now).max(now)
-        + core.shared.config.auction.retention_ms;
-    let auction = from_record(record, &core.shared.registry, evict_at).map_err(|e| {
-        tracing::error!(error = %e, auction_id, "auction record invalid");
-        ApiError::internal("The auction record could not be read.")
-    })?;
-    let mut shard = core.shard.borrow_mut();
-    let inserted = shard.insert(auction, now);
-    core.stats()
-        .auctions_in_memory
-        .store(shard.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    match inserted {
-        Ok(()) | Err(InsertError::Exists) => Ok(true),
-        Err(InsertError::Full { retry_after_ms }) => {
-            Err(super::ping::shard_full(tenant, retry_after_ms))
-        }
     }
 }
 

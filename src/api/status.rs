@@ -14,7 +14,7 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 
-use super::ping::store_error;
+use super::store_error;
 use super::validate::{field_error, SmallBody, FIELD_OUT_OF_RANGE};
 use crate::auction::{now_ms, rfc3339_ms};
 use crate::auth::Client;
@@ -205,11 +205,11 @@ async fn report(
     }
     let at_ms = now_ms();
     let mut batch = Batch::new();
-    let emitted = super::events::status_changed(
+    let emitted = crate::exchange::events::status_changed(
         core,
         &mut batch,
         client.tenant,
-        &super::events::StatusChange {
+        &crate::exchange::events::StatusChange {
             lead_uuid,
             auction_id: &lead.auction_id,
             status: &r.status,
@@ -225,7 +225,7 @@ async fn report(
     });
     batch.put_lead(&lead).map_err(store_error)?;
     core.commit(batch).await.map_err(store_error)?;
-    super::events::committed(core, emitted);
+    crate::exchange::events::committed(core, emitted);
     Ok(accepted(
         lead_uuid,
         &r.status,

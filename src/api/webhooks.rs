@@ -12,7 +12,7 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 
-use super::ping::store_error;
+use super::store_error;
 use crate::auction::rfc3339_ms;
 use crate::auth::Client;
 use crate::config::{Scope, WEBHOOK_EVENTS};

@@ -3,7 +3,7 @@
 //!
 //! This file owns the wire format. [`outbox`] owns the endpoint table and how an event enters the
 //! store with the state change that caused it; [`worker`] delivers, retries and records attempts.
-//! Which state change emits which event is the API layer's business (`api::events`).
+//! Which state change emits which event is the exchange's business (`exchange::events`).
 //! [`receiver`] is a small blocking receiver for tests and `gavel-load`, never used by the server.
 
 pub mod outbox;

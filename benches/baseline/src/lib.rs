@@ -25,6 +25,7 @@ use axum::Router;
 use dashmap::DashMap;
 use futures::future::join_all;
 use gavel::api::ping::{BidOut, PingOut};
+use gavel::exchange::auction::WinningBid;
 
 use gavel::api::validate::parse_ping;
 use gavel::auction::clearing::Candidate;
@@ -315,7 +316,7 @@ async fn run_ping(app: &App, headers: &HeaderMap, body: Bytes) -> Result<Vec<u8>
             valid_until_ms: w.valid_until_ms,
             evict_at_ms: w.valid_until_ms + cfg.retention_ms,
         };
-        (BidOut::of(&w, &cfg.currency), entry)
+        (BidOut::of(&WinningBid::from(w), &cfg.currency), entry)
     });
 
     let (bid, reason, entry) = match outcome {

@@ -14,10 +14,10 @@
 
 use serde::Serialize;
 
-use super::ping::store_error;
+use super::auction::stored;
+use super::error::ExchangeError;
 use crate::auction::{rfc3339_ms, Status};
 use crate::config::Tenant;
-use crate::error::ApiError;
 use crate::model::Money;
 use crate::runtime::Core;
 use crate::store::Batch;
@@ -77,8 +77,8 @@ pub fn put_auction(
     batch: &mut Batch,
     record: &crate::store::AuctionRecord,
     now_ms: u64,
-) -> Result<Emitted, ApiError> {
-    batch.put_auction(record).map_err(store_error)?;
+) -> Result<Emitted, ExchangeError> {
+    batch.put_auction(record)?;
     let Some(tenant) = Tenant::from_name(&record.tenant) else {
         return Ok(Emitted::default());
     };
@@ -93,7 +93,7 @@ fn auction_closed(
     tenant: Tenant,
     auction_id: &str,
     now_ms: u64,
-) -> Result<Emitted, ApiError> {
+) -> Result<Emitted, ExchangeError> {
     let hooks = &core.shared.webhooks;
     let shard = core.shard.borrow();
     let Some(a) = shard.get(tenant, auction_id) else {
@@ -122,9 +122,7 @@ fn auction_closed(
             .count(),
         closed_at: rfc3339_ms(a.closed_ms.unwrap_or(now_ms)),
     };
-    let queued = hooks
-        .enqueue(batch, a.tenant, &a.client, "auction.closed", &data, now_ms)
-        .map_err(store_error)?;
+    let queued = hooks.enqueue(batch, a.tenant, &a.client, "auction.closed", &data, now_ms)?;
     Ok(Emitted {
         queued,
         announced: Some((tenant, auction_id.to_string())),
@@ -139,16 +137,14 @@ pub fn lead_posted(
     seller: &str,
     answer_body: &[u8],
     now_ms: u64,
-) -> Result<Emitted, ApiError> {
+) -> Result<Emitted, ExchangeError> {
     let hooks = &core.shared.webhooks;
     if !hooks.wants(tenant, seller, "lead.posted") {
         return Ok(Emitted::default());
     }
     let data: &serde_json::value::RawValue = serde_json::from_slice(answer_body)
-        .map_err(|_| ApiError::internal("The post's answer is not JSON."))?;
-    let queued = hooks
-        .enqueue(batch, tenant, seller, "lead.posted", &data, now_ms)
-        .map_err(store_error)?;
+        .map_err(|_| ExchangeError::Inconsistent("the post's answer is not JSON"))?;
+    let queued = hooks.enqueue(batch, tenant, seller, "lead.posted", &data, now_ms)?;
     Ok(Emitted {
         queued,
         announced: None,
@@ -182,7 +178,7 @@ pub fn status_changed(
     batch: &mut Batch,
     tenant: Tenant,
     change: &StatusChange<'_>,
-) -> Result<Emitted, ApiError> {
+) -> Result<Emitted, ExchangeError> {
     let hooks = &core.shared.webhooks;
     if hooks.endpoints.is_empty() {
         return Ok(Emitted::default());
@@ -202,16 +198,14 @@ pub fn status_changed(
         reason: change.reason,
         changed_at: rfc3339_ms(change.at_ms),
     };
-    let queued = hooks
-        .enqueue(
-            batch,
-            tenant,
-            &seller,
-            "lead.status_changed",
-            &data,
-            change.at_ms,
-        )
-        .map_err(store_error)?;
+    let queued = hooks.enqueue(
+        batch,
+        tenant,
+        &seller,
+        "lead.status_changed",
+        &data,
+        change.at_ms,
+    )?;
     Ok(Emitted {
         queued,
         announced: None,
@@ -219,9 +213,13 @@ pub fn status_changed(
 }
 
 /// The seller (client) that ran an auction: from memory when the auction is still there.
-fn seller_of(core: &Core, tenant: Tenant, auction_id: &str) -> Result<Option<String>, ApiError> {
+fn seller_of(
+    core: &Core,
+    tenant: Tenant,
+    auction_id: &str,
+) -> Result<Option<String>, ExchangeError> {
     if let Some(a) = core.shard.borrow().get(tenant, auction_id) {
         return Ok(Some(a.client.clone()));
     }
-    Ok(super::auctions::stored(core, tenant, auction_id)?.map(|r| r.client))
+    Ok(stored(core, tenant, auction_id)?.map(|r| r.client))
 }

@@ -1,0 +1,301 @@
+//! Running a ping's auction on its owning core, and the auction records that go with it: open the
+//! auction in the shard, fan the ping out to eligible buyers, clear the bids, price and sign the
+//! winning bid, and make the closed auction durable (with its `auction.closed` event).
+//!
+//! Owns the use-case, not its wire form: the result is a [`Closed`] auction or an
+//! [`ExchangeError`]; the HTTP layer decides how either is answered. Buyer I/O belongs to
+//! [`crate::auction::fanout`], clearing and tokens to [`crate::auction`].
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::error::ExchangeError;
+use super::events;
+use crate::auction::clearing::Candidate;
+use crate::auction::record::{from_record, to_record};
+use crate::auction::shard::InsertError;
+use crate::auction::{fanout, now_ms, Auction, Award, NoBidReason, OutcomeKind, Status};
+use crate::auth::Client;
+use crate::config::MAX_WINDOW_MS;
+use crate::model::Ping;
+use crate::runtime::Core;
+use crate::store::{AuctionRecord, Batch};
+use crate::types::{Cents, Tenant};
+
+/// A closed auction, as its seller is told about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    pub auction_id: String,
+    /// The winning bid, or why nobody won.
+    pub result: Result<WinningBid, NoBidReason>,
+    /// Buyers that were sent the ping (eligible and within their limits).
+    pub buyers_pinged: usize,
+    /// Valid bids among their answers.
+    pub bids_received: usize,
+    /// From opening the auction to clearing it.
+    pub auction_ms: u64,
+}
+
+/// What the seller is offered for the lead, and the token that lets it post.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WinningBid {
+    /// What the seller is paid once the lead is delivered.
+    pub payout_cents: Cents,
+    pub bid_token: String,
+    pub valid_until_ms: u64,
+}
+
+impl From<Award> for WinningBid {
+    fn from(w: Award) -> WinningBid {
+        WinningBid {
+            payout_cents: w.payout_cents,
+            bid_token: w.bid_token,
+            valid_until_ms: w.valid_until_ms,
+        }
+    }
+}
+
+/// Runs one auction under `auction_id` (which must be free) and leaves it, closed, in the shard.
+/// Writes nothing to the store: the caller makes it durable with [`record_closed`] together with
+/// whatever else it answers for.
+pub async fn run(
+    core: &Rc<Core>,
+    auction_id: String,
+    ping: Ping,
+    client: &Client,
+) -> Result<Closed, ExchangeError> {
+    let shared = &core.shared;
+    let cfg = &shared.config.auction;
+    let started = Instant::now();
+    let now = now_ms();
+    // Held until the auction closes: the seller's running auctions, counted on every core.
+    let _running = client.limits.auctions.try_acquire().ok_or_else(|| {
+        core.metrics.record_rate_limited("concurrent_auctions");
+        ExchangeError::TooManyRunning {
+            max: client.limits.auctions.max(),
+        }
+    })?;
+    // The bid window: the seller's expires_at when given (never more than 5 s away), else the
+    // configured window.
+    let deadline_ms = ping
+        .expires_at_ms
+        .map_or(now + cfg.window_ms, |e| e.min(now + MAX_WINDOW_MS));
+    let deadline = started + Duration::from_millis(deadline_ms.saturating_sub(now));
+
+    // A seller-chosen id names one auction for as long as its record is kept, not only while it
+    // is in memory (Gavel's own ids are ULIDs and never repeat).
+    let in_memory = || {
+        core.shard
+            .borrow()
+            .get(client.tenant, &auction_id)
+            .is_some()
+    };
+    if ping.auction_id.is_some()
+        && !in_memory()
+        && stored(core, client.tenant, &auction_id)?.is_some()
+    {
+        return Err(ExchangeError::AuctionExists { auction_id });
+    }
+
+    let elig = shared
+        .registry
+        .eligibility(&ping, client.tenant, cfg.max_buyers_per_auction);
+    let auction = Auction::open(
+        auction_id.clone(),
+        client.tenant,
+        client.name.clone(),
+        ping.clone(),
+        now,
+        deadline_ms,
+        deadline_ms + cfg.retention_ms,
+    );
+    insert(core, auction, now).map_err(|e| refused(e, client.tenant, &auction_id))?;
+
+    let outcomes = fanout::ping_buyers(
+        &shared.registry,
+        &core.pool,
+        cfg,
+        &auction_id,
+        &ping,
+        &elig,
+        fanout::Deadline {
+            at: deadline,
+            unix_ms: deadline_ms,
+        },
+    )
+    .await;
+
+    core.metrics
+        .record_auction(started.elapsed().as_micros() as u64);
+    for o in &outcomes {
+        core.metrics.record_buyer_ping(
+            o.buyer,
+            o.kind.as_str(),
+            o.kind.was_pinged().then_some(o.latency_us),
+        );
+    }
+
+    let bids: Vec<Candidate> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.kind == OutcomeKind::Bid)
+        .map(|(slot, o)| Candidate {
+            slot,
+            amount_cents: o.amount_cents.unwrap_or(0),
+            buyer_floor_cents: shared.registry.buyers[o.buyer].floor_cents,
+            arrival: o.arrival,
+        })
+        .collect();
+    let closed = now_ms();
+    let award = crate::auction::award(
+        &shared.config,
+        &shared.keys,
+        !elig.eligible.is_empty(),
+        &bids,
+        |slot| outcomes[slot].valid_until_ms,
+        &auction_id,
+        client.tenant,
+        closed,
+    );
+    let (status, result) = match award {
+        Err(reason) => {
+            core.metrics.record_no_bid(reason.code());
+            (Status::NoBid(reason), Err(reason))
+        }
+        Ok(w) => (
+            Status::Won {
+                ranked: w.ranked.iter().map(|c| c.slot).collect(),
+                payout_cents: w.payout_cents,
+                token_valid_until_ms: w.valid_until_ms,
+            },
+            Ok(WinningBid::from(w)),
+        ),
+    };
+    let answer = Closed {
+        auction_id: auction_id.clone(),
+        result,
+        buyers_pinged: outcomes.iter().filter(|o| o.kind.was_pinged()).count(),
+        bids_received: bids.len(),
+        auction_ms: started.elapsed().as_millis() as u64,
+    };
+
+    // A won auction stays while its bid token may still be posted, then for the retention.
+    let evict_at = match &status {
+        Status::Won {
+            token_valid_until_ms,
+            ..
+        } => *token_valid_until_ms + cfg.retention_ms,
+        _ => closed + cfg.retention_ms,
+    };
+    let mut shard = core.shard.borrow_mut();
+    if let Some(a) = shard.get_mut(client.tenant, &auction_id) {
+        a.outcomes = outcomes;
+        a.status = status;
+        a.closed_ms = Some(closed);
+    }
+    shard.set_evict_at(client.tenant, &auction_id, evict_at);
+    Ok(answer)
+}
+
+/// Puts an auction into this core's shard and updates the core's count of auctions in memory.
+fn insert(core: &Core, auction: Auction, now: u64) -> Result<(), InsertError> {
+    let mut shard = core.shard.borrow_mut();
+    let inserted = shard.insert(auction, now);
+    core.stats()
+        .auctions_in_memory
+        .store(shard.len() as u64, Ordering::Relaxed);
+    inserted
+}
+
+/// A shard's refusal in the exchange's terms.
+fn refused(e: InsertError, tenant: Tenant, auction_id: &str) -> ExchangeError {
+    match e {
+        InsertError::Exists => ExchangeError::AuctionExists {
+            auction_id: auction_id.to_string(),
+        },
+        InsertError::Full { retry_after_ms } => ExchangeError::RoomFull {
+            tenant,
+            retry_after_ms,
+        },
+    }
+}
+
+/// Makes the closed auction `auction_id` durable, together with what the caller put in `batch`
+/// (a keyed request's answer), and announces its `auction.closed` event once it is. Nothing is
+/// written when the auction is not in the shard and `batch` is empty.
+pub async fn record_closed(
+    core: &Core,
+    tenant: Tenant,
+    auction_id: &str,
+    mut batch: Batch,
+) -> Result<(), ExchangeError> {
+    let record = core.shard.borrow().get(tenant, auction_id).map(to_record);
+    let emitted = match &record {
+        Some(r) => events::put_auction(core, &mut batch, r, now_ms())?,
+        None => events::Emitted::default(),
+    };
+    if batch.is_empty() {
+        return Ok(());
+    }
+    core.commit(batch).await?;
+    events::committed(core, emitted);
+    Ok(())
+}
+
+/// Records what Gavel added on top of the slowest buyer it waited for: time since `received`
+/// minus the longest round trip among the buyers it pinged.
+pub fn record_engine_overhead(core: &Core, tenant: Tenant, auction_id: &str, received: Instant) {
+    let slowest_us = core.shard.borrow().get(tenant, auction_id).map(|a| {
+        a.outcomes
+            .iter()
+            .filter(|o| o.kind.was_pinged())
+            .map(|o| o.latency_us)
+            .max()
+            .unwrap_or(0)
+    });
+    if let Some(slowest_us) = slowest_us {
+        let total_us = received.elapsed().as_micros() as u64;
+        core.metrics
+            .record_engine_overhead(total_us.saturating_sub(slowest_us));
+    }
+}
+
+/// The stored record of an auction of `tenant`, if the store still keeps one.
+pub fn stored(
+    core: &Core,
+    tenant: Tenant,
+    auction_id: &str,
+) -> Result<Option<AuctionRecord>, ExchangeError> {
+    core.shared
+        .store
+        .get_auction(tenant.as_str(), auction_id)
+        .map_err(|e| ExchangeError::RecordUnreadable {
+            auction_id: auction_id.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// Loads the auction into the shard from the store when memory no longer holds it (after a
+/// restart, or after the shard evicted it). Returns false when no record exists.
+pub fn ensure_loaded(core: &Core, tenant: Tenant, auction_id: &str) -> Result<bool, ExchangeError> {
+    if core.shard.borrow().get(tenant, auction_id).is_some() {
+        return Ok(true);
+    }
+    let Some(record) = stored(core, tenant, auction_id)? else {
+        return Ok(false);
+    };
+    let now = now_ms();
+    let evict_at = record.token_valid_until_ms.unwrap_or(now).max(now)
+        + core.shared.config.auction.retention_ms;
+    let auction = from_record(record, &core.shared.registry, evict_at).map_err(|e| {
+        ExchangeError::RecordUnreadable {
+            auction_id: auction_id.to_string(),
+            reason: e.to_string(),
+        }
+    })?;
+    match insert(core, auction, now) {
+        Ok(()) | Err(InsertError::Exists) => Ok(true),
+        Err(e) => Err(refused(e, tenant, auction_id)),
+    }
+}

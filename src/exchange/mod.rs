@@ -1,0 +1,15 @@
+//! The exchange: the use-cases Gavel exists for, run on the core that owns the auction, with no
+//! knowledge of HTTP. Today: running a ping's auction and recording it ([`auction`]) and the
+//! webhook events state changes emit ([`events`]); delivering a post, the one-call lead and buyers'
+//! status reports still live in `api` and move here next (issue #14).
+//!
+//! The HTTP layer (`api`) authenticates, decodes, calls a function here and encodes what it
+//! returns: a domain result or an [`ExchangeError`], which says who caused it. The exchange uses
+//! the layers below it (the auction shard and clearing, buyers, the store, the runtime's cores)
+//! and nothing above.
+
+pub mod auction;
+pub mod error;
+pub mod events;
+
+pub use error::ExchangeError;
