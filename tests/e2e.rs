@@ -1464,7 +1464,7 @@ fn lead_status_history_is_bounded(driver: Driver) {
     let report = |status: &str| env.post(&path, Some(HI), &json!({ "status": status }).to_string());
     // Gavel's own `sold` is the first entry; the buyer may add the rest, cycling forever if it
     // wanted to, until the history is full.
-    let limit = gavel::api::status::MAX_STATUS_CHANGES_PER_LEAD;
+    let limit = gavel::exchange::status::MAX_STATUS_CHANGES_PER_LEAD;
     let cycle = ["qualified", "contacted"];
     for i in 0..limit - 1 {
         let r = report(cycle[i % 2]);

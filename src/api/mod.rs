@@ -74,6 +74,38 @@ impl From<ExchangeError> for ApiError {
                 )
                 .with_header(http::header::RETRY_AFTER, secs.to_string())
             }
+            ExchangeError::LeadNotFound { lead_uuid } => {
+                ApiError::not_found(format!("No lead {lead_uuid} bought by this buyer."))
+            }
+            ExchangeError::StatusInFlight => ApiError::new(
+                StatusCode::CONFLICT,
+                "status_in_flight",
+                "Another status report for this lead is being recorded; retry shortly.",
+            ),
+            ExchangeError::InvalidTransition {
+                current,
+                allowed,
+                requested,
+            } => ApiError::new(
+                StatusCode::CONFLICT,
+                "invalid_transition",
+                if allowed.is_empty() {
+                    format!("The lead is {current}, which is final.")
+                } else {
+                    format!(
+                        "The lead is {current}; it can become {} next, not {requested}.",
+                        allowed.join(", ")
+                    )
+                },
+            ),
+            ExchangeError::StatusHistoryFull { current } => ApiError::new(
+                StatusCode::CONFLICT,
+                "status_history_full",
+                format!(
+                    "The lead already has {} status changes, the most one lead may record; it stays {current}.",
+                    crate::exchange::status::MAX_STATUS_CHANGES_PER_LEAD
+                ),
+            ),
             ExchangeError::RecordUnreadable { auction_id, reason } => {
                 tracing::error!(auction_id, reason, "auction record unreadable");
                 ApiError::internal("The auction record could not be read.")

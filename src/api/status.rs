@@ -1,12 +1,8 @@
 //! `POST /v1/leads/{lead_uuid}/status` (CONTRACT §4.6, scope `status`): the buyer that bought a
-//! lead reports what became of it. Only that buyer may report on it (anyone else gets 404, as if
-//! the lead did not exist); the new status must follow the lead's current one ([`allowed`]); the
-//! change is durable in the lead's history before the 202.
-//!
-//! Reports on one lead are decided on one core (the lead id's owner) and one at a time there, so
-//! two reports can never both read the same history and lose one another's change. A change
-//! queues the `lead.status_changed` webhook in the same commit as the history (see
-//! [`super::events`]); a repeated report changes nothing and emits nothing.
+//! lead reports what became of it. This module reads the report and answers it; the rules and the
+//! durable change belong to [`crate::exchange::status`]. Only that buyer may report on it (anyone
+//! else gets 404, as if the lead did not exist); the change is durable in the lead's history
+//! before the 202. The report runs on the lead id's owning core.
 
 use std::rc::Rc;
 
@@ -14,43 +10,22 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 
-use super::store_error;
 use super::validate::{field_error, SmallBody, FIELD_OUT_OF_RANGE};
-use crate::auction::{now_ms, rfc3339_ms};
+use crate::auction::rfc3339_ms;
 use crate::auth::Client;
 use crate::config::Scope;
 use crate::error::ApiError;
+use crate::exchange::status::{self, Reported};
 use crate::http::Reply;
 use crate::runtime::admission::Admit;
 use crate::runtime::handoff::on_core;
 use crate::runtime::Core;
-use crate::store::{Batch, LeadEvent};
 
-/// Statuses a buyer may report.
-pub const BUYER_STATUSES: [&str; 4] = ["qualified", "contacted", "sold", "returned"];
 /// Longest `reason` accepted, in characters.
 pub const MAX_REASON_CHARS: usize = 256;
-/// Most status changes one lead's history keeps, Gavel's own `sold` included. A buyer could
-/// otherwise cycle `qualified` ↔ `contacted` until the record outgrows what the store accepts,
-/// after which every report would fail; past this limit a change is refused with
-/// `409 status_history_full` and the history stays readable as it is.
-pub const MAX_STATUS_CHANGES_PER_LEAD: usize = 32;
-
-/// The statuses that may follow `current`. A lead starts at `sold` (Gavel's sale to the buyer);
-/// the buyer then reports `qualified` and `contacted` as it works the lead, `sold` when it
-/// converts it (after which only `returned` may follow), and `returned` only once it was sold or
-/// contacted (a return needs a lead the buyer actually kept or worked). `returned` is final.
-pub fn allowed(current: &str) -> &'static [&'static str] {
-    match current {
-        "sold" => &["qualified", "contacted", "returned"],
-        "qualified" => &["contacted", "sold"],
-        "contacted" => &["qualified", "sold", "returned"],
-        _ => &[],
-    }
-}
 
 struct StatusRequest {
-    status: String,
+    status: Reported,
     reason: Option<String>,
 }
 
@@ -58,16 +33,17 @@ impl StatusRequest {
     /// Reads and checks a status report; each error names its field.
     fn parse(body: &[u8]) -> Result<StatusRequest, ApiError> {
         let b = SmallBody::parse(body, &["status", "reason"])?;
-        let expected = format!("one of {}", BUYER_STATUSES.join(", "));
+        let names: Vec<&str> = Reported::ALL.iter().map(|r| r.as_str()).collect();
+        let expected = format!("one of {}", names.join(", "));
         let status = SmallBody::required("status", b.string("status", &expected)?)?;
-        if !BUYER_STATUSES.contains(&status) {
+        let Some(status) = Reported::parse(status) else {
             return Err(field_error(
                 "status",
                 FIELD_OUT_OF_RANGE,
                 &expected,
                 format!("status must be {expected}."),
             ));
-        }
+        };
         let expected = format!("1 to {MAX_REASON_CHARS} characters");
         let reason = b.string("reason", &expected)?;
         if reason.is_some_and(|s| s.is_empty() || s.chars().count() > MAX_REASON_CHARS) {
@@ -79,7 +55,7 @@ impl StatusRequest {
             ));
         }
         Ok(StatusRequest {
-            status: status.to_string(),
+            status,
             reason: reason.map(str::to_string),
         })
     }
@@ -120,147 +96,22 @@ pub async fn handle(
     .await)
 }
 
-/// Marks a lead busy on its core; dropping it frees the lead.
-struct Busy<'a> {
-    core: &'a Core,
-    key: Vec<u8>,
-}
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.core.in_flight.borrow_mut().remove(&self.key);
-    }
-}
-
+/// Records the report through the exchange and answers 202 with the lead's status.
 async fn report(
     core: &Rc<Core>,
     client: &Client,
     lead_uuid: &str,
     r: StatusRequest,
 ) -> Result<Reply, ApiError> {
-    let key = format!("lead_status\0{}\0{lead_uuid}", client.tenant.as_str()).into_bytes();
-    if !core.in_flight.borrow_mut().insert(key.clone()) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "status_in_flight",
-            "Another status report for this lead is being recorded; retry shortly.",
-        ));
-    }
-    let _busy = Busy { core, key };
-    let not_found = || ApiError::not_found(format!("No lead {lead_uuid} bought by this buyer."));
-    let mut lead = core
-        .shared
-        .store
-        .get_lead(client.tenant.as_str(), lead_uuid)
-        .map_err(store_error)?
-        .ok_or_else(not_found)?;
-    if Some(&lead.buyer_id) != client.buyer.as_ref() {
-        return Err(not_found());
-    }
-    let current = lead
-        .history
-        .last()
-        .map_or("sold", |e| e.status.as_str())
-        .to_string();
-    if current == r.status {
-        // Reporting the status the lead already has changes nothing.
-        return Ok(accepted(
-            lead_uuid,
-            &r.status,
-            &current,
-            lead.history.last(),
-        ));
-    }
-    // `sold` is where every lead starts (Gavel's sale); once the buyer itself reports `sold`
-    // (it converted the lead) only a return can follow.
-    let buyer_sold = current == "sold" && lead.history.len() > 1;
-    let next = if buyer_sold {
-        &["returned"][..]
-    } else {
-        allowed(&current)
-    };
-    if !next.contains(&r.status.as_str()) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "invalid_transition",
-            if next.is_empty() {
-                format!("The lead is {current}, which is final.")
-            } else {
-                format!(
-                    "The lead is {current}; it can become {} next, not {}.",
-                    next.join(", "),
-                    r.status
-                )
-            },
-        ));
-    }
-    if lead.history.len() >= MAX_STATUS_CHANGES_PER_LEAD {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "status_history_full",
-            format!(
-                "The lead already has {MAX_STATUS_CHANGES_PER_LEAD} status changes, the most one lead may record; it stays {current}."
-            ),
-        ));
-    }
-    let at_ms = now_ms();
-    let mut batch = Batch::new();
-    let emitted = crate::exchange::events::status_changed(
-        core,
-        &mut batch,
-        client.tenant,
-        &crate::exchange::events::StatusChange {
-            lead_uuid,
-            auction_id: &lead.auction_id,
-            status: &r.status,
-            previous_status: &current,
-            reason: r.reason.as_deref(),
-            at_ms,
-        },
-    )?;
-    lead.history.push(LeadEvent {
-        at_ms,
-        status: r.status.clone(),
-        reason: r.reason,
-    });
-    batch.put_lead(&lead).map_err(store_error)?;
-    core.commit(batch).await.map_err(store_error)?;
-    crate::exchange::events::committed(core, emitted);
-    Ok(accepted(
-        lead_uuid,
-        &r.status,
-        &current,
-        lead.history.last(),
-    ))
-}
-
-fn accepted(lead_uuid: &str, status: &str, previous: &str, at: Option<&LeadEvent>) -> Reply {
-    Reply::json(
+    let buyer = client.buyer.as_deref().unwrap_or_default();
+    let done = status::report(core, client.tenant, buyer, lead_uuid, r.status, r.reason).await?;
+    Ok(Reply::json(
         StatusCode::ACCEPTED,
         &StatusOut {
             lead_uuid,
-            status,
-            previous_status: previous,
-            at: rfc3339_ms(at.map_or(0, |e| e.at_ms)),
+            status: done.status,
+            previous_status: done.previous_status,
+            at: rfc3339_ms(done.at_ms),
         },
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn returned_only_after_sold_or_contacted_and_final() {
-        assert!(allowed("sold").contains(&"returned"));
-        assert!(allowed("contacted").contains(&"returned"));
-        assert!(!allowed("qualified").contains(&"returned"));
-        assert!(allowed("returned").is_empty());
-        for s in BUYER_STATUSES {
-            assert!(
-                !allowed(s).contains(&s),
-                "{s} -> {s} is a no-op, not a transition"
-            );
-        }
-    }
+    ))
 }

@@ -22,6 +22,22 @@ pub enum ExchangeError {
     /// A stored auction record could not be read or decoded.
     #[error("the auction record of {auction_id} is unreadable: {reason}")]
     RecordUnreadable { auction_id: String, reason: String },
+    /// No lead with this id was bought by the reporting buyer (or it is another buyer's).
+    #[error("no lead {lead_uuid} bought by this buyer")]
+    LeadNotFound { lead_uuid: String },
+    /// Another status report for the same lead is being recorded.
+    #[error("another status report for this lead is being recorded")]
+    StatusInFlight,
+    /// The reported status may not follow the lead's current one.
+    #[error("the lead is {current}; it cannot become {requested}")]
+    InvalidTransition {
+        current: &'static str,
+        allowed: Vec<&'static str>,
+        requested: &'static str,
+    },
+    /// The lead's history holds the most status changes one lead may record.
+    #[error("the lead's status history is full; it stays {current}")]
+    StatusHistoryFull { current: &'static str },
     /// Gavel broke one of its own rules (a bug): the request fails rather than record nonsense.
     #[error("internal inconsistency: {0}")]
     Inconsistent(&'static str),
@@ -34,9 +50,12 @@ impl ExchangeError {
     /// Whose fault it is: the seller's for what it asked, Gavel's for its store and capacity.
     pub fn cause(&self) -> Cause {
         match self {
-            ExchangeError::AuctionExists { .. } | ExchangeError::TooManyRunning { .. } => {
-                Cause::Seller
-            }
+            ExchangeError::AuctionExists { .. }
+            | ExchangeError::TooManyRunning { .. }
+            | ExchangeError::LeadNotFound { .. }
+            | ExchangeError::StatusInFlight
+            | ExchangeError::InvalidTransition { .. }
+            | ExchangeError::StatusHistoryFull { .. } => Cause::Seller,
             ExchangeError::RoomFull { .. }
             | ExchangeError::RecordUnreadable { .. }
             | ExchangeError::Inconsistent(_)
