@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::FieldError;
+
 pub use crate::types::money::{cents_to_f64, f64_to_cents, Cents, Money};
 
 /// A scalar value allowed under `attributes`.
@@ -124,6 +126,61 @@ pub struct Lead {
     pub phone: String,
     pub address: Address,
     pub tcpa: Tcpa,
+}
+
+impl Lead {
+    /// How the lead disagrees with its ping (CONTRACT §4.2: same state, and a ZIP that starts
+    /// with the ping's zip3): one `lead_mismatch` field error per disagreement, none when it
+    /// matches.
+    pub fn mismatches(&self, ping_state: &str, ping_zip3: &str) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        if self.address.state != ping_state {
+            errs.push(FieldError::new(
+                "lead.address.state",
+                "lead_mismatch",
+                format!("{ping_state} (the ping's state)"),
+            ));
+        }
+        if !self.address.zip.starts_with(ping_zip3) {
+            errs.push(FieldError::new(
+                "lead.address.zip",
+                "lead_mismatch",
+                format!("a ZIP code starting with {ping_zip3} (the ping's zip3)"),
+            ));
+        }
+        errs
+    }
+
+    /// Whether the lead has the field at a dotted path such as `lead.tcpa.trustedform_cert_url`,
+    /// for configurable rules like "TrustedForm certificate required for facebook_ads".
+    ///
+    /// Optional fields (`lead.address.line2`, `lead.tcpa.trustedform_cert_url`) give
+    /// `Some(present)`; required fields, always present after validation, give `Some(true)`. The
+    /// `lead.` prefix may be left out. `None` means the path names no lead field, so a
+    /// misconfigured rule can be reported instead of silently passing.
+    pub fn has_path(&self, path: &str) -> Option<bool> {
+        let path = path.strip_prefix("lead.").unwrap_or(path);
+        match path {
+            "address.line2" => Some(self.address.line2.is_some()),
+            "tcpa.trustedform_cert_url" => Some(self.tcpa.trustedform_cert_url.is_some()),
+            "lead"
+            | "lead_uuid"
+            | "first_name"
+            | "last_name"
+            | "email"
+            | "phone"
+            | "address"
+            | "address.line1"
+            | "address.city"
+            | "address.state"
+            | "address.zip"
+            | "tcpa"
+            | "tcpa.consent_text"
+            | "tcpa.consent_timestamp"
+            | "tcpa.ip_address" => Some(true),
+            _ => None,
+        }
+    }
 }
 
 /// A post after validation of its own fields (not yet checked against its auction).

@@ -183,6 +183,19 @@ pub fn storable(status: StatusCode) -> bool {
 
 /// Adds the answer to `batch` when it is storable, so it becomes durable with the request's state.
 pub fn record(batch: &mut Batch, idem: &Idem, reply: &Reply, now_ms: u64) -> Result<(), ApiError> {
+    put_answer(batch, idem, reply, now_ms).map_err(|e| {
+        tracing::error!(error = %e, "cannot encode idempotency record");
+        ApiError::internal("The answer could not be recorded.")
+    })
+}
+
+/// [`record`] for the exchange, which reports a store error in its own terms.
+pub fn put_answer(
+    batch: &mut Batch,
+    idem: &Idem,
+    reply: &Reply,
+    now_ms: u64,
+) -> Result<(), crate::store::StoreError> {
     if !storable(reply.status) {
         return Ok(());
     }
@@ -198,8 +211,4 @@ pub fn record(batch: &mut Batch, idem: &Idem, reply: &Reply, now_ms: u64) -> Res
             },
         )
         .map(|_| ())
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot encode idempotency record");
-            ApiError::internal("The answer could not be recorded.")
-        })
 }

@@ -30,7 +30,8 @@ use crate::auction::{now_ms, Status};
 use crate::auth::Client;
 use crate::config::{Scope, Tenant};
 use crate::error::ApiError;
-use crate::exchange::auction;
+use crate::exchange::post::Keyed;
+use crate::exchange::{self, auction};
 use crate::http::Reply;
 use crate::model::{Ping, Post};
 use crate::runtime::admission::{self, Admit};
@@ -55,7 +56,7 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
         lead,
         lead_uuid_supplied,
     };
-    post::check_rules(&core.shared, &ping.vertical, &ping.source, &post)?;
+    exchange::post::check_rules(&core.shared.config, &ping.vertical, &ping.source, &post)?;
     let owner = ping::deciding_core(core, ping.auction_id.as_deref(), key.as_deref());
     let idem = key.map(|k| Idem::new(&client, "POST", "/v1/leads", k, fingerprint));
     let rid_owned = rid.to_string();
@@ -187,18 +188,22 @@ async fn execute(core: &Rc<Core>, call: Call, rid: &str) -> Result<Reply, ApiErr
         format!("post_{auction_id}"),
         fingerprint,
     );
+    let record = |batch: &mut Batch, reply: &Reply, now: u64| {
+        idempotency::put_answer(batch, &post_idem, reply, now)?;
+        match &idem {
+            Some(also) => idempotency::put_answer(batch, also, reply, now),
+            None => Ok(()),
+        }
+    };
+    let keyed = Keyed {
+        key: &post_idem.scope.key,
+        fingerprint,
+        record: &record,
+    };
     // The post's own latency series counts from here, not from the start of the auction.
-    post::deliver_with_claims(
-        core,
-        post,
-        &client,
-        &post_idem,
-        idem.as_ref(),
-        rid,
-        Instant::now(),
-        claims,
-    )
-    .await
+    let delivered =
+        exchange::post::deliver(core, post, &client, &keyed, Instant::now(), claims).await?;
+    Ok(post::answer(delivered, rid))
 }
 
 /// What a bid token for the auction's winning bid would carry; `None` without a winner.

@@ -106,6 +106,42 @@ impl From<ExchangeError> for ApiError {
                     crate::exchange::status::MAX_STATUS_CHANGES_PER_LEAD
                 ),
             ),
+            ExchangeError::AuctionNotFound { auction_id } => ApiError::not_found(format!(
+                "Auction {auction_id} is unknown here or its post window has passed."
+            )),
+            ExchangeError::InvalidBidToken(msg) => {
+                ApiError::unprocessable("invalid_bid_token", msg)
+            }
+            ExchangeError::BidExpired => ApiError::unprocessable(
+                "bid_expired",
+                "The bid token expired; ping again for a fresh bid.",
+            ),
+            ExchangeError::KeyReused => ApiError::unprocessable(
+                "idempotency_key_reused",
+                "This Idempotency-Key was used with a different request body.",
+            ),
+            ExchangeError::KeyInFlight => ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_in_flight",
+                "A post with this idempotency key is still being delivered; retry shortly.",
+            ),
+            ExchangeError::AlreadyPosted { auction_id } => ApiError::new(
+                StatusCode::CONFLICT,
+                "auction_already_posted",
+                format!("Auction {auction_id} was already posted with another idempotency key."),
+            ),
+            ExchangeError::LeadMismatch(field_errors) => {
+                let mut e = ApiError::unprocessable(
+                    "lead_mismatch",
+                    "The lead does not agree with its ping; see field_errors.",
+                );
+                e.field_errors = field_errors;
+                e
+            }
+            ExchangeError::RulesUnmet(field_errors) => ApiError::validation(field_errors),
+            ExchangeError::DeliveryNotRecorded => ApiError::internal(
+                "The delivery could not be recorded, so no buyer was called for it. Retry the post.",
+            ),
             ExchangeError::RecordUnreadable { auction_id, reason } => {
                 tracing::error!(auction_id, reason, "auction record unreadable");
                 ApiError::internal("The auction record could not be read.")

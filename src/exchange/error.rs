@@ -2,7 +2,7 @@
 //! ([`ExchangeError::cause`]); the HTTP layer maps each to one status code, one error code and one
 //! metric label, and the exchange never builds an HTTP answer itself.
 
-use crate::error::Cause;
+use crate::error::{Cause, FieldError};
 use crate::store::StoreError;
 use crate::types::Tenant;
 
@@ -38,6 +38,33 @@ pub enum ExchangeError {
     /// The lead's history holds the most status changes one lead may record.
     #[error("the lead's status history is full; it stays {current}")]
     StatusHistoryFull { current: &'static str },
+    /// The post names an auction this tenant does not have (or no longer keeps).
+    #[error("auction {auction_id} is unknown here or its post window has passed")]
+    AuctionNotFound { auction_id: String },
+    /// The bid token does not entitle this post (forged, another auction's, another amount).
+    #[error("invalid bid token: {0}")]
+    InvalidBidToken(&'static str),
+    /// The bid token's time ran out before the delivery started.
+    #[error("the bid token expired")]
+    BidExpired,
+    /// The idempotency key was used with a different request body.
+    #[error("the idempotency key was used with a different body")]
+    KeyReused,
+    /// A delivery under the same idempotency key is still running.
+    #[error("a post with this idempotency key is still being delivered")]
+    KeyInFlight,
+    /// The auction was posted under another idempotency key.
+    #[error("auction {auction_id} was already posted with another key")]
+    AlreadyPosted { auction_id: String },
+    /// The lead does not agree with its ping; one field error per disagreement.
+    #[error("the lead does not agree with its ping")]
+    LeadMismatch(Vec<FieldError>),
+    /// The configured lead rules are not met; one field error per unmet rule.
+    #[error("the lead does not meet the configured rules")]
+    RulesUnmet(Vec<FieldError>),
+    /// The intent to deliver could not be made durable, so no buyer was called for that step.
+    #[error("the delivery could not be recorded")]
+    DeliveryNotRecorded,
     /// Gavel broke one of its own rules (a bug): the request fails rather than record nonsense.
     #[error("internal inconsistency: {0}")]
     Inconsistent(&'static str),
@@ -55,10 +82,19 @@ impl ExchangeError {
             | ExchangeError::LeadNotFound { .. }
             | ExchangeError::StatusInFlight
             | ExchangeError::InvalidTransition { .. }
-            | ExchangeError::StatusHistoryFull { .. } => Cause::Seller,
+            | ExchangeError::StatusHistoryFull { .. }
+            | ExchangeError::AuctionNotFound { .. }
+            | ExchangeError::InvalidBidToken(_)
+            | ExchangeError::BidExpired
+            | ExchangeError::KeyReused
+            | ExchangeError::KeyInFlight
+            | ExchangeError::AlreadyPosted { .. }
+            | ExchangeError::LeadMismatch(_)
+            | ExchangeError::RulesUnmet(_) => Cause::Seller,
             ExchangeError::RoomFull { .. }
             | ExchangeError::RecordUnreadable { .. }
             | ExchangeError::Inconsistent(_)
+            | ExchangeError::DeliveryNotRecorded
             | ExchangeError::Store(_) => Cause::Internal,
         }
     }

@@ -1,8 +1,7 @@
 //! The exchange: the use-cases Gavel exists for, run on the core that owns the auction, with no
-//! knowledge of HTTP. Today: running a ping's auction and recording it ([`auction`]), buyers'
-//! status reports on sold leads ([`status`]) and the webhook events state changes emit
-//! ([`events`]); delivering a post and the one-call lead still live in `api` and move here next
-//! (issue #14).
+//! knowledge of HTTP. Running a ping's auction and recording it ([`auction`]), delivering a
+//! posted lead with fallback and resume ([`post`]), buyers' status reports on sold leads
+//! ([`status`]) and the webhook events state changes emit ([`events`]).
 //!
 //! The HTTP layer (`api`) authenticates, decodes, calls a function here and encodes what it
 //! returns: a domain result or an [`ExchangeError`], which says who caused it. The exchange uses
@@ -12,6 +11,7 @@
 pub mod auction;
 pub mod error;
 pub mod events;
+pub mod post;
 pub mod status;
 
 pub use error::ExchangeError;
