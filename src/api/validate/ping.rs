@@ -83,7 +83,8 @@ pub fn parse_ping(body: &mut [u8], now_ms: u64) -> Result<Ping, ApiError> {
 /// `lead` is refused like a ping's, so the part sent to buyers is clean by construction.
 ///
 /// Returns the ping, the lead, and whether the seller supplied `lead_uuid`. Matching the lead
-/// against the ping ([`lead_mismatch`]) is left to the caller, as for a post.
+/// against the ping ([`lead_mismatch`](super::lead_mismatch)) is left to the caller, as for a
+/// post.
 pub fn parse_lead_call(body: &mut [u8], now_ms: u64) -> Result<(Ping, Lead, bool), ApiError> {
     let root = parse_root(body)?;
     let obj = root_object(&root)?;

@@ -52,7 +52,8 @@ pub(super) struct PingDraws {
 
 impl PingDraws {
     /// Whether `token` is the bid token this buyer issues for this auction,
-    /// `mb_{buyer}_{token_bits as 16 hex digits}` (see `answer::bid_body`), compared without building it.
+    /// `mb_{buyer}_{token_bits as 16 hex digits}` (see `answer::bid_body`), compared without
+    /// building it.
     pub(super) fn token_matches(&self, buyer_id: &str, token: &str) -> bool {
         token
             .strip_prefix("mb_")

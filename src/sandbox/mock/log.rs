@@ -1,6 +1,7 @@
 //! Recording: [`FleetLog`], what the fleet saw (counters per buyer and outcome, ping keys, the
-//! last ping, every post as a [`DeliveryRecord`]), shared by the fleet threads and read by tests and
-//! the load tester. It keeps ids and keys only, never lead PII, and it does not answer requests.
+//! last ping, every post as a [`DeliveryRecord`]), shared by the fleet threads and read by tests
+//! and the load tester. It keeps ids and keys only, never lead PII, and it does not answer
+//! requests.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
