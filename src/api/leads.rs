@@ -49,7 +49,10 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
     admission::precheck(core, Admit::New)?;
     let fingerprint = idempotency::fingerprint(&body);
     let (ping, lead, lead_uuid_supplied) = super::validate::parse_lead_call(&mut body, now_ms())?;
-    super::validate::check_lead_matches(&ping.state, &ping.zip3, &lead)?;
+    let mismatches = lead.mismatches(&ping.state, &ping.zip3);
+    if !mismatches.is_empty() {
+        return Err(exchange::ExchangeError::LeadMismatch(mismatches).into());
+    }
     let post = Post {
         auction_id: String::new(),
         bid_token: String::new(),

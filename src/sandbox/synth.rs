@@ -155,7 +155,7 @@ mod tests {
             let (ping, lead, _) =
                 crate::api::validate::parse_lead_call(&mut body, 1_700_000_000_000)
                     .unwrap_or_else(|e| panic!("lead {i} invalid: {e:?}"));
-            assert!(crate::api::validate::lead_mismatch(&ping.state, &ping.zip3, &lead).is_empty());
+            assert!(lead.mismatches(&ping.state, &ping.zip3).is_empty());
         }
         assert!(leads(3, 20, "solar", Some("CA"), 0)
             .iter()

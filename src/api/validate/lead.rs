@@ -11,10 +11,8 @@ use super::formats::{
     PHONE, STATE, TEXT, TIMESTAMP, ZIP,
 };
 use super::json::{parse_root, root_object};
-use super::{
-    EXPECT_CONSENT_TIME, EXPECT_KNOWN, LEAD_MISMATCH, MAX_CONSENT_CLOCK_SKEW_MS, OUT_OF_RANGE,
-};
-use crate::error::{ApiError, FieldError};
+use super::{EXPECT_CONSENT_TIME, EXPECT_KNOWN, MAX_CONSENT_CLOCK_SKEW_MS, OUT_OF_RANGE};
+use crate::error::ApiError;
 use crate::model::{Address, Lead, Post, Tcpa};
 
 const POST_FIELDS: [&str; 3] = ["auction_id", "bid_token", "lead"];
@@ -63,74 +61,6 @@ pub fn parse_post(body: &mut [u8], now_ms: u64) -> Result<Post, ApiError> {
         lead,
         lead_uuid_supplied,
     })
-}
-
-/// [`lead_mismatch`] as the seller's error: `Err` with 422 `lead_mismatch` and one field error per
-/// disagreement.
-pub fn check_lead_matches(ping_state: &str, ping_zip3: &str, lead: &Lead) -> Result<(), ApiError> {
-    let mismatches = lead_mismatch(ping_state, ping_zip3, lead);
-    if mismatches.is_empty() {
-        return Ok(());
-    }
-    let mut e = ApiError::unprocessable(
-        "lead_mismatch",
-        "The lead does not agree with its ping; see field_errors.",
-    );
-    e.field_errors = mismatches;
-    Err(e)
-}
-
-/// Checks that a post's lead agrees with its ping (CONTRACT §4.2): same state, and a ZIP that
-/// starts with the ping's zip3. Returns one `lead_mismatch` field error per disagreement; empty
-/// when the lead matches.
-pub fn lead_mismatch(ping_state: &str, ping_zip3: &str, lead: &Lead) -> Vec<FieldError> {
-    let mut errs = Vec::new();
-    if lead.address.state != ping_state {
-        errs.push(FieldError::new(
-            "lead.address.state",
-            LEAD_MISMATCH,
-            format!("{ping_state} (the ping's state)"),
-        ));
-    }
-    if !lead.address.zip.starts_with(ping_zip3) {
-        errs.push(FieldError::new(
-            "lead.address.zip",
-            LEAD_MISMATCH,
-            format!("a ZIP code starting with {ping_zip3} (the ping's zip3)"),
-        ));
-    }
-    errs
-}
-
-/// Whether the lead has the field at a dotted path such as `lead.tcpa.trustedform_cert_url`, for
-/// configurable rules like "TrustedForm certificate required for facebook_ads".
-///
-/// Optional fields (`lead.address.line2`, `lead.tcpa.trustedform_cert_url`) give `Some(present)`;
-/// required fields, always present after validation, give `Some(true)`. The `lead.` prefix may be
-/// left out. `None` means the path names no lead field, so a misconfigured rule can be reported
-/// instead of silently passing.
-pub fn lead_has_path(lead: &Lead, path: &str) -> Option<bool> {
-    let path = path.strip_prefix("lead.").unwrap_or(path);
-    match path {
-        "address.line2" => Some(lead.address.line2.is_some()),
-        "tcpa.trustedform_cert_url" => Some(lead.tcpa.trustedform_cert_url.is_some()),
-        "lead"
-        | "lead_uuid"
-        | "first_name"
-        | "last_name"
-        | "email"
-        | "phone"
-        | "address"
-        | "address.line1"
-        | "address.city"
-        | "address.state"
-        | "address.zip"
-        | "tcpa"
-        | "tcpa.consent_text"
-        | "tcpa.consent_timestamp"
-        | "tcpa.ip_address" => Some(true),
-        _ => None,
-    }
 }
 
 /// The lead of a post with whether its `lead_uuid` was supplied, or `None` after recording errors.

@@ -79,7 +79,6 @@ const OUT_OF_RANGE: &str = "out_of_range";
 const UNKNOWN_FIELD: &str = "unknown_field";
 const TOO_LONG: &str = "too_long";
 const PII_NOT_ALLOWED: &str = "pii_not_allowed";
-const LEAD_MISMATCH: &str = "lead_mismatch";
 
 const EXPECT_OBJECT: &str = "JSON object";
 const EXPECT_BOOL: &str = "boolean";
@@ -101,7 +100,7 @@ mod ping;
 mod small_body;
 
 pub use formats::is_snake_id;
-pub use lead::{check_lead_matches, lead_has_path, lead_mismatch, parse_post};
+pub use lead::parse_post;
 pub use ping::{parse_lead_call, parse_ping};
 pub use small_body::{field_error, SmallBody, FIELD_INVALID_FORMAT, FIELD_OUT_OF_RANGE};
 

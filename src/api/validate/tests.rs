@@ -515,8 +515,8 @@ fn format_predicates() {
 #[test]
 fn lead_mismatch_reports_state_and_zip() {
     let lead = post(&valid_post().to_string()).unwrap().lead;
-    assert!(lead_mismatch("TX", "787", &lead).is_empty());
-    let errs = lead_mismatch("CA", "900", &lead);
+    assert!(lead.mismatches("TX", "787").is_empty());
+    let errs = lead.mismatches("CA", "900");
     assert_eq!(
         errs,
         vec![
@@ -532,26 +532,20 @@ fn lead_mismatch_reports_state_and_zip() {
             ),
         ]
     );
-    assert_eq!(lead_mismatch("TX", "786", &lead).len(), 1);
+    assert_eq!(lead.mismatches("TX", "786").len(), 1);
 }
 
 #[test]
 fn lead_has_path_reports_optional_fields() {
     let mut lead = post(&valid_post().to_string()).unwrap().lead;
-    assert_eq!(
-        lead_has_path(&lead, "lead.tcpa.trustedform_cert_url"),
-        Some(true)
-    );
-    assert_eq!(lead_has_path(&lead, "lead.address.line2"), Some(true));
+    assert_eq!(lead.has_path("lead.tcpa.trustedform_cert_url"), Some(true));
+    assert_eq!(lead.has_path("lead.address.line2"), Some(true));
     lead.tcpa.trustedform_cert_url = None;
     lead.address.line2 = None;
-    assert_eq!(
-        lead_has_path(&lead, "lead.tcpa.trustedform_cert_url"),
-        Some(false)
-    );
-    assert_eq!(lead_has_path(&lead, "address.line2"), Some(false));
-    assert_eq!(lead_has_path(&lead, "lead.email"), Some(true));
-    assert_eq!(lead_has_path(&lead, "lead.tcpa.ip_address"), Some(true));
-    assert_eq!(lead_has_path(&lead, "lead.ssn"), None);
-    assert_eq!(lead_has_path(&lead, "lead.address.line3"), None);
+    assert_eq!(lead.has_path("lead.tcpa.trustedform_cert_url"), Some(false));
+    assert_eq!(lead.has_path("address.line2"), Some(false));
+    assert_eq!(lead.has_path("lead.email"), Some(true));
+    assert_eq!(lead.has_path("lead.tcpa.ip_address"), Some(true));
+    assert_eq!(lead.has_path("lead.ssn"), None);
+    assert_eq!(lead.has_path("lead.address.line3"), None);
 }
