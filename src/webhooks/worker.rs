@@ -643,6 +643,93 @@ mod tests {
         assert_eq!(hooks.endpoints[0].pending(), 0);
     }
 
+    /// Waits (polling, on the test's thread) until `done` holds for the deliveries of `id`.
+    fn wait_for_record(
+        store: &Store,
+        id: &str,
+        done: impl Fn(&DeliveryRecord) -> bool,
+    ) -> DeliveryRecord {
+        let t0 = Instant::now();
+        loop {
+            if let Some(r) = store.get_deliveries(id).unwrap().into_iter().next() {
+                if done(&r) {
+                    return r;
+                }
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "the record of {id}");
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn attempts_and_retries_follow_the_injected_clock() {
+        // The receiver fails the first request and takes the second; it reports each one's
+        // webhook-id and webhook-timestamp.
+        let (tx, received) = crossbeam_channel::unbounded();
+        let answered = std::sync::atomic::AtomicUsize::new(0);
+        let server = super::super::receiver::Server::start(Arc::new(move |req| {
+            let header = |n: &str| req.header(n).unwrap_or_default().to_string();
+            let _ = tx.send((header("webhook-id"), header("webhook-timestamp")));
+            let n = answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            super::super::receiver::Answer::status(if n == 0 { 500 } else { 204 })
+        }))
+        .unwrap();
+        // The default schedule: the first retry comes 240 s after a failure.
+        let text = format!(
+            "[[webhooks]]\nid = \"crm\"\ntenant = \"sandbox\"\nurl = \"{}\"\n\
+             secrets = [\"{}\"]\nevents = [\"lead.posted\"]\n",
+            server.url("/hook"),
+            Secret::generate()
+        );
+        let config = crate::config::Config::parse("t.toml", &text).unwrap();
+        assert_eq!(config.webhook_delivery.retry_schedule_ms[0], 240_000);
+        let hooks = Arc::new(Webhooks::from_config(&config).unwrap());
+        let store = Arc::new(Store::temporary().unwrap());
+        hooks.load_state(&store).unwrap();
+        // A day ahead of the system clock: a worker that read the system clock would find
+        // nothing due, so the first attempt arriving shows it reads this one.
+        let clock = Clock::manual(Clock::system().now_ms() + 86_400_000);
+        let t0 = clock.now_ms();
+        let mut b = Batch::new();
+        let queued = hooks
+            .enqueue(
+                &mut b,
+                crate::config::Tenant::Sandbox,
+                "seller",
+                "lead.posted",
+                &serde_json::json!({"lead_uuid": "ld_1"}),
+                t0,
+            )
+            .unwrap();
+        store.write_durable(&b).unwrap();
+        let mut worker = start(store.clone(), hooks.clone(), clock.clone()).unwrap();
+        hooks.committed(queued);
+
+        let (id, ts) = received
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the first attempt");
+        assert_eq!(ts, (t0 / 1000).to_string(), "stamped by the injected clock");
+        let r = wait_for_record(&store, &id, |r| r.attempts.len() == 1);
+        assert_eq!(r.attempts[0].at_ms, t0);
+        assert_eq!(
+            r.next_attempt_ms,
+            Some(t0 + 240_000),
+            "the first retry, 240 s on"
+        );
+        // Four minutes pass at once; the dispatcher notices within its idle wait.
+        clock.advance(240_000);
+        let (again, ts) = received
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the retry");
+        assert_eq!(again, id, "the same event");
+        assert_eq!(ts, ((t0 + 240_000) / 1000).to_string());
+        let r = wait_for_record(&store, &id, |r| r.state == "delivered");
+        assert_eq!(r.attempts.len(), 2);
+        assert_eq!(r.attempts[1].at_ms, t0 + 240_000);
+        worker.stop();
+    }
+
     #[test]
     fn retry_after_takes_seconds_or_a_date() {
         let now = Clock::system().now_ms();
