@@ -27,6 +27,7 @@ macro_rules! both_drivers {
 both_drivers!(
     ping_wins_and_post_sells,
     no_bid_reasons,
+    bids_expired_by_the_servers_clock_are_refused,
     hanging_and_trickling_buyers_do_not_hold_the_auction,
     broken_buyers_are_recorded_as_errors,
     post_falls_back_to_next_bidder,
@@ -197,6 +198,27 @@ fn no_bid_reasons(driver: Driver) {
     let r = env.ping(&b);
     assert_eq!(r.json["reject_reason"], "below_floor", "{}", r.text);
     assert_eq!(r.json["bids_received"], 1);
+}
+
+/// A bid whose `valid_until` has passed by the server's clock when it arrives is no bid. The mock
+/// buyers' bids live a minute by the system clock; the server's manual clock jumps past that.
+fn bids_expired_by_the_servers_clock_are_refused(driver: Driver) {
+    let env = Env::start_with_clock(driver, vec![fixed("x", 30.0)], |_, _| {}, manual_clock());
+    let r = env.ping(&ping_body());
+    assert_eq!(r.json["status"], "won", "{}", r.text);
+    env.jump_clock(61_000);
+    let r = env.ping(&ping_body());
+    assert_eq!(r.json["status"], "no_bid", "{}", r.text);
+    let rec = env.get(
+        &format!("/v1/auctions/{}", r.json["auction_id"].as_str().unwrap()),
+        Some(TOKEN),
+    );
+    assert_eq!(rec.status, 200, "{}", rec.text);
+    assert_eq!(
+        rec.json["buyers"][0]["reject_reason"], "bid_already_expired",
+        "{}",
+        rec.text
+    );
 }
 
 fn hanging_and_trickling_buyers_do_not_hold_the_auction(driver: Driver) {

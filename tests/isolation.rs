@@ -221,15 +221,37 @@ fn a_sandbox_flood_cannot_fill_production(driver: Driver) {
 /// Regression: eviction ran only when a new auction arrived, so an idle server held every
 /// auction (and its memory) until traffic came back.
 fn idle_auctions_expire_without_traffic(driver: Driver) {
-    let env = Env::start(driver, vec![fixed("a", 30.0)], |cfg, _| {
-        cfg.auction.retention_ms = 100;
-        cfg.bid_token.ttl_ms = Some(200);
-    });
+    let env = Env::start_with_clock(
+        driver,
+        vec![fixed("a", 30.0)],
+        |cfg, _| {
+            cfg.auction.retention_ms = 100;
+            cfg.bid_token.ttl_ms = Some(200);
+        },
+        manual_clock(),
+    );
     for _ in 0..5 {
         assert_eq!(env.ping(&ping_body()).json["status"], "won");
     }
     assert_eq!(env.metric_sum("gavel_core_auctions_in_memory"), 5);
-    // Only scrapes from here on: nothing that inserts an auction.
+    // Only scrapes from here on: nothing that inserts an auction. The auctions are due 300 ms
+    // (token lifetime plus retention) after they closed; the server's clock jumps past that, and
+    // each core's eviction timer (monotonic, at most SHARD_EXPIRY_INTERVAL_MS) notices.
+    env.jump_clock(1_000);
+    wait_for_no_auctions_in_memory(&env);
+    // Their records are still on disk for the record's retention.
+    let id = env.ping(&ping_body()).json["auction_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.jump_clock(1_500);
+    wait_for_no_auctions_in_memory(&env);
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    assert_eq!(rec.status, 200, "{}", rec.text);
+}
+
+/// Waits (scraping, which inserts nothing) until no core holds an auction.
+fn wait_for_no_auctions_in_memory(env: &Env) {
     let started = std::time::Instant::now();
     while env.metric_sum("gavel_core_auctions_in_memory") > 0 {
         assert!(
@@ -239,14 +261,6 @@ fn idle_auctions_expire_without_traffic(driver: Driver) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Their records are still on disk for the record's retention.
-    let id = env.ping(&ping_body()).json["auction_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    std::thread::sleep(Duration::from_millis(1_500));
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
-    assert_eq!(rec.status, 200, "{}", rec.text);
 }
 
 #[test]

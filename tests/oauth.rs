@@ -199,9 +199,14 @@ fn token_endpoint_errors_follow_rfc_6749() {
 
 #[test]
 fn expired_revoked_and_tampered_tokens_are_refused() {
-    let env = Env::start(Driver::Legacy, vec![fixed("x", 30.0)], |cfg, _| {
-        cfg.oauth.access_token_ttl_s = 1;
-    });
+    let env = Env::start_with_clock(
+        Driver::Legacy,
+        vec![fixed("x", 30.0)],
+        |cfg, _| {
+            cfg.oauth.access_token_ttl_s = 1;
+        },
+        manual_clock(),
+    );
     let (id, secret) = register(&env, TOKEN, &["ping"]);
     let token = |env: &Env| {
         let r = form(env, "grant_type=client_credentials", Some((&id, &secret)));
@@ -212,13 +217,18 @@ fn expired_revoked_and_tampered_tokens_are_refused() {
     // Expired.
     let t = token(&env);
     assert_eq!(ping(&env, &t).status, 200);
-    std::thread::sleep(Duration::from_millis(1_100));
+    // The token lives 1 s: the server's clock moves past that instead of the test waiting.
+    let issued = env.clock.now_ms();
+    env.jump_clock(1_100);
     let r = ping(&env, &t);
     assert_eq!(r.status, 401, "{}", r.text);
     assert!(r
         .header("www-authenticate")
         .unwrap()
         .contains("invalid_token"));
+    assert!(r.text.contains("expired"), "{}", r.text);
+    // Back to where it stood, so the tokens below are fresh whichever clock stamps them.
+    env.clock.set_ms(issued);
     // Tampered: one character of the signed part changed.
     let t = token(&env);
     let mut bytes = t.clone().into_bytes();

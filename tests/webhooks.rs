@@ -84,6 +84,27 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// The server-clock times (unix ms) of the first delivery of `event` once it has recorded `n`
+/// attempts: each attempt's, and when the next one is due (`None` once none is).
+fn recorded_attempts(env: &Env, event: &str, n: usize) -> (Vec<u64>, Option<u64>) {
+    let ms = |v: &serde_json::Value| gavel::auction::parse_rfc3339_ms(v.as_str().unwrap()).unwrap();
+    let mut out = (Vec::new(), None);
+    wait_until(&format!("{n} attempts recorded"), || {
+        let r = env.get(&format!("/v1/admin/webhooks/events/{event}"), Some(TOKEN));
+        assert_eq!(r.status, 200, "{}", r.text);
+        let d = &r.json["deliveries"][0];
+        let attempts = d["attempts"].as_array().unwrap();
+        out = (
+            attempts.iter().map(|a| ms(&a["at"])).collect(),
+            d["next_attempt_at"]
+                .as_str()
+                .map(|_| ms(&d["next_attempt_at"])),
+        );
+        attempts.len() == n
+    });
+    out
+}
+
 #[test]
 fn a_sale_and_a_status_report_reach_the_seller_signed_while_its_secret_rotates() {
     let (old, new) = (Secret::generate(), Secret::generate());
@@ -224,14 +245,31 @@ fn a_receiver_failing_three_times_gets_the_same_event_on_schedule_until_it_succe
         Answer::status(if earlier < 3 { 500 } else { 200 })
     }));
     let (url, s) = (rx.url("/hook"), secret.clone());
-    let env = Env::start(driver(), vec![fixed("hi", 30.0)], move |cfg, _| {
-        cfg.webhooks = vec![endpoint("crm", url, None, &[&s], &["lead.posted"])];
-        // Whole seconds apart, so each attempt's webhook-timestamp is later than the last.
-        schedule(cfg, &[1000, 1000, 1000, 1000, 1000]);
-    });
+    let env = Env::start_with_clock(
+        driver(),
+        vec![fixed("hi", 30.0)],
+        move |cfg, _| {
+            cfg.webhooks = vec![endpoint("crm", url, None, &[&s], &["lead.posted"])];
+            // Whole seconds apart, so each attempt's webhook-timestamp is later than the last.
+            schedule(cfg, &[1000, 1000, 1000, 1000, 1000]);
+        },
+        manual_clock(),
+    );
     sell(&env);
+    // The server's clock stands still: the first attempt is due once it reaches the sale, and
+    // each retry once the test moves it on by the schedule's second. The dispatcher notices a
+    // move within its idle wait (monotonic, at most 1 s).
+    env.jump_clock(0);
+    for n in 1..=3 {
+        rx.wait_for(WAIT, "the next attempt", |h| h.len() >= n);
+        let (at, next) = recorded_attempts(&env, &rx.hits()[0].id, n);
+        assert_eq!(next, Some(at[n - 1] + 1000), "the schedule says 1 s");
+        env.clock.advance(1000);
+    }
     rx.wait_for(WAIT, "four attempts", |h| h.len() >= 4);
-    std::thread::sleep(Duration::from_millis(1500));
+    let (at, next) = recorded_attempts(&env, &rx.hits()[0].id, 4);
+    assert_eq!(next, None, "nothing due after the success");
+    env.clock.advance(1500);
     let hits = rx.hits();
     assert_eq!(hits.len(), 4, "nothing after the success");
     assert!(
@@ -252,10 +290,13 @@ fn a_receiver_failing_three_times_gets_the_same_event_on_schedule_until_it_succe
     }
     for pair in hits.windows(2) {
         assert!(pair[1].timestamp > pair[0].timestamp, "timestamps increase");
-        let gap = pair[1].at - pair[0].at;
+    }
+    // The gaps on the server's clock, which stamps the attempts.
+    for pair in at.windows(2) {
+        let gap = pair[1] - pair[0];
         assert!(
-            gap >= Duration::from_millis(950) && gap < Duration::from_millis(2500),
-            "retry {gap:?} after the last, schedule says 1 s"
+            (950..2500).contains(&gap),
+            "retry {gap} ms after the last, schedule says 1 s"
         );
     }
     let ev = env.get(
@@ -288,22 +329,39 @@ fn retry_after_is_honoured_exhausted_events_stay_listed_and_the_cli_redelivers_t
         a
     }));
     let (url, s) = (rx.url("/hook"), secret.clone());
-    let env = Env::start(driver(), vec![fixed("hi", 30.0)], move |cfg, _| {
-        cfg.webhooks = vec![endpoint("crm", url, None, &[&s], &["lead.posted"])];
-        schedule(cfg, &[100, 100]);
-    });
+    let env = Env::start_with_clock(
+        driver(),
+        vec![fixed("hi", 30.0)],
+        move |cfg, _| {
+            cfg.webhooks = vec![endpoint("crm", url, None, &[&s], &["lead.posted"])];
+            schedule(cfg, &[100, 100]);
+        },
+        manual_clock(),
+    );
     sell(&env);
-    rx.wait_for(WAIT, "three attempts", |h| h.len() >= 3);
-    let hits = rx.hits();
+    // The server's clock moves only when the test moves it: to the sale, then to each retry
+    // the dispatcher scheduled (see the schedule test).
+    env.jump_clock(0);
+    rx.wait_for(WAIT, "the first attempt", |h| !h.is_empty());
+    let event = rx.hits()[0].id.clone();
+    for n in 1..=2 {
+        let (at, next) = recorded_attempts(&env, &event, n);
+        env.clock
+            .advance(next.expect("a retry is scheduled") - at[n - 1]);
+        rx.wait_for(WAIT, "the next attempt", |h| h.len() > n);
+    }
+    let (at, _) = recorded_attempts(&env, &event, 3);
     assert!(
-        hits[1].at - hits[0].at >= Duration::from_millis(1950),
+        at[1] - at[0] >= 1950,
         "Retry-After: 2 is honoured over a 100 ms schedule"
     );
-    assert!(hits[2].at - hits[1].at < Duration::from_millis(1500));
-    let event = hits[0].id.clone();
+    assert!(at[2] - at[1] < 1500);
     wait_until("the delivery to be exhausted", || {
         events_of(&env, "?state=exhausted").len() == 1
     });
+    // Nothing is due any more, however late it gets; the dispatcher's own wake-ups are
+    // monotonic, hence the short wait.
+    env.clock.advance(400);
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(rx.hits().len(), 3, "1 try + 2 retries, then nothing");
     assert_eq!(

@@ -145,7 +145,7 @@ pub async fn deliver(
         .expect("auction ids are header-safe by validation");
     let mut any_refusal = false;
     for c in candidates.iter().take(budget.max_buyers) {
-        if c.valid_until_ms <= super::now_ms() {
+        if c.valid_until_ms <= registry.clock.now_ms() {
             continue;
         }
         if !before_buyer(c.slot).await {

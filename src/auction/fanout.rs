@@ -13,7 +13,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use http::{HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::{now_ms, parse_rfc3339_ms, rfc3339_ms, BuyerOutcome, OutcomeKind};
+use super::{parse_rfc3339_ms, rfc3339_ms, BuyerOutcome, OutcomeKind};
 use crate::buyers::pool::{CallError, Pool};
 use crate::buyers::{Eligibility, Registry};
 use crate::config::AuctionConfig;
@@ -245,7 +245,7 @@ pub async fn ping_buyers(
                     &cfg.currency,
                     answer.status,
                     &answer.body,
-                    now_ms(),
+                    registry.clock.now_ms(),
                 );
                 BuyerOutcome {
                     kind,

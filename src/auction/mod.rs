@@ -261,7 +261,9 @@ pub fn award(
     })
 }
 
-/// Wall-clock now in unix milliseconds.
+/// Wall-clock now in unix milliseconds, from the system clock. Only `src/api/` still calls it;
+/// everything else reads the clock the server was started with (`Shared::clock`), and so will
+/// the api.
 pub fn now_ms() -> u64 {
     crate::types::clock::system_now_ms()
 }

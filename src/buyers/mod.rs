@@ -11,6 +11,7 @@ use http::{HeaderName, HeaderValue};
 
 use crate::config::{BuyerConfig, Tenant};
 use crate::model::{f64_to_cents, Cents, Ping};
+use crate::types::clock::Clock;
 
 pub mod pool;
 pub mod resolve;
@@ -143,6 +144,9 @@ impl Buyer {
 pub struct Registry {
     pub buyers: Vec<Buyer>,
     by_id: std::collections::HashMap<String, usize>,
+    /// The wall clock buyers' bids are judged by (a bid's `valid_until`): the system clock unless
+    /// [`Registry::with_clock`] gave the server's own, so a test can move it.
+    pub clock: Clock,
 }
 
 /// The result of eligibility for one ping.
@@ -170,7 +174,17 @@ impl Registry {
             .enumerate()
             .map(|(i, b)| (b.id.clone(), i))
             .collect();
-        Ok(Registry { buyers, by_id })
+        Ok(Registry {
+            buyers,
+            by_id,
+            clock: Clock::system(),
+        })
+    }
+
+    /// The registry, judging bids' lifetimes by `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> Registry {
+        self.clock = clock;
+        self
     }
 
     /// Registry index of a buyer id, if that buyer is configured.

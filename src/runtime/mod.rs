@@ -23,6 +23,7 @@ use crate::config::{Config, Driver};
 use crate::http::shutdown::Shutdown;
 use crate::limits::ClientLimits;
 use crate::store::{Checkpointer, CommitCounters, CoreLog, ExpiryHandle, Store, StoreOptions};
+use crate::types::clock::Clock;
 
 pub mod admission;
 pub mod handoff;
@@ -105,6 +106,11 @@ pub struct Shared {
     /// Process and thread-group CPU time, refreshed by the `gavel-cpu` sampler thread so that a
     /// scrape (served on a core) reads atomics instead of `/proc`.
     pub cpu: Arc<crate::metrics::cpu::CpuTotals>,
+    /// Wall-clock time for everything that stamps or expires by it: records, tokens, the shard's
+    /// eviction, webhook schedules, store retention. The system clock in production; a test may
+    /// start the server on a manual one ([`start_with_clock`]) and advance it instead of sleeping.
+    /// Timers that bound waiting stay on the monotonic clock.
+    pub clock: Clock,
 }
 
 impl Shared {
@@ -165,7 +171,7 @@ impl Core {
                 headers,
                 scope,
                 Some((&clients, &self.shared.access_keys)),
-                crate::auction::now_ms(),
+                self.shared.clock.now_ms(),
             )?
         };
         if let Err(e) = crate::limits::check_requests(&client.limits) {
@@ -363,9 +369,17 @@ where
 
 /// Binds every core's listener, starts the core threads and returns once all of them are serving.
 pub fn start(config: Config) -> Result<ServerHandle, String> {
+    start_with_clock(config, Clock::system())
+}
+
+/// [`start`] with wall-clock time read from `clock`. Production runs on [`Clock::system`]; tests
+/// hand in [`Clock::manual`] and advance it to expire records, tokens and retries without
+/// sleeping.
+pub fn start_with_clock(config: Config, clock: Clock) -> Result<ServerHandle, String> {
     let cores = config.core_count();
     let driver = resolve_driver(config.server.driver).map_err(|e| e.to_string())?;
-    let registry = Registry::from_config(&config.buyers, config.limits.buyer_pings_per_s)?;
+    let registry = Registry::from_config(&config.buyers, config.limits.buyer_pings_per_s)?
+        .with_clock(clock.clone());
     let auth = Auth::from_config(&config.tokens, &config.limits)?;
     let store = Arc::new(open_store(&config)?);
     let keys = BidKeys::from_config(
@@ -384,13 +398,14 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
     let checkpointer = Checkpointer::start(store.clone())
         .map_err(|e| format!("cannot start the log checkpoint thread: {e}"))?;
     let expiry = store
-        .spawn_expiry()
+        .spawn_expiry(clock.clone())
         .map_err(|e| format!("cannot start store expiry: {e}"))?;
     let webhooks = Arc::new(crate::webhooks::Webhooks::from_config(&config)?);
     webhooks
         .load_state(&store)
         .map_err(|e| format!("cannot read the webhook outbox: {e}"))?;
-    let webhook_worker = crate::webhooks::worker::start(store.clone(), webhooks.clone())?;
+    let webhook_worker =
+        crate::webhooks::worker::start(store.clone(), webhooks.clone(), clock.clone())?;
     let cpu = Arc::new(crate::metrics::cpu::CpuTotals::default());
     let cpu_sampler = crate::metrics::cpu::Sampler::start(cpu.clone())?;
 
@@ -472,6 +487,7 @@ pub fn start(config: Config) -> Result<ServerHandle, String> {
         live_jobs: AtomicUsize::new(0),
         max_connections_per_core: cap,
         cpu,
+        clock,
         config,
     });
 
@@ -760,9 +776,12 @@ pub const SHARD_EXPIRY_INTERVAL_MS: u64 = 1_000;
 
 /// Evicts the core's expired auctions every [`SHARD_EXPIRY_INTERVAL_MS`] (or sooner, when the
 /// next one is due sooner), forever. A pass with nothing due is a peek at a heap.
+///
+/// Due times are wall-clock (`Shared::clock`); the pause between passes is a monotonic timer, so
+/// on a manual clock an advance is noticed within [`SHARD_EXPIRY_INTERVAL_MS`].
 async fn expire_auctions(core: Rc<Core>) {
     loop {
-        let now = crate::auction::now_ms();
+        let now = core.shared.clock.now_ms();
         let wait_ms = core
             .shard
             .borrow()
@@ -772,7 +791,7 @@ async fn expire_auctions(core: Rc<Core>) {
             });
         monoio::time::sleep(Duration::from_millis(wait_ms)).await;
         let mut shard = core.shard.borrow_mut();
-        if shard.evict(crate::auction::now_ms()) > 0 {
+        if shard.evict(core.shared.clock.now_ms()) > 0 {
             core.stats()
                 .auctions_in_memory
                 .store(shard.len() as u64, Ordering::Relaxed);

@@ -19,6 +19,7 @@ use rkyv::rancor;
 
 use super::records::{self, Record};
 use super::{AuctionRecord, DeliveryRecord, IdemRecord, LeadRecord, Store, StoreError, TreeId};
+use crate::types::clock::Clock;
 
 /// What one expiry pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -184,7 +185,11 @@ impl Store {
     /// Starts the background expiry thread (`gavel-expiry`): one pass at once (to catch up after
     /// downtime), then one every `expiry_interval_ms`. Dropping the handle stops it, also in the
     /// middle of a pass, and joins it.
-    pub fn spawn_expiry(self: &Arc<Self>) -> Result<ExpiryHandle, StoreError> {
+    ///
+    /// Each pass expires records as of `clock`'s now, so a test on a manual clock moves records
+    /// past their retention by advancing it; the pause between passes stays on the monotonic
+    /// clock, since it only bounds how late a pass notices.
+    pub fn spawn_expiry(self: &Arc<Self>, clock: Clock) -> Result<ExpiryHandle, StoreError> {
         let store = Arc::clone(self);
         let interval = Duration::from_millis(self.opts.expiry_interval_ms);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
@@ -193,7 +198,7 @@ impl Store {
             .spawn(move || {
                 let stop = || !matches!(stop_rx.try_recv(), Err(TryRecvError::Empty));
                 loop {
-                    match store.expire_until(super::now_ms(), &stop) {
+                    match store.expire_until(clock.now_ms(), &stop) {
                         Ok(stats) if stats.deleted() > 0 || stats.unreadable > 0 => {
                             tracing::info!(
                                 idempotency = stats.idempotency,

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::records::{self, Record};
 use super::*;
+use crate::types::clock::Clock;
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
@@ -628,13 +629,22 @@ fn expiry_skips_unreadable_records() {
 fn expiry_thread_runs_and_stops_on_drop() {
     let dir = TempDir::new("expiry");
     let mut o = options(dir.path());
-    o.idempotency_retention_ms = 1;
+    o.idempotency_retention_ms = DAY_MS;
     o.expiry_interval_ms = 10;
     let store = Arc::new(Store::open(&o).unwrap());
+    let born = 1_700_000_000_000;
     let mut b = Batch::new();
-    b.put_idempotency(&scope("x"), &idem(1)).unwrap();
+    b.put_idempotency(&scope("x"), &idem(born)).unwrap();
     store.write_durable(&b).unwrap();
-    let handle = store.spawn_expiry().unwrap();
+    // The thread expires as of its clock, not the system's: a manual one holds the record young.
+    let clock = Clock::manual(born + DAY_MS - 1);
+    let handle = store.spawn_expiry(clock.clone()).unwrap();
+    // A few passes (10 ms apart, on the monotonic clock) leave a record younger than its
+    // retention alone.
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(store.get_idempotency(&scope("x")).unwrap().is_some());
+    // One millisecond later it is exactly one retention old: the next pass deletes it.
+    clock.advance(1);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while store.get_idempotency(&scope("x")).unwrap().is_some() {
         assert!(std::time::Instant::now() < deadline, "expiry never ran");

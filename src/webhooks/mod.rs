@@ -144,6 +144,7 @@ pub fn headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::clock::Clock;
 
     #[test]
     fn secrets_are_checked() {
@@ -166,11 +167,12 @@ mod tests {
         let body = serde_json::to_vec(&Envelope {
             kind: "lead.posted",
             id: &id,
-            created_at: crate::auction::rfc3339_ms(crate::auction::now_ms()),
+            created_at: crate::auction::rfc3339_ms(Clock::system().now_ms()),
             data: serde_json::json!({"lead_uuid": "ld_1", "status": "sold"}),
         })
         .unwrap();
-        let now = crate::auction::now_ms() / 1000;
+        // The official library checks the timestamp against the real time, so the system clock.
+        let now = Clock::system().now_ms() / 1000;
         let secrets = [Secret::parse(&old).unwrap(), Secret::parse(&new).unwrap()];
         let mut map = http::HeaderMap::new();
         for (n, v) in headers(&id, now, &body, &secrets).unwrap() {

@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, Sender};
 
 use super::outbox::{Command, Disabled, Endpoint, ReplayError, Webhooks};
-use crate::store::{now_ms, Batch, DeliveryRecord, Store, StoreError, WebhookAttemptRecord};
+use crate::store::{Batch, DeliveryRecord, Store, StoreError, WebhookAttemptRecord};
+use crate::types::clock::Clock;
 
 /// Longest the dispatcher sleeps with nothing to do; bounds how late it notices a due retry whose
 /// wake-up it missed.
@@ -79,8 +80,15 @@ impl Drop for WorkerHandle {
     }
 }
 
-/// Starts the dispatcher and its sender threads.
-pub fn start(store: Arc<Store>, webhooks: Arc<Webhooks>) -> Result<WorkerHandle, String> {
+/// Starts the dispatcher and its sender threads. `clock` stamps attempts and schedules retries:
+/// a test on a manual clock makes the next retry due by advancing it. How long the dispatcher
+/// waits between passes stays on the monotonic clock (at most [`IDLE_WAIT`]), so an advance is
+/// noticed within that.
+pub fn start(
+    store: Arc<Store>,
+    webhooks: Arc<Webhooks>,
+    clock: Clock,
+) -> Result<WorkerHandle, String> {
     let d = &webhooks.delivery;
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_millis(d.timeout_ms))
@@ -91,12 +99,12 @@ pub fn start(store: Arc<Store>, webhooks: Arc<Webhooks>) -> Result<WorkerHandle,
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
     for n in 0..d.threads {
         let (agent, jobs, done) = (agent.clone(), job_rx.clone(), done_tx.clone());
-        let hooks = webhooks.clone();
+        let (hooks, clock) = (webhooks.clone(), clock.clone());
         std::thread::Builder::new()
             .name(format!("gavel-webhook-{n}"))
             .spawn(move || {
                 for job in jobs {
-                    let report = send(&agent, &hooks.endpoints[job.endpoint], job);
+                    let report = send(&agent, &hooks.endpoints[job.endpoint], job, &clock);
                     if done.send(report).is_err() {
                         return;
                     }
@@ -110,6 +118,7 @@ pub fn start(store: Arc<Store>, webhooks: Arc<Webhooks>) -> Result<WorkerHandle,
         store,
         webhooks: webhooks.clone(),
         jobs: job_tx,
+        clock,
     };
     let thread = std::thread::Builder::new()
         .name("gavel-webhooks".into())
@@ -129,6 +138,8 @@ struct Dispatcher {
     in_flight: Vec<HashSet<String>>,
     /// The endpoint the next pass serves first.
     next_first: usize,
+    /// Wall-clock time: which deliveries are due, when the next retry is.
+    clock: Clock,
 }
 
 impl Dispatcher {
@@ -174,7 +185,7 @@ impl Dispatcher {
     /// Hands every due delivery that has a free slot to the senders; returns how long to sleep
     /// before the next pass is needed.
     fn pass(&mut self) -> Result<Duration, StoreError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut jobs = Vec::new();
         let webhooks = self.webhooks.clone();
         let n = webhooks.endpoints.len();
@@ -317,7 +328,7 @@ impl Dispatcher {
         let ep = &self.webhooks.endpoints[i];
         ep.count_attempt(&attempt.result);
         let old_due = record.next_attempt_ms;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let failures = record.attempts.len() as u32 + 1 - record.schedule_base;
         let schedule = &self.webhooks.delivery.retry_schedule_ms;
         match attempt.result.as_str() {
@@ -439,7 +450,7 @@ impl Dispatcher {
             }
             targets.push(i);
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut b = Batch::new();
         let mut out = Vec::with_capacity(records.len());
         let mut newly_pending = Vec::new();
@@ -465,8 +476,8 @@ impl Dispatcher {
 }
 
 /// Sends one delivery to `ep` and classifies the answer.
-fn send(agent: &ureq::Agent, ep: &Endpoint, job: Job) -> Done {
-    let at_ms = now_ms();
+fn send(agent: &ureq::Agent, ep: &Endpoint, job: Job, clock: &Clock) -> Done {
+    let at_ms = clock.now_ms();
     let started = Instant::now();
     let r = &job.record;
     let mut attempt = WebhookAttemptRecord {
@@ -504,7 +515,9 @@ fn send(agent: &ureq::Agent, ep: &Endpoint, job: Job) -> Done {
                     _ => "failed",
                 }
                 .into();
-                retry_after_ms = resp.header("retry-after").and_then(parse_retry_after_ms);
+                retry_after_ms = resp
+                    .header("retry-after")
+                    .and_then(|v| parse_retry_after_ms(v, clock.now_ms()));
                 // Drain a little of the answer so the connection can serve the next delivery.
                 let _ = std::io::copy(
                     &mut resp.into_reader().take(MAX_RESPONSE_BYTES),
@@ -540,8 +553,9 @@ fn transport_result(t: &ureq::Transport) -> &'static str {
     }
 }
 
-/// `Retry-After` as milliseconds from now: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
-pub fn parse_retry_after_ms(v: &str) -> Option<u64> {
+/// `Retry-After` as milliseconds from `now_ms` (unix milliseconds): delay-seconds or an HTTP date
+/// (RFC 9110 §10.2.3).
+pub fn parse_retry_after_ms(v: &str, now_ms: u64) -> Option<u64> {
     let v = v.trim();
     if let Ok(s) = v.parse::<u64>() {
         return Some(s.saturating_mul(1000));
@@ -553,7 +567,7 @@ pub fn parse_retry_after_ms(v: &str) -> Option<u64> {
     let at_ms = u64::try_from(at.unix_timestamp())
         .ok()?
         .saturating_mul(1000);
-    Some(at_ms.saturating_sub(now_ms()))
+    Some(at_ms.saturating_sub(now_ms))
 }
 
 #[cfg(test)]
@@ -605,11 +619,11 @@ mod tests {
                 "seller",
                 "lead.posted",
                 &serde_json::json!({"lead_uuid": "ld_1"}),
-                now_ms(),
+                Clock::system().now_ms(),
             )
             .unwrap();
         store.write_durable(&b).unwrap();
-        let mut worker = start(store.clone(), hooks.clone()).unwrap();
+        let mut worker = start(store.clone(), hooks.clone(), Clock::system()).unwrap();
         hooks.committed(queued);
         let id = received
             .recv_timeout(Duration::from_secs(10))
@@ -629,21 +643,109 @@ mod tests {
         assert_eq!(hooks.endpoints[0].pending(), 0);
     }
 
+    /// Waits (polling, on the test's thread) until `done` holds for the deliveries of `id`.
+    fn wait_for_record(
+        store: &Store,
+        id: &str,
+        done: impl Fn(&DeliveryRecord) -> bool,
+    ) -> DeliveryRecord {
+        let t0 = Instant::now();
+        loop {
+            if let Some(r) = store.get_deliveries(id).unwrap().into_iter().next() {
+                if done(&r) {
+                    return r;
+                }
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "the record of {id}");
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn attempts_and_retries_follow_the_injected_clock() {
+        // The receiver fails the first request and takes the second; it reports each one's
+        // webhook-id and webhook-timestamp.
+        let (tx, received) = crossbeam_channel::unbounded();
+        let answered = std::sync::atomic::AtomicUsize::new(0);
+        let server = super::super::receiver::Server::start(Arc::new(move |req| {
+            let header = |n: &str| req.header(n).unwrap_or_default().to_string();
+            let _ = tx.send((header("webhook-id"), header("webhook-timestamp")));
+            let n = answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            super::super::receiver::Answer::status(if n == 0 { 500 } else { 204 })
+        }))
+        .unwrap();
+        // The default schedule: the first retry comes 240 s after a failure.
+        let text = format!(
+            "[[webhooks]]\nid = \"crm\"\ntenant = \"sandbox\"\nurl = \"{}\"\n\
+             secrets = [\"{}\"]\nevents = [\"lead.posted\"]\n",
+            server.url("/hook"),
+            Secret::generate()
+        );
+        let config = crate::config::Config::parse("t.toml", &text).unwrap();
+        assert_eq!(config.webhook_delivery.retry_schedule_ms[0], 240_000);
+        let hooks = Arc::new(Webhooks::from_config(&config).unwrap());
+        let store = Arc::new(Store::temporary().unwrap());
+        hooks.load_state(&store).unwrap();
+        // A day ahead of the system clock: a worker that read the system clock would find
+        // nothing due, so the first attempt arriving shows it reads this one.
+        let clock = Clock::manual(Clock::system().now_ms() + 86_400_000);
+        let t0 = clock.now_ms();
+        let mut b = Batch::new();
+        let queued = hooks
+            .enqueue(
+                &mut b,
+                crate::config::Tenant::Sandbox,
+                "seller",
+                "lead.posted",
+                &serde_json::json!({"lead_uuid": "ld_1"}),
+                t0,
+            )
+            .unwrap();
+        store.write_durable(&b).unwrap();
+        let mut worker = start(store.clone(), hooks.clone(), clock.clone()).unwrap();
+        hooks.committed(queued);
+
+        let (id, ts) = received
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the first attempt");
+        assert_eq!(ts, (t0 / 1000).to_string(), "stamped by the injected clock");
+        let r = wait_for_record(&store, &id, |r| r.attempts.len() == 1);
+        assert_eq!(r.attempts[0].at_ms, t0);
+        assert_eq!(
+            r.next_attempt_ms,
+            Some(t0 + 240_000),
+            "the first retry, 240 s on"
+        );
+        // Four minutes pass at once; the dispatcher notices within its idle wait.
+        clock.advance(240_000);
+        let (again, ts) = received
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the retry");
+        assert_eq!(again, id, "the same event");
+        assert_eq!(ts, ((t0 + 240_000) / 1000).to_string());
+        let r = wait_for_record(&store, &id, |r| r.state == "delivered");
+        assert_eq!(r.attempts.len(), 2);
+        assert_eq!(r.attempts[1].at_ms, t0 + 240_000);
+        worker.stop();
+    }
+
     #[test]
     fn retry_after_takes_seconds_or_a_date() {
-        assert_eq!(parse_retry_after_ms("120"), Some(120_000));
-        assert_eq!(parse_retry_after_ms(" 0 "), Some(0));
-        assert_eq!(parse_retry_after_ms("soon"), None);
+        let now = Clock::system().now_ms();
+        assert_eq!(parse_retry_after_ms("120", now), Some(120_000));
+        assert_eq!(parse_retry_after_ms(" 0 ", now), Some(0));
+        assert_eq!(parse_retry_after_ms("soon", now), None);
         // A date in the past means "now".
         assert_eq!(
-            parse_retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT"),
+            parse_retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT", now),
             Some(0)
         );
         let later = time::OffsetDateTime::now_utc() + time::Duration::seconds(90);
         let f = time::macros::format_description!(
             "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
         );
-        let ms = parse_retry_after_ms(&later.format(&f).unwrap()).unwrap();
+        let ms = parse_retry_after_ms(&later.format(&f).unwrap(), now).unwrap();
         assert!((85_000..=90_000).contains(&ms), "{ms}");
     }
 }

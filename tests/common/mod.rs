@@ -12,6 +12,7 @@ use std::time::Duration;
 use gavel::config::{BuyerConfig, Config, Driver};
 use gavel::runtime::ServerHandle;
 use gavel::sandbox::{FleetHandle, MockBuyerConfig, MockFleet};
+use gavel::types::clock::Clock;
 
 /// Every scope, sandbox tenant.
 pub const TOKEN: &str = "gv_test_integration_all_scopes_000000000000";
@@ -155,6 +156,12 @@ pub fn fixed(id: &str, price: f64) -> MockBuyerConfig {
     b
 }
 
+/// A manual clock standing at the system's now: records and tokens the server stamps look
+/// current, and nothing expires until the test advances it.
+pub fn manual_clock() -> Clock {
+    Clock::manual(gavel::types::clock::system_now_ms())
+}
+
 /// Installs logging once for the whole test process and keeps its writer alive.
 fn init_logging(cfg: &Config) {
     static GUARD: std::sync::OnceLock<Option<tracing_appender::non_blocking::WorkerGuard>> =
@@ -167,6 +174,9 @@ pub struct Env {
     pub server: Option<ServerHandle>,
     pub base: String,
     pub config: Config,
+    /// The server's wall clock: the system's, or a manual one from [`Env::start_with_clock`]
+    /// that the test advances instead of sleeping. A restart keeps it.
+    pub clock: Clock,
 }
 
 impl Env {
@@ -177,6 +187,16 @@ impl Env {
         mocks: Vec<MockBuyerConfig>,
         tweak: impl FnOnce(&mut Config, &FleetHandle),
     ) -> Env {
+        Env::start_with_clock(driver, mocks, tweak, Clock::system())
+    }
+
+    /// [`Env::start`] on `clock`, usually [`manual_clock`].
+    pub fn start_with_clock(
+        driver: Driver,
+        mocks: Vec<MockBuyerConfig>,
+        tweak: impl FnOnce(&mut Config, &FleetHandle),
+        clock: Clock,
+    ) -> Env {
         let ids: Vec<String> = mocks.iter().map(|m| m.id.clone()).collect();
         let fleet =
             MockFleet::start("127.0.0.1:0".parse().unwrap(), 7, mocks, 1).expect("fleet starts");
@@ -185,13 +205,15 @@ impl Env {
         tweak(&mut cfg, &fleet);
         cfg.validate("test.toml").expect("test config is valid");
         init_logging(&cfg);
-        let server = gavel::runtime::start(cfg.clone()).expect("server starts");
+        let server =
+            gavel::runtime::start_with_clock(cfg.clone(), clock.clone()).expect("server starts");
         let base = format!("http://{}", server.addr);
         Env {
             fleet,
             server: Some(server),
             base,
             config: cfg,
+            clock,
         }
     }
 
@@ -203,9 +225,22 @@ impl Env {
         }
         let mut cfg = self.config.clone();
         cfg.server.listen = "127.0.0.1:0".parse().unwrap();
-        let server = gavel::runtime::start(cfg).expect("server restarts");
+        let server =
+            gavel::runtime::start_with_clock(cfg, self.clock.clone()).expect("server restarts");
         self.base = format!("http://{}", server.addr);
         self.server = Some(server);
+    }
+
+    /// Moves the server's manual clock `ms` past both where it stands and the system's now.
+    /// Requests handled in `src/api/` still stamp times (token and bid lifetimes, when an auction
+    /// may leave memory, when a webhook is first due) with the system clock until the api reads
+    /// the server's clock; a jump past the later of the two covers what either stamped.
+    pub fn jump_clock(&self, ms: u64) {
+        let from = self
+            .clock
+            .now_ms()
+            .max(gavel::types::clock::system_now_ms());
+        self.clock.set_ms(from + ms);
     }
 
     pub fn server(&self) -> &ServerHandle {
