@@ -31,7 +31,7 @@ use crate::auth::Client;
 use crate::config::{Scope, Tenant};
 use crate::error::{ApiError, FieldError};
 use crate::http::Reply;
-use crate::model::{f64_to_cents, Money, Post};
+use crate::model::{Money, Post};
 use crate::runtime::admission::{self, Admit};
 use crate::runtime::handoff::on_core;
 use crate::runtime::Core;
@@ -236,7 +236,7 @@ fn plan(
     let start = resume_slot
         .and_then(|s| ranked.iter().position(|r| *r == s))
         .unwrap_or(0);
-    let margin_fixed = f64_to_cents(shared.config.auction.margin_fixed).unwrap_or(0);
+    let margin_fixed = shared.config.auction.margin_fixed;
     let mut candidates = Vec::new();
     let mut payouts = Vec::new();
     for &s in &ranked[start..] {
