@@ -173,7 +173,7 @@ fn buyers(n: usize, seed: u64) -> Vec<BuyerConfig> {
             auth_header: None,
             enabled: !rng.gen_bool(0.04),
             filters: filters(&mut rng),
-            floor: f64::from(rng.gen_range(0..=2000u32)) / 100.0,
+            floor: u64::from(rng.gen_range(0..=2000u32)),
             ping_timeout_ms: 1_500,
             post_timeout_ms: 800,
             max_pings_per_s: None,

@@ -4,6 +4,8 @@
 //! with an error naming the file, the key and the reason. It does not own any runtime state: the rest
 //! of the crate receives a validated, immutable [`Config`] and never re-reads the file.
 
+pub use crate::types::money::MAX_MONEY;
+use crate::types::money::{deserialize_usd, Cents, MAX_CENTS};
 pub use crate::types::{Scope, Tenant};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -212,12 +214,17 @@ impl Default for ServerConfig {
 pub struct AuctionConfig {
     /// Bid window when the seller sends no `expires_at`; never more than 5 000 ms.
     pub window_ms: u64,
-    /// Platform-wide floor in USD; a bid must also clear its buyer's own floor.
-    pub floor: f64,
-    /// Share of the winning price Gavel keeps, in percent (0–100).
+    /// Platform-wide floor, in cents; a bid must also clear its buyer's own floor. The file says
+    /// USD with at most two decimals (`floor = 2.50`).
+    #[serde(deserialize_with = "deserialize_usd")]
+    pub floor: Cents,
+    /// Share of the winning price Gavel keeps, in percent (0–100). Not money: a plain number,
+    /// checked at load.
     pub margin_percent: f64,
-    /// Fixed amount Gavel keeps per sold auction, in USD.
-    pub margin_fixed: f64,
+    /// Fixed amount Gavel keeps per sold auction, in cents; USD with at most two decimals in the
+    /// file.
+    #[serde(deserialize_with = "deserialize_usd")]
+    pub margin_fixed: Cents,
     pub currency: String,
     /// Buyers pinged at most per auction, after filtering; extra eligible buyers are `capped`.
     pub max_buyers_per_auction: usize,
@@ -235,9 +242,9 @@ impl Default for AuctionConfig {
     fn default() -> Self {
         Self {
             window_ms: 2_000,
-            floor: 0.0,
+            floor: 0,
             margin_percent: 10.0,
-            margin_fixed: 0.0,
+            margin_fixed: 0,
             currency: "USD".into(),
             max_buyers_per_auction: 64,
             max_auctions_per_core: 100_000,
@@ -468,9 +475,10 @@ pub struct BuyerConfig {
     pub enabled: bool,
     #[serde(default)]
     pub filters: BuyerFilters,
-    /// The least this buyer may pay, in USD; lower bids from it are invalid.
-    #[serde(default)]
-    pub floor: f64,
+    /// The least this buyer may pay, in cents; lower bids from it cannot win. The file says USD
+    /// with at most two decimals (`floor = 5.00`).
+    #[serde(default, deserialize_with = "deserialize_usd")]
+    pub floor: Cents,
     #[serde(default = "default_ping_timeout_ms")]
     pub ping_timeout_ms: u64,
     #[serde(default = "default_post_timeout_ms")]
@@ -583,10 +591,33 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Parses one TOML text. A value the schema refuses (a sub-cent floor, a string where a
+    /// number belongs, an unknown key) is reported with its key, like [`Config::validate`]'s
+    /// errors; broken TOML syntax is reported with toml's own line and column.
     pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: file.to_string(),
-            reason: e.to_string().trim_end().to_string(),
+        serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+            let key = e.path().to_string();
+            let e = e.into_inner();
+            // The path is "." when the error lies outside any key, and holds "?" where serde
+            // could not tell the key; toml's own message then says best where the fault is.
+            if key == "." || key.contains('?') {
+                return ConfigError::Parse {
+                    file: file.to_string(),
+                    reason: e.to_string().trim_end().to_string(),
+                };
+            }
+            let line = e.span().map(|s| {
+                let before = &text.as_bytes()[..s.start.min(text.len())];
+                before.iter().filter(|&&b| b == b'\n').count() + 1
+            });
+            ConfigError::Invalid {
+                file: file.to_string(),
+                key,
+                reason: match line {
+                    Some(n) => format!("{} (line {n})", e.message()),
+                    None => e.message().to_string(),
+                },
+            }
         })
     }
 
@@ -1006,17 +1037,15 @@ impl Config {
     }
 }
 
-/// Largest amount of money a config value may hold, in USD: what `model::f64_to_cents` converts.
-pub const MAX_MONEY: f64 = 1e12;
-
-/// Checks one money value (USD); `contains` is false for NaN and infinities are out of range, so
-/// both are refused.
-fn check_money(v: f64) -> Result<(), String> {
-    if (0.0..=MAX_MONEY).contains(&v) {
+/// Checks one money value. A file's amounts were checked as they were read ([`deserialize_usd`]
+/// refuses NaN, negative, sub-cent and too large ones); this catches a config built in code.
+fn check_money(c: Cents) -> Result<(), String> {
+    if c <= MAX_CENTS {
         Ok(())
     } else {
         Err(format!(
-            "must be an amount in USD from 0 to {MAX_MONEY:.0}, got {v}"
+            "must be an amount in USD from 0 to {MAX_MONEY:.0}, got {}",
+            crate::types::money::cents_to_f64(c)
         ))
     }
 }

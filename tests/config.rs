@@ -201,6 +201,65 @@ fn check_config_command() {
 }
 
 #[test]
+fn money_is_read_in_usd_and_kept_in_exact_cents() {
+    let text = "[auction]\nfloor = 2.5\nmargin_fixed = 1\n\
+                [[buyers]]\nid = \"b1\"\ntenant = \"sandbox\"\nfloor = 19.99\n\
+                ping_url = \"http://127.0.0.1:9/ping\"\npost_url = \"http://127.0.0.1:9/post\"\n";
+    let cfg = Config::parse("ok.toml", text).unwrap();
+    cfg.validate("ok.toml").unwrap();
+    assert_eq!(
+        (
+            cfg.auction.floor,
+            cfg.auction.margin_fixed,
+            cfg.buyers[0].floor
+        ),
+        (250, 100, 1999)
+    );
+    let shipped = Config::load(&root().join("config/gavel.toml")).unwrap();
+    assert_eq!(
+        shipped.auction.floor, 100,
+        "config/gavel.toml: floor = 1.00"
+    );
+}
+
+#[test]
+fn check_config_refuses_money_it_would_have_to_guess() {
+    let dir = std::env::temp_dir().join(format!("gavel-cfg-money-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad-money.toml");
+    for (text, key, says) in [
+        ("[auction]\nfloor = nan\n", "auction.floor", "NaN"),
+        ("[auction]\nfloor = inf\n", "auction.floor", "inf"),
+        (
+            "[auction]\nfloor = 2.505\n",
+            "auction.floor",
+            "more than two decimals",
+        ),
+        (
+            "[auction]\nmargin_fixed = -0.5\n",
+            "auction.margin_fixed",
+            "from 0",
+        ),
+    ] {
+        std::fs::write(&bad, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_gavel"))
+            .args(["check-config", "--config"])
+            .arg(&bad)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text} was accepted");
+        assert!(
+            err.contains("bad-money.toml")
+                && err.contains(&format!("`{key}`"))
+                && err.contains(says),
+            "{text}\n{err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn token_create_prints_a_token_and_its_hash() {
     let out = Command::new(env!("CARGO_BIN_EXE_gavel"))
         .args([
@@ -232,13 +291,19 @@ fn token_create_prints_a_token_and_its_hash() {
         .unwrap();
 }
 
-/// The key and reason of a config that parses but fails validation.
+/// The key and reason of a config refused when read (a value the schema cannot hold, such as a
+/// sub-cent floor) or when validated.
 fn invalid_key(text: &str) -> (String, String) {
-    let cfg = Config::parse("bad.toml", text).unwrap_or_else(|e| panic!("{text}\n{e}"));
-    match cfg.validate("bad.toml") {
-        Err(ConfigError::Invalid { key, reason, .. }) => (key, reason),
-        Err(e) => panic!("{text}\nnot a key error: {e}"),
-        Ok(()) => panic!("{text}\nwas accepted"),
+    let e = match Config::parse("bad.toml", text) {
+        Err(e) => e,
+        Ok(cfg) => match cfg.validate("bad.toml") {
+            Err(e) => e,
+            Ok(()) => panic!("{text}\nwas accepted"),
+        },
+    };
+    match e {
+        ConfigError::Invalid { key, reason, .. } => (key, reason),
+        e => panic!("{text}\nnot a key error: {e}"),
     }
 }
 
@@ -267,6 +332,14 @@ fn every_validated_key_is_named_by_its_own_error() {
         ("[auction]\nfloor = inf\n".into(), "auction.floor", "inf"),
         ("[auction]\nmargin_fixed = -0.5\n".into(), "auction.margin_fixed", "from 0"),
         ("[auction]\nmargin_fixed = nan\n".into(), "auction.margin_fixed", "NaN"),
+        ("[auction]\nmargin_percent = inf\n".into(), "auction.margin_percent", "inf"),
+        ("[auction]\nmargin_percent = -1\n".into(), "auction.margin_percent", "0 to 100"),
+        ("[auction]\nfloor = 2.505\n".into(), "auction.floor", "more than two decimals"),
+        ("[auction]\nfloor = 1e13\n".into(), "auction.floor", "to 1000000000000"),
+        ("[auction]\nfloor = -1\n".into(), "auction.floor", "from 0"),
+        ("[auction]\nfloor = \"2.50\"\n".into(), "auction.floor", "at most two decimals"),
+        ("[auction]\nmargin_fixed = inf\n".into(), "auction.margin_fixed", "inf"),
+        ("[auction]\nmargin_fixed = 0.001\n".into(), "auction.margin_fixed", "sub-cent"),
         ("[auction]\ncurrency = \"usd\"\n".into(), "auction.currency", "ISO 4217"),
         ("[auction]\nmax_buyers_per_auction = 0\n".into(), "auction.max_buyers_per_auction", "at least 1"),
         ("[auction]\nmax_auctions_per_core = 0\n".into(), "auction.max_auctions_per_core", "at least 1"),
@@ -297,6 +370,8 @@ fn every_validated_key_is_named_by_its_own_error() {
         (format!("{buyer}floor = -2.0\n"), "buyers[0].floor", "from 0"),
         (format!("{buyer}floor = nan\n"), "buyers[0].floor", "NaN"),
         (format!("{buyer}floor = -inf\n"), "buyers[0].floor", "inf"),
+        (format!("{buyer}floor = 12.345\n"), "buyers[0].floor", "sub-cent"),
+        (format!("{buyer}{}floor = 1000000000000.5\n", buyer.replace("b1", "b2")), "buyers[1].floor", "to 1000000000000"),
         (format!("{buyer}max_pings_per_s = nan\n"), "buyers[0].max_pings_per_s", "NaN"),
         (format!("{buyer}auth_header = {{ name = \"bad header\", value = \"x\" }}\n"), "buyers[0].auth_header.name", "header name"),
         (format!("{buyer}auth_header = {{ name = \"Authorization\" }}\n"), "buyers[0].auth_header", "value_env"),

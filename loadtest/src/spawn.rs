@@ -308,7 +308,7 @@ scopes = ["ping", "post", "reports", "admin"]
             auth_header: None,
             enabled: true,
             filters: Default::default(),
-            floor: 0.0,
+            floor: 0,
             ping_timeout_ms: (hi + 500).max(1500),
             post_timeout_ms: 1500,
             max_pings_per_s: None,

@@ -17,7 +17,7 @@ use super::{parse_rfc3339_ms, rfc3339_ms, BuyerOutcome, OutcomeKind};
 use crate::buyers::pool::{CallError, Pool};
 use crate::buyers::{Eligibility, Registry};
 use crate::config::AuctionConfig;
-use crate::model::{f64_to_cents, Ping};
+use crate::model::{f64_to_cents, Cents, Ping};
 
 /// Longest buyer bid token Gavel will carry back to the buyer at post time.
 pub const MAX_BUYER_TOKEN_LEN: usize = 512;
@@ -48,6 +48,16 @@ pub struct BuyerBid {
     pub currency: String,
     pub bid_token: String,
     pub valid_until: String,
+}
+
+/// A bid's amount in cents, or `None` when it cannot be a price: zero (also after rounding),
+/// negative, or above [`crate::types::money::MAX_MONEY`] (`invalid_amount`). NaN and infinities
+/// never get here (JSON has no such numbers and simd-json refuses `1e400`, so they are
+/// `invalid_json`), but would be refused too. Sub-cent amounts are rounded to the nearest cent,
+/// not refused: CONTRACT §5.1 names only `amount ≤ 0` among a buyer's amount mistakes, and
+/// docs/buyer-integration.md promises buyers this rounding (`12.345` bids 12.35).
+fn bid_cents(amount: f64) -> Option<Cents> {
+    f64_to_cents(amount).filter(|&c| c > 0)
 }
 
 /// Serializes the buyer ping once per auction; every buyer gets the same bytes.
@@ -123,7 +133,7 @@ pub fn judge(
             clip(a.reject_detail),
         ),
         Some(b) => {
-            if f64_to_cents(b.amount).is_none_or(|c| c == 0) {
+            if bid_cents(b.amount).is_none() {
                 return err("invalid_amount");
             }
             if b.currency != currency {
@@ -249,7 +259,7 @@ pub async fn ping_buyers(
                 );
                 BuyerOutcome {
                     kind,
-                    amount_cents: bid.as_ref().and_then(|b| f64_to_cents(b.amount)),
+                    amount_cents: bid.as_ref().and_then(|b| bid_cents(b.amount)),
                     valid_until_ms: bid.as_ref().and_then(|b| parse_rfc3339_ms(&b.valid_until)),
                     buyer_bid_token: bid.map(|b| b.bid_token),
                     reject_reason: reason,
@@ -344,5 +354,61 @@ mod tests {
             judge("a1", "USD", StatusCode::OK, weird, now).2.unwrap(),
             "unspecified"
         );
+    }
+
+    fn bid_of(amount: &str) -> Vec<u8> {
+        format!(
+            r#"{{"auction_id":"a1","bid":{{"amount":{amount},"currency":"USD","bid_token":"t","valid_until":"2099-01-01T00:00:00Z"}}}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn absurd_bid_amounts_are_the_buyers_error_and_never_a_bid() {
+        let now = 1_700_000_000_000;
+        for (amount, reason) in [
+            ("1e13", "invalid_amount"),
+            ("1000000000000.01", "invalid_amount"),
+            ("-1", "invalid_amount"),
+            ("-0.0", "invalid_amount"),
+            ("0.004", "invalid_amount"),
+            // JSON has no NaN or infinity: as a literal or a string they are not numbers at all,
+            // and a number beyond a float's range is not read as infinity.
+            ("1e400", "invalid_json"),
+            ("NaN", "invalid_json"),
+            ("\"NaN\"", "invalid_json"),
+            ("Infinity", "invalid_json"),
+            ("\"12.50\"", "invalid_json"),
+        ] {
+            let (kind, bid, why, _) = judge("a1", "USD", StatusCode::OK, &bid_of(amount), now);
+            assert_eq!(
+                (kind, bid.is_some(), why.as_deref()),
+                (OutcomeKind::Error, false, Some(reason)),
+                "amount {amount}"
+            );
+        }
+    }
+
+    #[test]
+    fn bid_amounts_become_cents_and_sub_cent_ones_are_rounded() {
+        let now = 1_700_000_000_000;
+        for (amount, cents) in [
+            ("12.5", 1250),
+            ("12", 1200),
+            ("0.01", 1),
+            ("1000000000000", crate::types::money::MAX_CENTS),
+            // Rounded to the nearest cent, not refused (see `bid_cents`).
+            ("12.345", 1235),
+            ("12.344", 1234),
+            ("0.005", 1),
+        ] {
+            let (kind, bid, _, _) = judge("a1", "USD", StatusCode::OK, &bid_of(amount), now);
+            assert_eq!(kind, OutcomeKind::Bid, "amount {amount}");
+            assert_eq!(
+                bid.and_then(|b| bid_cents(b.amount)),
+                Some(cents),
+                "amount {amount}"
+            );
+        }
     }
 }

@@ -235,15 +235,13 @@ pub fn award(
         return Err(NoBidReason::NoEligibleBuyers);
     }
     let cfg = &config.auction;
-    let floor = crate::model::f64_to_cents(cfg.floor).unwrap_or(0);
-    let ranked = match clearing::clear(bids, floor) {
+    let ranked = match clearing::clear(bids, cfg.floor) {
         clearing::Cleared::NoBids => return Err(NoBidReason::NoBids),
         clearing::Cleared::BelowFloor => return Err(NoBidReason::BelowFloor),
         clearing::Cleared::Won(ranked) => ranked,
     };
-    let margin_fixed = crate::model::f64_to_cents(cfg.margin_fixed).unwrap_or(0);
     let payout_cents =
-        clearing::seller_payout(ranked[0].amount_cents, cfg.margin_percent, margin_fixed);
+        clearing::seller_payout(ranked[0].amount_cents, cfg.margin_percent, cfg.margin_fixed);
     let valid_until_ms = bid_valid_until_ms(ranked[0].slot)
         .unwrap_or(closed_ms)
         .min(closed_ms + config.bid_token.ttl_ms());

@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 
 use crate::config::{BuyerConfig, Tenant};
-use crate::model::{f64_to_cents, Cents, Ping};
+use crate::model::{Cents, Ping};
 use crate::types::clock::Clock;
 
 pub mod pool;
@@ -85,8 +85,7 @@ impl Buyer {
             ping: Target::parse(&c.ping_url).map_err(|e| format!("buyer {}: {e}", c.id))?,
             post: Target::parse(&c.post_url).map_err(|e| format!("buyer {}: {e}", c.id))?,
             auth,
-            floor_cents: f64_to_cents(c.floor)
-                .ok_or_else(|| format!("buyer {}: bad floor", c.id))?,
+            floor_cents: c.floor,
             ping_timeout: Duration::from_millis(c.ping_timeout_ms),
             post_timeout: Duration::from_millis(c.post_timeout_ms),
             ping_rate: crate::limits::Rate::per_second(

@@ -30,7 +30,7 @@ use crate::auth::Client;
 use crate::config::Config;
 use crate::error::FieldError;
 use crate::http::Reply;
-use crate::model::{f64_to_cents, Money, Post};
+use crate::model::{Money, Post};
 use crate::runtime::Core;
 use crate::store::{AuctionRecord, Batch, LeadEvent, LeadRecord, StoreError};
 use crate::types::Tenant;
@@ -429,7 +429,6 @@ fn plan(
         .and_then(|s| ranked.iter().position(|r| *r == s))
         .unwrap_or(0);
     let cfg = &core.shared.config.auction;
-    let margin_fixed = f64_to_cents(cfg.margin_fixed).unwrap_or(0);
     let mut candidates = Vec::new();
     let mut payouts = Vec::new();
     for &s in &ranked[start..] {
@@ -453,7 +452,7 @@ fn plan(
             seller_payout(
                 o.amount_cents.unwrap_or(0),
                 cfg.margin_percent,
-                margin_fixed,
+                cfg.margin_fixed,
             )
         };
         payouts.push((s, payout));

@@ -124,7 +124,7 @@ pub fn buyer(fleet: &FleetHandle, id: &str) -> BuyerConfig {
         auth_header: None,
         enabled: true,
         filters: Default::default(),
-        floor: 0.0,
+        floor: 0,
         ping_timeout_ms: 1500,
         post_timeout_ms: 800,
         max_pings_per_s: None,
