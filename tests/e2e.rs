@@ -343,9 +343,14 @@ fn post_falls_back_to_next_bidder(driver: Driver) {
 }
 
 fn bid_token_checks(driver: Driver) {
-    let env = Env::start(driver, vec![fixed("x", 30.0)], |cfg, _| {
-        cfg.bid_token.ttl_ms = Some(400);
-    });
+    let env = Env::start_with_clock(
+        driver,
+        vec![fixed("x", 30.0)],
+        |cfg, _| {
+            cfg.bid_token.ttl_ms = Some(400);
+        },
+        manual_clock(),
+    );
     let (id, token, _) = won(&env, &ping_body());
     let (other_id, other_token, _) = won(&env, &ping_body());
 
@@ -386,8 +391,8 @@ fn bid_token_checks(driver: Driver) {
     let p = env.post("/v1/post", Some(LIVE), &post_body(&id, &token).to_string());
     assert_eq!((p.status, p.error_code()), (404, "not_found"));
 
-    // Expired: the token lives 400 ms.
-    std::thread::sleep(Duration::from_millis(600));
+    // Expired: the token lives 400 ms of the server's clock.
+    env.clock.advance(600);
     let p = env.post(
         "/v1/post",
         Some(TOKEN),

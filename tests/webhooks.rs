@@ -256,10 +256,9 @@ fn a_receiver_failing_three_times_gets_the_same_event_on_schedule_until_it_succe
         manual_clock(),
     );
     sell(&env);
-    // The server's clock stands still: the first attempt is due once it reaches the sale, and
-    // each retry once the test moves it on by the schedule's second. The dispatcher notices a
-    // move within its idle wait (monotonic, at most 1 s).
-    env.jump_clock(0);
+    // The server's clock stands still: the sale stamped the first attempt due at once, and each
+    // retry is due once the test moves the clock on by the schedule's second. The dispatcher
+    // notices a move within its idle wait (monotonic, at most 1 s).
     for n in 1..=3 {
         rx.wait_for(WAIT, "the next attempt", |h| h.len() >= n);
         let (at, next) = recorded_attempts(&env, &rx.hits()[0].id, n);
@@ -339,9 +338,8 @@ fn retry_after_is_honoured_exhausted_events_stay_listed_and_the_cli_redelivers_t
         manual_clock(),
     );
     sell(&env);
-    // The server's clock moves only when the test moves it: to the sale, then to each retry
-    // the dispatcher scheduled (see the schedule test).
-    env.jump_clock(0);
+    // The server's clock moves only when the test moves it: to each retry the dispatcher
+    // scheduled (see the schedule test).
     rx.wait_for(WAIT, "the first attempt", |h| !h.is_empty());
     let event = rx.hits()[0].id.clone();
     for n in 1..=2 {

@@ -69,7 +69,7 @@ impl Sink {
         let key = Secret::parse(&secret)?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let server = Server::start(Arc::new(move |req: Request| {
-            let now_ms = gavel::auction::now_ms();
+            let now_ms = gavel::types::clock::system_now_ms();
             let header = |n: &str| req.header(n).unwrap_or_default();
             let id = header("webhook-id").to_string();
             let timestamp = header("webhook-timestamp").parse().unwrap_or(0);
@@ -134,12 +134,12 @@ mod tests {
         let sink = Sink::start().unwrap();
         let key = Secret::parse(&sink.secret).unwrap();
         let agent = ureq::AgentBuilder::new().build();
-        let created = gavel::auction::now_ms() - 250;
+        let created = gavel::types::clock::system_now_ms() - 250;
         let body = json!({"type": "lead.posted", "id": "evt_1",
             "created_at": gavel::auction::rfc3339_ms(created), "data": {}})
         .to_string();
         for (id, good) in [("evt_1", true), ("evt_1", true), ("evt_2", false)] {
-            let ts = gavel::auction::now_ms() / 1000;
+            let ts = gavel::types::clock::system_now_ms() / 1000;
             let sig = if good {
                 key.sign(id, ts, body.as_bytes())
             } else {

@@ -26,7 +26,7 @@ use ring::digest;
 use super::idempotency::{self, Idem};
 use super::{ping, post};
 use crate::auction::token::Claims;
-use crate::auction::{now_ms, Status};
+use crate::auction::Status;
 use crate::auth::Client;
 use crate::config::{Scope, Tenant};
 use crate::error::ApiError;
@@ -48,7 +48,8 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
     // Shed before parsing when this core already runs too late to start an auction in time.
     admission::precheck(core, Admit::New)?;
     let fingerprint = idempotency::fingerprint(&body);
-    let (ping, lead, lead_uuid_supplied) = super::validate::parse_lead_call(&mut body, now_ms())?;
+    let (ping, lead, lead_uuid_supplied) =
+        super::validate::parse_lead_call(&mut body, core.shared.clock.now_ms())?;
     let mismatches = lead.mismatches(&ping.state, &ping.zip3);
     if !mismatches.is_empty() {
         return Err(exchange::ExchangeError::LeadMismatch(mismatches).into());
@@ -172,7 +173,7 @@ async fn execute(core: &Rc<Core>, call: Call, rid: &str) -> Result<Reply, ApiErr
             let answer = ping::answer(&closed, &core.shared.config.auction.currency);
             let mut batch = Batch::new();
             if let Some(i) = &idem {
-                idempotency::record(&mut batch, i, &answer, now_ms())?;
+                idempotency::record(&mut batch, i, &answer, core.shared.clock.now_ms())?;
             }
             auction::record_closed(core, client.tenant, &auction_id, batch).await?;
             return Ok(answer);

@@ -23,7 +23,7 @@ use serde::Serialize;
 use super::store_error;
 use super::validate::{field_error, SmallBody, FIELD_INVALID_FORMAT, FIELD_OUT_OF_RANGE};
 use super::BODY_READ_TIMEOUT;
-use crate::auction::{now_ms, rfc3339_ms};
+use crate::auction::rfc3339_ms;
 use crate::auth::oauth::{self, ClientRecord, OAuthError, TokenRequest, MAX_TOKEN_REQUEST_BYTES};
 use crate::config::{Scope, Tenant};
 use crate::error::ApiError;
@@ -140,7 +140,7 @@ pub async fn token(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, Api
             &core.clients.borrow(),
             &core.shared.access_keys,
             core.shared.config.oauth.access_token_ttl_s,
-            now_ms(),
+            core.shared.clock.now_ms(),
         )
     });
     Ok(match issued {
@@ -299,7 +299,7 @@ pub async fn create(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, Ap
         tenant: admin.tenant,
         scopes: c.scopes,
         secret_sha256: crate::auth::sha256_hex(&secret),
-        created_ms: now_ms(),
+        created_ms: core.shared.clock.now_ms(),
         revoked_ms: None,
     };
     let owner = admin_core(core, admin.tenant);
@@ -331,7 +331,7 @@ async fn create_on_owner(core: &Rc<Core>, mut record: ClientRecord) -> Result<()
     if broadcast(core, &record).await.is_err() {
         // The caller gets no secret, so nobody can ever use this client: revoke it so that it
         // does not hold a place under the cap, and let the caller retry the whole create.
-        record.revoked_ms = Some(now_ms());
+        record.revoked_ms = Some(core.shared.clock.now_ms());
         if save(core, &record).await.is_ok() {
             let _ = broadcast(core, &record).await;
         }
@@ -392,7 +392,7 @@ async fn revoke_on_owner(
         return Err(not_found());
     }
     if record.revoked_ms.is_none() {
-        record.revoked_ms = Some(now_ms());
+        record.revoked_ms = Some(core.shared.clock.now_ms());
         save(core, &record).await?;
         tracing::info!(client_id, by = %by, "OAuth client revoked");
     }

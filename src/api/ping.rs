@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use serde::Serialize;
 
 use super::idempotency::{self, Idem};
-use crate::auction::{now_ms, rfc3339_ms};
+use crate::auction::rfc3339_ms;
 use crate::auth::Client;
 use crate::config::Scope;
 use crate::error::ApiError;
@@ -65,7 +65,7 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
     // Shed before parsing when this core already runs too late to start an auction in time.
     admission::precheck(core, Admit::New)?;
     let fingerprint = idempotency::fingerprint(&body);
-    let ping = super::validate::parse_ping(&mut body, now_ms())?;
+    let ping = super::validate::parse_ping(&mut body, core.shared.clock.now_ms())?;
     let owner = deciding_core(core, ping.auction_id.as_deref(), key.as_deref());
     let idem = key.map(|k| Idem::new(&client, "POST", "/v1/ping", k, fingerprint));
     let rid_owned = rid.to_string();
@@ -138,7 +138,7 @@ async fn execute(
     // hears of the bid: a post after a crash needs the record, a retry needs the answer.
     let mut batch = Batch::new();
     if let Some(i) = &idem {
-        idempotency::record(&mut batch, i, &reply, now_ms())?;
+        idempotency::record(&mut batch, i, &reply, core.shared.clock.now_ms())?;
     }
     auction::record_closed(core, client.tenant, &auction_id, batch).await?;
     auction::record_engine_overhead(core, client.tenant, &auction_id, received);

@@ -13,7 +13,6 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 
 use super::idempotency::{self, Idem};
-use crate::auction::now_ms;
 use crate::auth::Client;
 use crate::config::Scope;
 use crate::error::ApiError;
@@ -33,7 +32,7 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
     // A post finishes a sale already made: shed only far past the delay new work gets.
     admission::precheck(core, Admit::Finish)?;
     let fingerprint = idempotency::fingerprint(&body);
-    let post = super::validate::parse_post(&mut body, now_ms())?;
+    let post = super::validate::parse_post(&mut body, core.shared.clock.now_ms())?;
     let key = key.unwrap_or_else(|| format!("post_{}", post.auction_id));
     let idem = Idem::new(&client, "POST", "/v1/post", key, fingerprint);
     let decider = idempotency::key_core(&core.shared, &idem.scope.key);

@@ -18,7 +18,6 @@ use serde_json::{json, Value};
 use super::idempotency;
 use super::leads::{self, Call};
 use super::validate::{field_error, SmallBody, FIELD_INVALID_FORMAT, FIELD_OUT_OF_RANGE};
-use crate::auction::now_ms;
 use crate::config::{Scope, Tenant};
 use crate::error::ApiError;
 use crate::http::Reply;
@@ -100,8 +99,16 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
     let body = super::json_body(req).await?;
     let r = SeedRequest::parse(&body)?;
     // Without a seed, pick one and report it, so the run can be repeated exactly.
-    let seed = r.seed.unwrap_or_else(|| now_ms() ^ 0x9e37_79b9_7f4a_7c15);
-    let bodies = synth::leads(seed, r.count, &r.vertical, r.state.as_deref(), now_ms());
+    let seed = r
+        .seed
+        .unwrap_or_else(|| core.shared.clock.now_ms() ^ 0x9e37_79b9_7f4a_7c15);
+    let bodies = synth::leads(
+        seed,
+        r.count,
+        &r.vertical,
+        r.state.as_deref(),
+        core.shared.clock.now_ms(),
+    );
     // The leads run as a task of their own on this core, so a caller that hangs up leaves no lead
     // half-delivered (see the cancellation rule in `runtime::handoff`).
     let rid_owned = rid.to_string();
@@ -158,8 +165,8 @@ async fn run_one(
     }
     let mut body = serde_json::to_vec(&lead).expect("generated leads serialize");
     let fingerprint = idempotency::fingerprint(&body);
-    let (ping, lead, lead_uuid_supplied) = super::validate::parse_lead_call(&mut body, now_ms())
-        .map_err(|e| {
+    let (ping, lead, lead_uuid_supplied) =
+        super::validate::parse_lead_call(&mut body, core.shared.clock.now_ms()).map_err(|e| {
             tracing::error!(message = %e.message, "a generated lead failed validation");
             ApiError::internal("A generated lead failed validation.")
         })?;

@@ -259,13 +259,6 @@ pub fn award(
     })
 }
 
-/// Wall-clock now in unix milliseconds, from the system clock. Only `src/api/` still calls it;
-/// everything else reads the clock the server was started with (`Shared::clock`), and so will
-/// the api.
-pub fn now_ms() -> u64 {
-    crate::types::clock::system_now_ms()
-}
-
 /// RFC 3339 UTC with millisecond precision, e.g. `2026-05-11T14:22:06.123Z`.
 pub fn rfc3339_ms(ms: u64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)

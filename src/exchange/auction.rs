@@ -15,7 +15,7 @@ use super::events;
 use crate::auction::clearing::Candidate;
 use crate::auction::record::{from_record, to_record};
 use crate::auction::shard::InsertError;
-use crate::auction::{fanout, now_ms, Auction, Award, NoBidReason, OutcomeKind, Status};
+use crate::auction::{fanout, Auction, Award, NoBidReason, OutcomeKind, Status};
 use crate::auth::Client;
 use crate::config::MAX_WINDOW_MS;
 use crate::model::Ping;
@@ -68,7 +68,7 @@ pub async fn run(
     let shared = &core.shared;
     let cfg = &shared.config.auction;
     let started = Instant::now();
-    let now = now_ms();
+    let now = core.shared.clock.now_ms();
     // Held until the auction closes: the seller's running auctions, counted on every core.
     let _running = client.limits.auctions.try_acquire().ok_or_else(|| {
         core.metrics.record_rate_limited("concurrent_auctions");
@@ -147,7 +147,7 @@ pub async fn run(
             arrival: o.arrival,
         })
         .collect();
-    let closed = now_ms();
+    let closed = core.shared.clock.now_ms();
     let award = crate::auction::award(
         &shared.config,
         &shared.keys,
@@ -232,7 +232,7 @@ pub async fn record_closed(
 ) -> Result<(), ExchangeError> {
     let record = core.shard.borrow().get(tenant, auction_id).map(to_record);
     let emitted = match &record {
-        Some(r) => events::put_auction(core, &mut batch, r, now_ms())?,
+        Some(r) => events::put_auction(core, &mut batch, r, core.shared.clock.now_ms())?,
         None => events::Emitted::default(),
     };
     if batch.is_empty() {
@@ -285,7 +285,7 @@ pub fn ensure_loaded(core: &Core, tenant: Tenant, auction_id: &str) -> Result<bo
     let Some(record) = stored(core, tenant, auction_id)? else {
         return Ok(false);
     };
-    let now = now_ms();
+    let now = core.shared.clock.now_ms();
     let evict_at = record.token_valid_until_ms.unwrap_or(now).max(now)
         + core.shared.config.auction.retention_ms;
     let auction = from_record(record, &core.shared.registry, evict_at).map_err(|e| {

@@ -25,7 +25,7 @@ use crate::auction::clearing::seller_payout;
 use crate::auction::deliver::{self, Budget, Candidate, Delivery};
 use crate::auction::record::to_record;
 use crate::auction::token::Claims;
-use crate::auction::{now_ms, Auction, PostState, Status, NO_BUYER};
+use crate::auction::{Auction, PostState, Status, NO_BUYER};
 use crate::auth::Client;
 use crate::config::Config;
 use crate::error::FieldError;
@@ -155,7 +155,7 @@ pub async fn deliver(
     )
     .await;
 
-    let now = now_ms();
+    let now = core.shared.clock.now_ms();
     let mut batch = Batch::new();
     let (state, sold, answer) = match outcome {
         Delivery::Sold {
@@ -299,7 +299,8 @@ async fn intend(core: &Core, tenant: Tenant, auction_id: &str, key: &str, slot: 
     };
     let mut batch = Batch::new();
     // A one-call lead's auction reaches the disk here first: its close is announced with it.
-    let Ok(emitted) = events::put_auction(core, &mut batch, &record, now_ms()) else {
+    let Ok(emitted) = events::put_auction(core, &mut batch, &record, core.shared.clock.now_ms())
+    else {
         return false;
     };
     match core.commit(batch).await {
@@ -415,7 +416,7 @@ fn plan(
                 "The bid token does not match the auction's bid.",
             ));
         }
-        if claims.valid_until_ms < now_ms() {
+        if claims.valid_until_ms < core.shared.clock.now_ms() {
             return Err(ExchangeError::BidExpired);
         }
     }

@@ -13,7 +13,6 @@
 
 use super::error::ExchangeError;
 use super::events;
-use crate::auction::now_ms;
 use crate::runtime::Core;
 use crate::store::{Batch, LeadEvent, LeadRecord};
 use crate::types::Tenant;
@@ -193,7 +192,7 @@ pub async fn report(
             current: current.as_str(),
         });
     }
-    let at_ms = now_ms();
+    let at_ms = core.shared.clock.now_ms();
     let mut batch = Batch::new();
     let emitted = events::status_changed(
         core,

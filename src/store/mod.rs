@@ -887,14 +887,6 @@ impl Store {
     }
 }
 
-/// Wall-clock now in unix milliseconds, from the system clock. Nothing in the store reads it any
-/// more (the expiry thread and the webhook worker read the clock the server was started with); it
-/// stays while the rest of the crate moves to the injected [`crate::types::clock::Clock`].
-#[allow(dead_code)]
-pub(crate) fn now_ms() -> u64 {
-    crate::types::clock::system_now_ms()
-}
-
 // `ALL` documents the order of `Store::trees`; keep it in step with `from_db`.
 const _: () = {
     let mut i = 0;

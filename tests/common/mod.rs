@@ -231,10 +231,9 @@ impl Env {
         self.server = Some(server);
     }
 
-    /// Moves the server's manual clock `ms` past both where it stands and the system's now.
-    /// Requests handled in `src/api/` still stamp times (token and bid lifetimes, when an auction
-    /// may leave memory, when a webhook is first due) with the system clock until the api reads
-    /// the server's clock; a jump past the later of the two covers what either stamped.
+    /// Moves the server's manual clock `ms` past both where it stands and the system's now. The
+    /// sandbox buyers stamp their bids' validity with the system clock (they are another party,
+    /// not part of the server), so a jump past the later of the two covers what either stamped.
     pub fn jump_clock(&self, ms: u64) {
         let from = self
             .clock

@@ -30,12 +30,13 @@ use gavel::exchange::auction::WinningBid;
 use gavel::api::validate::parse_ping;
 use gavel::auction::clearing::Candidate;
 use gavel::auction::token::BidKeys;
-use gavel::auction::{fanout, now_ms, parse_rfc3339_ms, NoBidReason, OutcomeKind};
+use gavel::auction::{fanout, parse_rfc3339_ms, NoBidReason, OutcomeKind};
 use gavel::auth::Auth;
 use gavel::buyers::Registry;
 use gavel::config::{Config, Scope, Tenant, MAX_BODY_BYTES, MAX_WINDOW_MS};
 use gavel::error::ApiError;
 use gavel::model::{f64_to_cents, Cents, Ping};
+use gavel::types::clock::system_now_ms as now_ms;
 
 /// What a later post would need of a closed auction. Kept in memory only.
 #[derive(Debug, Clone)]
