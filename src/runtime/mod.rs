@@ -276,6 +276,26 @@ impl ServerHandle {
         self.shutdown();
         self.join();
     }
+
+    /// Runs `work` as a task on core `core` and waits for its result: how tests and tools drive
+    /// the exchange on a running server without going through HTTP. The calling thread blocks, so
+    /// call it from a test or tool thread, never from a core. `None` when the core's inbox is full
+    /// or the core stopped before answering.
+    pub fn on_core<T, F, Fut>(&self, core: usize, work: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T> + 'static,
+    {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let job: handoff::Job = Box::new(move |c| {
+            monoio::spawn(async move {
+                let _ = tx.send(work(c).await);
+            });
+        });
+        self.shared.inboxes[core].send(job).ok()?;
+        rx.recv().ok()
+    }
 }
 
 /// Resolves `auto` to the driver this kernel supports; `uring` fails when it is unavailable.
