@@ -15,8 +15,9 @@ use super::events;
 use crate::auction::clearing::Candidate;
 use crate::auction::record::{from_record, to_record};
 use crate::auction::shard::InsertError;
-use crate::auction::{fanout, Auction, Award, NoBidReason, OutcomeKind, Status};
+use crate::auction::{fanout, Auction, Award, BuyerOutcome, NoBidReason, OutcomeKind, Status};
 use crate::auth::Client;
+use crate::buyers::Eligibility;
 use crate::config::MAX_WINDOW_MS;
 use crate::model::Ping;
 use crate::runtime::Core;
@@ -66,9 +67,7 @@ pub async fn run(
     client: &Client,
 ) -> Result<Closed, ExchangeError> {
     let shared = &core.shared;
-    let cfg = &shared.config.auction;
     let started = Instant::now();
-    let now = core.shared.clock.now_ms();
     // Held until the auction closes: the seller's running auctions, counted on every core.
     let _running = client.limits.auctions.try_acquire().ok_or_else(|| {
         core.metrics.record_rate_limited("concurrent_auctions");
@@ -76,56 +75,17 @@ pub async fn run(
             max: client.limits.auctions.max(),
         }
     })?;
-    // The bid window: the seller's expires_at when given (never more than 5 s away), else the
-    // configured window.
-    let deadline_ms = ping
-        .expires_at_ms
-        .map_or(now + cfg.window_ms, |e| e.min(now + MAX_WINDOW_MS));
-    let deadline = started + Duration::from_millis(deadline_ms.saturating_sub(now));
-
-    // A seller-chosen id names one auction for as long as its record is kept, not only while it
-    // is in memory (Gavel's own ids are ULIDs and never repeat).
-    let in_memory = || {
-        core.shard
-            .borrow()
-            .get(client.tenant, &auction_id)
-            .is_some()
-    };
-    if ping.auction_id.is_some()
-        && !in_memory()
-        && stored(core, client.tenant, &auction_id)?.is_some()
-    {
-        return Err(ExchangeError::AuctionExists { auction_id });
-    }
-
-    let elig = shared
-        .registry
-        .eligibility(&ping, client.tenant, cfg.max_buyers_per_auction);
-    let auction = Auction::open(
-        auction_id.clone(),
-        client.tenant,
-        client.name.clone(),
-        ping.clone(),
-        now,
-        deadline_ms,
-        deadline_ms + cfg.retention_ms,
-    );
-    insert(core, auction, now).map_err(|e| refused(e, client.tenant, &auction_id))?;
-
+    let (deadline, elig) = open(core, &auction_id, &ping, client, started)?;
     let outcomes = fanout::ping_buyers(
         &shared.registry,
         &core.pool,
-        cfg,
+        &shared.config.auction,
         &auction_id,
         &ping,
         &elig,
-        fanout::Deadline {
-            at: deadline,
-            unix_ms: deadline_ms,
-        },
+        deadline,
     )
     .await;
-
     core.metrics
         .record_auction(started.elapsed().as_micros() as u64);
     for o in &outcomes {
@@ -135,7 +95,76 @@ pub async fn run(
             o.kind.was_pinged().then_some(o.latency_us),
         );
     }
+    let any_eligible = !elig.eligible.is_empty();
+    Ok(close(
+        core,
+        client,
+        auction_id,
+        outcomes,
+        any_eligible,
+        started,
+    ))
+}
 
+/// Opens the auction in the shard: its bid window, the buyers eligible for its ping, and the
+/// check that a seller-chosen id is not in use.
+fn open(
+    core: &Core,
+    auction_id: &str,
+    ping: &Ping,
+    client: &Client,
+    started: Instant,
+) -> Result<(fanout::Deadline, Eligibility), ExchangeError> {
+    let cfg = &core.shared.config.auction;
+    let now = core.shared.clock.now_ms();
+    // The bid window: the seller's expires_at when given (never more than 5 s away), else the
+    // configured window.
+    let deadline_ms = ping
+        .expires_at_ms
+        .map_or(now + cfg.window_ms, |e| e.min(now + MAX_WINDOW_MS));
+    let deadline = fanout::Deadline {
+        at: started + Duration::from_millis(deadline_ms.saturating_sub(now)),
+        unix_ms: deadline_ms,
+    };
+    // A seller-chosen id names one auction for as long as its record is kept, not only while it
+    // is in memory (Gavel's own ids are ULIDs and never repeat).
+    let in_memory = || core.shard.borrow().get(client.tenant, auction_id).is_some();
+    if ping.auction_id.is_some()
+        && !in_memory()
+        && stored(core, client.tenant, auction_id)?.is_some()
+    {
+        return Err(ExchangeError::AuctionExists {
+            auction_id: auction_id.to_string(),
+        });
+    }
+    let elig = core
+        .shared
+        .registry
+        .eligibility(ping, client.tenant, cfg.max_buyers_per_auction);
+    let auction = Auction::open(
+        auction_id.to_string(),
+        client.tenant,
+        client.name.clone(),
+        ping.clone(),
+        now,
+        deadline_ms,
+        deadline_ms + cfg.retention_ms,
+    );
+    insert(core, auction, now).map_err(|e| refused(e, client.tenant, auction_id))?;
+    Ok((deadline, elig))
+}
+
+/// Clears the buyers' answers, prices and signs the winning bid, and closes the auction in the
+/// shard with the time it may leave memory.
+fn close(
+    core: &Core,
+    client: &Client,
+    auction_id: String,
+    outcomes: Vec<BuyerOutcome>,
+    any_eligible: bool,
+    started: Instant,
+) -> Closed {
+    let shared = &core.shared;
     let bids: Vec<Candidate> = outcomes
         .iter()
         .enumerate()
@@ -147,30 +176,33 @@ pub async fn run(
             arrival: o.arrival,
         })
         .collect();
-    let closed = core.shared.clock.now_ms();
+    let closed = shared.clock.now_ms();
     let award = crate::auction::award(
         &shared.config,
         &shared.keys,
-        !elig.eligible.is_empty(),
+        any_eligible,
         &bids,
         |slot| outcomes[slot].valid_until_ms,
         &auction_id,
         client.tenant,
         closed,
     );
-    let (status, result) = match award {
+    let retention_ms = shared.config.auction.retention_ms;
+    // A won auction stays while its bid token may still be posted, then for the retention.
+    let (status, result, evict_at) = match award {
         Err(reason) => {
             core.metrics.record_no_bid(reason.code());
-            (Status::NoBid(reason), Err(reason))
+            (Status::NoBid(reason), Err(reason), closed + retention_ms)
         }
-        Ok(w) => (
-            Status::Won {
+        Ok(w) => {
+            let evict_at = w.valid_until_ms + retention_ms;
+            let status = Status::Won {
                 ranked: w.ranked.iter().map(|c| c.slot).collect(),
                 payout_cents: w.payout_cents,
                 token_valid_until_ms: w.valid_until_ms,
-            },
-            Ok(WinningBid::from(w)),
-        ),
+            };
+            (status, Ok(WinningBid::from(w)), evict_at)
+        }
     };
     let answer = Closed {
         auction_id: auction_id.clone(),
@@ -179,15 +211,6 @@ pub async fn run(
         bids_received: bids.len(),
         auction_ms: started.elapsed().as_millis() as u64,
     };
-
-    // A won auction stays while its bid token may still be posted, then for the retention.
-    let evict_at = match &status {
-        Status::Won {
-            token_valid_until_ms,
-            ..
-        } => *token_valid_until_ms + cfg.retention_ms,
-        _ => closed + cfg.retention_ms,
-    };
     let mut shard = core.shard.borrow_mut();
     if let Some(a) = shard.get_mut(client.tenant, &auction_id) {
         a.outcomes = outcomes;
@@ -195,7 +218,7 @@ pub async fn run(
         a.closed_ms = Some(closed);
     }
     shard.set_evict_at(client.tenant, &auction_id, evict_at);
-    Ok(answer)
+    answer
 }
 
 /// Puts an auction into this core's shard and updates the core's count of auctions in memory.

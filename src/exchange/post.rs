@@ -33,7 +33,7 @@ use crate::http::Reply;
 use crate::model::{Money, Post};
 use crate::runtime::Core;
 use crate::store::{AuctionRecord, Batch, LeadEvent, LeadRecord, StoreError};
-use crate::types::Tenant;
+use crate::types::{Cents, Tenant};
 
 /// The idempotency identity a delivery runs under, and how its final answer is recorded under it
 /// (and under any other key the same call answers for) in the batch that makes the outcome durable.
@@ -114,7 +114,6 @@ pub async fn deliver(
     received: Instant,
     claims: Claims,
 ) -> Result<Delivered, ExchangeError> {
-    let shared = &core.shared;
     let plan = match plan(core, &post, client, keyed, &claims)? {
         Ok(p) => p,
         // A final answer already held by the auction record: nothing changes, nothing to record.
@@ -123,100 +122,44 @@ pub async fn deliver(
             return Ok(Delivered::Answer(replay));
         }
     };
-    check_rules(&shared.config, &plan.vertical, &plan.source, &post)?;
+    check_rules(&core.shared.config, &plan.vertical, &plan.source, &post)?;
     post.lead.lead_uuid = plan.lead_uuid.clone();
-
-    let tenant = client.tenant;
-    let key = keyed.key;
-    let lead_uuid = plan.lead_uuid.clone();
-    update(core, tenant, &post.auction_id, |a| {
-        a.post = PostState::InFlight {
-            key: key.to_string(),
-            slot: None,
-        };
-        a.post_fingerprint = Some(keyed.fingerprint);
-        a.lead_uuid = Some(lead_uuid);
-    });
+    let run = Run {
+        core,
+        tenant: client.tenant,
+        auction_id: &post.auction_id,
+        key: keyed.key,
+    };
+    run.start(keyed.fingerprint, &plan.lead_uuid);
     let mut attempts = Vec::new();
-    let auction_id = post.auction_id.clone();
     // The intent to deliver to a buyer is durable before that buyer is called.
-    let mut before_buyer = async |slot: usize| intend(core, tenant, &auction_id, key, slot).await;
+    let mut before_buyer = async |slot: usize| run.intend(slot).await;
     let outcome = deliver::deliver(
-        &shared.registry,
+        &core.shared.registry,
         &core.pool,
         deliver::Job {
-            auction_id: &post.auction_id,
+            auction_id: run.auction_id,
             lead: &post.lead,
             candidates: &plan.candidates,
         },
-        budget(&shared.config),
+        budget(&core.shared.config),
         &mut attempts,
         &mut before_buyer,
     )
     .await;
-
     let now = core.shared.clock.now_ms();
     let mut batch = Batch::new();
-    let (state, sold, answer) = match outcome {
-        Delivery::Sold {
-            slot,
-            buyer_lead_id,
-        } => {
-            // Post received → the buyer's 2xx: the latency the post SLO is about.
-            core.metrics
-                .record_post(received.elapsed().as_micros() as u64);
-            let reply = sold_answer(core, &post, &plan, slot, &buyer_lead_id);
-            let buyer_id = core
-                .shard
-                .borrow()
-                .get(tenant, &post.auction_id)
-                .map(|a| a.outcomes[slot].buyer_id.clone())
-                .unwrap_or_default();
-            batch.put_lead(&LeadRecord {
-                lead_uuid: plan.lead_uuid.clone(),
-                auction_id: post.auction_id.clone(),
-                tenant: tenant.as_str().to_string(),
-                buyer_id,
-                buyer_lead_id: buyer_lead_id.clone(),
-                created_ms: now,
-                history: vec![LeadEvent {
-                    at_ms: now,
-                    status: "sold".into(),
-                    reason: None,
-                }],
-            })?;
-            let done = PostState::Done {
-                key: key.to_string(),
-                reply: reply.clone(),
-            };
-            (done, Some((slot, buyer_lead_id)), Delivered::Answer(reply))
-        }
-        Delivery::Unsold { reason } => {
-            let reply = unsold_answer(&post, &plan, reason);
-            let done = PostState::Done {
-                key: key.to_string(),
-                reply: reply.clone(),
-            };
-            (done, None, Delivered::Answer(reply))
-        }
-        Delivery::Unresolved { slot } => (
-            PostState::Unresolved {
-                key: key.to_string(),
-                slot,
-            },
-            None,
-            Delivered::Unresolved,
-        ),
-        Delivery::Aborted => {
-            // Nobody was called for the failed step; what was recorded before still holds.
-            update(core, tenant, &post.auction_id, |a| {
-                a.post = plan.previous.clone();
-                a.post_attempts.extend(attempts);
-            });
-            return Err(ExchangeError::DeliveryNotRecorded);
-        }
+    let Some((state, sold, answer)) =
+        run.settle(&post, &plan, outcome, received, now, &mut batch)?
+    else {
+        // Nobody was called for the failed step; what was recorded before still holds.
+        run.update(|a| {
+            a.post = plan.previous.clone();
+            a.post_attempts.extend(attempts);
+        });
+        return Err(ExchangeError::DeliveryNotRecorded);
     };
-    let record = update(core, tenant, &post.auction_id, |a| {
+    let record = run.update(|a| {
         a.post = state;
         a.post_attempts.extend(attempts);
         if sold.is_some() {
@@ -233,13 +176,158 @@ pub async fn deliver(
         now,
     )?;
     if let Err(e) = core.commit(batch).await {
-        // The outcome is not on disk. Memory keeps it, but to stay safe across a crash the
-        // auction goes back to "unresolved at the last buyer": a retry asks that buyer again,
-        // and the buyer's own idempotency answers it.
-        let last = plan.candidates.first().map(|c| c.slot);
-        update(core, tenant, &post.auction_id, |a| {
+        run.unsettle(plan.candidates.first().map(|c| c.slot));
+        return Err(e.into());
+    }
+    // The answer and everything it reports are durable.
+    events::committed(core, emitted);
+    Ok(answer)
+}
+
+/// One delivery's auction on its owning core, under its idempotency key.
+struct Run<'a> {
+    core: &'a Core,
+    tenant: Tenant,
+    auction_id: &'a str,
+    key: &'a str,
+}
+
+/// What a delivery's outcome makes of the auction: its post state, the sale (slot and buyer's
+/// lead id), and the answer.
+type Settled = (PostState, Option<(usize, String)>, Delivered);
+
+impl Run<'_> {
+    /// Marks the delivery in flight under its key, with the body's fingerprint and the lead id it
+    /// delivers under.
+    fn start(&self, fingerprint: [u8; 32], lead_uuid: &str) {
+        let key = self.key;
+        self.update(|a| {
+            a.post = PostState::InFlight {
+                key: key.to_string(),
+                slot: None,
+            };
+            a.post_fingerprint = Some(fingerprint);
+            a.lead_uuid = Some(lead_uuid.to_string());
+        });
+    }
+
+    /// Sets the auction's post state and returns its record, ready to commit.
+    fn update(&self, f: impl FnOnce(&mut Auction)) -> Option<AuctionRecord> {
+        update(self.core, self.tenant, self.auction_id, f)
+    }
+
+    /// Makes the intent to deliver to `slot` durable; false when it could not be (the buyer is
+    /// then not called).
+    async fn intend(&self, slot: usize) -> bool {
+        let key = self.key;
+        let Some(record) = self.update(|a| {
+            a.post = PostState::InFlight {
+                key: key.to_string(),
+                slot: Some(slot),
+            };
+        }) else {
+            return false;
+        };
+        let core = self.core;
+        let mut batch = Batch::new();
+        // A one-call lead's auction reaches the disk here first: its close is announced with it.
+        let Ok(emitted) =
+            events::put_auction(core, &mut batch, &record, core.shared.clock.now_ms())
+        else {
+            return false;
+        };
+        match core.commit(batch).await {
+            Ok(()) => {
+                events::committed(core, emitted);
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record the intent to deliver");
+                false
+            }
+        }
+    }
+
+    /// Turns the delivery's outcome into the auction's new post state and the answer, adding the
+    /// lead record of a sale to `batch`. `None` when the delivery was aborted.
+    fn settle(
+        &self,
+        post: &Post,
+        plan: &Plan,
+        outcome: Delivery,
+        received: Instant,
+        now: u64,
+        batch: &mut Batch,
+    ) -> Result<Option<Settled>, ExchangeError> {
+        let done = |reply: &Reply| PostState::Done {
+            key: self.key.to_string(),
+            reply: reply.clone(),
+        };
+        Ok(Some(match outcome {
+            Delivery::Sold {
+                slot,
+                buyer_lead_id,
+            } => {
+                // Post received → the buyer's 2xx: the latency the post SLO is about.
+                self.core
+                    .metrics
+                    .record_post(received.elapsed().as_micros() as u64);
+                let reply = sold_answer(self.core, post, plan, slot, &buyer_lead_id);
+                batch.put_lead(&self.lead_record(plan, slot, &buyer_lead_id, now))?;
+                (
+                    done(&reply),
+                    Some((slot, buyer_lead_id)),
+                    Delivered::Answer(reply),
+                )
+            }
+            Delivery::Unsold { reason } => {
+                let reply = unsold_answer(post, plan, reason);
+                (done(&reply), None, Delivered::Answer(reply))
+            }
+            Delivery::Unresolved { slot } => (
+                PostState::Unresolved {
+                    key: self.key.to_string(),
+                    slot,
+                },
+                None,
+                Delivered::Unresolved,
+            ),
+            Delivery::Aborted => return Ok(None),
+        }))
+    }
+
+    /// The record of a lead sold to the buyer at `slot`: its history starts with Gavel's sale.
+    fn lead_record(&self, plan: &Plan, slot: usize, buyer_lead_id: &str, now: u64) -> LeadRecord {
+        let buyer_id = self
+            .core
+            .shard
+            .borrow()
+            .get(self.tenant, self.auction_id)
+            .map(|a| a.outcomes[slot].buyer_id.clone())
+            .unwrap_or_default();
+        LeadRecord {
+            lead_uuid: plan.lead_uuid.clone(),
+            auction_id: self.auction_id.to_string(),
+            tenant: self.tenant.as_str().to_string(),
+            buyer_id,
+            buyer_lead_id: buyer_lead_id.to_string(),
+            created_ms: now,
+            history: vec![LeadEvent {
+                at_ms: now,
+                status: "sold".into(),
+                reason: None,
+            }],
+        }
+    }
+
+    /// After the outcome failed to reach the disk: memory keeps it, but to stay safe across a
+    /// crash the auction goes back to "unresolved at the last buyer", so a retry asks that buyer
+    /// again and the buyer's own idempotency answers it.
+    fn unsettle(&self, first_candidate: Option<usize>) {
+        let key = self.key;
+        self.update(|a| {
             if let (PostState::Done { .. }, Some(slot)) =
-                (&a.post, a.sold.as_ref().map(|s| s.0).or(last))
+                (&a.post, a.sold.as_ref().map(|s| s.0).or(first_candidate))
             {
                 a.post = PostState::Unresolved {
                     key: key.to_string(),
@@ -247,11 +335,7 @@ pub async fn deliver(
                 };
             }
         });
-        return Err(e.into());
     }
-    // The answer and everything it reports are durable.
-    events::committed(core, emitted);
-    Ok(answer)
 }
 
 /// Adds to `batch` what the outcome's commit carries besides the lead: the auction record (with
@@ -284,35 +368,6 @@ fn final_writes(
         )?);
     }
     Ok(emitted)
-}
-
-/// Makes the intent to deliver to `slot` durable; false when it could not be (the buyer is then
-/// not called).
-async fn intend(core: &Core, tenant: Tenant, auction_id: &str, key: &str, slot: usize) -> bool {
-    let Some(record) = update(core, tenant, auction_id, |a| {
-        a.post = PostState::InFlight {
-            key: key.to_string(),
-            slot: Some(slot),
-        };
-    }) else {
-        return false;
-    };
-    let mut batch = Batch::new();
-    // A one-call lead's auction reaches the disk here first: its close is announced with it.
-    let Ok(emitted) = events::put_auction(core, &mut batch, &record, core.shared.clock.now_ms())
-    else {
-        return false;
-    };
-    match core.commit(batch).await {
-        Ok(()) => {
-            events::committed(core, emitted);
-            true
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot record the intent to deliver");
-            false
-        }
-    }
 }
 
 /// The delivery budget from `[post]`: total time, attempts per buyer, backoff, and how many
@@ -429,10 +484,43 @@ fn plan(
     let start = resume_slot
         .and_then(|s| ranked.iter().position(|r| *r == s))
         .unwrap_or(0);
-    let cfg = &core.shared.config.auction;
+    let (candidates, payouts) = ranked_candidates(
+        a,
+        &ranked[start..],
+        ranked[0],
+        *payout_cents,
+        resume_slot,
+        &core.shared.config,
+    );
+    Ok(Ok(Plan {
+        candidates,
+        payouts,
+        vertical: a.ping.vertical.clone(),
+        source: a.ping.source.clone(),
+        lead_uuid: a
+            .lead_uuid
+            .clone()
+            .filter(|_| resume_slot.is_some())
+            .unwrap_or_else(|| post.lead.lead_uuid.clone()),
+        previous: a.post.clone(),
+    }))
+}
+
+/// The buyers to offer the lead to, in ranked order from `ranked`'s first, with what the seller
+/// is paid if each takes it: the winner's payout, else the runner-up's own bid less the margins.
+/// A resumed buyer's bid never expires for this delivery: it may hold the lead already.
+fn ranked_candidates(
+    a: &Auction,
+    ranked: &[usize],
+    winner: usize,
+    payout_cents: Cents,
+    resume_slot: Option<usize>,
+    config: &Config,
+) -> (Vec<Candidate>, Vec<(usize, Cents)>) {
+    let cfg = &config.auction;
     let mut candidates = Vec::new();
     let mut payouts = Vec::new();
-    for &s in &ranked[start..] {
+    for &s in ranked {
         let o = &a.outcomes[s];
         if o.buyer == NO_BUYER {
             continue; // No longer configured: nobody to deliver to.
@@ -447,8 +535,8 @@ fn plan(
                 o.valid_until_ms.unwrap_or(0)
             },
         });
-        let payout = if s == ranked[0] {
-            *payout_cents
+        let payout = if s == winner {
+            payout_cents
         } else {
             seller_payout(
                 o.amount_cents.unwrap_or(0),
@@ -458,18 +546,7 @@ fn plan(
         };
         payouts.push((s, payout));
     }
-    Ok(Ok(Plan {
-        candidates,
-        payouts,
-        vertical: a.ping.vertical.clone(),
-        source: a.ping.source.clone(),
-        lead_uuid: a
-            .lead_uuid
-            .clone()
-            .filter(|_| resume_slot.is_some())
-            .unwrap_or_else(|| post.lead.lead_uuid.clone()),
-        previous: a.post.clone(),
-    }))
+    (candidates, payouts)
 }
 
 /// Where an earlier post of this auction leaves this one.
