@@ -1,6 +1,6 @@
 //! The exchange: the use-cases Gavel exists for, run on the core that owns the auction, with no
 //! knowledge of HTTP. Running a ping's auction and recording it ([`auction`]), delivering a
-//! posted lead with fallback and resume ([`post`]), buyers' status reports on sold leads
+//! posted lead with fallback and resume ([`post`]), the one-call lead that does both ([`lead`]), buyers' status reports on sold leads
 //! ([`status`]) and the webhook events state changes emit ([`events`]).
 //!
 //! The HTTP layer (`api`) authenticates, decodes, calls a function here and encodes what it
@@ -11,6 +11,7 @@
 pub mod auction;
 pub mod error;
 pub mod events;
+pub mod lead;
 pub mod post;
 pub mod status;
 
