@@ -81,6 +81,9 @@ pub const BUYER_OUTCOMES: [&str; 7] = [
 /// passed to [`CoreMetrics::record_no_bid`] are not counted.
 pub const NO_BID_REASONS: [&str; 3] = ["no_eligible_buyers", "no_bids", "below_floor"];
 
+/// Label values of `gavel_requests_shed_total`, in the order of `runtime::admission::Shed`.
+pub const SHED_REASONS: [&str; 4] = ["loop_lag", "queue_delay", "in_flight", "inbox_full"];
+
 /// Client limits whose 429s are counted (`gavel_rate_limited_total{limit=…}`); a buyer's ping
 /// limit shows as the buyer outcome `rate_limited` instead.
 pub const RATE_LIMITS: [&str; 2] = ["client_requests", "concurrent_auctions"];

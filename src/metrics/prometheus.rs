@@ -10,8 +10,8 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 
 use super::cpu::{CpuSeconds, THREAD_GROUPS};
+use super::SHED_REASONS;
 use super::{Snapshot, BUYER_OUTCOMES, NO_BID_REASONS};
-use crate::runtime::admission::SHED_REASONS;
 
 /// Per-core gauges and counters, read by the caller from the runtime's per-core statistics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -71,8 +71,9 @@ pub enum Shed {
     InboxFull = 3,
 }
 
-/// Label values of `gavel_requests_shed_total`, indexed by [`Shed`] as `usize`.
-pub const SHED_REASONS: [&str; 4] = ["loop_lag", "queue_delay", "in_flight", "inbox_full"];
+/// Label values of `gavel_requests_shed_total`, indexed by [`Shed`] as `usize`; the metrics
+/// module owns the list, as it owns every label set it exports.
+pub use crate::metrics::SHED_REASONS;
 
 impl Shed {
     pub fn label(self) -> &'static str {
