@@ -576,6 +576,23 @@ mod tests {
     use crate::webhooks::Secret;
 
     /// A receiver that answers 204 to every request and reports each webhook-id.
+    /// Queues one `lead.posted` event for the sandbox seller at `at_ms`, durable in `store`.
+    fn queue_one(hooks: &Webhooks, store: &Store, at_ms: u64) -> crate::webhooks::Queued {
+        let mut b = Batch::new();
+        let queued = hooks
+            .enqueue(
+                &mut b,
+                crate::config::Tenant::Sandbox,
+                "seller",
+                "lead.posted",
+                &serde_json::json!({"lead_uuid": "ld_1"}),
+                at_ms,
+            )
+            .unwrap();
+        store.write_durable(&b).unwrap();
+        queued
+    }
+
     fn counting_receiver() -> (super::super::receiver::Server, Receiver<String>) {
         let (tx, rx) = crossbeam_channel::unbounded();
         let server = super::super::receiver::Server::start(Arc::new(move |req| {
@@ -611,18 +628,7 @@ mod tests {
         );
         // As at start: the outbox is counted, then events come in.
         hooks.load_state(&store).unwrap();
-        let mut b = Batch::new();
-        let queued = hooks
-            .enqueue(
-                &mut b,
-                crate::config::Tenant::Sandbox,
-                "seller",
-                "lead.posted",
-                &serde_json::json!({"lead_uuid": "ld_1"}),
-                Clock::system().now_ms(),
-            )
-            .unwrap();
-        store.write_durable(&b).unwrap();
+        let queued = queue_one(&hooks, &store, Clock::system().now_ms());
         let mut worker = start(store.clone(), hooks.clone(), Clock::system()).unwrap();
         hooks.committed(queued);
         let id = received
@@ -691,18 +697,7 @@ mod tests {
         // nothing due, so the first attempt arriving shows it reads this one.
         let clock = Clock::manual(Clock::system().now_ms() + 86_400_000);
         let t0 = clock.now_ms();
-        let mut b = Batch::new();
-        let queued = hooks
-            .enqueue(
-                &mut b,
-                crate::config::Tenant::Sandbox,
-                "seller",
-                "lead.posted",
-                &serde_json::json!({"lead_uuid": "ld_1"}),
-                t0,
-            )
-            .unwrap();
-        store.write_durable(&b).unwrap();
+        let queued = queue_one(&hooks, &store, t0);
         let mut worker = start(store.clone(), hooks.clone(), clock.clone()).unwrap();
         hooks.committed(queued);
 
