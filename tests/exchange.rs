@@ -257,3 +257,79 @@ fn a_bid_token_expires_by_the_servers_clock_not_the_systems() {
         "{expired:?}"
     );
 }
+
+#[test]
+fn an_unconfirmed_delivery_resumes_with_the_same_buyer_only_under_its_key() {
+    // The winner takes the lead on every attempt but answers none of the first three, all one
+    // delivery may try: the exchange must not offer the lead to the second bidder.
+    let mut silent = fixed("silent", 30.0);
+    silent.post_fail_first = 3;
+    silent.post_fail_mode = gavel::sandbox::PostFailMode::Hang;
+    let env = Env::start_with_clock(
+        Driver::Legacy,
+        vec![silent, fixed("other", 20.0)],
+        |cfg, _| {
+            cfg.server.cores = 1;
+            cfg.buyers[0].post_timeout_ms = 150;
+            cfg.post.budget_ms = 2_000;
+            cfg.post.max_attempts_per_buyer = 3;
+        },
+        manual_clock(),
+    );
+    let outcomes = env
+        .server()
+        .on_core(CORE, |core| async move {
+            let (closed, client) = auction_on(&core).await;
+            let claims = claims(&closed, &client);
+            let now = core.shared.clock.now_ms();
+            let keyed = |key, fingerprint| Keyed {
+                key,
+                fingerprint,
+                record: &no_records,
+            };
+            let mut seen = Vec::new();
+            for (key, fingerprint) in [
+                ("post_a", [1; 32]), // unresolved
+                ("post_b", [1; 32]), // another key: refused
+                ("post_a", [2; 32]), // same key, other body: refused
+                ("post_a", [1; 32]), // resumes with the same buyer: sold
+                ("post_a", [1; 32]), // the final answer, replayed
+            ] {
+                let post = post_of(&closed, "unused", now);
+                let k = keyed(key, fingerprint);
+                let r =
+                    post::deliver(&core, post, &client, &k, Instant::now(), claims.clone()).await;
+                seen.push(match r {
+                    Ok(Delivered::Unresolved) => "unresolved".to_string(),
+                    Ok(Delivered::Answer(reply)) => format!(
+                        "{} replayed={}",
+                        reply.status.as_u16(),
+                        reply
+                            .headers
+                            .iter()
+                            .any(|(n, _)| n.as_str() == "idempotent-replayed")
+                    ),
+                    Err(ExchangeError::AlreadyPosted { .. }) => "already_posted".into(),
+                    Err(ExchangeError::KeyReused) => "key_reused".into(),
+                    Err(e) => format!("unexpected {e:?}"),
+                });
+            }
+            seen
+        })
+        .expect("core answers");
+    assert_eq!(
+        outcomes,
+        [
+            "unresolved",
+            "already_posted",
+            "key_reused",
+            "201 replayed=false",
+            "201 replayed=true"
+        ]
+    );
+    let d = env.fleet.log().deliveries();
+    assert!(
+        d.iter().all(|r| r.buyer_id == "silent"),
+        "the second bidder never saw the lead"
+    );
+}
