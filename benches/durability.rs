@@ -92,7 +92,7 @@ fn run(durable: bool, flows: usize) -> Histogram<u64> {
     let dir =
         std::env::temp_dir().join(format!("gavel-bench-dur-{}-{durable}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let server = gavel::runtime::start(config(durable, &dir, &fleet)).unwrap();
+    let server = gavel::api::start(config(durable, &dir, &fleet)).unwrap();
     let base = format!("http://{}", server.addr);
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(10))

@@ -461,7 +461,7 @@ fn serve(path: &std::path::Path, overrides: &Overrides) -> Result<(), String> {
     } else {
         None
     };
-    let server = crate::runtime::start(cfg)?;
+    let server = crate::api::start(cfg)?;
     eprintln!("gavel listening on http://{}", server.addr);
     if let Some(m) = server.metrics_addr {
         eprintln!("gavel operations listener on http://{m} (/metrics, /healthz, /readyz)");

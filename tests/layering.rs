@@ -50,7 +50,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("config", "runtime"),
     ("config", "sandbox"),
     ("config", "webhooks"),
-    ("runtime", "api"),
     ("runtime", "auction"),
     ("runtime", "auth"),
     ("runtime", "buyers"),

@@ -1,5 +1,5 @@
 //! Starting the world in-process for a one-command benchmark: the sandbox mock buyer fleet
-//! (`gavel::sandbox::MockFleet`) and a Gavel server (`gavel::runtime::start`) with a config built
+//! (`gavel::sandbox::MockFleet`) and a Gavel server (`gavel::api::start`) with a config built
 //! from flags, a temporary store and a freshly generated sandbox token. With `--buyers-process` the
 //! fleet runs instead as a child `gavel mock-buyers` process (the `gavel` binary next to this
 //! one), so that this process's CPU holds no buyer work.
@@ -153,7 +153,7 @@ pub fn start(cfg: &SpawnConfig) -> Result<Spawned, String> {
             config.validate("gavel-load").map_err(|e| e.to_string())?;
             spawned.sink = Some(sink);
         }
-        let server = gavel::runtime::start(config)?;
+        let server = gavel::api::start(config)?;
         spawned.base_url = Some(format!("http://{}", server.addr));
         spawned.server = Some(server);
         spawned.token = Some(token);

@@ -155,6 +155,40 @@ impl From<ExchangeError> for ApiError {
     }
 }
 
+/// The HTTP API as the runtime serves it.
+pub struct Api;
+
+impl crate::runtime::Service for Api {
+    fn handle(
+        core: Rc<Core>,
+        req: Request<Incoming>,
+    ) -> impl std::future::Future<Output = Result<Response<Full<Bytes>>, Infallible>> + 'static
+    {
+        handle(core, req)
+    }
+
+    fn handle_ops(
+        core: Rc<Core>,
+        req: Request<Incoming>,
+    ) -> impl std::future::Future<Output = Result<Response<Full<Bytes>>, Infallible>> + 'static
+    {
+        ops::handle(core, req)
+    }
+}
+
+/// Starts Gavel serving this API: [`crate::runtime::start`] with [`Api`].
+pub fn start(config: crate::config::Config) -> Result<crate::runtime::ServerHandle, String> {
+    crate::runtime::start::<Api>(config)
+}
+
+/// [`start`] on `clock` (tests hand in a manual clock).
+pub fn start_with_clock(
+    config: crate::config::Config,
+    clock: crate::types::Clock,
+) -> Result<crate::runtime::ServerHandle, String> {
+    crate::runtime::start_with_clock::<Api>(config, clock)
+}
+
 /// Every route the server answers, as (method, path template). A test checks docs/openapi.yaml
 /// against this table.
 pub const ROUTES: &[(&str, &str)] = &[

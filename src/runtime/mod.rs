@@ -3,7 +3,8 @@
 //! from one core to another.
 //!
 //! This module owns threads, sockets, drivers and shutdown. It does not know what a request means:
-//! every accepted connection is handed to [`crate::api::handle`].
+//! every accepted connection is served by the [`Service`] the server was started with (the HTTP
+//! API, a layer above), called with static dispatch.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -51,6 +52,26 @@ pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// At most one warning per this interval per core for failed accepts, and one for connections
 /// closed over the cap; the lines count what they stood for.
 pub const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What a core serves on the connections it accepts. The layer above the runtime (the HTTP API)
+/// implements it, so the runtime calls into it without naming it; the calls are monomorphized, with
+/// no boxed future per request.
+pub trait Service: 'static {
+    /// Answers one request on the API listener.
+    fn handle(
+        core: Rc<Core>,
+        req: http::Request<hyper::body::Incoming>,
+    ) -> impl Future<Output = Result<http::Response<ResponseBody>, std::convert::Infallible>> + 'static;
+
+    /// Answers one request on the operations listener (`/metrics`, `/healthz`, `/readyz`).
+    fn handle_ops(
+        core: Rc<Core>,
+        req: http::Request<hyper::body::Incoming>,
+    ) -> impl Future<Output = Result<http::Response<ResponseBody>, std::convert::Infallible>> + 'static;
+}
+
+/// The body type of every response a core writes.
+pub type ResponseBody = http_body_util::Full<bytes::Bytes>;
 
 /// Counters one core writes and anyone may read. Each field has exactly one writer (its core), so
 /// Relaxed atomics suffice and no cache line is written by two threads.
@@ -388,14 +409,14 @@ where
 }
 
 /// Binds every core's listener, starts the core threads and returns once all of them are serving.
-pub fn start(config: Config) -> Result<ServerHandle, String> {
-    start_with_clock(config, Clock::system())
+pub fn start<S: Service>(config: Config) -> Result<ServerHandle, String> {
+    start_with_clock::<S>(config, Clock::system())
 }
 
 /// [`start`] with wall-clock time read from `clock`. Production runs on [`Clock::system`]; tests
 /// hand in [`Clock::manual`] and advance it to expire records, tokens and retries without
 /// sleeping.
-pub fn start_with_clock(config: Config, clock: Clock) -> Result<ServerHandle, String> {
+pub fn start_with_clock<S: Service>(config: Config, clock: Clock) -> Result<ServerHandle, String> {
     let cores = config.core_count();
     let driver = resolve_driver(config.server.driver).map_err(|e| e.to_string())?;
     let registry = Registry::from_config(&config.buyers, config.limits.buyer_pings_per_s)?
@@ -530,7 +551,7 @@ pub fn start_with_clock(config: Config, clock: Clock) -> Result<ServerHandle, St
                     }
                 }
                 let res = block_on_core(shared.driver, id, 4096, || {
-                    core_main(id, shared.clone(), listener, ops, ready.clone())
+                    core_main::<S>(id, shared.clone(), listener, ops, ready.clone())
                 });
                 if let Err(e) = res {
                     let _ = ready.send(Err(format!("core {id}: cannot start runtime: {e}")));
@@ -575,9 +596,9 @@ pub fn start_with_clock(config: Config, clock: Clock) -> Result<ServerHandle, St
 }
 
 /// Serves the operations listener on core 0 until shutdown: `/metrics`, `/healthz` and `/readyz`
-/// without a token (see [`crate::api::ops::handle`]). Its connections are not counted against the
+/// without a token ([`Service::handle_ops`]). Its connections are not counted against the
 /// client connection cap, so a health check and a scrape still get in when clients fill it.
-async fn serve_ops(
+async fn serve_ops<S: Service>(
     core: Rc<Core>,
     listener: monoio::net::TcpListener,
     limits: crate::http::ConnLimits,
@@ -607,7 +628,7 @@ async fn serve_ops(
         monoio::spawn(async move {
             let svc_core = c.clone();
             crate::http::serve_connection(stream, limits, c.shutdown.clone(), move |req| {
-                crate::api::ops::handle(svc_core.clone(), req)
+                S::handle_ops(svc_core.clone(), req)
             })
             .await;
         });
@@ -819,7 +840,7 @@ async fn expire_auctions(core: Rc<Core>) {
     }
 }
 
-async fn core_main(
+async fn core_main<S: Service>(
     id: usize,
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
@@ -919,7 +940,7 @@ async fn core_main(
         max_headers_bytes: MAX_HEADER_BYTES,
     };
     if let Some(ops) = ops_listener {
-        monoio::spawn(serve_ops(core.clone(), ops, limits));
+        monoio::spawn(serve_ops::<S>(core.clone(), ops, limits));
     }
     let max_conns = shared.max_connections_per_core;
     let mut failures: u32 = 0;
@@ -981,7 +1002,7 @@ async fn core_main(
         monoio::spawn(async move {
             let svc_core = c.clone();
             crate::http::serve_connection(stream, limits, c.shutdown.clone(), move |req| {
-                crate::api::handle(svc_core.clone(), req)
+                S::handle(svc_core.clone(), req)
             })
             .await;
             c.open_connections.set(c.open_connections.get() - 1);

@@ -206,7 +206,7 @@ impl Env {
         cfg.validate("test.toml").expect("test config is valid");
         init_logging(&cfg);
         let server =
-            gavel::runtime::start_with_clock(cfg.clone(), clock.clone()).expect("server starts");
+            gavel::api::start_with_clock(cfg.clone(), clock.clone()).expect("server starts");
         let base = format!("http://{}", server.addr);
         Env {
             fleet,
@@ -226,7 +226,7 @@ impl Env {
         let mut cfg = self.config.clone();
         cfg.server.listen = "127.0.0.1:0".parse().unwrap();
         let server =
-            gavel::runtime::start_with_clock(cfg, self.clock.clone()).expect("server restarts");
+            gavel::api::start_with_clock(cfg, self.clock.clone()).expect("server restarts");
         self.base = format!("http://{}", server.addr);
         self.server = Some(server);
     }
