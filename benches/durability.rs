@@ -56,7 +56,7 @@ post_url = "{post}"
         post = fleet.post_url("b"),
     );
     let cfg = Config::parse("bench.toml", &text).unwrap();
-    cfg.validate("bench.toml").unwrap();
+    gavel::cli::check_config(&cfg, "bench.toml").unwrap();
     cfg
 }
 

@@ -63,7 +63,7 @@ fn run(record: bool, sequential: usize, secs: u64) -> (Histogram<u64>, f64) {
         ));
     }
     let cfg = Config::parse("bench.toml", &text).unwrap();
-    cfg.validate("bench.toml").unwrap();
+    gavel::cli::check_config(&cfg, "bench.toml").unwrap();
     let server = gavel::api::start(cfg).unwrap();
     let url = format!("http://{}/v1/ping", server.addr);
 

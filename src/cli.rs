@@ -1,17 +1,19 @@
 //! The `gavel` command line: `serve`, `mock-buyers`, `check-config`, `token create`,
 //! `clients create|list|revoke` and `webhooks list|events|replay|enable`.
 //!
-//! Each subcommand loads and validates the config, applies CLI overrides and calls into the library;
-//! no business logic lives here. `clients` and `webhooks` talk to a running server's admin API (the
-//! server owns the store, a revocation must reach its cores, and only its delivery worker may touch
-//! a delivery), with a token holding the `admin` scope.
+//! Each subcommand loads and validates the config ([`load_config`]: the config module's range
+//! checks and every subsystem's check of its own section, run here because only this layer sees
+//! them all), applies CLI overrides and calls into the library; no business logic lives here.
+//! `clients` and `webhooks` talk to a running server's admin API (the server owns the store, a
+//! revocation must reach its cores, and only its delivery worker may touch a delivery), with a
+//! token holding the `admin` scope.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, Overrides, Scope, Tenant};
+use crate::config::{Config, ConfigError, Overrides, Scope, Tenant};
 
 #[derive(Parser)]
 #[command(
@@ -369,8 +371,33 @@ fn webhooks(url: &str, token: Option<&str>, cmd: WebhooksCmd) -> Result<(), Stri
     Ok(())
 }
 
-fn load(path: &std::path::Path) -> Result<Config, String> {
-    Config::load(path).map_err(|e| e.to_string())
+/// Reads a config file and runs every check on it: the config module's own range checks
+/// ([`Config::load`]), then each subsystem's check of its own section. `serve`, `mock-buyers` and
+/// `check-config` all load through here, so a file any check refuses never starts a server.
+pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
+    let cfg = Config::load(path)?;
+    check_sections(&cfg, &path.display().to_string())?;
+    Ok(cfg)
+}
+
+/// Every check [`load_config`] runs, on a config built or changed in memory (after CLI overrides,
+/// or in tests); `file` names the source in errors.
+pub fn check_config(cfg: &Config, file: &str) -> Result<(), ConfigError> {
+    cfg.validate(file)?;
+    check_sections(cfg, file)
+}
+
+/// The checks that need a subsystem's knowledge, each over its own section. The config module
+/// sits below these subsystems and cannot call them, so this layer does.
+fn check_sections(cfg: &Config, file: &str) -> Result<(), ConfigError> {
+    crate::auction::token::check_config(&cfg.bid_token, file)?;
+    crate::buyers::pool::check_config(&cfg.buyers, file)?;
+    crate::webhooks::check_config(&cfg.webhooks, file)?;
+    crate::sandbox::check_config(&cfg.sandbox, file)
+}
+
+fn load(path: &Path) -> Result<Config, String> {
+    load_config(path).map_err(|e| e.to_string())
 }
 
 pub fn main() -> ExitCode {
@@ -386,7 +413,7 @@ pub fn main() -> ExitCode {
             println!(
                 "{}: ok ({} cores, {} buyers, {} tokens, {} webhook endpoints, sandbox {})",
                 config.display(),
-                c.core_count(),
+                crate::runtime::core_count(&c.server),
                 c.buyers.len(),
                 c.tokens.len(),
                 c.webhooks.len(),
@@ -444,8 +471,7 @@ fn wait_for_signal() -> Result<(), String> {
 fn serve(path: &std::path::Path, overrides: &Overrides) -> Result<(), String> {
     let mut cfg = load(path)?;
     cfg.apply(overrides);
-    cfg.validate(&path.display().to_string())
-        .map_err(|e| e.to_string())?;
+    check_config(&cfg, &path.display().to_string()).map_err(|e| e.to_string())?;
     let _log = crate::telemetry::init(&cfg.log);
     let fleet = if cfg.sandbox.enabled {
         let listen = cfg.sandbox.listen.expect("validated");

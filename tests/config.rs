@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use gavel::cli::{check_config, load_config};
 use gavel::config::{Config, ConfigError};
 
 fn root() -> &'static Path {
@@ -19,7 +20,7 @@ fn every_shipped_config_file_is_valid() {
     for entry in std::fs::read_dir(root().join("config")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            load_config(&path).unwrap_or_else(|e| panic!("{e}"));
             n += 1;
         }
     }
@@ -28,7 +29,7 @@ fn every_shipped_config_file_is_valid() {
 
 #[test]
 fn default_config_matches_the_readme() {
-    let cfg = Config::load(&root().join("config/gavel.toml")).unwrap();
+    let cfg = load_config(&root().join("config/gavel.toml")).unwrap();
     assert!(cfg.sandbox.enabled, "the default starts the sandbox buyers");
     assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:8080");
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
@@ -54,7 +55,7 @@ fn default_config_matches_the_readme() {
 fn invalid(text: &str) -> String {
     match Config::parse("bad.toml", text) {
         Err(e) => e.to_string(),
-        Ok(c) => c.validate("bad.toml").unwrap_err().to_string(),
+        Ok(c) => check_config(&c, "bad.toml").unwrap_err().to_string(),
     }
 }
 
@@ -101,8 +102,7 @@ fn webhook_endpoints_are_checked_with_the_key_and_the_reason() {
         "[\"lead.posted\"]",
     );
     let cfg = Config::parse("ok.toml", &good).unwrap();
-    cfg.validate("ok.toml")
-        .expect("a complete endpoint is valid");
+    check_config(&cfg, "ok.toml").expect("a complete endpoint is valid");
     let cases = [
         (
             hook(
@@ -198,6 +198,29 @@ fn check_config_command() {
         err.contains("bad.toml") && err.contains("post.budget_ms"),
         "{err}"
     );
+
+    // A fault only a subsystem's own check finds (here the buyer pool's, of a ping URL) is refused
+    // by `serve` as by `check-config`, before anything starts.
+    std::fs::write(
+        &bad,
+        "[[buyers]]\nid = \"a\"\ntenant = \"sandbox\"\n\
+         ping_url = \"ftp://x\"\npost_url = \"http://x/p\"\n",
+    )
+    .unwrap();
+    for cmd in ["check-config", "serve"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_gavel"))
+            .args([cmd, "--config"])
+            .arg(&bad)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{cmd} accepted {}", bad.display());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("bad.toml") && err.contains("buyers[0].ping_url"),
+            "{cmd}: {err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -206,7 +229,7 @@ fn money_is_read_in_usd_and_kept_in_exact_cents() {
                 [[buyers]]\nid = \"b1\"\ntenant = \"sandbox\"\nfloor = 19.99\n\
                 ping_url = \"http://127.0.0.1:9/ping\"\npost_url = \"http://127.0.0.1:9/post\"\n";
     let cfg = Config::parse("ok.toml", text).unwrap();
-    cfg.validate("ok.toml").unwrap();
+    check_config(&cfg, "ok.toml").unwrap();
     assert_eq!(
         (
             cfg.auction.floor,
@@ -215,7 +238,7 @@ fn money_is_read_in_usd_and_kept_in_exact_cents() {
         ),
         (250, 100, 1999)
     );
-    let shipped = Config::load(&root().join("config/gavel.toml")).unwrap();
+    let shipped = load_config(&root().join("config/gavel.toml")).unwrap();
     assert_eq!(
         shipped.auction.floor, 100,
         "config/gavel.toml: floor = 1.00"
@@ -285,10 +308,7 @@ fn token_create_prints_a_token_and_its_hash() {
     assert!(text.contains("scopes = [\"ping\", \"post\"]"));
     // The printed entry is a valid [[tokens]] table.
     let entry = &text[text.find("[[tokens]]").unwrap()..];
-    Config::parse("printed", entry)
-        .unwrap()
-        .validate("printed")
-        .unwrap();
+    check_config(&Config::parse("printed", entry).unwrap(), "printed").unwrap();
 }
 
 /// The key and reason of a config refused when read (a value the schema cannot hold, such as a
@@ -296,7 +316,7 @@ fn token_create_prints_a_token_and_its_hash() {
 fn invalid_key(text: &str) -> (String, String) {
     let e = match Config::parse("bad.toml", text) {
         Err(e) => e,
-        Ok(cfg) => match cfg.validate("bad.toml") {
+        Ok(cfg) => match check_config(&cfg, "bad.toml") {
             Err(e) => e,
             Ok(()) => panic!("{text}\nwas accepted"),
         },

@@ -44,12 +44,6 @@ const LAYERS: &[(&str, u8)] = &[
 
 /// Upward edges that exist today, `(from, to)`. Remove an entry when its edge goes.
 const KNOWN_UPWARD: &[(&str, &str)] = &[
-    ("config", "api"),
-    ("config", "auction"),
-    ("config", "buyers"),
-    ("config", "runtime"),
-    ("config", "sandbox"),
-    ("config", "webhooks"),
     ("runtime", "auction"),
     ("runtime", "auth"),
     ("runtime", "buyers"),

@@ -150,7 +150,7 @@ pub fn start(cfg: &SpawnConfig) -> Result<Spawned, String> {
                 events: vec!["lead.posted".into(), "auction.closed".into()],
                 enabled: true,
             });
-            config.validate("gavel-load").map_err(|e| e.to_string())?;
+            gavel::cli::check_config(&config, "gavel-load").map_err(|e| e.to_string())?;
             spawned.sink = Some(sink);
         }
         let server = gavel::api::start(config)?;
@@ -314,7 +314,7 @@ scopes = ["ping", "post", "reports", "admin"]
             max_pings_per_s: None,
         })
         .collect();
-    config.validate("gavel-load").map_err(|e| e.to_string())?;
+    gavel::cli::check_config(&config, "gavel-load").map_err(|e| e.to_string())?;
     Ok(config)
 }
 

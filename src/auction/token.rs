@@ -11,7 +11,7 @@ use base64::Engine;
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::config::{BidTokenConfig, KeyConfig, Tenant};
+use crate::config::{BidTokenConfig, ConfigError, KeyConfig, Tenant};
 use crate::model::Cents;
 
 const VERSION: u8 = 1;
@@ -62,6 +62,31 @@ pub fn resolve_secret(k: &KeyConfig) -> Result<Vec<u8>, String> {
         ));
     }
     Ok(bytes)
+}
+
+/// Checks the `[bid_token]` keys the config module cannot: that each configured secret resolves
+/// and is long enough. The error names `file` and the field the secret came from
+/// (`bid_token.current.secret`, or `….secret_env`; the table itself when it has neither).
+pub fn check_config(c: &BidTokenConfig, file: &str) -> Result<(), ConfigError> {
+    for (table, k) in [
+        ("bid_token.current", &c.current),
+        ("bid_token.previous", &c.previous),
+    ] {
+        if let Some(k) = k {
+            // Name the field the secret came from; with neither set, the table lacks one.
+            let key = match (&k.secret, &k.secret_env) {
+                (Some(_), _) => format!("{table}.secret"),
+                (None, Some(_)) => format!("{table}.secret_env"),
+                (None, None) => table.to_string(),
+            };
+            resolve_secret(k).map_err(|reason| ConfigError::Invalid {
+                file: file.to_string(),
+                key,
+                reason,
+            })?;
+        }
+    }
+    Ok(())
 }
 
 impl BidKeys {

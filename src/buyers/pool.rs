@@ -1,4 +1,5 @@
-//! Outbound HTTP/1.1 to buyers: URL targets and the per-core keep-alive connection pool.
+//! Outbound HTTP/1.1 to buyers: URL targets (and the check that a configured buyer's URLs are
+//! ones this pool can call) and the per-core keep-alive connection pool.
 //!
 //! Each core owns one [`Pool`]; connections never cross cores, so the pool is a `RefCell`, not a lock.
 //! A connection whose request was abandoned (deadline hit mid-response) is never reused: dropping a
@@ -16,6 +17,8 @@ use futures::future::{AbortHandle, Abortable};
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
+
+use crate::config::{BuyerConfig, ConfigError};
 
 /// Idle connections kept per buyer origin per core; more are closed when returned.
 pub const MAX_IDLE_PER_ORIGIN: usize = 256;
@@ -36,6 +39,22 @@ impl Origin {
     pub fn parse(url: &str) -> Result<Origin, String> {
         Target::parse(url).map(|t| t.origin)
     }
+}
+
+/// Checks what the config module cannot of each `[[buyers]]` entry: that its ping and post URLs
+/// are ones this pool can call. The error names `file` and the key (`buyers[0].ping_url`), as
+/// `Config::validate` does.
+pub fn check_config(buyers: &[BuyerConfig], file: &str) -> Result<(), ConfigError> {
+    for (i, b) in buyers.iter().enumerate() {
+        for (k, u) in [("ping_url", &b.ping_url), ("post_url", &b.post_url)] {
+            Origin::parse(u).map_err(|reason| ConfigError::Invalid {
+                file: file.to_string(),
+                key: format!("buyers[{i}].{k}"),
+                reason,
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// A buyer URL split into what a request needs.

@@ -20,7 +20,7 @@ use crate::auth::oauth::{AccessKeys, ClientRecord, ClientTable};
 use crate::auth::Auth;
 use crate::buyers::pool::Pool;
 use crate::buyers::Registry;
-use crate::config::{Config, Driver};
+use crate::config::{Config, Driver, ServerConfig};
 use crate::http::shutdown::Shutdown;
 use crate::limits::ClientLimits;
 use crate::store::{Checkpointer, CommitCounters, CoreLog, ExpiryHandle, Store, StoreOptions};
@@ -417,7 +417,7 @@ pub fn start<S: Service>(config: Config) -> Result<ServerHandle, String> {
 /// hand in [`Clock::manual`] and advance it to expire records, tokens and retries without
 /// sleeping.
 pub fn start_with_clock<S: Service>(config: Config, clock: Clock) -> Result<ServerHandle, String> {
-    let cores = config.core_count();
+    let cores = core_count(&config.server);
     let driver = resolve_driver(config.server.driver).map_err(|e| e.to_string())?;
     let registry = Registry::from_config(&config.buyers, config.limits.buyer_pings_per_s)?
         .with_clock(clock.clone());
@@ -685,6 +685,20 @@ pub fn load_clients(store: &Store) -> Result<Vec<ClientRecord>, String> {
                 .map_err(|e| format!("OAuth client record {k} is damaged: {e}"))
         })
         .collect()
+}
+
+/// Number of cores a server with this `[server]` section runs: `server.cores`, or, when 0, one per
+/// CPU the process may run on ([`allowed_cpus`]), fewer when a CPU quota allows less
+/// (`available_parallelism` counts cgroup quotas).
+pub fn core_count(server: &ServerConfig) -> usize {
+    if server.cores > 0 {
+        server.cores
+    } else {
+        let quota = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        allowed_cpus().len().min(quota).max(1)
+    }
 }
 
 /// CPUs this process may run on, in ascending order: its affinity mask (what `taskset`, a

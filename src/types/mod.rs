@@ -1,11 +1,13 @@
 //! The leaf of the module graph: plain types every layer names (tenant, scope, money in cents,
-//! the replaceable clock). Nothing here imports another Gavel module, and nothing here does I/O
+//! the replaceable clock, the snake_case id form). Nothing here imports another Gavel module, and nothing here does I/O
 //! beyond reading the system clock.
 
 pub mod clock;
+pub mod id;
 pub mod money;
 pub mod tenant;
 
 pub use clock::Clock;
+pub use id::is_snake_id;
 pub use money::{Cents, Money};
 pub use tenant::{Scope, Tenant};

@@ -1,7 +1,8 @@
 //! Webhooks to sellers (CONTRACT §8), Standard Webhooks v1: the signing secret, the event
 //! envelope and the three signing headers any Standard Webhooks library verifies.
 //!
-//! This file owns the wire format. [`outbox`] owns the endpoint table and how an event enters the
+//! This file owns the wire format, and the checks of a configured endpoint's URL and signing
+//! secrets ([`check_config`]). [`outbox`] owns the endpoint table and how an event enters the
 //! store with the state change that caused it; [`worker`] delivers, retries and records attempts.
 //! Which state change emits which event is the exchange's business (`exchange::events`).
 //! [`receiver`] is a small blocking receiver for tests and `gavel-load`, never used by the server.
@@ -18,6 +19,8 @@ use http::{HeaderName, HeaderValue};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
+
+use crate::config::{ConfigError, WebhookConfig};
 
 /// Prefix of a webhook signing secret.
 pub const SECRET_PREFIX: &str = "whsec_";
@@ -89,6 +92,43 @@ pub fn check_url(url: &str) -> Result<(), String> {
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("{url:?}: the URL has no host"));
+    }
+    Ok(())
+}
+
+/// The signing secrets of one endpoint, from `secrets` or `secrets_env`.
+pub fn resolve_secrets(w: &WebhookConfig) -> Result<Vec<Secret>, String> {
+    let raw: Vec<String> = match &w.secrets_env {
+        Some(var) => std::env::var(var)
+            .map_err(|_| format!("environment variable {var} is not set"))?
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+        None => w.secrets.clone(),
+    };
+    if raw.is_empty() {
+        return Err("needs at least one signing secret (secrets or secrets_env)".into());
+    }
+    raw.iter().map(|s| Secret::parse(s)).collect()
+}
+
+/// Checks what the config module cannot of each `[[webhooks]]` endpoint: its URL and its signing
+/// secrets. The error names `file` and the key (`webhooks[1].url`), as `Config::validate` does.
+pub fn check_config(endpoints: &[WebhookConfig], file: &str) -> Result<(), ConfigError> {
+    for (i, w) in endpoints.iter().enumerate() {
+        let bad = |k: &str, reason: String| ConfigError::Invalid {
+            file: file.to_string(),
+            key: format!("webhooks[{i}].{k}"),
+            reason,
+        };
+        check_url(&w.url).map_err(|r| bad("url", r))?;
+        // A missing environment variable is the fault of `secrets_env`, not of `secrets`.
+        let secrets_key = if w.secrets_env.is_some() {
+            "secrets_env"
+        } else {
+            "secrets"
+        };
+        resolve_secrets(w).map_err(|r| bad(secrets_key, r))?;
     }
     Ok(())
 }

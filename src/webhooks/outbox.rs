@@ -180,8 +180,7 @@ impl Webhooks {
             .iter()
             .map(|w| {
                 Ok(Endpoint {
-                    secrets: w
-                        .resolve_secrets()
+                    secrets: super::resolve_secrets(w)
                         .map_err(|e| format!("webhook {}: {e}", w.id))?,
                     config: w.clone(),
                     disabled: AtomicBool::new(false),

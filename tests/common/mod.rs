@@ -203,7 +203,7 @@ impl Env {
         let mut cfg = base_config(driver);
         cfg.buyers = ids.iter().map(|id| buyer(&fleet, id)).collect();
         tweak(&mut cfg, &fleet);
-        cfg.validate("test.toml").expect("test config is valid");
+        gavel::cli::check_config(&cfg, "test.toml").expect("test config is valid");
         init_logging(&cfg);
         let server =
             gavel::api::start_with_clock(cfg.clone(), clock.clone()).expect("server starts");

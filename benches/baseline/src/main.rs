@@ -36,9 +36,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let path = args.config.display().to_string();
-    let cfg = gavel::config::Config::load(&args.config).map_err(|e| e.to_string())?;
-    cfg.validate(&path).map_err(|e| e.to_string())?;
+    let cfg = gavel::cli::load_config(&args.config).map_err(|e| e.to_string())?;
     let fleet = if args.with_sandbox_buyers {
         let listen = cfg
             .sandbox

@@ -8,7 +8,7 @@ const TOKEN: &str = "gv_test_sandbox_readme_0000000000000000000000";
 /// The project's default config, config/gavel.toml.
 fn default_config() -> gavel::config::Config {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/gavel.toml");
-    gavel::config::Config::load(&path).expect("default config loads")
+    gavel::cli::load_config(&path).expect("default config loads")
 }
 
 /// The default config with its buyers pointed at a fleet on a free port.
@@ -19,7 +19,7 @@ fn config(fleet: &gavel::sandbox::FleetHandle) -> gavel::config::Config {
         b.ping_url = b.ping_url.replace(&from, &fleet.base_url());
         b.post_url = b.post_url.replace(&from, &fleet.base_url());
     }
-    cfg.validate("config/gavel.toml").expect("config is valid");
+    gavel::cli::check_config(&cfg, "config/gavel.toml").expect("config is valid");
     cfg
 }
 

@@ -4,6 +4,8 @@
 
 use std::net::IpAddr;
 
+use crate::types::is_snake_id;
+
 use super::{
     MAX_BID_TOKEN_LEN, MAX_CONSENT_TEXT_LEN, MAX_DRIVER_AGE_BAND_LEN, MAX_EMAIL_LEN, MAX_ID_LEN,
     MAX_STRING_LEN, MAX_TIMESTAMP_LEN, MAX_URL_LEN, US_STATES,
@@ -126,14 +128,6 @@ fn is_auction_id(s: &str) -> bool {
         && s.len() <= MAX_ID_LEN
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// A lowercase id of a-z, 0-9 and `_`, at most [`MAX_ID_LEN`] bytes (verticals, sub-verticals).
-pub fn is_snake_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_ID_LEN
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 fn is_source_id(s: &str) -> bool {

@@ -24,8 +24,9 @@
 
 /// Longest free-text value (names, street, city, attribute strings), in characters.
 pub const MAX_STRING_LEN: usize = 256;
-/// Longest identifier (`auction_id`, `vertical`, `sub_vertical`, `source`), in characters.
-pub const MAX_ID_LEN: usize = 64;
+/// Longest identifier (`auction_id`, `vertical`, `sub_vertical`, `source`), in characters; the
+/// same bound [`is_snake_id`] applies.
+pub const MAX_ID_LEN: usize = crate::types::id::MAX_ID_LEN;
 /// Longest URL (`trustedform_cert_url`), in characters.
 pub const MAX_URL_LEN: usize = 512;
 /// Longest bid token, in characters.
@@ -99,7 +100,7 @@ mod lead;
 mod ping;
 mod small_body;
 
-pub use formats::is_snake_id;
+pub use crate::types::is_snake_id;
 pub use lead::parse_post;
 pub use ping::{parse_lead_call, parse_ping};
 pub use small_body::{field_error, SmallBody, FIELD_INVALID_FORMAT, FIELD_OUT_OF_RANGE};

@@ -80,6 +80,8 @@ mod log;
 mod parse;
 
 pub use answer::MockBody;
-pub use config::{validate_buyers, FailureMode, MockBuyerConfig, MockFilters, PostFailMode};
+pub use config::{
+    check_config, validate_buyers, FailureMode, MockBuyerConfig, MockFilters, PostFailMode,
+};
 pub use fleet::{FleetHandle, MockFleet};
 pub use log::{DeliveryRecord, FleetLog, PingOutcome};

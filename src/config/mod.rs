@@ -1,9 +1,15 @@
-//! Configuration: the TOML schema, loading, validation and CLI overrides.
+//! Configuration: the TOML schema, loading, range checks and CLI overrides.
 //!
-//! This module owns the shape of `config/*.toml` and the rule that a bad config is refused at start
-//! with an error naming the file, the key and the reason. It does not own any runtime state: the rest
-//! of the crate receives a validated, immutable [`Config`] and never re-reads the file.
+//! This module owns the shape of `config/*.toml`, every check that needs nothing but the file's own
+//! values (ranges, required keys, cross-references between sections), and the error that names the
+//! file, the key and the reason. It does not own the checks that need a subsystem's knowledge (a
+//! buyer URL's origin, a bid-token key, a webhook URL or signing secret, the sandbox fleet's
+//! rules): each subsystem checks its own section, and `cli::load_config` runs them all after
+//! [`Config::validate`], so a bad config is still refused at start. Nor does it own any runtime
+//! state: the rest of the crate receives a validated, immutable [`Config`] and never re-reads the
+//! file.
 
+use crate::types::is_snake_id;
 pub use crate::types::money::MAX_MONEY;
 use crate::types::money::{deserialize_usd, Cents, MAX_CENTS};
 pub use crate::types::{Scope, Tenant};
@@ -12,6 +18,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+pub mod sandbox;
+
+pub use sandbox::MockBuyerConfig;
 
 /// Hard ceiling on the bid window the contract allows (CONTRACT §4.1: capped at 5 s).
 pub const MAX_WINDOW_MS: u64 = 5_000;
@@ -386,24 +396,6 @@ pub struct WebhookConfig {
 }
 
 impl WebhookConfig {
-    /// The signing secrets, from `secrets` or `secrets_env`.
-    pub fn resolve_secrets(&self) -> Result<Vec<crate::webhooks::Secret>, String> {
-        let raw: Vec<String> = match &self.secrets_env {
-            Some(var) => std::env::var(var)
-                .map_err(|_| format!("environment variable {var} is not set"))?
-                .split_whitespace()
-                .map(str::to_string)
-                .collect(),
-            None => self.secrets.clone(),
-        };
-        if raw.is_empty() {
-            return Err("needs at least one signing secret (secrets or secrets_env)".into());
-        }
-        raw.iter()
-            .map(|s| crate::webhooks::Secret::parse(s))
-            .collect()
-    }
-
     /// Whether this endpoint receives `event_type` for a seller `client` of `tenant`.
     pub fn wants(&self, tenant: Tenant, client: &str, event_type: &str) -> bool {
         self.enabled
@@ -539,7 +531,7 @@ pub struct SandboxConfig {
     pub enabled: bool,
     pub listen: Option<SocketAddr>,
     pub seed: u64,
-    pub buyers: Vec<crate::sandbox::MockBuyerConfig>,
+    pub buyers: Vec<MockBuyerConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -577,7 +569,8 @@ pub struct Overrides {
 }
 
 impl Config {
-    /// Reads, parses and validates one TOML file.
+    /// Reads, parses and range-checks one TOML file ([`Config::validate`]). The subsystems' checks
+    /// of their own sections are not run here: `cli::load_config` runs both.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         // Config is read once, before any event loop exists, so blocking here is harmless.
@@ -636,21 +629,9 @@ impl Config {
         }
     }
 
-    /// Number of cores actually used: `server.cores`, or, when 0, one per CPU the process may run
-    /// on ([`crate::runtime::allowed_cpus`]), fewer when a CPU quota allows less
-    /// (`available_parallelism` counts cgroup quotas).
-    pub fn core_count(&self) -> usize {
-        if self.server.cores > 0 {
-            self.server.cores
-        } else {
-            let quota = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1);
-            crate::runtime::allowed_cpus().len().min(quota).max(1)
-        }
-    }
-
-    /// Checks every cross-field rule; `file` names the source in errors.
+    /// Checks every range and cross-field rule that needs only the file's values; `file` names the
+    /// source in errors. The subsystems' own checks are not here: `cli::check_config` runs this
+    /// and them.
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let bad = |key: &str, reason: String| ConfigError::Invalid {
             file: file.to_string(),
@@ -772,25 +753,6 @@ impl Config {
                 ),
             ));
         }
-        for (i, k) in [&self.bid_token.current, &self.bid_token.previous]
-            .into_iter()
-            .enumerate()
-        {
-            let table = if i == 0 {
-                "bid_token.current"
-            } else {
-                "bid_token.previous"
-            };
-            if let Some(k) = k {
-                // Name the field the secret came from; with neither set, the table lacks one.
-                let key = match (&k.secret, &k.secret_env) {
-                    (Some(_), _) => format!("{table}.secret"),
-                    (None, Some(_)) => format!("{table}.secret_env"),
-                    (None, None) => table.to_string(),
-                };
-                crate::auction::token::resolve_secret(k).map_err(|r| bad(&key, r))?;
-            }
-        }
         if let (Some(c), Some(p)) = (&self.bid_token.current, &self.bid_token.previous) {
             if c.id == p.id {
                 return Err(bad(
@@ -845,10 +807,6 @@ impl Config {
                     &format!("buyers[{i}].id"),
                     format!("must be unique and non-empty, got {:?}", b.id),
                 ));
-            }
-            for (k, u) in [("ping_url", &b.ping_url), ("post_url", &b.post_url)] {
-                crate::buyers::pool::Origin::parse(u)
-                    .map_err(|r| bad(&format!("buyers[{i}].{k}"), r.to_string()))?;
             }
             for (k, ms) in [
                 ("ping_timeout_ms", b.ping_timeout_ms),
@@ -941,10 +899,7 @@ impl Config {
                 ));
             }
         }
-        self.validate_webhooks(file)?;
-        crate::sandbox::validate_buyers(&self.sandbox.buyers)
-            .map_err(|(key, reason)| bad(&format!("sandbox.{key}"), reason))?;
-        Ok(())
+        self.validate_webhooks(file)
     }
 }
 
@@ -998,7 +953,7 @@ impl Config {
         let mut seen = BTreeSet::new();
         for (i, w) in self.webhooks.iter().enumerate() {
             let key = |k: &str| format!("webhooks[{i}].{k}");
-            if !crate::api::validate::is_snake_id(&w.id) || w.id.len() > 64 {
+            if !is_snake_id(&w.id) || w.id.len() > 64 {
                 return Err(bad(
                     key("id"),
                     format!("must be snake_case, 1 to 64 characters, got {:?}", w.id),
@@ -1007,20 +962,12 @@ impl Config {
             if !seen.insert(w.id.as_str()) {
                 return Err(bad(key("id"), format!("{:?} is used twice", w.id)));
             }
-            crate::webhooks::check_url(&w.url).map_err(|r| bad(key("url"), r))?;
             if !w.secrets.is_empty() && w.secrets_env.is_some() {
                 return Err(bad(
                     key("secrets"),
                     "set secrets or secrets_env, not both".into(),
                 ));
             }
-            // A missing environment variable is the fault of `secrets_env`, not of `secrets`.
-            let secrets_key = if w.secrets_env.is_some() {
-                "secrets_env"
-            } else {
-                "secrets"
-            };
-            w.resolve_secrets().map_err(|r| bad(key(secrets_key), r))?;
             if w.events.is_empty() {
                 return Err(bad(key("events"), "must name at least one event".into()));
             }
