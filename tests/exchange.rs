@@ -19,9 +19,9 @@ use gavel::config::{Driver, Scope};
 use gavel::exchange::auction::{self, Closed};
 use gavel::exchange::post::{self, Delivered, Keyed};
 use gavel::exchange::status::{self, Reported};
+use gavel::exchange::Core;
 use gavel::exchange::ExchangeError;
 use gavel::http::Reply;
-use gavel::runtime::Core;
 use gavel::store::{Batch, StoreError};
 
 const CORE: usize = 0;

@@ -2,9 +2,7 @@
 //! may name (`crate::…`) only modules in its own layer or below. Test code (`tests.rs` files and
 //! what follows `#[cfg(test)]` in a file) and comments are exempt.
 //!
-//! Edges that point up today are listed in `KNOWN_UPWARD`, each to be removed by the engine-layer
-//! work (issue #14). The test fails on any upward edge not listed, and on a listed edge that no
-//! longer exists, so the list can only shrink.
+//! There are no exceptions: a new upward edge fails the test, naming the file it is in.
 
 // A test reads source files with plain blocking I/O; no event loop runs here.
 #![allow(clippy::disallowed_methods)]
@@ -40,14 +38,6 @@ const LAYERS: &[(&str, u8)] = &[
     ("sandbox", 6),
     // The command line.
     ("cli", 7),
-];
-
-/// Upward edges that exist today, `(from, to)`. Remove an entry when its edge goes.
-const KNOWN_UPWARD: &[(&str, &str)] = &[
-    ("runtime", "auction"),
-    ("runtime", "auth"),
-    ("runtime", "buyers"),
-    ("runtime", "webhooks"),
 ];
 
 fn layer(module: &str) -> u8 {
@@ -165,13 +155,8 @@ fn no_module_names_a_module_above_its_layer() {
         }
     }
 
-    let known: BTreeSet<(String, String)> = KNOWN_UPWARD
+    let upward: Vec<String> = upward
         .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
-    let new: Vec<String> = upward
-        .iter()
-        .filter(|(edge, _)| !known.contains(*edge))
         .map(|((a, b), files)| {
             format!(
                 "{a} (layer {}) -> {b} (layer {}) in {files:?}",
@@ -180,20 +165,10 @@ fn no_module_names_a_module_above_its_layer() {
             )
         })
         .collect();
-    let gone: Vec<String> = known
-        .iter()
-        .filter(|edge| !upward.contains_key(*edge))
-        .map(|(a, b)| format!("{a} -> {b}"))
-        .collect();
     assert!(
-        new.is_empty(),
+        upward.is_empty(),
         "modules name modules above their layer (docs/ARCHITECTURE.md, \"Layers\"):\n  {}",
-        new.join("\n  ")
-    );
-    assert!(
-        gone.is_empty(),
-        "these upward edges are gone; remove them from KNOWN_UPWARD:\n  {}",
-        gone.join("\n  ")
+        upward.join("\n  ")
     );
 }
 

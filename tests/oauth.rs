@@ -558,7 +558,7 @@ fn conn_per_core(env: &Env) -> [Conn; 2] {
 
 #[test]
 fn a_revocation_that_missed_a_busy_core_is_finished_by_a_retry() {
-    use gavel::runtime::Core;
+    use gavel::exchange::Core;
     use std::rc::Rc;
     let env = Env::start(Driver::Legacy, vec![fixed("x", 30.0)], |_, _| {});
     let mut conns = conn_per_core(&env);

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use gavel::config::{BuyerConfig, Config, Tenant};
-use gavel::runtime::ServerHandle;
+use gavel::exchange::ServerHandle;
 use gavel::sandbox::{FleetHandle, MockBuyerConfig, MockFleet};
 
 use crate::webhook_sink::Sink;

@@ -14,11 +14,11 @@ use crate::auction::record::to_record;
 use crate::auction::rfc3339_ms;
 use crate::config::{Scope, Tenant};
 use crate::error::ApiError;
+use crate::exchange::{Core, Shared};
 use crate::http::Reply;
 use crate::model::Money;
 use crate::runtime::admission::Admit;
 use crate::runtime::handoff::on_core;
-use crate::runtime::{Core, Shared};
 use crate::store::AuctionRecord;
 
 #[derive(Serialize)]

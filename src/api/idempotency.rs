@@ -15,8 +15,8 @@ use ring::digest;
 use crate::auction::record::{headers_to_strings, reply_from_parts};
 use crate::auth::Client;
 use crate::error::ApiError;
+use crate::exchange::Core;
 use crate::http::Reply;
-use crate::runtime::Core;
 use crate::store::{Batch, IdemRecord, IdemScope};
 
 /// Longest idempotency key accepted (CONTRACT §6).
@@ -80,7 +80,7 @@ impl Idem {
 /// The core that decides every request carrying `key`: a function of the key alone, so one key is
 /// never decided on two cores whatever the rest of the request says. A post's default key
 /// `post_<auction_id>` maps to the auction's owner, so the usual post needs no extra hop.
-pub fn key_core(shared: &crate::runtime::Shared, key: &str) -> usize {
+pub fn key_core(shared: &crate::exchange::Shared, key: &str) -> usize {
     match key.strip_prefix("post_") {
         Some(auction_id) => shared.owner_of(auction_id),
         None => shared.owner_of(key),

@@ -22,12 +22,12 @@ use crate::auth::Client;
 use crate::config::Scope;
 use crate::error::ApiError;
 use crate::exchange::post::Keyed;
+use crate::exchange::Core;
 use crate::exchange::{self, auction, lead};
 use crate::http::Reply;
 use crate::model::{Ping, Post};
 use crate::runtime::admission::{self, Admit};
 use crate::runtime::handoff::on_core;
-use crate::runtime::Core;
 use crate::store::Batch;
 
 pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {

@@ -16,9 +16,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::error::ApiError;
+use crate::exchange::Core;
 use crate::exchange::ExchangeError;
 use crate::http::{request_id, Reply};
-use crate::runtime::Core;
 
 pub mod auctions;
 pub mod idempotency;
@@ -158,7 +158,7 @@ impl From<ExchangeError> for ApiError {
 /// The HTTP API as the runtime serves it.
 pub struct Api;
 
-impl crate::runtime::Service for Api {
+impl crate::runtime::Service<crate::exchange::Exchange> for Api {
     fn handle(
         core: Rc<Core>,
         req: Request<Incoming>,
@@ -177,16 +177,16 @@ impl crate::runtime::Service for Api {
 }
 
 /// Starts Gavel serving this API: [`crate::runtime::start`] with [`Api`].
-pub fn start(config: crate::config::Config) -> Result<crate::runtime::ServerHandle, String> {
-    crate::runtime::start::<Api>(config)
+pub fn start(config: crate::config::Config) -> Result<crate::exchange::ServerHandle, String> {
+    crate::runtime::start::<crate::exchange::Exchange, Api>(config)
 }
 
 /// [`start`] on `clock` (tests hand in a manual clock).
 pub fn start_with_clock(
     config: crate::config::Config,
     clock: crate::types::Clock,
-) -> Result<crate::runtime::ServerHandle, String> {
-    crate::runtime::start_with_clock::<Api>(config, clock)
+) -> Result<crate::exchange::ServerHandle, String> {
+    crate::runtime::start_with_clock::<crate::exchange::Exchange, Api>(config, clock)
 }
 
 /// Every route the server answers, as (method, path template). A test checks docs/openapi.yaml

@@ -27,10 +27,10 @@ use crate::auction::rfc3339_ms;
 use crate::auth::oauth::{self, ClientRecord, OAuthError, TokenRequest, MAX_TOKEN_REQUEST_BYTES};
 use crate::config::{Scope, Tenant};
 use crate::error::ApiError;
+use crate::exchange::Core;
 use crate::http::Reply;
 use crate::runtime::admission::Admit;
 use crate::runtime::handoff::{ask, run_on};
-use crate::runtime::Core;
 use crate::store::Batch;
 
 /// Most active OAuth clients one tenant may have. Revoked clients stay in the store (the admin
@@ -241,7 +241,7 @@ impl CreateClient {
 }
 
 fn tenant_clients(core: &Core, tenant: Tenant) -> Result<Vec<ClientRecord>, ApiError> {
-    let all = crate::runtime::load_clients(&core.shared.store).map_err(|e| {
+    let all = crate::exchange::app::load_clients(&core.shared.store).map_err(|e| {
         tracing::error!(error = %e, "cannot read OAuth clients");
         ApiError::internal("The client records could not be read.")
     })?;

@@ -17,11 +17,12 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde::Serialize;
 
+use crate::exchange::Core;
 use crate::http::Reply;
 use crate::metrics::{
     latency_json, render_prometheus, CoreCounters, Snapshot, StoreCounters, WebhookCounters,
 };
-use crate::runtime::{handoff, Core};
+use crate::runtime::handoff;
 
 /// Entry point for every request on the operations listener: the three operations endpoints,
 /// without a token; anything else is 404 (405 for another method on one of them).

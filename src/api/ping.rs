@@ -14,11 +14,11 @@ use crate::auth::Client;
 use crate::config::Scope;
 use crate::error::ApiError;
 use crate::exchange::auction::{self, Closed, WinningBid};
+use crate::exchange::Core;
 use crate::http::Reply;
 use crate::model::{Money, Ping};
 use crate::runtime::admission::{self, Admit};
 use crate::runtime::handoff::on_core;
-use crate::runtime::Core;
 use crate::store::Batch;
 
 /// The winning bid in a ping's answer (CONTRACT §4.1).

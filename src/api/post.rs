@@ -17,11 +17,11 @@ use crate::auth::Client;
 use crate::config::Scope;
 use crate::error::ApiError;
 use crate::exchange::post::{self, Delivered, Keyed};
+use crate::exchange::Core;
 use crate::http::Reply;
 use crate::model::Post;
 use crate::runtime::admission::{self, Admit};
 use crate::runtime::handoff::on_core;
-use crate::runtime::Core;
 use crate::store::Batch;
 
 pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {

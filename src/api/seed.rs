@@ -20,10 +20,10 @@ use super::leads::{self, Call};
 use super::validate::{field_error, SmallBody, FIELD_INVALID_FORMAT, FIELD_OUT_OF_RANGE};
 use crate::config::{Scope, Tenant};
 use crate::error::ApiError;
+use crate::exchange::Core;
 use crate::http::Reply;
 use crate::model::Post;
 use crate::runtime::admission::Admit;
-use crate::runtime::Core;
 use crate::sandbox::synth;
 
 /// Most leads one seed request may generate.

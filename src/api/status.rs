@@ -16,10 +16,10 @@ use crate::auth::Client;
 use crate::config::Scope;
 use crate::error::ApiError;
 use crate::exchange::status::{self, Reported};
+use crate::exchange::Core;
 use crate::http::Reply;
 use crate::runtime::admission::Admit;
 use crate::runtime::handoff::on_core;
-use crate::runtime::Core;
 
 /// Longest `reason` accepted, in characters.
 pub const MAX_REASON_CHARS: usize = 256;

@@ -17,8 +17,8 @@ use crate::auction::rfc3339_ms;
 use crate::auth::Client;
 use crate::config::{Scope, WEBHOOK_EVENTS};
 use crate::error::ApiError;
+use crate::exchange::Core;
 use crate::http::Reply;
-use crate::runtime::Core;
 use crate::store::DeliveryRecord;
 use crate::webhooks::outbox::{Command, Disabled, Endpoint, ReplayError};
 

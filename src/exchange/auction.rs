@@ -19,8 +19,8 @@ use crate::auction::{fanout, Auction, Award, BuyerOutcome, NoBidReason, OutcomeK
 use crate::auth::Client;
 use crate::buyers::Eligibility;
 use crate::config::MAX_WINDOW_MS;
+use crate::exchange::Core;
 use crate::model::Ping;
-use crate::runtime::Core;
 use crate::store::{AuctionRecord, Batch};
 use crate::types::{Cents, Tenant};
 

@@ -18,8 +18,8 @@ use super::auction::stored;
 use super::error::ExchangeError;
 use crate::auction::{rfc3339_ms, Status};
 use crate::config::Tenant;
+use crate::exchange::Core;
 use crate::model::Money;
-use crate::runtime::Core;
 use crate::store::Batch;
 use crate::webhooks::Queued;
 

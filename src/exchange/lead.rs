@@ -24,8 +24,8 @@ use super::post::{self, Delivered, Keyed};
 use crate::auction::token::Claims;
 use crate::auction::Status;
 use crate::auth::Client;
+use crate::exchange::Core;
 use crate::model::{Ping, Post};
-use crate::runtime::Core;
 use crate::types::Tenant;
 
 /// How a one-call lead ended.

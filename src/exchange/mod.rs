@@ -8,6 +8,7 @@
 //! the layers below it (the auction shard and clearing, buyers, the store, the runtime's cores)
 //! and nothing above.
 
+pub mod app;
 pub mod auction;
 pub mod error;
 pub mod events;
@@ -15,4 +16,5 @@ pub mod lead;
 pub mod post;
 pub mod status;
 
+pub use app::{Core, Exchange, ServerHandle, Shared};
 pub use error::ExchangeError;

@@ -29,9 +29,9 @@ use crate::auction::{Auction, PostState, Status, NO_BUYER};
 use crate::auth::Client;
 use crate::config::Config;
 use crate::error::FieldError;
+use crate::exchange::Core;
 use crate::http::Reply;
 use crate::model::{Money, Post};
-use crate::runtime::Core;
 use crate::store::{AuctionRecord, Batch, LeadEvent, LeadRecord, StoreError};
 use crate::types::{Cents, Tenant};
 

@@ -13,7 +13,7 @@
 
 use super::error::ExchangeError;
 use super::events;
-use crate::runtime::Core;
+use crate::exchange::Core;
 use crate::store::{Batch, LeadEvent, LeadRecord};
 use crate::types::Tenant;
 

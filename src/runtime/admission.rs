@@ -32,7 +32,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::Core;
+use super::{App, Core};
 use crate::error::ApiError;
 
 /// How often each core's loop tick asks to be woken, in milliseconds.
@@ -200,14 +200,14 @@ pub fn overloaded(core: usize, why: Shed) -> ApiError {
 }
 
 /// Counts one shed request on `core`.
-pub fn count_shed(core: &Core, why: Shed) {
+pub fn count_shed<A: App>(core: &Core<A>, why: Shed) {
     core.stats().shed[why as usize].fetch_add(1, Ordering::Relaxed);
 }
 
 /// An early check on the core that received a request, before it is parsed and handed over:
 /// refuses it when this core's loop already runs too late for `admit` work, so an overloaded
 /// core spends as little as possible on what it will not run.
-pub fn precheck(core: &Core, admit: Admit) -> Result<(), ApiError> {
+pub fn precheck<A: App>(core: &Core<A>, admit: Admit) -> Result<(), ApiError> {
     let lag = core.loop_clock.lag_us(Instant::now());
     match decide(&core.admission, admit, lag, None, 0) {
         Ok(()) => Ok(()),
@@ -220,7 +220,11 @@ pub fn precheck(core: &Core, admit: Admit) -> Result<(), ApiError> {
 
 /// Admits `admit` work that was ready at `queued` and starts on `core` now, or says why not (and
 /// counts it). The guard counts the request in flight until it is dropped.
-pub fn admit(core: &Rc<Core>, admit: Admit, queued: Instant) -> Result<InFlight, ApiError> {
+pub fn admit<A: App>(
+    core: &Rc<Core<A>>,
+    admit: Admit,
+    queued: Instant,
+) -> Result<InFlight<A>, ApiError> {
     let now = Instant::now();
     let stats = core.stats();
     let in_flight = stats.in_flight_requests.load(Ordering::Relaxed);
@@ -238,9 +242,9 @@ pub fn admit(core: &Rc<Core>, admit: Admit, queued: Instant) -> Result<InFlight,
 
 /// One request in flight on a core (see [`admit`]); dropping it ends the count, also when the
 /// work is dropped unfinished.
-pub struct InFlight(Rc<Core>);
+pub struct InFlight<A: App>(Rc<Core<A>>);
 
-impl Drop for InFlight {
+impl<A: App> Drop for InFlight<A> {
     fn drop(&mut self) {
         // Only this core writes its counter, so a load and a store cannot lose an update.
         let n = &self.0.stats().in_flight_requests;
@@ -253,7 +257,7 @@ impl Drop for InFlight {
 
 /// The core's loop tick, forever: wakes every [`LOOP_TICK_MS`], notes how late it woke, and
 /// publishes the worst lag of the last [`LAG_WINDOW`] or two for the metrics.
-pub async fn tick(core: Rc<Core>) {
+pub async fn tick<A: App>(core: Rc<Core<A>>) {
     let mut window_start = Instant::now();
     core.loop_clock.restart(window_start);
     let (mut current_max, mut previous_max) = (0u64, 0u64);

@@ -28,24 +28,24 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use futures::task::AtomicWaker;
 
 use super::admission::{self, Admit};
-use super::Core;
+use super::{App, Core};
 use crate::error::ApiError;
 use crate::http::Reply;
 
 /// Work to run on another core. It receives that core's state and may spawn tasks there.
-pub type Job = Box<dyn FnOnce(Rc<Core>) + Send>;
+pub type Job<A> = Box<dyn FnOnce(Rc<Core<A>>) + Send>;
 
-pub struct Inbox {
-    tx: Sender<Job>,
-    rx: Receiver<Job>,
+pub struct Inbox<A: App> {
+    tx: Sender<Job<A>>,
+    rx: Receiver<Job<A>>,
     waker: AtomicWaker,
     /// Set once to stop the core. A flag beside the channel rather than a job in it, so a full
     /// inbox can never lose the request to stop.
     stop: AtomicBool,
 }
 
-impl Inbox {
-    pub fn new(capacity: usize) -> Inbox {
+impl<A: App> Inbox<A> {
+    pub fn new(capacity: usize) -> Inbox<A> {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         Inbox {
             tx,
@@ -63,7 +63,7 @@ impl Inbox {
     }
 
     /// Queues a job and wakes the owning core. Fails when the inbox is full.
-    pub fn send(&self, job: Job) -> Result<(), Job> {
+    pub fn send(&self, job: Job<A>) -> Result<(), Job<A>> {
         match self.tx.try_send(job) {
             Ok(()) => {
                 self.waker.wake();
@@ -75,7 +75,7 @@ impl Inbox {
 }
 
 /// The task on each core that runs jobs from its inbox, forever.
-pub async fn drain(core: Rc<Core>) {
+pub async fn drain<A: App>(core: Rc<Core<A>>) {
     let shared = core.shared.clone();
     let inbox = &shared.inboxes[core.id];
     poll_fn(|cx| {
@@ -93,15 +93,15 @@ pub async fn drain(core: Rc<Core>) {
 }
 
 /// Runs `work` on core `target` and returns its reply. When `target` is this core, runs it here.
-pub async fn on_core<F, Fut>(
-    core: &Rc<Core>,
+pub async fn on_core<A: App, F, Fut>(
+    core: &Rc<Core<A>>,
     target: usize,
     request_id: &str,
     admit: Admit,
     work: F,
 ) -> Reply
 where
-    F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
+    F: FnOnce(Rc<Core<A>>) -> Fut + Send + 'static,
     Fut: Future<Output = Reply> + 'static,
 {
     match run_on(core, target, admit, work).await {
@@ -113,15 +113,15 @@ where
 /// Runs `work` on core `target` and returns what it produced; counted as a hand-off. Fails with
 /// 503 when the target's inbox is full or the target sheds it ([`admission`]), and with 500 when
 /// the target stopped before answering.
-pub async fn run_on<T, F, Fut>(
-    core: &Rc<Core>,
+pub async fn run_on<A: App, T, F, Fut>(
+    core: &Rc<Core<A>>,
     target: usize,
     admit: Admit,
     work: F,
 ) -> Result<T, ApiError>
 where
     T: Send + 'static,
-    F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
+    F: FnOnce(Rc<Core<A>>) -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
 {
     send_work(core, target, work, Some(admit)).await
@@ -130,15 +130,15 @@ where
 /// For work already running as a task of its own on `core` (see the cancellation rule above):
 /// runs `work` right here when `target` is this core, else hands it to `target` as [`run_on`]
 /// does (this core admitted the work already; `target` admits it again).
-pub async fn continue_on<T, F, Fut>(
-    core: &Rc<Core>,
+pub async fn continue_on<A: App, T, F, Fut>(
+    core: &Rc<Core<A>>,
     target: usize,
     admit: Admit,
     work: F,
 ) -> Result<T, ApiError>
 where
     T: Send + 'static,
-    F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
+    F: FnOnce(Rc<Core<A>>) -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
 {
     if target == core.id {
@@ -149,10 +149,14 @@ where
 
 /// Like [`run_on`], for Gavel's own bookkeeping (e.g. collecting metrics for a scrape): not
 /// counted as a request hand-off, never shed, not counted in flight.
-pub async fn ask<T, F, Fut>(core: &Rc<Core>, target: usize, work: F) -> Result<T, ApiError>
+pub async fn ask<A: App, T, F, Fut>(
+    core: &Rc<Core<A>>,
+    target: usize,
+    work: F,
+) -> Result<T, ApiError>
 where
     T: Send + 'static,
-    F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
+    F: FnOnce(Rc<Core<A>>) -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
 {
     send_work(core, target, work, None).await
@@ -160,15 +164,15 @@ where
 
 /// Hands `work` to `target` (or spawns it here); `admit` is `None` for Gavel's own bookkeeping,
 /// which is neither counted as a hand-off nor ever shed.
-async fn send_work<T, F, Fut>(
-    core: &Rc<Core>,
+async fn send_work<A: App, T, F, Fut>(
+    core: &Rc<Core<A>>,
     target: usize,
     work: F,
     admit: Option<Admit>,
 ) -> Result<T, ApiError>
 where
     T: Send + 'static,
-    F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
+    F: FnOnce(Rc<Core<A>>) -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
 {
     let counted = admit.is_some();
@@ -181,7 +185,7 @@ where
             .await
             .map_err(|_| ApiError::internal("The core stopped before answering."))?;
     }
-    let job: Job = Box::new(move |owner: Rc<Core>| {
+    let job: Job<A> = Box::new(move |owner: Rc<Core<A>>| {
         if counted {
             owner.stats().handoffs_in.fetch_add(1, Ordering::Relaxed);
         }
@@ -203,15 +207,15 @@ where
 /// Runs `work` as a task of its own on `core` and sends its result to `tx`. The task does not
 /// depend on anyone awaiting `tx`: a client that hung up changes nothing about the outcome.
 /// Request work (`admit` is `Some`) is admitted first; refused, it does nothing and sends the 503.
-fn spawn_detached<T, F, Fut>(
-    core: Rc<Core>,
+fn spawn_detached<A: App, T, F, Fut>(
+    core: Rc<Core<A>>,
     work: F,
     tx: futures::channel::oneshot::Sender<Result<T, ApiError>>,
     admit: Option<Admit>,
     queued: Instant,
 ) where
     T: 'static,
-    F: FnOnce(Rc<Core>) -> Fut + 'static,
+    F: FnOnce(Rc<Core<A>>) -> Fut + 'static,
     Fut: Future<Output = T> + 'static,
 {
     let live = LiveJob::new(&core);
@@ -235,16 +239,16 @@ fn spawn_detached<T, F, Fut>(
 
 /// Counts a detached task in [`super::Shared::live_jobs`] while it runs (also if it is dropped
 /// unfinished, e.g. when a core stops past its grace period).
-struct LiveJob(std::sync::Arc<super::Shared>);
+struct LiveJob<A: App>(std::sync::Arc<super::Shared<A>>);
 
-impl LiveJob {
-    fn new(core: &Core) -> LiveJob {
+impl<A: App> LiveJob<A> {
+    fn new(core: &Core<A>) -> LiveJob<A> {
         core.shared.live_jobs.fetch_add(1, Ordering::Relaxed);
         LiveJob(core.shared.clone())
     }
 }
 
-impl Drop for LiveJob {
+impl<A: App> Drop for LiveJob<A> {
     fn drop(&mut self) {
         self.0.live_jobs.fetch_sub(1, Ordering::Relaxed);
     }

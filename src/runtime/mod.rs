@@ -6,7 +6,7 @@
 //! every accepted connection is served by the [`Service`] the server was started with (the HTTP
 //! API, a layer above), called with static dispatch.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -14,15 +14,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auction::shard::Shard;
-use crate::auction::token::BidKeys;
-use crate::auth::oauth::{AccessKeys, ClientRecord, ClientTable};
-use crate::auth::Auth;
-use crate::buyers::pool::Pool;
-use crate::buyers::Registry;
 use crate::config::{Config, Driver, ServerConfig};
 use crate::http::shutdown::Shutdown;
-use crate::limits::ClientLimits;
 use crate::store::{Checkpointer, CommitCounters, CoreLog, ExpiryHandle, Store, StoreOptions};
 use crate::types::clock::Clock;
 
@@ -53,19 +46,54 @@ pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// closed over the cap; the lines count what they stood for.
 pub const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// What the cores run: the state every core shares, the state each core owns, and the threads
+/// started beside the cores. The layer above (the exchange) implements it; the runtime holds the
+/// state without knowing what it is, and hands it out by `Deref` ([`Shared`] to
+/// [`App::Global`], [`Core`] to [`App::Local`]).
+pub trait App: Sized + 'static {
+    /// Immutable after start and shared by every core.
+    type Global: Send + Sync + 'static;
+    /// One core's own state, used only on its thread.
+    type Local: 'static;
+    /// What the app started beside the cores (threads), stopped when the server is joined.
+    type Handles: Stop + Send + 'static;
+
+    /// Builds the shared state once the store is open.
+    fn global(
+        config: &Config,
+        store: &Arc<Store>,
+        clock: &Clock,
+    ) -> Result<(Self::Global, Self::Handles), String>;
+
+    /// The buyer ids a core's metrics keep series for, in buyer-index order.
+    fn metric_buyers(global: &Self::Global) -> Vec<String>;
+
+    /// Builds core `id`'s own state, on that core's thread.
+    fn local(id: usize, shared: &Shared<Self>) -> Self::Local;
+
+    /// Work each core runs beside its connections until it stops (timers, eviction).
+    fn background(core: Rc<Core<Self>>) -> impl Future<Output = ()> + 'static;
+}
+
+/// Something started with the server that must be stopped with it.
+pub trait Stop {
+    /// Stops it and waits for it to finish.
+    fn stop(&mut self);
+}
+
 /// What a core serves on the connections it accepts. The layer above the runtime (the HTTP API)
 /// implements it, so the runtime calls into it without naming it; the calls are monomorphized, with
 /// no boxed future per request.
-pub trait Service: 'static {
+pub trait Service<A: App>: 'static {
     /// Answers one request on the API listener.
     fn handle(
-        core: Rc<Core>,
+        core: Rc<Core<A>>,
         req: http::Request<hyper::body::Incoming>,
     ) -> impl Future<Output = Result<http::Response<ResponseBody>, std::convert::Infallible>> + 'static;
 
     /// Answers one request on the operations listener (`/metrics`, `/healthz`, `/readyz`).
     fn handle_ops(
-        core: Rc<Core>,
+        core: Rc<Core<A>>,
         req: http::Request<hyper::body::Incoming>,
     ) -> impl Future<Output = Result<http::Response<ResponseBody>, std::convert::Infallible>> + 'static;
 }
@@ -94,28 +122,19 @@ pub struct CoreStats {
     pub shed: [AtomicU64; admission::SHED_REASONS.len()],
 }
 
-/// Everything all cores share, immutable after start (apart from per-core atomics).
-pub struct Shared {
+/// Everything all cores share, immutable after start (apart from per-core atomics); the app's
+/// part is reached through `Deref`.
+pub struct Shared<A: App> {
     pub config: Config,
     pub cores: usize,
     pub driver: Driver,
-    pub inboxes: Vec<Inbox>,
-    pub registry: Registry,
-    pub keys: BidKeys,
-    pub auth: Auth,
-    /// Signs and verifies OAuth access tokens (key generated once, kept in the store).
-    pub access_keys: AccessKeys,
-    /// OAuth clients as stored at start; each core builds its own table from them, and later
-    /// changes reach every core through its inbox.
-    pub initial_clients: Vec<(ClientRecord, Arc<ClientLimits>)>,
+    pub inboxes: Vec<Inbox<A>>,
     pub store: Arc<Store>,
     /// Each core's write-ahead log statistics, indexed by core id (written by that core only).
     pub commit_counters: Vec<Arc<CommitCounters>>,
     /// Flushes sled and deletes the log segments the cores sealed.
     pub checkpointer: Checkpointer,
     pub stats: Vec<CoreStats>,
-    /// Sellers' webhook endpoints: cores queue events for them, the worker delivers.
-    pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// Open client connections across all cores; shutdown waits for it to reach zero.
     pub live_connections: AtomicUsize,
     /// Detached request work (see [`handoff`]) still running on any core; shutdown waits for it
@@ -132,9 +151,18 @@ pub struct Shared {
     /// start the server on a manual one ([`start_with_clock`]) and advance it instead of sleeping.
     /// Timers that bound waiting stay on the monotonic clock.
     pub clock: Clock,
+    /// The app's shared state ([`App::Global`]).
+    pub app: A::Global,
 }
 
-impl Shared {
+impl<A: App> std::ops::Deref for Shared<A> {
+    type Target = A::Global;
+    fn deref(&self) -> &A::Global {
+        &self.app
+    }
+}
+
+impl<A: App> Shared<A> {
     /// The core that owns an auction id. Stable for a given core count.
     pub fn owner_of(&self, auction_id: &str) -> usize {
         owner_of(auction_id, self.cores)
@@ -153,18 +181,13 @@ pub fn owner_of(auction_id: &str, cores: usize) -> usize {
 }
 
 /// A core's own state. Lives in an `Rc` on its thread; nothing here is shared with other cores.
-pub struct Core {
+/// The app's part ([`App::Local`]) is reached through `Deref`.
+pub struct Core<A: App> {
     pub id: usize,
-    pub shared: Arc<Shared>,
-    pub shard: RefCell<Shard>,
-    pub pool: Pool,
+    pub shared: Arc<Shared<A>>,
     pub shutdown: Shutdown,
     /// This core's latency histograms and counters; only this core writes them.
     pub metrics: crate::metrics::CoreMetrics,
-    /// Encoded idempotency scopes of keyed requests running on this core.
-    pub in_flight: RefCell<std::collections::HashSet<Vec<u8>>>,
-    /// This core's copy of the active OAuth clients.
-    pub clients: RefCell<ClientTable>,
     /// This core's write-ahead log: where its durable writes go.
     pub log: CoreLog,
     /// How far behind its schedule this core's event loop runs ([`admission`]).
@@ -172,34 +195,20 @@ pub struct Core {
     /// This core's overload limits (`server.max_queue_delay_ms`, `max_in_flight_requests_per_core`).
     pub admission: admission::Limits,
     open_connections: Cell<usize>,
+    /// The app's state on this core ([`App::Local`]).
+    pub local: A::Local,
 }
 
-impl Core {
+impl<A: App> std::ops::Deref for Core<A> {
+    type Target = A::Local;
+    fn deref(&self) -> &A::Local {
+        &self.local
+    }
+}
+
+impl<A: App> Core<A> {
     pub fn stats(&self) -> &CoreStats {
         &self.shared.stats[self.id]
-    }
-
-    /// Authenticates a request (static token or OAuth access token), checks its scope, and counts
-    /// it against the client's request rate (429 past it).
-    pub fn authenticate(
-        &self,
-        headers: &http::HeaderMap,
-        scope: crate::config::Scope,
-    ) -> Result<crate::auth::Client, crate::error::ApiError> {
-        let client = {
-            let clients = self.clients.borrow();
-            self.shared.auth.check_with(
-                headers,
-                scope,
-                Some((&clients, &self.shared.access_keys)),
-                self.shared.clock.now_ms(),
-            )?
-        };
-        if let Err(e) = crate::limits::check_requests(&client.limits) {
-            self.metrics.record_rate_limited("client_requests");
-            return Err(e);
-        }
-        Ok(client)
     }
 
     /// Makes `batch` durable through this core's write-ahead log, timing it for the metrics.
@@ -260,18 +269,18 @@ pub fn mint_owned_id(core: usize, cores: usize) -> Option<String> {
 }
 
 /// A running server: its addresses and the means to stop it.
-pub struct ServerHandle {
+pub struct ServerHandle<A: App> {
     pub addr: SocketAddr,
     /// Where the operations listener (`[metrics] listen`) is bound; `None` when it is off.
     pub metrics_addr: Option<SocketAddr>,
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Shared<A>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     _expiry: ExpiryHandle,
-    webhook_worker: crate::webhooks::worker::WorkerHandle,
+    handles: A::Handles,
     cpu_sampler: crate::metrics::cpu::Sampler,
 }
 
-impl ServerHandle {
+impl<A: App> ServerHandle<A> {
     /// Asks every core to stop accepting and finish in-flight work. Returns at once.
     pub fn shutdown(&self) {
         for inbox in &self.shared.inboxes {
@@ -285,7 +294,7 @@ impl ServerHandle {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        self.webhook_worker.stop();
+        self.handles.stop();
         self.cpu_sampler.stop();
         if Arc::strong_count(&self.shared) > 1 {
             tracing::warn!("shared state outlives the server; the store stays open");
@@ -305,11 +314,11 @@ impl ServerHandle {
     pub fn on_core<T, F, Fut>(&self, core: usize, work: F) -> Option<T>
     where
         T: Send + 'static,
-        F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
+        F: FnOnce(Rc<Core<A>>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = T> + 'static,
     {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let job: handoff::Job = Box::new(move |c| {
+        let job: handoff::Job<A> = Box::new(move |c| {
             monoio::spawn(async move {
                 let _ = tx.send(work(c).await);
             });
@@ -409,44 +418,26 @@ where
 }
 
 /// Binds every core's listener, starts the core threads and returns once all of them are serving.
-pub fn start<S: Service>(config: Config) -> Result<ServerHandle, String> {
-    start_with_clock::<S>(config, Clock::system())
+pub fn start<A: App, S: Service<A>>(config: Config) -> Result<ServerHandle<A>, String> {
+    start_with_clock::<A, S>(config, Clock::system())
 }
 
 /// [`start`] with wall-clock time read from `clock`. Production runs on [`Clock::system`]; tests
 /// hand in [`Clock::manual`] and advance it to expire records, tokens and retries without
 /// sleeping.
-pub fn start_with_clock<S: Service>(config: Config, clock: Clock) -> Result<ServerHandle, String> {
+pub fn start_with_clock<A: App, S: Service<A>>(
+    config: Config,
+    clock: Clock,
+) -> Result<ServerHandle<A>, String> {
     let cores = core_count(&config.server);
     let driver = resolve_driver(config.server.driver).map_err(|e| e.to_string())?;
-    let registry = Registry::from_config(&config.buyers, config.limits.buyer_pings_per_s)?
-        .with_clock(clock.clone());
-    let auth = Auth::from_config(&config.tokens, &config.limits)?;
     let store = Arc::new(open_store(&config)?);
-    let keys = BidKeys::from_config(
-        &config.bid_token,
-        &stored_secret(&store, "bid_token_secret", "bid-token key")?,
-    )?;
-    let access_keys = AccessKeys::new(&stored_secret(
-        &store,
-        "oauth_access_token_secret",
-        "OAuth access-token key",
-    )?);
-    let initial_clients = load_clients(&store)?
-        .into_iter()
-        .map(|r| (r, Arc::new(crate::auth::client_limits(&config.limits))))
-        .collect();
     let checkpointer = Checkpointer::start(store.clone())
         .map_err(|e| format!("cannot start the log checkpoint thread: {e}"))?;
     let expiry = store
         .spawn_expiry(clock.clone())
         .map_err(|e| format!("cannot start store expiry: {e}"))?;
-    let webhooks = Arc::new(crate::webhooks::Webhooks::from_config(&config)?);
-    webhooks
-        .load_state(&store)
-        .map_err(|e| format!("cannot read the webhook outbox: {e}"))?;
-    let webhook_worker =
-        crate::webhooks::worker::start(store.clone(), webhooks.clone(), clock.clone())?;
+    let (app, handles) = A::global(&config, &store, &clock)?;
     let cpu = Arc::new(crate::metrics::cpu::CpuTotals::default());
     let cpu_sampler = crate::metrics::cpu::Sampler::start(cpu.clone())?;
 
@@ -508,28 +499,23 @@ pub fn start_with_clock<S: Service>(config: Config, clock: Clock) -> Result<Serv
         );
     }
 
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(Shared::<A> {
         cores,
         driver,
         inboxes: (0..cores).map(|_| Inbox::new(INBOX_CAPACITY)).collect(),
-        registry,
-        keys,
-        auth,
-        access_keys,
-        initial_clients,
         store,
         commit_counters: (0..cores)
             .map(|_| Arc::new(CommitCounters::new()))
             .collect(),
         checkpointer,
         stats: (0..cores).map(|_| CoreStats::default()).collect(),
-        webhooks,
         live_connections: AtomicUsize::new(0),
         live_jobs: AtomicUsize::new(0),
         max_connections_per_core: cap,
         cpu,
         clock,
         config,
+        app,
     });
 
     let cpus = allowed_cpus();
@@ -551,7 +537,7 @@ pub fn start_with_clock<S: Service>(config: Config, clock: Clock) -> Result<Serv
                     }
                 }
                 let res = block_on_core(shared.driver, id, 4096, || {
-                    core_main::<S>(id, shared.clone(), listener, ops, ready.clone())
+                    core_main::<A, S>(id, shared.clone(), listener, ops, ready.clone())
                 });
                 if let Err(e) = res {
                     let _ = ready.send(Err(format!("core {id}: cannot start runtime: {e}")));
@@ -571,7 +557,7 @@ pub fn start_with_clock<S: Service>(config: Config, clock: Clock) -> Result<Serv
                     shared,
                     threads,
                     _expiry: expiry,
-                    webhook_worker,
+                    handles,
                     cpu_sampler,
                 };
                 handle.stop();
@@ -590,7 +576,7 @@ pub fn start_with_clock<S: Service>(config: Config, clock: Clock) -> Result<Serv
         shared,
         threads,
         _expiry: expiry,
-        webhook_worker,
+        handles,
         cpu_sampler,
     })
 }
@@ -598,8 +584,8 @@ pub fn start_with_clock<S: Service>(config: Config, clock: Clock) -> Result<Serv
 /// Serves the operations listener on core 0 until shutdown: `/metrics`, `/healthz` and `/readyz`
 /// without a token ([`Service::handle_ops`]). Its connections are not counted against the
 /// client connection cap, so a health check and a scrape still get in when clients fill it.
-async fn serve_ops<S: Service>(
-    core: Rc<Core>,
+async fn serve_ops<A: App, S: Service<A>>(
+    core: Rc<Core<A>>,
     listener: monoio::net::TcpListener,
     limits: crate::http::ConnLimits,
 ) {
@@ -654,37 +640,6 @@ pub fn open_store(config: &Config) -> Result<Store, String> {
         );
     }
     Store::open(&opts).map_err(|e| format!("cannot open the store at {}: {e}", st.path.display()))
-}
-
-/// A signing key Gavel generated for itself (`what`, for errors), created and made durable under
-/// `key` in the store's meta tree on first start, so what it signed survives restarts.
-fn stored_secret(store: &Store, key: &str, what: &str) -> Result<Vec<u8>, String> {
-    match store.get_meta(key) {
-        Ok(Some(secret)) if secret.len() >= crate::auction::token::MIN_SECRET_BYTES => Ok(secret),
-        Ok(_) => {
-            let secret = BidKeys::generate_secret();
-            let mut batch = crate::store::Batch::new();
-            batch.put_meta(key, secret.clone());
-            store
-                .write_durable(&batch)
-                .map_err(|e| format!("cannot store the {what}: {e}"))?;
-            Ok(secret)
-        }
-        Err(e) => Err(format!("cannot read the {what}: {e}")),
-    }
-}
-
-/// Every OAuth client record in the store (revoked ones included; the tables skip them).
-pub fn load_clients(store: &Store) -> Result<Vec<ClientRecord>, String> {
-    let rows = store
-        .meta_with_prefix(crate::auth::oauth::META_PREFIX)
-        .map_err(|e| format!("cannot read the OAuth clients: {e}"))?;
-    rows.into_iter()
-        .map(|(k, v)| {
-            serde_json::from_slice(&v)
-                .map_err(|e| format!("OAuth client record {k} is damaged: {e}"))
-        })
-        .collect()
 }
 
 /// Number of cores a server with this `[server]` section runs: `server.cores`, or, when 0, one per
@@ -826,37 +781,9 @@ pub fn accept_backoff(failures: u32) -> Duration {
         .min(ACCEPT_BACKOFF_MAX)
 }
 
-/// Longest a core waits between two eviction passes over its shard, in milliseconds.
-pub const SHARD_EXPIRY_INTERVAL_MS: u64 = 1_000;
-
-/// Evicts the core's expired auctions every [`SHARD_EXPIRY_INTERVAL_MS`] (or sooner, when the
-/// next one is due sooner), forever. A pass with nothing due is a peek at a heap.
-///
-/// Due times are wall-clock (`Shared::clock`); the pause between passes is a monotonic timer, so
-/// on a manual clock an advance is noticed within [`SHARD_EXPIRY_INTERVAL_MS`].
-async fn expire_auctions(core: Rc<Core>) {
-    loop {
-        let now = core.shared.clock.now_ms();
-        let wait_ms = core
-            .shard
-            .borrow()
-            .next_due_ms()
-            .map_or(SHARD_EXPIRY_INTERVAL_MS, |due| {
-                due.saturating_sub(now).clamp(1, SHARD_EXPIRY_INTERVAL_MS)
-            });
-        monoio::time::sleep(Duration::from_millis(wait_ms)).await;
-        let mut shard = core.shard.borrow_mut();
-        if shard.evict(core.shared.clock.now_ms()) > 0 {
-            core.stats()
-                .auctions_in_memory
-                .store(shard.len() as u64, Ordering::Relaxed);
-        }
-    }
-}
-
-async fn core_main<S: Service>(
+async fn core_main<A: App, S: Service<A>>(
     id: usize,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<A>>,
     listener: std::net::TcpListener,
     ops_listener: Option<std::net::TcpListener>,
     ready: crossbeam_channel::Sender<Result<(), String>>,
@@ -900,19 +827,9 @@ async fn core_main<S: Service>(
     let core = Rc::new(Core {
         log,
         id,
-        shard: RefCell::new(Shard::new(config.auction.max_auctions_per_core)),
-        pool: Pool::new(),
         shutdown: Shutdown::new(),
-        metrics: crate::metrics::CoreMetrics::new(
-            &shared
-                .registry
-                .buyers
-                .iter()
-                .map(|b| b.id.clone())
-                .collect::<Vec<_>>(),
-        ),
-        in_flight: RefCell::new(std::collections::HashSet::new()),
-        clients: RefCell::new(ClientTable::new(shared.initial_clients.iter().cloned())),
+        metrics: crate::metrics::CoreMetrics::new(&A::metric_buyers(&shared.app)),
+        local: A::local(id, &shared),
         loop_clock: admission::LoopClock::new(std::time::Instant::now()),
         admission: admission::Limits::from_config(&config.server),
         open_connections: Cell::new(0),
@@ -929,12 +846,12 @@ async fn core_main<S: Service>(
             futures::future::select(std::pin::pin!(handoff::drain(core)), stop).await;
         }
     });
-    // Auctions leave memory on time even when no new auction arrives to trigger eviction.
+    // The app's own work beside the connections (for the exchange: evicting auctions on time).
     let expiry = monoio::spawn({
         let core = core.clone();
         let stop = stopped.wait();
         async move {
-            futures::future::select(std::pin::pin!(expire_auctions(core)), stop).await;
+            futures::future::select(std::pin::pin!(A::background(core)), stop).await;
         }
     });
     // The loop tick measures how late this core runs, the signal that sheds new work.
@@ -954,7 +871,7 @@ async fn core_main<S: Service>(
         max_headers_bytes: MAX_HEADER_BYTES,
     };
     if let Some(ops) = ops_listener {
-        monoio::spawn(serve_ops::<S>(core.clone(), ops, limits));
+        monoio::spawn(serve_ops::<A, S>(core.clone(), ops, limits));
     }
     let max_conns = shared.max_connections_per_core;
     let mut failures: u32 = 0;

@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use gavel::config::{BuyerConfig, Config, Driver};
-use gavel::runtime::ServerHandle;
+use gavel::exchange::ServerHandle;
 use gavel::sandbox::{FleetHandle, MockBuyerConfig, MockFleet};
 use gavel::types::clock::Clock;
 

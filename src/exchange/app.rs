@@ -1,0 +1,216 @@
+//! The exchange as the runtime runs it: the state every core shares (buyers, bid-token keys,
+//! credentials, webhook endpoints), the state each core owns (its auction shard, buyer connection
+//! pool, in-flight keys, OAuth client table), the webhook dispatcher started beside the cores, and
+//! each core's eviction timer. The runtime holds all of it without knowing what it is
+//! ([`crate::runtime::App`]).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auction::shard::Shard;
+use crate::auction::token::{BidKeys, MIN_SECRET_BYTES};
+use crate::auth::oauth::{AccessKeys, ClientRecord, ClientTable, META_PREFIX};
+use crate::auth::{Auth, Client};
+use crate::buyers::pool::Pool;
+use crate::buyers::Registry;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::limits::ClientLimits;
+use crate::runtime::{App, Stop};
+use crate::store::Store;
+use crate::types::{Clock, Scope};
+use crate::webhooks::worker::WorkerHandle;
+use crate::webhooks::Webhooks;
+
+/// The exchange, as an [`App`] of the runtime.
+pub struct Exchange;
+
+/// A core of the exchange.
+pub type Core = crate::runtime::Core<Exchange>;
+/// What the exchange's cores share.
+pub type Shared = crate::runtime::Shared<Exchange>;
+/// A running exchange server.
+pub type ServerHandle = crate::runtime::ServerHandle<Exchange>;
+
+/// Longest a core waits between two eviction passes over its shard, in milliseconds.
+pub const SHARD_EXPIRY_INTERVAL_MS: u64 = 1_000;
+
+/// What every core of the exchange shares, immutable after start.
+pub struct Services {
+    pub registry: Registry,
+    pub keys: BidKeys,
+    pub auth: Auth,
+    /// Signs and verifies OAuth access tokens (key generated once, kept in the store).
+    pub access_keys: AccessKeys,
+    /// OAuth clients as stored at start; each core builds its own table from them, and later
+    /// changes reach every core through its inbox.
+    pub initial_clients: Vec<(ClientRecord, Arc<ClientLimits>)>,
+    /// Sellers' webhook endpoints: cores queue events for them, the worker delivers.
+    pub webhooks: Arc<Webhooks>,
+}
+
+/// One core's own part of the exchange. Lives on its thread only.
+pub struct CoreState {
+    /// The auctions this core owns.
+    pub shard: RefCell<Shard>,
+    /// Keep-alive connections to buyers.
+    pub pool: Pool,
+    /// Encoded idempotency scopes of keyed requests (and leads with a status report) running on
+    /// this core.
+    pub in_flight: RefCell<std::collections::HashSet<Vec<u8>>>,
+    /// This core's copy of the active OAuth clients.
+    pub clients: RefCell<ClientTable>,
+}
+
+/// The threads the exchange starts beside the cores.
+pub struct Handles {
+    webhook_worker: WorkerHandle,
+}
+
+impl Stop for Handles {
+    fn stop(&mut self) {
+        self.webhook_worker.stop();
+    }
+}
+
+impl App for Exchange {
+    type Global = Services;
+    type Local = CoreState;
+    type Handles = Handles;
+
+    fn global(
+        config: &Config,
+        store: &Arc<Store>,
+        clock: &Clock,
+    ) -> Result<(Services, Handles), String> {
+        let registry = Registry::from_config(&config.buyers, config.limits.buyer_pings_per_s)?
+            .with_clock(clock.clone());
+        let auth = Auth::from_config(&config.tokens, &config.limits)?;
+        let keys = BidKeys::from_config(
+            &config.bid_token,
+            &stored_secret(store, "bid_token_secret", "bid-token key")?,
+        )?;
+        let access_keys = AccessKeys::new(&stored_secret(
+            store,
+            "oauth_access_token_secret",
+            "OAuth access-token key",
+        )?);
+        let initial_clients = load_clients(store)?
+            .into_iter()
+            .map(|r| (r, Arc::new(crate::auth::client_limits(&config.limits))))
+            .collect();
+        let webhooks = Arc::new(Webhooks::from_config(config)?);
+        webhooks
+            .load_state(store)
+            .map_err(|e| format!("cannot read the webhook outbox: {e}"))?;
+        let webhook_worker =
+            crate::webhooks::worker::start(store.clone(), webhooks.clone(), clock.clone())?;
+        let services = Services {
+            registry,
+            keys,
+            auth,
+            access_keys,
+            initial_clients,
+            webhooks,
+        };
+        Ok((services, Handles { webhook_worker }))
+    }
+
+    fn metric_buyers(global: &Services) -> Vec<String> {
+        global
+            .registry
+            .buyers
+            .iter()
+            .map(|b| b.id.clone())
+            .collect()
+    }
+
+    fn local(_id: usize, shared: &Shared) -> CoreState {
+        CoreState {
+            shard: RefCell::new(Shard::new(shared.config.auction.max_auctions_per_core)),
+            pool: Pool::new(),
+            in_flight: RefCell::new(std::collections::HashSet::new()),
+            clients: RefCell::new(ClientTable::new(shared.initial_clients.iter().cloned())),
+        }
+    }
+
+    /// Auctions leave memory on time even when no new auction arrives to trigger eviction.
+    async fn background(core: Rc<Core>) {
+        loop {
+            let now = core.shared.clock.now_ms();
+            let wait_ms = core
+                .shard
+                .borrow()
+                .next_due_ms()
+                .map_or(SHARD_EXPIRY_INTERVAL_MS, |due| {
+                    due.saturating_sub(now).clamp(1, SHARD_EXPIRY_INTERVAL_MS)
+                });
+            monoio::time::sleep(Duration::from_millis(wait_ms)).await;
+            let mut shard = core.shard.borrow_mut();
+            if shard.evict(core.shared.clock.now_ms()) > 0 {
+                core.stats()
+                    .auctions_in_memory
+                    .store(shard.len() as u64, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Core {
+    /// Authenticates a request (static token or OAuth access token), checks its scope, and counts
+    /// it against the client's request rate (429 past it).
+    pub fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        scope: Scope,
+    ) -> Result<Client, ApiError> {
+        let client = {
+            let clients = self.clients.borrow();
+            self.shared.auth.check_with(
+                headers,
+                scope,
+                Some((&clients, &self.shared.access_keys)),
+                self.shared.clock.now_ms(),
+            )?
+        };
+        if let Err(e) = crate::limits::check_requests(&client.limits) {
+            self.metrics.record_rate_limited("client_requests");
+            return Err(e);
+        }
+        Ok(client)
+    }
+}
+
+/// A signing key Gavel generated for itself (`what`, for errors), created and made durable under
+/// `key` in the store's meta tree on first start, so what it signed survives restarts.
+fn stored_secret(store: &Store, key: &str, what: &str) -> Result<Vec<u8>, String> {
+    match store.get_meta(key) {
+        Ok(Some(secret)) if secret.len() >= MIN_SECRET_BYTES => Ok(secret),
+        Ok(_) => {
+            let secret = BidKeys::generate_secret();
+            let mut batch = crate::store::Batch::new();
+            batch.put_meta(key, secret.clone());
+            store
+                .write_durable(&batch)
+                .map_err(|e| format!("cannot store the {what}: {e}"))?;
+            Ok(secret)
+        }
+        Err(e) => Err(format!("cannot read the {what}: {e}")),
+    }
+}
+
+/// Every OAuth client record in the store (revoked ones included; the tables skip them).
+pub fn load_clients(store: &Store) -> Result<Vec<ClientRecord>, String> {
+    let rows = store
+        .meta_with_prefix(META_PREFIX)
+        .map_err(|e| format!("cannot read the OAuth clients: {e}"))?;
+    rows.into_iter()
+        .map(|(k, v)| {
+            serde_json::from_slice(&v)
+                .map_err(|e| format!("OAuth client record {k} is damaged: {e}"))
+        })
+        .collect()
+}
