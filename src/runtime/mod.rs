@@ -788,21 +788,63 @@ async fn core_main<A: App, S: Service<A>>(
     ops_listener: Option<std::net::TcpListener>,
     ready: crossbeam_channel::Sender<Result<(), String>>,
 ) {
-    let listener = match monoio::net::TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = ready.send(Err(format!("core {id}: listener: {e}")));
-            return;
-        }
+    let (core, listener, ops_listener) =
+        match build_core(id, shared.clone(), listener, ops_listener).await {
+            Ok(built) => built,
+            Err(e) => {
+                let _ = ready.send(Err(format!("core {id}: {e}")));
+                return;
+            }
+        };
+    // The inbox task ends when `stopped` fires, so nothing keeps this core's state (and through
+    // it the shared state and the store) alive once the core has finished.
+    let stopped = Shutdown::new();
+    let drain = spawn_until(&stopped, handoff::drain(core.clone()));
+    // The app's own work beside the connections (for the exchange: evicting auctions on time).
+    let background = spawn_until(&stopped, A::background(core.clone()));
+    // The loop tick measures how late this core runs, the signal that sheds new work.
+    let tick = spawn_until(&stopped, admission::tick(core.clone()));
+    let _ = ready.send(Ok(()));
+    drop(ready);
+
+    let server = &shared.config.server;
+    let limits = crate::http::ConnLimits {
+        header_read_timeout: Duration::from_millis(server.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(server.idle_timeout_ms),
+        max_headers_bytes: MAX_HEADER_BYTES,
     };
-    let ops_listener = match ops_listener.map(monoio::net::TcpListener::from_std) {
-        None => None,
-        Some(Ok(l)) => Some(l),
-        Some(Err(e)) => {
-            let _ = ready.send(Err(format!("core {id}: operations listener: {e}")));
-            return;
-        }
-    };
+    if let Some(ops) = ops_listener {
+        monoio::spawn(serve_ops::<A, S>(core.clone(), ops, limits));
+    }
+    accept_until_shutdown::<A, S>(&core, listener, limits).await;
+    finish(&core).await;
+    stopped.fire();
+    drain.await;
+    background.await;
+    tick.await;
+    tracing::debug!(core = id, "core stopped");
+}
+
+/// Core `id`'s listeners on its event loop, its write-ahead log and its state.
+async fn build_core<A: App>(
+    id: usize,
+    shared: Arc<Shared<A>>,
+    listener: std::net::TcpListener,
+    ops_listener: Option<std::net::TcpListener>,
+) -> Result<
+    (
+        Rc<Core<A>>,
+        monoio::net::TcpListener,
+        Option<monoio::net::TcpListener>,
+    ),
+    String,
+> {
+    let listener =
+        monoio::net::TcpListener::from_std(listener).map_err(|e| format!("listener: {e}"))?;
+    let ops_listener = ops_listener
+        .map(monoio::net::TcpListener::from_std)
+        .transpose()
+        .map_err(|e| format!("operations listener: {e}"))?;
     let config = &shared.config;
     let log = CoreLog::start(
         shared.store.clone(),
@@ -816,14 +858,8 @@ async fn core_main<A: App, S: Service<A>>(
         shared.commit_counters[id].clone(),
         Some(&shared.checkpointer),
     )
-    .await;
-    let log = match log {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = ready.send(Err(format!("core {id}: write-ahead log: {e}")));
-            return;
-        }
-    };
+    .await
+    .map_err(|e| format!("write-ahead log: {e}"))?;
     let core = Rc::new(Core {
         log,
         id,
@@ -835,45 +871,30 @@ async fn core_main<A: App, S: Service<A>>(
         open_connections: Cell::new(0),
         shared: shared.clone(),
     });
-    core.metrics.set_enabled(shared.config.metrics.record);
-    // The inbox task ends when `stopped` fires, so nothing keeps this core's state (and through
-    // it the shared state and the store) alive once the core has finished.
-    let stopped = Shutdown::new();
-    let drain = monoio::spawn({
-        let core = core.clone();
-        let stop = stopped.wait();
-        async move {
-            futures::future::select(std::pin::pin!(handoff::drain(core)), stop).await;
-        }
-    });
-    // The app's own work beside the connections (for the exchange: evicting auctions on time).
-    let expiry = monoio::spawn({
-        let core = core.clone();
-        let stop = stopped.wait();
-        async move {
-            futures::future::select(std::pin::pin!(A::background(core)), stop).await;
-        }
-    });
-    // The loop tick measures how late this core runs, the signal that sheds new work.
-    let tick = monoio::spawn({
-        let core = core.clone();
-        let stop = stopped.wait();
-        async move {
-            futures::future::select(std::pin::pin!(admission::tick(core)), stop).await;
-        }
-    });
-    let _ = ready.send(Ok(()));
-    drop(ready);
+    core.metrics.set_enabled(config.metrics.record);
+    Ok((core, listener, ops_listener))
+}
 
-    let limits = crate::http::ConnLimits {
-        header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
-        idle_timeout: Duration::from_millis(config.server.idle_timeout_ms),
-        max_headers_bytes: MAX_HEADER_BYTES,
-    };
-    if let Some(ops) = ops_listener {
-        monoio::spawn(serve_ops::<A, S>(core.clone(), ops, limits));
-    }
-    let max_conns = shared.max_connections_per_core;
+/// Spawns `work` on this core until `stopped` fires.
+fn spawn_until(
+    stopped: &Shutdown,
+    work: impl Future<Output = ()> + 'static,
+) -> monoio::task::JoinHandle<()> {
+    let stop = stopped.wait();
+    monoio::spawn(async move {
+        futures::future::select(std::pin::pin!(work), stop).await;
+    })
+}
+
+/// Accepts connections and serves each with `S` as a task of its own, until the core's shutdown
+/// fires. Accept errors back off; connections over the per-core cap are closed at once.
+async fn accept_until_shutdown<A: App, S: Service<A>>(
+    core: &Rc<Core<A>>,
+    listener: monoio::net::TcpListener,
+    limits: crate::http::ConnLimits,
+) {
+    let id = core.id;
+    let max_conns = core.shared.max_connections_per_core;
     let mut failures: u32 = 0;
     let mut failed_log = LogThrottle::new(ACCEPT_LOG_INTERVAL);
     let mut over_cap_log = LogThrottle::new(ACCEPT_LOG_INTERVAL);
@@ -924,27 +945,41 @@ async fn core_main<A: App, S: Service<A>>(
             }
             continue;
         }
-        core.open_connections.set(core.open_connections.get() + 1);
-        shared.live_connections.fetch_add(1, Ordering::Relaxed);
-        let stats = core.stats();
-        stats.connections_open.fetch_add(1, Ordering::Relaxed);
-        stats.connections_total.fetch_add(1, Ordering::Relaxed);
-        let c = core.clone();
-        monoio::spawn(async move {
-            let svc_core = c.clone();
-            crate::http::serve_connection(stream, limits, c.shutdown.clone(), move |req| {
-                S::handle(svc_core.clone(), req)
-            })
-            .await;
-            c.open_connections.set(c.open_connections.get() - 1);
-            c.stats().connections_open.fetch_sub(1, Ordering::Relaxed);
-            c.shared.live_connections.fetch_sub(1, Ordering::Relaxed);
-        });
+        serve::<A, S>(core, stream, limits);
     }
     drop(listener);
-    // Stay alive until every core's connections are done, so hand-offs to this core keep working
-    // while other cores drain; give up after the grace period.
-    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+}
+
+/// Serves one accepted connection as a task of its own, counted while it is open.
+fn serve<A: App, S: Service<A>>(
+    core: &Rc<Core<A>>,
+    stream: monoio::net::TcpStream,
+    limits: crate::http::ConnLimits,
+) {
+    core.open_connections.set(core.open_connections.get() + 1);
+    core.shared.live_connections.fetch_add(1, Ordering::Relaxed);
+    let stats = core.stats();
+    stats.connections_open.fetch_add(1, Ordering::Relaxed);
+    stats.connections_total.fetch_add(1, Ordering::Relaxed);
+    let c = core.clone();
+    monoio::spawn(async move {
+        let svc_core = c.clone();
+        crate::http::serve_connection(stream, limits, c.shutdown.clone(), move |req| {
+            S::handle(svc_core.clone(), req)
+        })
+        .await;
+        c.open_connections.set(c.open_connections.get() - 1);
+        c.stats().connections_open.fetch_sub(1, Ordering::Relaxed);
+        c.shared.live_connections.fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
+/// After the core stopped accepting: stays alive until every core's connections and detached
+/// work are done, so hand-offs to this core keep working while other cores drain (giving up after
+/// the grace period), then drains this core's log so every queued write reaches the disk.
+async fn finish<A: App>(core: &Core<A>) {
+    let shared = &core.shared;
+    let grace = Duration::from_millis(shared.config.server.shutdown_grace_ms);
     let started = std::time::Instant::now();
     while (shared.live_connections.load(Ordering::Relaxed) > 0
         || shared.live_jobs.load(Ordering::Relaxed) > 0)
@@ -952,22 +987,16 @@ async fn core_main<A: App, S: Service<A>>(
     {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
-    // Every write queued by the work above reaches the disk before the core goes.
     let left = grace.saturating_sub(started.elapsed());
     if monoio::time::timeout(left, core.log.shutdown())
         .await
         .is_err()
     {
         tracing::error!(
-            core = id,
+            core = core.id,
             "the write-ahead log did not drain within the grace period"
         );
     }
-    stopped.fire();
-    drain.await;
-    expiry.await;
-    tick.await;
-    tracing::debug!(core = id, "core stopped");
 }
 
 #[cfg(test)]
