@@ -350,19 +350,15 @@ fn sold_answer(core: &Core, post: &Post, plan: &Plan, slot: usize, buyer_lead_id
     )
 }
 
-fn unsold_answer(post: &Post, plan: &Plan, reason: &'static str) -> Reply {
+fn unsold_answer(post: &Post, plan: &Plan, reason: deliver::UnsoldReason) -> Reply {
     Reply::json(
         StatusCode::OK,
         &UnsoldOut {
             auction_id: &post.auction_id,
             lead_uuid: &plan.lead_uuid,
             status: "unsold",
-            reject_reason: reason,
-            reject_detail: if reason == "buyer_rejected" {
-                "Every bidder refused the lead."
-            } else {
-                "No bidder could be reached within the post budget."
-            },
+            reject_reason: reason.code(),
+            reject_detail: reason.detail(),
         },
     )
 }
