@@ -287,7 +287,7 @@ pub async fn ping_buyers(
     out.extend(
         elig.filtered
             .iter()
-            .map(|&(bi, r)| skipped(bi, OutcomeKind::Filtered, r)),
+            .map(|&(bi, r)| skipped(bi, OutcomeKind::Filtered, r.as_str())),
     );
     out.extend(
         elig.capped
