@@ -243,6 +243,10 @@ impl Registry {
                 Err(r) => out.filtered.push((i, r)),
             }
         }
+        debug_assert!(
+            out.eligible.len() <= max_buyers,
+            "more buyers eligible than auction.max_buyers_per_auction"
+        );
         out
     }
 }

@@ -248,6 +248,14 @@ impl Dispatcher {
                 self.in_flight[job.endpoint].remove(&job.record.event_id);
             }
         }
+        debug_assert!(
+            self.in_flight_total() <= self.webhooks.delivery.threads
+                && self
+                    .in_flight
+                    .iter()
+                    .all(|f| f.len() <= self.webhooks.delivery.max_in_flight_per_endpoint),
+            "more webhook deliveries in flight than webhooks.delivery allows"
+        );
         self.next_wait(now)
     }
 
