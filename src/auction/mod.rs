@@ -411,6 +411,9 @@ mod tests {
             assert_eq!(OutcomeKind::parse(k.as_str()), Some(k));
         }
         assert_eq!(OutcomeKind::parse("Bid"), None);
+        // The metric's label list is its own copy (metrics sit below auctions); the two agree,
+        // in the same order.
+        assert_eq!(crate::metrics::BUYER_OUTCOMES, words.as_slice());
     }
 
     #[test]
@@ -421,6 +424,7 @@ mod tests {
             assert_eq!(NoBidReason::parse(r.code()), Some(r));
         }
         assert_eq!(NoBidReason::parse(""), None);
+        assert_eq!(crate::metrics::NO_BID_REASONS, codes.as_slice());
     }
 
     #[test]

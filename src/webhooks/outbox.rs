@@ -391,4 +391,11 @@ mod tests {
         }
         assert_eq!(SendOutcome::parse("accepted"), None);
     }
+
+    /// The admin API filters deliveries by the words records hold; its list is the store's.
+    #[test]
+    fn the_admin_api_lists_every_delivery_state() {
+        let words: Vec<_> = DeliveryState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(crate::api::webhooks::STATES, words.as_slice());
+    }
 }
