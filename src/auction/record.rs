@@ -245,3 +245,111 @@ pub fn from_record(
         close_announced: true,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auction() -> Auction {
+        let ping = crate::model::Ping {
+            auction_id: None,
+            vertical: "auto_insurance".into(),
+            sub_vertical: None,
+            state: "TX".into(),
+            zip3: "770".into(),
+            source: "s".into(),
+            tcpa_consent: true,
+            trustedform_cert_url: None,
+            ai_quality_score: None,
+            currently_insured: None,
+            vehicle_count: None,
+            driver_age_band: None,
+            attributes: Vec::new(),
+            expires_at_ms: None,
+        };
+        let mut a = Auction::open("a1".into(), Tenant::Sandbox, "c".into(), ping, 1, 2, 3);
+        a.outcomes = OutcomeKind::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, &kind)| BuyerOutcome {
+                buyer: NO_BUYER,
+                buyer_id: format!("b{i}"),
+                kind,
+                amount_cents: None,
+                buyer_bid_token: None,
+                valid_until_ms: None,
+                reject_reason: None,
+                reject_detail: None,
+                latency_us: 0,
+                arrival: i as u32,
+            })
+            .collect();
+        a.status = Status::NoBid(NoBidReason::BelowFloor);
+        a.post = PostState::Unresolved {
+            key: "post_a1".into(),
+            slot: 1,
+        };
+        a.post_attempts = AttemptResult::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, &result)| PostAttempt {
+                buyer_id: "b1".into(),
+                attempt: i as u32 + 1,
+                result,
+                http_status: None,
+                latency_us: 0,
+            })
+            .collect();
+        a
+    }
+
+    #[test]
+    fn enums_are_stored_as_their_words_and_read_back() {
+        let r = to_record(&auction());
+        let kinds: Vec<_> = r.outcomes.iter().map(|o| o.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "bid",
+                "no_bid",
+                "timeout",
+                "error",
+                "filtered",
+                "rate_limited",
+                "capped"
+            ]
+        );
+        assert_eq!(
+            (r.status.as_str(), r.reject_reason.as_deref()),
+            ("no_bid", Some("below_floor"))
+        );
+        assert_eq!(r.post.state, "unresolved");
+        let results: Vec<_> = r.post_attempts.iter().map(|p| p.result.as_str()).collect();
+        assert_eq!(
+            results,
+            ["accepted", "rejected", "error", "timeout", "connect_error"]
+        );
+
+        let back = from_record(r, &Registry::default(), 9).unwrap();
+        let kinds: Vec<_> = back.outcomes.iter().map(|o| o.kind).collect();
+        assert_eq!(kinds, OutcomeKind::ALL);
+        assert!(matches!(
+            back.status,
+            Status::NoBid(NoBidReason::BelowFloor)
+        ));
+        let results: Vec<_> = back.post_attempts.iter().map(|p| p.result).collect();
+        assert_eq!(results, AttemptResult::ALL);
+    }
+
+    #[test]
+    fn a_record_with_an_unknown_word_is_refused_not_guessed() {
+        let mut r = to_record(&auction());
+        r.post_attempts[0].result = "maybe".into();
+        assert!(from_record(r, &Registry::default(), 9)
+            .unwrap_err()
+            .contains("maybe"));
+        let mut r = to_record(&auction());
+        r.outcomes[0].kind = "maybe".into();
+        assert!(from_record(r, &Registry::default(), 9).is_err());
+    }
+}
