@@ -18,7 +18,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
 use gavel::auction::shard::Shard;
-use gavel::auction::{Auction, BuyerOutcome, OutcomeKind, PostAttempt, PostState, Status};
+use gavel::auction::{
+    AttemptResult, Auction, BuyerOutcome, OutcomeKind, PostAttempt, PostState, Status,
+};
 use gavel::config::Tenant;
 use gavel::http::Reply;
 
@@ -116,7 +118,7 @@ fn auction(n: usize, sold: bool) -> Auction {
         a.post_attempts = vec![PostAttempt {
             buyer_id: "buyer-3".into(),
             attempt: 1,
-            result: "accepted".into(),
+            result: AttemptResult::Accepted,
             http_status: Some(201),
             latency_us: 3_000,
         }];

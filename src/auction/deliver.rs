@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::PostAttempt;
+use super::{AttemptResult, PostAttempt};
 use crate::buyers::pool::{CallError, Pool};
 use crate::buyers::Registry;
 use crate::model::Lead;
@@ -46,7 +46,7 @@ pub enum Delivery {
     },
     /// Every candidate refused or was unreachable.
     Unsold {
-        reason: &'static str,
+        reason: UnsoldReason,
     },
     /// The last buyer tried may have taken the lead; only that buyer may be tried again.
     Unresolved {
@@ -54,6 +54,37 @@ pub enum Delivery {
     },
     /// `before_buyer` refused (the intent to deliver could not be recorded): nobody was called.
     Aborted,
+}
+
+/// Why a post ended unsold; the seller sees [`UnsoldReason::code`] as the answer's
+/// `reject_reason` (CONTRACT §5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnsoldReason {
+    /// At least one buyer refused the lead, and nobody took it.
+    BuyerRejected,
+    /// No buyer could be reached (or answered usefully) within the post budget.
+    BuyerUnavailable,
+}
+
+impl UnsoldReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            UnsoldReason::BuyerRejected => "buyer_rejected",
+            UnsoldReason::BuyerUnavailable => "buyer_unavailable",
+        }
+    }
+
+    /// The answer's `reject_detail`.
+    pub fn detail(self) -> &'static str {
+        match self {
+            UnsoldReason::BuyerRejected => "Every bidder refused the lead.",
+            UnsoldReason::BuyerUnavailable => "No bidder could be reached within the post budget.",
+        }
+    }
+
+    /// Every reason, in declaration order.
+    pub const ALL: [UnsoldReason; 2] =
+        [UnsoldReason::BuyerRejected, UnsoldReason::BuyerUnavailable];
 }
 
 /// What one post delivers, and to whom (in fallback order).
@@ -180,17 +211,17 @@ pub async fn deliver(
             .await;
             let latency_us = t0.elapsed().as_micros() as u64;
             let (outcome, result, http_status) = match res {
-                Err(_) => (Try::RetryableUnclear, "timeout", None),
+                Err(_) => (Try::RetryableUnclear, AttemptResult::Timeout, None),
                 Ok(Err(CallError::Connect(_) | CallError::Resolve(_))) => {
-                    (Try::RetryableClean(None), "connect_error", None)
+                    (Try::RetryableClean(None), AttemptResult::ConnectError, None)
                 }
-                Ok(Err(_)) => (Try::RetryableUnclear, "error", None),
+                Ok(Err(_)) => (Try::RetryableUnclear, AttemptResult::Error, None),
                 Ok(Ok(a)) => {
                     let t = judge(a.status, &a.headers, &a.body);
                     let r = match t {
-                        Try::Accepted(_) => "accepted",
-                        Try::Refused => "rejected",
-                        _ => "error",
+                        Try::Accepted(_) => AttemptResult::Accepted,
+                        Try::Refused => AttemptResult::Rejected,
+                        _ => AttemptResult::Error,
                     };
                     (t, r, Some(a.status.as_u16()))
                 }
@@ -198,7 +229,7 @@ pub async fn deliver(
             attempts.push(PostAttempt {
                 buyer_id: buyer.id.clone(),
                 attempt,
-                result: result.to_string(),
+                result,
                 http_status,
                 latency_us,
             });
@@ -236,9 +267,9 @@ pub async fn deliver(
     }
     Delivery::Unsold {
         reason: if any_refusal {
-            "buyer_rejected"
+            UnsoldReason::BuyerRejected
         } else {
-            "buyer_unavailable"
+            UnsoldReason::BuyerUnavailable
         },
     }
 }

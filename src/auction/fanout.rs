@@ -182,6 +182,11 @@ pub async fn ping_buyers(
                 crate::limits::Decision::Allowed { .. }
             )
         });
+    // Pings leave here: whoever computed `elig` must have capped it at the configured limit.
+    debug_assert!(
+        to_ping.len() <= cfg.max_buyers_per_auction,
+        "more buyers pinged than auction.max_buyers_per_auction"
+    );
     let mut outcomes: Vec<Option<BuyerOutcome>> = vec![None; to_ping.len()];
 
     let mut calls: FuturesUnordered<_> = to_ping
@@ -287,7 +292,7 @@ pub async fn ping_buyers(
     out.extend(
         elig.filtered
             .iter()
-            .map(|&(bi, r)| skipped(bi, OutcomeKind::Filtered, r)),
+            .map(|&(bi, r)| skipped(bi, OutcomeKind::Filtered, r.as_str())),
     );
     out.extend(
         elig.capped

@@ -41,6 +41,22 @@ impl OutcomeKind {
         }
     }
 
+    /// Every kind, in declaration order (for tests and label lists).
+    pub const ALL: [OutcomeKind; 7] = [
+        OutcomeKind::Bid,
+        OutcomeKind::NoBid,
+        OutcomeKind::Timeout,
+        OutcomeKind::Error,
+        OutcomeKind::Filtered,
+        OutcomeKind::RateLimited,
+        OutcomeKind::Capped,
+    ];
+
+    /// The kind a stored record names; `None` for a word this code does not know.
+    pub fn parse(s: &str) -> Option<OutcomeKind> {
+        OutcomeKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
     /// Whether the buyer was actually called (as opposed to skipped by a filter, the cap on
     /// buyers per auction, or its rate limit).
     pub fn was_pinged(self) -> bool {
@@ -89,6 +105,18 @@ impl NoBidReason {
         }
     }
 
+    /// Every reason, in declaration order.
+    pub const ALL: [NoBidReason; 3] = [
+        NoBidReason::NoEligibleBuyers,
+        NoBidReason::NoBids,
+        NoBidReason::BelowFloor,
+    ];
+
+    /// The reason a stored record names; `None` for a code this code does not know.
+    pub fn parse(s: &str) -> Option<NoBidReason> {
+        NoBidReason::ALL.into_iter().find(|r| r.code() == s)
+    }
+
     pub fn detail(self) -> &'static str {
         match self {
             NoBidReason::NoEligibleBuyers => "No buyer's filters accept this lead.",
@@ -114,13 +142,54 @@ pub enum Status {
 /// Registry index of a buyer that is no longer configured (from a stored record).
 pub const NO_BUYER: usize = usize::MAX;
 
+/// How one attempt to deliver a post to a buyer ended. The record and the auction API carry it as
+/// [`AttemptResult::as_str`]; only delivery decides on it, so in memory it is this enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptResult {
+    /// The buyer took the lead (2xx with a `lead_id`).
+    Accepted,
+    /// The buyer refused it (4xx, or 2xx without a `lead_id`).
+    Rejected,
+    /// The buyer answered 5xx or 429, or the call broke mid-answer.
+    Error,
+    /// The call ran out of time.
+    Timeout,
+    /// The buyer could not be reached (connect or name resolution failed).
+    ConnectError,
+}
+
+impl AttemptResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptResult::Accepted => "accepted",
+            AttemptResult::Rejected => "rejected",
+            AttemptResult::Error => "error",
+            AttemptResult::Timeout => "timeout",
+            AttemptResult::ConnectError => "connect_error",
+        }
+    }
+
+    /// Every result, in declaration order.
+    pub const ALL: [AttemptResult; 5] = [
+        AttemptResult::Accepted,
+        AttemptResult::Rejected,
+        AttemptResult::Error,
+        AttemptResult::Timeout,
+        AttemptResult::ConnectError,
+    ];
+
+    /// The result a stored record names; `None` for a word this code does not know.
+    pub fn parse(s: &str) -> Option<AttemptResult> {
+        AttemptResult::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
 /// One attempt to deliver a post to a buyer.
 #[derive(Debug, Clone)]
 pub struct PostAttempt {
     pub buyer_id: String,
     pub attempt: u32,
-    /// `accepted`, `rejected`, `error`, `timeout` or `connect_error`.
-    pub result: String,
+    pub result: AttemptResult,
     pub http_status: Option<u16>,
     pub latency_us: u64,
 }
@@ -145,6 +214,46 @@ pub enum PostState {
         key: String,
         reply: Reply,
     },
+}
+
+impl PostState {
+    /// Whether the post may move from this state to `next`. The exchange changes the post state
+    /// in a few places; this is the one list of the moves it may make, so a debug build catches a
+    /// move that would, say, deliver a final post again or forget the buyer that may hold a lead:
+    /// - `None` → `InFlight`: a post starts;
+    /// - `InFlight` → `InFlight` under the same key: the delivery moves on to a buyer (a slot);
+    /// - `InFlight` → `Unresolved` or `Done` under the same key: the delivery ends unclear or final;
+    /// - `InFlight` → `None`: a delivery that could not start gives back the state before it (an
+    ///   `Unresolved` one is covered by the move above);
+    /// - `Unresolved` → `InFlight` under the same key, before a buyer is chosen or with the same
+    ///   buyer: a retry resumes where the last delivery left off;
+    /// - `Done` → `Unresolved` under the same key: a final answer whose commit failed never reached
+    ///   the disk, so the auction goes back to "maybe sold at the last buyer";
+    /// - `Done` is otherwise final.
+    ///
+    /// A state that stays as it is (same variant and key) is not a move and is allowed.
+    pub fn may_become(&self, next: &PostState) -> bool {
+        use PostState as P;
+        match (self, next) {
+            (P::None, P::None | P::InFlight { .. }) => true,
+            (
+                P::InFlight { key, .. },
+                P::InFlight { key: k2, .. } | P::Unresolved { key: k2, .. },
+            )
+            | (P::InFlight { key, .. }, P::Done { key: k2, .. }) => key == k2,
+            (P::InFlight { .. }, P::None) => true,
+            (P::Unresolved { key, slot }, P::Unresolved { key: k2, slot: s2 }) => {
+                key == k2 && slot == s2
+            }
+            (P::Unresolved { key, slot }, P::InFlight { key: k2, slot: s2 }) => {
+                key == k2 && s2.is_none_or(|s| s == *slot)
+            }
+            (P::Done { key, .. }, P::Done { key: k2, .. } | P::Unresolved { key: k2, .. }) => {
+                key == k2
+            }
+            _ => false,
+        }
+    }
 }
 
 /// An auction as its shard holds it. Contains no PII: the lead of a post is never stored here.
@@ -273,4 +382,150 @@ pub fn rfc3339_ms(ms: u64) -> String {
 pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
     u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::deliver::UnsoldReason;
+    use super::*;
+
+    // The words below are what auction records, the auction API and metric labels carry; a
+    // change here would change records on disk and the wire, so each is spelled out.
+
+    #[test]
+    fn outcome_kinds_keep_their_record_words() {
+        let words: Vec<_> = OutcomeKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            words,
+            [
+                "bid",
+                "no_bid",
+                "timeout",
+                "error",
+                "filtered",
+                "rate_limited",
+                "capped"
+            ]
+        );
+        for k in OutcomeKind::ALL {
+            assert_eq!(OutcomeKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(OutcomeKind::parse("Bid"), None);
+        // The metric's label list is its own copy (metrics sit below auctions); the two agree,
+        // in the same order.
+        assert_eq!(crate::metrics::BUYER_OUTCOMES, words.as_slice());
+    }
+
+    #[test]
+    fn no_bid_reasons_keep_their_codes() {
+        let codes: Vec<_> = NoBidReason::ALL.iter().map(|r| r.code()).collect();
+        assert_eq!(codes, ["no_eligible_buyers", "no_bids", "below_floor"]);
+        for r in NoBidReason::ALL {
+            assert_eq!(NoBidReason::parse(r.code()), Some(r));
+        }
+        assert_eq!(NoBidReason::parse(""), None);
+        assert_eq!(crate::metrics::NO_BID_REASONS, codes.as_slice());
+    }
+
+    #[test]
+    fn attempt_results_keep_their_record_words() {
+        let words: Vec<_> = AttemptResult::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            words,
+            ["accepted", "rejected", "error", "timeout", "connect_error"]
+        );
+        for r in AttemptResult::ALL {
+            assert_eq!(AttemptResult::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(AttemptResult::parse("failed"), None);
+    }
+
+    #[test]
+    fn unsold_reasons_keep_their_wire_codes() {
+        let codes: Vec<_> = UnsoldReason::ALL.iter().map(|r| r.code()).collect();
+        assert_eq!(codes, ["buyer_rejected", "buyer_unavailable"]);
+        assert_eq!(
+            UnsoldReason::BuyerRejected.detail(),
+            "Every bidder refused the lead."
+        );
+        assert_eq!(
+            UnsoldReason::BuyerUnavailable.detail(),
+            "No bidder could be reached within the post budget."
+        );
+    }
+
+    fn in_flight(key: &str, slot: Option<usize>) -> PostState {
+        PostState::InFlight {
+            key: key.into(),
+            slot,
+        }
+    }
+
+    fn unresolved(key: &str, slot: usize) -> PostState {
+        PostState::Unresolved {
+            key: key.into(),
+            slot,
+        }
+    }
+
+    fn done(key: &str) -> PostState {
+        PostState::Done {
+            key: key.into(),
+            reply: Reply::text(http::StatusCode::OK, "text/plain", ""),
+        }
+    }
+
+    #[test]
+    fn post_state_moves_that_delivery_makes_are_legal() {
+        let legal = [
+            // A post starts, picks a buyer, falls back to the next, and ends.
+            (PostState::None, in_flight("k", None)),
+            (in_flight("k", None), in_flight("k", Some(0))),
+            (in_flight("k", Some(0)), in_flight("k", Some(2))),
+            (in_flight("k", Some(2)), done("k")),
+            (in_flight("k", None), done("k")),
+            (in_flight("k", Some(2)), unresolved("k", 2)),
+            // A delivery that could not start gives the previous state back.
+            (in_flight("k", None), PostState::None),
+            (in_flight("k", None), unresolved("k", 1)),
+            // A retry resumes an unresolved delivery with the same buyer.
+            (unresolved("k", 1), in_flight("k", None)),
+            (unresolved("k", 1), in_flight("k", Some(1))),
+            // A final answer whose commit failed goes back to unresolved.
+            (done("k"), unresolved("k", 1)),
+            // Staying put is not a move.
+            (PostState::None, PostState::None),
+            (unresolved("k", 1), unresolved("k", 1)),
+            (done("k"), done("k")),
+        ];
+        for (from, to) in &legal {
+            assert!(from.may_become(to), "{from:?} -> {to:?} should be legal");
+        }
+    }
+
+    #[test]
+    fn post_state_moves_that_would_break_delivery_are_not() {
+        let illegal = [
+            // Nothing ends or stalls a delivery that never started.
+            (PostState::None, done("k")),
+            (PostState::None, unresolved("k", 0)),
+            // Another key never takes over a running, unresolved or final delivery.
+            (in_flight("k", Some(0)), in_flight("other", Some(0))),
+            (in_flight("k", Some(0)), done("other")),
+            (unresolved("k", 1), in_flight("other", None)),
+            (done("k"), done("other")),
+            (done("k"), unresolved("other", 0)),
+            // An unresolved delivery resumes only with the buyer that may hold the lead.
+            (unresolved("k", 1), in_flight("k", Some(2))),
+            (unresolved("k", 1), unresolved("k", 2)),
+            (unresolved("k", 1), done("k")),
+            (unresolved("k", 1), PostState::None),
+            // A final answer is never delivered again nor forgotten.
+            (done("k"), in_flight("k", None)),
+            (done("k"), PostState::None),
+        ];
+        for (from, to) in &illegal {
+            assert!(!from.may_become(to), "{from:?} -> {to:?} should be illegal");
+        }
+    }
 }

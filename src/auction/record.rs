@@ -8,34 +8,13 @@
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::{
-    Auction, BuyerOutcome, NoBidReason, OutcomeKind, PostAttempt, PostState, Status, NO_BUYER,
+    AttemptResult, Auction, BuyerOutcome, NoBidReason, OutcomeKind, PostAttempt, PostState, Status,
+    NO_BUYER,
 };
 use crate::buyers::Registry;
 use crate::config::Tenant;
 use crate::http::Reply;
 use crate::store::{AttemptRecord, AuctionRecord, OutcomeRecord, PostRecord};
-
-fn kind_from(s: &str) -> Option<OutcomeKind> {
-    Some(match s {
-        "bid" => OutcomeKind::Bid,
-        "no_bid" => OutcomeKind::NoBid,
-        "timeout" => OutcomeKind::Timeout,
-        "error" => OutcomeKind::Error,
-        "filtered" => OutcomeKind::Filtered,
-        "rate_limited" => OutcomeKind::RateLimited,
-        "capped" => OutcomeKind::Capped,
-        _ => return None,
-    })
-}
-
-fn reason_from(s: Option<&str>) -> Option<NoBidReason> {
-    Some(match s? {
-        "no_eligible_buyers" => NoBidReason::NoEligibleBuyers,
-        "no_bids" => NoBidReason::NoBids,
-        "below_floor" => NoBidReason::BelowFloor,
-        _ => return None,
-    })
-}
 
 /// Headers of a reply as stored strings.
 pub fn headers_to_strings(reply: &Reply) -> Vec<(String, String)> {
@@ -144,7 +123,7 @@ pub fn to_record(a: &Auction) -> AuctionRecord {
             .map(|p| AttemptRecord {
                 buyer_id: p.buyer_id.clone(),
                 attempt: p.attempt,
-                result: p.result.clone(),
+                result: p.result.as_str().to_string(),
                 http_status: p.http_status,
                 latency_us: p.latency_us,
             })
@@ -170,7 +149,8 @@ pub fn from_record(
         .map(|o| {
             Ok(BuyerOutcome {
                 buyer: registry.index_of(&o.buyer_id).unwrap_or(NO_BUYER),
-                kind: kind_from(&o.kind).ok_or_else(|| format!("unknown outcome {:?}", o.kind))?,
+                kind: OutcomeKind::parse(&o.kind)
+                    .ok_or_else(|| format!("unknown outcome {:?}", o.kind))?,
                 buyer_id: o.buyer_id,
                 amount_cents: o.amount_cents,
                 buyer_bid_token: o.buyer_bid_token,
@@ -186,7 +166,9 @@ pub fn from_record(
     let status = match r.status.as_str() {
         "open" => Status::Open,
         "no_bid" => Status::NoBid(
-            reason_from(r.reject_reason.as_deref())
+            r.reject_reason
+                .as_deref()
+                .and_then(NoBidReason::parse)
                 .ok_or("no_bid record without a known reason")?,
         ),
         "won" => {
@@ -226,6 +208,20 @@ pub fn from_record(
         },
         s => return Err(format!("unknown post state {s:?}")),
     };
+    let post_attempts = r
+        .post_attempts
+        .into_iter()
+        .map(|a| {
+            Ok(PostAttempt {
+                result: AttemptResult::parse(&a.result)
+                    .ok_or_else(|| format!("unknown post attempt result {:?}", a.result))?,
+                buyer_id: a.buyer_id,
+                attempt: a.attempt,
+                http_status: a.http_status,
+                latency_us: a.latency_us,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     let sold = match (p.sold_slot, p.buyer_lead_id) {
         (Some(s), Some(id)) if slot_ok(s) => Some((s as usize, id)),
         _ => None,
@@ -241,21 +237,119 @@ pub fn from_record(
         outcomes,
         status,
         post,
-        post_attempts: r
-            .post_attempts
-            .into_iter()
-            .map(|a| PostAttempt {
-                buyer_id: a.buyer_id,
-                attempt: a.attempt,
-                result: a.result,
-                http_status: a.http_status,
-                latency_us: a.latency_us,
-            })
-            .collect(),
+        post_attempts,
         sold,
         post_fingerprint: p.fingerprint,
         lead_uuid: p.lead_uuid,
         evict_at_ms,
         close_announced: true,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auction() -> Auction {
+        let ping = crate::model::Ping {
+            auction_id: None,
+            vertical: "auto_insurance".into(),
+            sub_vertical: None,
+            state: "TX".into(),
+            zip3: "770".into(),
+            source: "s".into(),
+            tcpa_consent: true,
+            trustedform_cert_url: None,
+            ai_quality_score: None,
+            currently_insured: None,
+            vehicle_count: None,
+            driver_age_band: None,
+            attributes: Vec::new(),
+            expires_at_ms: None,
+        };
+        let mut a = Auction::open("a1".into(), Tenant::Sandbox, "c".into(), ping, 1, 2, 3);
+        a.outcomes = OutcomeKind::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, &kind)| BuyerOutcome {
+                buyer: NO_BUYER,
+                buyer_id: format!("b{i}"),
+                kind,
+                amount_cents: None,
+                buyer_bid_token: None,
+                valid_until_ms: None,
+                reject_reason: None,
+                reject_detail: None,
+                latency_us: 0,
+                arrival: i as u32,
+            })
+            .collect();
+        a.status = Status::NoBid(NoBidReason::BelowFloor);
+        a.post = PostState::Unresolved {
+            key: "post_a1".into(),
+            slot: 1,
+        };
+        a.post_attempts = AttemptResult::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, &result)| PostAttempt {
+                buyer_id: "b1".into(),
+                attempt: i as u32 + 1,
+                result,
+                http_status: None,
+                latency_us: 0,
+            })
+            .collect();
+        a
+    }
+
+    #[test]
+    fn enums_are_stored_as_their_words_and_read_back() {
+        let r = to_record(&auction());
+        let kinds: Vec<_> = r.outcomes.iter().map(|o| o.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "bid",
+                "no_bid",
+                "timeout",
+                "error",
+                "filtered",
+                "rate_limited",
+                "capped"
+            ]
+        );
+        assert_eq!(
+            (r.status.as_str(), r.reject_reason.as_deref()),
+            ("no_bid", Some("below_floor"))
+        );
+        assert_eq!(r.post.state, "unresolved");
+        let results: Vec<_> = r.post_attempts.iter().map(|p| p.result.as_str()).collect();
+        assert_eq!(
+            results,
+            ["accepted", "rejected", "error", "timeout", "connect_error"]
+        );
+
+        let back = from_record(r, &Registry::default(), 9).unwrap();
+        let kinds: Vec<_> = back.outcomes.iter().map(|o| o.kind).collect();
+        assert_eq!(kinds, OutcomeKind::ALL);
+        assert!(matches!(
+            back.status,
+            Status::NoBid(NoBidReason::BelowFloor)
+        ));
+        let results: Vec<_> = back.post_attempts.iter().map(|p| p.result).collect();
+        assert_eq!(results, AttemptResult::ALL);
+    }
+
+    #[test]
+    fn a_record_with_an_unknown_word_is_refused_not_guessed() {
+        let mut r = to_record(&auction());
+        r.post_attempts[0].result = "maybe".into();
+        assert!(from_record(r, &Registry::default(), 9)
+            .unwrap_err()
+            .contains("maybe"));
+        let mut r = to_record(&auction());
+        r.outcomes[0].kind = "maybe".into();
+        assert!(from_record(r, &Registry::default(), 9).is_err());
+    }
 }

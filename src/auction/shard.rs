@@ -6,7 +6,9 @@
 //! tenant also has its own cap, so one tenant's traffic can never take another's room.
 //!
 //! Only its own core touches a shard (it lives in a `RefCell` on that core), and no borrow is held
-//! across an `.await`. Durable records are not kept here; the shard is the working set.
+//! across an `.await`. A shard made for a core ([`Shard::owned_by`]) checks that in debug builds on
+//! every access, against [`crate::runtime::current_core`]. Durable records are not kept here; the
+//! shard is the working set.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -29,6 +31,8 @@ pub struct Shard {
     evictions: BinaryHeap<Reverse<(u64, usize, String)>>,
     /// Most auctions one tenant may hold on this core.
     max_auctions_per_tenant: usize,
+    /// The core that owns this shard, when it belongs to one; only that core may touch it.
+    owner: Option<usize>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -45,11 +49,34 @@ pub enum InsertError {
 const IN_FLIGHT_RECHECK_MS: u64 = 1_000;
 
 impl Shard {
+    /// A shard that belongs to no core (a test's, a benchmark's): any thread may use it.
     pub fn new(max_auctions_per_tenant: usize) -> Shard {
         Shard {
             auctions: [HashMap::new(), HashMap::new()],
             evictions: BinaryHeap::new(),
             max_auctions_per_tenant,
+            owner: None,
+        }
+    }
+
+    /// Core `core`'s shard: in debug builds every access checks that it runs on that core.
+    pub fn owned_by(core: usize, max_auctions_per_tenant: usize) -> Shard {
+        Shard {
+            owner: Some(core),
+            ..Shard::new(max_auctions_per_tenant)
+        }
+    }
+
+    /// One auction's state is read and written only by its owning core (ARCHITECTURE.md,
+    /// Invariants); a debug build checks it at each access instead of trusting every caller.
+    #[track_caller]
+    fn check_owner(&self) {
+        if let Some(owner) = self.owner {
+            debug_assert_eq!(
+                crate::runtime::current_core(),
+                Some(owner),
+                "core {owner}'s auction shard touched off its core"
+            );
         }
     }
 
@@ -67,7 +94,9 @@ impl Shard {
         self.len() == 0
     }
 
+    #[track_caller]
     pub fn insert(&mut self, a: Auction, now_ms: u64) -> Result<(), InsertError> {
+        self.check_owner();
         self.evict(now_ms);
         let t = slot(a.tenant);
         if self.auctions[t].contains_key(&a.id) {
@@ -81,6 +110,10 @@ impl Shard {
         self.evictions
             .push(Reverse((a.evict_at_ms, t, a.id.clone())));
         self.auctions[t].insert(a.id.clone(), a);
+        debug_assert!(
+            self.auctions[t].len() <= self.max_auctions_per_tenant,
+            "a tenant holds more auctions than auction.max_auctions_per_core"
+        );
         Ok(())
     }
 
@@ -96,16 +129,22 @@ impl Shard {
             })
     }
 
+    #[track_caller]
     pub fn get(&self, tenant: Tenant, id: &str) -> Option<&Auction> {
+        self.check_owner();
         self.auctions[slot(tenant)].get(id)
     }
 
+    #[track_caller]
     pub fn get_mut(&mut self, tenant: Tenant, id: &str) -> Option<&mut Auction> {
+        self.check_owner();
         self.auctions[slot(tenant)].get_mut(id)
     }
 
     /// Moves an auction's eviction time (e.g. once its bid token's lifetime is known).
+    #[track_caller]
     pub fn set_evict_at(&mut self, tenant: Tenant, id: &str, evict_at_ms: u64) {
+        self.check_owner();
         let t = slot(tenant);
         if let Some(a) = self.auctions[t].get_mut(id) {
             a.evict_at_ms = evict_at_ms;
@@ -122,7 +161,9 @@ impl Shard {
 
     /// Drops auctions whose time is up, except those with a delivery in flight. Returns how many
     /// left.
+    #[track_caller]
     pub fn evict(&mut self, now_ms: u64) -> usize {
+        self.check_owner();
         let mut dropped = 0;
         while let Some(Reverse((at, _, _))) = self.evictions.peek() {
             if *at > now_ms {
@@ -265,5 +306,32 @@ mod tests {
         s.get_mut(Tenant::Sandbox, "b").unwrap().post = PostState::None;
         s.evict(1_300);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn an_owned_shard_works_on_its_core() {
+        let _core = crate::runtime::enter_core(2);
+        let mut s = Shard::owned_by(2, 10);
+        s.insert(auction("a", 100), 0).unwrap();
+        assert!(s.get(Tenant::Sandbox, "a").is_some());
+        s.set_evict_at(Tenant::Sandbox, "a", 50);
+        assert_eq!(s.evict(60), 1);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "touched off its core")]
+    fn an_owned_shard_refuses_another_core() {
+        let mut s = Shard::owned_by(2, 10);
+        let _core = crate::runtime::enter_core(1);
+        let _ = s.insert(auction("a", 100), 0);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "touched off its core")]
+    fn an_owned_shard_refuses_a_thread_that_is_no_core() {
+        let s = Shard::owned_by(0, 10);
+        let _ = s.get(Tenant::Sandbox, "a");
     }
 }

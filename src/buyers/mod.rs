@@ -18,8 +18,46 @@ pub mod resolve;
 
 use pool::Target;
 
-/// Why a buyer was not pinged for a lead. The string is the `reject_reason` in the auction record.
-pub type FilterReason = &'static str;
+/// Which of a buyer's filters kept it from being pinged for a lead. [`FilterReason::as_str`] is the
+/// `reject_reason` of its `filtered` outcome in the auction record and the auction API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterReason {
+    VerticalNotAllowed,
+    StateNotAllowed,
+    Zip3Denied,
+    Zip3NotAllowed,
+    BelowMinQualityScore,
+    TcpaConsentRequired,
+    SourceDenied,
+    SourceNotAllowed,
+}
+
+impl FilterReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FilterReason::VerticalNotAllowed => "vertical_not_allowed",
+            FilterReason::StateNotAllowed => "state_not_allowed",
+            FilterReason::Zip3Denied => "zip3_denied",
+            FilterReason::Zip3NotAllowed => "zip3_not_allowed",
+            FilterReason::BelowMinQualityScore => "below_min_quality_score",
+            FilterReason::TcpaConsentRequired => "tcpa_consent_required",
+            FilterReason::SourceDenied => "source_denied",
+            FilterReason::SourceNotAllowed => "source_not_allowed",
+        }
+    }
+
+    /// Every reason, in the order [`Buyer::check`] tries the filters.
+    pub const ALL: [FilterReason; 8] = [
+        FilterReason::VerticalNotAllowed,
+        FilterReason::StateNotAllowed,
+        FilterReason::Zip3Denied,
+        FilterReason::Zip3NotAllowed,
+        FilterReason::BelowMinQualityScore,
+        FilterReason::TcpaConsentRequired,
+        FilterReason::SourceDenied,
+        FilterReason::SourceNotAllowed,
+    ];
+}
 
 /// One configured buyer, with its filters compiled for fast checks.
 #[derive(Debug)]
@@ -108,31 +146,31 @@ impl Buyer {
     pub fn check(&self, ping: &Ping) -> Result<(), FilterReason> {
         let f = &self.filters;
         if !f.verticals.is_empty() && !f.verticals.contains(&ping.vertical) {
-            return Err("vertical_not_allowed");
+            return Err(FilterReason::VerticalNotAllowed);
         }
         if !f.states.is_empty() && !f.states.contains(&ping.state) {
-            return Err("state_not_allowed");
+            return Err(FilterReason::StateNotAllowed);
         }
         if f.zip3_deny.contains(&ping.zip3) {
-            return Err("zip3_denied");
+            return Err(FilterReason::Zip3Denied);
         }
         if !f.zip3_allow.is_empty() && !f.zip3_allow.contains(&ping.zip3) {
-            return Err("zip3_not_allowed");
+            return Err(FilterReason::Zip3NotAllowed);
         }
         if let Some(min) = f.min_ai_quality_score {
             match ping.ai_quality_score {
                 Some(s) if s >= min => {}
-                _ => return Err("below_min_quality_score"),
+                _ => return Err(FilterReason::BelowMinQualityScore),
             }
         }
         if f.tcpa_consent_required && !ping.tcpa_consent {
-            return Err("tcpa_consent_required");
+            return Err(FilterReason::TcpaConsentRequired);
         }
         if f.sources_deny.contains(&ping.source) {
-            return Err("source_denied");
+            return Err(FilterReason::SourceDenied);
         }
         if !f.sources_allow.is_empty() && !f.sources_allow.contains(&ping.source) {
-            return Err("source_not_allowed");
+            return Err(FilterReason::SourceNotAllowed);
         }
         Ok(())
     }
@@ -205,6 +243,35 @@ impl Registry {
                 Err(r) => out.filtered.push((i, r)),
             }
         }
+        debug_assert!(
+            out.eligible.len() <= max_buyers,
+            "more buyers eligible than auction.max_buyers_per_auction"
+        );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FilterReason;
+
+    /// The reasons are the `reject_reason` words auction records hold and buyers are documented
+    /// to see (docs/buyer-integration.md); a change would change records and the wire.
+    #[test]
+    fn filter_reasons_keep_their_record_words() {
+        let words: Vec<_> = FilterReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            words,
+            [
+                "vertical_not_allowed",
+                "state_not_allowed",
+                "zip3_denied",
+                "zip3_not_allowed",
+                "below_min_quality_score",
+                "tcpa_consent_required",
+                "source_denied",
+                "source_not_allowed",
+            ]
+        );
     }
 }

@@ -309,6 +309,11 @@ impl Pool {
                 Ok(he) => CallError::Http(*he),
                 Err(_) => CallError::TooLarge(max_body),
             })?;
+        let body = collected.to_bytes();
+        debug_assert!(
+            body.len() <= max_body,
+            "a buyer answer read past its size limit"
+        );
         let keep = !parts
             .headers
             .get(http::header::CONNECTION)
@@ -319,7 +324,7 @@ impl Pool {
         Ok(Answer {
             status: parts.status,
             headers: parts.headers,
-            body: collected.to_bytes(),
+            body,
         })
     }
 }

@@ -128,9 +128,13 @@ impl App for Exchange {
             .collect()
     }
 
-    fn local(_id: usize, shared: &Shared) -> CoreState {
+    fn local(id: usize, shared: &Shared) -> CoreState {
         CoreState {
-            shard: RefCell::new(Shard::new(shared.config.auction.max_auctions_per_core)),
+            // Owned by this core: debug builds check every access runs on it.
+            shard: RefCell::new(Shard::owned_by(
+                id,
+                shared.config.auction.max_auctions_per_core,
+            )),
             pool: Pool::new(),
             in_flight: RefCell::new(std::collections::HashSet::new()),
             clients: RefCell::new(ClientTable::new(shared.initial_clients.iter().cloned())),

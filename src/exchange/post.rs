@@ -405,19 +405,15 @@ fn sold_answer(core: &Core, post: &Post, plan: &Plan, slot: usize, buyer_lead_id
     )
 }
 
-fn unsold_answer(post: &Post, plan: &Plan, reason: &'static str) -> Reply {
+fn unsold_answer(post: &Post, plan: &Plan, reason: deliver::UnsoldReason) -> Reply {
     Reply::json(
         StatusCode::OK,
         &UnsoldOut {
             auction_id: &post.auction_id,
             lead_uuid: &plan.lead_uuid,
             status: "unsold",
-            reject_reason: reason,
-            reject_detail: if reason == "buyer_rejected" {
-                "Every bidder refused the lead."
-            } else {
-                "No bidder could be reached within the post budget."
-            },
+            reject_reason: reason.code(),
+            reject_detail: reason.detail(),
         },
     )
 }
@@ -592,7 +588,16 @@ fn update(
 ) -> Option<AuctionRecord> {
     let mut shard = core.shard.borrow_mut();
     let a = shard.get_mut(tenant, auction_id)?;
+    // Every post-state change passes here, so debug builds check each one is a legal move.
+    #[cfg(debug_assertions)]
+    let old = a.post.clone();
     f(a);
+    #[cfg(debug_assertions)]
+    debug_assert!(
+        old.may_become(&a.post),
+        "post state {old:?} may not become {:?}",
+        a.post
+    );
     Some(to_record(a))
 }
 

@@ -396,8 +396,40 @@ where
 /// a commit fails fast with `Overloaded` (503) instead of queueing without bound.
 pub const LOG_QUEUE_GROUPS: usize = 8;
 
+thread_local! {
+    /// The core whose event loop runs on this thread, while [`block_on_core`] runs it.
+    static CURRENT_CORE: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The core whose event loop runs on this thread; `None` off the cores (the store's threads, the
+/// webhook worker, tests). Per-core state (an auction shard) checks it in debug builds, so state
+/// reached from the wrong core fails loudly instead of racing in silence.
+pub fn current_core() -> Option<usize> {
+    CURRENT_CORE.with(Cell::get)
+}
+
+/// Marks this thread as running core `id` until the guard drops, which restores what was there
+/// before. [`block_on_core`] enters its core; a test that drives per-core state by hand may too.
+pub fn enter_core(id: usize) -> CoreGuard {
+    CoreGuard {
+        previous: CURRENT_CORE.with(|c| c.replace(Some(id))),
+    }
+}
+
+/// Keeps [`current_core`] set; see [`enter_core`].
+pub struct CoreGuard {
+    previous: Option<usize>,
+}
+
+impl Drop for CoreGuard {
+    fn drop(&mut self) {
+        CURRENT_CORE.with(|c| c.set(self.previous));
+    }
+}
+
 /// [`block_on`] for a core thread: on the legacy driver the runtime gets one blocking thread,
 /// `gavel-log-{id}`, where the core's write-ahead log writes and syncs (io_uring needs none).
+/// While it runs, [`current_core`] is `id` on this thread.
 pub fn block_on_core<F, Fut>(
     driver: Driver,
     id: usize,
@@ -414,6 +446,7 @@ where
             "gavel-log-{id}"
         ))?),
     };
+    let _core = enter_core(id);
     run_runtime(driver, entries, pool, make)
 }
 
@@ -1044,6 +1077,25 @@ mod tests {
         }
         assert_eq!(log.note(t0 + Duration::from_secs(10)), Some(500));
         assert_eq!(log.note(t0 + Duration::from_secs(11)), None);
+    }
+
+    #[test]
+    fn a_core_thread_knows_its_core_and_forgets_it_after() {
+        assert_eq!(current_core(), None);
+        {
+            let _outer = enter_core(3);
+            assert_eq!(current_core(), Some(3));
+            {
+                let _inner = enter_core(5);
+                assert_eq!(current_core(), Some(5));
+            }
+            assert_eq!(current_core(), Some(3));
+        }
+        assert_eq!(current_core(), None);
+        let inside = block_on_core(Driver::Legacy, 7, 64, || async { current_core() })
+            .expect("core runtime");
+        assert_eq!(inside, Some(7));
+        assert_eq!(current_core(), None);
     }
 
     #[test]

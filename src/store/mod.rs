@@ -67,8 +67,8 @@ use sled::IVec;
 pub use commit::{CommitCounters, CommitStats};
 pub use expiry::{ExpiryHandle, ExpiryStats};
 pub use records::{
-    AttemptRecord, AuctionRecord, DeliveryRecord, IdemRecord, LeadEvent, LeadRecord, OutcomeRecord,
-    PostRecord, WebhookAttemptRecord,
+    AttemptRecord, AuctionRecord, DeliveryRecord, DeliveryState, IdemRecord, LeadEvent, LeadRecord,
+    OutcomeRecord, PostRecord, WebhookAttemptRecord,
 };
 pub use wal::{Checkpointer, CoreLog};
 
@@ -450,7 +450,7 @@ impl Batch {
             record,
             record.created_ms,
         )?;
-        if let (true, Some(due)) = (record.state == "pending", record.next_attempt_ms) {
+        if let (true, Some(due)) = (record.is_pending(), record.next_attempt_ms) {
             self.push(
                 TreeId::OutboxDue,
                 due_key(&record.endpoint_id, due, &record.event_id),

@@ -212,6 +212,63 @@ pub struct DeliveryRecord {
     pub schedule_base: u32,
 }
 
+/// Where a webhook delivery stands: the words [`DeliveryRecord::state`] holds. The store keeps a
+/// due-index entry only for a pending delivery, and the delivery worker decides on the state, so
+/// both read it as this enum rather than comparing words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Waiting for its next attempt.
+    Pending,
+    /// The receiver took it (2xx).
+    Delivered,
+    /// Every retry failed.
+    Exhausted,
+    /// The endpoint answered 410 and was disabled.
+    Disabled,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Exhausted => "exhausted",
+            DeliveryState::Disabled => "disabled",
+        }
+    }
+
+    /// Every state, in declaration order.
+    pub const ALL: [DeliveryState; 4] = [
+        DeliveryState::Pending,
+        DeliveryState::Delivered,
+        DeliveryState::Exhausted,
+        DeliveryState::Disabled,
+    ];
+
+    /// The state a stored word names; `None` for a word this code does not know.
+    pub fn parse(s: &str) -> Option<DeliveryState> {
+        DeliveryState::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+impl DeliveryRecord {
+    /// The delivery's state; `None` when the record holds a word this code does not know (it is
+    /// then treated as not pending: nothing is sent on a state not understood).
+    pub fn delivery_state(&self) -> Option<DeliveryState> {
+        DeliveryState::parse(&self.state)
+    }
+
+    /// Whether the delivery waits for another attempt.
+    pub fn is_pending(&self) -> bool {
+        self.delivery_state() == Some(DeliveryState::Pending)
+    }
+
+    /// Sets the state, as the word the record stores.
+    pub fn set_state(&mut self, state: DeliveryState) {
+        self.state = state.as_str().to_string();
+    }
+}
+
 /// What every stored record type tells the store about itself.
 pub trait Record: Archive + Sized {
     /// Name of the primary tree, for error messages.

@@ -1365,3 +1365,15 @@ fn lead_ids_are_scoped_by_tenant() {
     assert_eq!(store.get_lead("sandbox", "ld_same").unwrap(), Some(sandbox));
     assert_eq!(store.get_lead("production", "ld_same").unwrap(), Some(live));
 }
+
+/// The delivery states are the words outbox records hold and the webhook admin API shows; a
+/// change would misread records already on disk.
+#[test]
+fn delivery_states_keep_their_record_words() {
+    let words: Vec<_> = DeliveryState::ALL.iter().map(|s| s.as_str()).collect();
+    assert_eq!(words, ["pending", "delivered", "exhausted", "disabled"]);
+    for s in DeliveryState::ALL {
+        assert_eq!(DeliveryState::parse(s.as_str()), Some(s));
+    }
+    assert_eq!(DeliveryState::parse("Pending"), None);
+}

@@ -13,13 +13,60 @@ use serde::{Deserialize, Serialize};
 
 use super::{new_event_id, Envelope, Secret};
 use crate::config::{Config, Tenant, WebhookConfig, WebhookDeliveryConfig};
-use crate::store::{Batch, DeliveryRecord, Store, StoreError};
+use crate::store::{Batch, DeliveryRecord, DeliveryState, Store, StoreError};
 
 /// `meta` key prefix under which an endpoint disabled by a 410 is remembered across restarts.
 pub const DISABLED_PREFIX: &str = "webhook_disabled/";
 
-/// Results an attempt can have, in the order of [`Endpoint::attempts`].
-pub const ATTEMPT_RESULTS: [&str; 5] = ["delivered", "failed", "timeout", "connect_error", "gone"];
+/// How one attempt to deliver a webhook ended. The delivery log and the attempt metric's labels
+/// carry it as [`SendOutcome::as_str`]; the worker decides what comes next on the enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// The receiver answered 2xx.
+    Delivered = 0,
+    /// Any other answer, or a failure that is neither a timeout nor a connect error.
+    Failed = 1,
+    Timeout = 2,
+    /// The receiver could not be reached (connect or name resolution failed).
+    ConnectError = 3,
+    /// The receiver answered 410: its endpoint is disabled.
+    Gone = 4,
+}
+
+impl SendOutcome {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SendOutcome::Delivered => "delivered",
+            SendOutcome::Failed => "failed",
+            SendOutcome::Timeout => "timeout",
+            SendOutcome::ConnectError => "connect_error",
+            SendOutcome::Gone => "gone",
+        }
+    }
+
+    /// Every outcome, each at the index of its discriminant.
+    pub const ALL: [SendOutcome; 5] = [
+        SendOutcome::Delivered,
+        SendOutcome::Failed,
+        SendOutcome::Timeout,
+        SendOutcome::ConnectError,
+        SendOutcome::Gone,
+    ];
+
+    /// The outcome a stored attempt names; `None` for a word this code does not know.
+    pub fn parse(s: &str) -> Option<SendOutcome> {
+        SendOutcome::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+}
+
+/// Results an attempt can have, in the order of [`Endpoint::attempts`] (the metric's labels).
+pub const ATTEMPT_RESULTS: [&str; 5] = [
+    SendOutcome::Delivered.as_str(),
+    SendOutcome::Failed.as_str(),
+    SendOutcome::Timeout.as_str(),
+    SendOutcome::ConnectError.as_str(),
+    SendOutcome::Gone.as_str(),
+];
 
 /// Why an endpoint stopped receiving events, as stored and reported.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -82,11 +129,9 @@ impl Endpoint {
             .map(|(r, n)| (*r, n.load(Ordering::Relaxed)))
     }
 
-    /// Counts one attempt with `result` (one of [`ATTEMPT_RESULTS`]).
-    pub(crate) fn count_attempt(&self, result: &str) {
-        if let Some(k) = ATTEMPT_RESULTS.iter().position(|r| *r == result) {
-            self.attempts[k].fetch_add(1, Ordering::Relaxed);
-        }
+    /// Counts one attempt that ended with `outcome`.
+    pub(crate) fn count_attempt(&self, outcome: SendOutcome) {
+        self.attempts[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Deliveries that failed every retry since start.
@@ -276,7 +321,7 @@ impl Webhooks {
                 event_type: event_type.to_string(),
                 created_ms: now_ms,
                 body: body.clone(),
-                state: "pending".into(),
+                state: DeliveryState::Pending.as_str().into(),
                 next_attempt_ms: Some(now_ms),
                 attempts: Vec::new(),
                 schedule_base: 0,
@@ -323,5 +368,33 @@ impl Webhooks {
             .commands
             .0
             .send_timeout(Command::Stop, std::time::Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The outcomes are the words delivery logs hold and the attempt metric's labels, in the
+    /// order the counters keep them; a change would change records and metric labels.
+    #[test]
+    fn send_outcomes_keep_their_record_words_and_counter_slots() {
+        assert_eq!(
+            ATTEMPT_RESULTS,
+            ["delivered", "failed", "timeout", "connect_error", "gone"]
+        );
+        for (i, o) in SendOutcome::ALL.into_iter().enumerate() {
+            assert_eq!(o as usize, i);
+            assert_eq!(ATTEMPT_RESULTS[i], o.as_str());
+            assert_eq!(SendOutcome::parse(o.as_str()), Some(o));
+        }
+        assert_eq!(SendOutcome::parse("accepted"), None);
+    }
+
+    /// The admin API filters deliveries by the words records hold; its list is the store's.
+    #[test]
+    fn the_admin_api_lists_every_delivery_state() {
+        let words: Vec<_> = DeliveryState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(crate::api::webhooks::STATES, words.as_slice());
     }
 }

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
 
-use super::outbox::{Command, Disabled, Endpoint, ReplayError, Webhooks};
-use crate::store::{Batch, DeliveryRecord, Store, StoreError, WebhookAttemptRecord};
+use super::outbox::{Command, Disabled, Endpoint, ReplayError, SendOutcome, Webhooks};
+use crate::store::{Batch, DeliveryRecord, DeliveryState, Store, StoreError, WebhookAttemptRecord};
 use crate::types::clock::Clock;
 
 /// Longest the dispatcher sleeps with nothing to do; bounds how late it notices a due retry whose
@@ -53,6 +53,8 @@ struct Done {
     endpoint: usize,
     record: DeliveryRecord,
     attempt: WebhookAttemptRecord,
+    /// How the attempt ended; `attempt.result` holds its word.
+    outcome: SendOutcome,
     retry_after_ms: Option<u64>,
 }
 
@@ -219,7 +221,7 @@ impl Dispatcher {
                 .due_deliveries(ep.id(), now, free, &|id| busy.contains(id))?;
             for d in due {
                 match self.queued_delivery(&d.event_id, ep.id())? {
-                    Some(r) if r.state == "pending" && r.next_attempt_ms == Some(d.due_ms) => {
+                    Some(r) if r.is_pending() && r.next_attempt_ms == Some(d.due_ms) => {
                         idle -= 1;
                         jobs.push(Job {
                             endpoint: i,
@@ -246,6 +248,14 @@ impl Dispatcher {
                 self.in_flight[job.endpoint].remove(&job.record.event_id);
             }
         }
+        debug_assert!(
+            self.in_flight_total() <= self.webhooks.delivery.threads
+                && self
+                    .in_flight
+                    .iter()
+                    .all(|f| f.len() <= self.webhooks.delivery.max_in_flight_per_endpoint),
+            "more webhook deliveries in flight than webhooks.delivery allows"
+        );
         self.next_wait(now)
     }
 
@@ -306,7 +316,7 @@ impl Dispatcher {
         for d in &due {
             b.delete_due(ep.id(), d.due_ms, &d.event_id);
             if let Some(mut r) = self.queued_delivery(&d.event_id, ep.id())? {
-                r.state = "disabled".into();
+                r.set_state(DeliveryState::Disabled);
                 r.next_attempt_ms = None;
                 b.put_delivery(&r)?;
             }
@@ -322,45 +332,48 @@ impl Dispatcher {
             endpoint: i,
             mut record,
             attempt,
+            outcome,
             retry_after_ms,
         } = d;
         self.in_flight[i].remove(&record.event_id);
         let ep = &self.webhooks.endpoints[i];
-        ep.count_attempt(&attempt.result);
+        ep.count_attempt(outcome);
         let old_due = record.next_attempt_ms;
         let now = self.clock.now_ms();
         let failures = record.attempts.len() as u32 + 1 - record.schedule_base;
         let schedule = &self.webhooks.delivery.retry_schedule_ms;
-        match attempt.result.as_str() {
-            "delivered" => {
-                record.state = "delivered".into();
+        match outcome {
+            SendOutcome::Delivered => {
+                record.set_state(DeliveryState::Delivered);
                 record.next_attempt_ms = None;
             }
-            "gone" => {
-                record.state = "disabled".into();
+            SendOutcome::Gone => {
+                record.set_state(DeliveryState::Disabled);
                 record.next_attempt_ms = None;
                 self.disable(i, &record.event_id, now);
             }
-            _ => match schedule.get(failures as usize - 1) {
-                Some(&delay) => {
-                    let asked = retry_after_ms
-                        .map_or(0, |ms| ms.min(self.webhooks.delivery.max_retry_after_ms));
-                    record.next_attempt_ms = Some(now + delay.max(asked));
+            SendOutcome::Failed | SendOutcome::Timeout | SendOutcome::ConnectError => {
+                match schedule.get(failures as usize - 1) {
+                    Some(&delay) => {
+                        let asked = retry_after_ms
+                            .map_or(0, |ms| ms.min(self.webhooks.delivery.max_retry_after_ms));
+                        record.next_attempt_ms = Some(now + delay.max(asked));
+                    }
+                    None => {
+                        record.set_state(DeliveryState::Exhausted);
+                        record.next_attempt_ms = None;
+                        ep.count_exhausted();
+                        tracing::warn!(
+                            endpoint = ep.id(),
+                            event_id = %record.event_id,
+                            "webhook delivery failed every retry"
+                        );
+                    }
                 }
-                None => {
-                    record.state = "exhausted".into();
-                    record.next_attempt_ms = None;
-                    ep.count_exhausted();
-                    tracing::warn!(
-                        endpoint = ep.id(),
-                        event_id = %record.event_id,
-                        "webhook delivery failed every retry"
-                    );
-                }
-            },
+            }
         }
         record.attempts.push(attempt);
-        if record.state != "pending" {
+        if !record.is_pending() {
             ep.add_pending(-1);
         }
         if let Some(due) = old_due {
@@ -458,10 +471,10 @@ impl Dispatcher {
             if let Some(due) = r.next_attempt_ms {
                 b.delete_due(&r.endpoint_id, due, &r.event_id);
             }
-            if r.state != "pending" {
+            if !r.is_pending() {
                 newly_pending.push(i);
             }
-            r.state = "pending".into();
+            r.set_state(DeliveryState::Pending);
             r.next_attempt_ms = Some(now);
             r.schedule_base = r.attempts.len() as u32;
             b.put_delivery(&r).map_err(store_err)?;
@@ -480,9 +493,10 @@ fn send(agent: &ureq::Agent, ep: &Endpoint, job: Job, clock: &Clock) -> Done {
     let at_ms = clock.now_ms();
     let started = Instant::now();
     let r = &job.record;
+    let mut outcome = SendOutcome::Failed;
     let mut attempt = WebhookAttemptRecord {
         at_ms,
-        result: "failed".into(),
+        result: String::new(),
         http_status: None,
         error: None,
         latency_us: 0,
@@ -501,7 +515,7 @@ fn send(agent: &ureq::Agent, ep: &Endpoint, job: Job, clock: &Clock) -> Done {
                 Ok(resp) => Some(resp),
                 Err(ureq::Error::Status(_, resp)) => Some(resp),
                 Err(ureq::Error::Transport(t)) => {
-                    attempt.result = transport_result(&t).into();
+                    outcome = transport_outcome(&t);
                     attempt.error = Some(t.to_string());
                     None
                 }
@@ -509,12 +523,11 @@ fn send(agent: &ureq::Agent, ep: &Endpoint, job: Job, clock: &Clock) -> Done {
             if let Some(resp) = response {
                 let status = resp.status();
                 attempt.http_status = Some(status);
-                attempt.result = match status {
-                    200..=299 => "delivered",
-                    410 => "gone",
-                    _ => "failed",
-                }
-                .into();
+                outcome = match status {
+                    200..=299 => SendOutcome::Delivered,
+                    410 => SendOutcome::Gone,
+                    _ => SendOutcome::Failed,
+                };
                 retry_after_ms = resp
                     .header("retry-after")
                     .and_then(|v| parse_retry_after_ms(v, clock.now_ms()));
@@ -527,15 +540,17 @@ fn send(agent: &ureq::Agent, ep: &Endpoint, job: Job, clock: &Clock) -> Done {
         }
     }
     attempt.latency_us = started.elapsed().as_micros() as u64;
+    attempt.result = outcome.as_str().to_string();
     Done {
         endpoint: job.endpoint,
         record: job.record,
         attempt,
+        outcome,
         retry_after_ms,
     }
 }
 
-fn transport_result(t: &ureq::Transport) -> &'static str {
+fn transport_outcome(t: &ureq::Transport) -> SendOutcome {
     use std::error::Error;
     let timed_out = t
         .source()
@@ -547,9 +562,9 @@ fn transport_result(t: &ureq::Transport) -> &'static str {
             )
         });
     match t.kind() {
-        _ if timed_out => "timeout",
-        ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns => "connect_error",
-        _ => "failed",
+        _ if timed_out => SendOutcome::Timeout,
+        ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns => SendOutcome::ConnectError,
+        _ => SendOutcome::Failed,
     }
 }
 
