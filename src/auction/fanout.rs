@@ -230,53 +230,74 @@ pub async fn ping_buyers(
             arrival,
         };
         arrival += 1;
-        let o = match res {
-            Err(_elapsed) => BuyerOutcome {
-                kind: OutcomeKind::Timeout,
-                reject_reason: Some("timeout".into()),
-                ..base
-            },
-            Ok(Err(e)) => BuyerOutcome {
-                reject_reason: Some(
-                    match &e {
-                        CallError::Connect(_) => "connect_failed",
-                        CallError::Resolve(r) => r.reason(),
-                        CallError::Http(_) => "http_error",
-                        CallError::TooLarge(_) => "response_too_large",
-                    }
-                    .into(),
-                ),
-                // The host is the buyer's configured one, so saying why it did not resolve
-                // reveals nothing about the lead.
-                reject_detail: match &e {
-                    CallError::Resolve(r) => clip(Some(r.to_string())),
-                    _ => None,
-                },
-                ..base
-            },
-            Ok(Ok(answer)) => {
-                let (kind, bid, reason, detail) = judge(
-                    auction_id,
-                    &cfg.currency,
-                    answer.status,
-                    &answer.body,
-                    registry.clock.now_ms(),
-                );
-                BuyerOutcome {
-                    kind,
-                    amount_cents: bid.as_ref().and_then(|b| bid_cents(b.amount)),
-                    valid_until_ms: bid.as_ref().and_then(|b| parse_rfc3339_ms(&b.valid_until)),
-                    buyer_bid_token: bid.map(|b| b.bid_token),
-                    reject_reason: reason,
-                    reject_detail: detail,
-                    ..base
-                }
-            }
-        };
-        outcomes[slot] = Some(o);
+        outcomes[slot] = Some(answered(registry, cfg, auction_id, base, res));
     }
-
     let mut out: Vec<BuyerOutcome> = outcomes.into_iter().flatten().collect();
+    out.extend(not_pinged(registry, elig, &rate_limited));
+    out
+}
+
+/// What a pinged buyer's call came to: its bid, its refusal, or why it gave neither. `base` is
+/// the buyer's outcome with its timing filled in.
+fn answered(
+    registry: &Registry,
+    cfg: &AuctionConfig,
+    auction_id: &str,
+    base: BuyerOutcome,
+    res: Result<Result<crate::buyers::pool::Answer, CallError>, monoio::time::error::Elapsed>,
+) -> BuyerOutcome {
+    match res {
+        Err(_elapsed) => BuyerOutcome {
+            kind: OutcomeKind::Timeout,
+            reject_reason: Some("timeout".into()),
+            ..base
+        },
+        Ok(Err(e)) => BuyerOutcome {
+            reject_reason: Some(
+                match &e {
+                    CallError::Connect(_) => "connect_failed",
+                    CallError::Resolve(r) => r.reason(),
+                    CallError::Http(_) => "http_error",
+                    CallError::TooLarge(_) => "response_too_large",
+                }
+                .into(),
+            ),
+            // The host is the buyer's configured one, so saying why it did not resolve reveals
+            // nothing about the lead.
+            reject_detail: match &e {
+                CallError::Resolve(r) => clip(Some(r.to_string())),
+                _ => None,
+            },
+            ..base
+        },
+        Ok(Ok(answer)) => {
+            let (kind, bid, reason, detail) = judge(
+                auction_id,
+                &cfg.currency,
+                answer.status,
+                &answer.body,
+                registry.clock.now_ms(),
+            );
+            BuyerOutcome {
+                kind,
+                amount_cents: bid.as_ref().and_then(|b| bid_cents(b.amount)),
+                valid_until_ms: bid.as_ref().and_then(|b| parse_rfc3339_ms(&b.valid_until)),
+                buyer_bid_token: bid.map(|b| b.bid_token),
+                reject_reason: reason,
+                reject_detail: detail,
+                ..base
+            }
+        }
+    }
+}
+
+/// The outcomes of the buyers that were not pinged: filtered out by their own filters, over the
+/// auction's buyer cap, or over their pings-per-second limit.
+fn not_pinged<'a>(
+    registry: &'a Registry,
+    elig: &'a Eligibility,
+    rate_limited: &'a [usize],
+) -> impl Iterator<Item = BuyerOutcome> + 'a {
     let skipped = |bi: usize, kind: OutcomeKind, reason: &str| BuyerOutcome {
         buyer: bi,
         buyer_id: registry.buyers[bi].id.clone(),
@@ -289,22 +310,18 @@ pub async fn ping_buyers(
         latency_us: 0,
         arrival: u32::MAX,
     };
-    out.extend(
-        elig.filtered
-            .iter()
-            .map(|&(bi, r)| skipped(bi, OutcomeKind::Filtered, r.as_str())),
-    );
-    out.extend(
-        elig.capped
-            .iter()
-            .map(|&bi| skipped(bi, OutcomeKind::Capped, "max_buyers_per_auction")),
-    );
-    out.extend(
-        rate_limited
-            .iter()
-            .map(|&bi| skipped(bi, OutcomeKind::RateLimited, "max_pings_per_s")),
-    );
-    out
+    let filtered = elig
+        .filtered
+        .iter()
+        .map(move |&(bi, r)| skipped(bi, OutcomeKind::Filtered, r.as_str()));
+    let capped = elig
+        .capped
+        .iter()
+        .map(move |&bi| skipped(bi, OutcomeKind::Capped, "max_buyers_per_auction"));
+    let limited = rate_limited
+        .iter()
+        .map(move |&bi| skipped(bi, OutcomeKind::RateLimited, "max_pings_per_s"));
+    filtered.chain(capped).chain(limited)
 }
 
 #[cfg(test)]

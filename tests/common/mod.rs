@@ -7,7 +7,7 @@ pub mod receiver;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gavel::config::{BuyerConfig, Config, Driver};
 use gavel::exchange::ServerHandle;
@@ -225,8 +225,21 @@ impl Env {
         }
         let mut cfg = self.config.clone();
         cfg.server.listen = "127.0.0.1:0".parse().unwrap();
-        let server =
-            gavel::api::start_with_clock(cfg, self.clock.clone()).expect("server restarts");
+        // In one process the old server's store may still be closing when the new one opens it:
+        // sled releases its file lock only once its own background flush has finished, which on a
+        // busy machine can outlast `stop`. A real restart is a new process, so this wait is the
+        // test harness's, bounded at 10 s.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let server = loop {
+            match gavel::api::start_with_clock(cfg.clone(), self.clock.clone()) {
+                Ok(s) => break s,
+                Err(e) if e.contains("could not acquire lock") && Instant::now() < deadline => {
+                    #[allow(clippy::disallowed_methods, reason = "a test thread, not a core")]
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("server restarts: {e}"),
+            }
+        };
         self.base = format!("http://{}", server.addr);
         self.server = Some(server);
     }
