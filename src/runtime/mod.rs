@@ -474,63 +474,8 @@ pub fn start_with_clock<A: App, S: Service<A>>(
     let cpu = Arc::new(crate::metrics::cpu::CpuTotals::default());
     let cpu_sampler = crate::metrics::cpu::Sampler::start(cpu.clone())?;
 
-    // Core 0 binds the configured address (port 0 picks one); the others bind the port it got, so
-    // the kernel spreads connections over all listeners of the group.
-    let first = bind_listener(config.server.listen)
-        .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
-    let addr = first.local_addr().map_err(|e| e.to_string())?;
-    let mut listeners = vec![first];
-    for _ in 1..cores {
-        listeners.push(bind_listener(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?);
-    }
-    // The operations listener is one plain socket served by core 0.
-    let mut ops_listener = match config.metrics.listen {
-        Some(at) => {
-            let l = std::net::TcpListener::bind(at)
-                .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                .map_err(|e| format!("cannot listen on {at} (metrics.listen): {e}"))?;
-            Some(l)
-        }
-        None => None,
-    };
-    let metrics_addr = match &ops_listener {
-        Some(l) => Some(l.local_addr().map_err(|e| e.to_string())?),
-        None => None,
-    };
-    let fd_limit = raise_fd_limit();
-    let cap = connection_cap(
-        config.server.max_connections_per_core,
-        fd_limit,
-        cores,
-        config.buyers.len(),
-    );
-    match fd_limit {
-        Some(limit) if cap < config.server.max_connections_per_core => tracing::info!(
-            max_connections_per_core = cap,
-            configured = config.server.max_connections_per_core,
-            fd_limit = limit,
-            fd_reserve = fd_reserve(cores, config.buyers.len()),
-            cores,
-            "connection cap lowered to fit the file-descriptor limit: (fd_limit - fd_reserve) / cores"
-        ),
-        Some(limit) => tracing::info!(
-            max_connections_per_core = cap,
-            fd_limit = limit,
-            fd_reserve = fd_reserve(cores, config.buyers.len()),
-            cores,
-            "connection cap as configured; the file-descriptor limit holds it"
-        ),
-        None => tracing::info!(
-            max_connections_per_core = cap,
-            "connection cap as configured; the file-descriptor limit is unknown or unlimited"
-        ),
-    }
-    if cap < 64 {
-        tracing::warn!(
-            max_connections_per_core = cap,
-            "few connections fit the file-descriptor limit; raise it (ulimit -n, LimitNOFILE)"
-        );
-    }
+    let (listeners, addr, mut ops_listener, metrics_addr) = bind_listeners(&config, cores)?;
+    let cap = connection_cap_for(&config, cores);
 
     let shared = Arc::new(Shared::<A> {
         cores,
@@ -612,6 +557,82 @@ pub fn start_with_clock<A: App, S: Service<A>>(
         handles,
         cpu_sampler,
     })
+}
+
+/// The API listeners, one per core, and the operations listener (with the addresses they got).
+type Listeners = (
+    Vec<std::net::TcpListener>,
+    SocketAddr,
+    Option<std::net::TcpListener>,
+    Option<SocketAddr>,
+);
+
+/// Binds one API listener per core and, when `[metrics] listen` is set, the operations listener.
+fn bind_listeners(config: &Config, cores: usize) -> Result<Listeners, String> {
+    // Core 0 binds the configured address (port 0 picks one); the others bind the port it got, so
+    // the kernel spreads connections over all listeners of the group.
+    let first = bind_listener(config.server.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
+    let addr = first.local_addr().map_err(|e| e.to_string())?;
+    let mut listeners = vec![first];
+    for _ in 1..cores {
+        listeners.push(bind_listener(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?);
+    }
+    // The operations listener is one plain socket served by core 0.
+    let ops_listener = match config.metrics.listen {
+        Some(at) => {
+            let l = std::net::TcpListener::bind(at)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|e| format!("cannot listen on {at} (metrics.listen): {e}"))?;
+            Some(l)
+        }
+        None => None,
+    };
+    let metrics_addr = match &ops_listener {
+        Some(l) => Some(l.local_addr().map_err(|e| e.to_string())?),
+        None => None,
+    };
+    Ok((listeners, addr, ops_listener, metrics_addr))
+}
+
+/// Raises the file-descriptor limit and returns the connections each core may hold under it
+/// ([`connection_cap`]), logging how the cap was decided.
+fn connection_cap_for(config: &Config, cores: usize) -> usize {
+    let fd_limit = raise_fd_limit();
+    let cap = connection_cap(
+        config.server.max_connections_per_core,
+        fd_limit,
+        cores,
+        config.buyers.len(),
+    );
+    match fd_limit {
+        Some(limit) if cap < config.server.max_connections_per_core => tracing::info!(
+            max_connections_per_core = cap,
+            configured = config.server.max_connections_per_core,
+            fd_limit = limit,
+            fd_reserve = fd_reserve(cores, config.buyers.len()),
+            cores,
+            "connection cap lowered to fit the file-descriptor limit: (fd_limit - fd_reserve) / cores"
+        ),
+        Some(limit) => tracing::info!(
+            max_connections_per_core = cap,
+            fd_limit = limit,
+            fd_reserve = fd_reserve(cores, config.buyers.len()),
+            cores,
+            "connection cap as configured; the file-descriptor limit holds it"
+        ),
+        None => tracing::info!(
+            max_connections_per_core = cap,
+            "connection cap as configured; the file-descriptor limit is unknown or unlimited"
+        ),
+    }
+    if cap < 64 {
+        tracing::warn!(
+            max_connections_per_core = cap,
+            "few connections fit the file-descriptor limit; raise it (ulimit -n, LimitNOFILE)"
+        );
+    }
+    cap
 }
 
 /// Serves the operations listener on core 0 until shutdown: `/metrics`, `/healthz` and `/readyz`
