@@ -11,6 +11,30 @@ use crate::error::FieldError;
 
 pub use crate::types::money::{cents_to_f64, f64_to_cents, Cents, Money};
 
+impl Ping {
+    /// The smallest valid ping (auto insurance, TX 770, consent given, no optional field), for
+    /// tests that need an auction and do not care what was pinged.
+    #[cfg(test)]
+    pub(crate) fn minimal() -> Ping {
+        Ping {
+            auction_id: None,
+            vertical: "auto_insurance".into(),
+            sub_vertical: None,
+            state: "TX".into(),
+            zip3: "770".into(),
+            source: "s".into(),
+            tcpa_consent: true,
+            trustedform_cert_url: None,
+            ai_quality_score: None,
+            currently_insured: None,
+            vehicle_count: None,
+            driver_age_band: None,
+            attributes: Vec::new(),
+            expires_at_ms: None,
+        }
+    }
+}
+
 /// A scalar value allowed under `attributes`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]

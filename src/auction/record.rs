@@ -251,22 +251,7 @@ mod tests {
     use super::*;
 
     fn auction() -> Auction {
-        let ping = crate::model::Ping {
-            auction_id: None,
-            vertical: "auto_insurance".into(),
-            sub_vertical: None,
-            state: "TX".into(),
-            zip3: "770".into(),
-            source: "s".into(),
-            tcpa_consent: true,
-            trustedform_cert_url: None,
-            ai_quality_score: None,
-            currently_insured: None,
-            vehicle_count: None,
-            driver_age_band: None,
-            attributes: Vec::new(),
-            expires_at_ms: None,
-        };
+        let ping = crate::model::Ping::minimal();
         let mut a = Auction::open("a1".into(), Tenant::Sandbox, "c".into(), ping, 1, 2, 3);
         a.outcomes = OutcomeKind::ALL
             .iter()
