@@ -155,6 +155,7 @@ fn filters(rng: &mut ChaCha8Rng) -> BuyerFilters {
         tcpa_consent_required,
         sources_allow,
         sources_deny,
+        ..BuyerFilters::default()
     }
 }
 
