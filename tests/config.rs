@@ -443,3 +443,20 @@ fn every_validated_key_is_named_by_its_own_error() {
         );
     }
 }
+
+/// The worked example of docs/buyer-integration.md ("Filters") is a valid buyer entry, so the
+/// documented filter keys and attribute rules are the ones the config accepts.
+#[test]
+fn documented_buyer_filter_example_is_valid() {
+    let doc = std::fs::read_to_string(root().join("docs/buyer-integration.md")).unwrap();
+    let start = doc
+        .find("```toml\n[[buyers]]\nid = \"northwind_auto\"")
+        .expect("the example");
+    let text = &doc[start + "```toml\n".len()..];
+    let text = &text[..text.find("```").unwrap()];
+    // The example reads its token from the environment; the check would refuse it unset.
+    let text = text.replace("value_env = \"NORTHWIND_TOKEN\"", "value = \"Bearer x\"");
+    let cfg = Config::parse("example.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+    check_config(&cfg, "example.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.buyers[0].filters.attributes.len(), 5);
+}
