@@ -6,7 +6,10 @@
 //! score, TCPA consent, source allow and deny lists), drawn from a seeded RNG so every run builds
 //! the same registry; about one buyer in ten belongs to the production tenant and one in
 //! twenty-five is disabled, so the tenant and enabled checks are exercised too. `max_buyers` is
-//! `usize::MAX`, so no buyer is capped and every buyer of the tenant is checked. Building the
+//! `usize::MAX`, so no buyer is capped and every buyer of the tenant is checked. The
+//! `eligibility_all_filters` group repeats 100 and 1,000 buyers where every buyer also carries
+//! filters on the optional ping fields (sub-vertical, insured, vehicle count, age band) and one to
+//! four attribute rules (`eq`, `in`, `not_in`, `range`, `exists`). Building the
 //! registry is not timed. Throughput is reported in buyers checked per second.
 //!
 //! Why it matters: eligibility runs once per ping on the core that owns the auction, before the
@@ -22,6 +25,8 @@
 //! | `eligibility/10` | see docs/benchmarks.md |
 //! | `eligibility/100` | see docs/benchmarks.md |
 //! | `eligibility/1000` | see docs/benchmarks.md |
+//! | `eligibility_all_filters/100` | see docs/benchmarks.md |
+//! | `eligibility_all_filters/1000` | see docs/benchmarks.md |
 
 mod common;
 
