@@ -646,11 +646,8 @@ impl AttributeRule {
                     return Some(("min", "op \"range\" needs `min`, `max` or both".into()));
                 }
                 for (field, b) in [("min", self.min), ("max", self.max)] {
-                    if b.is_some_and(|b| !b.is_finite()) {
-                        return Some((
-                            field,
-                            format!("must be a finite number, got {}", b.unwrap()),
-                        ));
+                    if let Some(b) = b.filter(|b| !b.is_finite()) {
+                        return Some((field, format!("must be a finite number, got {b}")));
                     }
                 }
                 if let (Some(lo), Some(hi)) = (self.min, self.max) {
