@@ -6,7 +6,10 @@
 //! score, TCPA consent, source allow and deny lists), drawn from a seeded RNG so every run builds
 //! the same registry; about one buyer in ten belongs to the production tenant and one in
 //! twenty-five is disabled, so the tenant and enabled checks are exercised too. `max_buyers` is
-//! `usize::MAX`, so no buyer is capped and every buyer of the tenant is checked. Building the
+//! `usize::MAX`, so no buyer is capped and every buyer of the tenant is checked. The
+//! `eligibility_all_filters` group repeats 100 and 1,000 buyers where every buyer also carries
+//! filters on the optional ping fields (sub-vertical, insured, vehicle count, age band) and one to
+//! four attribute rules (`eq`, `in`, `not_in`, `range`, `exists`). Building the
 //! registry is not timed. Throughput is reported in buyers checked per second.
 //!
 //! Why it matters: eligibility runs once per ping on the core that owns the auction, before the
@@ -22,6 +25,8 @@
 //! | `eligibility/10` | see docs/benchmarks.md |
 //! | `eligibility/100` | see docs/benchmarks.md |
 //! | `eligibility/1000` | see docs/benchmarks.md |
+//! | `eligibility_all_filters/100` | see docs/benchmarks.md |
+//! | `eligibility_all_filters/1000` | see docs/benchmarks.md |
 
 mod common;
 
@@ -29,13 +34,18 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gavel::buyers::Registry;
-use gavel::config::{BuyerConfig, BuyerFilters, Tenant};
+use gavel::config::{
+    AttributeOp, AttributeRule, BuyerConfig, BuyerFilters, CountRange, FilterValue, Tenant,
+};
 use gavel::model::{Ping, Scalar};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 const SIZES: [usize; 3] = [10, 100, 1_000];
+/// Registry sizes of the group with every filter kind in use.
+const ALL_FILTER_SIZES: [usize; 2] = [100, 1_000];
+const AGE_BANDS: [&str; 6] = ["18-24", "25-34", "35-44", "45-54", "55-64", "65+"];
 
 const VERTICALS: [&str; 6] = [
     "auto_insurance",
@@ -78,6 +88,9 @@ fn ping() -> Ping {
         attributes: vec![
             ("credit_rating".into(), Scalar::Str("good".into())),
             ("homeowner".into(), Scalar::Bool(true)),
+            ("fico".into(), Scalar::Int(710)),
+            ("months_insured".into(), Scalar::Int(18)),
+            ("prior_claims".into(), Scalar::Str("0".into())),
         ],
         expires_at_ms: None,
     }
@@ -155,10 +168,57 @@ fn filters(rng: &mut ChaCha8Rng) -> BuyerFilters {
         tcpa_consent_required,
         sources_allow,
         sources_deny,
+        ..BuyerFilters::default()
     }
 }
 
-fn buyers(n: usize, seed: u64) -> Vec<BuyerConfig> {
+/// The filters on the optional ping fields and the attribute rules, added to `f` for the
+/// `eligibility_all_filters` group: every buyer carries some, most carry two or three rules, so a
+/// check runs the whole chain for the buyers that pass the older filters.
+fn ping_field_filters(rng: &mut ChaCha8Rng, f: &mut BuyerFilters) {
+    if rng.gen_bool(0.5) {
+        f.sub_verticals = pick(rng, &["standard", "non_standard", "high_risk"], 2);
+    }
+    if rng.gen_bool(0.5) {
+        f.currently_insured = Some(rng.gen_bool(0.8));
+    }
+    if rng.gen_bool(0.5) {
+        f.vehicle_count = Some(CountRange {
+            min: Some(rng.gen_range(0..=2)),
+            max: Some(rng.gen_range(2..=6)),
+        });
+    }
+    if rng.gen_bool(0.5) {
+        let k = rng.gen_range(2..=5);
+        f.driver_age_bands = pick(rng, &AGE_BANDS, k);
+    }
+    let s = |v: &str| FilterValue::Str(v.to_owned());
+    let mut rules = vec![
+        AttributeRule {
+            values: vec![s("good"), s("excellent")],
+            ..AttributeRule::new("credit_rating", AttributeOp::In)
+        },
+        AttributeRule {
+            min: Some(f64::from(rng.gen_range(550..720u32))),
+            max: Some(850.0),
+            ..AttributeRule::new("fico", AttributeOp::Range)
+        },
+        AttributeRule {
+            value: Some(FilterValue::Bool(true)),
+            ..AttributeRule::new("homeowner", AttributeOp::Eq)
+        },
+        AttributeRule {
+            values: vec![s("2"), s("3+")],
+            ..AttributeRule::new("prior_claims", AttributeOp::NotIn)
+        },
+        AttributeRule::new("months_insured", AttributeOp::Exists),
+    ];
+    rules.shuffle(rng);
+    rules.truncate(rng.gen_range(1..=4));
+    f.attributes = rules;
+}
+
+fn buyers(n: usize, seed: u64, all_filters: bool) -> Vec<BuyerConfig> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..n)
         .map(|i| BuyerConfig {
@@ -172,7 +232,13 @@ fn buyers(n: usize, seed: u64) -> Vec<BuyerConfig> {
             post_url: format!("http://10.0.{}.{}:8080/post", i / 250, i % 250 + 1),
             auth_header: None,
             enabled: !rng.gen_bool(0.04),
-            filters: filters(&mut rng),
+            filters: {
+                let mut f = filters(&mut rng);
+                if all_filters {
+                    ping_field_filters(&mut rng, &mut f);
+                }
+                f
+            },
             floor: u64::from(rng.gen_range(0..=2000u32)),
             ping_timeout_ms: 1_500,
             post_timeout_ms: 800,
@@ -182,14 +248,26 @@ fn buyers(n: usize, seed: u64) -> Vec<BuyerConfig> {
 }
 
 fn bench_eligibility(c: &mut Criterion) {
+    group(c, "eligibility", &SIZES, false);
+    group(c, "eligibility_all_filters", &ALL_FILTER_SIZES, true);
+}
+
+fn group(c: &mut Criterion, name: &str, sizes: &[usize], all_filters: bool) {
     let ping = ping();
-    let mut g = c.benchmark_group("eligibility");
-    for n in SIZES {
-        let registry =
-            Registry::from_config(&buyers(n, 42), 100.0).expect("bench buyers are valid");
+    let mut g = c.benchmark_group(name);
+    for &n in sizes {
+        let configs = buyers(n, 42, all_filters);
+        if all_filters {
+            // The same checks `gavel check-config` runs, so the bench measures valid rules.
+            let mut cfg: gavel::config::Config =
+                gavel::config::Config::parse("bench.toml", "").expect("empty config parses");
+            cfg.buyers = configs.clone();
+            cfg.validate("bench.toml").expect("bench filters are valid");
+        }
+        let registry = Registry::from_config(&configs, 100.0).expect("bench buyers are valid");
         let e = registry.eligibility(&ping, Tenant::Sandbox, usize::MAX);
         eprintln!(
-            "eligibility/{n}: {} eligible, {} filtered, {} capped",
+            "{name}/{n}: {} eligible, {} filtered, {} capped",
             e.eligible.len(),
             e.filtered.len(),
             e.capped.len()

@@ -397,6 +397,22 @@ fn every_validated_key_is_named_by_its_own_error() {
         (format!("{buyer}auth_header = {{ name = \"Authorization\" }}\n"), "buyers[0].auth_header", "value_env"),
         (format!("{buyer}filters = {{ min_ai_quality_score = 1.5 }}\n"), "buyers[0].filters.min_ai_quality_score", "0 to 1"),
         (format!("{buyer}filters = {{ min_ai_quality_score = nan }}\n"), "buyers[0].filters.min_ai_quality_score", "NaN"),
+        (format!("{buyer}[[buyers.filters.attributes]]\nkey = \"a\"\nop = \"exists\"\n[[buyers.filters.attributes]]\nkey = \"b\"\nop = \"like\"\n"), "buyers[0].filters.attributes[1].op", "unknown variant"),
+        (format!("{buyer}filters = {{ attributes = [{{ key = \"fico\", op = \"range\" }}] }}\n"), "buyers[0].filters.attributes[0].min", "needs `min`, `max` or both"),
+        (format!("{buyer}filters = {{ attributes = [{{ key = \"fico\", op = \"range\", min = 700, max = 600 }}] }}\n"), "buyers[0].filters.attributes[0].min", "above max"),
+        (format!("{buyer}filters = {{ attributes = [{{ key = \"fico\", op = \"range\", min = nan }}] }}\n"), "buyers[0].filters.attributes[0].min", "NaN"),
+        (format!("{buyer}filters = {{ attributes = [{{ key = \"fico\", op = \"range\", max = inf }}] }}\n"), "buyers[0].filters.attributes[0].max", "inf"),
+        (format!("{buyer}filters = {{ attributes = [{{ key = \"fico\", op = \"range\", min = 1, values = [2] }}] }}\n"), "buyers[0].filters.attributes[0].values", "does not take"),
+        (format!("{buyer}filters = {{ attributes = [{{ key = \"credit\", op = \"in\" }}] }}\n"), "buyers[0].filters.attributes[0].values", "non-empty `values`"),
+        (format!("{buyer}filters = {{ attributes = [{{ key = \"credit\", op = \"not_in\", values = [] }}] }}\n"), "buyers[0].filters.attributes[0].values", "non-empty `values`"),
+        (format!("{buyer}filters = {{ attributes = [{{ key = \"credit\", op = \"in\", values = [1.0, nan] }}] }}\n"), "buyers[0].filters.attributes[0].values", "NaN"),
+        (format!("{buyer}filters = {{ attributes = [{{ key = \"credit\", op = \"eq\" }}] }}\n"), "buyers[0].filters.attributes[0].value", "needs `value`"),
+        (format!("{buyer}filters = {{ attributes = [{{ key = \"\", op = \"exists\" }}] }}\n"), "buyers[0].filters.attributes[0].key", "must not be empty"),
+        (format!("{buyer}filters = {{ attributes = [{{ key = \"a\", op = \"exists\", colour = 1 }}] }}\n"), "buyers[0].filters.attributes[0].colour", "unknown field"),
+        (format!("{buyer}filters = {{ driver_age_bands = [\"25-34\", \"twenty-five to thirty-four\"] }}\n"), "buyers[0].filters.driver_age_bands[1]", "no band a ping can carry"),
+        (format!("{buyer}filters = {{ driver_age_bands = [\" 25-34\"] }}\n"), "buyers[0].filters.driver_age_bands[0]", "surrounding spaces"),
+        (format!("{buyer}filters = {{ vehicle_count = {{ min = 3, max = 1 }} }}\n"), "buyers[0].filters.vehicle_count.min", "above max"),
+        (format!("{buyer}filters = {{ vehicle_count = {{ min = -1 }} }}\n"), "buyers[0].filters.vehicle_count.min", ""),
         ("[[rules]]\nrequire = []\n".into(), "rules[0].require", "must not be empty"),
         ("[[rules]]\nrequire = [\"tcpa\"]\n".into(), "rules[0].require", "lead."),
         ("[store]\nidempotency_retention_days = 0\n".into(), "store.idempotency_retention_days", "1 day"),
@@ -426,4 +442,21 @@ fn every_validated_key_is_named_by_its_own_error() {
             "{key}: {got_reason:?} lacks {reason:?}"
         );
     }
+}
+
+/// The worked example of docs/buyer-integration.md ("Filters") is a valid buyer entry, so the
+/// documented filter keys and attribute rules are the ones the config accepts.
+#[test]
+fn documented_buyer_filter_example_is_valid() {
+    let doc = std::fs::read_to_string(root().join("docs/buyer-integration.md")).unwrap();
+    let start = doc
+        .find("```toml\n[[buyers]]\nid = \"northwind_auto\"")
+        .expect("the example");
+    let text = &doc[start + "```toml\n".len()..];
+    let text = &text[..text.find("```").unwrap()];
+    // The example reads its token from the environment; the check would refuse it unset.
+    let text = text.replace("value_env = \"NORTHWIND_TOKEN\"", "value = \"Bearer x\"");
+    let cfg = Config::parse("example.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+    check_config(&cfg, "example.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.buyers[0].filters.attributes.len(), 5);
 }

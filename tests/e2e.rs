@@ -51,6 +51,7 @@ both_drivers!(
     buyers_report_lead_status,
     lead_status_history_is_bounded,
     buyer_host_names_resolve_off_the_core,
+    buyer_filters_on_every_ping_field,
 );
 
 /// A `POST /v1/leads` body: the test ping's fields plus the test lead.
@@ -1573,4 +1574,234 @@ fn buyer_host_names_resolve_off_the_core(driver: Driver) {
         assert_eq!(p.status, 201, "{}", p.text);
     }
     assert_eq!(env.fleet.log().pings("named"), 2);
+}
+
+/// Every filter kind and attribute op on one server: each buyer has one filter, set up either so
+/// the test ping passes it (`*_ok`) or so it refuses the ping (`*_no`). A second ping without the
+/// optional fields shows that a missing value is refused by the filter that needs it, except by
+/// `not_in`.
+fn buyer_filters_on_every_ping_field(driver: Driver) {
+    use gavel::config::{AttributeOp as Op, AttributeRule, CountRange, FilterValue as V};
+    let rule = |key: &str, op: Op, f: &dyn Fn(&mut AttributeRule)| {
+        let mut r = AttributeRule::new(key, op);
+        f(&mut r);
+        r
+    };
+    let s = |v: &str| V::Str(v.to_owned());
+    // (buyer, its filters, the reason it refuses the full ping with, and the one without the
+    // optional fields; None: it is pinged).
+    type Case = (
+        &'static str,
+        gavel::config::BuyerFilters,
+        Option<&'static str>,
+        Option<&'static str>,
+    );
+    let mut cases: Vec<Case> = Vec::new();
+    let mut case = |id, set: &dyn Fn(&mut gavel::config::BuyerFilters), full, bare| {
+        let mut f = gavel::config::BuyerFilters::default();
+        set(&mut f);
+        cases.push((id, f, full, bare));
+    };
+    let sub = Some("sub_vertical_not_allowed");
+    case(
+        "sub_ok",
+        &|f| f.sub_verticals = vec!["non_standard".into(), "standard".into()],
+        None,
+        sub,
+    );
+    case(
+        "sub_no",
+        &|f| f.sub_verticals = vec!["standard".into()],
+        sub,
+        sub,
+    );
+    let ins = Some("currently_insured_mismatch");
+    case("ins_ok", &|f| f.currently_insured = Some(true), None, ins);
+    case("ins_no", &|f| f.currently_insured = Some(false), ins, ins);
+    let veh = Some("vehicle_count_out_of_range");
+    case(
+        "veh_ok",
+        &|f| {
+            f.vehicle_count = Some(CountRange {
+                min: Some(1),
+                max: Some(2),
+            })
+        },
+        None,
+        veh,
+    );
+    case(
+        "veh_no",
+        &|f| {
+            f.vehicle_count = Some(CountRange {
+                min: Some(3),
+                max: None,
+            })
+        },
+        veh,
+        veh,
+    );
+    let age = Some("driver_age_band_not_allowed");
+    case(
+        "age_ok",
+        &|f| f.driver_age_bands = vec!["35-44".into()],
+        None,
+        age,
+    );
+    case(
+        "age_no",
+        &|f| f.driver_age_bands = vec!["18-24".into(), "65+".into()],
+        age,
+        age,
+    );
+    let eq = Some("attribute_not_equal");
+    case(
+        "eq_ok",
+        &|f| f.attributes = vec![rule("credit_band", Op::Eq, &|r| r.value = Some(s("good")))],
+        None,
+        eq,
+    );
+    case(
+        "eq_no",
+        &|f| {
+            f.attributes = vec![rule("homeowner", Op::Eq, &|r| {
+                r.value = Some(V::Bool(false))
+            })]
+        },
+        eq,
+        eq,
+    );
+    let within = Some("attribute_not_allowed");
+    case(
+        "in_ok",
+        &|f| {
+            f.attributes = vec![rule("credit_band", Op::In, &|r| {
+                r.values = vec![s("good"), s("excellent")]
+            })]
+        },
+        None,
+        within,
+    );
+    case(
+        "in_no",
+        &|f| {
+            f.attributes = vec![rule("credit_band", Op::In, &|r| {
+                r.values = vec![s("excellent")]
+            })]
+        },
+        within,
+        within,
+    );
+    // A missing value is in no list, so `not_in` lets the bare ping through.
+    case(
+        "not_in_ok",
+        &|f| {
+            f.attributes = vec![rule("credit_band", Op::NotIn, &|r| {
+                r.values = vec![s("poor")]
+            })]
+        },
+        None,
+        None,
+    );
+    case(
+        "not_in_no",
+        &|f| {
+            f.attributes = vec![rule("credit_band", Op::NotIn, &|r| {
+                r.values = vec![s("good"), s("fair")]
+            })]
+        },
+        Some("attribute_denied"),
+        None,
+    );
+    let range = Some("attribute_out_of_range");
+    case(
+        "range_ok",
+        &|f| {
+            f.attributes = vec![rule("fico", Op::Range, &|r| {
+                r.min = Some(700.0);
+                r.max = Some(850.0)
+            })]
+        },
+        None,
+        range,
+    );
+    case(
+        "range_no",
+        &|f| f.attributes = vec![rule("fico", Op::Range, &|r| r.min = Some(720.0))],
+        range,
+        range,
+    );
+    let missing = Some("attribute_missing");
+    case(
+        "exists_ok",
+        &|f| f.attributes = vec![rule("homeowner", Op::Exists, &|_| {})],
+        None,
+        missing,
+    );
+    case(
+        "exists_no",
+        &|f| f.attributes = vec![rule("bankruptcy", Op::Exists, &|_| {})],
+        missing,
+        missing,
+    );
+    // Rules are ANDed: the first holds, the second refuses.
+    case(
+        "and_no",
+        &|f| {
+            f.attributes = vec![
+                rule("credit_band", Op::Eq, &|r| r.value = Some(s("good"))),
+                rule("fico", Op::Range, &|r| r.max = Some(600.0)),
+            ]
+        },
+        range,
+        eq,
+    );
+    let mocks = cases.iter().map(|(id, ..)| fixed(id, 5.0)).collect();
+    let filters: Vec<_> = cases.iter().map(|(_, f, ..)| f.clone()).collect();
+    let env = Env::start(driver, mocks, |cfg, _| {
+        for (b, f) in cfg.buyers.iter_mut().zip(filters) {
+            b.filters = f;
+        }
+    });
+    let outcomes = |body: &serde_json::Value| {
+        let r = env.ping(body);
+        assert_eq!(r.status, 200, "{}", r.text);
+        let rec = env.get(
+            &format!("/v1/auctions/{}", r.json["auction_id"].as_str().unwrap()),
+            Some(TOKEN),
+        );
+        assert_eq!(rec.status, 200, "{}", rec.text);
+        rec.json["buyers"].as_array().unwrap().clone()
+    };
+    let check = |buyers: &[serde_json::Value],
+                 which: &str,
+                 want: &dyn Fn(&Case) -> Option<&'static str>| {
+        for c in &cases {
+            let b = buyers
+                .iter()
+                .find(|b| b["buyer_id"] == c.0)
+                .unwrap_or_else(|| panic!("{which}: no outcome for {}", c.0));
+            match want(c) {
+                Some(reason) => {
+                    assert_eq!(b["outcome"], "filtered", "{which}: {b}");
+                    assert_eq!(b["reject_reason"], reason, "{which}: {b}");
+                }
+                None => assert_ne!(b["outcome"], "filtered", "{which}: {b}"),
+            }
+        }
+    };
+    let mut full = ping_body();
+    full["attributes"] =
+        json!({"credit_band": "good", "homeowner": true, "fico": 710, "ratio": 0.5});
+    check(&outcomes(&full), "full ping", &|c| c.2);
+    let mut bare = ping_body();
+    for k in [
+        "sub_vertical",
+        "currently_insured",
+        "vehicle_count",
+        "driver_age_band",
+    ] {
+        bare.as_object_mut().unwrap().remove(k);
+    }
+    check(&outcomes(&bare), "bare ping", &|c| c.3);
 }

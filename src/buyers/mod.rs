@@ -13,6 +13,7 @@ use crate::config::{BuyerConfig, Tenant};
 use crate::model::{Cents, Ping};
 use crate::types::clock::Clock;
 
+mod attributes;
 pub mod pool;
 pub mod resolve;
 
@@ -30,6 +31,15 @@ pub enum FilterReason {
     TcpaConsentRequired,
     SourceDenied,
     SourceNotAllowed,
+    SubVerticalNotAllowed,
+    CurrentlyInsuredMismatch,
+    VehicleCountOutOfRange,
+    DriverAgeBandNotAllowed,
+    AttributeNotEqual,
+    AttributeNotAllowed,
+    AttributeDenied,
+    AttributeOutOfRange,
+    AttributeMissing,
 }
 
 impl FilterReason {
@@ -43,11 +53,20 @@ impl FilterReason {
             FilterReason::TcpaConsentRequired => "tcpa_consent_required",
             FilterReason::SourceDenied => "source_denied",
             FilterReason::SourceNotAllowed => "source_not_allowed",
+            FilterReason::SubVerticalNotAllowed => "sub_vertical_not_allowed",
+            FilterReason::CurrentlyInsuredMismatch => "currently_insured_mismatch",
+            FilterReason::VehicleCountOutOfRange => "vehicle_count_out_of_range",
+            FilterReason::DriverAgeBandNotAllowed => "driver_age_band_not_allowed",
+            FilterReason::AttributeNotEqual => "attribute_not_equal",
+            FilterReason::AttributeNotAllowed => "attribute_not_allowed",
+            FilterReason::AttributeDenied => "attribute_denied",
+            FilterReason::AttributeOutOfRange => "attribute_out_of_range",
+            FilterReason::AttributeMissing => "attribute_missing",
         }
     }
 
     /// Every reason, in the order [`Buyer::check`] tries the filters.
-    pub const ALL: [FilterReason; 8] = [
+    pub const ALL: [FilterReason; 17] = [
         FilterReason::VerticalNotAllowed,
         FilterReason::StateNotAllowed,
         FilterReason::Zip3Denied,
@@ -56,6 +75,15 @@ impl FilterReason {
         FilterReason::TcpaConsentRequired,
         FilterReason::SourceDenied,
         FilterReason::SourceNotAllowed,
+        FilterReason::SubVerticalNotAllowed,
+        FilterReason::CurrentlyInsuredMismatch,
+        FilterReason::VehicleCountOutOfRange,
+        FilterReason::DriverAgeBandNotAllowed,
+        FilterReason::AttributeNotEqual,
+        FilterReason::AttributeNotAllowed,
+        FilterReason::AttributeDenied,
+        FilterReason::AttributeOutOfRange,
+        FilterReason::AttributeMissing,
     ];
 }
 
@@ -86,6 +114,12 @@ struct CompiledFilters {
     tcpa_consent_required: bool,
     sources_allow: HashSet<String>,
     sources_deny: HashSet<String>,
+    sub_verticals: HashSet<String>,
+    driver_age_bands: HashSet<String>,
+    currently_insured: Option<bool>,
+    /// Inclusive `vehicle_count` bounds, open ends filled in at load.
+    vehicle_count: Option<(u32, u32)>,
+    attributes: Vec<attributes::Rule>,
 }
 
 fn set(v: &[String]) -> HashSet<String> {
@@ -138,6 +172,13 @@ impl Buyer {
                 tcpa_consent_required: f.tcpa_consent_required,
                 sources_allow: set(&f.sources_allow),
                 sources_deny: set(&f.sources_deny),
+                sub_verticals: set(&f.sub_verticals),
+                driver_age_bands: set(&f.driver_age_bands),
+                currently_insured: f.currently_insured,
+                vehicle_count: f
+                    .vehicle_count
+                    .map(|r| (r.min.unwrap_or(0), r.max.unwrap_or(u32::MAX))),
+                attributes: f.attributes.iter().map(attributes::Rule::compile).collect(),
             },
         })
     }
@@ -171,6 +212,37 @@ impl Buyer {
         }
         if !f.sources_allow.is_empty() && !f.sources_allow.contains(&ping.source) {
             return Err(FilterReason::SourceNotAllowed);
+        }
+        // The filters below need an optional ping field; a ping without it is refused by the
+        // filter that needs it, because the buyer asked to see only leads that have it.
+        if !f.sub_verticals.is_empty()
+            && !ping
+                .sub_vertical
+                .as_ref()
+                .is_some_and(|s| f.sub_verticals.contains(s))
+        {
+            return Err(FilterReason::SubVerticalNotAllowed);
+        }
+        if let Some(want) = f.currently_insured {
+            if ping.currently_insured != Some(want) {
+                return Err(FilterReason::CurrentlyInsuredMismatch);
+            }
+        }
+        if let Some((lo, hi)) = f.vehicle_count {
+            if !ping.vehicle_count.is_some_and(|n| lo <= n && n <= hi) {
+                return Err(FilterReason::VehicleCountOutOfRange);
+            }
+        }
+        if !f.driver_age_bands.is_empty()
+            && !ping
+                .driver_age_band
+                .as_ref()
+                .is_some_and(|b| f.driver_age_bands.contains(b))
+        {
+            return Err(FilterReason::DriverAgeBandNotAllowed);
+        }
+        for rule in &f.attributes {
+            rule.check(&ping.attributes)?;
         }
         Ok(())
     }
@@ -271,6 +343,15 @@ mod tests {
                 "tcpa_consent_required",
                 "source_denied",
                 "source_not_allowed",
+                "sub_vertical_not_allowed",
+                "currently_insured_mismatch",
+                "vehicle_count_out_of_range",
+                "driver_age_band_not_allowed",
+                "attribute_not_equal",
+                "attribute_not_allowed",
+                "attribute_denied",
+                "attribute_out_of_range",
+                "attribute_missing",
             ]
         );
     }

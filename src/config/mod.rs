@@ -9,9 +9,9 @@
 //! state: the rest of the crate receives a validated, immutable [`Config`] and never re-reads the
 //! file.
 
-use crate::types::is_snake_id;
 pub use crate::types::money::MAX_MONEY;
 use crate::types::money::{deserialize_usd, Cents, MAX_CENTS};
+use crate::types::{is_snake_id, MAX_DRIVER_AGE_BAND_LEN};
 pub use crate::types::{Scope, Tenant};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -512,6 +512,198 @@ pub struct BuyerFilters {
     pub tcpa_consent_required: bool,
     pub sources_allow: Vec<String>,
     pub sources_deny: Vec<String>,
+    /// Allowed `sub_vertical`s; a ping without one is refused when the list is set.
+    pub sub_verticals: Vec<String>,
+    /// Allowed `driver_age_band`s, as the seller writes them (`25-34`); a ping without one is
+    /// refused when the list is set.
+    pub driver_age_bands: Vec<String>,
+    /// The `currently_insured` value the buyer takes; a ping without one is refused when set.
+    pub currently_insured: Option<bool>,
+    /// Inclusive bounds on `vehicle_count`; a ping without one is refused when set.
+    pub vehicle_count: Option<CountRange>,
+    /// Rules over the ping's `attributes`, all of which must hold.
+    pub attributes: Vec<AttributeRule>,
+}
+
+/// Inclusive bounds on a whole number; an absent bound is open.
+#[derive(Debug, Clone, Copy, Deserialize, Default, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CountRange {
+    pub min: Option<u32>,
+    pub max: Option<u32>,
+}
+
+/// How an attribute rule tests the ping's value under `key`.
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AttributeOp {
+    /// The value equals `value`.
+    Eq,
+    /// The value is one of `values`.
+    In,
+    /// The value is none of `values`; a missing value passes.
+    NotIn,
+    /// The value is a number within `min..=max` (either bound may be left open).
+    Range,
+    /// The key is present with a non-null value.
+    Exists,
+}
+
+impl AttributeOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttributeOp::Eq => "eq",
+            AttributeOp::In => "in",
+            AttributeOp::NotIn => "not_in",
+            AttributeOp::Range => "range",
+            AttributeOp::Exists => "exists",
+        }
+    }
+}
+
+/// A scalar a filter compares an attribute with: what TOML can write and a ping attribute can hold.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum FilterValue {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+/// One rule of `[buyers.filters] attributes`, e.g. `{ key = "credit_band", op = "in", values =
+/// ["good", "excellent"] }`. Which of `value`, `values`, `min`, `max` a rule takes depends on `op`;
+/// [`Config::validate`] refuses the others, so a typo cannot silently widen a filter.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AttributeRule {
+    pub key: String,
+    pub op: AttributeOp,
+    #[serde(default)]
+    pub value: Option<FilterValue>,
+    #[serde(default)]
+    pub values: Vec<FilterValue>,
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+}
+
+impl AttributeRule {
+    /// A rule of `op` on `key` with no operands; set the ones `op` takes.
+    pub fn new(key: &str, op: AttributeOp) -> AttributeRule {
+        AttributeRule {
+            key: key.to_string(),
+            op,
+            value: None,
+            values: Vec::new(),
+            min: None,
+            max: None,
+        }
+    }
+
+    /// Why this rule cannot be applied, as `(field, reason)`; `None` when it is well formed.
+    fn problem(&self) -> Option<(&'static str, String)> {
+        let op = self.op.as_str();
+        if self.key.is_empty() {
+            return Some(("key", "must not be empty".into()));
+        }
+        let takes = |field: &str| match self.op {
+            AttributeOp::Eq => field == "value",
+            AttributeOp::In | AttributeOp::NotIn => field == "values",
+            AttributeOp::Range => field == "min" || field == "max",
+            AttributeOp::Exists => false,
+        };
+        for (field, set) in [
+            ("value", self.value.is_some()),
+            ("values", !self.values.is_empty()),
+            ("min", self.min.is_some()),
+            ("max", self.max.is_some()),
+        ] {
+            if set && !takes(field) {
+                return Some((field, format!("op {op:?} does not take `{field}`")));
+            }
+        }
+        let nan = |v: &FilterValue| matches!(v, FilterValue::Float(f) if !f.is_finite());
+        match self.op {
+            AttributeOp::Eq => match &self.value {
+                None => return Some(("value", format!("op {op:?} needs `value`"))),
+                Some(v) if nan(v) => {
+                    return Some(("value", "must be a finite number, not NaN or inf".into()))
+                }
+                Some(_) => {}
+            },
+            AttributeOp::In | AttributeOp::NotIn => {
+                if self.values.is_empty() {
+                    return Some(("values", format!("op {op:?} needs a non-empty `values`")));
+                }
+                if self.values.iter().any(nan) {
+                    return Some(("values", "numbers must be finite, not NaN or inf".into()));
+                }
+            }
+            AttributeOp::Range => {
+                if self.min.is_none() && self.max.is_none() {
+                    return Some(("min", "op \"range\" needs `min`, `max` or both".into()));
+                }
+                for (field, b) in [("min", self.min), ("max", self.max)] {
+                    if let Some(b) = b.filter(|b| !b.is_finite()) {
+                        return Some((field, format!("must be a finite number, got {b}")));
+                    }
+                }
+                if let (Some(lo), Some(hi)) = (self.min, self.max) {
+                    if lo > hi {
+                        return Some(("min", format!("{lo} is above max {hi}")));
+                    }
+                }
+            }
+            AttributeOp::Exists => {}
+        }
+        None
+    }
+}
+
+impl BuyerFilters {
+    /// Why the new-style filters (bands, vehicle count, attribute rules) cannot be applied, as
+    /// `(key under filters, reason)`; `None` when they are well formed.
+    fn problem(&self) -> Option<(String, String)> {
+        for (j, band) in self.driver_age_bands.iter().enumerate() {
+            // A band is compared with the ping's validated `driver_age_band`: trimmed, 1 to
+            // MAX_DRIVER_AGE_BAND_LEN characters, no control characters. The contract names no
+            // fixed set, so a band that no valid ping can carry is what is refused here.
+            let chars = band.chars().count();
+            if chars == 0
+                || chars > MAX_DRIVER_AGE_BAND_LEN
+                || band.trim() != band
+                || band.chars().any(char::is_control)
+            {
+                return Some((
+                    format!("driver_age_bands[{j}]"),
+                    format!(
+                        "{band:?} is no band a ping can carry: 1 to {MAX_DRIVER_AGE_BAND_LEN} \
+                         characters, no surrounding spaces or control characters"
+                    ),
+                ));
+            }
+        }
+        if let Some(CountRange {
+            min: Some(lo),
+            max: Some(hi),
+        }) = self.vehicle_count
+        {
+            if lo > hi {
+                return Some((
+                    "vehicle_count.min".into(),
+                    format!("{lo} is above max {hi}"),
+                ));
+            }
+        }
+        for (j, rule) in self.attributes.iter().enumerate() {
+            if let Some((field, reason)) = rule.problem() {
+                return Some((format!("attributes[{j}].{field}"), reason));
+            }
+        }
+        None
+    }
 }
 
 /// A lead rule applied at post time: when the ping matches `vertical`/`source`, `require` fields must be present.
@@ -842,6 +1034,9 @@ impl Config {
                     ));
                 }
             }
+            b.filters.problem().map_or(Ok(()), |(key, reason)| {
+                Err(bad(&format!("buyers[{i}].filters.{key}"), reason))
+            })?;
         }
         for (i, r) in self.rules.iter().enumerate() {
             if r.require.is_empty() {

@@ -11,3 +11,7 @@ pub use clock::Clock;
 pub use id::is_snake_id;
 pub use money::{Cents, Money};
 pub use tenant::{Scope, Tenant};
+
+/// Longest `driver_age_band`, in characters: the ping validator refuses longer ones, so a buyer
+/// filter naming a longer band could never match and is refused at load.
+pub const MAX_DRIVER_AGE_BAND_LEN: usize = 16;

@@ -35,8 +35,8 @@ pub const MAX_BID_TOKEN_LEN: usize = 512;
 pub const MAX_CONSENT_TEXT_LEN: usize = 4096;
 /// Longest email address (RFC 5321 path limit).
 pub const MAX_EMAIL_LEN: usize = 254;
-/// Longest `driver_age_band`, in characters.
-pub const MAX_DRIVER_AGE_BAND_LEN: usize = 16;
+/// Longest `driver_age_band`, in characters. It lives in `types` because buyer filters name bands too.
+pub use crate::types::MAX_DRIVER_AGE_BAND_LEN;
 /// Longest timestamp string; bounds the work of the RFC 3339 parser.
 pub const MAX_TIMESTAMP_LEN: usize = 64;
 /// Longest attribute key, in characters.
