@@ -15,6 +15,7 @@ use ring::digest;
 use crate::auction::record::{headers_to_strings, reply_from_parts};
 use crate::auth::Client;
 use crate::error::ApiError;
+use crate::exchange::app::InFlightKey;
 use crate::exchange::Core;
 use crate::http::Reply;
 use crate::store::{Batch, IdemRecord, IdemScope};
@@ -111,37 +112,24 @@ where
     crate::runtime::handoff::continue_on(core, target, admit, work).await?
 }
 
-/// Marks a key in flight on its core; dropping the guard clears the mark, also when the request's
-/// future is dropped half-way.
-pub struct InFlight {
-    core: Rc<Core>,
-    key: Vec<u8>,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.core.in_flight.borrow_mut().remove(&self.key);
-    }
-}
-
 /// What a keyed request may do.
 pub enum Begin {
     /// First time: run it, holding the guard until its answer is durable.
-    Run(InFlight),
+    Run(InFlightKey),
     /// Finished before: answer with this replay.
     Replay(Reply),
 }
 
 /// Checks the key before the request runs.
 pub fn begin(core: &Rc<Core>, idem: &Idem) -> Result<Begin, ApiError> {
-    let key = idem.scope.encode_key();
-    if core.in_flight.borrow().contains(&key) {
-        return Err(ApiError::new(
+    let guard = InFlightKey::claim(core, idem.scope.encode_key()).ok_or_else(|| {
+        ApiError::new(
             StatusCode::CONFLICT,
             "idempotency_in_flight",
             "A request with this Idempotency-Key is still running; retry shortly.",
-        ));
-    }
+        )
+    })?;
+    // A replay or an error below drops the guard at once: only a run holds the key.
     let stored = core
         .shared
         .store
@@ -160,11 +148,7 @@ pub fn begin(core: &Rc<Core>, idem: &Idem) -> Result<Begin, ApiError> {
         core.metrics.record_replay();
         return Ok(Begin::Replay(replay(&rec)));
     }
-    core.in_flight.borrow_mut().insert(key.clone());
-    Ok(Begin::Run(InFlight {
-        core: core.clone(),
-        key,
-    }))
+    Ok(Begin::Run(guard))
 }
 
 fn replay(rec: &IdemRecord) -> Reply {

@@ -188,6 +188,33 @@ impl Core {
     }
 }
 
+/// A key marked in flight on its core (an idempotency scope, a lead with a status report being
+/// recorded): while the guard lives, a second claim of the same key on that core fails; dropping
+/// it clears the mark, also when the work's future is dropped half-way.
+pub struct InFlightKey {
+    core: Rc<Core>,
+    key: Vec<u8>,
+}
+
+impl InFlightKey {
+    /// Marks `key` in flight on `core`; `None` when it already is.
+    pub fn claim(core: &Rc<Core>, key: Vec<u8>) -> Option<InFlightKey> {
+        if !core.in_flight.borrow_mut().insert(key.clone()) {
+            return None;
+        }
+        Some(InFlightKey {
+            core: core.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for InFlightKey {
+    fn drop(&mut self) {
+        self.core.in_flight.borrow_mut().remove(&self.key);
+    }
+}
+
 /// A signing key Gavel generated for itself (`what`, for errors), created and made durable under
 /// `key` in the store's meta tree on first start, so what it signed survives restarts.
 fn stored_secret(store: &Store, key: &str, what: &str) -> Result<Vec<u8>, String> {

@@ -11,9 +11,11 @@
 //! Owns the rules and the durable change (history, `lead.status_changed` event, one commit); it
 //! does not own parsing the report or answering it.
 
+use std::rc::Rc;
+
+use super::app::{Core, InFlightKey};
 use super::error::ExchangeError;
 use super::events;
-use crate::exchange::Core;
 use crate::store::{Batch, LeadEvent, LeadRecord};
 use crate::types::Tenant;
 
@@ -138,24 +140,12 @@ pub struct StatusReport {
     pub at_ms: u64,
 }
 
-/// Marks a lead busy on its core; dropping it frees the lead.
-struct Busy<'a> {
-    core: &'a Core,
-    key: Vec<u8>,
-}
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.core.in_flight.borrow_mut().remove(&self.key);
-    }
-}
-
 /// Records `buyer`'s report on `lead_uuid`, on the lead id's owning core. Reports on one lead are
 /// decided one at a time there, so two can never both read the same history and lose one
 /// another's change. The change and its `lead.status_changed` event are durable before this
 /// returns; a repeated status changes nothing and emits nothing.
 pub async fn report(
-    core: &Core,
+    core: &Rc<Core>,
     tenant: Tenant,
     buyer: &str,
     lead_uuid: &str,
@@ -163,10 +153,7 @@ pub async fn report(
     reason: Option<String>,
 ) -> Result<StatusReport, ExchangeError> {
     let key = format!("lead_status\0{}\0{lead_uuid}", tenant.as_str()).into_bytes();
-    if !core.in_flight.borrow_mut().insert(key.clone()) {
-        return Err(ExchangeError::StatusInFlight);
-    }
-    let _busy = Busy { core, key };
+    let _busy = InFlightKey::claim(core, key).ok_or(ExchangeError::StatusInFlight)?;
     let not_found = || ExchangeError::LeadNotFound {
         lead_uuid: lead_uuid.to_string(),
     };
