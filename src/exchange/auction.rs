@@ -251,10 +251,21 @@ pub async fn record_closed(
     core: &Core,
     tenant: Tenant,
     auction_id: &str,
-    mut batch: Batch,
+    batch: Batch,
 ) -> Result<(), ExchangeError> {
     let record = core.shard.borrow().get(tenant, auction_id).map(to_record);
-    let emitted = match &record {
+    commit_record(core, record.as_ref(), batch).await
+}
+
+/// Commits `record` (when there is one) with what `batch` already holds, and the record's
+/// `auction.closed` event when this is its first durable write; the event is announced once the
+/// batch is durable. An empty batch without a record writes nothing.
+pub async fn commit_record(
+    core: &Core,
+    record: Option<&AuctionRecord>,
+    mut batch: Batch,
+) -> Result<(), ExchangeError> {
+    let emitted = match record {
         Some(r) => events::put_auction(core, &mut batch, r, core.shared.clock.now_ms())?,
         None => events::Emitted::default(),
     };

@@ -213,7 +213,19 @@ impl Run<'_> {
 
     /// Sets the auction's post state and returns its record, ready to commit.
     fn update(&self, f: impl FnOnce(&mut Auction)) -> Option<AuctionRecord> {
-        update(self.core, self.tenant, self.auction_id, f)
+        let mut shard = self.core.shard.borrow_mut();
+        let a = shard.get_mut(self.tenant, self.auction_id)?;
+        // Every post-state change passes here, so debug builds check each one is a legal move.
+        #[cfg(debug_assertions)]
+        let old = a.post.clone();
+        f(a);
+        #[cfg(debug_assertions)]
+        debug_assert!(
+            old.may_become(&a.post),
+            "post state {old:?} may not become {:?}",
+            a.post
+        );
+        Some(to_record(a))
     }
 
     /// Makes the intent to deliver to `slot` durable; false when it could not be (the buyer is
@@ -228,19 +240,9 @@ impl Run<'_> {
         }) else {
             return false;
         };
-        let core = self.core;
-        let mut batch = Batch::new();
         // A one-call lead's auction reaches the disk here first: its close is announced with it.
-        let Ok(emitted) =
-            events::put_auction(core, &mut batch, &record, core.shared.clock.now_ms())
-        else {
-            return false;
-        };
-        match core.commit(batch).await {
-            Ok(()) => {
-                events::committed(core, emitted);
-                true
-            }
+        match super::auction::commit_record(self.core, Some(&record), Batch::new()).await {
+            Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, "cannot record the intent to deliver");
                 false
@@ -577,28 +579,6 @@ fn resume_slot(a: &Auction, keyed: &Keyed<'_>) -> Result<Resume, ExchangeError> 
             auction_id: a.id.clone(),
         }),
     }
-}
-
-/// Sets the auction's post state and returns its record, ready to commit.
-fn update(
-    core: &Core,
-    tenant: Tenant,
-    auction_id: &str,
-    f: impl FnOnce(&mut Auction),
-) -> Option<AuctionRecord> {
-    let mut shard = core.shard.borrow_mut();
-    let a = shard.get_mut(tenant, auction_id)?;
-    // Every post-state change passes here, so debug builds check each one is a legal move.
-    #[cfg(debug_assertions)]
-    let old = a.post.clone();
-    f(a);
-    #[cfg(debug_assertions)]
-    debug_assert!(
-        old.may_become(&a.post),
-        "post state {old:?} may not become {:?}",
-        a.post
-    );
-    Some(to_record(a))
 }
 
 /// Applies the configured lead rules, e.g. "trustedform_cert_url required when source is
