@@ -23,7 +23,7 @@ use crate::config::Scope;
 use crate::error::ApiError;
 use crate::exchange::post::Keyed;
 use crate::exchange::Core;
-use crate::exchange::{self, auction, lead};
+use crate::exchange::{self, lead};
 use crate::http::Reply;
 use crate::model::{Ping, Post};
 use crate::runtime::admission::{self, Admit};
@@ -151,13 +151,7 @@ async fn execute(core: &Rc<Core>, call: Call, rid: &str) -> Result<Reply, ApiErr
         lead::Outcome::Delivered(delivered) => Ok(post::answer(delivered, rid)),
         lead::Outcome::NoBid(closed) => {
             // Nobody to deliver to: the no-bid answer, durable with the auction record.
-            let answer = ping::answer(&closed, &core.shared.config.auction.currency);
-            let mut batch = Batch::new();
-            if let Some(i) = &idem {
-                idempotency::record(&mut batch, i, &answer, core.shared.clock.now_ms())?;
-            }
-            auction::record_closed(core, client.tenant, &auction_id, batch).await?;
-            Ok(answer)
+            ping::answer_durably(core, client.tenant, &closed, idem.as_ref()).await
         }
     }
 }

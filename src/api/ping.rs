@@ -20,6 +20,7 @@ use crate::model::{Money, Ping};
 use crate::runtime::admission::{self, Admit};
 use crate::runtime::handoff::on_core;
 use crate::store::Batch;
+use crate::types::Tenant;
 
 /// The winning bid in a ping's answer (CONTRACT §4.1).
 #[derive(Serialize)]
@@ -133,15 +134,26 @@ async fn execute(
         // under the key, so a corrected or later retry can still run.
         Err(e) => return Ok(Reply::error(&e.into(), rid)),
     };
-    let reply = answer(&closed, &core.shared.config.auction.currency);
-    // The auction record (and the answer, for a keyed request) reach the disk before the seller
-    // hears of the bid: a post after a crash needs the record, a retry needs the answer.
+    let reply = answer_durably(core, client.tenant, &closed, idem.as_ref()).await?;
+    auction::record_engine_overhead(core, client.tenant, &auction_id, received);
+    Ok(reply)
+}
+
+/// The seller's answer to a closed auction, returned once the auction record (and the answer,
+/// under `idem` for a keyed request) reached the disk: a post after a crash needs the record, a
+/// retry needs the answer.
+pub(super) async fn answer_durably(
+    core: &Core,
+    tenant: Tenant,
+    closed: &Closed,
+    idem: Option<&Idem>,
+) -> Result<Reply, ApiError> {
+    let reply = answer(closed, &core.shared.config.auction.currency);
     let mut batch = Batch::new();
-    if let Some(i) = &idem {
+    if let Some(i) = idem {
         idempotency::record(&mut batch, i, &reply, core.shared.clock.now_ms())?;
     }
-    auction::record_closed(core, client.tenant, &auction_id, batch).await?;
-    auction::record_engine_overhead(core, client.tenant, &auction_id, received);
+    auction::record_closed(core, tenant, &closed.auction_id, batch).await?;
     Ok(reply)
 }
 
