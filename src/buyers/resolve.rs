@@ -14,7 +14,7 @@
 //! not exist or has no addresses fails, remembered for the zone's negative TTL (its SOA, clamped
 //! the same way) or `negative_ttl_ms`. The system resolver (`getaddrinfo`) answers instead, its
 //! answer kept for `fallback_ttl_ms` (a failure for `negative_ttl_ms`), when:
-//! - the name is in `/etc/hosts` (`localhost`), or no nameserver is known;
+//! - the name is in `/etc/hosts` or is `localhost` (or under it), or no nameserver is known;
 //! - the nameservers give no answer to rely on (truncated, server failure, refused, silent);
 //! - `/etc/resolv.conf` has a search list (and `[dns] nameservers` is unset) and the name is
 //!   relative: with fewer dots than `ndots` it goes to the system resolver at once, otherwise when
@@ -114,11 +114,14 @@ impl Default for Settings {
     }
 }
 
-/// What a resolver thread answers: the addresses, or why there are none, and how long that holds.
+/// What a resolver thread answers: the addresses, or why there are none, and how long that holds
+/// from `at_ms` (on the asking cache's clock, when the answer was found: an answer picked up late
+/// is not kept longer for it).
 #[derive(Debug, Clone)]
 struct Answer {
     addrs: Result<Arc<[SocketAddr]>, String>,
     ttl: Duration,
+    at_ms: u64,
 }
 
 /// One name to resolve, and where its answer goes.
@@ -126,6 +129,7 @@ struct Lookup {
     host: String,
     port: u16,
     settings: Settings,
+    clock: Clock,
     reply: oneshot::Sender<Answer>,
 }
 
@@ -144,7 +148,9 @@ fn queue() -> Option<&'static crossbeam_channel::Sender<Lookup>> {
                     .name(format!("gavel-dns-{n}"))
                     .spawn(move || {
                         while let Ok(l) = rx.recv() {
-                            let _ = l.reply.send(lookup_blocking(&l.host, l.port, &l.settings));
+                            let mut answer = lookup_blocking(&l.host, l.port, &l.settings);
+                            answer.at_ms = l.clock.now_ms();
+                            let _ = l.reply.send(answer);
                         }
                     });
                 if let Err(e) = started {
@@ -158,7 +164,8 @@ fn queue() -> Option<&'static crossbeam_channel::Sender<Lookup>> {
 }
 
 /// Resolves `host` on a resolver thread (it blocks): the nameservers when they can answer for
-/// it, the system resolver otherwise (see the module doc for which).
+/// it, the system resolver otherwise (see the module doc for which). The answer's `at_ms` is
+/// left for the caller to stamp.
 fn lookup_blocking(host: &str, port: u16, settings: &Settings) -> Answer {
     let s = &settings.0;
     let system = system::get();
@@ -171,8 +178,10 @@ fn lookup_blocking(host: &str, port: u16, settings: &Settings) -> Answer {
     // A search list only ever applies to a relative name.
     let search_ndots = search_ndots.filter(|_| !host.ends_with('.'));
     let short = search_ndots.is_some_and(|ndots| name.matches('.').count() < ndots);
+    // RFC 6761: `localhost` names are the system's own, whatever DNS says.
+    let local = name == "localhost" || name.ends_with(".localhost");
     let mut why_not_dns = None;
-    if !nameservers.is_empty() && !system.hosts.contains(&name) && !short {
+    if !nameservers.is_empty() && !system.hosts.contains(&name) && !short && !local {
         match udp::ask(nameservers, s.timeout, &name) {
             udp::Outcome::Found { ips, ttl_s } => {
                 let addrs: Vec<SocketAddr> = ips
@@ -182,6 +191,7 @@ fn lookup_blocking(host: &str, port: u16, settings: &Settings) -> Answer {
                 return Answer {
                     addrs: Ok(addrs.into()),
                     ttl: settings.clamp(ttl_s),
+                    at_ms: 0,
                 };
             }
             udp::Outcome::NotFound {
@@ -192,6 +202,7 @@ fn lookup_blocking(host: &str, port: u16, settings: &Settings) -> Answer {
                     return Answer {
                         addrs: Err(format!("{host}: {reason}")),
                         ttl: negative_ttl_s.map_or(s.negative_ttl, |t| settings.clamp(t)),
+                        at_ms: 0,
                     };
                 }
                 why_not_dns = Some(reason);
@@ -238,7 +249,11 @@ fn getaddrinfo(host: &str, port: u16, settings: &Settings) -> Answer {
     } else {
         settings.0.negative_ttl
     };
-    Answer { addrs, ttl }
+    Answer {
+        addrs,
+        ttl,
+        at_ms: 0,
+    }
 }
 
 /// `host` as an IP address, when it is one (`[…]` around IPv6, as in URLs).
@@ -319,6 +334,7 @@ impl Cache {
                         host: origin.host.clone(),
                         port: origin.port,
                         settings: self.settings.clone(),
+                        clock: self.clock.clone(),
                         reply,
                     };
                     if !(self.submit)(lookup) {
@@ -338,13 +354,14 @@ impl Cache {
             Ok(Err(_)) => Answer {
                 addrs: Err("the resolver thread stopped".to_string()),
                 ttl: self.settings.0.negative_ttl,
+                at_ms: self.clock.now_ms(),
             },
         };
         self.entries.borrow_mut().insert(
             origin.clone(),
             Entry::Ready {
                 addrs: answer.addrs.clone(),
-                at_ms: self.clock.now_ms(),
+                at_ms: answer.at_ms,
                 ttl_ms: u64::try_from(answer.ttl.as_millis()).unwrap_or(u64::MAX),
             },
         );
@@ -414,7 +431,9 @@ mod tests {
             clock.clone(),
             Box::new(move |l: Lookup| {
                 seen.set(seen.get() + 1);
-                let _ = l.reply.send(answer(&l.host));
+                let mut a = answer(&l.host);
+                a.at_ms = l.clock.now_ms();
+                let _ = l.reply.send(a);
                 true
             }),
         );
@@ -435,6 +454,7 @@ mod tests {
             } else {
                 Duration::from_secs(5)
             },
+            at_ms: 0,
         });
         let ok = origin("buyer.test");
         let nx = origin("nx.test");
