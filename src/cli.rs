@@ -179,6 +179,10 @@ fn admin_call(
     let req = agent
         .request(method, &format!("{base}{path_and_query}"))
         .set("Authorization", &format!("Bearer {token}"));
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the CLI's own blocking client, on its main thread: no core here"
+    )]
     let res = match body {
         Some(b) => req.send_json(b),
         None => req.call(),

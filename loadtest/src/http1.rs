@@ -283,6 +283,10 @@ fn find_crlf(b: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::disallowed_methods,
+        reason = "test threads with loopback literals, not event loops"
+    )]
     use super::*;
     use std::io::{BufRead, BufReader, Read};
 

@@ -127,6 +127,10 @@ impl Sink {
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::disallowed_methods,
+        reason = "a test thread's blocking client, not an event loop"
+    )]
     use super::*;
 
     #[test]

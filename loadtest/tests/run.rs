@@ -275,6 +275,10 @@ fn register_client(base: &str, admin_token: &str) -> (String, String) {
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a test thread, with a SocketAddr"
+    )]
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.write_all(request.as_bytes()).unwrap();
     let mut out = String::new();

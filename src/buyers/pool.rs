@@ -171,6 +171,12 @@ impl Pool {
         }
     }
 
+    /// This pool with `dns` as its name cache (its server's `[dns]` settings and clock).
+    pub fn with_dns(mut self, dns: super::resolve::Cache) -> Pool {
+        self.dns = dns;
+        self
+    }
+
     /// Idle connections currently held, all origins together.
     pub fn idle_count(&self) -> usize {
         self.idle.borrow().values().map(Vec::len).sum()

@@ -19,8 +19,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod dns;
 pub mod sandbox;
 
+pub use dns::DnsConfig;
 pub use sandbox::MockBuyerConfig;
 
 /// Hard ceiling on the bid window the contract allows (CONTRACT §4.1: capped at 5 s).
@@ -93,6 +95,9 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Where buyer host names are looked up and how long answers are kept.
+    #[serde(default)]
+    pub dns: DnsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -841,6 +846,7 @@ impl Config {
                 ),
             ));
         }
+        self.dns.validate(file)?;
         let l = &self.limits;
         let rates = [
             (

@@ -135,7 +135,10 @@ impl App for Exchange {
                 id,
                 shared.config.auction.max_auctions_per_core,
             )),
-            pool: Pool::new(),
+            pool: Pool::new().with_dns(crate::buyers::resolve::Cache::new(
+                crate::buyers::resolve::Settings::from_config(&shared.config.dns),
+                shared.clock.clone(),
+            )),
             in_flight: RefCell::new(std::collections::HashSet::new()),
             clients: RefCell::new(ClientTable::new(shared.initial_clients.iter().cloned())),
         }

@@ -581,6 +581,10 @@ fn bind_listeners(config: &Config, cores: usize) -> Result<Listeners, String> {
     // The operations listener is one plain socket served by core 0.
     let ops_listener = match config.metrics.listen {
         Some(at) => {
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "a SocketAddr from the config, bound before the cores start"
+            )]
             let l = std::net::TcpListener::bind(at)
                 .and_then(|l| l.set_nonblocking(true).map(|()| l))
                 .map_err(|e| format!("cannot listen on {at} (metrics.listen): {e}"))?;

@@ -62,6 +62,10 @@ pub struct Server {
 impl Server {
     /// Binds `127.0.0.1:0` and serves every request with `handler`.
     pub fn start(handler: Handler) -> std::io::Result<Server> {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "a loopback literal, on a test helper's thread"
+        )]
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -93,6 +97,10 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         // Wake the accept loop so it sees the flag.
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "its own SocketAddr, from a test helper's drop"
+        )]
         let _ = TcpStream::connect(self.addr);
     }
 }

@@ -511,6 +511,10 @@ fn send(agent: &ureq::Agent, ep: &Endpoint, job: Job, clock: &Clock) -> Done {
             for (name, value) in &headers {
                 req = req.set(name.as_str(), value.to_str().unwrap_or_default());
             }
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "a webhook sender thread: blocking HTTP is its job, never a core's"
+            )]
             let response = match req.send_bytes(&r.body) {
                 Ok(resp) => Some(resp),
                 Err(ureq::Error::Status(_, resp)) => Some(resp),

@@ -2,6 +2,10 @@
 //! sandbox buyer fleet on loopback, and a small blocking HTTP client.
 
 #![allow(dead_code)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the harness's blocking clients run on test threads, not event loops"
+)]
 
 pub mod receiver;
 

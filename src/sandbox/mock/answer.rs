@@ -43,9 +43,9 @@ fn push_rfc3339_ms(out: &mut Vec<u8>, t: time::OffsetDateTime) {
     let ms = t.millisecond();
     let _ = if ms == 0 {
         Ok(())
-    } else if ms % 100 == 0 {
+    } else if ms.is_multiple_of(100) {
         write!(w, ".{}", ms / 100)
-    } else if ms % 10 == 0 {
+    } else if ms.is_multiple_of(10) {
         write!(w, ".{:02}", ms / 10)
     } else {
         write!(w, ".{ms:03}")

@@ -37,6 +37,10 @@ impl MockFleet {
         validate_buyers(&buyers).map_err(|(key, reason)| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("{key}: {reason}"))
         })?;
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "a SocketAddr, bound before the fleet's threads start"
+        )]
         let listener = std::net::TcpListener::bind(listen)?;
         // The legacy driver needs a non-blocking socket; the flag is shared by every clone.
         listener.set_nonblocking(true)?;
