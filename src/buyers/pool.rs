@@ -207,6 +207,17 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// An HTTP-level failure, unless TLS caused it: with TLS 1.3 the client's side of the
+    /// handshake ends before the server has checked the client certificate, so a buyer refusing
+    /// it (or none) answers the first request with an alert instead of a response. That is a
+    /// TLS failure, and the buyer's application never saw the request.
+    fn from_http(e: hyper::Error) -> CallError {
+        match tls_cause(&e) {
+            Some(t) => CallError::Tls(std::io::Error::other(t.clone())),
+            None => CallError::Http(e),
+        }
+    }
+
     /// True when the buyer cannot have seen the request (safe to try another buyer).
     pub fn never_sent(&self) -> bool {
         matches!(
@@ -214,6 +225,26 @@ impl CallError {
             CallError::Connect(_) | CallError::Resolve(_) | CallError::Tls(_)
         )
     }
+}
+
+/// The rustls error somewhere in `e`'s causes, if any. An `io::Error` hides the error it wraps
+/// from `source()`, so each one is opened with `get_ref`.
+fn tls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        if let Some(t) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(t);
+        }
+        next = err.source();
+    }
+    None
 }
 
 /// A buyer's complete answer.
@@ -407,9 +438,9 @@ impl Pool {
                     conn.sender
                         .send_request(req)
                         .await
-                        .map_err(CallError::Http)?
+                        .map_err(CallError::from_http)?
                 }
-                _ => return Err(CallError::Http(e.into_error())),
+                _ => return Err(CallError::from_http(e.into_error())),
             },
         };
         let (parts, body) = resp.into_parts();
@@ -417,7 +448,7 @@ impl Pool {
             .collect()
             .await
             .map_err(|e| match e.downcast::<hyper::Error>() {
-                Ok(he) => CallError::Http(*he),
+                Ok(he) => CallError::from_http(*he),
                 Err(_) => CallError::TooLarge(max_body),
             })?;
         let body = collected.to_bytes();
@@ -512,6 +543,36 @@ mod tests {
         })
         .unwrap();
         accepted.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn the_pool_key_holds_the_tls_identity() {
+        let mut cache = tls::Cache::default();
+        let named = |name: Option<&str>| BuyerTlsConfig {
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            server_name: name.map(str::to_string),
+            warm_up: true,
+        };
+        let url = "https://127.0.0.1:8443/ping";
+        let key = |s: BuyerTlsConfig, cache: &mut tls::Cache| {
+            Target::for_buyer(url, "ping_url", Some(&s), cache)
+                .unwrap()
+                .pool_key()
+        };
+        // The same settings share connections; another server name does not.
+        assert_eq!(key(named(None), &mut cache), key(named(None), &mut cache));
+        assert_ne!(
+            key(named(None), &mut cache),
+            key(named(Some("buyer.test")), &mut cache)
+        );
+        // Plain HTTP to the same host and port is another connection too.
+        let plain = Target::parse("http://127.0.0.1:8443/ping").unwrap();
+        assert_ne!(plain.pool_key(), key(named(None), &mut cache));
+        let https = Target::parse("https://buyer.example/x").unwrap();
+        assert_eq!(https.origin.port, 443);
+        assert!(https.is_tls());
     }
 
     #[test]
