@@ -624,3 +624,40 @@ server_name = "buyer.test"
     assert!(e.contains("`webhook_delivery.ca_file`"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The mutual-TLS example of docs/buyer-integration.md ("TLS") is a valid buyer entry once its
+/// three files exist, so the documented keys are the ones the config accepts.
+#[test]
+fn documented_tls_example_is_valid() {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/buyer-integration.md"),
+    )
+    .unwrap();
+    let start = doc
+        .find("```toml\n[[buyers]]\nid = \"northwind_mtls\"")
+        .expect("the example");
+    let text = &doc[start + "```toml\n".len()..];
+    let text = &text[..text.find("```").unwrap()];
+    let dir = temp_dir("tls-doc");
+    let ca = Ca::new("Northwind CA");
+    let ca_file = ca.write(&dir, "northwind-ca.pem");
+    let (cert, key) = ca.client().write(&dir, "gavel-client");
+    let text = text
+        .replace(
+            "/etc/gavel/tls/northwind-ca.pem",
+            &ca_file.display().to_string(),
+        )
+        .replace(
+            "/etc/gavel/tls/gavel-client.pem",
+            &cert.display().to_string(),
+        )
+        .replace(
+            "/etc/gavel/tls/gavel-client.key",
+            &key.display().to_string(),
+        );
+    let cfg = gavel::config::Config::parse("example.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+    gavel::cli::check_config(&cfg, "example.toml").unwrap_or_else(|e| panic!("{e}"));
+    let tls = cfg.buyers[0].tls.as_ref().expect("a [buyers.tls] table");
+    assert_eq!(tls.server_name.as_deref(), Some("bids.northwind.example"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
