@@ -196,7 +196,10 @@ pub enum CallError {
     #[error("name resolution failed: {0}")]
     Resolve(super::resolve::ResolveError),
     /// The TLS handshake failed (certificate not trusted, wrong name, client certificate
-    /// refused, peer closed mid-handshake): the request never left Gavel.
+    /// refused, peer closed mid-handshake): the request never reached the buyer's application.
+    /// Also any TLS alert or record error in place of an answer ([`CallError::from_http`]),
+    /// which in practice is a TLS 1.3 server refusing the client certificate after the
+    /// client's half of the handshake finished.
     #[error("TLS handshake failed: {0}")]
     Tls(std::io::Error),
     /// The request was written (or may have been) but no complete answer came back.
