@@ -212,7 +212,8 @@ pub async fn deliver(
             let latency_us = t0.elapsed().as_micros() as u64;
             let (outcome, result, http_status) = match res {
                 Err(_) => (Try::RetryableUnclear, AttemptResult::Timeout, None),
-                Ok(Err(CallError::Connect(_) | CallError::Resolve(_))) => {
+                // The request never left Gavel: another attempt (or buyer) is safe.
+                Ok(Err(CallError::Connect(_) | CallError::Resolve(_) | CallError::Tls(_))) => {
                     (Try::RetryableClean(None), AttemptResult::ConnectError, None)
                 }
                 Ok(Err(_)) => (Try::RetryableUnclear, AttemptResult::Error, None),

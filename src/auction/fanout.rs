@@ -237,6 +237,17 @@ pub async fn ping_buyers(
     out
 }
 
+/// The `kind` of `gavel_buyer_call_errors_total` for an outcome's `reject_reason` when the ping
+/// never reached the buyer (TLS handshake, name resolution, connect); `None` otherwise.
+pub fn unreached_kind(reject_reason: &str) -> Option<&'static str> {
+    match reject_reason {
+        "tls_error" => Some("tls"),
+        "dns_error" | "dns_timeout" => Some("dns"),
+        "connect_failed" => Some("connect"),
+        _ => None,
+    }
+}
+
 /// What a pinged buyer's call came to: its bid, its refusal, or why it gave neither. `base` is
 /// the buyer's outcome with its timing filled in.
 fn answered(
@@ -257,15 +268,17 @@ fn answered(
                 match &e {
                     CallError::Connect(_) => "connect_failed",
                     CallError::Resolve(r) => r.reason(),
+                    CallError::Tls(_) => "tls_error",
                     CallError::Http(_) => "http_error",
                     CallError::TooLarge(_) => "response_too_large",
                 }
                 .into(),
             ),
-            // The host is the buyer's configured one, so saying why it did not resolve reveals
-            // nothing about the lead.
+            // The host is the buyer's configured one, so saying why it did not resolve (or why
+            // its handshake failed) reveals nothing about the lead.
             reject_detail: match &e {
                 CallError::Resolve(r) => clip(Some(r.to_string())),
+                CallError::Tls(t) => clip(Some(t.to_string())),
                 _ => None,
             },
             ..base

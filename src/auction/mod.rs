@@ -154,7 +154,7 @@ pub enum AttemptResult {
     Error,
     /// The call ran out of time.
     Timeout,
-    /// The buyer could not be reached (connect or name resolution failed).
+    /// The buyer could not be reached (connect, name resolution or TLS handshake failed).
     ConnectError,
 }
 

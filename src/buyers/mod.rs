@@ -16,6 +16,7 @@ use crate::types::clock::Clock;
 mod attributes;
 pub mod pool;
 pub mod resolve;
+pub mod tls;
 
 use pool::Target;
 
@@ -101,6 +102,9 @@ pub struct Buyer {
     pub post_timeout: Duration,
     /// Pings per second Gavel may send this buyer, shared by every core.
     pub ping_rate: crate::limits::Rate,
+    /// Whether each core opens a connection to an `https://` ping URL when it starts
+    /// (`tls.warm_up`).
+    pub warm_up: bool,
     filters: CompiledFilters,
 }
 
@@ -128,7 +132,18 @@ fn set(v: &[String]) -> HashSet<String> {
 
 impl Buyer {
     /// A buyer from its config; `default_pings_per_s` applies unless it sets `max_pings_per_s`.
+    /// Reads its TLS files, if any: call it while the config is loaded, never on a core.
     pub fn from_config(c: &BuyerConfig, default_pings_per_s: f64) -> Result<Buyer, String> {
+        Buyer::from_config_in(c, default_pings_per_s, &mut tls::Cache::default())
+    }
+
+    /// [`Buyer::from_config`], sharing TLS client configurations through `tls_cache` with the
+    /// other buyers built from the same config.
+    pub fn from_config_in(
+        c: &BuyerConfig,
+        default_pings_per_s: f64,
+        tls_cache: &mut tls::Cache,
+    ) -> Result<Buyer, String> {
         let auth = match &c.auth_header {
             None => None,
             Some(h) => {
@@ -154,8 +169,11 @@ impl Buyer {
             id: c.id.clone(),
             tenant: c.tenant,
             enabled: c.enabled,
-            ping: Target::parse(&c.ping_url).map_err(|e| format!("buyer {}: {e}", c.id))?,
-            post: Target::parse(&c.post_url).map_err(|e| format!("buyer {}: {e}", c.id))?,
+            ping: Target::for_buyer(&c.ping_url, "ping_url", c.tls.as_ref(), tls_cache)
+                .map_err(|e| format!("buyer {}: {e}", c.id))?,
+            post: Target::for_buyer(&c.post_url, "post_url", c.tls.as_ref(), tls_cache)
+                .map_err(|e| format!("buyer {}: {e}", c.id))?,
+            warm_up: c.tls.as_ref().is_none_or(|t| t.warm_up),
             auth,
             floor_cents: c.floor,
             ping_timeout: Duration::from_millis(c.ping_timeout_ms),
@@ -274,9 +292,10 @@ impl Registry {
         buyers: &[BuyerConfig],
         default_pings_per_s: f64,
     ) -> Result<Registry, String> {
+        let mut tls_cache = tls::Cache::default();
         let buyers: Vec<Buyer> = buyers
             .iter()
-            .map(|b| Buyer::from_config(b, default_pings_per_s))
+            .map(|b| Buyer::from_config_in(b, default_pings_per_s, &mut tls_cache))
             .collect::<Result<_, _>>()?;
         let by_id = buyers
             .iter()

@@ -1,5 +1,15 @@
-//! Outbound HTTP/1.1 to buyers: URL targets (and the check that a configured buyer's URLs are
-//! ones this pool can call) and the per-core keep-alive connection pool.
+//! Outbound HTTP/1.1 to buyers, plain or over TLS: URL targets (and the check that a configured
+//! buyer's URLs and TLS files are ones this pool can use) and the per-core keep-alive connection
+//! pool.
+//!
+//! TLS is rustls 0.23 (ring provider) through `tokio-rustls` over monoio's poll-io TCP stream:
+//! monoio's `TcpStreamPoll` implements tokio's `AsyncRead`/`AsyncWrite` traits, which is all
+//! `tokio-rustls` needs (no tokio runtime runs), and `monoio_compat::hyper::MonoioIo` wraps the
+//! TLS stream for hyper exactly as it wraps the plain one, so one hyper client path serves both.
+//! `monoio-rustls` would add a second io adapter and its own buffering for no gain here. The
+//! client configurations (roots, client certificate, ALPN, session resumption) come from
+//! [`super::tls`], built at load; a pooled connection is keyed by origin *and* TLS identity, so a
+//! connection made with one buyer's client certificate never carries another buyer's request.
 //!
 //! Each core owns one [`Pool`]; connections never cross cores, so the pool is a `RefCell`, not a lock.
 //! A connection whose request was abandoned (deadline hit mid-response) is never reused: dropping a
@@ -18,7 +28,8 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 
-use crate::config::{BuyerConfig, ConfigError};
+use super::tls::{self, SettingError, TargetTls};
+use crate::config::{BuyerConfig, BuyerTlsConfig, ConfigError};
 
 /// Idle connections kept per buyer origin per core; more are closed when returned.
 pub const MAX_IDLE_PER_ORIGIN: usize = 256;
@@ -27,7 +38,7 @@ pub const MAX_IDLE_PER_ORIGIN: usize = 256;
 /// not send a request on a connection the other side is closing at that moment.
 pub const POOL_IDLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(4);
 
-/// `host:port` of a plain-HTTP buyer endpoint.
+/// `host:port` of a buyer endpoint: what a name resolves for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Origin {
     pub host: String,
@@ -35,23 +46,33 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// Parses the origin of an `http://` URL.
+    /// Parses the origin of an `http://` or `https://` URL.
     pub fn parse(url: &str) -> Result<Origin, String> {
         Target::parse(url).map(|t| t.origin)
     }
 }
 
 /// Checks what the config module cannot of each `[[buyers]]` entry: that its ping and post URLs
-/// are ones this pool can call. The error names `file` and the key (`buyers[0].ping_url`), as
+/// are ones this pool can call, and that its TLS files read and make a client configuration. The
+/// error names `file` and the key (`buyers[0].ping_url`, `buyers[0].tls.ca_file`), as
 /// `Config::validate` does.
 pub fn check_config(buyers: &[BuyerConfig], file: &str) -> Result<(), ConfigError> {
+    let mut cache = tls::Cache::default();
     for (i, b) in buyers.iter().enumerate() {
-        for (k, u) in [("ping_url", &b.ping_url), ("post_url", &b.post_url)] {
-            Origin::parse(u).map_err(|reason| ConfigError::Invalid {
-                file: file.to_string(),
-                key: format!("buyers[{i}].{k}"),
-                reason,
-            })?;
+        let bad = |e: SettingError| ConfigError::Invalid {
+            file: file.to_string(),
+            key: format!("buyers[{i}].{}", e.key),
+            reason: e.reason,
+        };
+        let ping =
+            Target::for_buyer(&b.ping_url, "ping_url", b.tls.as_ref(), &mut cache).map_err(bad)?;
+        let post =
+            Target::for_buyer(&b.post_url, "post_url", b.tls.as_ref(), &mut cache).map_err(bad)?;
+        if b.tls.is_some() && ping.tls.is_none() && post.tls.is_none() {
+            return Err(bad(SettingError {
+                key: "tls",
+                reason: "set, but neither ping_url nor post_url is https://".into(),
+            }));
         }
     }
     Ok(())
@@ -65,38 +86,104 @@ pub struct Target {
     pub path: String,
     /// `Host` header value.
     pub host_header: HeaderValue,
+    /// How to speak TLS to an `https://` URL; `None` for `http://`.
+    pub tls: Option<TargetTls>,
 }
 
 impl Target {
+    /// Parses an `http://` or `https://` URL; https uses the public roots and the URL's host as
+    /// server name (a buyer's own TLS settings go through [`Target::for_buyer`]).
     pub fn parse(url: &str) -> Result<Target, String> {
+        let (mut t, https) = Target::parse_url(url)?;
+        if https {
+            t.tls = Some(TargetTls {
+                client: tls::default_client(),
+                server_name: tls::server_name(&t.origin.host, None, "url").map_err(|e| e.reason)?,
+            });
+        }
+        Ok(t)
+    }
+
+    /// A buyer's URL under `url_key` (`ping_url`/`post_url`) with its `tls` settings; `cache`
+    /// shares one client configuration among buyers naming the same files. Reads those files:
+    /// call it while the config is loaded, never on a core.
+    pub fn for_buyer(
+        url: &str,
+        url_key: &'static str,
+        settings: Option<&BuyerTlsConfig>,
+        cache: &mut tls::Cache,
+    ) -> Result<Target, SettingError> {
+        let (mut t, https) = Target::parse_url(url).map_err(|reason| SettingError {
+            key: url_key,
+            reason,
+        })?;
+        if https {
+            t.tls = Some(TargetTls {
+                client: cache.client(settings)?,
+                server_name: tls::server_name(
+                    &t.origin.host,
+                    settings.and_then(|s| s.server_name.as_deref()),
+                    url_key,
+                )?,
+            });
+        }
+        Ok(t)
+    }
+
+    /// The URL split up, without TLS yet, and whether it is `https://`.
+    fn parse_url(url: &str) -> Result<(Target, bool), String> {
         let uri: http::Uri = url
             .parse()
             .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(format!(
-                    "{url:?}: https buyer endpoints are not supported yet; terminate TLS in a local proxy"
-                ))
-            }
-            _ => return Err(format!("{url:?}: URL must start with http://")),
-        }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(format!("{url:?}: URL must start with http:// or https://")),
+        };
+        let default_port = if https { 443 } else { 80 };
         let host = uri
             .host()
             .ok_or_else(|| format!("{url:?}: URL has no host"))?
             .to_string();
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri.port_u16().unwrap_or(default_port);
         let path = uri
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".into());
         let authority = uri.authority().expect("host implies authority").as_str();
-        Ok(Target {
+        let target = Target {
             origin: Origin { host, port },
             path,
             host_header: HeaderValue::from_str(authority).map_err(|e| format!("{url:?}: {e}"))?,
-        })
+            tls: None,
+        };
+        Ok((target, https))
     }
+
+    /// What a pooled connection to this target is keyed by: two targets with the same key share
+    /// connections.
+    pub fn pool_key(&self) -> PoolKey {
+        PoolKey {
+            origin: self.origin.clone(),
+            tls: self
+                .tls
+                .as_ref()
+                .map(|t| (t.client.id, t.server_name.clone())),
+        }
+    }
+
+    /// True for an `https://` target.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
+/// A pooled connection's identity: where it goes and, for TLS, with which client configuration
+/// and server name it was made. Two buyers share connections only when all three agree.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    origin: Origin,
+    tls: Option<(u64, rustls::pki_types::ServerName<'static>)>,
 }
 
 /// Why an outbound call failed. Each maps to a buyer outcome in the auction record.
@@ -108,6 +195,13 @@ pub enum CallError {
     /// The host name gave no address: the request never left Gavel.
     #[error("name resolution failed: {0}")]
     Resolve(super::resolve::ResolveError),
+    /// The TLS handshake failed (certificate not trusted, wrong name, client certificate
+    /// refused, peer closed mid-handshake): the request never reached the buyer's application.
+    /// Also any TLS alert or record error in place of an answer ([`CallError::from_http`]),
+    /// which in practice is a TLS 1.3 server refusing the client certificate after the
+    /// client's half of the handshake finished.
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
     /// The request was written (or may have been) but no complete answer came back.
     #[error("http error: {0}")]
     Http(hyper::Error),
@@ -116,10 +210,44 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// An HTTP-level failure, unless TLS caused it: with TLS 1.3 the client's side of the
+    /// handshake ends before the server has checked the client certificate, so a buyer refusing
+    /// it (or none) answers the first request with an alert instead of a response. That is a
+    /// TLS failure, and the buyer's application never saw the request.
+    fn from_http(e: hyper::Error) -> CallError {
+        match tls_cause(&e) {
+            Some(t) => CallError::Tls(std::io::Error::other(t.clone())),
+            None => CallError::Http(e),
+        }
+    }
+
     /// True when the buyer cannot have seen the request (safe to try another buyer).
     pub fn never_sent(&self) -> bool {
-        matches!(self, CallError::Connect(_) | CallError::Resolve(_))
+        matches!(
+            self,
+            CallError::Connect(_) | CallError::Resolve(_) | CallError::Tls(_)
+        )
     }
+}
+
+/// The rustls error somewhere in `e`'s causes, if any. An `io::Error` hides the error it wraps
+/// from `source()`, so each one is opened with `get_ref`.
+fn tls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        if let Some(t) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(t);
+        }
+        next = err.source();
+    }
+    None
 }
 
 /// A buyer's complete answer.
@@ -144,9 +272,9 @@ impl Drop for Conn {
     }
 }
 
-/// Per-core pool of idle connections, keyed by origin.
+/// Per-core pool of idle connections, keyed by origin and TLS identity.
 pub struct Pool {
-    idle: RefCell<HashMap<Origin, Vec<Conn>>>,
+    idle: RefCell<HashMap<PoolKey, Vec<Conn>>>,
     idle_limit: std::time::Duration,
     dns: super::resolve::Cache,
 }
@@ -182,9 +310,9 @@ impl Pool {
         self.idle.borrow().values().map(Vec::len).sum()
     }
 
-    fn take(&self, origin: &Origin) -> Option<Conn> {
+    fn take(&self, key: &PoolKey) -> Option<Conn> {
         let mut idle = self.idle.borrow_mut();
-        let list = idle.get_mut(origin)?;
+        let list = idle.get_mut(key)?;
         while let Some(conn) = list.pop() {
             if !conn.sender.is_closed() && conn.idle_since.elapsed() <= self.idle_limit {
                 return Some(conn);
@@ -193,18 +321,22 @@ impl Pool {
         None
     }
 
-    fn put(&self, origin: &Origin, mut conn: Conn) {
+    fn put(&self, key: PoolKey, mut conn: Conn) {
         conn.idle_since = std::time::Instant::now();
         let mut idle = self.idle.borrow_mut();
-        let list = idle.entry(origin.clone()).or_default();
+        let list = idle.entry(key).or_default();
         if list.len() < MAX_IDLE_PER_ORIGIN {
             list.push(conn);
         }
     }
 
-    async fn connect(&self, origin: &Origin) -> Result<Conn, CallError> {
+    async fn connect(&self, target: &Target) -> Result<Conn, CallError> {
         use monoio::io::IntoPollIo;
-        let addrs = self.dns.resolve(origin).await.map_err(CallError::Resolve)?;
+        let addrs = self
+            .dns
+            .resolve(&target.origin)
+            .await
+            .map_err(CallError::Resolve)?;
         // Each address in turn, as getaddrinfo ordered them; the last failure is the answer.
         let mut stream = Err(std::io::Error::other("no address to connect to"));
         for addr in addrs.iter() {
@@ -216,17 +348,29 @@ impl Pool {
         let stream = stream.map_err(CallError::Connect)?;
         let _ = stream.set_nodelay(true);
         let io = stream.into_poll_io().map_err(CallError::Connect)?;
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(monoio_compat::hyper::MonoioIo::new(io))
-                .await
-                .map_err(CallError::Http)?;
-        let (abort, reg) = AbortHandle::new_pair();
-        monoio::spawn(Abortable::new(conn, reg));
-        Ok(Conn {
-            sender,
-            abort,
-            idle_since: std::time::Instant::now(),
-        })
+        match &target.tls {
+            None => start(monoio_compat::hyper::MonoioIo::new(io)).await,
+            Some(t) => {
+                let tls = tokio_rustls::TlsConnector::from(t.client.config.clone())
+                    .connect(t.server_name.clone(), io)
+                    .await
+                    .map_err(CallError::Tls)?;
+                start(monoio_compat::hyper::MonoioIo::new(tls)).await
+            }
+        }
+    }
+
+    /// Opens one connection to `target` and leaves it idle in the pool, unless one is already
+    /// there: a core calls this at start so its first auction does not pay the connect and TLS
+    /// handshake. The caller bounds it with a timeout.
+    pub async fn warm_up(&self, target: &Target) -> Result<(), CallError> {
+        let key = target.pool_key();
+        if self.idle.borrow().get(&key).is_some_and(|l| !l.is_empty()) {
+            return Ok(());
+        }
+        let conn = self.connect(target).await?;
+        self.put(key, conn);
+        Ok(())
     }
 
     /// Sends one POST with a JSON body and reads the whole answer (at most `max_body` bytes).
@@ -280,14 +424,15 @@ impl Pool {
     ) -> Result<Answer, CallError> {
         // A pooled connection may still be finishing its previous exchange; `ready` waits for that,
         // and a connection the peer closed meanwhile is replaced by a fresh one.
-        let pooled = match self.take(&target.origin) {
+        let key = target.pool_key();
+        let pooled = match self.take(&key) {
             Some(mut c) => c.sender.ready().await.is_ok().then_some(c),
             None => None,
         };
         let reused = pooled.is_some();
         let mut conn = match pooled {
             Some(c) => c,
-            None => self.connect(&target.origin).await?,
+            None => self.connect(target).await?,
         };
         req.headers_mut()
             .insert(http::header::HOST, target.host_header.clone());
@@ -298,13 +443,13 @@ impl Pool {
                 // request back only then): nothing reached the peer, so a fresh connection may
                 // carry it.
                 (true, Some(req)) => {
-                    conn = self.connect(&target.origin).await?;
+                    conn = self.connect(target).await?;
                     conn.sender
                         .send_request(req)
                         .await
-                        .map_err(CallError::Http)?
+                        .map_err(CallError::from_http)?
                 }
-                _ => return Err(CallError::Http(e.into_error())),
+                _ => return Err(CallError::from_http(e.into_error())),
             },
         };
         let (parts, body) = resp.into_parts();
@@ -312,7 +457,7 @@ impl Pool {
             .collect()
             .await
             .map_err(|e| match e.downcast::<hyper::Error>() {
-                Ok(he) => CallError::Http(*he),
+                Ok(he) => CallError::from_http(*he),
                 Err(_) => CallError::TooLarge(max_body),
             })?;
         let body = collected.to_bytes();
@@ -325,7 +470,7 @@ impl Pool {
             .get(http::header::CONNECTION)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         if keep {
-            self.put(&target.origin, conn);
+            self.put(key, conn);
         }
         Ok(Answer {
             status: parts.status,
@@ -333,6 +478,24 @@ impl Pool {
             body,
         })
     }
+}
+
+/// Starts hyper's HTTP/1.1 client on `io` (plain or TLS) and spawns its connection task, which
+/// the returned [`Conn`] aborts when dropped.
+async fn start<T>(io: T) -> Result<Conn, CallError>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(CallError::Http)?;
+    let (abort, reg) = AbortHandle::new_pair();
+    monoio::spawn(Abortable::new(conn, reg));
+    Ok(Conn {
+        sender,
+        abort,
+        idle_since: std::time::Instant::now(),
+    })
 }
 
 #[cfg(test)]
@@ -389,6 +552,36 @@ mod tests {
         })
         .unwrap();
         accepted.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn the_pool_key_holds_the_tls_identity() {
+        let mut cache = tls::Cache::default();
+        let named = |name: Option<&str>| BuyerTlsConfig {
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            server_name: name.map(str::to_string),
+            warm_up: true,
+        };
+        let url = "https://127.0.0.1:8443/ping";
+        let key = |s: BuyerTlsConfig, cache: &mut tls::Cache| {
+            Target::for_buyer(url, "ping_url", Some(&s), cache)
+                .unwrap()
+                .pool_key()
+        };
+        // The same settings share connections; another server name does not.
+        assert_eq!(key(named(None), &mut cache), key(named(None), &mut cache));
+        assert_ne!(
+            key(named(None), &mut cache),
+            key(named(Some("buyer.test")), &mut cache)
+        );
+        // Plain HTTP to the same host and port is another connection too.
+        let plain = Target::parse("http://127.0.0.1:8443/ping").unwrap();
+        assert_ne!(plain.pool_key(), key(named(None), &mut cache));
+        let https = Target::parse("https://buyer.example/x").unwrap();
+        assert_eq!(https.origin.port, 443);
+        assert!(https.is_tls());
     }
 
     #[test]

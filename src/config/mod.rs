@@ -360,6 +360,9 @@ pub struct WebhookDeliveryConfig {
     pub threads: usize,
     /// A receiver's `Retry-After` is honoured up to this long, in ms.
     pub max_retry_after_ms: u64,
+    /// PEM bundle of extra CA certificates trusted for `https://` receivers (a private CA), in
+    /// addition to the public (webpki) roots. Read once, when the config is loaded.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for WebhookDeliveryConfig {
@@ -370,6 +373,7 @@ impl Default for WebhookDeliveryConfig {
             max_in_flight_per_endpoint: 16,
             threads: 32,
             max_retry_after_ms: 86_400_000,
+            ca_file: None,
         }
     }
 }
@@ -484,6 +488,36 @@ pub struct BuyerConfig {
     /// skipped as `rate_limited`. Default: `limits.buyer_pings_per_s`.
     #[serde(default)]
     pub max_pings_per_s: Option<f64>,
+    /// TLS to this buyer's `https://` URLs (`[buyers.tls]`); absent: the public (webpki) roots,
+    /// no client certificate, the URL's host as server name, warm-up on.
+    #[serde(default)]
+    pub tls: Option<BuyerTlsConfig>,
+}
+
+/// How Gavel speaks TLS to one buyer. Its files are read once, when the config is loaded (never
+/// on a core); buyers with the same three files share one TLS client configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuyerTlsConfig {
+    /// PEM bundle of the CA certificates that sign this buyer's server certificate (a private
+    /// CA). When set it replaces the public roots for this buyer: only these CAs are trusted.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain Gavel presents when the buyer asks for one (mutual TLS); needs
+    /// `client_key_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `client_cert_file`.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    /// Name sent as SNI and checked against the buyer's certificate, instead of the URL's host
+    /// (e.g. the URL names an IP address or an internal load balancer).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Each core opens one connection to this buyer's ping origin when it starts, so the first
+    /// auction does not pay the TLS handshake.
+    #[serde(default = "yes")]
+    pub warm_up: bool,
 }
 
 fn yes() -> bool {

@@ -144,24 +144,57 @@ impl App for Exchange {
         }
     }
 
-    /// Auctions leave memory on time even when no new auction arrives to trigger eviction.
+    /// Auctions leave memory on time even when no new auction arrives to trigger eviction; at
+    /// start, the core also opens its warm connections to https buyers ([`warm_up`]).
     async fn background(core: Rc<Core>) {
-        loop {
-            let now = core.shared.clock.now_ms();
-            let wait_ms = core
-                .shard
-                .borrow()
-                .next_due_ms()
-                .map_or(SHARD_EXPIRY_INTERVAL_MS, |due| {
-                    due.saturating_sub(now).clamp(1, SHARD_EXPIRY_INTERVAL_MS)
-                });
-            monoio::time::sleep(Duration::from_millis(wait_ms)).await;
-            let mut shard = core.shard.borrow_mut();
-            if shard.evict(core.shared.clock.now_ms()) > 0 {
-                core.stats()
-                    .auctions_in_memory
-                    .store(shard.len() as u64, Ordering::Relaxed);
+        futures::future::join(warm_up(core.clone()), evict_on_time(core)).await;
+    }
+}
+
+/// Opens one connection from this core to each enabled https buyer's ping origin (those with
+/// `tls.warm_up`, the default), all at once, each bounded by its buyer's ping timeout, so the
+/// first auction does not pay the TCP and TLS handshakes. It also fills the shared TLS session
+/// cache and this core's DNS cache, which later connections reuse. A failure only logs: the
+/// auction that needs the buyer connects (and records the failure) as it would have anyway.
+async fn warm_up(core: Rc<Core>) {
+    let registry = &core.shared.registry;
+    let mut seen = std::collections::HashSet::new();
+    let targets = registry
+        .buyers
+        .iter()
+        .filter(|b| b.enabled && b.warm_up && b.ping.is_tls() && seen.insert(b.ping.pool_key()));
+    let calls = targets.map(|b| {
+        let pool = &core.pool;
+        async move {
+            match monoio::time::timeout(b.ping_timeout, pool.warm_up(&b.ping)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(buyer = %b.id, error = %e, "warm-up connection failed")
+                }
+                Err(_) => tracing::warn!(buyer = %b.id, "warm-up connection timed out"),
             }
+        }
+    });
+    futures::future::join_all(calls).await;
+}
+
+/// Evicts this core's expired auctions as they fall due.
+async fn evict_on_time(core: Rc<Core>) {
+    loop {
+        let now = core.shared.clock.now_ms();
+        let wait_ms = core
+            .shard
+            .borrow()
+            .next_due_ms()
+            .map_or(SHARD_EXPIRY_INTERVAL_MS, |due| {
+                due.saturating_sub(now).clamp(1, SHARD_EXPIRY_INTERVAL_MS)
+            });
+        monoio::time::sleep(Duration::from_millis(wait_ms)).await;
+        let mut shard = core.shard.borrow_mut();
+        if shard.evict(core.shared.clock.now_ms()) > 0 {
+            core.stats()
+                .auctions_in_memory
+                .store(shard.len() as u64, Ordering::Relaxed);
         }
     }
 }

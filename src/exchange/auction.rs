@@ -94,6 +94,9 @@ pub async fn run(
             o.kind.as_str(),
             o.kind.was_pinged().then_some(o.latency_us),
         );
+        if let Some(kind) = o.reject_reason.as_deref().and_then(fanout::unreached_kind) {
+            core.metrics.record_buyer_call_error(o.buyer, kind);
+        }
     }
     let any_eligible = !elig.eligible.is_empty();
     Ok(close(

@@ -77,6 +77,10 @@ pub const BUYER_OUTCOMES: [&str; 7] = [
     "rate_limited",
     "capped",
 ];
+/// Why a call could not reach a buyer at all, in the order of [`Snapshot::buyer_call_errors`]'
+/// inner arrays (`kind` of `gavel_buyer_call_errors_total`): TLS handshake, name resolution, TCP
+/// connect. Other kinds passed to [`CoreMetrics::record_buyer_call_error`] are not counted.
+pub const BUYER_CALL_ERROR_KINDS: [&str; 3] = ["tls", "dns", "connect"];
 /// Reasons an auction ended without a winner, in the order of [`Snapshot::no_bid`]. Unknown reasons
 /// passed to [`CoreMetrics::record_no_bid`] are not counted.
 pub const NO_BID_REASONS: [&str; 3] = ["no_eligible_buyers", "no_bids", "below_floor"];
@@ -209,6 +213,7 @@ struct Inner {
     loop_lag: Series,
     buyer_rtt: Vec<Series>,
     buyer_pings: Vec<[u64; BUYER_OUTCOMES.len()]>,
+    buyer_call_errors: Vec<[u64; BUYER_CALL_ERROR_KINDS.len()]>,
     no_bid: [u64; NO_BID_REASONS.len()],
     requests: BTreeMap<(&'static str, u16), u64>,
     idempotent_replays: u64,
@@ -253,6 +258,7 @@ impl CoreMetrics {
                 loop_lag: Series::new(),
                 buyer_rtt: buyer_ids.iter().map(|_| Series::new()).collect(),
                 buyer_pings: vec![[0; BUYER_OUTCOMES.len()]; buyer_ids.len()],
+                buyer_call_errors: vec![[0; BUYER_CALL_ERROR_KINDS.len()]; buyer_ids.len()],
                 no_bid: [0; NO_BID_REASONS.len()],
                 requests: BTreeMap::new(),
                 idempotent_replays: 0,
@@ -321,6 +327,21 @@ impl CoreMetrics {
         }
         if let Some(rtt) = rtt_us {
             inner.buyer_rtt[buyer].record(rtt, slot);
+        }
+    }
+
+    /// One ping that could not reach `buyer`, by kind (one of [`BUYER_CALL_ERROR_KINDS`]; others
+    /// are not counted). A `buyer` index outside the list given to [`new`](Self::new) is ignored.
+    pub fn record_buyer_call_error(&self, buyer: usize, kind: &str) {
+        if !self.enabled.get() {
+            return;
+        }
+        let mut inner = self.inner.borrow_mut();
+        let Some(counts) = inner.buyer_call_errors.get_mut(buyer) else {
+            return;
+        };
+        if let Some(k) = BUYER_CALL_ERROR_KINDS.iter().position(|&x| x == kind) {
+            counts[k] += 1;
         }
     }
 
@@ -404,6 +425,7 @@ impl CoreMetrics {
                 .map(|s| s.snapshot(current))
                 .collect(),
             buyer_pings: inner.buyer_pings.clone(),
+            buyer_call_errors: inner.buyer_call_errors.clone(),
             no_bid: inner.no_bid,
             requests: inner.requests.clone(),
             idempotent_replays: inner.idempotent_replays,
@@ -458,6 +480,8 @@ pub struct Snapshot {
     pub buyer_rtt: Vec<HistogramPair>,
     /// Buyer ping outcome counts, per buyer, indexed like [`BUYER_OUTCOMES`].
     pub buyer_pings: Vec<[u64; BUYER_OUTCOMES.len()]>,
+    /// Pings that could not reach the buyer, per buyer, indexed like [`BUYER_CALL_ERROR_KINDS`].
+    pub buyer_call_errors: Vec<[u64; BUYER_CALL_ERROR_KINDS.len()]>,
     /// No-winner auction counts, indexed like [`NO_BID_REASONS`].
     pub no_bid: [u64; NO_BID_REASONS.len()],
     /// HTTP requests per (route template, status).
@@ -481,6 +505,7 @@ impl Snapshot {
             loop_lag: HistogramPair::empty(),
             buyer_rtt: buyer_ids.iter().map(|_| HistogramPair::empty()).collect(),
             buyer_pings: vec![[0; BUYER_OUTCOMES.len()]; buyer_ids.len()],
+            buyer_call_errors: vec![[0; BUYER_CALL_ERROR_KINDS.len()]; buyer_ids.len()],
             no_bid: [0; NO_BID_REASONS.len()],
             requests: BTreeMap::new(),
             idempotent_replays: 0,
@@ -507,10 +532,18 @@ impl Snapshot {
                 self.buyer_ids.push(id.clone());
                 self.buyer_rtt.push(HistogramPair::empty());
                 self.buyer_pings.push([0; BUYER_OUTCOMES.len()]);
+                self.buyer_call_errors
+                    .push([0; BUYER_CALL_ERROR_KINDS.len()]);
                 self.buyer_ids.len() - 1
             };
             self.buyer_rtt[i].merge(&other.buyer_rtt[j]);
             for (a, b) in self.buyer_pings[i].iter_mut().zip(other.buyer_pings[j]) {
+                *a += b;
+            }
+            for (a, b) in self.buyer_call_errors[i]
+                .iter_mut()
+                .zip(other.buyer_call_errors[j])
+            {
                 *a += b;
             }
         }

@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 
 use super::cpu::{CpuSeconds, THREAD_GROUPS};
 use super::SHED_REASONS;
-use super::{Snapshot, BUYER_OUTCOMES, NO_BID_REASONS};
+use super::{Snapshot, BUYER_CALL_ERROR_KINDS, BUYER_OUTCOMES, NO_BID_REASONS};
 
 /// Per-core gauges and counters, read by the caller from the runtime's per-core statistics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -95,6 +95,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "gavel_store_commit_duration_seconds",
     "gavel_buyer_ping_rtt_seconds",
     "gavel_buyer_pings_total",
+    "gavel_buyer_call_errors_total",
     "gavel_no_bid_total",
     "gavel_http_requests_total",
     "gavel_idempotent_replays_total",
@@ -297,6 +298,19 @@ pub fn render_prometheus(
     for (id, counts) in snap.buyer_ids.iter().zip(&snap.buyer_pings) {
         for (outcome, n) in BUYER_OUTCOMES.iter().zip(counts) {
             sample(&mut out, name, &[("buyer", id), ("outcome", outcome)], *n);
+        }
+    }
+
+    let name = "gavel_buyer_call_errors_total";
+    header(
+        &mut out,
+        name,
+        "counter",
+        "Buyer pings that never reached the buyer, per buyer and kind (tls, dns, connect).",
+    );
+    for (id, counts) in snap.buyer_ids.iter().zip(&snap.buyer_call_errors) {
+        for (kind, n) in BUYER_CALL_ERROR_KINDS.iter().zip(counts) {
+            sample(&mut out, name, &[("buyer", id), ("kind", kind)], *n);
         }
     }
 
@@ -532,6 +546,9 @@ mod tests {
                 m.record_auction(v);
                 m.record_engine_overhead(k % 400 + 20);
                 m.record_buyer_ping((k % 3) as usize, BUYER_OUTCOMES[(k % 4) as usize], Some(v));
+                if k % 100 == 0 {
+                    m.record_buyer_call_error(0, "tls");
+                }
                 if k % 10 == 0 {
                     m.record_post(v * 3);
                     m.record_store_commit(k + 200);
@@ -673,6 +690,18 @@ mod tests {
                 "gavel_buyer_pings_total{buyer=\"acme\",outcome=\"capped\"}"
             ),
             0.0
+        );
+        for kind in BUYER_CALL_ERROR_KINDS {
+            let series =
+                format!("gavel_buyer_call_errors_total{{buyer=\"globex\",kind=\"{kind}\"}}");
+            assert_eq!(value(&text, &series), 0.0);
+        }
+        assert_eq!(
+            value(
+                &text,
+                "gavel_buyer_call_errors_total{buyer=\"acme\",kind=\"tls\"}"
+            ),
+            40.0
         );
         assert_eq!(
             value(

@@ -20,7 +20,7 @@ use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
 
-use crate::config::{ConfigError, WebhookConfig};
+use crate::config::{ConfigError, WebhookConfig, WebhookDeliveryConfig};
 
 /// Prefix of a webhook signing secret.
 pub const SECRET_PREFIX: &str = "whsec_";
@@ -131,6 +131,23 @@ pub fn check_config(endpoints: &[WebhookConfig], file: &str) -> Result<(), Confi
         resolve_secrets(w).map_err(|r| bad(secrets_key, r))?;
     }
     Ok(())
+}
+
+/// Checks `[webhook_delivery]` beyond its ranges: that `ca_file` reads and holds CA certificates.
+pub fn check_delivery(d: &WebhookDeliveryConfig, file: &str) -> Result<(), ConfigError> {
+    tls_config(d).map(|_| ()).map_err(|e| ConfigError::Invalid {
+        file: file.to_string(),
+        key: format!("webhook_delivery.{}", e.key),
+        reason: e.reason,
+    })
+}
+
+/// The sender's TLS configuration: `None` (ureq's own, the public roots) unless `ca_file` adds a
+/// private CA. Reads the file: call it at start, never on a core.
+pub fn tls_config(
+    d: &WebhookDeliveryConfig,
+) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, crate::buyers::tls::SettingError> {
+    crate::buyers::tls::webhook_config(d.ca_file.as_deref())
 }
 
 /// A new event id: `evt_` + ULID.

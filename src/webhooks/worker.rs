@@ -92,11 +92,15 @@ pub fn start(
     clock: Clock,
 ) -> Result<WorkerHandle, String> {
     let d = &webhooks.delivery;
-    let agent = ureq::AgentBuilder::new()
+    let mut agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_millis(d.timeout_ms))
         .redirects(0)
-        .user_agent(concat!("gavel-webhooks/", env!("CARGO_PKG_VERSION")))
-        .build();
+        .user_agent(concat!("gavel-webhooks/", env!("CARGO_PKG_VERSION")));
+    // `webhook_delivery.ca_file`, read here at start (check-config has already read it once).
+    if let Some(tls) = super::tls_config(d).map_err(|e| format!("webhook_delivery.{e}"))? {
+        agent = agent.tls_config(tls);
+    }
+    let agent = agent.build();
     let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(d.threads * 2);
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
     for n in 0..d.threads {
