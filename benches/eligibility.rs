@@ -243,6 +243,9 @@ fn buyers(n: usize, seed: u64, all_filters: bool) -> Vec<BuyerConfig> {
             ping_timeout_ms: 1_500,
             post_timeout_ms: 800,
             max_pings_per_s: None,
+            fixed_price: None,
+            ping_format: None,
+            post_format: None,
         })
         .collect()
 }

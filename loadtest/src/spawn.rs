@@ -312,6 +312,9 @@ scopes = ["ping", "post", "reports", "admin"]
             ping_timeout_ms: (hi + 500).max(1500),
             post_timeout_ms: 1500,
             max_pings_per_s: None,
+            fixed_price: None,
+            ping_format: None,
+            post_format: None,
         })
         .collect();
     gavel::cli::check_config(&config, "gavel-load").map_err(|e| e.to_string())?;

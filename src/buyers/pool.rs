@@ -47,6 +47,10 @@ impl Origin {
 pub fn check_config(buyers: &[BuyerConfig], file: &str) -> Result<(), ConfigError> {
     for (i, b) in buyers.iter().enumerate() {
         for (k, u) in [("ping_url", &b.ping_url), ("post_url", &b.post_url)] {
+            // A direct-post buyer has no ping URL (`Config::validate` checked it has a price).
+            if k == "ping_url" && u.is_empty() {
+                continue;
+            }
             Origin::parse(u).map_err(|reason| ConfigError::Invalid {
                 file: file.to_string(),
                 key: format!("buyers[{i}].{k}"),
@@ -241,6 +245,32 @@ impl Pool {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        for (name, value) in headers {
+            req.headers_mut().insert(name.clone(), value.clone());
+        }
+        self.send(target, req, max_body).await
+    }
+
+    /// Sends one request of any method, with an optional content type, and reads the whole
+    /// answer (at most `max_body` bytes): the call of a buyer with its own format. Same pooling
+    /// and abandonment rules as [`Pool::post_json`].
+    pub async fn call(
+        &self,
+        target: &Target,
+        method: http::Method,
+        content_type: Option<HeaderValue>,
+        headers: &[(http::HeaderName, HeaderValue)],
+        body: Bytes,
+        max_body: usize,
+    ) -> Result<Answer, CallError> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(target.path.as_str())
+            .body(Full::new(body))
+            .expect("a target's path and a method are valid request parts");
+        if let Some(ct) = content_type {
+            req.headers_mut().insert(http::header::CONTENT_TYPE, ct);
+        }
         for (name, value) in headers {
             req.headers_mut().insert(name.clone(), value.clone());
         }

@@ -128,6 +128,9 @@ pub fn buyer(fleet: &FleetHandle, id: &str) -> BuyerConfig {
         ping_timeout_ms: 1500,
         post_timeout_ms: 800,
         max_pings_per_s: None,
+        fixed_price: None,
+        ping_format: None,
+        post_format: None,
     }
 }
 
