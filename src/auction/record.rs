@@ -334,6 +334,22 @@ mod tests {
     }
 
     #[test]
+    fn a_fixed_price_bid_keeps_its_marker_through_the_record() {
+        let mut a = auction();
+        a.outcomes[0].direct_post = true;
+        let r = to_record(&a);
+        assert_eq!(r.outcomes[0].kind, FIXED_PRICE_BID);
+        // Every other outcome keeps its plain word, as records written before did.
+        assert_eq!(r.outcomes[1].kind, "no_bid");
+        let back = from_record(r, &Registry::default(), 9).unwrap();
+        assert_eq!(
+            (back.outcomes[0].kind, back.outcomes[0].direct_post),
+            (OutcomeKind::Bid, true)
+        );
+        assert!(back.outcomes[1..].iter().all(|o| !o.direct_post));
+    }
+
+    #[test]
     fn a_record_with_an_unknown_word_is_refused_not_guessed() {
         let mut r = to_record(&auction());
         r.post_attempts[0].result = "maybe".into();
