@@ -529,3 +529,91 @@ fn the_direct_post_marker_survives_a_restart() {
     );
     assert_eq!(rec.json["winner"]["buyer_id"], "direct");
 }
+
+/// The three worked examples of docs/buyer-integration.md ("Posting instructions") are valid
+/// buyer entries, and Gavel builds exactly the requests the page shows for them.
+#[test]
+fn documented_posting_instructions_build_the_documented_requests() {
+    use gavel::buyers::format::{Call, Format, Input};
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/buyer-integration.md"),
+    )
+    .unwrap();
+    let section = &doc[doc.find("## Posting instructions").unwrap()..];
+    let section = &section[..section.find("## Certifying").unwrap()];
+    let blocks = |lang: &str| -> Vec<String> {
+        section
+            .split(&format!("```{lang}\n"))
+            .skip(1)
+            .map(|b| b[..b.find("```").unwrap()].to_string())
+            .collect()
+    };
+    let configs = blocks("toml");
+    assert_eq!(configs.len(), 3);
+    let bodies: Vec<String> = blocks("http")
+        .iter()
+        .map(|h| h[h.find("\n\n").unwrap() + 2..].trim_end().to_string())
+        .collect();
+    let mut body = serde_json::to_vec(&ping_body()).unwrap();
+    let ping = gavel::api::validate::parse_ping(&mut body, 0).expect("the test ping is valid");
+    let lead = gavel::model::Lead {
+        lead_uuid: "ld_01JTZ8Q6A1B2C3D4E5F6G7H8J9".into(),
+        first_name: "Maria".into(),
+        last_name: "Lopez".into(),
+        email: "maria.lopez@example.com".into(),
+        phone: "+15125550182".into(),
+        address: gavel::model::Address {
+            line1: "1200 Sample St".into(),
+            line2: None,
+            city: "Houston".into(),
+            state: "TX".into(),
+            zip: "77001".into(),
+        },
+        tcpa: gavel::model::Tcpa {
+            consent_text: "By clicking submit, I consent to be contacted.".into(),
+            consent_timestamp: "2026-05-11T14:21:58Z".into(),
+            ip_address: "203.0.113.42".into(),
+            trustedform_cert_url: None,
+        },
+    };
+    let auction_id = "auc_01JTZ8Q5W3M4N6P7R8S9T0V1W2";
+    let ping_in = Input::Ping {
+        auction_id,
+        expires_at: "2026-05-11T14:22:08.082Z",
+        ping: &ping,
+    };
+    let mut built = Vec::new();
+    for (i, text) in configs.iter().enumerate() {
+        let cfg = gavel::config::Config::parse("example.toml", text)
+            .unwrap_or_else(|e| panic!("example {}: {e}", i + 1));
+        gavel::cli::check_config(&cfg, "example.toml")
+            .unwrap_or_else(|e| panic!("example {}: {e}", i + 1));
+        let b = &cfg.buyers[0];
+        // The post's bid token is the one each example's ping answer gave (none for example 3).
+        let token = ["A-778", "J-1", ""][i];
+        if let Some(f) = &b.ping_format {
+            let f = Format::compile(f, Call::Ping).unwrap();
+            built.push(f.build(&ping_in).body);
+        }
+        let f = Format::compile(b.post_format.as_ref().unwrap(), Call::Post).unwrap();
+        built.push(
+            f.build(&Input::Post {
+                auction_id,
+                bid_token: token,
+                lead: &lead,
+            })
+            .body,
+        );
+    }
+    // The page shows the full requests of examples 1 and 2's pings, example 1's post and
+    // example 3's post; example 2's post is shown inline.
+    let built: Vec<String> = built
+        .iter()
+        .map(|b| String::from_utf8(b.to_vec()).unwrap())
+        .collect();
+    assert_eq!(
+        [&built[0], &built[1], &built[2], &built[4]],
+        [&bodies[0], &bodies[1], &bodies[2], &bodies[3]]
+    );
+    assert!(section.contains(&format!("`{}`", built[3])), "{}", built[3]);
+}
