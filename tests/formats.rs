@@ -397,6 +397,37 @@ fn a_formatted_answer_without_an_amount_is_invalid_amount() {
     assert_eq!(rec.json["winner"]["buyer_id"], "low");
 }
 
+/// A GET buyer gets the fields in the query string, after the query its URL already has.
+#[test]
+fn a_get_buyer_gets_its_fields_in_the_query_string() {
+    let tb = TestBuyer::start(|s| match (s.method.as_str(), s.target.as_str()) {
+        ("GET", "/ping?src=gavel&zip=770&st=tx") if s.body.is_empty() => {
+            (200, "application/json", r#"{"price":"33.10"}"#.into())
+        }
+        _ => (400, "application/json", "{}".into()),
+    });
+    let env = Env::start(Driver::Legacy, vec![fixed("low", 5.0)], |cfg, fleet| {
+        let mut b = buyer_at(fleet, "getter", &tb);
+        b.ping_url = tb.url("/ping?src=gavel");
+        b.ping_format = Some(format(
+            "method = \"GET\"\n[fields]\nzip = { from = \"zip3\" }\n\
+             st = { from = \"state\", transform = \"lower\" }\n\
+             [answer]\ntype = \"json\"\namount = \"/price\"\n",
+        ));
+        cfg.buyers.push(b);
+    });
+    let (id, _) = ping_won(&env);
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    assert_eq!(
+        outcome(&rec, "getter")["amount"].as_f64(),
+        Some(33.1),
+        "{}",
+        rec.text
+    );
+    assert_eq!(rec.json["winner"]["buyer_id"], "getter");
+    assert_eq!(tb.seen("/ping")[0].header("content-type"), None);
+}
+
 /// A direct-post buyer: no ping URL, a fixed price, a form post.
 fn direct(fleet: &gavel::sandbox::FleetHandle, tb: &TestBuyer, price_cents: u64) -> BuyerConfig {
     let mut b = buyer(fleet, "direct");

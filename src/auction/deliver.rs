@@ -198,13 +198,17 @@ pub async fn deliver(
             return Delivery::Aborted;
         }
         let buyer = &registry.buyers[c.buyer];
-        let body: Bytes = serde_json::to_vec(&BuyerPost {
-            auction_id,
-            bid_token: &c.buyer_bid_token,
-            lead,
-        })
-        .expect("lead serializes")
-        .into();
+        // A buyer with its own format gets a body built by that format instead.
+        let body: Bytes = match buyer.post_format {
+            Some(_) => Bytes::new(),
+            None => serde_json::to_vec(&BuyerPost {
+                auction_id,
+                bid_token: &c.buyer_bid_token,
+                lead,
+            })
+            .expect("lead serializes")
+            .into(),
+        };
         let mut headers: Vec<(HeaderName, HeaderValue)> =
             vec![(HeaderName::from_static("idempotency-key"), idem.clone())];
         if let Some((n, v)) = &buyer.auth {

@@ -176,18 +176,26 @@ pub async fn ping_buyers(
     let idem = HeaderValue::from_str(&format!("ping_{auction_id}"))
         .expect("auction ids are header-safe by validation");
     let mut arrival = 0u32;
-    // A direct-post buyer is never pinged: its fixed price is its bid.
-    let (direct, pinged): (Vec<usize>, Vec<usize>) = elig
-        .eligible
-        .iter()
-        .partition(|&&bi| registry.buyers[bi].ping.is_none());
-    // A buyer over its pings-per-second limit (shared by all cores) is skipped, not pinged.
-    let (to_ping, rate_limited): (Vec<usize>, Vec<usize>) = pinged.iter().partition(|&&bi| {
-        matches!(
-            registry.buyers[bi].ping_rate.acquire(),
+    // A direct-post buyer is never pinged: its fixed price is its bid. A buyer over its
+    // pings-per-second limit (shared by all cores) is skipped, not pinged.
+    let (mut to_ping, mut rate_limited, mut direct) = (
+        Vec::with_capacity(elig.eligible.len()),
+        Vec::new(),
+        Vec::new(),
+    );
+    for &bi in &elig.eligible {
+        let buyer = &registry.buyers[bi];
+        if buyer.ping.is_none() {
+            direct.push(bi);
+        } else if matches!(
+            buyer.ping_rate.acquire(),
             crate::limits::Decision::Allowed { .. }
-        )
-    });
+        ) {
+            to_ping.push(bi);
+        } else {
+            rate_limited.push(bi);
+        }
+    }
     // Pings leave here: whoever computed `elig` must have capped it at the configured limit.
     debug_assert!(
         to_ping.len() <= cfg.max_buyers_per_auction,
