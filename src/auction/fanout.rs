@@ -263,22 +263,24 @@ pub async fn ping_buyers(
     let mut out: Vec<BuyerOutcome> = outcomes.into_iter().flatten().collect();
     // Fixed prices arrive after every pinged answer, so a tie goes to the buyer that priced
     // this lead. Their validity is the bid token's lifetime, set where the auction closes.
-    out.extend(direct.iter().map(|&bi| {
-        arrival += 1;
-        BuyerOutcome {
-            buyer: bi,
-            buyer_id: registry.buyers[bi].id.clone(),
-            kind: OutcomeKind::Bid,
-            amount_cents: registry.buyers[bi].fixed_price_cents,
-            buyer_bid_token: None,
-            valid_until_ms: None,
-            reject_reason: None,
-            reject_detail: None,
-            latency_us: 0,
-            arrival: arrival - 1,
-            direct_post: true,
-        }
-    }));
+    out.extend(
+        direct
+            .iter()
+            .zip(arrival..)
+            .map(|(&bi, arrival)| BuyerOutcome {
+                buyer: bi,
+                buyer_id: registry.buyers[bi].id.clone(),
+                kind: OutcomeKind::Bid,
+                amount_cents: registry.buyers[bi].fixed_price_cents,
+                buyer_bid_token: None,
+                valid_until_ms: None,
+                reject_reason: None,
+                reject_detail: None,
+                latency_us: 0,
+                arrival,
+                direct_post: true,
+            }),
+    );
     out.extend(not_pinged(registry, elig, &rate_limited));
     out
 }
