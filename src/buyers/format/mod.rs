@@ -79,10 +79,11 @@ impl Format {
                 let bad = |what: &str| {
                     FormatError::new(format!("headers.{n}"), format!("not a valid header {what}"))
                 };
-                Ok((
-                    HeaderName::from_bytes(n.as_bytes()).map_err(|_| bad("name"))?,
-                    HeaderValue::from_str(v).map_err(|_| bad("value"))?,
-                ))
+                let name = HeaderName::from_bytes(n.as_bytes()).map_err(|_| bad("name"))?;
+                let mut value = HeaderValue::from_str(v).map_err(|_| bad("value"))?;
+                // Such headers often carry an API key: keep them out of any debug output.
+                value.set_sensitive(true);
+                Ok((name, value))
             })
             .collect::<Result<_, FormatError>>()?;
         let answer = c
