@@ -474,6 +474,65 @@ mod tests {
         );
     }
 
+    /// A formatted answer is judged by the contract's rules: status, cents, token length and
+    /// reason cleaning.
+    #[test]
+    fn formatted_answers_follow_the_contract_rules() {
+        let cfg: crate::config::FormatConfig = toml::from_str(
+            "[answer]\ntype = \"json\"\namount = \"/a\"\nbid_token = \"/t\"\n\
+             accepted = \"/ok\"\nreject_reason = \"/why\"\n",
+        )
+        .unwrap();
+        let f = format::Format::compile(&cfg, format::Call::Ping).unwrap();
+        let judge = |status: u16, body: String| {
+            let base = BuyerOutcome {
+                buyer: 0,
+                buyer_id: "b".into(),
+                kind: OutcomeKind::Error,
+                amount_cents: None,
+                buyer_bid_token: None,
+                valid_until_ms: None,
+                reject_reason: None,
+                reject_detail: None,
+                latency_us: 0,
+                arrival: 0,
+                direct_post: false,
+            };
+            let answer = crate::buyers::pool::Answer {
+                status: StatusCode::from_u16(status).unwrap(),
+                headers: Default::default(),
+                body: body.into(),
+            };
+            let o = formatted(f.answer().unwrap(), &answer, base);
+            (o.kind, o.amount_cents, o.buyer_bid_token, o.reject_reason)
+        };
+        let bid = |a: &str, t: &str| format!(r#"{{"ok":true,"a":{a},"t":"{t}"}}"#);
+        assert_eq!(
+            judge(200, bid("12.345", "x")),
+            (OutcomeKind::Bid, Some(1235), Some("x".into()), None)
+        );
+        assert_eq!(judge(201, bid("1", "x")).0, OutcomeKind::Bid);
+        let error = |r: &str| (OutcomeKind::Error, None, None, Some(r.to_string()));
+        assert_eq!(judge(503, bid("1", "x")), error("http_503"));
+        assert_eq!(judge(200, bid("0", "x")), error("invalid_amount"));
+        assert_eq!(judge(200, bid("-3", "x")), error("invalid_amount"));
+        assert_eq!(judge(200, bid("1e13", "x")), error("invalid_amount"));
+        assert_eq!(judge(200, bid("1", "")), error("invalid_bid_token"));
+        let long = "t".repeat(MAX_BUYER_TOKEN_LEN + 1);
+        assert_eq!(judge(200, bid("1", &long)), error("invalid_bid_token"));
+        assert_eq!(judge(200, "nope".into()), error("invalid_json"));
+        assert_eq!(
+            judge(200, r#"{"ok":false,"why":"Not Today"}"#.into()),
+            (OutcomeKind::NoBid, None, None, Some("unspecified".into()))
+        );
+        assert_eq!(
+            judge(200, r#"{"ok":false,"why":"capped"}"#.into())
+                .3
+                .as_deref(),
+            Some("capped")
+        );
+    }
+
     fn bid_of(amount: &str) -> Vec<u8> {
         format!(
             r#"{{"auction_id":"a1","bid":{{"amount":{amount},"currency":"USD","bid_token":"t","valid_until":"2099-01-01T00:00:00Z"}}}}"#
