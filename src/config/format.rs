@@ -64,10 +64,31 @@ pub struct FieldConfig {
     pub value: Option<FilterValue>,
     /// The value used when the source is missing (an optional field the seller left out).
     pub default: Option<FilterValue>,
-    /// Writes a boolean as one of two strings: `["Y", "N"]` (true first).
-    pub bool_as: Option<[String; 2]>,
+    /// Writes a boolean as one of two strings: `["Y", "N"]` or `"1/0"` (true first).
+    pub bool_as: Option<BoolAs>,
     /// A string change: `upper`, `lower` or `digits_only`.
     pub transform: Option<Transform>,
+}
+
+/// The two strings of `bool_as`, as a pair or as one `"true/false"` string.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum BoolAs {
+    Pair([String; 2]),
+    Slashed(String),
+}
+
+impl BoolAs {
+    /// The strings for true and false; `None` for a slashed string without exactly one `/`.
+    pub fn strings(&self) -> Option<[String; 2]> {
+        match self {
+            BoolAs::Pair(p) => Some(p.clone()),
+            BoolAs::Slashed(s) => match s.split('/').collect::<Vec<_>>()[..] {
+                [yes, no] => Some([yes.to_string(), no.to_string()]),
+                _ => None,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

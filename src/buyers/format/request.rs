@@ -310,7 +310,19 @@ impl Plan {
                 path,
                 source,
                 default: f.default.as_ref().map(Val::from_config),
-                bool_as: f.bool_as.clone(),
+                bool_as: f
+                    .bool_as
+                    .as_ref()
+                    .map(|b| {
+                        b.strings().ok_or_else(|| {
+                            FormatError::new(
+                                format!("fields.{name}.bool_as"),
+                                "must be two strings, [\"Y\", \"N\"], or one with a slash, \"1/0\""
+                                    .into(),
+                            )
+                        })
+                    })
+                    .transpose()?,
                 transform: f.transform,
             });
         }

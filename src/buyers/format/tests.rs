@@ -72,6 +72,7 @@ fn a_form_template_writes_fields_in_file_order_with_transforms() {
         credit = { from = "attributes.credit_band", transform = "upper" }
         gone = { from = "attributes.gone" }
         cars = { from = "vehicle_count" }
+        consent = { from = "tcpa_consent", bool_as = "1/0" }
         id = { from = "auction_id" }
         "#,
         Call::Ping,
@@ -87,7 +88,7 @@ fn a_form_template_writes_fields_in_file_order_with_transforms() {
     // A missing value without a default is left out (`gone`).
     assert_eq!(
         text(&b),
-        "zip=770&state=tx&api_key=ABC+123&insured=Y&band=unknown&credit=GOOD&cars=2&id=auc_1"
+        "zip=770&state=tx&api_key=ABC+123&insured=Y&band=unknown&credit=GOOD&cars=2&consent=1&id=auc_1"
     );
     assert_eq!(f.headers()[0].0.as_str(), "x-api-key");
     assert_eq!(f.headers()[0].1, "k1");
@@ -167,6 +168,11 @@ fn templates_with_unknown_fields_or_bad_shapes_are_refused_with_their_key() {
     assert_eq!(e.key, "fields.a.b");
     let e = err("[fields]\n\"a.\" = { value = 1 }\n", Call::Ping);
     assert_eq!(e.key, "fields.a.");
+    let e = err(
+        "[fields]\nx = { from = \"tcpa_consent\", bool_as = \"yes\" }\n",
+        Call::Ping,
+    );
+    assert_eq!(e.key, "fields.x.bool_as");
     let e = err("[headers]\n\"bad header\" = \"x\"\n", Call::Ping);
     assert_eq!(e.key, "headers.bad header");
     let e = err("[answer]\ntype = \"json\"\n", Call::Ping);
