@@ -244,6 +244,9 @@ fn buyers(n: usize, seed: u64, all_filters: bool) -> Vec<BuyerConfig> {
             post_timeout_ms: 800,
             max_pings_per_s: None,
             tls: None,
+            fixed_price: None,
+            ping_format: None,
+            post_format: None,
         })
         .collect()
 }

@@ -90,6 +90,7 @@ fn auction(n: usize, sold: bool) -> Auction {
                 reject_detail: None,
                 latency_us: 20_000,
                 arrival: b as u32,
+                direct_post: false,
             }
         })
         .collect();

@@ -396,6 +396,7 @@ pub fn check_config(cfg: &Config, file: &str) -> Result<(), ConfigError> {
 fn check_sections(cfg: &Config, file: &str) -> Result<(), ConfigError> {
     crate::auction::token::check_config(&cfg.bid_token, file)?;
     crate::buyers::pool::check_config(&cfg.buyers, file)?;
+    crate::buyers::format::check_config(&cfg.buyers, file)?;
     crate::webhooks::check_config(&cfg.webhooks, file)?;
     crate::webhooks::check_delivery(&cfg.webhook_delivery, file)?;
     crate::sandbox::check_config(&cfg.sandbox, file)

@@ -220,6 +220,29 @@ fn check_config_command() {
             "{cmd}: {err}"
         );
     }
+
+    // A buyer format that names an unknown field is refused by the real binary, naming the
+    // buyer, the key and the field.
+    std::fs::write(
+        &bad,
+        "[[buyers]]\nid = \"acme\"\ntenant = \"sandbox\"\n\
+         ping_url = \"http://127.0.0.1:9/ping\"\npost_url = \"http://127.0.0.1:9/post\"\n\
+         [buyers.ping_format.fields]\nzip = { from = \"zipcode\" }\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("buyers[0].ping_format.fields.zip")
+            && err.contains("\"acme\"")
+            && err.contains("unknown ping field \"zipcode\""),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -413,6 +436,17 @@ fn every_validated_key_is_named_by_its_own_error() {
         (format!("{buyer}filters = {{ driver_age_bands = [\" 25-34\"] }}\n"), "buyers[0].filters.driver_age_bands[0]", "surrounding spaces"),
         (format!("{buyer}filters = {{ vehicle_count = {{ min = 3, max = 1 }} }}\n"), "buyers[0].filters.vehicle_count.min", "above max"),
         (format!("{buyer}filters = {{ vehicle_count = {{ min = -1 }} }}\n"), "buyers[0].filters.vehicle_count.min", ""),
+        (format!("{buyer}[buyers.ping_format.fields]\nzip = {{ from = \"zipcode\" }}\n"), "buyers[0].ping_format.fields.zip", "buyer \"b1\": unknown ping field \"zipcode\""),
+        (format!("{buyer}[buyers.post_format.fields]\nmail = {{ from = \"lead.mail\" }}\n"), "buyers[0].post_format.fields.mail", "buyer \"b1\": unknown lead field \"lead.mail\""),
+        (format!("{buyer}[buyers.ping_format.fields]\nzip = {{ from = \"zip3\", transform = \"title\" }}\n"), "buyers[0].ping_format.fields.zip.transform", "unknown variant"),
+        (format!("{buyer}[buyers.ping_format.answer]\ntype = \"json\"\namount = \"bid.amount\"\n"), "buyers[0].ping_format.answer.amount", "JSON pointer"),
+        (format!("{buyer}[buyers.ping_format.answer]\ntype = \"xml\"\n"), "buyers[0].ping_format.answer.amount", "needs the path"),
+        (format!("{buyer}[buyers.post_format]\nheaders = {{ \"bad header\" = \"x\" }}\n"), "buyers[0].post_format.headers.bad header", "header name"),
+        (format!("{buyer}fixed_price = 12.50\n"), "buyers[0].ping_url", "exactly one of `ping_url`"),
+        (buyer.replace("ping_url = \"http://127.0.0.1:9/ping\"\n", ""), "buyers[0].ping_url", "exactly one of `ping_url`"),
+        (buyer.replace("ping_url = \"http://127.0.0.1:9/ping\"\n", "fixed_price = 0\n"), "buyers[0].fixed_price", "more than 0"),
+        (buyer.replace("ping_url = \"http://127.0.0.1:9/ping\"\n", "fixed_price = 1.005\n"), "buyers[0].fixed_price", "sub-cent"),
+        (buyer.replace("ping_url = \"http://127.0.0.1:9/ping\"\n", "fixed_price = 5\n") + "[buyers.ping_format]\n", "buyers[0].ping_format", "never pinged"),
         ("[[rules]]\nrequire = []\n".into(), "rules[0].require", "must not be empty"),
         ("[[rules]]\nrequire = [\"tcpa\"]\n".into(), "rules[0].require", "lead."),
         ("[store]\nidempotency_retention_days = 0\n".into(), "store.idempotency_retention_days", "1 day"),

@@ -261,6 +261,9 @@ fn tls_buyer(id: &str, server: &TlsServer, tls: Option<BuyerTlsConfig>) -> Buyer
         post_timeout_ms: 1500,
         max_pings_per_s: None,
         tls,
+        fixed_price: None,
+        ping_format: None,
+        post_format: None,
     }
 }
 

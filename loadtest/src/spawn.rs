@@ -313,6 +313,9 @@ scopes = ["ping", "post", "reports", "admin"]
             post_timeout_ms: 1500,
             max_pings_per_s: None,
             tls: None,
+            fixed_price: None,
+            ping_format: None,
+            post_format: None,
         })
         .collect();
     gavel::cli::check_config(&config, "gavel-load").map_err(|e| e.to_string())?;

@@ -10,7 +10,7 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 
-use crate::auction::record::to_record;
+use crate::auction::record::{to_record, FIXED_PRICE_BID};
 use crate::auction::rfc3339_ms;
 use crate::config::{Scope, Tenant};
 use crate::error::ApiError;
@@ -25,6 +25,9 @@ use crate::store::AuctionRecord;
 struct BuyerOut<'a> {
     buyer_id: &'a str,
     outcome: &'a str,
+    /// Only on a direct-post buyer's fixed-price bid: the buyer was not pinged.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    direct_post: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     amount: Option<Money>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -116,7 +119,13 @@ pub fn render(shared: &Shared, r: &AuctionRecord) -> Result<Reply, ApiError> {
             .iter()
             .map(|o| BuyerOut {
                 buyer_id: &o.buyer_id,
-                outcome: &o.kind,
+                // A fixed-price bid is stored under a word of its own and shown as a `bid`.
+                outcome: if o.kind == FIXED_PRICE_BID {
+                    "bid"
+                } else {
+                    &o.kind
+                },
+                direct_post: o.kind == FIXED_PRICE_BID,
                 amount: o.amount_cents.map(Money),
                 reject_reason: o.reject_reason.as_deref(),
                 reject_detail: o.reject_detail.as_deref(),

@@ -19,6 +19,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::{AttemptResult, PostAttempt};
+use crate::buyers::format;
 use crate::buyers::pool::{CallError, Pool};
 use crate::buyers::Registry;
 use crate::model::Lead;
@@ -152,6 +153,20 @@ fn judge(status: StatusCode, headers: &http::HeaderMap, body: &[u8]) -> Try {
     Try::Refused
 }
 
+/// Reads a 2xx answer of a buyer with its own answer format. A format that maps no lead id
+/// records Gavel's own `lead_uuid` as the buyer's id for the lead.
+fn formatted(reader: &format::Reader, lead: &Lead, body: &[u8]) -> Try {
+    match reader.post(body) {
+        format::PostVerdict::Accepted { lead_id: None } => Try::Accepted(lead.lead_uuid.clone()),
+        format::PostVerdict::Accepted { lead_id: Some(id) }
+            if !id.is_empty() && id.len() <= MAX_BUYER_LEAD_ID_LEN =>
+        {
+            Try::Accepted(id)
+        }
+        _ => Try::Refused,
+    }
+}
+
 /// Delivers `lead` to the candidates in order, starting at `candidates[0]`. Attempts are appended
 /// to `attempts` for the auction record.
 ///
@@ -183,13 +198,17 @@ pub async fn deliver(
             return Delivery::Aborted;
         }
         let buyer = &registry.buyers[c.buyer];
-        let body: Bytes = serde_json::to_vec(&BuyerPost {
-            auction_id,
-            bid_token: &c.buyer_bid_token,
-            lead,
-        })
-        .expect("lead serializes")
-        .into();
+        // A buyer with its own format gets a body built by that format instead.
+        let body: Bytes = match buyer.post_format {
+            Some(_) => Bytes::new(),
+            None => serde_json::to_vec(&BuyerPost {
+                auction_id,
+                bid_token: &c.buyer_bid_token,
+                lead,
+            })
+            .expect("lead serializes")
+            .into(),
+        };
         let mut headers: Vec<(HeaderName, HeaderValue)> =
             vec![(HeaderName::from_static("idempotency-key"), idem.clone())];
         if let Some((n, v)) = &buyer.auth {
@@ -204,11 +223,30 @@ pub async fn deliver(
             }
             let limit = (end - now).min(buyer.post_timeout);
             let t0 = Instant::now();
-            let res = monoio::time::timeout(
-                limit,
-                pool.post_json(&buyer.post, &headers, body.clone(), MAX_POST_RESPONSE_BYTES),
-            )
-            .await;
+            let call = async {
+                let Some(f) = &buyer.post_format else {
+                    let max = MAX_POST_RESPONSE_BYTES;
+                    return pool
+                        .post_json(&buyer.post, &headers, body.clone(), max)
+                        .await;
+                };
+                let bid_token = &c.buyer_bid_token;
+                let input = format::Input::Post {
+                    auction_id,
+                    bid_token,
+                    lead,
+                };
+                format::send(
+                    pool,
+                    &buyer.post,
+                    f,
+                    input,
+                    &headers,
+                    MAX_POST_RESPONSE_BYTES,
+                )
+                .await
+            };
+            let res = monoio::time::timeout(limit, call).await;
             let latency_us = t0.elapsed().as_micros() as u64;
             let (outcome, result, http_status) = match res {
                 Err(_) => (Try::RetryableUnclear, AttemptResult::Timeout, None),
@@ -218,7 +256,10 @@ pub async fn deliver(
                 }
                 Ok(Err(_)) => (Try::RetryableUnclear, AttemptResult::Error, None),
                 Ok(Ok(a)) => {
-                    let t = judge(a.status, &a.headers, &a.body);
+                    let t = match buyer.post_format.as_ref().and_then(|f| f.answer()) {
+                        Some(r) if a.status.is_success() => formatted(r, lead, &a.body),
+                        _ => judge(a.status, &a.headers, &a.body),
+                    };
                     let r = match t {
                         Try::Accepted(_) => AttemptResult::Accepted,
                         Try::Refused => AttemptResult::Rejected,

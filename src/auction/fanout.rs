@@ -14,6 +14,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::{parse_rfc3339_ms, rfc3339_ms, BuyerOutcome, OutcomeKind};
+use crate::buyers::format;
 use crate::buyers::pool::{CallError, Pool};
 use crate::buyers::{Eligibility, Registry};
 use crate::config::AuctionConfig;
@@ -170,18 +171,31 @@ pub async fn ping_buyers(
     deadline: Deadline,
 ) -> Vec<BuyerOutcome> {
     let body = buyer_ping_body(auction_id, ping, deadline.unix_ms);
+    let deadline_ms = deadline.unix_ms;
     let deadline = deadline.at;
     let idem = HeaderValue::from_str(&format!("ping_{auction_id}"))
         .expect("auction ids are header-safe by validation");
     let mut arrival = 0u32;
-    // A buyer over its pings-per-second limit (shared by all cores) is skipped, not pinged.
-    let (to_ping, rate_limited): (Vec<usize>, Vec<usize>) =
-        elig.eligible.iter().partition(|&&bi| {
-            matches!(
-                registry.buyers[bi].ping_rate.acquire(),
-                crate::limits::Decision::Allowed { .. }
-            )
-        });
+    // A direct-post buyer is never pinged: its fixed price is its bid. A buyer over its
+    // pings-per-second limit (shared by all cores) is skipped, not pinged.
+    let (mut to_ping, mut rate_limited, mut direct) = (
+        Vec::with_capacity(elig.eligible.len()),
+        Vec::new(),
+        Vec::new(),
+    );
+    for &bi in &elig.eligible {
+        let buyer = &registry.buyers[bi];
+        if buyer.ping.is_none() {
+            direct.push(bi);
+        } else if matches!(
+            buyer.ping_rate.acquire(),
+            crate::limits::Decision::Allowed { .. }
+        ) {
+            to_ping.push(bi);
+        } else {
+            rate_limited.push(bi);
+        }
+    }
     // Pings leave here: whoever computed `elig` must have capped it at the configured limit.
     debug_assert!(
         to_ping.len() <= cfg.max_buyers_per_auction,
@@ -194,6 +208,10 @@ pub async fn ping_buyers(
         .enumerate()
         .map(|(slot, &bi)| {
             let buyer = &registry.buyers[bi];
+            let target = buyer
+                .ping
+                .as_ref()
+                .expect("direct-post buyers are not pinged");
             let body = body.clone();
             let mut headers: Vec<(HeaderName, HeaderValue)> =
                 vec![(HeaderName::from_static("idempotency-key"), idem.clone())];
@@ -205,11 +223,20 @@ pub async fn ping_buyers(
                 let budget = deadline
                     .saturating_duration_since(started)
                     .min(buyer.ping_timeout);
-                let res = monoio::time::timeout(
-                    budget,
-                    pool.post_json(&buyer.ping, &headers, body, cfg.max_buyer_response_bytes),
-                )
-                .await;
+                let max = cfg.max_buyer_response_bytes;
+                let call = async {
+                    let Some(f) = &buyer.ping_format else {
+                        return pool.post_json(target, &headers, body, max).await;
+                    };
+                    let expires_at = rfc3339_ms(deadline_ms);
+                    let input = format::Input::Ping {
+                        auction_id,
+                        expires_at: &expires_at,
+                        ping,
+                    };
+                    format::send(pool, target, f, input, &headers, max).await
+                };
+                let res = monoio::time::timeout(budget, call).await;
                 (slot, bi, started.elapsed(), res)
             }
         })
@@ -228,11 +255,32 @@ pub async fn ping_buyers(
             reject_detail: None,
             latency_us,
             arrival,
+            direct_post: false,
         };
         arrival += 1;
         outcomes[slot] = Some(answered(registry, cfg, auction_id, base, res));
     }
     let mut out: Vec<BuyerOutcome> = outcomes.into_iter().flatten().collect();
+    // Fixed prices arrive after every pinged answer, so a tie goes to the buyer that priced
+    // this lead. Their validity is the bid token's lifetime, set where the auction closes.
+    out.extend(
+        direct
+            .iter()
+            .zip(arrival..)
+            .map(|(&bi, arrival)| BuyerOutcome {
+                buyer: bi,
+                buyer_id: registry.buyers[bi].id.clone(),
+                kind: OutcomeKind::Bid,
+                amount_cents: registry.buyers[bi].fixed_price_cents,
+                buyer_bid_token: None,
+                valid_until_ms: None,
+                reject_reason: None,
+                reject_detail: None,
+                latency_us: 0,
+                arrival,
+                direct_post: true,
+            }),
+    );
     out.extend(not_pinged(registry, elig, &rate_limited));
     out
 }
@@ -284,6 +332,10 @@ fn answered(
             ..base
         },
         Ok(Ok(answer)) => {
+            let format = registry.buyers[base.buyer].ping_format.as_ref();
+            if let Some(reader) = format.and_then(|f| f.answer()) {
+                return formatted(reader, &answer, base);
+            }
             let (kind, bid, reason, detail) = judge(
                 auction_id,
                 &cfg.currency,
@@ -298,6 +350,49 @@ fn answered(
                 buyer_bid_token: bid.map(|b| b.bid_token),
                 reject_reason: reason,
                 reject_detail: detail,
+                ..base
+            }
+        }
+    }
+}
+
+/// What a buyer with its own answer format said, judged by the contract's rules: a bid's amount
+/// becomes cents like a contract bid's, a token keeps the contract's length limit, and a reason is
+/// cleaned the same way. Such an answer carries no validity: the bid holds for the bid token's
+/// lifetime.
+fn formatted(
+    reader: &format::Reader,
+    answer: &crate::buyers::pool::Answer,
+    base: BuyerOutcome,
+) -> BuyerOutcome {
+    let err = |base: BuyerOutcome, reason: String| BuyerOutcome {
+        reject_reason: Some(reason),
+        ..base
+    };
+    if !answer.status.is_success() {
+        return err(base, format!("http_{}", answer.status.as_u16()));
+    }
+    match reader.ping(&answer.body) {
+        format::PingVerdict::Unreadable(why) => err(base, why.into()),
+        format::PingVerdict::NoBid { reason } => BuyerOutcome {
+            kind: OutcomeKind::NoBid,
+            reject_reason: Some(clean_reason(reason)),
+            ..base
+        },
+        format::PingVerdict::Bid { amount, bid_token } => {
+            let Some(cents) = amount.and_then(bid_cents) else {
+                return err(base, "invalid_amount".into());
+            };
+            if bid_token
+                .as_ref()
+                .is_some_and(|t| t.is_empty() || t.len() > MAX_BUYER_TOKEN_LEN)
+            {
+                return err(base, "invalid_bid_token".into());
+            }
+            BuyerOutcome {
+                kind: OutcomeKind::Bid,
+                amount_cents: Some(cents),
+                buyer_bid_token: bid_token,
                 ..base
             }
         }
@@ -322,6 +417,7 @@ fn not_pinged<'a>(
         reject_detail: None,
         latency_us: 0,
         arrival: u32::MAX,
+        direct_post: false,
     };
     let filtered = elig
         .filtered
@@ -388,6 +484,65 @@ mod tests {
         assert_eq!(
             judge("a1", "USD", StatusCode::OK, weird, now).2.unwrap(),
             "unspecified"
+        );
+    }
+
+    /// A formatted answer is judged by the contract's rules: status, cents, token length and
+    /// reason cleaning.
+    #[test]
+    fn formatted_answers_follow_the_contract_rules() {
+        let cfg: crate::config::FormatConfig = toml::from_str(
+            "[answer]\ntype = \"json\"\namount = \"/a\"\nbid_token = \"/t\"\n\
+             accepted = \"/ok\"\nreject_reason = \"/why\"\n",
+        )
+        .unwrap();
+        let f = format::Format::compile(&cfg, format::Call::Ping).unwrap();
+        let judge = |status: u16, body: String| {
+            let base = BuyerOutcome {
+                buyer: 0,
+                buyer_id: "b".into(),
+                kind: OutcomeKind::Error,
+                amount_cents: None,
+                buyer_bid_token: None,
+                valid_until_ms: None,
+                reject_reason: None,
+                reject_detail: None,
+                latency_us: 0,
+                arrival: 0,
+                direct_post: false,
+            };
+            let answer = crate::buyers::pool::Answer {
+                status: StatusCode::from_u16(status).unwrap(),
+                headers: Default::default(),
+                body: body.into(),
+            };
+            let o = formatted(f.answer().unwrap(), &answer, base);
+            (o.kind, o.amount_cents, o.buyer_bid_token, o.reject_reason)
+        };
+        let bid = |a: &str, t: &str| format!(r#"{{"ok":true,"a":{a},"t":"{t}"}}"#);
+        assert_eq!(
+            judge(200, bid("12.345", "x")),
+            (OutcomeKind::Bid, Some(1235), Some("x".into()), None)
+        );
+        assert_eq!(judge(201, bid("1", "x")).0, OutcomeKind::Bid);
+        let error = |r: &str| (OutcomeKind::Error, None, None, Some(r.to_string()));
+        assert_eq!(judge(503, bid("1", "x")), error("http_503"));
+        assert_eq!(judge(200, bid("0", "x")), error("invalid_amount"));
+        assert_eq!(judge(200, bid("-3", "x")), error("invalid_amount"));
+        assert_eq!(judge(200, bid("1e13", "x")), error("invalid_amount"));
+        assert_eq!(judge(200, bid("1", "")), error("invalid_bid_token"));
+        let long = "t".repeat(MAX_BUYER_TOKEN_LEN + 1);
+        assert_eq!(judge(200, bid("1", &long)), error("invalid_bid_token"));
+        assert_eq!(judge(200, "nope".into()), error("invalid_json"));
+        assert_eq!(
+            judge(200, r#"{"ok":false,"why":"Not Today"}"#.into()),
+            (OutcomeKind::NoBid, None, None, Some("unspecified".into()))
+        );
+        assert_eq!(
+            judge(200, r#"{"ok":false,"why":"capped"}"#.into())
+                .3
+                .as_deref(),
+            Some("capped")
         );
     }
 

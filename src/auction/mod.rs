@@ -86,6 +86,8 @@ pub struct BuyerOutcome {
     pub latency_us: u64,
     /// Order in which answers arrived; ties in price go to the lower number.
     pub arrival: u32,
+    /// A direct-post buyer's fixed-price bid: the buyer was not pinged.
+    pub direct_post: bool,
 }
 
 /// Why an auction ended without a winner (CONTRACT §4.1).

@@ -16,6 +16,11 @@ use crate::config::Tenant;
 use crate::http::Reply;
 use crate::store::{AttemptRecord, AuctionRecord, OutcomeRecord, PostRecord};
 
+/// The stored outcome word of a direct-post buyer's fixed-price bid. It is a `bid` in every
+/// other respect; a word of its own marks it without changing the record's layout, so records
+/// written before direct-post buyers existed read as they always did.
+pub const FIXED_PRICE_BID: &str = "fixed_price_bid";
+
 /// Headers of a reply as stored strings.
 pub fn headers_to_strings(reply: &Reply) -> Vec<(String, String)> {
     reply
@@ -103,7 +108,11 @@ pub fn to_record(a: &Auction) -> AuctionRecord {
             .iter()
             .map(|o| OutcomeRecord {
                 buyer_id: o.buyer_id.clone(),
-                kind: o.kind.as_str().into(),
+                kind: if o.direct_post {
+                    FIXED_PRICE_BID.into()
+                } else {
+                    o.kind.as_str().into()
+                },
                 amount_cents: o.amount_cents,
                 buyer_bid_token: o.buyer_bid_token.clone(),
                 valid_until_ms: o.valid_until_ms,
@@ -147,10 +156,16 @@ pub fn from_record(
         .outcomes
         .into_iter()
         .map(|o| {
+            let direct_post = o.kind == FIXED_PRICE_BID;
             Ok(BuyerOutcome {
                 buyer: registry.index_of(&o.buyer_id).unwrap_or(NO_BUYER),
-                kind: OutcomeKind::parse(&o.kind)
-                    .ok_or_else(|| format!("unknown outcome {:?}", o.kind))?,
+                kind: if direct_post {
+                    OutcomeKind::Bid
+                } else {
+                    OutcomeKind::parse(&o.kind)
+                        .ok_or_else(|| format!("unknown outcome {:?}", o.kind))?
+                },
+                direct_post,
                 buyer_id: o.buyer_id,
                 amount_cents: o.amount_cents,
                 buyer_bid_token: o.buyer_bid_token,
@@ -267,6 +282,7 @@ mod tests {
                 reject_detail: None,
                 latency_us: 0,
                 arrival: i as u32,
+                direct_post: false,
             })
             .collect();
         a.status = Status::NoBid(NoBidReason::BelowFloor);
@@ -315,6 +331,22 @@ mod tests {
         ));
         let results: Vec<_> = back.post_attempts.iter().map(|p| p.result).collect();
         assert_eq!(results, AttemptResult::ALL);
+    }
+
+    #[test]
+    fn a_fixed_price_bid_keeps_its_marker_through_the_record() {
+        let mut a = auction();
+        a.outcomes[0].direct_post = true;
+        let r = to_record(&a);
+        assert_eq!(r.outcomes[0].kind, FIXED_PRICE_BID);
+        // Every other outcome keeps its plain word, as records written before did.
+        assert_eq!(r.outcomes[1].kind, "no_bid");
+        let back = from_record(r, &Registry::default(), 9).unwrap();
+        assert_eq!(
+            (back.outcomes[0].kind, back.outcomes[0].direct_post),
+            (OutcomeKind::Bid, true)
+        );
+        assert!(back.outcomes[1..].iter().all(|o| !o.direct_post));
     }
 
     #[test]

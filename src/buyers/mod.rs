@@ -14,6 +14,7 @@ use crate::model::{Cents, Ping};
 use crate::types::clock::Clock;
 
 mod attributes;
+pub mod format;
 pub mod pool;
 pub mod resolve;
 pub mod tls;
@@ -94,8 +95,15 @@ pub struct Buyer {
     pub id: String,
     pub tenant: Tenant,
     pub enabled: bool,
-    pub ping: Target,
+    /// Where pings go; `None` for a direct-post buyer, which bids `fixed_price_cents` instead.
+    pub ping: Option<Target>,
     pub post: Target,
+    /// A direct-post buyer's price for every lead its filters accept.
+    pub fixed_price_cents: Option<Cents>,
+    /// How a ping becomes this buyer's request; `None`: Gavel's buyer contract.
+    pub ping_format: Option<format::Format>,
+    /// How a post becomes this buyer's request; `None`: Gavel's buyer contract.
+    pub post_format: Option<format::Format>,
     pub auth: Option<(HeaderName, HeaderValue)>,
     pub floor_cents: Cents,
     pub ping_timeout: Duration,
@@ -165,15 +173,29 @@ impl Buyer {
             }
         };
         let f = &c.filters;
+        let compile = |f: &Option<crate::config::FormatConfig>, call, name: &str| {
+            f.as_ref()
+                .map(|f| format::Format::compile(f, call))
+                .transpose()
+                .map_err(|e| format!("buyer {}: {name}.{}: {}", c.id, e.key, e.reason))
+        };
         Ok(Buyer {
             id: c.id.clone(),
             tenant: c.tenant,
             enabled: c.enabled,
-            ping: Target::for_buyer(&c.ping_url, "ping_url", c.tls.as_ref(), tls_cache)
-                .map_err(|e| format!("buyer {}: {e}", c.id))?,
+            ping: match c.ping_url.as_str() {
+                "" => None,
+                url => Some(
+                    Target::for_buyer(url, "ping_url", c.tls.as_ref(), tls_cache)
+                        .map_err(|e| format!("buyer {}: {e}", c.id))?,
+                ),
+            },
             post: Target::for_buyer(&c.post_url, "post_url", c.tls.as_ref(), tls_cache)
                 .map_err(|e| format!("buyer {}: {e}", c.id))?,
             warm_up: c.tls.as_ref().is_none_or(|t| t.warm_up),
+            fixed_price_cents: c.fixed_price,
+            ping_format: compile(&c.ping_format, format::Call::Ping, "ping_format")?,
+            post_format: compile(&c.post_format, format::Call::Post, "post_format")?,
             auth,
             floor_cents: c.floor,
             ping_timeout: Duration::from_millis(c.ping_timeout_ms),

@@ -64,11 +64,16 @@ pub fn check_config(buyers: &[BuyerConfig], file: &str) -> Result<(), ConfigErro
             key: format!("buyers[{i}].{}", e.key),
             reason: e.reason,
         };
-        let ping =
-            Target::for_buyer(&b.ping_url, "ping_url", b.tls.as_ref(), &mut cache).map_err(bad)?;
+        // A direct-post buyer has no ping URL (`Config::validate` checked it has a price).
+        let ping = match b.ping_url.as_str() {
+            "" => None,
+            url => {
+                Some(Target::for_buyer(url, "ping_url", b.tls.as_ref(), &mut cache).map_err(bad)?)
+            }
+        };
         let post =
             Target::for_buyer(&b.post_url, "post_url", b.tls.as_ref(), &mut cache).map_err(bad)?;
-        if b.tls.is_some() && ping.tls.is_none() && post.tls.is_none() {
+        if b.tls.is_some() && ping.is_none_or(|p| p.tls.is_none()) && post.tls.is_none() {
             return Err(bad(SettingError {
                 key: "tls",
                 reason: "set, but neither ping_url nor post_url is https://".into(),
@@ -391,6 +396,32 @@ impl Pool {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        for (name, value) in headers {
+            req.headers_mut().insert(name.clone(), value.clone());
+        }
+        self.send(target, req, max_body).await
+    }
+
+    /// Sends one request of any method, with an optional content type, and reads the whole
+    /// answer (at most `max_body` bytes): the call of a buyer with its own format. Same pooling
+    /// and abandonment rules as [`Pool::post_json`].
+    pub async fn call(
+        &self,
+        target: &Target,
+        method: http::Method,
+        content_type: Option<HeaderValue>,
+        headers: &[(http::HeaderName, HeaderValue)],
+        body: Bytes,
+        max_body: usize,
+    ) -> Result<Answer, CallError> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(target.path.as_str())
+            .body(Full::new(body))
+            .expect("a target's path and a method are valid request parts");
+        if let Some(ct) = content_type {
+            req.headers_mut().insert(http::header::CONTENT_TYPE, ct);
+        }
         for (name, value) in headers {
             req.headers_mut().insert(name.clone(), value.clone());
         }

@@ -20,9 +20,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub mod dns;
+pub mod format;
 pub mod sandbox;
 
 pub use dns::DnsConfig;
+pub use format::FormatConfig;
 pub use sandbox::MockBuyerConfig;
 
 /// Hard ceiling on the bid window the contract allows (CONTRACT §4.1: capped at 5 s).
@@ -468,8 +470,23 @@ pub struct TokenConfig {
 pub struct BuyerConfig {
     pub id: String,
     pub tenant: Tenant,
+    /// Where pings go. Empty (left out) for a direct-post buyer, which has a `fixed_price`
+    /// instead; exactly one of the two is set.
+    #[serde(default)]
     pub ping_url: String,
     pub post_url: String,
+    /// A direct-post buyer's price (USD in the file, cents here): it is never pinged and bids this
+    /// for every lead its filters accept.
+    #[serde(default, deserialize_with = "deserialize_opt_usd")]
+    pub fixed_price: Option<Cents>,
+    /// How the ping becomes this buyer's request and how its answer is read; absent: Gavel's
+    /// buyer contract.
+    #[serde(default)]
+    pub ping_format: Option<FormatConfig>,
+    /// How the post becomes this buyer's request and how its answer is read; absent: Gavel's
+    /// buyer contract.
+    #[serde(default)]
+    pub post_format: Option<FormatConfig>,
     /// Header sent on every call to this buyer, e.g. `{ name = "Authorization", value = "Bearer …" }`.
     pub auth_header: Option<HeaderConfig>,
     #[serde(default = "yes")]
@@ -522,6 +539,11 @@ pub struct BuyerTlsConfig {
 
 fn yes() -> bool {
     true
+}
+
+/// An optional USD amount, read like every other amount of the file ([`deserialize_usd`]).
+fn deserialize_opt_usd<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cents>, D::Error> {
+    deserialize_usd(d).map(Some)
 }
 fn default_ping_timeout_ms() -> u64 {
     1_500
@@ -1052,6 +1074,36 @@ impl Config {
                 }
             }
             check_money(b.floor).map_err(|r| bad(&format!("buyers[{i}].floor"), r))?;
+            // A buyer is either pinged (it prices each lead) or direct-post (one fixed price);
+            // both or neither leaves Gavel no way to know what it pays.
+            match (b.ping_url.is_empty(), b.fixed_price) {
+                (false, None) => {}
+                (true, Some(p)) => {
+                    if p == 0 {
+                        return Err(bad(
+                            &format!("buyers[{i}].fixed_price"),
+                            format!("buyer {:?}: must be more than 0", b.id),
+                        ));
+                    }
+                    check_money(p).map_err(|r| bad(&format!("buyers[{i}].fixed_price"), r))?;
+                    if b.ping_format.is_some() {
+                        return Err(bad(
+                            &format!("buyers[{i}].ping_format"),
+                            format!("buyer {:?}: a direct-post buyer is never pinged", b.id),
+                        ));
+                    }
+                }
+                (false, Some(_)) | (true, None) => {
+                    return Err(bad(
+                        &format!("buyers[{i}].ping_url"),
+                        format!(
+                            "buyer {:?}: needs exactly one of `ping_url` (a pinged buyer) and \
+                             `fixed_price` (a direct-post buyer)",
+                            b.id
+                        ),
+                    ))
+                }
+            }
             if let Some(h) = &b.auth_header {
                 if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
                     return Err(bad(

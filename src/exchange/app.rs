@@ -159,14 +159,17 @@ impl App for Exchange {
 async fn warm_up(core: Rc<Core>) {
     let registry = &core.shared.registry;
     let mut seen = std::collections::HashSet::new();
+    // Direct-post buyers have no ping origin to warm.
     let targets = registry
         .buyers
         .iter()
-        .filter(|b| b.enabled && b.warm_up && b.ping.is_tls() && seen.insert(b.ping.pool_key()));
-    let calls = targets.map(|b| {
+        .filter(|b| b.enabled && b.warm_up)
+        .filter_map(|b| b.ping.as_ref().map(|ping| (b, ping)))
+        .filter(|(_, ping)| ping.is_tls() && seen.insert(ping.pool_key()));
+    let calls = targets.map(|(b, ping)| {
         let pool = &core.pool;
         async move {
-            match monoio::time::timeout(b.ping_timeout, pool.warm_up(&b.ping)).await {
+            match monoio::time::timeout(b.ping_timeout, pool.warm_up(ping)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::warn!(buyer = %b.id, error = %e, "warm-up connection failed")

@@ -88,7 +88,8 @@ pub async fn run(
     .await;
     core.metrics
         .record_auction(started.elapsed().as_micros() as u64);
-    for o in &outcomes {
+    // A direct-post buyer was not pinged: its fixed price is no ping outcome.
+    for o in outcomes.iter().filter(|o| !o.direct_post) {
         core.metrics.record_buyer_ping(
             o.buyer,
             o.kind.as_str(),
@@ -163,11 +164,19 @@ fn close(
     core: &Core,
     client: &Client,
     auction_id: String,
-    outcomes: Vec<BuyerOutcome>,
+    mut outcomes: Vec<BuyerOutcome>,
     any_eligible: bool,
     started: Instant,
 ) -> Closed {
     let shared = &core.shared;
+    let closed = shared.clock.now_ms();
+    // A bid that states no validity (a direct-post buyer's fixed price, a formatted answer)
+    // holds for the bid token's lifetime, so the token and the delivery can rely on it.
+    for o in &mut outcomes {
+        if o.kind == OutcomeKind::Bid && o.valid_until_ms.is_none() {
+            o.valid_until_ms = Some(closed + shared.config.bid_token.ttl_ms());
+        }
+    }
     let bids: Vec<Candidate> = outcomes
         .iter()
         .enumerate()
@@ -179,7 +188,6 @@ fn close(
             arrival: o.arrival,
         })
         .collect();
-    let closed = shared.clock.now_ms();
     let award = crate::auction::award(
         &shared.config,
         &shared.keys,
@@ -210,7 +218,10 @@ fn close(
     let answer = Closed {
         auction_id: auction_id.clone(),
         result,
-        buyers_pinged: outcomes.iter().filter(|o| o.kind.was_pinged()).count(),
+        buyers_pinged: outcomes
+            .iter()
+            .filter(|o| o.kind.was_pinged() && !o.direct_post)
+            .count(),
         bids_received: bids.len(),
         auction_ms: started.elapsed().as_millis() as u64,
     };

@@ -114,7 +114,11 @@ fn auction_closed(
         amount,
         currency: amount.map(|_| core.shared.config.auction.currency.as_str()),
         reject_reason,
-        buyers_pinged: a.outcomes.iter().filter(|o| o.kind.was_pinged()).count(),
+        buyers_pinged: a
+            .outcomes
+            .iter()
+            .filter(|o| o.kind.was_pinged() && !o.direct_post)
+            .count(),
         bids: a
             .outcomes
             .iter()

@@ -133,6 +133,9 @@ pub fn buyer(fleet: &FleetHandle, id: &str) -> BuyerConfig {
         post_timeout_ms: 800,
         max_pings_per_s: None,
         tls: None,
+        fixed_price: None,
+        ping_format: None,
+        post_format: None,
     }
 }
 
