@@ -3,8 +3,13 @@
 //!
 //! This module owns "who may be pinged for this lead" and "how bytes reach a buyer". It does not
 //! decide who wins ([`crate::auction`]) and it does not implement buyers ([`crate::sandbox`]).
+//!
+//! The registry is a snapshot: a change to the buyers (admin API, `SIGHUP`) builds a new
+//! [`Registry`] and every core swaps its `Arc` for it, while an auction keeps the one it started
+//! with. [`table`] owns the durable form of the buyer list, from which snapshots are built.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -16,6 +21,7 @@ use crate::types::clock::Clock;
 mod attributes;
 pub mod pool;
 pub mod resolve;
+pub mod table;
 
 use pool::Target;
 
@@ -90,6 +96,9 @@ impl FilterReason {
 /// One configured buyer, with its filters compiled for fast checks.
 #[derive(Debug)]
 pub struct Buyer {
+    /// The definition it was built from, as the config file or the admin API gave it: what a
+    /// rebuild compares to decide whether this buyer changed.
+    pub definition: BuyerConfig,
     pub id: String,
     pub tenant: Tenant,
     pub enabled: bool,
@@ -151,6 +160,7 @@ impl Buyer {
         };
         let f = &c.filters;
         Ok(Buyer {
+            definition: c.clone(),
             id: c.id.clone(),
             tenant: c.tenant,
             enabled: c.enabled,
@@ -248,11 +258,19 @@ impl Buyer {
     }
 }
 
-/// All configured buyers, immutable after start and shared by every core.
+/// One snapshot of the buyers: immutable once built. Each core holds the current one; an auction
+/// holds the one it started with for its whole life, so its buyer indexes stay valid whatever
+/// changes meanwhile.
 #[derive(Debug, Default)]
 pub struct Registry {
-    pub buyers: Vec<Buyer>,
+    /// In table order: config-file buyers in file order, then API-created ones in creation order.
+    pub buyers: Vec<Arc<Buyer>>,
+    /// The stored row of each buyer, index for index with `buyers` (source and timestamps).
+    pub records: Vec<table::BuyerRecord>,
     by_id: std::collections::HashMap<String, usize>,
+    /// Grows by one per change; a core only takes a snapshot newer than the one it holds, so a
+    /// late delivery of an older snapshot never undoes a newer change.
+    pub version: u64,
     /// The wall clock buyers' bids are judged by (a bid's `valid_until`): the system clock unless
     /// [`Registry::with_clock`] gave the server's own, so a test can move it.
     pub clock: Clock,
@@ -270,14 +288,37 @@ pub struct Eligibility {
 }
 
 impl Registry {
+    /// A first snapshot of config buyers (tests and tools; the server builds from its table).
     pub fn from_config(
         buyers: &[BuyerConfig],
         default_pings_per_s: f64,
     ) -> Result<Registry, String> {
-        let buyers: Vec<Buyer> = buyers
+        let records = buyers
             .iter()
-            .map(|b| Buyer::from_config(b, default_pings_per_s))
-            .collect::<Result<_, _>>()?;
+            .map(|b| table::BuyerRecord::new(b.clone(), table::Source::Config, 0))
+            .collect();
+        Registry::default().next(records, default_pings_per_s)
+    }
+
+    /// The snapshot after this one, holding `records` in that order. A buyer whose definition is
+    /// unchanged keeps its `Arc` (and with it the ping rate limiter every core shares); a new or
+    /// changed one is built from its definition with the same checks as config load.
+    pub fn next(
+        &self,
+        records: Vec<table::BuyerRecord>,
+        default_pings_per_s: f64,
+    ) -> Result<Registry, String> {
+        let mut buyers = Vec::with_capacity(records.len());
+        for r in &records {
+            let kept = self
+                .index_of(&r.buyer.id)
+                .map(|i| &self.buyers[i])
+                .filter(|b| table::same_definition(&b.definition, &r.buyer));
+            buyers.push(match kept {
+                Some(b) => b.clone(),
+                None => Arc::new(Buyer::from_config(&r.buyer, default_pings_per_s)?),
+            });
+        }
         let by_id = buyers
             .iter()
             .enumerate()
@@ -285,8 +326,10 @@ impl Registry {
             .collect();
         Ok(Registry {
             buyers,
+            records,
             by_id,
-            clock: Clock::system(),
+            version: self.version + 1,
+            clock: self.clock.clone(),
         })
     }
 

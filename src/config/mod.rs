@@ -27,6 +27,9 @@ pub use sandbox::MockBuyerConfig;
 pub const MAX_WINDOW_MS: u64 = 5_000;
 /// Largest request body any endpoint accepts (CONTRACT §2).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Most buyers Gavel holds, all tenants together (config file and admin API): bounds the buyer
+/// table, each auction's eligibility pass and the per-buyer metric series.
+pub const MAX_BUYERS: usize = 1_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -454,7 +457,9 @@ pub struct TokenConfig {
     pub requests_per_s: Option<f64>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A buyer definition, as the file's `[[buyers]]` entry, the admin API's body and the stored buyer
+/// row all write it (serialized with the floor in USD, so it reads back through the same rules).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BuyerConfig {
     pub id: String,
@@ -469,7 +474,11 @@ pub struct BuyerConfig {
     pub filters: BuyerFilters,
     /// The least this buyer may pay, in cents; lower bids from it cannot win. The file says USD
     /// with at most two decimals (`floor = 5.00`).
-    #[serde(default, deserialize_with = "deserialize_usd")]
+    #[serde(
+        default,
+        deserialize_with = "deserialize_usd",
+        serialize_with = "crate::types::money::serialize_usd"
+    )]
     pub floor: Cents,
     #[serde(default = "default_ping_timeout_ms")]
     pub ping_timeout_ms: u64,
@@ -491,12 +500,14 @@ fn default_post_timeout_ms() -> u64 {
     800
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderConfig {
     pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     /// Read the header value from this environment variable instead of the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_env: Option<String>,
 }
 
@@ -992,6 +1003,12 @@ impl Config {
                     ));
                 }
             }
+        }
+        if self.buyers.len() > MAX_BUYERS {
+            return Err(bad(
+                "buyers",
+                format!("at most {MAX_BUYERS} buyers, got {}", self.buyers.len()),
+            ));
         }
         for (i, b) in self.buyers.iter().enumerate() {
             if b.id.is_empty() || !seen.insert(b.id.clone()) {

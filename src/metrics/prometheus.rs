@@ -531,7 +531,11 @@ mod tests {
                 m.record_ping(v + 300);
                 m.record_auction(v);
                 m.record_engine_overhead(k % 400 + 20);
-                m.record_buyer_ping((k % 3) as usize, BUYER_OUTCOMES[(k % 4) as usize], Some(v));
+                m.record_buyer_ping(
+                    &ids[(k % 3) as usize],
+                    BUYER_OUTCOMES[(k % 4) as usize],
+                    Some(v),
+                );
                 if k % 10 == 0 {
                     m.record_post(v * 3);
                     m.record_store_commit(k + 200);
