@@ -1,11 +1,14 @@
 //! Buyers managed while Gavel runs, through the real server: the admin API (create, pause, resume,
 //! update, delete, tenant isolation, validation), durability across a restart, an auction in
-//! flight keeping its buyer set.
+//! flight keeping its buyer set, the `gavel buyers` CLI, `ServerHandle::reload`, and `SIGHUP` on
+//! the real binary.
 // Test threads are not event loops: sleeping in them is how tests wait for events.
 #![allow(clippy::disallowed_methods)]
 
 mod common;
 
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -394,4 +397,211 @@ fn an_auth_header_value_is_kept_but_never_shown() {
             .any(|(n, v)| n.eq_ignore_ascii_case("x-buyer-key") && v == "s3cret-value"),
         "{headers:?}"
     );
+}
+
+#[test]
+fn the_buyers_cli_manages_buyers_of_a_running_server() {
+    let env = env_with_spare_buyers();
+    let dir = temp_dir("buyers-cli");
+    let file = dir.join("newbie.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "id = \"newbie\"\nping_url = \"{}\"\npost_url = \"{}\"\nfloor = 3.25\n",
+            env.fleet.ping_url("newbie"),
+            env.fleet.post_url("newbie")
+        ),
+    )
+    .unwrap();
+    let gavel = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gavel"))
+            .args(["buyers", "--url", &env.base])
+            .args(args)
+            .env("GAVEL_ADMIN_TOKEN", TOKEN)
+            .output()
+            .expect("gavel runs");
+        assert!(
+            out.status.success(),
+            "gavel buyers {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let created = gavel(&["create", "--file", file.to_str().unwrap()]);
+    assert!(
+        created.contains("newbie") && created.contains("source=api"),
+        "{created}"
+    );
+    assert!(gavel(&["pause", "newbie"]).contains("PAUSED"));
+    let listing = gavel(&["list"]);
+    assert!(
+        listing.contains("in_config") && listing.contains("newbie  PAUSED"),
+        "{listing}"
+    );
+    let shown: serde_json::Value = serde_json::from_str(&gavel(&["show", "newbie"])).unwrap();
+    assert_eq!(shown["floor"].as_f64(), Some(3.25));
+    gavel(&["resume", "newbie"]);
+    gavel(&["delete", "newbie"]);
+    assert_eq!(env.get("/v1/admin/buyers/newbie", Some(TOKEN)).status, 404);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn reload_applies_the_files_buyers_and_tokens_without_a_restart() {
+    let env = env_with_spare_buyers();
+    create(&env, "slow");
+    let new_token = "gv_test_reloaded_token_0000000000000000000";
+    assert_eq!(env.get("/v1/admin/buyers", Some(new_token)).status, 401);
+    let mut cfg = env.config.clone();
+    cfg.buyers = vec![buyer(&env.fleet, "newbie")];
+    cfg.tokens.push(gavel::config::TokenConfig {
+        client: "reloaded".into(),
+        tenant: gavel::config::Tenant::Sandbox,
+        sha256: gavel::auth::sha256_hex(new_token),
+        scopes: [gavel::config::Scope::Admin, gavel::config::Scope::Ping]
+            .into_iter()
+            .collect(),
+        buyer: None,
+        requests_per_s: None,
+    });
+    gavel::cli::check_config(&cfg, "reload.toml").unwrap();
+    env.server().reload(&cfg).expect("reload applies");
+
+    let r = env.get("/v1/admin/buyers", Some(new_token));
+    assert_eq!(r.status, 200, "the new token works at once: {}", r.text);
+    let ids: Vec<&str> = r.json["buyers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    // The file's buyer replaced the config buyer it no longer names; the API buyer stayed.
+    assert_eq!(ids, ["newbie", "slow"]);
+    let log = env.fleet.log();
+    let before = log.pings("in_config");
+    for core in [0, 1] {
+        ping_on(&env, core, &format!("reloaded{core}"));
+    }
+    assert_eq!(log.pings("in_config"), before);
+    assert_eq!(log.pings("newbie"), 2);
+    // A token the file no longer names stops working.
+    cfg.tokens.retain(|t| t.client != "reloaded");
+    env.server().reload(&cfg).unwrap();
+    assert_eq!(env.get("/v1/admin/buyers", Some(new_token)).status, 401);
+}
+
+/// The `gavel serve` child process, killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sighup_reloads_a_valid_file_and_keeps_running_on_an_invalid_one() {
+    let fleet = gavel::sandbox::MockFleet::start(
+        "127.0.0.1:0".parse().unwrap(),
+        7,
+        vec![fixed("first", 10.0), fixed("second", 20.0)],
+        1,
+    )
+    .unwrap();
+    let dir = temp_dir("sighup");
+    let config = dir.join("gavel.toml");
+    let file = |buyers: &[&str], extra_token: bool| {
+        let mut text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ncores = 2\ndriver = \"legacy\"\npin_threads = false\n\
+             [store]\npath = \"{}\"\n[metrics]\nlisten = \"off\"\n[log]\nlevel = \"info\"\n\
+             [[tokens]]\nclient = \"admin\"\ntenant = \"sandbox\"\nsha256 = \"{}\"\n\
+             scopes = [\"ping\", \"admin\"]\n",
+            dir.join("db").display(),
+            gavel::auth::sha256_hex(TOKEN),
+        );
+        if extra_token {
+            text += &format!(
+                "[[tokens]]\nclient = \"late\"\ntenant = \"sandbox\"\nsha256 = \"{}\"\nscopes = [\"admin\"]\n",
+                gavel::auth::sha256_hex(PING_ONLY)
+            );
+        }
+        for id in buyers {
+            text += &format!(
+                "[[buyers]]\nid = \"{id}\"\ntenant = \"sandbox\"\nping_url = \"{}\"\npost_url = \"{}\"\n",
+                fleet.ping_url(id),
+                fleet.post_url(id)
+            );
+        }
+        std::fs::write(&config, text).unwrap();
+    };
+    file(&["first"], false);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gavel starts");
+    let stderr = child.stderr.take().unwrap();
+    let child = Child(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let base = loop {
+        let line = rx.recv_timeout(WAIT).expect("gavel reports its address");
+        if let Some(addr) = line.strip_prefix("gavel listening on ") {
+            break addr.trim().to_string();
+        }
+    };
+    let ids = |token: &str| {
+        let r = call(&base, "GET", "/v1/admin/buyers", Some(token), None, &[]);
+        (r.status, r.json["buyers"].to_string())
+    };
+    assert!(ids(TOKEN).1.contains("first"));
+    assert_eq!(ids(PING_ONLY).0, 401);
+    let hup = || {
+        // SAFETY: kill(2) on the child's pid, which this test started and still owns.
+        let rc = unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGHUP) };
+        assert_eq!(rc, 0);
+    };
+
+    file(&["first", "second"], true);
+    hup();
+    wait_until("the reloaded token to work", || ids(PING_ONLY).0 == 200);
+    assert!(ids(PING_ONLY).1.contains("second"));
+    let before = fleet.log().pings("second");
+    let r = call(
+        &base,
+        "POST",
+        "/v1/ping",
+        Some(TOKEN),
+        Some(&ping_body().to_string()),
+        &[],
+    );
+    assert_eq!(r.json["buyers_pinged"], 2, "{}", r.text);
+    assert_eq!(fleet.log().pings("second"), before + 1);
+
+    // An invalid file changes nothing and says why.
+    std::fs::write(&config, "[server]\ncores = \"many\"\n").unwrap();
+    hup();
+    let t0 = Instant::now();
+    let refused = loop {
+        let line = rx
+            .recv_timeout(WAIT.saturating_sub(t0.elapsed()))
+            .expect("the refused reload is logged");
+        if line.contains("reload refused") {
+            break line;
+        }
+    };
+    assert!(refused.contains("gavel.toml"), "{refused}");
+    assert_eq!(ids(PING_ONLY).0, 200, "the running config still serves");
+    assert!(ids(TOKEN).1.contains("second"));
+    drop(child);
+    let _ = std::fs::remove_dir_all(dir);
 }
