@@ -96,9 +96,6 @@ impl FilterReason {
 /// One configured buyer, with its filters compiled for fast checks.
 #[derive(Debug)]
 pub struct Buyer {
-    /// The definition it was built from, as the config file or the admin API gave it: what a
-    /// rebuild compares to decide whether this buyer changed.
-    pub definition: BuyerConfig,
     pub id: String,
     pub tenant: Tenant,
     pub enabled: bool,
@@ -160,7 +157,6 @@ impl Buyer {
         };
         let f = &c.filters;
         Ok(Buyer {
-            definition: c.clone(),
             id: c.id.clone(),
             tenant: c.tenant,
             enabled: c.enabled,
@@ -312,8 +308,8 @@ impl Registry {
         for r in &records {
             let kept = self
                 .index_of(&r.buyer.id)
-                .map(|i| &self.buyers[i])
-                .filter(|b| table::same_definition(&b.definition, &r.buyer));
+                .filter(|&i| table::same_definition(&self.records[i].buyer, &r.buyer))
+                .map(|i| &self.buyers[i]);
             buyers.push(match kept {
                 Some(b) => b.clone(),
                 None => Arc::new(Buyer::from_config(&r.buyer, default_pings_per_s)?),
@@ -369,6 +365,43 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::FilterReason;
+    use super::{table, Registry};
+    use std::sync::Arc;
+
+    fn row(id: &str, floor: &str) -> table::BuyerRecord {
+        let text = format!(
+            "id = \"{id}\"\ntenant = \"sandbox\"\nping_url = \"http://127.0.0.1:1/p\"\n\
+             post_url = \"http://127.0.0.1:1/q\"\nfloor = {floor}"
+        );
+        table::BuyerRecord::new(toml::from_str(&text).unwrap(), table::Source::Api, 0)
+    }
+
+    /// A snapshot change keeps an unchanged buyer's `Arc` (its ping rate limiter is shared state
+    /// every core counts against) and rebuilds a changed one; versions only grow.
+    #[test]
+    fn a_new_snapshot_carries_unchanged_buyers_and_rebuilds_changed_ones() {
+        let first = Registry::default()
+            .next(vec![row("a", "1"), row("b", "1")], 100.0)
+            .unwrap();
+        let second = first
+            .next(vec![row("b", "2"), row("a", "1"), row("c", "1")], 100.0)
+            .unwrap();
+        assert!(second.version > first.version);
+        assert!(
+            Arc::ptr_eq(&first.buyers[0], &second.buyers[1]),
+            "a is unchanged"
+        );
+        assert!(
+            !Arc::ptr_eq(&first.buyers[1], &second.buyers[0]),
+            "b is re-priced"
+        );
+        assert_eq!(second.buyers[0].floor_cents, 200);
+        assert_eq!(second.index_of("c"), Some(2));
+        assert_eq!(second.index_of("b"), Some(0));
+        // The old snapshot, held by auctions in flight, is untouched.
+        assert_eq!(first.buyers[1].floor_cents, 100);
+        assert_eq!(first.index_of("c"), None);
+    }
 
     /// The reasons are the `reject_reason` words auction records hold and buyers are documented
     /// to see (docs/buyer-integration.md); a change would change records and the wire.

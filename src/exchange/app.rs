@@ -188,8 +188,7 @@ impl Core {
     ) -> Result<Client, ApiError> {
         let client = {
             let clients = self.clients.borrow();
-            let auth = self.auth.borrow().clone();
-            auth.check_with(
+            self.auth.borrow().check_with(
                 headers,
                 scope,
                 Some((&clients, &self.shared.access_keys)),

@@ -410,3 +410,42 @@ impl crate::runtime::ServerHandle<Exchange> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_merge_patch_replaces_merges_and_removes() {
+        let mut v = json!({"floor": 1.5, "filters": {"states": ["TX"], "verticals": ["auto"]}});
+        merge_patch(
+            &mut v,
+            json!({"floor": 7.5, "filters": {"states": ["CA"], "verticals": null}}),
+        );
+        assert_eq!(v, json!({"floor": 7.5, "filters": {"states": ["CA"]}}));
+    }
+
+    #[test]
+    fn definitions_take_the_callers_tenant_and_name_bad_fields() {
+        let base = json!({"id": "b1", "ping_url": "http://127.0.0.1:1/p", "post_url": "http://127.0.0.1:1/q"});
+        let b = parse_definition(base.clone(), Tenant::Production, None).unwrap();
+        assert_eq!(b.tenant, Tenant::Production);
+        let field = |v: serde_json::Value| match parse_definition(v, Tenant::Sandbox, Some("b1")) {
+            Err(BuyerError::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        let mut other_tenant = base.clone();
+        other_tenant["tenant"] = json!("production");
+        assert_eq!(field(other_tenant), "tenant");
+        let mut other_id = base.clone();
+        other_id["id"] = json!("b2");
+        assert_eq!(field(other_id), "id");
+        let mut deep = base.clone();
+        deep["filters"] = json!({"vehicle_count": {"min": "two"}});
+        assert_eq!(field(deep), "filters.vehicle_count.min");
+        let mut unknown = base;
+        unknown["filters"] = json!({"nope": 1});
+        assert_eq!(field(unknown), "filters.nope");
+    }
+}
