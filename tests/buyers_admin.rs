@@ -107,6 +107,7 @@ fn a_created_buyer_is_pinged_on_both_cores_and_pause_and_resume_hold() {
         .collect();
     assert_eq!(ids, ["in_config", "newbie"]);
     assert_eq!(listed.json["buyers"][0]["source"], "config");
+    assert!(listed.text.contains("\"floor\":1.50"), "{}", listed.text);
 
     let r = env.post("/v1/admin/buyers/newbie/pause", Some(TOKEN), "");
     assert_eq!(

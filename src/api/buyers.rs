@@ -124,16 +124,18 @@ fn one(record: Option<BuyerRecord>, status: StatusCode) -> Result<Reply, ApiErro
 pub async fn list(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, ApiError> {
     let admin = core.authenticate(req.headers(), Scope::Admin)?;
     let registry = core.registry();
-    let out: Vec<BuyerOut> = registry
+    // A struct rather than `json!`, which would turn the floor's two decimals into a float.
+    #[derive(serde::Serialize)]
+    struct List {
+        buyers: Vec<BuyerOut>,
+    }
+    let buyers = registry
         .records
         .iter()
         .filter(|r| r.buyer.tenant == admin.tenant)
         .map(buyer_out)
         .collect();
-    Ok(Reply::json(
-        StatusCode::OK,
-        &serde_json::json!({ "buyers": out }),
-    ))
+    Ok(Reply::json(StatusCode::OK, &List { buyers }))
 }
 
 /// `GET /v1/admin/buyers/{id}`.
