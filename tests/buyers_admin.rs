@@ -68,19 +68,30 @@ fn create(env: &Env, id: &str) -> Resp {
 /// A server whose config names only `in_config`; the fleet also serves `newbie` and `slow`, which
 /// the tests add through the API.
 fn env_with_spare_buyers() -> Env {
+    env_with_spare_buyers_on(Driver::Legacy)
+}
+
+fn env_with_spare_buyers_on(driver: Driver) -> Env {
     let mut slow = fixed("slow", 40.0);
     slow.latency_ms_min = 700;
     slow.latency_ms_max = 700;
     Env::start(
-        Driver::Legacy,
+        driver,
         vec![fixed("in_config", 10.0), fixed("newbie", 20.0), slow],
         |cfg, _| cfg.buyers.retain(|b| b.id == "in_config"),
     )
 }
 
+/// Under every driver the e2e suite runs.
 #[test]
 fn a_created_buyer_is_pinged_on_both_cores_and_pause_and_resume_hold() {
-    let env = env_with_spare_buyers();
+    for driver in drivers() {
+        created_paused_resumed(driver);
+    }
+}
+
+fn created_paused_resumed(driver: Driver) {
+    let env = env_with_spare_buyers_on(driver);
     let log = env.fleet.log();
     let r = create(&env, "newbie");
     assert_eq!(r.json["source"], "api");
