@@ -381,7 +381,12 @@ impl crate::runtime::ServerHandle<Exchange> {
     /// static tokens on every core. Other sections are not applied (the caller says which changed).
     /// Blocks the calling thread: call it from the main thread or a test, never from a core.
     pub fn reload(&self, config: &Config) -> Result<(), String> {
-        let auth = Arc::new(Auth::from_config(&config.tokens, &config.limits)?);
+        let running = self
+            .on_core(BUYERS_CORE, |c| async move { c.auth.borrow().clone() })
+            .ok_or("core 0 was too busy to take the reload; send SIGHUP again")?;
+        let auth = Arc::new(
+            Auth::from_config(&config.tokens, &config.limits)?.keeping_limits_of(&running),
+        );
         let file = config.buyers.clone();
         let buyers = self
             .on_core(BUYERS_CORE, move |c| async move {
