@@ -64,6 +64,7 @@ fn auction(n: usize, sold: bool) -> Auction {
         ulid::Ulid::from_parts(1_700_000_000_000, n as u128)
     );
     let mut a = Auction::open(
+        Default::default(),
         id.clone(),
         Tenant::Sandbox,
         "seller-1".into(),

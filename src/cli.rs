@@ -1,10 +1,11 @@
 //! The `gavel` command line: `serve`, `mock-buyers`, `check-config`, `token create`,
-//! `clients create|list|revoke` and `webhooks list|events|replay|enable`.
+//! `clients create|list|revoke`, `webhooks list|events|replay|enable` and
+//! `buyers list|show|create|update|pause|resume|delete`.
 //!
 //! Each subcommand loads and validates the config ([`load_config`]: the config module's range
 //! checks and every subsystem's check of its own section, run here because only this layer sees
 //! them all), applies CLI overrides and calls into the library; no business logic lives here.
-//! `clients` and `webhooks` talk to a running server's admin API (the server owns the store, a
+//! `clients`, `webhooks` and `buyers` talk to a running server's admin API (the server owns the store, a
 //! revocation must reach its cores, and only its delivery worker may touch a delivery), with a
 //! token holding the `admin` scope.
 
@@ -28,7 +29,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the exchange (and, when sandbox.enabled, the mock buyers) until SIGINT or SIGTERM.
+    /// Run the exchange (and, when sandbox.enabled, the mock buyers) until SIGINT or SIGTERM;
+    /// SIGHUP reloads the config file's buyers and tokens.
     Serve {
         /// Config file.
         #[arg(long, short, default_value = "config/gavel.toml")]
@@ -68,6 +70,17 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ClientsCmd,
     },
+    /// Manage the buyers of a running server (its admin API, scope `admin`, the token's tenant).
+    Buyers {
+        /// Base URL of the running Gavel.
+        #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
+        url: String,
+        /// Token with the `admin` scope (static token or OAuth access token).
+        #[arg(long, env = "GAVEL_ADMIN_TOKEN", hide_env_values = true, global = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        cmd: BuyersCmd,
+    },
     /// Inspect webhook deliveries and redeliver events of a running server (admin API).
     Webhooks {
         /// Base URL of the running Gavel.
@@ -79,6 +92,31 @@ enum Cmd {
         #[command(subcommand)]
         cmd: WebhooksCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum BuyersCmd {
+    /// The tenant's buyers, one line each.
+    List,
+    /// One buyer's whole definition, as JSON (its auth header's value is never shown).
+    Show { id: String },
+    /// Create a buyer from a definition file: JSON, or TOML with the `[[buyers]]` entry's keys.
+    Create {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Replace a buyer's definition with a file's (JSON or TOML).
+    Update {
+        id: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Stop pinging a buyer (running auctions keep it).
+    Pause { id: String },
+    /// Ping a paused buyer again.
+    Resume { id: String },
+    /// Remove a buyer (a config-file buyer comes back at the next reload or restart).
+    Delete { id: String },
 }
 
 #[derive(Subcommand)]
@@ -261,6 +299,93 @@ fn clients(url: &str, token: Option<&str>, cmd: ClientsCmd) -> Result<(), String
     Ok(())
 }
 
+/// Reads a buyer definition file: `.toml` (the keys of a `[[buyers]]` entry, or a file with one
+/// `[[buyers]]` entry) or JSON.
+fn definition_file(path: &Path) -> Result<serde_json::Value, String> {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the command line, not a core: reading the file the operator named"
+    )]
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let is_toml = path.extension().is_some_and(|e| e == "toml");
+    let value: serde_json::Value = if is_toml {
+        let v: toml::Value =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::to_value(v).map_err(|e| format!("{}: {e}", path.display()))?
+    } else {
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+    };
+    // A file holding one `[[buyers]]` entry is the entry.
+    match value.get("buyers").and_then(|b| b.as_array()) {
+        Some(list) if list.len() == 1 => Ok(list[0].clone()),
+        Some(_) => Err(format!(
+            "{}: holds several [[buyers]] entries; give one per file",
+            path.display()
+        )),
+        None => Ok(value),
+    }
+}
+
+/// Calls the buyers admin API and prints the answer.
+fn buyers(url: &str, token: Option<&str>, cmd: BuyersCmd) -> Result<(), String> {
+    let line = |b: &serde_json::Value| {
+        format!(
+            "{}  {}  source={}  floor={}  ping={}  post={}  updated={}",
+            b["id"].as_str().unwrap_or("?"),
+            if b["enabled"].as_bool() == Some(false) {
+                "PAUSED"
+            } else {
+                "enabled"
+            },
+            b["source"].as_str().unwrap_or("?"),
+            b["floor"],
+            b["ping_url"].as_str().unwrap_or("?"),
+            b["post_url"].as_str().unwrap_or("?"),
+            b["updated_at"].as_str().unwrap_or("?"),
+        )
+    };
+    let path = |id: &str, action: &str| format!("/v1/admin/buyers/{id}{action}");
+    match cmd {
+        BuyersCmd::List => {
+            let body = admin_call(url, token, "GET", "/v1/admin/buyers", None)?;
+            for b in body["buyers"].as_array().into_iter().flatten() {
+                println!("{}", line(b));
+            }
+        }
+        BuyersCmd::Show { id } => {
+            let body = admin_call(url, token, "GET", &path(&id, ""), None)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&body).unwrap_or_default()
+            );
+        }
+        BuyersCmd::Create { file } => {
+            let def = definition_file(&file)?;
+            let body = admin_call(url, token, "POST", "/v1/admin/buyers", Some(def))?;
+            println!("created: {}", line(&body));
+        }
+        BuyersCmd::Update { id, file } => {
+            let def = definition_file(&file)?;
+            let body = admin_call(url, token, "PUT", &path(&id, ""), Some(def))?;
+            println!("updated: {}", line(&body));
+        }
+        BuyersCmd::Pause { id } => {
+            let body = admin_call(url, token, "POST", &path(&id, "/pause"), None)?;
+            println!("paused: {}", line(&body));
+        }
+        BuyersCmd::Resume { id } => {
+            let body = admin_call(url, token, "POST", &path(&id, "/resume"), None)?;
+            println!("resumed: {}", line(&body));
+        }
+        BuyersCmd::Delete { id } => {
+            let body = admin_call(url, token, "DELETE", &path(&id, ""), None)?;
+            println!("deleted: {}", line(&body));
+        }
+    }
+    Ok(())
+}
+
 /// Calls the webhooks admin API and prints the answer, one line per endpoint or delivery.
 fn webhooks(url: &str, token: Option<&str>, cmd: WebhooksCmd) -> Result<(), String> {
     let q = |pairs: &[(&str, Option<&str>)]| {
@@ -428,6 +553,7 @@ pub fn main() -> ExitCode {
         }),
         Cmd::Clients { url, token, cmd } => clients(&url, token.as_deref(), cmd),
         Cmd::Webhooks { url, token, cmd } => webhooks(&url, token.as_deref(), cmd),
+        Cmd::Buyers { url, token, cmd } => buyers(&url, token.as_deref(), cmd),
         Cmd::Token {
             cmd:
                 TokenCmd::Create {
@@ -460,18 +586,92 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Blocks until SIGINT or SIGTERM arrives.
-fn wait_for_signal() -> Result<(), String> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+/// Blocks until SIGINT or SIGTERM arrives, calling `on_hup` (on this thread, never a core) for
+/// every SIGHUP before then.
+fn wait_for_signal(mut on_hup: impl FnMut()) -> Result<(), String> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    if let Some(sig) = signals.forever().next() {
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            on_hup();
+            continue;
+        }
         tracing::info!(
             signal = sig,
             "shutting down: no new connections, finishing in-flight requests"
         );
+        break;
     }
     Ok(())
+}
+
+/// The sections of the config a reload does not apply that differ between `running` and `new`:
+/// they take effect at the next restart. Buyers and tokens are applied by a reload.
+fn sections_needing_restart(running: &Config, new: &Config) -> Vec<&'static str> {
+    let differ =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let sections: [(&'static str, bool); 13] = [
+        ("server", differ(&running.server, &new.server)),
+        ("auction", differ(&running.auction, &new.auction)),
+        ("post", differ(&running.post, &new.post)),
+        ("bid_token", differ(&running.bid_token, &new.bid_token)),
+        ("oauth", differ(&running.oauth, &new.oauth)),
+        ("limits", differ(&running.limits, &new.limits)),
+        ("rules", differ(&running.rules, &new.rules)),
+        (
+            "webhook_delivery",
+            differ(&running.webhook_delivery, &new.webhook_delivery),
+        ),
+        ("webhooks", differ(&running.webhooks, &new.webhooks)),
+        ("store", differ(&running.store, &new.store)),
+        ("sandbox", differ(&running.sandbox, &new.sandbox)),
+        ("log", differ(&running.log, &new.log)),
+        ("metrics", differ(&running.metrics, &new.metrics)),
+    ];
+    sections
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+}
+
+/// `SIGHUP`: re-reads and fully checks the config file here, off the cores. An invalid file is
+/// refused with its error (file, key, reason) and nothing changes. A valid one has its buyers and
+/// tokens applied to the running server; other changed sections are named as needing a restart.
+/// `running` is the config as applied so far.
+fn reload(
+    server: &crate::exchange::ServerHandle,
+    path: &Path,
+    overrides: &Overrides,
+    running: &mut Config,
+) {
+    let file = path.display().to_string();
+    let new = load(path).and_then(|mut c| {
+        c.apply(overrides);
+        check_config(&c, &file).map_err(|e| e.to_string())?;
+        Ok(c)
+    });
+    let new = match new {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(file = %file, error = %e, "config reload refused; the running config stays");
+            return;
+        }
+    };
+    let restart = sections_needing_restart(running, &new);
+    match server.reload(&new) {
+        Ok(()) => {
+            running.buyers = new.buyers;
+            running.tokens = new.tokens;
+            tracing::info!(file = %file, buyers = running.buyers.len(), tokens = running.tokens.len(), "config reloaded: buyers and tokens applied");
+        }
+        Err(e) => {
+            tracing::error!(file = %file, error = %e, "config reload not fully applied; send SIGHUP again");
+        }
+    }
+    if !restart.is_empty() {
+        tracing::warn!(file = %file, sections = ?restart, "changed sections apply only after a restart");
+    }
 }
 
 fn serve(path: &std::path::Path, overrides: &Overrides) -> Result<(), String> {
@@ -493,12 +693,13 @@ fn serve(path: &std::path::Path, overrides: &Overrides) -> Result<(), String> {
     } else {
         None
     };
+    let mut running = cfg.clone();
     let server = crate::api::start(cfg)?;
     eprintln!("gavel listening on http://{}", server.addr);
     if let Some(m) = server.metrics_addr {
         eprintln!("gavel operations listener on http://{m} (/metrics, /healthz, /readyz)");
     }
-    wait_for_signal()?;
+    wait_for_signal(|| reload(&server, path, overrides, &mut running))?;
     server.stop();
     drop(fleet);
     Ok(())
@@ -526,7 +727,7 @@ fn mock_buyers(
         fleet.addr(),
         cfg.sandbox.buyers.len()
     );
-    wait_for_signal()?;
+    wait_for_signal(|| tracing::info!("SIGHUP: the mock fleet has nothing to reload"))?;
     drop(fleet);
     Ok(())
 }

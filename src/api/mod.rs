@@ -21,6 +21,7 @@ use crate::exchange::ExchangeError;
 use crate::http::{request_id, Reply};
 
 pub mod auctions;
+pub mod buyers;
 pub mod idempotency;
 pub mod leads;
 pub mod oauth;
@@ -211,6 +212,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/admin/webhooks/events"),
     ("GET", "/v1/admin/webhooks/events/{event_id}"),
     ("POST", "/v1/admin/webhooks/events/{event_id}/replay"),
+    ("GET", "/v1/admin/buyers"),
+    ("POST", "/v1/admin/buyers"),
+    ("GET", "/v1/admin/buyers/{buyer_id}"),
+    ("PUT", "/v1/admin/buyers/{buyer_id}"),
+    ("PATCH", "/v1/admin/buyers/{buyer_id}"),
+    ("DELETE", "/v1/admin/buyers/{buyer_id}"),
+    ("POST", "/v1/admin/buyers/{buyer_id}/pause"),
+    ("POST", "/v1/admin/buyers/{buyer_id}/resume"),
 ];
 
 /// Time a client has to send its whole request body once the head arrived.
@@ -352,6 +361,31 @@ async fn route(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Rep
         (&Method::POST, p) if matches_template("/v1/admin/webhooks/{endpoint_id}/enable", p) => {
             let id = segment(p, 4);
             webhooks::enable(core, req, &id).await
+        }
+        (&Method::GET, "/v1/admin/buyers") => buyers::list(core, req).await,
+        (&Method::POST, "/v1/admin/buyers") => buyers::create(core, req).await,
+        (&Method::POST, p) if matches_template("/v1/admin/buyers/{buyer_id}/pause", p) => {
+            let id = segment(p, 4);
+            buyers::set_enabled(core, req, &id, false).await
+        }
+        (&Method::POST, p) if matches_template("/v1/admin/buyers/{buyer_id}/resume", p) => {
+            let id = segment(p, 4);
+            buyers::set_enabled(core, req, &id, true).await
+        }
+        (m, p) if matches_template("/v1/admin/buyers/{buyer_id}", p) => {
+            let id = segment(p, 4);
+            match *m {
+                Method::GET => buyers::get(core, req, &id).await,
+                Method::PUT => buyers::replace(core, req, &id).await,
+                Method::PATCH => buyers::patch(core, req, &id).await,
+                Method::DELETE => buyers::delete(core, req, &id).await,
+                _ => Err(ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!("{p} accepts GET, PUT, PATCH, DELETE."),
+                )
+                .with_header(http::header::ALLOW, "GET, PUT, PATCH, DELETE")),
+            }
         }
         _ => {
             let allowed: Vec<&str> = ROUTES

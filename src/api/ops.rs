@@ -92,8 +92,7 @@ pub fn readyz(core: &Rc<Core>) -> Reply {
 /// read across threads); the snapshots travel here through the cores' inboxes.
 async fn merged_snapshot(core: &Rc<Core>) -> Snapshot {
     let ids: Vec<String> = core
-        .shared
-        .registry
+        .registry()
         .buyers
         .iter()
         .map(|b| b.id.clone())

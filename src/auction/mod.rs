@@ -12,6 +12,9 @@ pub mod record;
 pub mod shard;
 pub mod token;
 
+use std::sync::Arc;
+
+use crate::buyers::Registry;
 use crate::config::Tenant;
 use crate::http::Reply;
 use crate::model::{Cents, Ping};
@@ -284,11 +287,17 @@ pub struct Auction {
     /// record, for an auction read back from the store) has reached the disk: the first durable
     /// write of a closed auction carries the event, later ones do not.
     pub close_announced: bool,
+    /// The buyer snapshot this auction started with (or, read back from the store, the one
+    /// current then): `outcomes[_].buyer` indexes into it, and fan-out, clearing, delivery and
+    /// fallback all use it, so a buyer changed or removed meanwhile still gets this auction's post.
+    pub registry: Arc<Registry>,
 }
 
 impl Auction {
-    /// A new auction, open for bids, with nothing posted yet.
+    /// A new auction, open for bids, with nothing posted yet, on buyer snapshot `registry`.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
+        registry: Arc<Registry>,
         id: String,
         tenant: Tenant,
         client: String,
@@ -314,6 +323,7 @@ impl Auction {
             lead_uuid: None,
             evict_at_ms,
             close_announced: false,
+            registry,
         }
     }
 }

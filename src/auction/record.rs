@@ -5,6 +5,8 @@
 //! stopped comes back as [`PostState::Unresolved`]: the buyer may hold the lead, so a retry must
 //! resume with it. Final answers come back as [`PostState::Done`] so they replay byte for byte.
 
+use std::sync::Arc;
+
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::{
@@ -141,9 +143,11 @@ pub fn to_record(a: &Auction) -> AuctionRecord {
 }
 
 /// Rebuilds an auction from its record. `evict_at_ms` is when the shard may forget it again.
+/// Its buyers are resolved against `registry`, the snapshot current when it is read back, which
+/// the auction then keeps.
 pub fn from_record(
     r: AuctionRecord,
-    registry: &Registry,
+    registry: &Arc<Registry>,
     evict_at_ms: u64,
 ) -> Result<Auction, String> {
     let tenant = match r.tenant.as_str() {
@@ -258,6 +262,7 @@ pub fn from_record(
         lead_uuid: p.lead_uuid,
         evict_at_ms,
         close_announced: true,
+        registry: registry.clone(),
     })
 }
 
@@ -267,7 +272,16 @@ mod tests {
 
     fn auction() -> Auction {
         let ping = crate::model::Ping::minimal();
-        let mut a = Auction::open("a1".into(), Tenant::Sandbox, "c".into(), ping, 1, 2, 3);
+        let mut a = Auction::open(
+            Default::default(),
+            "a1".into(),
+            Tenant::Sandbox,
+            "c".into(),
+            ping,
+            1,
+            2,
+            3,
+        );
         a.outcomes = OutcomeKind::ALL
             .iter()
             .enumerate()
@@ -322,7 +336,7 @@ mod tests {
             ["accepted", "rejected", "error", "timeout", "connect_error"]
         );
 
-        let back = from_record(r, &Registry::default(), 9).unwrap();
+        let back = from_record(r, &Arc::new(Registry::default()), 9).unwrap();
         let kinds: Vec<_> = back.outcomes.iter().map(|o| o.kind).collect();
         assert_eq!(kinds, OutcomeKind::ALL);
         assert!(matches!(
@@ -341,7 +355,7 @@ mod tests {
         assert_eq!(r.outcomes[0].kind, FIXED_PRICE_BID);
         // Every other outcome keeps its plain word, as records written before did.
         assert_eq!(r.outcomes[1].kind, "no_bid");
-        let back = from_record(r, &Registry::default(), 9).unwrap();
+        let back = from_record(r, &std::sync::Arc::new(Registry::default()), 9).unwrap();
         assert_eq!(
             (back.outcomes[0].kind, back.outcomes[0].direct_post),
             (OutcomeKind::Bid, true)
@@ -353,11 +367,11 @@ mod tests {
     fn a_record_with_an_unknown_word_is_refused_not_guessed() {
         let mut r = to_record(&auction());
         r.post_attempts[0].result = "maybe".into();
-        assert!(from_record(r, &Registry::default(), 9)
+        assert!(from_record(r, &Arc::new(Registry::default()), 9)
             .unwrap_err()
             .contains("maybe"));
         let mut r = to_record(&auction());
         r.outcomes[0].kind = "maybe".into();
-        assert!(from_record(r, &Registry::default(), 9).is_err());
+        assert!(from_record(r, &Arc::new(Registry::default()), 9).is_err());
     }
 }

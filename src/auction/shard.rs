@@ -209,6 +209,7 @@ mod tests {
 
     fn auction(id: &str, evict_at_ms: u64) -> Auction {
         Auction::open(
+            Default::default(),
             id.into(),
             Tenant::Sandbox,
             "c".into(),

@@ -119,6 +119,25 @@ impl Auth {
         Ok(Auth { by_hash })
     }
 
+    /// This table, with each token that `old` also holds for the same client at the same limits
+    /// keeping `old`'s limit state: a config reload must not hand a running client a fresh request
+    /// budget nor forget the auctions it has running.
+    pub fn keeping_limits_of(mut self, old: &Auth) -> Auth {
+        for (hash, client) in self.by_hash.iter_mut() {
+            let Some(prev) = old.by_hash.get(hash) else {
+                continue;
+            };
+            let same = prev.name == client.name
+                && prev.tenant == client.tenant
+                && prev.limits.requests.limit() == client.limits.requests.limit()
+                && prev.limits.auctions.max() == client.limits.auctions.max();
+            if same {
+                client.limits = prev.limits.clone();
+            }
+        }
+        self
+    }
+
     /// Authenticates the request with a static token and checks that the client holds `scope`.
     pub fn check(&self, headers: &HeaderMap, scope: Scope) -> Result<Client, ApiError> {
         self.check_with(headers, scope, None, 0)
@@ -216,6 +235,18 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reload keeps an unchanged token's running counters and gives a changed one fresh ones.
+    #[test]
+    fn a_reloaded_table_keeps_the_limits_of_unchanged_tokens() {
+        let old = auth_with("tok-1", Tenant::Sandbox, &[Scope::Ping]);
+        let same = auth_with("tok-1", Tenant::Sandbox, &[Scope::Ping, Scope::Admin]);
+        let kept = same.keeping_limits_of(&old);
+        let key = |a: &Auth| a.by_hash.values().next().unwrap().limits.clone();
+        assert!(Arc::ptr_eq(&key(&old), &key(&kept)));
+        let other = auth_with("tok-2", Tenant::Sandbox, &[Scope::Ping]).keeping_limits_of(&old);
+        assert!(!Arc::ptr_eq(&key(&old), &key(&other)));
+    }
 
     fn auth_with(token: &str, tenant: Tenant, scopes: &[Scope]) -> Auth {
         Auth::from_config(

@@ -3,8 +3,13 @@
 //!
 //! This module owns "who may be pinged for this lead" and "how bytes reach a buyer". It does not
 //! decide who wins ([`crate::auction`]) and it does not implement buyers ([`crate::sandbox`]).
+//!
+//! The registry is a snapshot: a change to the buyers (admin API, `SIGHUP`) builds a new
+//! [`Registry`] and every core swaps its `Arc` for it, while an auction keeps the one it started
+//! with. [`table`] owns the durable form of the buyer list, from which snapshots are built.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -17,6 +22,7 @@ mod attributes;
 pub mod format;
 pub mod pool;
 pub mod resolve;
+pub mod table;
 pub mod tls;
 
 use pool::Target;
@@ -288,11 +294,19 @@ impl Buyer {
     }
 }
 
-/// All configured buyers, immutable after start and shared by every core.
+/// One snapshot of the buyers: immutable once built. Each core holds the current one; an auction
+/// holds the one it started with for its whole life, so its buyer indexes stay valid whatever
+/// changes meanwhile.
 #[derive(Debug, Default)]
 pub struct Registry {
-    pub buyers: Vec<Buyer>,
+    /// In table order: config-file buyers in file order, then API-created ones in creation order.
+    pub buyers: Vec<Arc<Buyer>>,
+    /// The stored row of each buyer, index for index with `buyers` (source and timestamps).
+    pub records: Vec<table::BuyerRecord>,
     by_id: std::collections::HashMap<String, usize>,
+    /// Grows by one per change; a core only takes a snapshot newer than the one it holds, so a
+    /// late delivery of an older snapshot never undoes a newer change.
+    pub version: u64,
     /// The wall clock buyers' bids are judged by (a bid's `valid_until`): the system clock unless
     /// [`Registry::with_clock`] gave the server's own, so a test can move it.
     pub clock: Clock,
@@ -310,15 +324,43 @@ pub struct Eligibility {
 }
 
 impl Registry {
+    /// A first snapshot of config buyers (tests and tools; the server builds from its table).
     pub fn from_config(
         buyers: &[BuyerConfig],
         default_pings_per_s: f64,
     ) -> Result<Registry, String> {
-        let mut tls_cache = tls::Cache::default();
-        let buyers: Vec<Buyer> = buyers
+        let records = buyers
             .iter()
-            .map(|b| Buyer::from_config_in(b, default_pings_per_s, &mut tls_cache))
-            .collect::<Result<_, _>>()?;
+            .map(|b| table::BuyerRecord::new(b.clone(), table::Source::Config, 0))
+            .collect();
+        Registry::default().next(records, default_pings_per_s)
+    }
+
+    /// The snapshot after this one, holding `records` in that order. A buyer whose definition is
+    /// unchanged keeps its `Arc` (and with it the ping rate limiter every core shares); a new or
+    /// changed one is built from its definition with the same checks as config load.
+    pub fn next(
+        &self,
+        records: Vec<table::BuyerRecord>,
+        default_pings_per_s: f64,
+    ) -> Result<Registry, String> {
+        let mut buyers = Vec::with_capacity(records.len());
+        // Buyers naming the same TLS files share one client configuration (and session cache).
+        let mut tls_cache = tls::Cache::default();
+        for r in &records {
+            let kept = self
+                .index_of(&r.buyer.id)
+                .filter(|&i| table::same_definition(&self.records[i].buyer, &r.buyer))
+                .map(|i| &self.buyers[i]);
+            buyers.push(match kept {
+                Some(b) => b.clone(),
+                None => Arc::new(Buyer::from_config_in(
+                    &r.buyer,
+                    default_pings_per_s,
+                    &mut tls_cache,
+                )?),
+            });
+        }
         let by_id = buyers
             .iter()
             .enumerate()
@@ -326,8 +368,10 @@ impl Registry {
             .collect();
         Ok(Registry {
             buyers,
+            records,
             by_id,
-            clock: Clock::system(),
+            version: self.version + 1,
+            clock: self.clock.clone(),
         })
     }
 
@@ -367,6 +411,43 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::FilterReason;
+    use super::{table, Registry};
+    use std::sync::Arc;
+
+    fn row(id: &str, floor: &str) -> table::BuyerRecord {
+        let text = format!(
+            "id = \"{id}\"\ntenant = \"sandbox\"\nping_url = \"http://127.0.0.1:1/p\"\n\
+             post_url = \"http://127.0.0.1:1/q\"\nfloor = {floor}"
+        );
+        table::BuyerRecord::new(toml::from_str(&text).unwrap(), table::Source::Api, 0)
+    }
+
+    /// A snapshot change keeps an unchanged buyer's `Arc` (its ping rate limiter is shared state
+    /// every core counts against) and rebuilds a changed one; versions only grow.
+    #[test]
+    fn a_new_snapshot_carries_unchanged_buyers_and_rebuilds_changed_ones() {
+        let first = Registry::default()
+            .next(vec![row("a", "1"), row("b", "1")], 100.0)
+            .unwrap();
+        let second = first
+            .next(vec![row("b", "2"), row("a", "1"), row("c", "1")], 100.0)
+            .unwrap();
+        assert!(second.version > first.version);
+        assert!(
+            Arc::ptr_eq(&first.buyers[0], &second.buyers[1]),
+            "a is unchanged"
+        );
+        assert!(
+            !Arc::ptr_eq(&first.buyers[1], &second.buyers[0]),
+            "b is re-priced"
+        );
+        assert_eq!(second.buyers[0].floor_cents, 200);
+        assert_eq!(second.index_of("c"), Some(2));
+        assert_eq!(second.index_of("b"), Some(0));
+        // The old snapshot, held by auctions in flight, is untouched.
+        assert_eq!(first.buyers[1].floor_cents, 100);
+        assert_eq!(first.index_of("c"), None);
+    }
 
     /// The reasons are the `reject_reason` words auction records hold and buyers are documented
     /// to see (docs/buyer-integration.md); a change would change records and the wire.

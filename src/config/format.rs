@@ -7,12 +7,13 @@
 //! a format speaks Gavel's own buyer contract.
 
 use serde::de::{Deserializer, MapAccess, Visitor};
-use serde::Deserialize;
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
 
 use super::FilterValue;
 
 /// One call's format: the request Gavel builds and how the answer is read.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct FormatConfig {
     /// `POST` (the default; fields in the body) or `GET` (fields in the query string).
@@ -24,17 +25,17 @@ pub struct FormatConfig {
     pub encoding: FormatEncoding,
     /// Output field name (dots nest JSON objects: `applicant.zip`) → where its value comes from,
     /// in the order the file writes them.
-    #[serde(default, deserialize_with = "ordered")]
+    #[serde(default, deserialize_with = "ordered", serialize_with = "ordered_out")]
     pub fields: Vec<(String, FieldConfig)>,
     /// Extra headers with constant values, e.g. `{ "X-Api-Key" = "…" }`.
-    #[serde(default, deserialize_with = "ordered")]
+    #[serde(default, deserialize_with = "ordered", serialize_with = "ordered_out")]
     pub headers: Vec<(String, String)>,
     /// How the buyer's answer is read; absent: the answer follows Gavel's buyer contract.
     #[serde(default)]
     pub answer: Option<AnswerConfig>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
 pub enum FormatMethod {
     #[default]
     #[serde(rename = "POST", alias = "post")]
@@ -43,7 +44,7 @@ pub enum FormatMethod {
     Get,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum FormatEncoding {
     #[default]
@@ -54,7 +55,7 @@ pub enum FormatEncoding {
 /// Where one output field's value comes from: exactly one of `from` (a ping or lead field) and
 /// `value` (a constant), with optional transforms applied in the order `default`, `bool_as`,
 /// `transform`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct FieldConfig {
     /// A ping field (`zip3`, `attributes.credit_band`), a lead field (`lead.email`, post only), or
@@ -71,7 +72,7 @@ pub struct FieldConfig {
 }
 
 /// The two strings of `bool_as`, as a pair or as one `"true/false"` string.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum BoolAs {
     Pair([String; 2]),
@@ -91,7 +92,7 @@ impl BoolAs {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Transform {
     Upper,
@@ -102,7 +103,7 @@ pub enum Transform {
 
 /// How a buyer's answer is read. Paths are JSON pointers (RFC 6901, `/bid/amount`) for `json` and
 /// element paths (`/response/bid/amount`, `/response/bid/@amount` for an attribute) for `xml`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnswerConfig {
     #[serde(rename = "type")]
@@ -121,7 +122,7 @@ pub struct AnswerConfig {
     pub reject_reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum AnswerKind {
     Json,
@@ -150,4 +151,18 @@ where
         }
     }
     d.deserialize_map(Visit(std::marker::PhantomData))
+}
+
+/// Writes a list read by [`ordered`] back as a table, in the same order (the buyer table stores
+/// definitions as JSON, and the admin API shows them).
+fn ordered_out<S, V>(entries: &[(String, V)], s: S) -> Result<S::Ok, S::Error>
+where
+    S: Serializer,
+    V: Serialize,
+{
+    let mut map = s.serialize_map(Some(entries.len()))?;
+    for (k, v) in entries {
+        map.serialize_entry(k, v)?;
+    }
+    map.end()
 }

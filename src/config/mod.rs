@@ -31,6 +31,9 @@ pub use sandbox::MockBuyerConfig;
 pub const MAX_WINDOW_MS: u64 = 5_000;
 /// Largest request body any endpoint accepts (CONTRACT §2).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Most buyers Gavel holds, all tenants together (config file and admin API): bounds the buyer
+/// table, each auction's eligibility pass and the per-buyer metric series.
+pub const MAX_BUYERS: usize = 1_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -465,7 +468,9 @@ pub struct TokenConfig {
     pub requests_per_s: Option<f64>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A buyer definition, as the file's `[[buyers]]` entry, the admin API's body and the stored buyer
+/// row all write it (serialized with the floor in USD, so it reads back through the same rules).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BuyerConfig {
     pub id: String,
@@ -477,7 +482,12 @@ pub struct BuyerConfig {
     pub post_url: String,
     /// A direct-post buyer's price (USD in the file, cents here): it is never pinged and bids this
     /// for every lead its filters accept.
-    #[serde(default, deserialize_with = "deserialize_opt_usd")]
+    #[serde(
+        default,
+        deserialize_with = "deserialize_opt_usd",
+        serialize_with = "crate::types::money::serialize_opt_usd",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub fixed_price: Option<Cents>,
     /// How the ping becomes this buyer's request and how its answer is read; absent: Gavel's
     /// buyer contract.
@@ -495,7 +505,11 @@ pub struct BuyerConfig {
     pub filters: BuyerFilters,
     /// The least this buyer may pay, in cents; lower bids from it cannot win. The file says USD
     /// with at most two decimals (`floor = 5.00`).
-    #[serde(default, deserialize_with = "deserialize_usd")]
+    #[serde(
+        default,
+        deserialize_with = "deserialize_usd",
+        serialize_with = "crate::types::money::serialize_usd"
+    )]
     pub floor: Cents,
     #[serde(default = "default_ping_timeout_ms")]
     pub ping_timeout_ms: u64,
@@ -513,7 +527,7 @@ pub struct BuyerConfig {
 
 /// How Gavel speaks TLS to one buyer. Its files are read once, when the config is loaded (never
 /// on a core); buyers with the same three files share one TLS client configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BuyerTlsConfig {
     /// PEM bundle of the CA certificates that sign this buyer's server certificate (a private
@@ -541,9 +555,12 @@ fn yes() -> bool {
     true
 }
 
-/// An optional USD amount, read like every other amount of the file ([`deserialize_usd`]).
+/// An optional USD amount, read like every other amount of the file ([`deserialize_usd`]); JSON's
+/// `null` (the buyer table and the admin API write absent amounts so) is no amount.
 fn deserialize_opt_usd<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cents>, D::Error> {
-    deserialize_usd(d).map(Some)
+    #[derive(Deserialize)]
+    struct Usd(#[serde(deserialize_with = "deserialize_usd")] Cents);
+    Option::<Usd>::deserialize(d).map(|o| o.map(|u| u.0))
 }
 fn default_ping_timeout_ms() -> u64 {
     1_500
@@ -552,12 +569,14 @@ fn default_post_timeout_ms() -> u64 {
     800
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderConfig {
     pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     /// Read the header value from this environment variable instead of the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_env: Option<String>,
 }
 
@@ -1054,6 +1073,12 @@ impl Config {
                     ));
                 }
             }
+        }
+        if self.buyers.len() > MAX_BUYERS {
+            return Err(bad(
+                "buyers",
+                format!("at most {MAX_BUYERS} buyers, got {}", self.buyers.len()),
+            ));
         }
         for (i, b) in self.buyers.iter().enumerate() {
             if b.id.is_empty() || !seen.insert(b.id.clone()) {

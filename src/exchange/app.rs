@@ -1,8 +1,9 @@
-//! The exchange as the runtime runs it: the state every core shares (buyers, bid-token keys,
-//! credentials, webhook endpoints), the state each core owns (its auction shard, buyer connection
-//! pool, in-flight keys, OAuth client table), the webhook dispatcher started beside the cores, and
-//! each core's eviction timer. The runtime holds all of it without knowing what it is
-//! ([`crate::runtime::App`]).
+//! The exchange as the runtime runs it: the state every core shares (bid-token keys, webhook
+//! endpoints, the buyers and static tokens as of start), the state each core owns (its auction
+//! shard, buyer connection pool, in-flight keys, OAuth client table, and its current snapshots of
+//! the buyers and static tokens, swapped whole when an admin change or a reload replaces them),
+//! the webhook dispatcher started beside the cores, and each core's eviction timer. The runtime
+//! holds all of it without knowing what it is ([`crate::runtime::App`]).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -40,9 +41,12 @@ pub const SHARD_EXPIRY_INTERVAL_MS: u64 = 1_000;
 
 /// What every core of the exchange shares, immutable after start.
 pub struct Services {
-    pub registry: Registry,
+    /// The buyers as of start (the stored table after the file seeded it). Each core starts from
+    /// it and then holds its own current snapshot ([`CoreState::registry`]).
+    pub initial_registry: Arc<Registry>,
     pub keys: BidKeys,
-    pub auth: Auth,
+    /// Static bearer tokens as of start; each core then holds its own ([`CoreState::auth`]).
+    pub initial_auth: Arc<Auth>,
     /// Signs and verifies OAuth access tokens (key generated once, kept in the store).
     pub access_keys: AccessKeys,
     /// OAuth clients as stored at start; each core builds its own table from them, and later
@@ -63,6 +67,11 @@ pub struct CoreState {
     pub in_flight: RefCell<std::collections::HashSet<Vec<u8>>>,
     /// This core's copy of the active OAuth clients.
     pub clients: RefCell<ClientTable>,
+    /// The current buyer snapshot: an auction takes it when it opens and keeps it. Replaced whole
+    /// (never edited) by `exchange::buyers` on every core before an admin change answers.
+    pub registry: RefCell<Arc<Registry>>,
+    /// The current static tokens, replaced whole by a config reload.
+    pub auth: RefCell<Arc<Auth>>,
 }
 
 /// The threads the exchange starts beside the cores.
@@ -86,9 +95,8 @@ impl App for Exchange {
         store: &Arc<Store>,
         clock: &Clock,
     ) -> Result<(Services, Handles), String> {
-        let registry = Registry::from_config(&config.buyers, config.limits.buyer_pings_per_s)?
-            .with_clock(clock.clone());
-        let auth = Auth::from_config(&config.tokens, &config.limits)?;
+        let registry = Arc::new(seed_buyers(store, config, clock)?);
+        let auth = Arc::new(Auth::from_config(&config.tokens, &config.limits)?);
         let keys = BidKeys::from_config(
             &config.bid_token,
             &stored_secret(store, "bid_token_secret", "bid-token key")?,
@@ -109,9 +117,9 @@ impl App for Exchange {
         let webhook_worker =
             crate::webhooks::worker::start(store.clone(), webhooks.clone(), clock.clone())?;
         let services = Services {
-            registry,
+            initial_registry: registry,
             keys,
-            auth,
+            initial_auth: auth,
             access_keys,
             initial_clients,
             webhooks,
@@ -121,7 +129,7 @@ impl App for Exchange {
 
     fn metric_buyers(global: &Services) -> Vec<String> {
         global
-            .registry
+            .initial_registry
             .buyers
             .iter()
             .map(|b| b.id.clone())
@@ -141,6 +149,8 @@ impl App for Exchange {
             )),
             in_flight: RefCell::new(std::collections::HashSet::new()),
             clients: RefCell::new(ClientTable::new(shared.initial_clients.iter().cloned())),
+            registry: RefCell::new(shared.initial_registry.clone()),
+            auth: RefCell::new(shared.initial_auth.clone()),
         }
     }
 
@@ -157,7 +167,7 @@ impl App for Exchange {
 /// cache and this core's DNS cache, which later connections reuse. A failure only logs: the
 /// auction that needs the buyer connects (and records the failure) as it would have anyway.
 async fn warm_up(core: Rc<Core>) {
-    let registry = &core.shared.registry;
+    let registry = core.registry();
     let mut seen = std::collections::HashSet::new();
     // Direct-post buyers have no ping origin to warm.
     let targets = registry
@@ -203,6 +213,11 @@ async fn evict_on_time(core: Rc<Core>) {
 }
 
 impl Core {
+    /// This core's current buyer snapshot. An auction takes it once and keeps it.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.borrow().clone()
+    }
+
     /// Authenticates a request (static token or OAuth access token), checks its scope, and counts
     /// it against the client's request rate (429 past it).
     pub fn authenticate(
@@ -212,7 +227,7 @@ impl Core {
     ) -> Result<Client, ApiError> {
         let client = {
             let clients = self.clients.borrow();
-            self.shared.auth.check_with(
+            self.auth.borrow().check_with(
                 headers,
                 scope,
                 Some((&clients, &self.shared.access_keys)),
@@ -270,6 +285,22 @@ fn stored_secret(store: &Store, key: &str, what: &str) -> Result<Vec<u8>, String
         }
         Err(e) => Err(format!("cannot read the {what}: {e}")),
     }
+}
+
+/// The buyer table at start: the stored rows with the config file's buyers seeded over them (the
+/// ownership rule of [`crate::buyers::table`]), made durable before any core runs, and the first
+/// snapshot built from it.
+fn seed_buyers(store: &Store, config: &Config, clock: &Clock) -> Result<Registry, String> {
+    let stored = crate::buyers::table::load(store)?;
+    let (table, batch) = crate::buyers::table::seed(&stored, &config.buyers, clock.now_ms());
+    if !batch.is_empty() {
+        store
+            .write_durable(&batch)
+            .map_err(|e| format!("cannot store the buyer table: {e}"))?;
+    }
+    Registry::default()
+        .with_clock(clock.clone())
+        .next(table, config.limits.buyer_pings_per_s)
 }
 
 /// Every OAuth client record in the store (revoked ones included; the tables skip them).

@@ -8,6 +8,7 @@
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::ExchangeError;
@@ -17,7 +18,7 @@ use crate::auction::record::{from_record, to_record};
 use crate::auction::shard::InsertError;
 use crate::auction::{fanout, Auction, Award, BuyerOutcome, NoBidReason, OutcomeKind, Status};
 use crate::auth::Client;
-use crate::buyers::Eligibility;
+use crate::buyers::{Eligibility, Registry};
 use crate::config::MAX_WINDOW_MS;
 use crate::exchange::Core;
 use crate::model::Ping;
@@ -75,9 +76,11 @@ pub async fn run(
             max: client.limits.auctions.max(),
         }
     })?;
-    let (deadline, elig) = open(core, &auction_id, &ping, client, started)?;
+    // The buyer snapshot this auction keeps for its whole life, whatever changes meanwhile.
+    let registry = core.registry();
+    let (deadline, elig) = open(core, &registry, &auction_id, &ping, client, started)?;
     let outcomes = fanout::ping_buyers(
-        &shared.registry,
+        &registry,
         &core.pool,
         &shared.config.auction,
         &auction_id,
@@ -91,17 +94,18 @@ pub async fn run(
     // A direct-post buyer was not pinged: its fixed price is no ping outcome.
     for o in outcomes.iter().filter(|o| !o.direct_post) {
         core.metrics.record_buyer_ping(
-            o.buyer,
+            &o.buyer_id,
             o.kind.as_str(),
             o.kind.was_pinged().then_some(o.latency_us),
         );
         if let Some(kind) = o.reject_reason.as_deref().and_then(fanout::unreached_kind) {
-            core.metrics.record_buyer_call_error(o.buyer, kind);
+            core.metrics.record_buyer_call_error(&o.buyer_id, kind);
         }
     }
     let any_eligible = !elig.eligible.is_empty();
     Ok(close(
         core,
+        &registry,
         client,
         auction_id,
         outcomes,
@@ -114,6 +118,7 @@ pub async fn run(
 /// check that a seller-chosen id is not in use.
 fn open(
     core: &Core,
+    registry: &Arc<Registry>,
     auction_id: &str,
     ping: &Ping,
     client: &Client,
@@ -141,11 +146,9 @@ fn open(
             auction_id: auction_id.to_string(),
         });
     }
-    let elig = core
-        .shared
-        .registry
-        .eligibility(ping, client.tenant, cfg.max_buyers_per_auction);
+    let elig = registry.eligibility(ping, client.tenant, cfg.max_buyers_per_auction);
     let auction = Auction::open(
+        registry.clone(),
         auction_id.to_string(),
         client.tenant,
         client.name.clone(),
@@ -162,6 +165,7 @@ fn open(
 /// shard with the time it may leave memory.
 fn close(
     core: &Core,
+    registry: &Registry,
     client: &Client,
     auction_id: String,
     mut outcomes: Vec<BuyerOutcome>,
@@ -184,7 +188,7 @@ fn close(
         .map(|(slot, o)| Candidate {
             slot,
             amount_cents: o.amount_cents.unwrap_or(0),
-            buyer_floor_cents: shared.registry.buyers[o.buyer].floor_cents,
+            buyer_floor_cents: registry.buyers[o.buyer].floor_cents,
             arrival: o.arrival,
         })
         .collect();
@@ -336,7 +340,8 @@ pub fn ensure_loaded(core: &Core, tenant: Tenant, auction_id: &str) -> Result<bo
     let now = core.shared.clock.now_ms();
     let evict_at = record.token_valid_until_ms.unwrap_or(now).max(now)
         + core.shared.config.auction.retention_ms;
-    let auction = from_record(record, &core.shared.registry, evict_at).map_err(|e| {
+    // Read back, the auction resolves its buyer ids against the snapshot current now.
+    let auction = from_record(record, &core.registry(), evict_at).map_err(|e| {
         ExchangeError::RecordUnreadable {
             auction_id: auction_id.to_string(),
             reason: e.to_string(),

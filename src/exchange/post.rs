@@ -135,7 +135,7 @@ pub async fn deliver(
     // The intent to deliver to a buyer is durable before that buyer is called.
     let mut before_buyer = async |slot: usize| run.intend(slot).await;
     let outcome = deliver::deliver(
-        &core.shared.registry,
+        &plan.registry,
         &core.pool,
         deliver::Job {
             auction_id: run.auction_id,
@@ -430,6 +430,8 @@ struct Plan {
     lead_uuid: String,
     /// State to restore if the delivery cannot even start.
     previous: PostState,
+    /// The buyer snapshot the auction keeps: candidates' buyer indexes point into it.
+    registry: std::sync::Arc<crate::buyers::Registry>,
 }
 
 /// Checks the post against its auction's post state and claims; `Ok(Err(reply))` is a final
@@ -501,6 +503,7 @@ fn plan(
             .filter(|_| resume_slot.is_some())
             .unwrap_or_else(|| post.lead.lead_uuid.clone()),
         previous: a.post.clone(),
+        registry: a.registry.clone(),
     }))
 }
 

@@ -95,7 +95,7 @@ mod tests {
         for k in 0..5000u64 {
             a.record_ping(100 + k * 13);
             b.record_ping(70 + k * 29);
-            a.record_buyer_ping(1, "bid", Some(2_000 + k * 101));
+            a.record_buyer_ping("globex", "bid", Some(2_000 + k * 101));
         }
         a.record_ping(45_000_000);
         let mut snap = Snapshot::empty(&ids);

@@ -27,7 +27,10 @@
 //! Bounded and fixed per series: one since-start histogram plus at most [`WINDOW_SLOTS`] slot
 //! histograms, each allocated on first use and then reused. A histogram with the bounds below
 //! ([`HIST_LOWEST_US`]..[`HIST_HIGHEST_US`], [`HIST_SIGFIG`] digits) holds about 17k `u64` counts
-//! (~136 KiB). Series: 6 fixed plus one per buyer. The endpoint × status counter map holds at most
+//! (~136 KiB). Series: 6 fixed plus one per buyer. Per-buyer series are keyed by buyer id
+//! in a slot map that grows when a buyer first appears (a buyer added at runtime gets its series
+//! then), up to [`MAX_BUYER_SERIES`]; a buyer removed at runtime keeps its series (and its last
+//! counts) until restart, and ids past the limit are not recorded. The endpoint × status counter map holds at most
 //! [`MAX_ENDPOINT_STATUS_KEYS`] entries plus one overflow entry: keys past the limit are counted
 //! under ([`OVERFLOW_ENDPOINT`], 0).
 //! Units: all recorded values are microseconds; Prometheus output is in seconds.
@@ -47,6 +50,11 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
+
+/// Most per-buyer series one core keeps: room for every buyer Gavel may hold
+/// ([`crate::config::MAX_BUYERS`]) plus as many again for buyers removed or renamed since start,
+/// whose series stay until restart.
+pub const MAX_BUYER_SERIES: usize = 2 * crate::config::MAX_BUYERS;
 
 /// Number of slots in the rolling "last 60 s" window.
 pub const WINDOW_SLOTS: usize = 6;
@@ -211,6 +219,10 @@ struct Inner {
     post: Series,
     store_commit: Series,
     loop_lag: Series,
+    /// Per-buyer series; a buyer's slot is its position in `buyer_ids`, found through `buyer_slots`.
+    /// A new per-buyer series is one more `Vec` here, pushed in [`Inner::buyer_slot`].
+    buyer_ids: Vec<String>,
+    buyer_slots: std::collections::HashMap<String, usize>,
     buyer_rtt: Vec<Series>,
     buyer_pings: Vec<[u64; BUYER_OUTCOMES.len()]>,
     buyer_call_errors: Vec<[u64; BUYER_CALL_ERROR_KINDS.len()]>,
@@ -227,7 +239,6 @@ struct Inner {
 /// All methods are synchronous and hold no borrow across an `.await`, so a call can never observe
 /// a borrow in progress.
 pub struct CoreMetrics {
-    buyer_ids: Vec<String>,
     clock: Clock,
     /// Start of slot number 0.
     origin: Instant,
@@ -237,16 +248,15 @@ pub struct CoreMetrics {
 }
 
 impl CoreMetrics {
-    /// Empty metrics for one core. A buyer's index (as passed to
-    /// [`record_buyer_ping`](Self::record_buyer_ping)) is its position in `buyer_ids`.
+    /// Empty metrics for one core, with (zero) series for `buyer_ids` from the start; other buyers
+    /// get theirs when first recorded.
     pub fn new(buyer_ids: &[String]) -> CoreMetrics {
         Self::with_clock(buyer_ids, Clock::System)
     }
 
     fn with_clock(buyer_ids: &[String], clock: Clock) -> CoreMetrics {
         let origin = clock.now();
-        CoreMetrics {
-            buyer_ids: buyer_ids.to_vec(),
+        let m = CoreMetrics {
             clock,
             origin,
             inner: RefCell::new(Inner {
@@ -256,16 +266,25 @@ impl CoreMetrics {
                 post: Series::new(),
                 store_commit: Series::new(),
                 loop_lag: Series::new(),
-                buyer_rtt: buyer_ids.iter().map(|_| Series::new()).collect(),
-                buyer_pings: vec![[0; BUYER_OUTCOMES.len()]; buyer_ids.len()],
-                buyer_call_errors: vec![[0; BUYER_CALL_ERROR_KINDS.len()]; buyer_ids.len()],
+                buyer_ids: Vec::new(),
+                buyer_slots: std::collections::HashMap::new(),
+                buyer_rtt: Vec::new(),
+                buyer_pings: Vec::new(),
+                buyer_call_errors: Vec::new(),
                 no_bid: [0; NO_BID_REASONS.len()],
                 requests: BTreeMap::new(),
                 idempotent_replays: 0,
                 rate_limited: [0; RATE_LIMITS.len()],
             }),
             enabled: std::cell::Cell::new(true),
+        };
+        {
+            let mut inner = m.inner.borrow_mut();
+            for id in buyer_ids {
+                inner.buyer_slot(id);
+            }
         }
+        m
     }
 
     /// Turns recording on or off (off only to measure what recording costs).
@@ -273,9 +292,9 @@ impl CoreMetrics {
         self.enabled.set(on);
     }
 
-    /// The buyer ids this core was created with (index = buyer index).
-    pub fn buyer_ids(&self) -> &[String] {
-        &self.buyer_ids
+    /// The buyer ids this core keeps series for, in slot order.
+    pub fn buyer_ids(&self) -> Vec<String> {
+        self.inner.borrow().buyer_ids.clone()
     }
 
     /// Current window slot number.
@@ -311,17 +330,17 @@ impl CoreMetrics {
     }
 
     /// One buyer ping's outcome (one of [`BUYER_OUTCOMES`]; others are not counted) and, when
-    /// `Some`, its round-trip time in µs, recorded into that buyer's RTT histogram. A `buyer`
-    /// index outside the list given to [`new`](Self::new) is ignored.
-    pub fn record_buyer_ping(&self, buyer: usize, outcome: &str, rtt_us: Option<u64>) {
+    /// `Some`, its round-trip time in µs, recorded into that buyer's RTT histogram. A buyer id
+    /// seen for the first time gets its series now; past [`MAX_BUYER_SERIES`] it is not recorded.
+    pub fn record_buyer_ping(&self, buyer_id: &str, outcome: &str, rtt_us: Option<u64>) {
         if !self.enabled.get() {
             return;
         }
         let slot = self.slot_now();
         let mut inner = self.inner.borrow_mut();
-        if buyer >= inner.buyer_pings.len() {
+        let Some(buyer) = inner.buyer_slot(buyer_id) else {
             return;
-        }
+        };
         if let Some(o) = BUYER_OUTCOMES.iter().position(|&x| x == outcome) {
             inner.buyer_pings[buyer][o] += 1;
         }
@@ -331,17 +350,17 @@ impl CoreMetrics {
     }
 
     /// One ping that could not reach `buyer`, by kind (one of [`BUYER_CALL_ERROR_KINDS`]; others
-    /// are not counted). A `buyer` index outside the list given to [`new`](Self::new) is ignored.
-    pub fn record_buyer_call_error(&self, buyer: usize, kind: &str) {
+    /// are not counted). Past [`MAX_BUYER_SERIES`] buyers a new buyer id is not recorded.
+    pub fn record_buyer_call_error(&self, buyer_id: &str, kind: &str) {
         if !self.enabled.get() {
             return;
         }
         let mut inner = self.inner.borrow_mut();
-        let Some(counts) = inner.buyer_call_errors.get_mut(buyer) else {
+        let Some(buyer) = inner.buyer_slot(buyer_id) else {
             return;
         };
         if let Some(k) = BUYER_CALL_ERROR_KINDS.iter().position(|&x| x == kind) {
-            counts[k] += 1;
+            inner.buyer_call_errors[buyer][k] += 1;
         }
     }
 
@@ -412,7 +431,7 @@ impl CoreMetrics {
         let mut inner = self.inner.borrow_mut();
         let inner = &mut *inner;
         Snapshot {
-            buyer_ids: self.buyer_ids.clone(),
+            buyer_ids: inner.buyer_ids.clone(),
             ping: inner.ping.snapshot(current),
             auction: inner.auction.snapshot(current),
             engine_overhead: inner.engine_overhead.snapshot(current),
@@ -431,6 +450,27 @@ impl CoreMetrics {
             idempotent_replays: inner.idempotent_replays,
             rate_limited: inner.rate_limited,
         }
+    }
+}
+
+impl Inner {
+    /// The slot of `buyer_id`'s series, created on first sight; `None` once [`MAX_BUYER_SERIES`]
+    /// slots exist.
+    fn buyer_slot(&mut self, buyer_id: &str) -> Option<usize> {
+        if let Some(&i) = self.buyer_slots.get(buyer_id) {
+            return Some(i);
+        }
+        if self.buyer_ids.len() >= MAX_BUYER_SERIES {
+            return None;
+        }
+        let i = self.buyer_ids.len();
+        self.buyer_ids.push(buyer_id.to_string());
+        self.buyer_slots.insert(buyer_id.to_string(), i);
+        self.buyer_rtt.push(Series::new());
+        self.buyer_pings.push([0; BUYER_OUTCOMES.len()]);
+        self.buyer_call_errors
+            .push([0; BUYER_CALL_ERROR_KINDS.len()]);
+        Some(i)
     }
 }
 
@@ -598,12 +638,11 @@ mod tests {
         for v in 501..=1000u64 {
             b.record_ping(v);
         }
-        a.record_buyer_ping(0, "bid", Some(1200));
-        a.record_buyer_ping(1, "timeout", None);
-        b.record_buyer_ping(0, "bid", Some(800));
-        b.record_buyer_ping(0, "no_bid", Some(300));
-        b.record_buyer_ping(9, "bid", Some(1)); // unknown buyer: ignored
-        b.record_buyer_ping(1, "bogus", None); // unknown outcome: ignored
+        a.record_buyer_ping("acme", "bid", Some(1200));
+        a.record_buyer_ping("globex", "timeout", None);
+        b.record_buyer_ping("acme", "bid", Some(800));
+        b.record_buyer_ping("acme", "no_bid", Some(300));
+        b.record_buyer_ping("globex", "bogus", None); // unknown outcome: ignored
         a.record_no_bid("no_bids");
         b.record_no_bid("below_floor");
         b.record_no_bid("nonsense");
@@ -638,13 +677,31 @@ mod tests {
     }
 
     #[test]
+    fn a_buyer_first_seen_at_runtime_gets_its_own_series_up_to_the_limit() {
+        let m = CoreMetrics::new(&ids());
+        m.record_buyer_ping("added_later", "bid", Some(10));
+        m.record_buyer_ping("acme", "no_bid", None);
+        let s = m.snapshot();
+        assert_eq!(s.buyer_ids, ["acme", "globex", "added_later"]);
+        assert_eq!(s.buyer_pings[2][0], 1);
+        assert_eq!(s.buyer_pings[0][1], 1);
+        for n in 0..MAX_BUYER_SERIES {
+            m.record_buyer_ping(&format!("b{n}"), "bid", None);
+        }
+        assert_eq!(m.buyer_ids().len(), MAX_BUYER_SERIES);
+        assert!(!m.buyer_ids().iter().any(|id| id == "one_too_many"));
+        m.record_buyer_ping("one_too_many", "bid", None);
+        assert_eq!(m.buyer_ids().len(), MAX_BUYER_SERIES);
+    }
+
+    #[test]
     fn merge_matches_buyers_by_id() {
         let a = CoreMetrics::new(&ids());
         let other = vec!["globex".to_string(), "initech".to_string()];
         let b = CoreMetrics::new(&other);
-        a.record_buyer_ping(1, "bid", Some(10));
-        b.record_buyer_ping(0, "bid", Some(20));
-        b.record_buyer_ping(1, "error", Some(30));
+        a.record_buyer_ping("globex", "bid", Some(10));
+        b.record_buyer_ping("globex", "bid", Some(20));
+        b.record_buyer_ping("initech", "error", Some(30));
         let mut all = a.snapshot();
         all.merge(&b.snapshot());
         assert_eq!(all.buyer_ids, vec!["acme", "globex", "initech"]);
@@ -690,9 +747,9 @@ mod tests {
     fn window_applies_to_buyer_rtt() {
         let t0 = Instant::now();
         let m = manual(t0);
-        m.record_buyer_ping(1, "bid", Some(5000));
+        m.record_buyer_ping("globex", "bid", Some(5000));
         set_now(&m, t0 + Duration::from_secs(61));
-        m.record_buyer_ping(1, "bid", Some(7000));
+        m.record_buyer_ping("globex", "bid", Some(7000));
         let s = m.snapshot();
         assert_eq!(s.buyer_rtt[1].since_start.len(), 2);
         assert_eq!(s.buyer_rtt[1].last_60s.len(), 1);

@@ -545,9 +545,13 @@ mod tests {
                 m.record_ping(v + 300);
                 m.record_auction(v);
                 m.record_engine_overhead(k % 400 + 20);
-                m.record_buyer_ping((k % 3) as usize, BUYER_OUTCOMES[(k % 4) as usize], Some(v));
+                m.record_buyer_ping(
+                    &ids[(k % 3) as usize],
+                    BUYER_OUTCOMES[(k % 4) as usize],
+                    Some(v),
+                );
                 if k % 100 == 0 {
-                    m.record_buyer_call_error(0, "tls");
+                    m.record_buyer_call_error(&ids[0], "tls");
                 }
                 if k % 10 == 0 {
                     m.record_post(v * 3);

@@ -65,7 +65,8 @@ pub trait App: Sized + 'static {
         clock: &Clock,
     ) -> Result<(Self::Global, Self::Handles), String>;
 
-    /// The buyer ids a core's metrics keep series for, in buyer-index order.
+    /// The buyer ids a core's metrics keep series for from the start (zeros until recorded);
+    /// buyers added later get theirs when first recorded.
     fn metric_buyers(global: &Self::Global) -> Vec<String>;
 
     /// Builds core `id`'s own state, on that core's thread.

@@ -140,6 +140,20 @@ pub fn deserialize_usd<'de, D: Deserializer<'de>>(d: D) -> Result<Cents, D::Erro
     d.deserialize_any(Usd)
 }
 
+/// serde helper, the inverse of [`deserialize_usd`]: writes cents as a JSON number of USD with two
+/// decimals (`2.50`). Use as `#[serde(serialize_with = "…::serialize_usd")]`.
+pub fn serialize_usd<S: serde::Serializer>(cents: &Cents, s: S) -> Result<S::Ok, S::Error> {
+    Money(*cents).serialize(s)
+}
+
+/// Writes optional cents as USD (`null` when absent), as [`serialize_usd`] does.
+pub fn serialize_opt_usd<S: serde::Serializer>(
+    cents: &Option<Cents>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    cents.map(Money).serialize(s)
+}
+
 /// Writes cents as a JSON number with exactly two decimals, as CONTRACT §2 asks for money.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Money(pub Cents);
