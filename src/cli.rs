@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the exchange (and, when sandbox.enabled, the mock buyers) until SIGINT or SIGTERM;
-    /// SIGHUP reloads the config file's buyers and tokens.
+    /// SIGHUP reloads the config file's buyers, tokens and lead rules.
     Serve {
         /// Config file.
         #[arg(long, short, default_value = "config/gavel.toml")]
@@ -607,18 +607,17 @@ fn wait_for_signal(mut on_hup: impl FnMut()) -> Result<(), String> {
 }
 
 /// The sections of the config a reload does not apply that differ between `running` and `new`:
-/// they take effect at the next restart. Buyers and tokens are applied by a reload.
+/// they take effect at the next restart. Buyers, tokens and rules are applied by a reload.
 fn sections_needing_restart(running: &Config, new: &Config) -> Vec<&'static str> {
     let differ =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    let sections: [(&'static str, bool); 13] = [
+    let sections: [(&'static str, bool); 12] = [
         ("server", differ(&running.server, &new.server)),
         ("auction", differ(&running.auction, &new.auction)),
         ("post", differ(&running.post, &new.post)),
         ("bid_token", differ(&running.bid_token, &new.bid_token)),
         ("oauth", differ(&running.oauth, &new.oauth)),
         ("limits", differ(&running.limits, &new.limits)),
-        ("rules", differ(&running.rules, &new.rules)),
         (
             "webhook_delivery",
             differ(&running.webhook_delivery, &new.webhook_delivery),
@@ -663,7 +662,7 @@ fn reload(
         Ok(()) => {
             running.buyers = new.buyers;
             running.tokens = new.tokens;
-            tracing::info!(file = %file, buyers = running.buyers.len(), tokens = running.tokens.len(), "config reloaded: buyers and tokens applied");
+            tracing::info!(file = %file, buyers = running.buyers.len(), tokens = running.tokens.len(), "config reloaded: buyers, tokens and rules applied");
         }
         Err(e) => {
             tracing::error!(file = %file, error = %e, "config reload not fully applied; send SIGHUP again");

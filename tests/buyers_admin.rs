@@ -463,7 +463,7 @@ fn the_buyers_cli_manages_buyers_of_a_running_server() {
 }
 
 #[test]
-fn reload_applies_the_files_buyers_and_tokens_without_a_restart() {
+fn reload_applies_the_files_buyers_tokens_and_rules_without_a_restart() {
     let env = env_with_spare_buyers();
     create(&env, "slow");
     let new_token = "gv_test_reloaded_token_0000000000000000000";
@@ -479,6 +479,12 @@ fn reload_applies_the_files_buyers_and_tokens_without_a_restart() {
             .collect(),
         buyer: None,
         requests_per_s: None,
+    });
+    // A new lead rule: google_ads leads (the test ping's source) now need a TrustedForm cert.
+    cfg.rules.push(gavel::config::RuleConfig {
+        vertical: None,
+        source: Some("google_ads".into()),
+        require: vec!["lead.tcpa.trustedform_cert_url".into()],
     });
     gavel::cli::check_config(&cfg, "reload.toml").unwrap();
     env.server().reload(&cfg).expect("reload applies");
@@ -500,6 +506,19 @@ fn reload_applies_the_files_buyers_and_tokens_without_a_restart() {
     }
     assert_eq!(log.pings("in_config"), before);
     assert_eq!(log.pings("newbie"), 2);
+    let won = env.ping(&ping_body());
+    assert_eq!(won.json["status"], "won", "{}", won.text);
+    let body = post_body(
+        won.json["auction_id"].as_str().unwrap(),
+        won.json["bid"]["bid_token"].as_str().unwrap(),
+    );
+    let r = env.post("/v1/post", Some(TOKEN), &body.to_string());
+    assert_eq!(r.status, 422, "the reloaded rule holds: {}", r.text);
+    assert_eq!(
+        r.json["field_errors"][0]["field"],
+        "lead.tcpa.trustedform_cert_url"
+    );
+
     // A token the file no longer names stops working.
     cfg.tokens.retain(|t| t.client != "reloaded");
     env.server().reload(&cfg).unwrap();

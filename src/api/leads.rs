@@ -51,7 +51,7 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
         lead,
         lead_uuid_supplied,
     };
-    exchange::post::check_rules(&core.shared.config, &ping.vertical, &ping.source, &post)?;
+    exchange::post::check_rules(&core.rules(), &ping.vertical, &ping.source, &post)?;
     let owner = ping::deciding_core(core, ping.auction_id.as_deref(), key.as_deref());
     let idem = key.map(|k| Idem::new(&client, "POST", "/v1/leads", k, fingerprint));
     let rid_owned = rid.to_string();

@@ -342,7 +342,7 @@ impl Pool {
             .resolve(&target.origin)
             .await
             .map_err(CallError::Resolve)?;
-        // Each address in turn, as getaddrinfo ordered them; the last failure is the answer.
+        // Each address in turn, in the resolver's order (IPv4 first); the last failure is the answer.
         let mut stream = Err(std::io::Error::other("no address to connect to"));
         for addr in addrs.iter() {
             stream = monoio::net::TcpStream::connect_addr(*addr).await;

@@ -17,7 +17,7 @@ use crate::auth::oauth::{AccessKeys, ClientRecord, ClientTable, META_PREFIX};
 use crate::auth::{Auth, Client};
 use crate::buyers::pool::Pool;
 use crate::buyers::Registry;
-use crate::config::Config;
+use crate::config::{Config, RuleConfig};
 use crate::error::ApiError;
 use crate::limits::ClientLimits;
 use crate::runtime::{App, Stop};
@@ -72,6 +72,8 @@ pub struct CoreState {
     pub registry: RefCell<Arc<Registry>>,
     /// The current static tokens, replaced whole by a config reload.
     pub auth: RefCell<Arc<Auth>>,
+    /// The current lead rules (`[[rules]]`), replaced whole by a config reload.
+    pub rules: RefCell<Arc<[RuleConfig]>>,
 }
 
 /// The threads the exchange starts beside the cores.
@@ -151,6 +153,7 @@ impl App for Exchange {
             clients: RefCell::new(ClientTable::new(shared.initial_clients.iter().cloned())),
             registry: RefCell::new(shared.initial_registry.clone()),
             auth: RefCell::new(shared.initial_auth.clone()),
+            rules: RefCell::new(shared.config.rules.clone().into()),
         }
     }
 
@@ -216,6 +219,11 @@ impl Core {
     /// This core's current buyer snapshot. An auction takes it once and keeps it.
     pub fn registry(&self) -> Arc<Registry> {
         self.registry.borrow().clone()
+    }
+
+    /// This core's current lead rules (`[[rules]]`); a reload replaces them.
+    pub fn rules(&self) -> Arc<[RuleConfig]> {
+        self.rules.borrow().clone()
     }
 
     /// Authenticates a request (static token or OAuth access token), checks its scope, and counts

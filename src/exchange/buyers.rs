@@ -24,7 +24,7 @@ use std::sync::Arc;
 use crate::auth::Auth;
 use crate::buyers::table::{self, BuyerRecord, Source};
 use crate::buyers::{Buyer, Registry};
-use crate::config::{BuyerConfig, Config, ConfigError, Tenant, MAX_BUYERS};
+use crate::config::{BuyerConfig, Config, ConfigError, RuleConfig, Tenant, MAX_BUYERS};
 use crate::exchange::{Core, Exchange};
 use crate::runtime::handoff::ask;
 use crate::store::{Batch, StoreError};
@@ -459,8 +459,8 @@ fn install(core: &Core, next: Arc<Registry>) {
 impl crate::runtime::ServerHandle<Exchange> {
     /// Applies a new, fully checked config (`cli::load_config`) to the running server without
     /// dropping a connection or an auction: its buyers through the same path as the admin API
-    /// (the ownership rule of [`crate::buyers::table`], durable, installed on every core) and its
-    /// static tokens on every core. Other sections are not applied (the caller says which changed).
+    /// (the ownership rule of [`crate::buyers::table`], durable, installed on every core), and its
+    /// static tokens and lead rules on every core. Other sections are not applied (the caller says which changed).
     /// Blocks the calling thread: call it from the main thread or a test, never from a core.
     pub fn reload(&self, config: &Config) -> Result<(), String> {
         let running = self
@@ -478,11 +478,13 @@ impl crate::runtime::ServerHandle<Exchange> {
                     .map_err(|e| format!("{e:?}"))
             })
             .ok_or("core 0 was too busy to take the buyer reload; send SIGHUP again")?;
+        let rules: Arc<[RuleConfig]> = config.rules.clone().into();
         let mut missed = Vec::new();
         for target in 0..self.shared.cores {
-            let auth = auth.clone();
+            let (auth, rules) = (auth.clone(), rules.clone());
             let taken = self.on_core(target, move |c| async move {
                 *c.auth.borrow_mut() = auth;
+                *c.rules.borrow_mut() = rules;
             });
             if taken.is_none() {
                 missed.push(target);
@@ -491,7 +493,7 @@ impl crate::runtime::ServerHandle<Exchange> {
         buyers.map_err(|e| format!("buyers not reloaded: {e}"))?;
         if !missed.is_empty() {
             return Err(format!(
-                "tokens not applied on core(s) {missed:?}; send SIGHUP again"
+                "tokens and rules not applied on core(s) {missed:?}; send SIGHUP again"
             ));
         }
         Ok(())

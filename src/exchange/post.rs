@@ -27,7 +27,7 @@ use crate::auction::record::to_record;
 use crate::auction::token::Claims;
 use crate::auction::{Auction, PostState, Status, NO_BUYER};
 use crate::auth::Client;
-use crate::config::Config;
+use crate::config::{Config, RuleConfig};
 use crate::error::FieldError;
 use crate::exchange::Core;
 use crate::http::Reply;
@@ -122,7 +122,7 @@ pub async fn deliver(
             return Ok(Delivered::Answer(replay));
         }
     };
-    check_rules(&core.shared.config, &plan.vertical, &plan.source, &post)?;
+    check_rules(&core.rules(), &plan.vertical, &plan.source, &post)?;
     post.lead.lead_uuid = plan.lead_uuid.clone();
     let run = Run {
         core,
@@ -587,13 +587,13 @@ fn resume_slot(a: &Auction, keyed: &Keyed<'_>) -> Result<Resume, ExchangeError> 
 /// Applies the configured lead rules, e.g. "trustedform_cert_url required when source is
 /// facebook_ads"; every unmet rule is one field error.
 pub fn check_rules(
-    config: &Config,
+    rules: &[RuleConfig],
     vertical: &str,
     source: &str,
     post: &Post,
 ) -> Result<(), ExchangeError> {
     let mut errs = Vec::new();
-    for r in &config.rules {
+    for r in rules {
         if r.vertical.as_deref().is_some_and(|v| v != vertical)
             || r.source.as_deref().is_some_and(|s| s != source)
         {

@@ -274,12 +274,12 @@ mod tests {
             no_bid_body(odd, "no_demand", "buyer x has no demand"),
             serde_json::to_vec(&serde_json::json!({
                 "auction_id": odd, "bid": null,
-                "reject_reason": "no_demand", "reject_detail": "buyer x has no demand",
+                "reject_detail": "buyer x has no demand", "reject_reason": "no_demand",
             }))
             .unwrap()
         );
         let expected = serde_json::to_vec(
-            &serde_json::json!({"status": "rejected", "reason": "duplicate_lead"}),
+            &serde_json::json!({"reason": "duplicate_lead", "status": "rejected"}),
         )
         .unwrap();
         assert_eq!(post_rejected("duplicate_lead").body, expected);
