@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -188,32 +188,8 @@ fn serve(tcp: std::net::TcpStream, config: Arc<rustls::ServerConfig>, seen: Arc<
     let sni = conn.server_name().map(str::to_string);
     let client_cert = conn.peer_certificates().is_some_and(|c| !c.is_empty());
     let mut r = BufReader::new(rustls::StreamOwned::new(conn, tcp));
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let path = line.split(' ').nth(1).unwrap_or("").to_string();
-        let mut len = 0usize;
-        loop {
-            let mut h = String::new();
-            if r.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((n, v)) = h.split_once(':') {
-                if n.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0; len];
-        if r.read_exact(&mut body).is_err() {
-            return;
-        }
+    while let Some(req) = read_request(&mut r) {
+        let (path, body) = (req.target, req.body);
         seen.lock()
             .unwrap()
             .requests

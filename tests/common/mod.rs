@@ -483,3 +483,54 @@ pub fn post_body(auction_id: &str, bid_token: &str) -> serde_json::Value {
         }
     })
 }
+
+/// One HTTP/1.1 request as a blocking test server reads it.
+#[allow(dead_code, reason = "each test file uses the parts it checks")]
+pub struct TestRequest {
+    pub method: String,
+    /// Path and query, as the request line carries them.
+    pub target: String,
+    /// Header names lowercased, in arrival order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Reads the next request from a keep-alive connection (`Content-Length` bodies only, which is
+/// what Gavel sends); `None` when the peer closed or sent something unreadable.
+#[allow(dead_code, reason = "not every test file runs a test server")]
+pub fn read_request(r: &mut impl std::io::BufRead) -> Option<TestRequest> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let target = parts.next().unwrap_or("").to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((n, v)) = h.split_once(':') {
+            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some(TestRequest {
+        method,
+        target,
+        headers,
+        body,
+    })
+}
