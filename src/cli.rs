@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the exchange (and, when sandbox.enabled, the mock buyers) until SIGINT or SIGTERM;
-    /// SIGHUP reloads the config file's buyers, tokens and lead rules.
+    /// SIGHUP reloads the config file's buyers, tokens, lead rules and webhook endpoints.
     Serve {
         /// Config file.
         #[arg(long, short, default_value = "config/gavel.toml")]
@@ -607,11 +607,11 @@ fn wait_for_signal(mut on_hup: impl FnMut()) -> Result<(), String> {
 }
 
 /// The sections of the config a reload does not apply that differ between `running` and `new`:
-/// they take effect at the next restart. Buyers, tokens and rules are applied by a reload.
+/// they take effect at the next restart. Buyers, tokens, rules and webhooks are applied by a reload.
 fn sections_needing_restart(running: &Config, new: &Config) -> Vec<&'static str> {
     let differ =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    let sections: [(&'static str, bool); 12] = [
+    let sections: [(&'static str, bool); 11] = [
         ("server", differ(&running.server, &new.server)),
         ("auction", differ(&running.auction, &new.auction)),
         ("post", differ(&running.post, &new.post)),
@@ -622,7 +622,6 @@ fn sections_needing_restart(running: &Config, new: &Config) -> Vec<&'static str>
             "webhook_delivery",
             differ(&running.webhook_delivery, &new.webhook_delivery),
         ),
-        ("webhooks", differ(&running.webhooks, &new.webhooks)),
         ("store", differ(&running.store, &new.store)),
         ("sandbox", differ(&running.sandbox, &new.sandbox)),
         ("log", differ(&running.log, &new.log)),
@@ -635,8 +634,9 @@ fn sections_needing_restart(running: &Config, new: &Config) -> Vec<&'static str>
 }
 
 /// `SIGHUP`: re-reads and fully checks the config file here, off the cores. An invalid file is
-/// refused with its error (file, key, reason) and nothing changes. A valid one has its buyers and
-/// tokens applied to the running server; other changed sections are named as needing a restart.
+/// refused with its error (file, key, reason) and nothing changes. A valid one has its buyers,
+/// tokens, rules and webhook endpoints applied to the running server; other changed sections are
+/// named as needing a restart.
 /// `running` is the config as applied so far.
 fn reload(
     server: &crate::exchange::ServerHandle,
@@ -662,7 +662,9 @@ fn reload(
         Ok(()) => {
             running.buyers = new.buyers;
             running.tokens = new.tokens;
-            tracing::info!(file = %file, buyers = running.buyers.len(), tokens = running.tokens.len(), "config reloaded: buyers, tokens and rules applied");
+            running.rules = new.rules;
+            running.webhooks = new.webhooks;
+            tracing::info!(file = %file, buyers = running.buyers.len(), tokens = running.tokens.len(), webhooks = running.webhooks.len(), "config reloaded: buyers, tokens, rules and webhooks applied");
         }
         Err(e) => {
             tracing::error!(file = %file, error = %e, "config reload not fully applied; send SIGHUP again");

@@ -620,3 +620,98 @@ fn a_receiver_too_slow_to_answer_or_redirecting_fails_the_attempt() {
         1
     );
 }
+
+/// `ServerHandle::reload` (what SIGHUP calls) applies `[[webhooks]]` on every core and in the
+/// worker: a changed URL and secret take the next event, a new endpoint gets it, a removed one
+/// gets nothing more while its queued delivery waits in the outbox, and goes out once the
+/// endpoint is configured again. Counters follow an endpoint's id across reloads.
+#[test]
+fn a_reload_adds_removes_and_changes_webhook_endpoints() {
+    let (first, second) = (Secret::generate(), Secret::generate());
+    // `/gone` fails until the test says otherwise, so its delivery stays queued.
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let f = failing.clone();
+    let rx = Receiver::with_plan(Box::new(move |h, _| {
+        let fail = h.path == "/gone" && f.load(std::sync::atomic::Ordering::Relaxed);
+        Answer::status(if fail { 500 } else { 204 })
+    }));
+    let hook = |id: &str, path: &str, secret: &str| {
+        endpoint(id, rx.url(path), None, &[secret], &["lead.posted"])
+    };
+    let (crm, gone) = (hook("crm", "/crm", &first), hook("gone", "/gone", &first));
+    let env = Env::start_with_clock(
+        driver(),
+        vec![fixed("hi", 30.0)],
+        move |cfg, _| {
+            cfg.webhooks = vec![crm, gone];
+            schedule(cfg, &[1000]);
+        },
+        manual_clock(),
+    );
+    sell(&env);
+    rx.wait_for(WAIT, "both endpoints tried", |h| h.len() >= 2);
+    wait_until("the failed attempt recorded", || {
+        endpoint_state(&env, "gone")["attempts"]["failed"] == 1
+    });
+    let queued = rx.hits_at("/gone")[0].id.clone();
+
+    let mut cfg = env.config.clone();
+    cfg.webhooks = vec![hook("crm", "/crm2", &second), hook("late", "/late", &first)];
+    gavel::cli::check_config(&cfg, "reload.toml").unwrap();
+    env.server().reload(&cfg).expect("the reload applies");
+    let r = env.get("/v1/admin/webhooks", Some(TOKEN));
+    let ids: Vec<&str> = r.json["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["crm", "late"], "{}", r.text);
+    let crm = endpoint_state(&env, "crm");
+    assert_eq!(crm["url"], rx.url("/crm2").as_str());
+    assert_eq!(
+        crm["attempts"]["delivered"], 1,
+        "counters stay with the id: {crm}"
+    );
+
+    // The removed endpoint's retry falls due; the worker leaves it alone.
+    env.clock.advance(1000);
+    failing.store(false, std::sync::atomic::Ordering::Relaxed);
+    sell(&env);
+    rx.wait_for(WAIT, "the new URL and the new endpoint", |_| {
+        rx.hits_at("/crm2").len() == 1 && rx.hits_at("/late").len() == 1
+    });
+    // Longer than the dispatcher's idle wait (1 s): anything still going to the old URL or the
+    // removed endpoint would have arrived.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(rx.hits_at("/crm").len(), 1, "nothing more to the old URL");
+    assert_eq!(
+        rx.hits_at("/gone").len(),
+        1,
+        "nothing to the removed endpoint"
+    );
+    assert_eq!(rx.hits_at("/crm2").len(), 1);
+    let moved = &rx.hits_at("/crm2")[0];
+    moved.verify(&second).expect("signed with the new secret");
+    assert!(moved.verify(&first).is_err(), "not with the old one");
+    assert_eq!(
+        rx.hits_at("/late")[0].id,
+        moved.id,
+        "one event, both endpoints"
+    );
+    let waiting = events_of(&env, "?endpoint=gone&state=pending");
+    assert_eq!(waiting.len(), 1, "the removed endpoint's delivery waits");
+    assert_eq!(waiting[0]["event_id"], queued.as_str());
+
+    // Back in the file: its queued delivery goes out, the same event.
+    cfg.webhooks.push(hook("gone", "/gone", &first));
+    env.server().reload(&cfg).expect("the reload applies");
+    rx.wait_for(WAIT, "the queued delivery", |_| {
+        rx.hits_at("/gone").len() == 2
+    });
+    assert_eq!(rx.hits_at("/gone")[1].id, queued);
+    assert_eq!(rx.hits_at("/gone")[1].status, 204);
+    wait_until("the outbox of gone empty", || {
+        endpoint_state(&env, "gone")["pending"] == 0
+    });
+}

@@ -138,8 +138,8 @@ pub async fn metrics(core: &Rc<Core>) -> Reply {
         failures: st.failed,
         groups: st.groups,
     };
-    let hooks: Vec<WebhookCounters> = shared
-        .webhooks
+    let hooks: Vec<WebhookCounters> = core
+        .webhooks()
         .endpoints
         .iter()
         .map(|ep| WebhookCounters {

@@ -7,6 +7,7 @@
 //! race an attempt in flight. Owns the HTTP shapes only; delivery is [`crate::webhooks`].
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
@@ -123,15 +124,10 @@ fn delivery_out(r: &DeliveryRecord, with_payload: bool) -> DeliveryOut<'_> {
 }
 
 /// The caller's tenant's endpoint named `id`; another tenant's is as unknown as a missing one.
-fn own_endpoint<'a>(
-    core: &'a Core,
-    admin: &Client,
-    id: &str,
-) -> Result<(usize, &'a Endpoint), ApiError> {
-    core.shared
-        .webhooks
+fn own_endpoint(core: &Core, admin: &Client, id: &str) -> Result<Arc<Endpoint>, ApiError> {
+    core.webhooks()
         .endpoint(id)
-        .filter(|(_, ep)| ep.config.tenant == admin.tenant)
+        .filter(|ep| ep.config.tenant == admin.tenant)
         .ok_or_else(|| ApiError::not_found(format!("No webhook endpoint {id} in this tenant.")))
 }
 
@@ -139,13 +135,12 @@ fn own_endpoint<'a>(
 pub async fn list_endpoints(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, ApiError> {
     let admin = core.authenticate(req.headers(), Scope::Admin)?;
     let store = &core.shared.store;
-    let eps: Vec<(&Endpoint, Option<Disabled>)> = core
-        .shared
-        .webhooks
+    let table = core.webhooks();
+    let eps: Vec<(&Endpoint, Option<Disabled>)> = table
         .endpoints
         .iter()
         .filter(|ep| ep.config.tenant == admin.tenant)
-        .map(|ep| Ok((ep, ep.disabled_info(store)?)))
+        .map(|ep| Ok((&**ep, ep.disabled_info(store)?)))
         .collect::<Result<_, _>>()
         .map_err(store_error)?;
     let out: Vec<EndpointOut> = eps.iter().map(|(ep, d)| endpoint_out(ep, d)).collect();
@@ -162,12 +157,12 @@ pub async fn enable(
     endpoint_id: &str,
 ) -> Result<Reply, ApiError> {
     let admin = core.authenticate(req.headers(), Scope::Admin)?;
-    let (i, ep) = own_endpoint(core, &admin, endpoint_id)?;
+    let ep = own_endpoint(core, &admin, endpoint_id)?;
     let (tx, rx) = futures::channel::oneshot::channel();
     ask_worker(
         core,
         Command::Enable {
-            endpoint: i,
+            endpoint: ep.clone(),
             reply: tx,
         },
     )?;
@@ -178,7 +173,7 @@ pub async fn enable(
     }
     tracing::info!(endpoint = endpoint_id, by = %admin.name, "webhook endpoint enabled");
     let disabled = ep.disabled_info(&core.shared.store).map_err(store_error)?;
-    Ok(Reply::json(StatusCode::OK, &endpoint_out(ep, &disabled)))
+    Ok(Reply::json(StatusCode::OK, &endpoint_out(&ep, &disabled)))
 }
 
 /// `GET /v1/admin/webhooks/events`: deliveries, newest first, filtered by `state`, `endpoint`
@@ -339,8 +334,7 @@ pub async fn replay(
 }
 
 fn ask_worker(core: &Core, c: Command) -> Result<(), ApiError> {
-    core.shared
-        .webhooks
+    core.webhooks()
         .command(c)
         .map_err(|_| ApiError::overloaded("The webhook worker is busy; retry shortly."))
 }

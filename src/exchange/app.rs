@@ -1,7 +1,8 @@
-//! The exchange as the runtime runs it: the state every core shares (bid-token keys, webhook
-//! endpoints, the buyers and static tokens as of start), the state each core owns (its auction
+//! The exchange as the runtime runs it: the state every core shares (bid-token keys, the buyers,
+//! static tokens and webhook endpoints as of start), the state each core owns (its auction
 //! shard, buyer connection pool, in-flight keys, OAuth client table, and its current snapshots of
-//! the buyers and static tokens, swapped whole when an admin change or a reload replaces them),
+//! the buyers, static tokens, lead rules and webhook endpoints, swapped whole when an admin
+//! change or a reload replaces them),
 //! the webhook dispatcher started beside the cores, and each core's eviction timer. The runtime
 //! holds all of it without knowing what it is ([`crate::runtime::App`]).
 
@@ -52,8 +53,9 @@ pub struct Services {
     /// OAuth clients as stored at start; each core builds its own table from them, and later
     /// changes reach every core through its inbox.
     pub initial_clients: Vec<(ClientRecord, Arc<ClientLimits>)>,
-    /// Sellers' webhook endpoints: cores queue events for them, the worker delivers.
-    pub webhooks: Arc<Webhooks>,
+    /// Sellers' webhook endpoints as of start: cores queue events for them, the worker delivers.
+    /// Each core then holds its own ([`CoreState::webhooks`]).
+    pub initial_webhooks: Arc<Webhooks>,
 }
 
 /// One core's own part of the exchange. Lives on its thread only.
@@ -74,6 +76,8 @@ pub struct CoreState {
     pub auth: RefCell<Arc<Auth>>,
     /// The current lead rules (`[[rules]]`), replaced whole by a config reload.
     pub rules: RefCell<Arc<[RuleConfig]>>,
+    /// The current webhook endpoints (`[[webhooks]]`), replaced whole by a config reload.
+    pub webhooks: RefCell<Arc<Webhooks>>,
 }
 
 /// The threads the exchange starts beside the cores.
@@ -124,7 +128,7 @@ impl App for Exchange {
             initial_auth: auth,
             access_keys,
             initial_clients,
-            webhooks,
+            initial_webhooks: webhooks,
         };
         Ok((services, Handles { webhook_worker }))
     }
@@ -154,6 +158,7 @@ impl App for Exchange {
             registry: RefCell::new(shared.initial_registry.clone()),
             auth: RefCell::new(shared.initial_auth.clone()),
             rules: RefCell::new(shared.config.rules.clone().into()),
+            webhooks: RefCell::new(shared.initial_webhooks.clone()),
         }
     }
 
@@ -224,6 +229,11 @@ impl Core {
     /// This core's current lead rules (`[[rules]]`); a reload replaces them.
     pub fn rules(&self) -> Arc<[RuleConfig]> {
         self.rules.borrow().clone()
+    }
+
+    /// This core's current webhook endpoints (`[[webhooks]]`); a reload replaces them.
+    pub fn webhooks(&self) -> Arc<Webhooks> {
+        self.webhooks.borrow().clone()
     }
 
     /// Authenticates a request (static token or OAuth access token), checks its scope, and counts

@@ -459,16 +459,22 @@ fn install(core: &Core, next: Arc<Registry>) {
 impl crate::runtime::ServerHandle<Exchange> {
     /// Applies a new, fully checked config (`cli::load_config`) to the running server without
     /// dropping a connection or an auction: its buyers through the same path as the admin API
-    /// (the ownership rule of [`crate::buyers::table`], durable, installed on every core), and its
-    /// static tokens and lead rules on every core. Other sections are not applied (the caller says which changed).
+    /// (the ownership rule of [`crate::buyers::table`], durable, installed on every core), its
+    /// static tokens, lead rules and webhook endpoints on every core, and the endpoints also to
+    /// the webhook worker, which has taken them when this returns. Other sections are not
+    /// applied (the caller says which changed).
     /// Blocks the calling thread: call it from the main thread or a test, never from a core.
     pub fn reload(&self, config: &Config) -> Result<(), String> {
-        let running = self
-            .on_core(BUYERS_CORE, |c| async move { c.auth.borrow().clone() })
+        let (running, running_hooks) = self
+            .on_core(BUYERS_CORE, |c| async move {
+                (c.auth.borrow().clone(), c.webhooks())
+            })
             .ok_or("core 0 was too busy to take the reload; send SIGHUP again")?;
         let auth = Arc::new(
             Auth::from_config(&config.tokens, &config.limits)?.keeping_limits_of(&running),
         );
+        // Built here, off the cores: a new endpoint's pending deliveries are counted in the store.
+        let hooks = Arc::new(running_hooks.reloaded(config, &self.shared.store)?);
         let file = config.buyers.clone();
         let buyers = self
             .on_core(BUYERS_CORE, move |c| async move {
@@ -481,23 +487,47 @@ impl crate::runtime::ServerHandle<Exchange> {
         let rules: Arc<[RuleConfig]> = config.rules.clone().into();
         let mut missed = Vec::new();
         for target in 0..self.shared.cores {
-            let (auth, rules) = (auth.clone(), rules.clone());
+            let (auth, rules, hooks) = (auth.clone(), rules.clone(), hooks.clone());
             let taken = self.on_core(target, move |c| async move {
                 *c.auth.borrow_mut() = auth;
                 *c.rules.borrow_mut() = rules;
+                *c.webhooks.borrow_mut() = hooks;
             });
             if taken.is_none() {
                 missed.push(target);
             }
         }
+        // The worker last: once it has the table, every event queued from now on goes out by it.
+        let worker = reload_webhook_worker(hooks);
         buyers.map_err(|e| format!("buyers not reloaded: {e}"))?;
         if !missed.is_empty() {
             return Err(format!(
-                "tokens and rules not applied on core(s) {missed:?}; send SIGHUP again"
+                "tokens, rules and webhooks not applied on core(s) {missed:?}; send SIGHUP again"
             ));
         }
-        Ok(())
+        worker
     }
+}
+
+/// Longest a reload waits for the webhook worker to take the new endpoint table, in milliseconds.
+/// The worker answers between two passes, which take milliseconds unless the store stalls.
+const WEBHOOK_RELOAD_WAIT_MS: u64 = 5_000;
+
+/// Hands `hooks` to the webhook worker and waits until it delivers by them.
+fn reload_webhook_worker(hooks: Arc<crate::webhooks::Webhooks>) -> Result<(), String> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let wait = std::time::Duration::from_millis(WEBHOOK_RELOAD_WAIT_MS);
+    hooks
+        .command_wait(
+            crate::webhooks::outbox::Command::Reload {
+                webhooks: hooks.clone(),
+                reply: tx,
+            },
+            wait,
+        )
+        .map_err(|_| "the webhook worker did not take the new endpoints; send SIGHUP again")?;
+    rx.recv_timeout(wait)
+        .map_err(|_| "the webhook worker did not take the new endpoints; send SIGHUP again".into())
 }
 
 #[cfg(test)]

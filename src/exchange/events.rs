@@ -48,7 +48,7 @@ pub fn committed(core: &Core, emitted: Emitted) {
             a.close_announced = true;
         }
     }
-    core.shared.webhooks.committed(emitted.queued);
+    core.webhooks().committed(emitted.queued);
 }
 
 #[derive(Serialize)]
@@ -94,7 +94,7 @@ fn auction_closed(
     auction_id: &str,
     now_ms: u64,
 ) -> Result<Emitted, ExchangeError> {
-    let hooks = &core.shared.webhooks;
+    let hooks = &core.webhooks();
     let shard = core.shard.borrow();
     let Some(a) = shard.get(tenant, auction_id) else {
         return Ok(Emitted::default());
@@ -142,7 +142,7 @@ pub fn lead_posted(
     answer_body: &[u8],
     now_ms: u64,
 ) -> Result<Emitted, ExchangeError> {
-    let hooks = &core.shared.webhooks;
+    let hooks = &core.webhooks();
     if !hooks.wants(tenant, seller, "lead.posted") {
         return Ok(Emitted::default());
     }
@@ -183,7 +183,7 @@ pub fn status_changed(
     tenant: Tenant,
     change: &StatusChange<'_>,
 ) -> Result<Emitted, ExchangeError> {
-    let hooks = &core.shared.webhooks;
+    let hooks = &core.webhooks();
     if hooks.endpoints.is_empty() {
         return Ok(Emitted::default());
     }

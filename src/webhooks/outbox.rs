@@ -1,12 +1,15 @@
 //! The webhook outbox: which endpoints an event goes to, and how an event enters the store in the
 //! same [`Batch`] as the state change that caused it.
 //!
-//! Owns the endpoint table every core and the delivery worker share ([`Webhooks`]): each endpoint's
-//! config and secrets, whether a 410 disabled it, and its counters. It does not own sending (see
-//! [`super::worker`]) nor the choice of which state change emits which event (the API layer decides
-//! that and calls [`Webhooks::enqueue`]).
+//! Owns the endpoint table the cores and the delivery worker use ([`Webhooks`]): each endpoint's
+//! config and secrets, whether a 410 disabled it, and its counters. A table is never edited: a
+//! config reload builds the next one off the cores ([`Webhooks::reloaded`]), carrying over by `Arc`
+//! the state of every endpoint whose id stays, and each core and the worker swap theirs whole.
+//! It does not own sending (see [`super::worker`]) nor the choice of which state change emits
+//! which event (the API layer decides that and calls [`Webhooks::enqueue`]).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
@@ -83,6 +86,14 @@ pub struct Disabled {
 pub struct Endpoint {
     pub config: WebhookConfig,
     pub secrets: Vec<Secret>,
+    /// Shared by every table that holds an endpoint with this id, so a reload that changes its
+    /// URL or secrets keeps its counters and its 410 state.
+    state: Arc<EndpointState>,
+}
+
+/// What the worker learned about an endpoint, kept across config reloads while its id stays.
+#[derive(Default)]
+struct EndpointState {
     /// Set when the receiver answered 410: no more events are queued for it, and its pending
     /// deliveries become `disabled`, until it is enabled again through the admin API.
     disabled: AtomicBool,
@@ -96,13 +107,32 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// An endpoint of `w` with fresh state (not disabled, nothing pending).
+    fn new(w: &WebhookConfig) -> Result<Endpoint, String> {
+        Ok(Endpoint {
+            secrets: super::resolve_secrets(w).map_err(|e| format!("webhook {}: {e}", w.id))?,
+            config: w.clone(),
+            state: Arc::default(),
+        })
+    }
+
+    /// Reads what the store remembers of this endpoint: whether a 410 disabled it, and its
+    /// pending deliveries. Only for an endpoint no core or worker uses yet.
+    fn load_state(&self, store: &Store) -> Result<(), StoreError> {
+        self.set_disabled(self.disabled_info(store)?.is_some());
+        self.state
+            .pending
+            .store(store.count_due(self.id()) as i64, Ordering::Relaxed);
+        Ok(())
+    }
+
     pub fn id(&self) -> &str {
         &self.config.id
     }
 
     /// Whether a 410 disabled this endpoint.
     pub fn is_disabled(&self) -> bool {
-        self.disabled.load(Ordering::Acquire)
+        self.state.disabled.load(Ordering::Acquire)
     }
 
     /// Why and when it was disabled, as the store remembers it (`None` while it is not).
@@ -118,38 +148,38 @@ impl Endpoint {
     }
 
     pub(crate) fn set_disabled(&self, disabled: bool) {
-        self.disabled.store(disabled, Ordering::Release);
+        self.state.disabled.store(disabled, Ordering::Release);
     }
 
     /// Attempts since start, by result, in the order of [`ATTEMPT_RESULTS`].
     pub fn attempt_counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         ATTEMPT_RESULTS
             .iter()
-            .zip(&self.attempts)
+            .zip(&self.state.attempts)
             .map(|(r, n)| (*r, n.load(Ordering::Relaxed)))
     }
 
     /// Counts one attempt that ended with `outcome`.
     pub(crate) fn count_attempt(&self, outcome: SendOutcome) {
-        self.attempts[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.state.attempts[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Deliveries that failed every retry since start.
     pub fn exhausted(&self) -> u64 {
-        self.exhausted.load(Ordering::Relaxed)
+        self.state.exhausted.load(Ordering::Relaxed)
     }
 
     pub(crate) fn count_exhausted(&self) {
-        self.exhausted.fetch_add(1, Ordering::Relaxed);
+        self.state.exhausted.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Deliveries waiting in the outbox.
     pub fn pending(&self) -> u64 {
-        self.pending.load(Ordering::Relaxed).max(0) as u64
+        self.state.pending.load(Ordering::Relaxed).max(0) as u64
     }
 
     pub(crate) fn add_pending(&self, n: i64) {
-        self.pending.fetch_add(n, Ordering::Relaxed);
+        self.state.pending.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Whether it takes deliveries now: enabled in config and not disabled by a 410.
@@ -170,8 +200,13 @@ pub enum Command {
     },
     /// Take deliveries again after a 410 disabled the endpoint.
     Enable {
-        endpoint: usize,
+        endpoint: Arc<Endpoint>,
         reply: futures::channel::oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Deliver with this endpoint table from now on (a config reload); `reply` says it is taken.
+    Reload {
+        webhooks: Arc<Webhooks>,
+        reply: crossbeam_channel::Sender<()>,
     },
     /// Stop the worker.
     Stop,
@@ -189,21 +224,36 @@ pub enum ReplayError {
     Store(String),
 }
 
-/// Every webhook endpoint, shared by the cores (which queue events) and the worker (which
-/// delivers them). Built once at start from the config.
+/// Every webhook endpoint, as the cores (which queue events) and the worker (which delivers
+/// them) hold it: built at start from the config, then replaced whole by each config reload.
 pub struct Webhooks {
-    pub endpoints: Vec<Endpoint>,
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// As of start: a reload keeps it (the sender threads and their HTTP agent are built from it).
     pub delivery: WebhookDeliveryConfig,
+    /// The worker's doorbell and command queue, the same for every table of one server.
+    channels: Arc<Channels>,
+}
+
+struct Channels {
     doorbell: (Sender<()>, Receiver<()>),
     commands: (Sender<Command>, Receiver<Command>),
 }
 
 /// Events put in a batch that is not committed yet: count them with [`Webhooks::committed`]
-/// once the commit succeeded.
-#[derive(Debug, Default)]
+/// once the commit succeeded. It holds the endpoints themselves, not their places in a table, so
+/// a reload between the enqueue and the commit counts them right.
+#[derive(Default)]
 #[must_use = "call Webhooks::committed after the commit succeeds"]
 pub struct Queued {
-    endpoints: Vec<usize>,
+    endpoints: Vec<Arc<Endpoint>>,
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.endpoints.iter().map(|e| e.id()))
+            .finish()
+    }
 }
 
 impl Queued {
@@ -223,43 +273,60 @@ impl Webhooks {
         let endpoints = config
             .webhooks
             .iter()
-            .map(|w| {
-                Ok(Endpoint {
-                    secrets: super::resolve_secrets(w)
-                        .map_err(|e| format!("webhook {}: {e}", w.id))?,
-                    config: w.clone(),
-                    disabled: AtomicBool::new(false),
-                    pending: AtomicI64::new(0),
-                    attempts: Default::default(),
-                    exhausted: AtomicU64::new(0),
-                })
-            })
+            .map(|w| Endpoint::new(w).map(Arc::new))
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Webhooks {
             endpoints,
             delivery: config.webhook_delivery.clone(),
-            doorbell: crossbeam_channel::bounded(1),
-            commands: crossbeam_channel::bounded(64),
+            channels: Arc::new(Channels {
+                doorbell: crossbeam_channel::bounded(1),
+                commands: crossbeam_channel::bounded(64),
+            }),
+        })
+    }
+
+    /// The table that follows this one when `config` is reloaded: `config`'s endpoints, in its
+    /// order. An endpoint whose id this table holds keeps its state (410, pending count,
+    /// counters) by `Arc`, whatever else changed; a new one reads its state
+    /// from the store. Deliveries of an endpoint that is no longer configured stay in the outbox
+    /// untouched (the worker skips them) and go out if an endpoint with its id comes back.
+    /// `[webhook_delivery]` stays as it is. Reads the store: call it off the cores.
+    pub fn reloaded(&self, config: &Config, store: &Store) -> Result<Webhooks, String> {
+        let endpoints = config
+            .webhooks
+            .iter()
+            .map(|w| match self.endpoint(&w.id) {
+                // Built again even when unchanged: `secrets_env` may name new secrets now.
+                Some(old) => Ok(Arc::new(Endpoint {
+                    state: old.state.clone(),
+                    ..Endpoint::new(w)?
+                })),
+                None => {
+                    let ep = Endpoint::new(w)?;
+                    ep.load_state(store)
+                        .map_err(|e| format!("webhook {}: cannot read its outbox: {e}", w.id))?;
+                    Ok(Arc::new(ep))
+                }
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Webhooks {
+            endpoints,
+            delivery: self.delivery.clone(),
+            channels: self.channels.clone(),
         })
     }
 
     /// Reads what the store remembers: endpoints disabled by a 410, and each endpoint's pending
     /// deliveries. Called once at start, before any core runs.
     pub fn load_state(&self, store: &Store) -> Result<(), StoreError> {
-        for ep in &self.endpoints {
-            ep.set_disabled(ep.disabled_info(store)?.is_some());
-            ep.pending
-                .store(store.count_due(ep.id()) as i64, Ordering::Relaxed);
-        }
-        Ok(())
+        self.endpoints
+            .iter()
+            .try_for_each(|ep| ep.load_state(store))
     }
 
     /// The endpoint with this id.
-    pub fn endpoint(&self, id: &str) -> Option<(usize, &Endpoint)> {
-        self.endpoints
-            .iter()
-            .enumerate()
-            .find(|(_, e)| e.id() == id)
+    pub fn endpoint(&self, id: &str) -> Option<Arc<Endpoint>> {
+        self.endpoints.iter().find(|e| e.id() == id).cloned()
     }
 
     fn targets<'a>(
@@ -267,11 +334,10 @@ impl Webhooks {
         tenant: Tenant,
         client: &'a str,
         event_type: &'a str,
-    ) -> impl Iterator<Item = (usize, &'a Endpoint)> + 'a {
+    ) -> impl Iterator<Item = &'a Arc<Endpoint>> + 'a {
         self.endpoints
             .iter()
-            .enumerate()
-            .filter(move |(_, e)| e.config.wants(tenant, client, event_type) && !e.is_disabled())
+            .filter(move |e| e.config.wants(tenant, client, event_type) && !e.is_disabled())
     }
 
     /// Whether any endpoint takes `event_type` for this seller: lets callers skip building the
@@ -293,10 +359,8 @@ impl Webhooks {
         now_ms: u64,
     ) -> Result<Queued, StoreError> {
         let mut queued = Queued::default();
-        let targets: Vec<usize> = self
-            .targets(tenant, client, event_type)
-            .map(|(i, _)| i)
-            .collect();
+        let targets: Vec<Arc<Endpoint>> =
+            self.targets(tenant, client, event_type).cloned().collect();
         if targets.is_empty() {
             return Ok(queued);
         }
@@ -312,10 +376,10 @@ impl Webhooks {
             key: event_id.clone(),
             reason: e.to_string(),
         })?;
-        for i in targets {
+        for ep in targets {
             batch.put_delivery(&DeliveryRecord {
                 event_id: event_id.clone(),
-                endpoint_id: self.endpoints[i].id().to_string(),
+                endpoint_id: ep.id().to_string(),
                 tenant: tenant.as_str().to_string(),
                 client: client.to_string(),
                 event_type: event_type.to_string(),
@@ -326,7 +390,7 @@ impl Webhooks {
                 attempts: Vec::new(),
                 schedule_base: 0,
             })?;
-            queued.endpoints.push(i);
+            queued.endpoints.push(ep);
         }
         Ok(queued)
     }
@@ -336,8 +400,8 @@ impl Webhooks {
         if queued.is_empty() {
             return;
         }
-        for i in queued.endpoints {
-            self.endpoints[i].add_pending(1);
+        for ep in queued.endpoints {
+            ep.add_pending(1);
         }
         self.ring();
     }
@@ -345,26 +409,41 @@ impl Webhooks {
     /// Wakes the worker (it may have slept until the next due retry).
     pub(crate) fn ring(&self) {
         // A full doorbell already holds a wake-up the worker has not taken yet.
-        let _ = self.doorbell.0.try_send(());
+        let _ = self.channels.doorbell.0.try_send(());
     }
 
     pub(crate) fn doorbell(&self) -> &Receiver<()> {
-        &self.doorbell.1
+        &self.channels.doorbell.1
     }
 
     pub(crate) fn command_rx(&self) -> &Receiver<Command> {
-        &self.commands.1
+        &self.channels.commands.1
     }
 
     /// Sends a command to the worker; fails when its queue is full or it has stopped.
     pub fn command(&self, c: Command) -> Result<(), Command> {
-        self.commands.0.try_send(c).map_err(|e| e.into_inner())
+        self.channels
+            .commands
+            .0
+            .try_send(c)
+            .map_err(|e| e.into_inner())
+    }
+
+    /// Sends a command to the worker, waiting up to `wait` for room in its queue. Blocks: for the
+    /// main thread (a config reload), never a core.
+    pub fn command_wait(&self, c: Command, wait: std::time::Duration) -> Result<(), Command> {
+        self.channels
+            .commands
+            .0
+            .send_timeout(c, wait)
+            .map_err(|e| e.into_inner())
     }
 
     /// Asks a running worker to stop.
     pub fn stop_worker(&self) {
         // Stop must get through even when the queue is full.
         let _ = self
+            .channels
             .commands
             .0
             .send_timeout(Command::Stop, std::time::Duration::from_secs(1));
@@ -389,6 +468,87 @@ mod tests {
             assert_eq!(SendOutcome::parse(o.as_str()), Some(o));
         }
         assert_eq!(SendOutcome::parse("accepted"), None);
+    }
+
+    fn config(endpoints: &[(&str, &str)]) -> Config {
+        let secret = super::super::Secret::generate();
+        let mut text = String::new();
+        for (id, url) in endpoints {
+            text += &format!(
+                "[[webhooks]]\nid = \"{id}\"\ntenant = \"sandbox\"\nurl = \"{url}\"\n\
+                 secrets = [\"{secret}\"]\nevents = [\"lead.posted\"]\n"
+            );
+        }
+        Config::parse("t.toml", &text).unwrap()
+    }
+
+    fn queue(hooks: &Webhooks, store: &Store) -> Queued {
+        let mut b = Batch::new();
+        let q = hooks
+            .enqueue(
+                &mut b,
+                Tenant::Sandbox,
+                "seller",
+                "lead.posted",
+                &serde_json::json!({}),
+                1,
+            )
+            .unwrap();
+        store.write_durable(&b).unwrap();
+        q
+    }
+
+    /// A reload re-maps by id: a kept endpoint keeps its state whatever its new place and URL, a
+    /// removed one is gone from the table (its outbox untouched), a new one reads the store, and
+    /// events queued before the reload count on the endpoints they went to.
+    #[test]
+    fn a_reload_carries_state_by_id_and_reads_new_endpoints_from_the_store() {
+        let store = Store::temporary().unwrap();
+        let old = Webhooks::from_config(&config(&[
+            ("a", "http://127.0.0.1:1/a"),
+            ("b", "http://127.0.0.1:1/b"),
+        ]))
+        .unwrap();
+        old.load_state(&store).unwrap();
+        let before = queue(&old, &store);
+        old.endpoints[0].count_attempt(SendOutcome::Delivered);
+        old.endpoints[1].set_disabled(true);
+
+        // `a` moves to the second place with a new URL, `b` goes, `c` comes.
+        let new = old
+            .reloaded(
+                &config(&[("c", "http://127.0.0.1:1/c"), ("a", "http://127.0.0.1:2/a")]),
+                &store,
+            )
+            .unwrap();
+        let ids: Vec<&str> = new.endpoints.iter().map(|e| e.id()).collect();
+        assert_eq!(ids, ["c", "a"]);
+        let a = new.endpoint("a").unwrap();
+        assert_eq!(a.config.url, "http://127.0.0.1:2/a");
+        assert_eq!(a.attempt_counts().next(), Some(("delivered", 1)));
+        assert!(Arc::ptr_eq(&a.state, &old.endpoints[0].state));
+        assert!(new.endpoint("b").is_none());
+        // The event queued before the reload (for a and b) is counted on a's shared state.
+        new.committed(before);
+        assert_eq!(a.pending(), 1);
+        assert_eq!(store.count_due("b"), 1, "b's delivery stays in the outbox");
+
+        // `b` comes back: a fresh endpoint that finds its queued delivery in the store, and
+        // whose 410 (never recorded in the store here) is not remembered.
+        let back = new
+            .reloaded(
+                &config(&[("a", "http://127.0.0.1:2/a"), ("b", "http://127.0.0.1:1/b")]),
+                &store,
+            )
+            .unwrap();
+        let b = back.endpoint("b").unwrap();
+        assert_eq!(b.pending(), 1);
+        assert!(!b.is_disabled());
+        assert_eq!(back.endpoint("a").unwrap().pending(), 1);
+        assert!(
+            Arc::ptr_eq(&back.channels, &old.channels),
+            "one worker queue"
+        );
     }
 
     /// The admin API filters deliveries by the words records hold; its list is the store's.

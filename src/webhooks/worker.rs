@@ -14,10 +14,16 @@
 //! without waiting for the disk: one lost in a crash only means the delivery is sent again, which
 //! at-least-once allows and the unchanged `webhook-id` lets receivers detect.
 //!
+//! A config reload hands the dispatcher a new endpoint table ([`Command::Reload`]). Jobs carry
+//! their endpoint itself and in-flight attempts are kept by endpoint id, so an attempt under way
+//! when its endpoint changed or went away finishes and is recorded as usual; deliveries of an
+//! endpoint no longer configured then wait in the outbox, untouched, until one with its id is
+//! configured again.
+//!
 //! Owns threads and scheduling; not the wire format ([`super`]) nor the endpoint table
 //! ([`super::outbox`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -43,14 +49,14 @@ const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
 
 /// One delivery handed to a sender thread.
 struct Job {
-    /// Index of the endpoint in [`Webhooks::endpoints`]: its URL and secrets.
-    endpoint: usize,
+    /// The endpoint as the dispatcher's table had it: its URL and secrets.
+    endpoint: Arc<Endpoint>,
     record: DeliveryRecord,
 }
 
 /// What a sender thread reports back.
 struct Done {
-    endpoint: usize,
+    endpoint: Arc<Endpoint>,
     record: DeliveryRecord,
     attempt: WebhookAttemptRecord,
     /// How the attempt ended; `attempt.result` holds its word.
@@ -105,12 +111,12 @@ pub fn start(
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
     for n in 0..d.threads {
         let (agent, jobs, done) = (agent.clone(), job_rx.clone(), done_tx.clone());
-        let (hooks, clock) = (webhooks.clone(), clock.clone());
+        let clock = clock.clone();
         std::thread::Builder::new()
             .name(format!("gavel-webhook-{n}"))
             .spawn(move || {
                 for job in jobs {
-                    let report = send(&agent, &hooks.endpoints[job.endpoint], job, &clock);
+                    let report = send(&agent, job, &clock);
                     if done.send(report).is_err() {
                         return;
                     }
@@ -119,7 +125,7 @@ pub fn start(
             .map_err(|e| format!("cannot start a webhook sender thread: {e}"))?;
     }
     let mut dispatcher = Dispatcher {
-        in_flight: vec![HashSet::new(); webhooks.endpoints.len()],
+        in_flight: HashMap::new(),
         next_first: 0,
         store,
         webhooks: webhooks.clone(),
@@ -140,8 +146,9 @@ struct Dispatcher {
     store: Arc<Store>,
     webhooks: Arc<Webhooks>,
     jobs: Sender<Job>,
-    /// Event ids with an attempt under way, per endpoint.
-    in_flight: Vec<HashSet<String>>,
+    /// Event ids with an attempt under way, by endpoint id (also of endpoints a reload removed,
+    /// until their attempts end). An endpoint with none has no entry.
+    in_flight: HashMap<String, HashSet<String>>,
     /// The endpoint the next pass serves first.
     next_first: usize,
     /// Wall-clock time: which deliveries are due, when the next retry is.
@@ -150,6 +157,7 @@ struct Dispatcher {
 
 impl Dispatcher {
     fn run(&mut self, done: Receiver<Done>) {
+        // Every table of one server shares these channels, so the first one's serve throughout.
         let webhooks = self.webhooks.clone();
         let (doorbell, commands) = (webhooks.doorbell(), webhooks.command_rx());
         let mut last_pass: Option<Instant> = None;
@@ -204,22 +212,23 @@ impl Dispatcher {
             .saturating_sub(self.in_flight_total());
         // Each pass starts at the next endpoint, so none is always served last.
         self.next_first = (self.next_first + 1) % n.max(1);
+        let none = HashSet::new();
         for i in (0..n).map(|k| (self.next_first + k) % n) {
             let ep = &webhooks.endpoints[i];
             if !ep.config.enabled {
                 continue;
             }
             if ep.is_disabled() {
-                self.sweep_disabled(i)?;
+                self.sweep_disabled(ep)?;
                 continue;
             }
+            let busy = self.in_flight.get(ep.id()).unwrap_or(&none);
             let free = self
                 .webhooks
                 .delivery
                 .max_in_flight_per_endpoint
-                .saturating_sub(self.in_flight[i].len())
+                .saturating_sub(busy.len())
                 .min(idle);
-            let busy = &self.in_flight[i];
             let due = self
                 .store
                 .due_deliveries(ep.id(), now, free, &|id| busy.contains(id))?;
@@ -228,7 +237,7 @@ impl Dispatcher {
                     Some(r) if r.is_pending() && r.next_attempt_ms == Some(d.due_ms) => {
                         idle -= 1;
                         jobs.push(Job {
-                            endpoint: i,
+                            endpoint: ep.clone(),
                             record: r,
                         });
                     }
@@ -245,18 +254,21 @@ impl Dispatcher {
             }
         }
         for job in jobs {
-            self.in_flight[job.endpoint].insert(job.record.event_id.clone());
+            self.in_flight
+                .entry(job.endpoint.id().to_string())
+                .or_default()
+                .insert(job.record.event_id.clone());
             if let Err(e) = self.jobs.send(job) {
                 // The senders are gone (shutdown): the delivery stays due for the next start.
                 let job = e.into_inner();
-                self.in_flight[job.endpoint].remove(&job.record.event_id);
+                self.end_in_flight(job.endpoint.id(), &job.record.event_id);
             }
         }
         debug_assert!(
             self.in_flight_total() <= self.webhooks.delivery.threads
                 && self
                     .in_flight
-                    .iter()
+                    .values()
                     .all(|f| f.len() <= self.webhooks.delivery.max_in_flight_per_endpoint),
             "more webhook deliveries in flight than webhooks.delivery allows"
         );
@@ -281,7 +293,25 @@ impl Dispatcher {
     }
 
     fn in_flight_total(&self) -> usize {
-        self.in_flight.iter().map(HashSet::len).sum()
+        self.in_flight.values().map(HashSet::len).sum()
+    }
+
+    /// Whether an attempt to deliver `event_id` to the endpoint `endpoint_id` is under way.
+    fn is_in_flight(&self, endpoint_id: &str, event_id: &str) -> bool {
+        self.in_flight
+            .get(endpoint_id)
+            .is_some_and(|f| f.contains(event_id))
+    }
+
+    /// Forgets the attempt to deliver `event_id` to `endpoint_id`; an endpoint left with none
+    /// loses its entry, so one a reload removed leaves nothing behind.
+    fn end_in_flight(&mut self, endpoint_id: &str, event_id: &str) {
+        if let Some(f) = self.in_flight.get_mut(endpoint_id) {
+            f.remove(event_id);
+            if f.is_empty() {
+                self.in_flight.remove(endpoint_id);
+            }
+        }
     }
 
     /// Time until the earliest delivery that could start, at most [`IDLE_WAIT`].
@@ -292,11 +322,12 @@ impl Dispatcher {
         }
         let mut next: Option<u64> = None;
         let max = self.webhooks.delivery.max_in_flight_per_endpoint;
-        for (i, ep) in self.webhooks.endpoints.iter().enumerate() {
-            if !ep.is_active() || self.in_flight[i].len() >= max {
+        let none = HashSet::new();
+        for ep in &self.webhooks.endpoints {
+            let busy = self.in_flight.get(ep.id()).unwrap_or(&none);
+            if !ep.is_active() || busy.len() >= max {
                 continue;
             }
-            let busy = &self.in_flight[i];
             if let Some(due) = self.store.next_due(ep.id(), &|id| busy.contains(id))? {
                 next = Some(next.map_or(due, |n| n.min(due)));
             }
@@ -307,9 +338,9 @@ impl Dispatcher {
     }
 
     /// Marks pending deliveries of an endpoint a 410 disabled as `disabled`.
-    fn sweep_disabled(&self, i: usize) -> Result<(), StoreError> {
-        let ep = &self.webhooks.endpoints[i];
-        let busy = &self.in_flight[i];
+    fn sweep_disabled(&self, ep: &Endpoint) -> Result<(), StoreError> {
+        let none = HashSet::new();
+        let busy = self.in_flight.get(ep.id()).unwrap_or(&none);
         let due = self
             .store
             .due_deliveries(ep.id(), u64::MAX, SWEEP_BATCH, &|id| busy.contains(id))?;
@@ -332,15 +363,16 @@ impl Dispatcher {
 
     /// Records one attempt's outcome into `b` and decides what comes next.
     fn finish(&mut self, d: Done, b: &mut Batch) {
+        // `ep` is the endpoint as it was sent to: its state is the current table's when its id
+        // is still configured, and is counted on as usual when a reload removed it meanwhile.
         let Done {
-            endpoint: i,
+            endpoint: ep,
             mut record,
             attempt,
             outcome,
             retry_after_ms,
         } = d;
-        self.in_flight[i].remove(&record.event_id);
-        let ep = &self.webhooks.endpoints[i];
+        self.end_in_flight(ep.id(), &record.event_id);
         ep.count_attempt(outcome);
         let old_due = record.next_attempt_ms;
         let now = self.clock.now_ms();
@@ -354,7 +386,7 @@ impl Dispatcher {
             SendOutcome::Gone => {
                 record.set_state(DeliveryState::Disabled);
                 record.next_attempt_ms = None;
-                self.disable(i, &record.event_id, now);
+                self.disable(&ep, &record.event_id, now);
             }
             SendOutcome::Failed | SendOutcome::Timeout | SendOutcome::ConnectError => {
                 match schedule.get(failures as usize - 1) {
@@ -389,8 +421,7 @@ impl Dispatcher {
     }
 
     /// Disables an endpoint after a 410, durably, so a restart does not resume sending to it.
-    fn disable(&self, i: usize, event_id: &str, now: u64) {
-        let ep = &self.webhooks.endpoints[i];
+    fn disable(&self, ep: &Endpoint, event_id: &str, now: u64) {
         let info = Disabled {
             at_ms: now,
             reason: "gone".into(),
@@ -421,8 +452,10 @@ impl Dispatcher {
             } => {
                 let _ = reply.send(self.replay(tenant, &event_id, endpoint.as_deref()));
             }
-            Command::Enable { endpoint, reply } => {
-                let ep = &self.webhooks.endpoints[endpoint];
+            Command::Enable {
+                endpoint: ep,
+                reply,
+            } => {
                 let mut b = Batch::new();
                 b.delete_meta(&ep.disabled_key());
                 let res = self.store.write_durable(&b);
@@ -431,6 +464,14 @@ impl Dispatcher {
                     tracing::info!(endpoint = ep.id(), "webhook endpoint enabled again");
                 }
                 let _ = reply.send(res);
+            }
+            Command::Reload { webhooks, reply } => {
+                tracing::info!(
+                    endpoints = webhooks.endpoints.len(),
+                    "webhook endpoints reloaded"
+                );
+                self.webhooks = webhooks;
+                let _ = reply.send(());
             }
             Command::Stop => {}
         }
@@ -456,27 +497,27 @@ impl Dispatcher {
         }
         let mut targets = Vec::with_capacity(records.len());
         for r in &records {
-            let Some((i, ep)) = self.webhooks.endpoint(&r.endpoint_id) else {
+            let Some(ep) = self.webhooks.endpoint(&r.endpoint_id) else {
                 return Err(ReplayError::EndpointInactive(r.endpoint_id.clone()));
             };
             if !ep.is_active() {
                 return Err(ReplayError::EndpointInactive(r.endpoint_id.clone()));
             }
-            if self.in_flight[i].contains(&r.event_id) {
+            if self.is_in_flight(&r.endpoint_id, &r.event_id) {
                 return Err(ReplayError::InFlight(r.endpoint_id.clone()));
             }
-            targets.push(i);
+            targets.push(ep);
         }
         let now = self.clock.now_ms();
         let mut b = Batch::new();
         let mut out = Vec::with_capacity(records.len());
         let mut newly_pending = Vec::new();
-        for (mut r, i) in records.into_iter().zip(targets) {
+        for (mut r, ep) in records.into_iter().zip(targets) {
             if let Some(due) = r.next_attempt_ms {
                 b.delete_due(&r.endpoint_id, due, &r.event_id);
             }
             if !r.is_pending() {
-                newly_pending.push(i);
+                newly_pending.push(ep);
             }
             r.set_state(DeliveryState::Pending);
             r.next_attempt_ms = Some(now);
@@ -485,15 +526,16 @@ impl Dispatcher {
             out.push(r);
         }
         self.store.write_durable(&b).map_err(store_err)?;
-        for i in newly_pending {
-            self.webhooks.endpoints[i].add_pending(1);
+        for ep in newly_pending {
+            ep.add_pending(1);
         }
         Ok(out)
     }
 }
 
-/// Sends one delivery to `ep` and classifies the answer.
-fn send(agent: &ureq::Agent, ep: &Endpoint, job: Job, clock: &Clock) -> Done {
+/// Sends one delivery to its endpoint and classifies the answer.
+fn send(agent: &ureq::Agent, job: Job, clock: &Clock) -> Done {
+    let ep = &job.endpoint;
     let at_ms = clock.now_ms();
     let started = Instant::now();
     let r = &job.record;
