@@ -124,13 +124,20 @@ fn serve(conn: TcpStream, handler: &Handler) {
     }
 }
 
-/// Reads one request; `None` at the end of the connection or on a request it cannot read.
-fn read_request(reader: &mut BufReader<TcpStream>, out: &mut TcpStream) -> Option<Request> {
+/// Header names (lowercased) and values, in arrival order.
+pub type Headers = Vec<(String, String)>;
+
+/// Reads the head of the next HTTP/1.1 request on `reader`: the request line's method and target,
+/// and the headers with their names lowercased. `None` at the end of the connection or on a head
+/// it cannot read. Also what the tests' own blocking buyers read requests with.
+pub fn read_head(reader: &mut impl BufRead) -> Option<(String, String, Headers)> {
     let mut line = String::new();
     if reader.read_line(&mut line).ok()? == 0 {
         return None;
     }
-    let path = line.split_whitespace().nth(1)?.to_string();
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let target = parts.next()?.to_string();
     let mut headers = Vec::new();
     loop {
         let mut h = String::new();
@@ -145,6 +152,12 @@ fn read_request(reader: &mut BufReader<TcpStream>, out: &mut TcpStream) -> Optio
             headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
+    Some((method, target, headers))
+}
+
+/// Reads one request; `None` at the end of the connection or on a request it cannot read.
+fn read_request(reader: &mut BufReader<TcpStream>, out: &mut TcpStream) -> Option<Request> {
+    let (_, path, headers) = read_head(reader)?;
     let len: usize = headers
         .iter()
         .find(|(n, _)| n == "content-length")

@@ -499,27 +499,7 @@ pub struct TestRequest {
 /// what Gavel sends); `None` when the peer closed or sent something unreadable.
 #[allow(dead_code, reason = "not every test file runs a test server")]
 pub fn read_request(r: &mut impl std::io::BufRead) -> Option<TestRequest> {
-    let mut line = String::new();
-    if r.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or("").to_string();
-    let target = parts.next().unwrap_or("").to_string();
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).ok()? == 0 {
-            return None;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((n, v)) = h.split_once(':') {
-            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
+    let (method, target, headers) = gavel::webhooks::receiver::read_head(r)?;
     let len: usize = headers
         .iter()
         .find(|(n, _)| n == "content-length")
