@@ -146,14 +146,9 @@ fn set(v: &[String]) -> HashSet<String> {
 
 impl Buyer {
     /// A buyer from its config; `default_pings_per_s` applies unless it sets `max_pings_per_s`.
-    /// Reads its TLS files, if any: call it while the config is loaded, never on a core.
-    pub fn from_config(c: &BuyerConfig, default_pings_per_s: f64) -> Result<Buyer, String> {
-        Buyer::from_config_in(c, default_pings_per_s, &mut tls::Cache::default())
-    }
-
-    /// [`Buyer::from_config`], sharing TLS client configurations through `tls_cache` with the
-    /// other buyers built from the same config.
-    pub fn from_config_in(
+    /// Reads its TLS files, if any (never call it on a core), sharing TLS client configurations
+    /// through `tls_cache` with the other buyers of the same snapshot.
+    pub fn from_config(
         c: &BuyerConfig,
         default_pings_per_s: f64,
         tls_cache: &mut tls::Cache,
@@ -354,7 +349,7 @@ impl Registry {
                 .map(|i| &self.buyers[i]);
             buyers.push(match kept {
                 Some(b) => b.clone(),
-                None => Arc::new(Buyer::from_config_in(
+                None => Arc::new(Buyer::from_config(
                     &r.buyer,
                     default_pings_per_s,
                     &mut tls_cache,

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use crate::auth::Auth;
 use crate::buyers::table::{self, BuyerRecord, Source};
-use crate::buyers::{Buyer, Registry};
+use crate::buyers::Registry;
 use crate::config::{BuyerConfig, Config, ConfigError, RuleConfig, Tenant, MAX_BUYERS};
 use crate::exchange::{Core, Exchange};
 use crate::runtime::handoff::ask;
@@ -167,7 +167,8 @@ pub fn parse_definition(
 }
 
 /// The checks a `[[buyers]]` entry of the config file gets, on one definition: the config
-/// module's rules, the buyer URL check, and building the buyer (header values, URLs).
+/// module's rules and the buyer URL and TLS check. Building the buyer (header values, formats)
+/// is the last check, made by [`Registry::next`].
 pub fn check(b: &BuyerConfig, config: &Config) -> Result<(), BuyerError> {
     let mut one = config.clone();
     one.buyers = vec![b.clone()];
@@ -187,14 +188,10 @@ pub fn check(b: &BuyerConfig, config: &Config) -> Result<(), BuyerError> {
         },
     };
     one.validate("buyer").map_err(field_of)?;
-    crate::buyers::pool::check_config(&one.buyers, "buyer").map_err(field_of)?;
-    Buyer::from_config(b, config.limits.buyer_pings_per_s).map_err(|reason| {
-        BuyerError::Invalid {
-            field: String::new(),
-            reason,
-        }
-    })?;
-    Ok(())
+    // Header values and formats are checked when the new snapshot builds the buyer
+    // ([`Registry::next`]), which refuses the change the same way; building it here too would
+    // read its TLS files a second time.
+    crate::buyers::pool::check_config(&one.buyers, "buyer").map_err(field_of)
 }
 
 /// Applies `change` on [`BUYERS_CORE`] (the caller hands it there), for `tenant` (`None`: the
