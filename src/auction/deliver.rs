@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AttemptResult, PostAttempt};
 use crate::buyers::format;
-use crate::buyers::pool::{CallError, Pool};
+use crate::buyers::pool::Pool;
 use crate::buyers::Registry;
 use crate::model::Lead;
 
@@ -251,7 +251,7 @@ pub async fn deliver(
             let (outcome, result, http_status) = match res {
                 Err(_) => (Try::RetryableUnclear, AttemptResult::Timeout, None),
                 // The request never left Gavel: another attempt (or buyer) is safe.
-                Ok(Err(CallError::Connect(_) | CallError::Resolve(_) | CallError::Tls(_))) => {
+                Ok(Err(e)) if e.never_sent() => {
                     (Try::RetryableClean(None), AttemptResult::ConnectError, None)
                 }
                 Ok(Err(_)) => (Try::RetryableUnclear, AttemptResult::Error, None),

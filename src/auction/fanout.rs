@@ -72,6 +72,12 @@ pub fn buyer_ping_body(auction_id: &str, ping: &Ping, deadline_ms: u64) -> Bytes
     .into()
 }
 
+/// Whether a buyer's bid token is one Gavel carries back at post time: not empty, and at most
+/// [`MAX_BUYER_TOKEN_LEN`] bytes.
+fn carriable_token(token: &str) -> bool {
+    !token.is_empty() && token.len() <= MAX_BUYER_TOKEN_LEN
+}
+
 /// A reject reason as the record will show it: a short snake_case code, or `unspecified`.
 fn clean_reason(r: Option<String>) -> String {
     match r {
@@ -140,7 +146,7 @@ pub fn judge(
             if b.currency != currency {
                 return err("currency_mismatch");
             }
-            if b.bid_token.is_empty() || b.bid_token.len() > MAX_BUYER_TOKEN_LEN {
+            if !carriable_token(&b.bid_token) {
                 return err("invalid_bid_token");
             }
             match parse_rfc3339_ms(&b.valid_until) {
@@ -245,17 +251,9 @@ pub async fn ping_buyers(
     while let Some((slot, bi, took, res)) = calls.next().await {
         let latency_us = took.as_micros() as u64;
         let base = BuyerOutcome {
-            buyer: bi,
-            buyer_id: registry.buyers[bi].id.clone(),
-            kind: OutcomeKind::Error,
-            amount_cents: None,
-            buyer_bid_token: None,
-            valid_until_ms: None,
-            reject_reason: None,
-            reject_detail: None,
             latency_us,
             arrival,
-            direct_post: false,
+            ..BuyerOutcome::new(bi, registry.buyers[bi].id.clone(), OutcomeKind::Error)
         };
         arrival += 1;
         outcomes[slot] = Some(answered(registry, cfg, auction_id, base, res));
@@ -268,17 +266,10 @@ pub async fn ping_buyers(
             .iter()
             .zip(arrival..)
             .map(|(&bi, arrival)| BuyerOutcome {
-                buyer: bi,
-                buyer_id: registry.buyers[bi].id.clone(),
-                kind: OutcomeKind::Bid,
                 amount_cents: registry.buyers[bi].fixed_price_cents,
-                buyer_bid_token: None,
-                valid_until_ms: None,
-                reject_reason: None,
-                reject_detail: None,
-                latency_us: 0,
                 arrival,
                 direct_post: true,
+                ..BuyerOutcome::new(bi, registry.buyers[bi].id.clone(), OutcomeKind::Bid)
             }),
     );
     out.extend(not_pinged(registry, elig, &rate_limited));
@@ -383,10 +374,7 @@ fn formatted(
             let Some(cents) = amount.and_then(bid_cents) else {
                 return err(base, "invalid_amount".into());
             };
-            if bid_token
-                .as_ref()
-                .is_some_and(|t| t.is_empty() || t.len() > MAX_BUYER_TOKEN_LEN)
-            {
+            if bid_token.as_deref().is_some_and(|t| !carriable_token(t)) {
                 return err(base, "invalid_bid_token".into());
             }
             BuyerOutcome {
@@ -407,17 +395,8 @@ fn not_pinged<'a>(
     rate_limited: &'a [usize],
 ) -> impl Iterator<Item = BuyerOutcome> + 'a {
     let skipped = |bi: usize, kind: OutcomeKind, reason: &str| BuyerOutcome {
-        buyer: bi,
-        buyer_id: registry.buyers[bi].id.clone(),
-        kind,
-        amount_cents: None,
-        buyer_bid_token: None,
-        valid_until_ms: None,
-        reject_reason: Some(reason.to_string()),
-        reject_detail: None,
-        latency_us: 0,
-        arrival: u32::MAX,
-        direct_post: false,
+        reject_reason: Some(reason.into()),
+        ..BuyerOutcome::new(bi, registry.buyers[bi].id.clone(), kind)
     };
     let filtered = elig
         .filtered
@@ -498,19 +477,7 @@ mod tests {
         .unwrap();
         let f = format::Format::compile(&cfg, format::Call::Ping).unwrap();
         let judge = |status: u16, body: String| {
-            let base = BuyerOutcome {
-                buyer: 0,
-                buyer_id: "b".into(),
-                kind: OutcomeKind::Error,
-                amount_cents: None,
-                buyer_bid_token: None,
-                valid_until_ms: None,
-                reject_reason: None,
-                reject_detail: None,
-                latency_us: 0,
-                arrival: 0,
-                direct_post: false,
-            };
+            let base = BuyerOutcome::new(0, "b".into(), OutcomeKind::Error);
             let answer = crate::buyers::pool::Answer {
                 status: StatusCode::from_u16(status).unwrap(),
                 headers: Default::default(),

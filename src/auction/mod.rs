@@ -93,6 +93,26 @@ pub struct BuyerOutcome {
     pub direct_post: bool,
 }
 
+impl BuyerOutcome {
+    /// An outcome of `kind` for the buyer at registry index `buyer`, with nothing else known
+    /// yet: no amount, token or reason, no latency, arriving after every answer.
+    pub fn new(buyer: usize, buyer_id: String, kind: OutcomeKind) -> BuyerOutcome {
+        BuyerOutcome {
+            buyer,
+            buyer_id,
+            kind,
+            amount_cents: None,
+            buyer_bid_token: None,
+            valid_until_ms: None,
+            reject_reason: None,
+            reject_detail: None,
+            latency_us: 0,
+            arrival: u32::MAX,
+            direct_post: false,
+        }
+    }
+}
+
 /// Why an auction ended without a winner (CONTRACT §4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoBidReason {

@@ -286,17 +286,8 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, &kind)| BuyerOutcome {
-                buyer: NO_BUYER,
-                buyer_id: format!("b{i}"),
-                kind,
-                amount_cents: None,
-                buyer_bid_token: None,
-                valid_until_ms: None,
-                reject_reason: None,
-                reject_detail: None,
-                latency_us: 0,
                 arrival: i as u32,
-                direct_post: false,
+                ..BuyerOutcome::new(NO_BUYER, format!("b{i}"), kind)
             })
             .collect();
         a.status = Status::NoBid(NoBidReason::BelowFloor);
