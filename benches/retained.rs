@@ -68,6 +68,7 @@ fn auction(n: usize, sold: bool) -> Auction {
         id.clone(),
         Tenant::Sandbox,
         "seller-1".into(),
+        "seller-1".into(),
         ping,
         1_700_000_000_000,
         1_700_000_002_000,

@@ -102,6 +102,7 @@ fn auction_with_5_outcomes() -> AuctionRecord {
         id: "auc_01JTZ3F8Q4W5X6Y7Z8A9B0C1D2".into(),
         tenant: "sandbox".into(),
         client: "client-1".into(),
+        seller: "client-1".into(),
         ping_json: br#"{"vertical":"auto_insurance","zip":"94107","state":"CA","age":34,"credit":"good","attributes":{"homeowner":"yes","vehicles":"2"}}"#.to_vec(),
         created_ms,
         deadline_ms: created_ms + 2_000,

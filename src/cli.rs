@@ -680,6 +680,13 @@ fn serve(path: &std::path::Path, overrides: &Overrides) -> Result<(), String> {
     cfg.apply(overrides);
     check_config(&cfg, &path.display().to_string()).map_err(|e| e.to_string())?;
     let _log = crate::telemetry::init(&cfg.log);
+    for (tenant, seller) in cfg.implicit_sellers() {
+        tracing::info!(
+            tenant = tenant.as_str(),
+            seller = %seller,
+            "a token names no party: it is a seller token of the implicit seller named by its client (add `seller`, `buyer` or `operator = true` to the [[tokens]] entry to say so)"
+        );
+    }
     let fleet = if cfg.sandbox.enabled {
         let listen = cfg.sandbox.listen.expect("validated");
         let fleet = crate::sandbox::MockFleet::start(

@@ -478,6 +478,8 @@ fn reload_applies_the_files_buyers_tokens_and_rules_without_a_restart() {
             .into_iter()
             .collect(),
         buyer: None,
+        seller: None,
+        operator: false,
         requests_per_s: None,
     });
     // A new lead rule: google_ads leads (the test ping's source) now need a TrustedForm cert.

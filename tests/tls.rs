@@ -457,7 +457,7 @@ fn webhooks_reach_an_https_receiver_signed_by_a_private_ca() {
         cfg.webhooks = vec![WebhookConfig {
             id: "crm".into(),
             tenant: gavel::config::Tenant::Sandbox,
-            client: None,
+            seller: None,
             url,
             secrets: vec![gavel::webhooks::Secret::generate()],
             secrets_env: None,

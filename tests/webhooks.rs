@@ -33,7 +33,7 @@ fn endpoint(
     WebhookConfig {
         id: id.into(),
         tenant: gavel::config::Tenant::Sandbox,
-        client: client.map(str::to_string),
+        seller: client.map(str::to_string),
         url,
         secrets: secrets.iter().map(|s| s.to_string()).collect(),
         secrets_env: None,

@@ -54,6 +54,11 @@ impl From<ExchangeError> for ApiError {
                 "auction_exists",
                 format!("An auction with id {auction_id} already exists."),
             ),
+            ExchangeError::NotASeller { party } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "seller_only",
+                format!("Only a seller's credential sends leads; this one is the {party}'s."),
+            ),
             ExchangeError::TooManyRunning { max } => crate::limits::too_many(
                 &format!("This client may run {max} auctions at once"),
                 max,

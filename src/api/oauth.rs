@@ -301,6 +301,7 @@ pub async fn create(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, Ap
         secret_sha256: crate::auth::sha256_hex(&secret),
         created_ms: core.shared.clock.now_ms(),
         revoked_ms: None,
+        party: None,
     };
     let owner = admin_core(core, admin.tenant);
     let new = record.clone();

@@ -76,7 +76,7 @@ pub async fn handle(
     rid: &str,
 ) -> Result<Reply, ApiError> {
     let client = core.authenticate(req.headers(), Scope::Status)?;
-    if client.buyer.is_none() {
+    if client.buyer().is_none() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "not_a_buyer",
@@ -103,7 +103,7 @@ async fn report(
     lead_uuid: &str,
     r: StatusRequest,
 ) -> Result<Reply, ApiError> {
-    let buyer = client.buyer.as_deref().unwrap_or_default();
+    let buyer = client.buyer().unwrap_or_default();
     let done = status::report(core, client.tenant, buyer, lead_uuid, r.status, r.reason).await?;
     Ok(Reply::json(
         StatusCode::ACCEPTED,

@@ -42,7 +42,7 @@ struct DisabledOut<'a> {
 struct EndpointOut<'a> {
     id: &'a str,
     url: &'a str,
-    client: Option<&'a str>,
+    seller: Option<&'a str>,
     events: &'a [String],
     enabled: bool,
     disabled: Option<DisabledOut<'a>>,
@@ -55,7 +55,7 @@ fn endpoint_out<'a>(ep: &'a Endpoint, disabled: &'a Option<Disabled>) -> Endpoin
     EndpointOut {
         id: ep.id(),
         url: &ep.config.url,
-        client: ep.config.client.as_deref(),
+        seller: ep.config.seller.as_deref(),
         events: &ep.config.events,
         enabled: ep.config.enabled,
         disabled: disabled.as_ref().map(|d| DisabledOut {

@@ -286,7 +286,10 @@ impl PostState {
 pub struct Auction {
     pub id: String,
     pub tenant: Tenant,
+    /// The credential's client that pinged (scopes its idempotency keys).
     pub client: String,
+    /// The seller the auction belongs to: its id space, its view, its limits.
+    pub seller: String,
     pub ping: Ping,
     pub created_ms: u64,
     pub deadline_ms: u64,
@@ -321,6 +324,7 @@ impl Auction {
         id: String,
         tenant: Tenant,
         client: String,
+        seller: String,
         ping: Ping,
         created_ms: u64,
         deadline_ms: u64,
@@ -330,6 +334,7 @@ impl Auction {
             id,
             tenant,
             client,
+            seller,
             ping,
             created_ms,
             deadline_ms,

@@ -213,6 +213,7 @@ mod tests {
             id.into(),
             Tenant::Sandbox,
             "c".into(),
+            "c".into(),
             crate::model::Ping::minimal(),
             0,
             0,

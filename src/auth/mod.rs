@@ -17,6 +17,7 @@ use std::sync::Arc;
 use crate::config::{LimitsConfig, Scope, Tenant, TokenConfig};
 use crate::error::ApiError;
 use crate::limits::ClientLimits;
+use crate::types::Party;
 
 pub mod oauth;
 
@@ -33,8 +34,20 @@ pub struct Client {
     pub scopes: BTreeSet<Scope>,
     /// Its rate and concurrency limits, shared by every core.
     pub limits: Arc<ClientLimits>,
-    /// The buyer this caller speaks for (buyer tokens only).
-    pub buyer: Option<String>,
+    /// The party this credential belongs to: the operator, one seller or one buyer.
+    pub party: Party,
+}
+
+impl Client {
+    /// The buyer this caller speaks for (buyer credentials only).
+    pub fn buyer(&self) -> Option<&str> {
+        self.party.buyer()
+    }
+
+    /// The seller this caller speaks for (seller credentials only).
+    pub fn seller(&self) -> Option<&str> {
+        self.party.seller()
+    }
 }
 
 /// Token hash → client. Lookup is by SHA-256 of the presented token, so the table holds no
@@ -107,7 +120,7 @@ impl Auth {
                     t.requests_per_s.unwrap_or(limits.client_requests_per_s),
                     limits.seller_max_concurrent_auctions,
                 )),
-                buyer: t.buyer.clone(),
+                party: t.party(),
             };
             if by_hash.insert(key, client).is_some() {
                 return Err(format!(
@@ -129,6 +142,7 @@ impl Auth {
             };
             let same = prev.name == client.name
                 && prev.tenant == client.tenant
+                && prev.party == client.party
                 && prev.limits.requests.limit() == client.limits.requests.limit()
                 && prev.limits.auctions.max() == client.limits.auctions.max();
             if same {
@@ -180,7 +194,7 @@ impl Auth {
                     .copied()
                     .collect(),
                 limits: limits.clone(),
-                buyer: None,
+                party: record.party(),
             }
         } else {
             let d = digest::digest(&digest::SHA256, token.as_bytes());
@@ -256,6 +270,8 @@ mod tests {
                 sha256: sha256_hex(token),
                 scopes: scopes.iter().copied().collect(),
                 buyer: None,
+                seller: None,
+                operator: false,
                 requests_per_s: None,
             }],
             &LimitsConfig::default(),

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Scope, Tenant};
 use crate::limits::ClientLimits;
+use crate::types::Party;
 
 /// The only grant type Gavel supports.
 pub const CLIENT_CREDENTIALS: &str = "client_credentials";
@@ -58,6 +59,19 @@ pub struct ClientRecord {
     pub secret_sha256: String,
     pub created_ms: u64,
     pub revoked_ms: Option<u64>,
+    /// The party this client belongs to. Records written before parties existed have none and
+    /// belong to an implicit seller named by the client id ([`ClientRecord::party`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub party: Option<Party>,
+}
+
+impl ClientRecord {
+    /// The party this client speaks for.
+    pub fn party(&self) -> Party {
+        self.party
+            .clone()
+            .unwrap_or_else(|| Party::Seller(self.client_id.clone()))
+    }
 }
 
 /// The store key of a client record.
@@ -507,6 +521,7 @@ mod tests {
                 secret_sha256: crate::auth::sha256_hex(&secret),
                 created_ms: 1,
                 revoked_ms: None,
+                party: None,
             },
             secret,
         )

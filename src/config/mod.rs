@@ -21,10 +21,12 @@ use serde::Deserialize;
 
 pub mod dns;
 pub mod format;
+pub mod parties;
 pub mod sandbox;
 
 pub use dns::DnsConfig;
 pub use format::FormatConfig;
+pub use parties::SellerConfig;
 pub use sandbox::MockBuyerConfig;
 
 /// Hard ceiling on the bid window the contract allows (CONTRACT §4.1: capped at 5 s).
@@ -80,6 +82,9 @@ pub struct Config {
     pub oauth: OAuthConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Sellers: the parties that send leads (each token may name one).
+    #[serde(default)]
+    pub sellers: Vec<SellerConfig>,
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
     #[serde(default)]
@@ -326,8 +331,16 @@ pub const RATE_PER_S: std::ops::RangeInclusive<f64> = 0.1..=1_000_000.0;
 pub struct LimitsConfig {
     /// Requests per second one API client (static token or OAuth client) may send.
     pub client_requests_per_s: f64,
-    /// Auctions one client may have running at once.
+    /// Auctions one seller may have running at once, all its credentials together, unless its
+    /// `[[sellers]]` entry says otherwise.
     pub seller_max_concurrent_auctions: u32,
+    /// Pings per second one seller may send, all its credentials together, unless its
+    /// `[[sellers]]` entry says otherwise.
+    pub seller_pings_per_s: f64,
+    /// Auctions one seller may hold won but not yet posted, all cores together, unless its
+    /// `[[sellers]]` entry says otherwise. Without it one seller that never posts could fill the
+    /// room every seller of the tenant shares.
+    pub seller_max_unposted_auctions: u32,
     /// Pings per second sent to one buyer, unless its `max_pings_per_s` says otherwise.
     pub buyer_pings_per_s: f64,
 }
@@ -337,6 +350,8 @@ impl Default for LimitsConfig {
         LimitsConfig {
             client_requests_per_s: 1_000.0,
             seller_max_concurrent_auctions: 1_000,
+            seller_pings_per_s: 1_000.0,
+            seller_max_unposted_auctions: 50_000,
             buyer_pings_per_s: 100.0,
         }
     }
@@ -390,10 +405,11 @@ pub struct WebhookConfig {
     /// Stable name (snake_case): labels metrics, keys the outbox, names the endpoint in the API.
     pub id: String,
     pub tenant: Tenant,
-    /// Only this seller's events (a token's `client` or an OAuth client id); every seller of the
-    /// tenant when absent.
-    #[serde(default)]
-    pub client: Option<String>,
+    /// Only this seller's events; every seller of the tenant when absent. Written `client` in
+    /// configs from before parties: the implicit seller of a token without a party is named by
+    /// its client, so such a config keeps meaning the same seller.
+    #[serde(default, alias = "client")]
+    pub seller: Option<String>,
     /// `http://` or `https://` URL the events are POSTed to.
     pub url: String,
     /// Signing secrets (`whsec_…`). Each one signs every delivery, so a receiver can move to a new
@@ -410,11 +426,11 @@ pub struct WebhookConfig {
 }
 
 impl WebhookConfig {
-    /// Whether this endpoint receives `event_type` for a seller `client` of `tenant`.
-    pub fn wants(&self, tenant: Tenant, client: &str, event_type: &str) -> bool {
+    /// Whether this endpoint receives `event_type` for `seller` of `tenant`.
+    pub fn wants(&self, tenant: Tenant, seller: &str, event_type: &str) -> bool {
         self.enabled
             && self.tenant == tenant
-            && self.client.as_deref().is_none_or(|c| c == client)
+            && self.seller.as_deref().is_none_or(|c| c == seller)
             && self.events.iter().any(|e| e == event_type)
     }
 }
@@ -463,6 +479,14 @@ pub struct TokenConfig {
     /// the status of the leads it bought with it (`POST /v1/leads/{lead_uuid}/status`).
     #[serde(default)]
     pub buyer: Option<String>,
+    /// The seller this token belongs to (a `[[sellers]]` id of the same tenant). A token that
+    /// names no party is a seller token of an implicit seller whose id is its `client`.
+    #[serde(default)]
+    pub seller: Option<String>,
+    /// This token is the operator's: it sees every record of its tenant, and with `admin` it
+    /// manages buyers, sellers and every party's credentials.
+    #[serde(default)]
+    pub operator: bool,
     /// This client's requests per second, instead of `limits.client_requests_per_s`.
     #[serde(default)]
     pub requests_per_s: Option<f64>,
@@ -929,6 +953,10 @@ impl Config {
                 l.client_requests_per_s,
             ),
             ("limits.buyer_pings_per_s".to_string(), l.buyer_pings_per_s),
+            (
+                "limits.seller_pings_per_s".to_string(),
+                l.seller_pings_per_s,
+            ),
         ];
         let buyer_rates = self.buyers.iter().enumerate().filter_map(|(i, b)| {
             b.max_pings_per_s
@@ -956,6 +984,13 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        if l.seller_max_unposted_auctions == 0 {
+            return Err(bad(
+                "limits.seller_max_unposted_auctions",
+                "must be at least 1".into(),
+            ));
+        }
+        self.validate_parties(file)?;
         let a = &self.auction;
         if a.window_ms == 0 || a.window_ms > MAX_WINDOW_MS {
             return Err(bad(

@@ -114,6 +114,13 @@ pub async fn run(
     ))
 }
 
+/// The seller a caller sends leads for; the operator and buyers send none.
+pub fn seller_of(client: &Client) -> Result<&str, ExchangeError> {
+    client.seller().ok_or(ExchangeError::NotASeller {
+        party: client.party.kind().as_str(),
+    })
+}
+
 /// Opens the auction in the shard: its bid window, the buyers eligible for its ping, and the
 /// check that a seller-chosen id is not in use.
 fn open(
@@ -152,6 +159,7 @@ fn open(
         auction_id.to_string(),
         client.tenant,
         client.name.clone(),
+        seller_of(client)?.to_string(),
         ping.clone(),
         now,
         deadline_ms,

@@ -12,6 +12,9 @@ pub enum ExchangeError {
     /// The seller named an auction id that already names an auction of its tenant.
     #[error("an auction with id {auction_id} already exists")]
     AuctionExists { auction_id: String },
+    /// The credential is not a seller's (the operator's or a buyer's): only sellers send leads.
+    #[error("only a seller's credential sends leads; this one is the {party}'s")]
+    NotASeller { party: &'static str },
     /// The seller already runs its maximum number of auctions at once.
     #[error("the client runs its maximum of {max} auctions at once")]
     TooManyRunning { max: u32 },
@@ -78,6 +81,7 @@ impl ExchangeError {
     pub fn cause(&self) -> Cause {
         match self {
             ExchangeError::AuctionExists { .. }
+            | ExchangeError::NotASeller { .. }
             | ExchangeError::TooManyRunning { .. }
             | ExchangeError::LeadNotFound { .. }
             | ExchangeError::StatusInFlight

@@ -99,7 +99,7 @@ fn auction_closed(
     let Some(a) = shard.get(tenant, auction_id) else {
         return Ok(Emitted::default());
     };
-    if a.close_announced || !hooks.wants(a.tenant, &a.client, "auction.closed") {
+    if a.close_announced || !hooks.wants(a.tenant, &a.seller, "auction.closed") {
         return Ok(Emitted::default());
     }
     let (status, amount, reject_reason) = match &a.status {
@@ -126,7 +126,7 @@ fn auction_closed(
             .count(),
         closed_at: rfc3339_ms(a.closed_ms.unwrap_or(now_ms)),
     };
-    let queued = hooks.enqueue(batch, a.tenant, &a.client, "auction.closed", &data, now_ms)?;
+    let queued = hooks.enqueue(batch, a.tenant, &a.seller, "auction.closed", &data, now_ms)?;
     Ok(Emitted {
         queued,
         announced: Some((tenant, auction_id.to_string())),
@@ -216,14 +216,14 @@ pub fn status_changed(
     })
 }
 
-/// The seller (client) that ran an auction: from memory when the auction is still there.
+/// The seller an auction belongs to: from memory when the auction is still there.
 fn seller_of(
     core: &Core,
     tenant: Tenant,
     auction_id: &str,
 ) -> Result<Option<String>, ExchangeError> {
     if let Some(a) = core.shard.borrow().get(tenant, auction_id) {
-        return Ok(Some(a.client.clone()));
+        return Ok(Some(a.seller.clone()));
     }
-    Ok(stored(core, tenant, auction_id)?.map(|r| r.client))
+    Ok(stored(core, tenant, auction_id)?.map(|r| r.seller))
 }

@@ -300,17 +300,18 @@ impl Run<'_> {
 
     /// The record of a lead sold to the buyer at `slot`: its history starts with Gavel's sale.
     fn lead_record(&self, plan: &Plan, slot: usize, buyer_lead_id: &str, now: u64) -> LeadRecord {
-        let buyer_id = self
+        let (seller, buyer_id) = self
             .core
             .shard
             .borrow()
             .get(self.tenant, self.auction_id)
-            .map(|a| a.outcomes[slot].buyer_id.clone())
+            .map(|a| (a.seller.clone(), a.outcomes[slot].buyer_id.clone()))
             .unwrap_or_default();
         LeadRecord {
             lead_uuid: plan.lead_uuid.clone(),
             auction_id: self.auction_id.to_string(),
             tenant: self.tenant.as_str().to_string(),
+            seller,
             buyer_id,
             buyer_lead_id: buyer_lead_id.to_string(),
             created_ms: now,
@@ -359,7 +360,10 @@ fn final_writes(
     if let Delivered::Answer(reply) = answer {
         (keyed.record)(batch, reply, now)?;
         // The auction's seller hears of it, whichever of its clients posted.
-        let seller = record.map_or(client.name.as_str(), |r| &r.client);
+        let seller = match record {
+            Some(r) => r.seller.as_str(),
+            None => crate::exchange::auction::seller_of(client)?,
+        };
         emitted = emitted.and(events::lead_posted(
             core,
             batch,

@@ -52,6 +52,7 @@
 
 pub mod commit;
 pub mod expiry;
+pub mod legacy;
 pub mod records;
 pub mod wal;
 

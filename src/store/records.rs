@@ -112,6 +112,10 @@ pub struct AuctionRecord {
     pub tenant: String,
     /// Calling client id.
     pub client: String,
+    /// The seller the auction belongs to (every record names its seller). Records of layout 1,
+    /// written before parties existed, read back with their client as the seller: the implicit
+    /// seller a token without a party speaks for.
+    pub seller: String,
     /// The validated ping summary as JSON, serialized by the caller (no PII by construction).
     pub ping_json: Vec<u8>,
     /// When the auction was created (unix ms); retention counts from here and never moves.
@@ -158,6 +162,9 @@ pub struct LeadRecord {
     pub auction_id: String,
     /// Tenant name.
     pub tenant: String,
+    /// The seller whose lead it is. Layout-1 records read back with an empty seller: they were
+    /// written before leads named one, and only the operator and the buyer see them.
+    pub seller: String,
     /// The buying buyer's configured id.
     pub buyer_id: String,
     /// The buyer's own id for the lead.
@@ -193,7 +200,8 @@ pub struct DeliveryRecord {
     pub endpoint_id: String,
     /// Tenant name of the seller the event belongs to.
     pub tenant: String,
-    /// The seller (client) the event belongs to.
+    /// The seller the event belongs to (the field kept its first name: before parties, a seller
+    /// was named by its client).
     pub client: String,
     /// `lead.posted`, `lead.status_changed` or `auction.closed`.
     pub event_type: String,
@@ -277,6 +285,13 @@ pub trait Record: Archive + Sized {
     const VERSION: u8;
     /// The record's creation time, read from a validated archive without deserializing it.
     fn archived_created_ms(archived: &Self::Archived) -> u64;
+    /// Reads a value written in an older layout (`version` < [`Record::VERSION`]; `archive` is
+    /// what follows the version byte), converted to the current one. `None`: no such layout.
+    fn migrate(_version: u8, _archive: &[u8]) -> Option<Result<Self, String>> {
+        None
+    }
+    /// The creation time of a decoded record (for values read through [`Record::migrate`]).
+    fn created_ms(&self) -> u64;
 }
 
 impl Record for IdemRecord {
@@ -285,21 +300,38 @@ impl Record for IdemRecord {
     fn archived_created_ms(archived: &ArchivedIdemRecord) -> u64 {
         archived.created_ms.to_native()
     }
+    fn created_ms(&self) -> u64 {
+        self.created_ms
+    }
 }
 
 impl Record for AuctionRecord {
     const TREE: &'static str = "auctions";
-    const VERSION: u8 = 1;
+    /// 2: the record names its seller.
+    const VERSION: u8 = 2;
+    fn migrate(version: u8, archive: &[u8]) -> Option<Result<Self, String>> {
+        (version == 1).then(|| super::legacy::auction_v1(archive))
+    }
     fn archived_created_ms(archived: &ArchivedAuctionRecord) -> u64 {
         archived.created_ms.to_native()
+    }
+    fn created_ms(&self) -> u64 {
+        self.created_ms
     }
 }
 
 impl Record for LeadRecord {
     const TREE: &'static str = "leads";
-    const VERSION: u8 = 1;
+    /// 2: the record names its seller.
+    const VERSION: u8 = 2;
+    fn migrate(version: u8, archive: &[u8]) -> Option<Result<Self, String>> {
+        (version == 1).then(|| super::legacy::lead_v1(archive))
+    }
     fn archived_created_ms(archived: &ArchivedLeadRecord) -> u64 {
         archived.created_ms.to_native()
+    }
+    fn created_ms(&self) -> u64 {
+        self.created_ms
     }
 }
 
@@ -308,6 +340,9 @@ impl Record for DeliveryRecord {
     const VERSION: u8 = 1;
     fn archived_created_ms(archived: &ArchivedDeliveryRecord) -> u64 {
         archived.created_ms.to_native()
+    }
+    fn created_ms(&self) -> u64 {
+        self.created_ms
     }
 }
 
@@ -369,8 +404,21 @@ where
     R::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
         + Deserialize<R, Strategy<Pool, rancor::Error>>,
 {
+    if let Some(old) = older::<R>(key, value) {
+        return old;
+    }
     let aligned = validated::<R>(key, value)?;
     rkyv::from_bytes::<R, rancor::Error>(&aligned).map_err(|e| corrupt::<R>(key, e.to_string()))
+}
+
+/// A value of an older layout of `R`, converted; `None` when the value is of the current layout
+/// (or of none `R` knows, which [`validated`] then reports).
+fn older<R: Record>(key: &[u8], value: &[u8]) -> Option<Result<R, StoreError>> {
+    let (&version, archive) = value.split_first()?;
+    if version >= R::VERSION {
+        return None;
+    }
+    Some(R::migrate(version, archive)?.map_err(|reason| corrupt::<R>(key, reason)))
 }
 
 /// Reads only `created_ms` of a stored value, after the same checks as [`decode`].
@@ -379,6 +427,9 @@ where
     R: Record,
     R::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
 {
+    if let Some(old) = older::<R>(key, value) {
+        return old.map(|r| r.created_ms());
+    }
     let aligned = validated::<R>(key, value)?;
     let archived = rkyv::access::<R::Archived, rancor::Error>(&aligned)
         .map_err(|e| corrupt::<R>(key, e.to_string()))?;

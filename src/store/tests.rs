@@ -81,6 +81,7 @@ fn auction(id: &str, created_ms: u64) -> AuctionRecord {
         id: id.into(),
         tenant: "sandbox".into(),
         client: "client-1".into(),
+        seller: "seller-1".into(),
         ping_json: br#"{"vertical":"auto","zip":"94107"}"#.to_vec(),
         created_ms,
         deadline_ms: created_ms + 2_000,
@@ -130,6 +131,7 @@ fn lead(uuid: &str, auction_id: &str, created_ms: u64) -> LeadRecord {
         lead_uuid: uuid.into(),
         auction_id: auction_id.into(),
         tenant: "sandbox".into(),
+        seller: "seller-1".into(),
         buyer_id: "buyer-3".into(),
         buyer_lead_id: "B-77".into(),
         created_ms,
@@ -1376,4 +1378,62 @@ fn delivery_states_keep_their_record_words() {
         assert_eq!(DeliveryState::parse(s.as_str()), Some(s));
     }
     assert_eq!(DeliveryState::parse("Pending"), None);
+}
+
+/// Values written before records named their seller (layout 1) still decode, through `get` and
+/// through the expiry thread's `created_ms`: an auction's seller is then its client.
+#[test]
+fn layout_1_auctions_and_leads_read_back_with_a_seller() {
+    use super::legacy::{AuctionRecordV1, LeadRecordV1};
+    let a = auction("auc_old", 7);
+    let v1 = AuctionRecordV1 {
+        id: a.id.clone(),
+        tenant: a.tenant.clone(),
+        client: a.client.clone(),
+        ping_json: a.ping_json.clone(),
+        created_ms: a.created_ms,
+        deadline_ms: a.deadline_ms,
+        closed_ms: a.closed_ms,
+        status: a.status.clone(),
+        reject_reason: a.reject_reason.clone(),
+        outcomes: a.outcomes.clone(),
+        ranked: a.ranked.clone(),
+        payout_cents: a.payout_cents,
+        token_valid_until_ms: a.token_valid_until_ms,
+        post: a.post.clone(),
+        post_attempts: a.post_attempts.clone(),
+    };
+    let mut bytes = vec![1u8];
+    bytes.extend_from_slice(&rkyv::to_bytes::<rkyv::rancor::Error>(&v1).unwrap());
+    let back = records::decode::<AuctionRecord>(b"k", &bytes).expect("layout 1 decodes");
+    assert_eq!(back.seller, a.client);
+    assert_eq!(back.outcomes, a.outcomes);
+    assert_eq!(
+        records::created_ms::<AuctionRecord>(b"k", &bytes).unwrap(),
+        7
+    );
+
+    let l = lead("ld_old", "auc_old", 9);
+    let v1 = LeadRecordV1 {
+        lead_uuid: l.lead_uuid.clone(),
+        auction_id: l.auction_id.clone(),
+        tenant: l.tenant.clone(),
+        buyer_id: l.buyer_id.clone(),
+        buyer_lead_id: l.buyer_lead_id.clone(),
+        created_ms: l.created_ms,
+        history: l.history.clone(),
+    };
+    let mut bytes = vec![1u8];
+    bytes.extend_from_slice(&rkyv::to_bytes::<rkyv::rancor::Error>(&v1).unwrap());
+    let back = records::decode::<LeadRecord>(b"k", &bytes).expect("layout 1 decodes");
+    assert_eq!(
+        (back.seller.as_str(), back.buyer_id.as_str()),
+        ("", "buyer-3")
+    );
+    // A version newer than any known stays an error.
+    bytes[0] = 3;
+    assert!(matches!(
+        records::decode::<LeadRecord>(b"k", &bytes),
+        Err(StoreError::UnknownVersion { .. })
+    ));
 }

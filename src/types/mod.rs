@@ -5,11 +5,13 @@
 pub mod clock;
 pub mod id;
 pub mod money;
+pub mod party;
 pub mod tenant;
 
 pub use clock::Clock;
 pub use id::is_snake_id;
 pub use money::{Cents, Money};
+pub use party::{Party, PartyKind};
 pub use tenant::{Scope, Tenant};
 
 /// Longest `driver_age_band`, in characters: the ping validator refuses longer ones, so a buyer

@@ -332,18 +332,18 @@ impl Webhooks {
     fn targets<'a>(
         &'a self,
         tenant: Tenant,
-        client: &'a str,
+        seller: &'a str,
         event_type: &'a str,
     ) -> impl Iterator<Item = &'a Arc<Endpoint>> + 'a {
         self.endpoints
             .iter()
-            .filter(move |e| e.config.wants(tenant, client, event_type) && !e.is_disabled())
+            .filter(move |e| e.config.wants(tenant, seller, event_type) && !e.is_disabled())
     }
 
     /// Whether any endpoint takes `event_type` for this seller: lets callers skip building the
     /// event's data when nobody listens.
-    pub fn wants(&self, tenant: Tenant, client: &str, event_type: &str) -> bool {
-        self.targets(tenant, client, event_type).next().is_some()
+    pub fn wants(&self, tenant: Tenant, seller: &str, event_type: &str) -> bool {
+        self.targets(tenant, seller, event_type).next().is_some()
     }
 
     /// Puts one event for every endpoint that takes it into `batch`: one pending delivery each,
@@ -353,14 +353,14 @@ impl Webhooks {
         &self,
         batch: &mut Batch,
         tenant: Tenant,
-        client: &str,
+        seller: &str,
         event_type: &str,
         data: &D,
         now_ms: u64,
     ) -> Result<Queued, StoreError> {
         let mut queued = Queued::default();
         let targets: Vec<Arc<Endpoint>> =
-            self.targets(tenant, client, event_type).cloned().collect();
+            self.targets(tenant, seller, event_type).cloned().collect();
         if targets.is_empty() {
             return Ok(queued);
         }
@@ -381,7 +381,7 @@ impl Webhooks {
                 event_id: event_id.clone(),
                 endpoint_id: ep.id().to_string(),
                 tenant: tenant.as_str().to_string(),
-                client: client.to_string(),
+                client: seller.to_string(),
                 event_type: event_type.to_string(),
                 created_ms: now_ms,
                 body: body.clone(),

@@ -148,6 +148,8 @@ pub fn buyer_token(client: &str, buyer: &str, token: &str) -> gavel::config::Tok
         sha256: gavel::auth::sha256_hex(token),
         scopes: [gavel::config::Scope::Status].into_iter().collect(),
         buyer: Some(buyer.to_string()),
+        seller: None,
+        operator: false,
         requests_per_s: None,
     }
 }
