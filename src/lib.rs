@@ -12,7 +12,8 @@
 //! - [`api`]: routing and endpoints (`/v1/ping`, `/v1/post`, ops), validation with simd-json.
 //! - [`auction`]: shard, fan-out, clearing, bid tokens, post delivery.
 //! - [`buyers`]: buyer registry, eligibility filters, per-core keep-alive connection pool.
-//! - [`auth`]: static bearer tokens (SHA-256 hashed), tenants and scopes.
+//! - [`auth`]: static bearer tokens (SHA-256 hashed), tenants and scopes, the party of each credential.
+//! - [`parties`]: the seller table (configured and implicit sellers, suspension, per-seller limits).
 //! - [`metrics`]: per-core HDR histograms and counters, merged on read; Prometheus and JSON output.
 //! - [`store`]: sled + rkyv records (idempotency, auctions, leads), per-core write-ahead logs, expiry.
 //! - [`sandbox`]: the mock buyer fleet used by the default config, tests and load tests.
@@ -31,6 +32,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod model;
+pub mod parties;
 pub mod runtime;
 pub mod sandbox;
 pub mod store;

@@ -165,6 +165,34 @@ impl ClientLimits {
     }
 }
 
+/// One seller's limits, all its credentials and every core together (CONTRACT §7).
+#[derive(Debug)]
+pub struct SellerLimits {
+    /// Pings (and one-call leads) per second.
+    pub pings: Rate,
+    /// Auctions running at once.
+    pub auctions: Concurrency,
+    /// Auctions won and not yet posted (nor expired).
+    pub unposted: Concurrency,
+}
+
+impl SellerLimits {
+    pub fn new(pings_per_s: f64, max_concurrent_auctions: u32, max_unposted: u32) -> SellerLimits {
+        SellerLimits {
+            pings: Rate::per_second(pings_per_s),
+            auctions: Concurrency::new(max_concurrent_auctions),
+            unposted: Concurrency::new(max_unposted),
+        }
+    }
+
+    /// Whether `other` sets the same limits (its counters may differ).
+    pub fn same_limits(&self, other: &SellerLimits) -> bool {
+        self.pings.limit() == other.pings.limit()
+            && self.auctions.max() == other.auctions.max()
+            && self.unposted.max() == other.unposted.max()
+    }
+}
+
 fn epoch_secs_after(d: Duration) -> u64 {
     (SystemTime::now() + d)
         .duration_since(UNIX_EPOCH)

@@ -30,6 +30,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("auction", 4),
     ("buyers", 4),
     ("auth", 4),
+    ("parties", 4),
     ("webhooks", 4),
     // The use-cases: run an auction, deliver a post, one-call lead, status transitions.
     ("exchange", 5),

@@ -21,6 +21,7 @@ use crate::buyers::Registry;
 use crate::config::{Config, RuleConfig};
 use crate::error::ApiError;
 use crate::limits::ClientLimits;
+use crate::parties::Sellers;
 use crate::runtime::{App, Stop};
 use crate::store::Store;
 use crate::types::{Clock, Scope};
@@ -53,6 +54,9 @@ pub struct Services {
     /// OAuth clients as stored at start; each core builds its own table from them, and later
     /// changes reach every core through its inbox.
     pub initial_clients: Vec<(ClientRecord, Arc<ClientLimits>)>,
+    /// Sellers as of start (configured, implicit ones of party-less tokens and OAuth clients);
+    /// each core then holds its own ([`CoreState::sellers`]).
+    pub initial_sellers: Arc<Sellers>,
     /// Sellers' webhook endpoints as of start: cores queue events for them, the worker delivers.
     /// Each core then holds its own ([`CoreState::webhooks`]).
     pub initial_webhooks: Arc<Webhooks>,
@@ -78,6 +82,8 @@ pub struct CoreState {
     pub rules: RefCell<Arc<[RuleConfig]>>,
     /// The current webhook endpoints (`[[webhooks]]`), replaced whole by a config reload.
     pub webhooks: RefCell<Arc<Webhooks>>,
+    /// The current seller table, replaced whole when sellers change.
+    pub sellers: RefCell<Arc<Sellers>>,
 }
 
 /// The threads the exchange starts beside the cores.
@@ -112,10 +118,16 @@ impl App for Exchange {
             "oauth_access_token_secret",
             "OAuth access-token key",
         )?);
-        let initial_clients = load_clients(store)?
+        let initial_clients: Vec<_> = load_clients(store)?
             .into_iter()
             .map(|r| (r, Arc::new(crate::auth::client_limits(&config.limits))))
             .collect();
+        let sellers = initial_clients
+            .iter()
+            .filter(|(r, _)| r.party.is_none())
+            .fold(Sellers::from_config(config), |s, (r, _)| {
+                s.with_implicit(r.tenant, &r.client_id, &config.limits)
+            });
         let webhooks = Arc::new(Webhooks::from_config(config)?);
         webhooks
             .load_state(store)
@@ -128,6 +140,7 @@ impl App for Exchange {
             initial_auth: auth,
             access_keys,
             initial_clients,
+            initial_sellers: Arc::new(sellers),
             initial_webhooks: webhooks,
         };
         Ok((services, Handles { webhook_worker }))
@@ -159,6 +172,7 @@ impl App for Exchange {
             auth: RefCell::new(shared.initial_auth.clone()),
             rules: RefCell::new(shared.config.rules.clone().into()),
             webhooks: RefCell::new(shared.initial_webhooks.clone()),
+            sellers: RefCell::new(shared.initial_sellers.clone()),
         }
     }
 
@@ -231,6 +245,11 @@ impl Core {
         self.rules.borrow().clone()
     }
 
+    /// This core's current seller table; a seller change replaces it.
+    pub fn sellers(&self) -> Arc<Sellers> {
+        self.sellers.borrow().clone()
+    }
+
     /// This core's current webhook endpoints (`[[webhooks]]`); a reload replaces them.
     pub fn webhooks(&self) -> Arc<Webhooks> {
         self.webhooks.borrow().clone()
@@ -258,6 +277,26 @@ impl Core {
         }
         Ok(client)
     }
+
+    /// [`Core::authenticate`] for what only the operator may see or do: any other party gets
+    /// `404`, as for a resource that does not exist, so no status tells it what is there.
+    pub fn authenticate_operator(
+        &self,
+        headers: &http::HeaderMap,
+        scope: Scope,
+    ) -> Result<Client, ApiError> {
+        let client = self.authenticate(headers, scope)?;
+        if !client.party.is_operator() {
+            return Err(not_yours());
+        }
+        Ok(client)
+    }
+}
+
+/// The answer to a party asking for what is not its own: the same `404` as for what does not
+/// exist (CONTRACT §3: anything outside a party's view is 404, never 403).
+pub fn not_yours() -> ApiError {
+    ApiError::not_found("Nothing here for this credential.")
 }
 
 /// A key marked in flight on its core (an idempotency scope, a lead with a status report being
