@@ -132,6 +132,10 @@ fn a_sale_and_a_status_report_reach_the_seller_signed_while_its_secret_rotates()
                     &["lead.posted"],
                 ),
             ];
+            cfg.sellers.push(gavel::parties::implicit(
+                gavel::config::Tenant::Sandbox,
+                "someone-else",
+            ));
             cfg.tokens.push(buyer_token("buyer-hi", "hi", BUYER_HI));
         },
     );

@@ -112,6 +112,23 @@ impl Config {
                 }
             }
         }
+        let implicit = self.implicit_sellers();
+        for (i, w) in self.webhooks.iter().enumerate() {
+            let Some(id) = &w.seller else { continue };
+            let configured = self
+                .sellers
+                .iter()
+                .any(|s| &s.id == id && s.tenant == w.tenant);
+            if !configured && !implicit.iter().any(|(t, s)| s == id && *t == w.tenant) {
+                return Err(bad(
+                    format!("webhooks[{i}].seller"),
+                    format!(
+                        "no seller {id:?} of tenant {} is configured in [[sellers]] or named by a token's client",
+                        w.tenant.as_str()
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
