@@ -146,8 +146,8 @@ pub struct StatusReport {
 /// returns; a repeated status changes nothing and emits nothing.
 ///
 /// Lead uuids a seller chooses are scoped by seller, so several sellers' leads may share one;
-/// the report is about the one this buyer bought ([`bought_lead`]). The event goes to that lead's
-/// seller.
+/// the report is about the one this buyer bought (see `bought_lead`). The event goes to that
+/// lead's seller.
 pub async fn report(
     core: &Rc<Core>,
     tenant: Tenant,

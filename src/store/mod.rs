@@ -1022,8 +1022,9 @@ const _: () = {
 
 /// The key of a record in the `auctions` and `leads` trees: `tenant ++ 0x00 ++ id ++ 0x00 ++
 /// seller`, so one id names a different record in each tenant and for each seller, and every
-/// seller's record of one id starts with [`id_prefix`]. Ids never contain a NUL byte (validation
-/// allows printable characters only), so the keys of two ids never share that prefix.
+/// seller's record of one id starts with `tenant ++ 0x00 ++ id ++ 0x00`. Ids never contain a NUL
+/// byte (validation allows printable characters only), so the keys of two ids never share that
+/// prefix.
 pub fn record_key(tenant: &str, id: &str, seller: &str) -> Vec<u8> {
     let mut k = id_prefix(tenant, id);
     k.extend_from_slice(seller.as_bytes());
