@@ -32,13 +32,14 @@ use std::hint::black_box;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion};
-use gavel::auction::token::{BidKeys, Claims, TokenError};
+use gavel::auction::token::{BidKeys, Claims, SellerTag, TokenError};
 use gavel::config::Tenant;
 
 fn claims() -> Claims {
     Claims {
         auction_id: "auc_01JXZ3N6M2Q8W5D4R7T9V0B1C2".into(),
         tenant: Tenant::Sandbox,
+        seller: Some(SellerTag::of("acme-leads")),
         amount_cents: 3_465,
         valid_until_ms: 1_800_000_000_000,
     }

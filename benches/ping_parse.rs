@@ -78,6 +78,7 @@ fn post_body() -> Vec<u8> {
     let token = keys.sign(&Claims {
         auction_id: AUCTION_ID.to_owned(),
         tenant: Tenant::Sandbox,
+        seller: Some(gavel::auction::token::SellerTag::of("it-all")),
         amount_cents: 3465,
         valid_until_ms: NOW_MS + 60_000,
     });

@@ -48,6 +48,11 @@ fn client(core: &Core, token: &str, scope: Scope) -> Client {
     core.authenticate(&headers, scope).expect("test token")
 }
 
+/// The seller the test token speaks for (its implicit seller, named by its client).
+fn seller(client: &Client) -> &str {
+    client.seller().expect("the test token is a seller's")
+}
+
 /// Runs one auction of the standard test ping on `core` and makes it durable.
 async fn auction_on(core: &Rc<Core>) -> (Closed, Client) {
     let client = client(core, TOKEN, Scope::Ping);
@@ -58,7 +63,7 @@ async fn auction_on(core: &Rc<Core>) -> (Closed, Client) {
     let closed = auction::run(core, id.clone(), ping, &client)
         .await
         .expect("the auction runs");
-    auction::record_closed(core, client.tenant, &id, Batch::new())
+    auction::record_closed(core, client.tenant, seller(&client), &id, Batch::new())
         .await
         .expect("the auction is recorded");
     (closed, client)
@@ -70,6 +75,7 @@ fn claims(closed: &Closed, client: &Client) -> Claims {
     Claims {
         auction_id: closed.auction_id.clone(),
         tenant: client.tenant,
+        seller: client.seller().map(gavel::auction::token::SellerTag::of),
         amount_cents: won.payout_cents,
         valid_until_ms: won.valid_until_ms,
     }
@@ -93,7 +99,7 @@ fn an_auction_clears_to_the_highest_bid_and_its_record_is_durable() {
         .server()
         .on_core(CORE, |core| async move {
             let (closed, client) = auction_on(&core).await;
-            let stored = auction::stored(&core, client.tenant, &closed.auction_id)
+            let stored = auction::stored(&core, client.tenant, seller(&client), &closed.auction_id)
                 .expect("readable")
                 .map(|r| (r.status, r.client == client.name));
             (closed, stored)
@@ -151,7 +157,7 @@ fn a_refusing_winner_falls_back_to_the_next_bidder_and_the_lead_moves_through_it
             };
             let shard = core.shard.borrow();
             let a = shard
-                .get(client.tenant, &closed.auction_id)
+                .get(client.tenant, seller(&client), &closed.auction_id)
                 .expect("in memory");
             let sold_to = a
                 .sold

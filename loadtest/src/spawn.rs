@@ -143,7 +143,7 @@ pub fn start(cfg: &SpawnConfig) -> Result<Spawned, String> {
             config.webhooks.push(gavel::config::WebhookConfig {
                 id: "gavel_load".into(),
                 tenant: Tenant::Sandbox,
-                client: None,
+                seller: None,
                 url: sink.url(),
                 secrets: vec![sink.secret.clone()],
                 secrets_env: None,

@@ -1,8 +1,11 @@
 //! `GET /v1/auctions/{auction_id}` (CONTRACT §4.3): the auction record — ping summary, every buyer's
 //! outcome, the winner, post attempts and their result. Never PII.
 //!
-//! Served from the owning core's shard, so it covers auctions still held in memory (open, or within
-//! their retention after the bid expired). Other tenants' auctions are 404, as unknown ones are.
+//! Served on the id's owning core, from the store (or, for an auction still open, the shard).
+//! Which record a caller may see is the exchange's ([`crate::exchange::auction::find`]): a seller
+//! its own auction under the id (ids are scoped by seller), a buyer one it took part in, the
+//! operator any seller's, picked with `?seller_id=` when several sellers used the id (else `409
+//! ambiguous_auction_id`). Other tenants' and other parties' auctions are 404, as unknown ones are.
 
 use std::rc::Rc;
 
@@ -10,10 +13,11 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 
-use crate::auction::record::{to_record, FIXED_PRICE_BID};
+use crate::auction::record::FIXED_PRICE_BID;
 use crate::auction::rfc3339_ms;
-use crate::config::{Scope, Tenant};
+use crate::config::Scope;
 use crate::error::ApiError;
+use crate::exchange::ExchangeError;
 use crate::exchange::{Core, Shared};
 use crate::http::Reply;
 use crate::model::Money;
@@ -165,18 +169,14 @@ pub async fn handle(
     rid: &str,
 ) -> Result<Reply, ApiError> {
     let client = core.authenticate(req.headers(), Scope::Reports)?;
-    if auction_id.is_empty()
-        || auction_id.len() > 64
-        || !auction_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        return Err(ApiError::not_found("No auction has this id."));
+    let seller_id = seller_id(req.uri().query())?;
+    if !is_auction_id(&auction_id) {
+        return Err(missing());
     }
     let owner = core.shared.owner_of(&auction_id);
     let rid_owned = rid.to_string();
     Ok(on_core(core, owner, rid, Admit::New, move |c| async move {
-        match lookup(&c, &auction_id, client.tenant) {
+        match lookup(&c, &client, &auction_id, seller_id.as_deref()) {
             Ok(r) => r,
             Err(e) => Reply::error(&e, &rid_owned),
         }
@@ -184,17 +184,68 @@ pub async fn handle(
     .await)
 }
 
-/// The stored record; an auction still open (not yet stored) is rendered from memory.
-fn lookup(core: &Rc<Core>, auction_id: &str, tenant: Tenant) -> Result<Reply, ApiError> {
-    let missing = || ApiError::not_found("No auction has this id.");
-    let record = match crate::exchange::auction::stored(core, tenant, auction_id)? {
-        Some(r) => r,
-        None => {
-            let shard = core.shard.borrow();
-            let a = shard.get(tenant, auction_id).ok_or_else(missing)?;
-            to_record(a)
+fn missing() -> ApiError {
+    ApiError::not_found("No auction has this id.")
+}
+
+/// Whether `id` could be an auction id at all (what a ping accepts); anything else is 404 at once.
+fn is_auction_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Longest `seller_id` query value, in bytes. Configured sellers' ids are at most 64 bytes; an
+/// implicit seller is named by its token's client, which may be longer.
+pub const MAX_SELLER_ID_QUERY_BYTES: usize = 256;
+
+/// The optional `seller_id` query parameter: which seller's auction, when several sellers used
+/// the id. Any other parameter, a repeated one, or an empty, overlong or control-character value
+/// is `422 invalid_query`.
+fn seller_id(query: Option<&str>) -> Result<Option<String>, ApiError> {
+    let mut seller = None;
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let plausible = !v.is_empty()
+            && v.len() <= MAX_SELLER_ID_QUERY_BYTES
+            && !v.chars().any(char::is_control);
+        match k.as_ref() {
+            "seller_id" if plausible && seller.is_none() => seller = Some(v.into_owned()),
+            "seller_id" => {
+                return Err(bad_query(format!(
+                    "seller_id must be given once, 1 to {MAX_SELLER_ID_QUERY_BYTES} bytes without \
+                     control characters."
+                )))
+            }
+            other => {
+                return Err(bad_query(format!(
+                    "Unknown query parameter {other:?}; the only one is seller_id."
+                )))
+            }
         }
-    };
-    debug_assert_eq!(record.tenant, tenant.as_str());
+    }
+    Ok(seller)
+}
+
+fn bad_query(message: String) -> ApiError {
+    ApiError::unprocessable("invalid_query", message)
+}
+
+/// The record the caller may see under the id (see [`crate::exchange::auction::find`]),
+/// rendered; an auction still open (not yet stored) is rendered from memory.
+fn lookup(
+    core: &Rc<Core>,
+    client: &crate::auth::Client,
+    auction_id: &str,
+    seller_id: Option<&str>,
+) -> Result<Reply, ApiError> {
+    let record =
+        crate::exchange::auction::find(core, client.tenant, &client.party, auction_id, seller_id)
+            .map_err(|e| match e {
+            ExchangeError::AuctionNotFound { .. } => missing(),
+            e => e.into(),
+        })?;
+    debug_assert_eq!(record.tenant, client.tenant.as_str());
     render(&core.shared, &record)
 }

@@ -151,7 +151,8 @@ async fn execute(core: &Rc<Core>, call: Call, rid: &str) -> Result<Reply, ApiErr
         lead::Outcome::Delivered(delivered) => Ok(post::answer(delivered, rid)),
         lead::Outcome::NoBid(closed) => {
             // Nobody to deliver to: the no-bid answer, durable with the auction record.
-            ping::answer_durably(core, client.tenant, &closed, idem.as_ref()).await
+            let seller = crate::exchange::auction::seller_of(&client)?;
+            ping::answer_durably(core, client.tenant, seller, &closed, idem.as_ref()).await
         }
     }
 }

@@ -54,6 +54,33 @@ impl From<ExchangeError> for ApiError {
                 "auction_exists",
                 format!("An auction with id {auction_id} already exists."),
             ),
+            ExchangeError::AmbiguousAuctionId {
+                auction_id,
+                sellers,
+            } => ApiError::new(
+                StatusCode::CONFLICT,
+                "ambiguous_auction_id",
+                if sellers.is_empty() {
+                    format!(
+                        "Auction id {auction_id} names several auctions you may see; name the \
+                         seller with the seller_id query parameter."
+                    )
+                } else {
+                    format!(
+                        "Auction id {auction_id} names auctions of sellers {}; name one with the \
+                         seller_id query parameter.",
+                        sellers.join(", ")
+                    )
+                },
+            ),
+            ExchangeError::AmbiguousLeadUuid { lead_uuid } => ApiError::new(
+                StatusCode::CONFLICT,
+                "ambiguous_lead_uuid",
+                format!(
+                    "You bought leads of several sellers under lead uuid {lead_uuid}; a status \
+                     report cannot tell them apart."
+                ),
+            ),
             ExchangeError::NotASeller { party } => ApiError::new(
                 StatusCode::FORBIDDEN,
                 "seller_only",

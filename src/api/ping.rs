@@ -134,17 +134,20 @@ async fn execute(
         // under the key, so a corrected or later retry can still run.
         Err(e) => return Ok(Reply::error(&e.into(), rid)),
     };
-    let reply = answer_durably(core, client.tenant, &closed, idem.as_ref()).await?;
-    auction::record_engine_overhead(core, client.tenant, &auction_id, received);
+    // The auction ran, so the caller is a seller; its auctions are its own id space.
+    let seller = auction::seller_of(&client)?;
+    let reply = answer_durably(core, client.tenant, seller, &closed, idem.as_ref()).await?;
+    auction::record_engine_overhead(core, client.tenant, seller, &auction_id, received);
     Ok(reply)
 }
 
-/// The seller's answer to a closed auction, returned once the auction record (and the answer,
+/// `seller`'s answer to its closed auction, returned once the auction record (and the answer,
 /// under `idem` for a keyed request) reached the disk: a post after a crash needs the record, a
 /// retry needs the answer.
 pub(super) async fn answer_durably(
     core: &Core,
     tenant: Tenant,
+    seller: &str,
     closed: &Closed,
     idem: Option<&Idem>,
 ) -> Result<Reply, ApiError> {
@@ -153,7 +156,7 @@ pub(super) async fn answer_durably(
     if let Some(i) = idem {
         idempotency::record(&mut batch, i, &reply, core.shared.clock.now_ms())?;
     }
-    auction::record_closed(core, tenant, &closed.auction_id, batch).await?;
+    auction::record_closed(core, tenant, seller, &closed.auction_id, batch).await?;
     Ok(reply)
 }
 

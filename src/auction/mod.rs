@@ -363,7 +363,7 @@ pub struct Award {
 }
 
 /// Clears a closed auction's bids and, when one wins, prices it (floors, margins) and signs its bid
-/// token. `bid_valid_until_ms(slot)` is how long that buyer said its bid holds; the token lives no
+/// token, bound to `seller`. `bid_valid_until_ms(slot)` is how long that buyer said its bid holds; the token lives no
 /// longer than that, nor than `bid_token.ttl_ms` after `closed_ms`. Gavel's ping and the baseline
 /// bench both decide auctions through this one function.
 #[allow(clippy::too_many_arguments)]
@@ -375,6 +375,7 @@ pub fn award(
     bid_valid_until_ms: impl Fn(usize) -> Option<u64>,
     auction_id: &str,
     tenant: Tenant,
+    seller: &str,
     closed_ms: u64,
 ) -> Result<Award, NoBidReason> {
     if !any_eligible {
@@ -394,6 +395,7 @@ pub fn award(
     let bid_token = keys.sign(&token::Claims {
         auction_id: auction_id.to_string(),
         tenant,
+        seller: Some(token::SellerTag::of(seller)),
         amount_cents: payout_cents,
         valid_until_ms,
     });

@@ -1,9 +1,12 @@
 //! A core's auction shard: the in-memory map of the auctions this core owns, with a hard cap per
 //! tenant and time-based eviction.
 //!
-//! Auction ids are scoped by tenant: a seller-chosen id such as `acme_order_000123` names one
-//! auction in the sandbox and another in production, and neither is visible from the other. Each
-//! tenant also has its own cap, so one tenant's traffic can never take another's room.
+//! Auction ids are scoped by tenant and seller: a seller-chosen id such as `acme_order_000123`
+//! names one auction in the sandbox and another in production, and within a tenant one auction per
+//! seller that chose it; none is visible from another's scope. Both sellers' auctions under one id
+//! live on the same core (routing hashes the id alone), so the shard keeps them side by side under
+//! the id, which also lets the operator find an id's auctions without a scan ([`Shard::by_id`]).
+//! Each tenant also has its own cap, so one tenant's traffic can never take another's room.
 //!
 //! Only its own core touches a shard (it lives in a `RefCell` on that core), and no borrow is held
 //! across an `.await`. A shard made for a core ([`Shard::owned_by`]) checks that in debug builds on
@@ -24,11 +27,14 @@ fn slot(t: Tenant) -> usize {
 }
 
 pub struct Shard {
-    /// One map per tenant (indexed by [`slot`]), keyed by the auction id the seller sees.
-    auctions: [HashMap<String, Auction>; 2],
-    /// (evict_at_ms, tenant slot, id), earliest first. An entry may be stale if the auction's
-    /// time moved.
-    evictions: BinaryHeap<Reverse<(u64, usize, String)>>,
+    /// One map per tenant (indexed by [`slot`]), keyed by the auction id the seller sees; each id
+    /// holds one auction per seller using it, nearly always exactly one.
+    auctions: [HashMap<String, Vec<Auction>>; 2],
+    /// Auctions each tenant holds (its map counts ids, and one id may hold several auctions).
+    counts: [usize; 2],
+    /// (evict_at_ms, tenant slot, id, seller), earliest first. An entry may be stale if the
+    /// auction's time moved.
+    evictions: BinaryHeap<Reverse<(u64, usize, String, String)>>,
     /// Most auctions one tenant may hold on this core.
     max_auctions_per_tenant: usize,
     /// The core that owns this shard, when it belongs to one; only that core may touch it.
@@ -53,6 +59,7 @@ impl Shard {
     pub fn new(max_auctions_per_tenant: usize) -> Shard {
         Shard {
             auctions: [HashMap::new(), HashMap::new()],
+            counts: [0, 0],
             evictions: BinaryHeap::new(),
             max_auctions_per_tenant,
             owner: None,
@@ -82,36 +89,40 @@ impl Shard {
 
     /// Auctions held, all tenants together.
     pub fn len(&self) -> usize {
-        self.auctions.iter().map(HashMap::len).sum()
+        self.counts.iter().sum()
     }
 
     /// Auctions one tenant holds.
     pub fn len_of(&self, tenant: Tenant) -> usize {
-        self.auctions[slot(tenant)].len()
+        self.counts[slot(tenant)]
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Holds `a`, unless its seller already has an auction under its id in its tenant
+    /// ([`InsertError::Exists`]; another seller's auction under the same id is no obstacle) or the
+    /// tenant holds its maximum.
     #[track_caller]
     pub fn insert(&mut self, a: Auction, now_ms: u64) -> Result<(), InsertError> {
         self.check_owner();
         self.evict(now_ms);
         let t = slot(a.tenant);
-        if self.auctions[t].contains_key(&a.id) {
+        if self.get(a.tenant, &a.seller, &a.id).is_some() {
             return Err(InsertError::Exists);
         }
-        if self.auctions[t].len() >= self.max_auctions_per_tenant {
+        if self.counts[t] >= self.max_auctions_per_tenant {
             return Err(InsertError::Full {
                 retry_after_ms: self.next_eviction_of(t, now_ms),
             });
         }
         self.evictions
-            .push(Reverse((a.evict_at_ms, t, a.id.clone())));
-        self.auctions[t].insert(a.id.clone(), a);
+            .push(Reverse((a.evict_at_ms, t, a.id.clone(), a.seller.clone())));
+        self.auctions[t].entry(a.id.clone()).or_default().push(a);
+        self.counts[t] += 1;
         debug_assert!(
-            self.auctions[t].len() <= self.max_auctions_per_tenant,
+            self.counts[t] <= self.max_auctions_per_tenant,
             "a tenant holds more auctions than auction.max_auctions_per_core"
         );
         Ok(())
@@ -122,6 +133,7 @@ impl Shard {
     fn next_eviction_of(&self, t: usize, now_ms: u64) -> u64 {
         self.auctions[t]
             .values()
+            .flatten()
             .map(|a| a.evict_at_ms)
             .min()
             .map_or(IN_FLIGHT_RECHECK_MS, |at| {
@@ -129,34 +141,55 @@ impl Shard {
             })
     }
 
+    /// `seller`'s auction under `id` in `tenant`.
     #[track_caller]
-    pub fn get(&self, tenant: Tenant, id: &str) -> Option<&Auction> {
+    pub fn get(&self, tenant: Tenant, seller: &str, id: &str) -> Option<&Auction> {
         self.check_owner();
-        self.auctions[slot(tenant)].get(id)
+        self.auctions[slot(tenant)]
+            .get(id)?
+            .iter()
+            .find(|a| a.seller == seller)
     }
 
+    /// `seller`'s auction under `id` in `tenant`, to change.
     #[track_caller]
-    pub fn get_mut(&mut self, tenant: Tenant, id: &str) -> Option<&mut Auction> {
+    pub fn get_mut(&mut self, tenant: Tenant, seller: &str, id: &str) -> Option<&mut Auction> {
         self.check_owner();
-        self.auctions[slot(tenant)].get_mut(id)
+        self.auctions[slot(tenant)]
+            .get_mut(id)?
+            .iter_mut()
+            .find(|a| a.seller == seller)
+    }
+
+    /// Every seller's auction under `id` in `tenant` (the operator's and buyers' lookups, which
+    /// are not scoped by seller), in the order they opened.
+    #[track_caller]
+    pub fn by_id(&self, tenant: Tenant, id: &str) -> &[Auction] {
+        self.check_owner();
+        self.auctions[slot(tenant)]
+            .get(id)
+            .map_or(&[], Vec::as_slice)
     }
 
     /// Moves an auction's eviction time (e.g. once its bid token's lifetime is known).
     #[track_caller]
-    pub fn set_evict_at(&mut self, tenant: Tenant, id: &str, evict_at_ms: u64) {
-        self.check_owner();
+    pub fn set_evict_at(&mut self, tenant: Tenant, seller: &str, id: &str, evict_at_ms: u64) {
         let t = slot(tenant);
-        if let Some(a) = self.auctions[t].get_mut(id) {
+        if let Some(a) = self.get_mut(tenant, seller, id) {
             a.evict_at_ms = evict_at_ms;
-            self.evictions
-                .push(Reverse((evict_at_ms, t, id.to_string())));
+            self.evictions.push(Reverse((
+                evict_at_ms,
+                t,
+                id.to_string(),
+                seller.to_string(),
+            )));
         }
     }
 
     /// When the next eviction is due, if any auction is held: the core's expiry timer sleeps
     /// until then (bounded by its own interval).
     pub fn next_due_ms(&self) -> Option<u64> {
-        self.evictions.peek().map(|Reverse((at, _, _))| *at)
+        self.evictions.peek().map(|Reverse((at, _, _, _))| *at)
     }
 
     /// Drops auctions whose time is up, except those with a delivery in flight. Returns how many
@@ -165,24 +198,32 @@ impl Shard {
     pub fn evict(&mut self, now_ms: u64) -> usize {
         self.check_owner();
         let mut dropped = 0;
-        while let Some(Reverse((at, _, _))) = self.evictions.peek() {
+        while let Some(Reverse((at, _, _, _))) = self.evictions.peek() {
             if *at > now_ms {
                 break;
             }
-            let Reverse((at, t, id)) = self.evictions.pop().expect("peeked");
-            let Some(a) = self.auctions[t].get_mut(&id) else {
+            let Reverse((at, t, id, seller)) = self.evictions.pop().expect("peeked");
+            let Some(same_id) = self.auctions[t].get_mut(&id) else {
                 continue;
             };
+            let Some(i) = same_id.iter().position(|a| a.seller == seller) else {
+                continue;
+            };
+            let a = &mut same_id[i];
             if a.evict_at_ms != at {
                 continue; // A later entry for this auction exists.
             }
             if matches!(a.post, PostState::InFlight { .. }) {
                 let later = now_ms + IN_FLIGHT_RECHECK_MS;
                 a.evict_at_ms = later;
-                self.evictions.push(Reverse((later, t, id)));
+                self.evictions.push(Reverse((later, t, id, seller)));
                 continue;
             }
-            self.auctions[t].remove(&id);
+            same_id.remove(i);
+            if same_id.is_empty() {
+                self.auctions[t].remove(&id);
+            }
+            self.counts[t] -= 1;
             dropped += 1;
         }
         if dropped > 0 {
@@ -208,12 +249,16 @@ mod tests {
     use crate::config::Tenant;
 
     fn auction(id: &str, evict_at_ms: u64) -> Auction {
+        auction_of("c", id, evict_at_ms)
+    }
+
+    fn auction_of(seller: &str, id: &str, evict_at_ms: u64) -> Auction {
         Auction::open(
             Default::default(),
             id.into(),
             Tenant::Sandbox,
             "c".into(),
-            "c".into(),
+            seller.into(),
             crate::model::Ping::minimal(),
             0,
             0,
@@ -262,13 +307,42 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!(s.len_of(Tenant::Sandbox), 1);
         assert_eq!(
-            s.get(Tenant::Production, "same_id").unwrap().tenant,
+            s.get(Tenant::Production, "c", "same_id").unwrap().tenant,
             Tenant::Production
         );
         assert_eq!(s.next_due_ms(), Some(50_000));
         assert_eq!(s.evict(55_000), 1);
-        assert!(s.get(Tenant::Sandbox, "same_id").is_none());
-        assert!(s.get(Tenant::Production, "same_id").is_some());
+        assert!(s.get(Tenant::Sandbox, "c", "same_id").is_none());
+        assert!(s.get(Tenant::Production, "c", "same_id").is_some());
+    }
+
+    #[test]
+    fn sellers_have_their_own_ids() {
+        let mut s = Shard::new(3);
+        s.insert(auction_of("a", "order-1", 100), 0).unwrap();
+        // Another seller's auction under the same id is another auction; the same seller's is not.
+        s.insert(auction_of("b", "order-1", 200), 0).unwrap();
+        assert_eq!(
+            s.insert(auction_of("a", "order-1", 100), 0),
+            Err(InsertError::Exists)
+        );
+        assert_eq!(s.len_of(Tenant::Sandbox), 2);
+        assert_eq!(s.get(Tenant::Sandbox, "b", "order-1").unwrap().seller, "b");
+        assert!(s.get(Tenant::Sandbox, "c", "order-1").is_none());
+        let sellers: Vec<&str> = s
+            .by_id(Tenant::Sandbox, "order-1")
+            .iter()
+            .map(|a| a.seller.as_str())
+            .collect();
+        assert_eq!(sellers, ["a", "b"]);
+        // Each leaves on its own time, and counts against the tenant's cap on its own.
+        assert_eq!(s.evict(150), 1);
+        assert!(s.get(Tenant::Sandbox, "a", "order-1").is_none());
+        assert!(s.get(Tenant::Sandbox, "b", "order-1").is_some());
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.evict(250), 1);
+        assert!(s.by_id(Tenant::Sandbox, "order-1").is_empty());
+        assert!(s.is_empty());
     }
 
     #[test]
@@ -276,21 +350,21 @@ mod tests {
         let mut s = Shard::new(10);
         s.insert(auction("a", 100), 0).unwrap();
         s.insert(auction("b", 100), 0).unwrap();
-        s.set_evict_at(Tenant::Sandbox, "a", 500);
-        s.get_mut(Tenant::Sandbox, "b").unwrap().post = PostState::InFlight {
+        s.set_evict_at(Tenant::Sandbox, "c", "a", 500);
+        s.get_mut(Tenant::Sandbox, "c", "b").unwrap().post = PostState::InFlight {
             key: "k".into(),
             slot: None,
         };
         s.evict(200);
         assert!(
-            s.get(Tenant::Sandbox, "a").is_some(),
+            s.get(Tenant::Sandbox, "c", "a").is_some(),
             "moved eviction time is honoured"
         );
         assert!(
-            s.get(Tenant::Sandbox, "b").is_some(),
+            s.get(Tenant::Sandbox, "c", "b").is_some(),
             "an auction being delivered is never dropped"
         );
-        s.get_mut(Tenant::Sandbox, "b").unwrap().post = PostState::None;
+        s.get_mut(Tenant::Sandbox, "c", "b").unwrap().post = PostState::None;
         s.evict(1_300);
         assert!(s.is_empty());
     }
@@ -300,8 +374,8 @@ mod tests {
         let _core = crate::runtime::enter_core(2);
         let mut s = Shard::owned_by(2, 10);
         s.insert(auction("a", 100), 0).unwrap();
-        assert!(s.get(Tenant::Sandbox, "a").is_some());
-        s.set_evict_at(Tenant::Sandbox, "a", 50);
+        assert!(s.get(Tenant::Sandbox, "c", "a").is_some());
+        s.set_evict_at(Tenant::Sandbox, "c", "a", 50);
         assert_eq!(s.evict(60), 1);
     }
 
@@ -319,6 +393,6 @@ mod tests {
     #[should_panic(expected = "touched off its core")]
     fn an_owned_shard_refuses_a_thread_that_is_no_core() {
         let s = Shard::owned_by(0, 10);
-        let _ = s.get(Tenant::Sandbox, "a");
+        let _ = s.get(Tenant::Sandbox, "c", "a");
     }
 }

@@ -1,31 +1,63 @@
 //! Bid tokens: what Gavel hands the seller after a won auction, and checks again at post time.
 //!
 //! A token is `bid_` + base64url(claims ‖ HMAC-SHA256(claims)). The claims bind the token to its
-//! auction, tenant and seller payout, and carry its expiry and a random nonce, so a token can be
-//! neither forged, altered, reused for another auction, nor kept past `valid_until`. Keys rotate:
-//! Gavel signs with the current key and accepts tokens signed by the current or previous key.
-//! This module does not know auctions; the caller compares the claims with the auction it holds.
+//! auction, tenant, seller and seller payout, and carry its expiry and a random nonce, so a token
+//! can be neither forged, altered, reused for another auction or by another seller, nor kept past
+//! `valid_until`. Keys rotate: Gavel signs with the current key and accepts tokens signed by the
+//! current or previous key. This module does not know auctions; the caller compares the claims
+//! with the auction it holds.
+//!
+//! Versions: 2 (signed now) binds the seller as a [`SellerTag`]. Version 1, signed before tokens
+//! named their seller, is still verified (with no seller, [`Claims::seller`] `None`) so that a
+//! post or a resumed delivery across an upgrade keeps working; such a token lives at most
+//! `bid_token.ttl_ms` and is only ever checked against the poster's own auction, since the
+//! auction lookup is scoped by the poster's seller whatever the token says.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
+use ring::{digest, hmac};
 
 use crate::config::{BidTokenConfig, ConfigError, KeyConfig, Tenant};
 use crate::model::Cents;
 
-const VERSION: u8 = 1;
+/// The version Gavel signs: 2, which binds the seller.
+const VERSION: u8 = 2;
+/// The version before tokens named their seller, still verified.
+const VERSION_1: u8 = 1;
 const MAC_LEN: usize = 32;
+/// Bytes of a [`SellerTag`].
+const SELLER_TAG_LEN: usize = 16;
 /// Longest auction id a token can carry (auction ids are at most 64 bytes by validation).
 const MAX_AUCTION_ID_LEN: usize = 64;
 /// Shortest accepted signing secret, in bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The seller a token was issued to, as the token carries it: the first 16 bytes of the SHA-256
+/// of the seller's id. A fixed size whatever the id's length (an implicit seller is named by its
+/// client, which has no length limit of its own), and no seller can choose an id whose tag is
+/// another's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SellerTag([u8; SELLER_TAG_LEN]);
+
+impl SellerTag {
+    /// The tag of seller `seller`.
+    pub fn of(seller: &str) -> SellerTag {
+        let d = digest::digest(&digest::SHA256, seller.as_bytes());
+        let mut tag = [0u8; SELLER_TAG_LEN];
+        tag.copy_from_slice(&d.as_ref()[..SELLER_TAG_LEN]);
+        SellerTag(tag)
+    }
+}
 
 /// What a bid token asserts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claims {
     pub auction_id: String,
     pub tenant: Tenant,
+    /// The seller the token was issued to. Every token Gavel signs names one; `None` only for a
+    /// version-1 token, signed before tokens did.
+    pub seller: Option<SellerTag>,
     pub amount_cents: Cents,
     pub valid_until_ms: u64,
 }
@@ -126,14 +158,19 @@ impl BidKeys {
         }
     }
 
+    /// Signs `c` as a version-2 token. `c.seller` must be set: Gavel issues no token that is not
+    /// bound to its seller.
     pub fn sign(&self, c: &Claims) -> String {
         assert!(
             c.auction_id.len() <= MAX_AUCTION_ID_LEN,
             "auction ids are validated"
         );
+        let seller = c
+            .seller
+            .expect("every bid token Gavel signs names its seller");
         let mut nonce = [0u8; 8];
         self.rng.fill(&mut nonce).expect("system RNG works");
-        let mut buf = Vec::with_capacity(32 + c.auction_id.len() + MAC_LEN);
+        let mut buf = Vec::with_capacity(HEAD_V2 + c.auction_id.len() + MAC_LEN);
         buf.push(VERSION);
         buf.push(self.current.0);
         buf.push(match c.tenant {
@@ -143,8 +180,10 @@ impl BidKeys {
         buf.extend_from_slice(&c.amount_cents.to_be_bytes());
         buf.extend_from_slice(&c.valid_until_ms.to_be_bytes());
         buf.extend_from_slice(&nonce);
+        buf.extend_from_slice(&seller.0);
         buf.push(c.auction_id.len() as u8);
         buf.extend_from_slice(c.auction_id.as_bytes());
+        debug_assert_eq!(buf.len(), HEAD_V2 + c.auction_id.len());
         let tag = hmac::sign(&self.current.1, &buf);
         buf.extend_from_slice(tag.as_ref());
         let mut out = String::with_capacity(4 + buf.len() * 4 / 3 + 4);
@@ -153,8 +192,9 @@ impl BidKeys {
         out
     }
 
-    /// Checks the signature and decodes the claims. Expiry is the caller's check, so it can tell
-    /// `bid_expired` apart from `invalid_bid_token`.
+    /// Checks the signature and decodes the claims (of a version-2 token, or of a version-1 one,
+    /// which names no seller). Expiry is the caller's check, so it can tell `bid_expired` apart
+    /// from `invalid_bid_token`.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         let b64 = token.strip_prefix("bid_").ok_or(TokenError::Invalid)?;
         if b64.len() > 512 {
@@ -163,8 +203,12 @@ impl BidKeys {
         let buf = URL_SAFE_NO_PAD
             .decode(b64)
             .map_err(|_| TokenError::Invalid)?;
-        const HEAD: usize = 1 + 1 + 1 + 8 + 8 + 8 + 1;
-        if buf.len() < HEAD + MAC_LEN || buf[0] != VERSION {
+        let head = match buf.first() {
+            Some(&VERSION) => HEAD_V2,
+            Some(&VERSION_1) => HEAD_V1,
+            _ => return Err(TokenError::Invalid),
+        };
+        if buf.len() < head + MAC_LEN {
             return Err(TokenError::Invalid);
         }
         let (msg, tag) = buf.split_at(buf.len() - MAC_LEN);
@@ -183,21 +227,35 @@ impl BidKeys {
             _ => return Err(TokenError::Invalid),
         };
         let u64_at = |i: usize| u64::from_be_bytes(msg[i..i + 8].try_into().expect("8 bytes"));
-        let id_len = msg[27] as usize;
-        if msg.len() != HEAD + id_len {
+        // The seller tag sits between the nonce and the id's length in version 2.
+        let seller = (head == HEAD_V2).then(|| {
+            let mut t = [0u8; SELLER_TAG_LEN];
+            t.copy_from_slice(&msg[27..27 + SELLER_TAG_LEN]);
+            SellerTag(t)
+        });
+        let id_len = msg[head - 1] as usize;
+        if msg.len() != head + id_len {
             return Err(TokenError::Invalid);
         }
-        let auction_id = std::str::from_utf8(&msg[HEAD..])
+        let auction_id = std::str::from_utf8(&msg[head..])
             .map_err(|_| TokenError::Invalid)?
             .to_string();
         Ok(Claims {
             auction_id,
             tenant,
+            seller,
             amount_cents: u64_at(3),
             valid_until_ms: u64_at(11),
         })
     }
 }
+
+/// Bytes before the auction id in a version-1 token: version, key id, tenant, amount, expiry,
+/// nonce, id length.
+const HEAD_V1: usize = 1 + 1 + 1 + 8 + 8 + 8 + 1;
+/// Bytes before the auction id in a version-2 token: version 1's, with the seller tag before the
+/// id length.
+const HEAD_V2: usize = HEAD_V1 + SELLER_TAG_LEN;
 
 #[cfg(test)]
 mod tests {
@@ -207,6 +265,7 @@ mod tests {
         Claims {
             auction_id: "auc_01HZ8F3K2VN7Q9R4M0XYZ1A2B3".into(),
             tenant: Tenant::Sandbox,
+            seller: Some(SellerTag::of("acme-leads")),
             amount_cents: 3465,
             valid_until_ms: 1_800_000_000_000,
         }
@@ -248,5 +307,50 @@ mod tests {
         assert_eq!(rotated.verify(&t).unwrap(), claims());
         let after = BidKeys::from_secrets((3, &[1u8; 32]), Some((2, &[9u8; 32])));
         assert_eq!(after.verify(&t), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn the_seller_is_bound_and_cannot_be_swapped() {
+        let k = BidKeys::from_secrets((1, &[7u8; 32]), None);
+        let t = k.sign(&claims());
+        assert_eq!(
+            k.verify(&t).unwrap().seller,
+            Some(SellerTag::of("acme-leads"))
+        );
+        assert_ne!(SellerTag::of("acme-leads"), SellerTag::of("acme-leads2"));
+        // Another seller's tag in place of the signed one breaks the signature.
+        let mut raw = URL_SAFE_NO_PAD.decode(&t[4..]).unwrap();
+        raw[27..27 + SELLER_TAG_LEN].copy_from_slice(&SellerTag::of("other").0);
+        let swapped = format!("bid_{}", URL_SAFE_NO_PAD.encode(&raw));
+        assert_eq!(k.verify(&swapped), Err(TokenError::Invalid));
+    }
+
+    /// A token signed before tokens named their seller (version 1) still verifies, with no
+    /// seller; an altered one does not.
+    #[test]
+    fn version_1_tokens_still_verify_without_a_seller() {
+        let c = claims();
+        let mut buf = vec![VERSION_1, 1, 0];
+        buf.extend_from_slice(&c.amount_cents.to_be_bytes());
+        buf.extend_from_slice(&c.valid_until_ms.to_be_bytes());
+        buf.extend_from_slice(&[5u8; 8]);
+        buf.push(c.auction_id.len() as u8);
+        buf.extend_from_slice(c.auction_id.as_bytes());
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &[7u8; 32]);
+        let tag = hmac::sign(&key, &buf);
+        let mut signed = buf.clone();
+        signed.extend_from_slice(tag.as_ref());
+        let k = BidKeys::from_secrets((1, &[7u8; 32]), None);
+        let v1 = format!("bid_{}", URL_SAFE_NO_PAD.encode(&signed));
+        assert_eq!(
+            k.verify(&v1).unwrap(),
+            Claims {
+                seller: None,
+                ..claims()
+            }
+        );
+        signed[4] ^= 1;
+        let altered = format!("bid_{}", URL_SAFE_NO_PAD.encode(&signed));
+        assert_eq!(k.verify(&altered), Err(TokenError::Invalid));
     }
 }

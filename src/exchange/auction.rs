@@ -1,6 +1,11 @@
 //! Running a ping's auction on its owning core, and the auction records that go with it: open the
 //! auction in the shard, fan the ping out to eligible buyers, clear the bids, price and sign the
-//! winning bid, and make the closed auction durable (with its `auction.closed` event).
+//! winning bid, and make the closed auction durable (with its `auction.closed` event); and finding
+//! the record a party may see under an id ([`find`]).
+//!
+//! Auction ids are scoped by tenant and seller: everything here that reads or writes an auction
+//! on a seller's behalf names the seller, so another seller's auction under the same id is never
+//! found, refused, nor changed.
 //!
 //! Owns the use-case, not its wire form: the result is a [`Closed`] auction or an
 //! [`ExchangeError`]; the HTTP layer decides how either is answered. Buyer I/O belongs to
@@ -14,7 +19,7 @@ use std::time::{Duration, Instant};
 use super::error::ExchangeError;
 use super::events;
 use crate::auction::clearing::Candidate;
-use crate::auction::record::{from_record, to_record};
+use crate::auction::record::{from_record, to_record, FIXED_PRICE_BID};
 use crate::auction::shard::InsertError;
 use crate::auction::{fanout, Auction, Award, BuyerOutcome, NoBidReason, OutcomeKind, Status};
 use crate::auth::Client;
@@ -23,7 +28,7 @@ use crate::config::MAX_WINDOW_MS;
 use crate::exchange::Core;
 use crate::model::Ping;
 use crate::store::{AuctionRecord, Batch};
-use crate::types::{Cents, Tenant};
+use crate::types::{Cents, Party, Tenant};
 
 /// A closed auction, as its seller is told about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +74,7 @@ pub async fn run(
 ) -> Result<Closed, ExchangeError> {
     let shared = &core.shared;
     let started = Instant::now();
+    let seller = seller_of(client)?;
     // Held until the auction closes: the seller's running auctions, counted on every core.
     let _running = client.limits.auctions.try_acquire().ok_or_else(|| {
         core.metrics.record_rate_limited("concurrent_auctions");
@@ -78,7 +84,7 @@ pub async fn run(
     })?;
     // The buyer snapshot this auction keeps for its whole life, whatever changes meanwhile.
     let registry = core.registry();
-    let (deadline, elig) = open(core, &registry, &auction_id, &ping, client, started)?;
+    let (deadline, elig) = open(core, &registry, &auction_id, &ping, client, seller, started)?;
     let outcomes = fanout::ping_buyers(
         &registry,
         &core.pool,
@@ -106,7 +112,8 @@ pub async fn run(
     Ok(close(
         core,
         &registry,
-        client,
+        client.tenant,
+        seller,
         auction_id,
         outcomes,
         any_eligible,
@@ -129,6 +136,7 @@ fn open(
     auction_id: &str,
     ping: &Ping,
     client: &Client,
+    seller: &str,
     started: Instant,
 ) -> Result<(fanout::Deadline, Eligibility), ExchangeError> {
     let cfg = &core.shared.config.auction;
@@ -142,12 +150,19 @@ fn open(
         at: started + Duration::from_millis(deadline_ms.saturating_sub(now)),
         unix_ms: deadline_ms,
     };
-    // A seller-chosen id names one auction for as long as its record is kept, not only while it
-    // is in memory (Gavel's own ids are ULIDs and never repeat).
-    let in_memory = || core.shard.borrow().get(client.tenant, auction_id).is_some();
+    // A seller-chosen id names one auction of that seller for as long as its record is kept,
+    // not only while it is in memory (Gavel's own ids are ULIDs and never repeat). Only the
+    // seller's own auctions count: another seller's use of the id is neither an obstacle nor
+    // anything this answer may reveal.
+    let in_memory = || {
+        core.shard
+            .borrow()
+            .get(client.tenant, seller, auction_id)
+            .is_some()
+    };
     if ping.auction_id.is_some()
         && !in_memory()
-        && stored(core, client.tenant, auction_id)?.is_some()
+        && stored(core, client.tenant, seller, auction_id)?.is_some()
     {
         return Err(ExchangeError::AuctionExists {
             auction_id: auction_id.to_string(),
@@ -159,7 +174,7 @@ fn open(
         auction_id.to_string(),
         client.tenant,
         client.name.clone(),
-        seller_of(client)?.to_string(),
+        seller.to_string(),
         ping.clone(),
         now,
         deadline_ms,
@@ -169,12 +184,14 @@ fn open(
     Ok((deadline, elig))
 }
 
-/// Clears the buyers' answers, prices and signs the winning bid, and closes the auction in the
-/// shard with the time it may leave memory.
+/// Clears the buyers' answers, prices and signs the winning bid (its token bound to `seller`),
+/// and closes the auction in the shard with the time it may leave memory.
+#[allow(clippy::too_many_arguments)]
 fn close(
     core: &Core,
     registry: &Registry,
-    client: &Client,
+    tenant: Tenant,
+    seller: &str,
     auction_id: String,
     mut outcomes: Vec<BuyerOutcome>,
     any_eligible: bool,
@@ -207,7 +224,8 @@ fn close(
         &bids,
         |slot| outcomes[slot].valid_until_ms,
         &auction_id,
-        client.tenant,
+        tenant,
+        seller,
         closed,
     );
     let retention_ms = shared.config.auction.retention_ms;
@@ -238,12 +256,12 @@ fn close(
         auction_ms: started.elapsed().as_millis() as u64,
     };
     let mut shard = core.shard.borrow_mut();
-    if let Some(a) = shard.get_mut(client.tenant, &auction_id) {
+    if let Some(a) = shard.get_mut(tenant, seller, &auction_id) {
         a.outcomes = outcomes;
         a.status = status;
         a.closed_ms = Some(closed);
     }
-    shard.set_evict_at(client.tenant, &auction_id, evict_at);
+    shard.set_evict_at(tenant, seller, &auction_id, evict_at);
     answer
 }
 
@@ -270,16 +288,21 @@ fn refused(e: InsertError, tenant: Tenant, auction_id: &str) -> ExchangeError {
     }
 }
 
-/// Makes the closed auction `auction_id` durable, together with what the caller put in `batch`
-/// (a keyed request's answer), and announces its `auction.closed` event once it is. Nothing is
-/// written when the auction is not in the shard and `batch` is empty.
+/// Makes `seller`'s closed auction `auction_id` durable, together with what the caller put in
+/// `batch` (a keyed request's answer), and announces its `auction.closed` event once it is.
+/// Nothing is written when the auction is not in the shard and `batch` is empty.
 pub async fn record_closed(
     core: &Core,
     tenant: Tenant,
+    seller: &str,
     auction_id: &str,
     batch: Batch,
 ) -> Result<(), ExchangeError> {
-    let record = core.shard.borrow().get(tenant, auction_id).map(to_record);
+    let record = core
+        .shard
+        .borrow()
+        .get(tenant, seller, auction_id)
+        .map(to_record);
     commit_record(core, record.as_ref(), batch).await
 }
 
@@ -304,16 +327,26 @@ pub async fn commit_record(
 }
 
 /// Records what Gavel added on top of the slowest buyer it waited for: time since `received`
-/// minus the longest round trip among the buyers it pinged.
-pub fn record_engine_overhead(core: &Core, tenant: Tenant, auction_id: &str, received: Instant) {
-    let slowest_us = core.shard.borrow().get(tenant, auction_id).map(|a| {
-        a.outcomes
-            .iter()
-            .filter(|o| o.kind.was_pinged())
-            .map(|o| o.latency_us)
-            .max()
-            .unwrap_or(0)
-    });
+/// minus the longest round trip among the buyers `seller`'s auction pinged.
+pub fn record_engine_overhead(
+    core: &Core,
+    tenant: Tenant,
+    seller: &str,
+    auction_id: &str,
+    received: Instant,
+) {
+    let slowest_us = core
+        .shard
+        .borrow()
+        .get(tenant, seller, auction_id)
+        .map(|a| {
+            a.outcomes
+                .iter()
+                .filter(|o| o.kind.was_pinged())
+                .map(|o| o.latency_us)
+                .max()
+                .unwrap_or(0)
+        });
     if let Some(slowest_us) = slowest_us {
         let total_us = received.elapsed().as_micros() as u64;
         core.metrics
@@ -321,42 +354,146 @@ pub fn record_engine_overhead(core: &Core, tenant: Tenant, auction_id: &str, rec
     }
 }
 
-/// The stored record of an auction of `tenant`, if the store still keeps one.
+/// The stored record of `seller`'s auction `auction_id` in `tenant`, if the store still keeps
+/// one.
 pub fn stored(
     core: &Core,
     tenant: Tenant,
+    seller: &str,
     auction_id: &str,
 ) -> Result<Option<AuctionRecord>, ExchangeError> {
     core.shared
         .store
-        .get_auction(tenant.as_str(), auction_id)
-        .map_err(|e| ExchangeError::RecordUnreadable {
-            auction_id: auction_id.to_string(),
-            reason: e.to_string(),
-        })
+        .get_auction(tenant.as_str(), seller, auction_id)
+        .map_err(|e| unreadable(auction_id, e))
 }
 
-/// Loads the auction into the shard from the store when memory no longer holds it (after a
-/// restart, or after the shard evicted it). Returns false when no record exists.
-pub fn ensure_loaded(core: &Core, tenant: Tenant, auction_id: &str) -> Result<bool, ExchangeError> {
-    if core.shard.borrow().get(tenant, auction_id).is_some() {
+fn unreadable(auction_id: &str, e: impl std::fmt::Display) -> ExchangeError {
+    ExchangeError::RecordUnreadable {
+        auction_id: auction_id.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Loads `seller`'s auction into the shard from the store when memory no longer holds it (after a
+/// restart, or after the shard evicted it). Returns false when that seller has no such auction.
+pub fn ensure_loaded(
+    core: &Core,
+    tenant: Tenant,
+    seller: &str,
+    auction_id: &str,
+) -> Result<bool, ExchangeError> {
+    if core
+        .shard
+        .borrow()
+        .get(tenant, seller, auction_id)
+        .is_some()
+    {
         return Ok(true);
     }
-    let Some(record) = stored(core, tenant, auction_id)? else {
+    let Some(record) = stored(core, tenant, seller, auction_id)? else {
         return Ok(false);
     };
     let now = core.shared.clock.now_ms();
     let evict_at = record.token_valid_until_ms.unwrap_or(now).max(now)
         + core.shared.config.auction.retention_ms;
     // Read back, the auction resolves its buyer ids against the snapshot current now.
-    let auction = from_record(record, &core.registry(), evict_at).map_err(|e| {
-        ExchangeError::RecordUnreadable {
-            auction_id: auction_id.to_string(),
-            reason: e.to_string(),
-        }
-    })?;
+    let auction =
+        from_record(record, &core.registry(), evict_at).map_err(|e| unreadable(auction_id, e))?;
     match insert(core, auction, now) {
         Ok(()) | Err(InsertError::Exists) => Ok(true),
         Err(e) => Err(refused(e, tenant, auction_id)),
     }
+}
+
+/// The auction record `who` may see under `auction_id` in `tenant` (CONTRACT §4.3; how it is
+/// rendered is the caller's): a seller its own auction; a buyer one it took part in (it was
+/// pinged, or bid its fixed price); the operator any seller's. `seller_hint` (`?seller_id=`)
+/// picks one seller's auction when several sellers used the id; for a seller it can only name
+/// itself. The stored record is preferred to memory (it is what survives a restart); an auction
+/// still open is found in the shard. Several matches without a hint are
+/// [`ExchangeError::AmbiguousAuctionId`]; none, for whatever reason, is
+/// [`ExchangeError::AuctionNotFound`], so an answer never tells a party about another's auction.
+/// Runs on the id's owning core; reads at most [`crate::store::MAX_SAME_ID_SELLERS`] stored
+/// records.
+pub fn find(
+    core: &Core,
+    tenant: Tenant,
+    who: &Party,
+    auction_id: &str,
+    seller_hint: Option<&str>,
+) -> Result<AuctionRecord, ExchangeError> {
+    let not_found = || ExchangeError::AuctionNotFound {
+        auction_id: auction_id.to_string(),
+    };
+    let seller = match (who, seller_hint) {
+        (Party::Seller(own), Some(hint)) if hint != own => return Err(not_found()),
+        (Party::Seller(own), _) => Some(own.as_str()),
+        (_, hint) => hint,
+    };
+    let mut found = match seller {
+        Some(s) => one_sellers(core, tenant, s, auction_id)?
+            .into_iter()
+            .collect(),
+        None => every_sellers(core, tenant, auction_id)?,
+    };
+    if let Party::Buyer(b) = who {
+        found.retain(|r| took_part(r, b));
+    }
+    match found.len() {
+        0 => Err(not_found()),
+        1 => Ok(found.pop().expect("one")),
+        _ => Err(ExchangeError::AmbiguousAuctionId {
+            auction_id: auction_id.to_string(),
+            // Which sellers used the id is the operator's to know, not a buyer's.
+            sellers: match who {
+                Party::Operator => found.into_iter().map(|r| r.seller).collect(),
+                _ => Vec::new(),
+            },
+        }),
+    }
+}
+
+/// `seller`'s auction under the id: stored, else in memory.
+fn one_sellers(
+    core: &Core,
+    tenant: Tenant,
+    seller: &str,
+    auction_id: &str,
+) -> Result<Option<AuctionRecord>, ExchangeError> {
+    if let Some(r) = stored(core, tenant, seller, auction_id)? {
+        return Ok(Some(r));
+    }
+    let shard = core.shard.borrow();
+    Ok(shard.get(tenant, seller, auction_id).map(to_record))
+}
+
+/// Every seller's auction under the id: the stored ones, and those only memory holds yet.
+fn every_sellers(
+    core: &Core,
+    tenant: Tenant,
+    auction_id: &str,
+) -> Result<Vec<AuctionRecord>, ExchangeError> {
+    let mut found = core
+        .shared
+        .store
+        .auctions_by_id(tenant.as_str(), auction_id)
+        .map_err(|e| unreadable(auction_id, e))?;
+    let shard = core.shard.borrow();
+    for a in shard.by_id(tenant, auction_id) {
+        if !found.iter().any(|r| r.seller == a.seller) {
+            found.push(to_record(a));
+        }
+    }
+    Ok(found)
+}
+
+/// Whether buyer `buyer` took part in the auction: it was pinged (whatever it answered) or bid
+/// its fixed price. A buyer filtered out, capped or rate limited never heard of the auction.
+fn took_part(r: &AuctionRecord, buyer: &str) -> bool {
+    r.outcomes.iter().any(|o| {
+        o.buyer_id == buyer
+            && (o.kind == FIXED_PRICE_BID
+                || OutcomeKind::parse(&o.kind).is_some_and(OutcomeKind::was_pinged))
+    })
 }

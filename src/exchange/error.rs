@@ -9,9 +9,21 @@ use crate::types::Tenant;
 /// Why a use-case did not run (or did not finish being recorded).
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
-    /// The seller named an auction id that already names an auction of its tenant.
+    /// The seller named an auction id that already names one of its own auctions (another
+    /// seller's auction under the same id is no conflict).
     #[error("an auction with id {auction_id} already exists")]
     AuctionExists { auction_id: String },
+    /// The caller may see auctions of several sellers under this id and did not name one
+    /// (`?seller_id=`). `sellers` lists them for the operator only; it is empty for a buyer.
+    #[error("auction id {auction_id} names auctions of several sellers")]
+    AmbiguousAuctionId {
+        auction_id: String,
+        sellers: Vec<String>,
+    },
+    /// The reporting buyer bought leads of several sellers under this lead uuid, and a status
+    /// report cannot say which.
+    #[error("the buyer bought several sellers' leads under lead uuid {lead_uuid}")]
+    AmbiguousLeadUuid { lead_uuid: String },
     /// The credential is not a seller's (the operator's or a buyer's): only sellers send leads.
     #[error("only a seller's credential sends leads; this one is the {party}'s")]
     NotASeller { party: &'static str },
@@ -41,7 +53,8 @@ pub enum ExchangeError {
     /// The lead's history holds the most status changes one lead may record.
     #[error("the lead's status history is full; it stays {current}")]
     StatusHistoryFull { current: &'static str },
-    /// The post names an auction this tenant does not have (or no longer keeps).
+    /// The post (or lookup) names an auction the caller's tenant and seller do not have (or no
+    /// longer keep); another seller's auction under the id is not found either.
     #[error("auction {auction_id} is unknown here or its post window has passed")]
     AuctionNotFound { auction_id: String },
     /// The bid token does not entitle this post (forged, another auction's, another amount).
@@ -81,6 +94,8 @@ impl ExchangeError {
     pub fn cause(&self) -> Cause {
         match self {
             ExchangeError::AuctionExists { .. }
+            | ExchangeError::AmbiguousAuctionId { .. }
+            | ExchangeError::AmbiguousLeadUuid { .. }
             | ExchangeError::NotASeller { .. }
             | ExchangeError::TooManyRunning { .. }
             | ExchangeError::LeadNotFound { .. }

@@ -14,7 +14,6 @@
 
 use serde::Serialize;
 
-use super::auction::stored;
 use super::error::ExchangeError;
 use crate::auction::{rfc3339_ms, Status};
 use crate::config::Tenant;
@@ -28,8 +27,8 @@ use crate::webhooks::Queued;
 #[must_use = "pass to events::committed once the batch is durable"]
 pub struct Emitted {
     queued: Queued,
-    /// The auction whose `auction.closed` the batch carries.
-    announced: Option<(Tenant, String)>,
+    /// The auction (tenant, seller, id) whose `auction.closed` the batch carries.
+    announced: Option<(Tenant, String, String)>,
 }
 
 impl Emitted {
@@ -43,8 +42,8 @@ impl Emitted {
 
 /// To call once the batch holding `emitted` is durable: counts the events and wakes the worker.
 pub fn committed(core: &Core, emitted: Emitted) {
-    if let Some((tenant, id)) = emitted.announced {
-        if let Some(a) = core.shard.borrow_mut().get_mut(tenant, &id) {
+    if let Some((tenant, seller, id)) = emitted.announced {
+        if let Some(a) = core.shard.borrow_mut().get_mut(tenant, &seller, &id) {
             a.close_announced = true;
         }
     }
@@ -82,7 +81,7 @@ pub fn put_auction(
     let Some(tenant) = Tenant::from_name(&record.tenant) else {
         return Ok(Emitted::default());
     };
-    auction_closed(core, batch, tenant, &record.id, now_ms)
+    auction_closed(core, batch, tenant, &record.seller, &record.id, now_ms)
 }
 
 /// Queues `auction.closed` for an auction that closed and was never written since (a no-op when
@@ -91,12 +90,13 @@ fn auction_closed(
     core: &Core,
     batch: &mut Batch,
     tenant: Tenant,
+    seller: &str,
     auction_id: &str,
     now_ms: u64,
 ) -> Result<Emitted, ExchangeError> {
     let hooks = &core.webhooks();
     let shard = core.shard.borrow();
-    let Some(a) = shard.get(tenant, auction_id) else {
+    let Some(a) = shard.get(tenant, seller, auction_id) else {
         return Ok(Emitted::default());
     };
     if a.close_announced || !hooks.wants(a.tenant, &a.seller, "auction.closed") {
@@ -129,7 +129,7 @@ fn auction_closed(
     let queued = hooks.enqueue(batch, a.tenant, &a.seller, "auction.closed", &data, now_ms)?;
     Ok(Emitted {
         queued,
-        announced: Some((tenant, auction_id.to_string())),
+        announced: Some((tenant, seller.to_string(), auction_id.to_string())),
     })
 }
 
@@ -176,22 +176,17 @@ pub struct StatusChange<'a> {
     pub at_ms: u64,
 }
 
-/// Queues `lead.status_changed` for the seller of the lead's auction.
+/// Queues `lead.status_changed` for `seller`, whose lead it is (the lead record names it; a lead
+/// of an older layout whose seller could not be found has an empty one, and nobody is told).
 pub fn status_changed(
     core: &Core,
     batch: &mut Batch,
     tenant: Tenant,
+    seller: &str,
     change: &StatusChange<'_>,
 ) -> Result<Emitted, ExchangeError> {
     let hooks = &core.webhooks();
-    if hooks.endpoints.is_empty() {
-        return Ok(Emitted::default());
-    }
-    let Some(seller) = seller_of(core, tenant, change.auction_id)? else {
-        // The auction record expired before the lead's: nobody left to tell.
-        return Ok(Emitted::default());
-    };
-    if !hooks.wants(tenant, &seller, "lead.status_changed") {
+    if seller.is_empty() || !hooks.wants(tenant, seller, "lead.status_changed") {
         return Ok(Emitted::default());
     }
     let data = StatusChanged {
@@ -205,7 +200,7 @@ pub fn status_changed(
     let queued = hooks.enqueue(
         batch,
         tenant,
-        &seller,
+        seller,
         "lead.status_changed",
         &data,
         change.at_ms,
@@ -214,16 +209,4 @@ pub fn status_changed(
         queued,
         announced: None,
     })
-}
-
-/// The seller an auction belongs to: from memory when the auction is still there.
-fn seller_of(
-    core: &Core,
-    tenant: Tenant,
-    auction_id: &str,
-) -> Result<Option<String>, ExchangeError> {
-    if let Some(a) = core.shard.borrow().get(tenant, auction_id) {
-        return Ok(Some(a.seller.clone()));
-    }
-    Ok(stored(core, tenant, auction_id)?.map(|r| r.seller))
 }

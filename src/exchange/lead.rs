@@ -21,7 +21,7 @@ use ring::digest;
 use super::auction::{self, Closed};
 use super::error::ExchangeError;
 use super::post::{self, Delivered, Keyed};
-use crate::auction::token::Claims;
+use crate::auction::token::{Claims, SellerTag};
 use crate::auction::Status;
 use crate::auth::Client;
 use crate::exchange::Core;
@@ -71,27 +71,29 @@ pub async fn run(
     received: Instant,
 ) -> Result<Outcome, ExchangeError> {
     post.auction_id = auction_id.clone();
+    let seller = auction::seller_of(client)?;
     // The auction record first reaches the disk with the intent to deliver, which also records
-    // this body's fingerprint. An auction under this id carrying it is this very call, cut off
-    // after its delivery started: go on with that delivery. Any other is someone else's auction.
-    if auction::ensure_loaded(core, client.tenant, &auction_id)? {
+    // this body's fingerprint. An auction of this seller under this id carrying it is this very
+    // call, cut off after its delivery started: go on with that delivery. Any other is an earlier
+    // auction of the seller's under the same id. (Another seller's is in another scope.)
+    if auction::ensure_loaded(core, client.tenant, seller, &auction_id)? {
         let ours = core
             .shard
             .borrow()
-            .get(client.tenant, &auction_id)
+            .get(client.tenant, seller, &auction_id)
             .is_some_and(|a| a.post_fingerprint == Some(keyed.fingerprint));
         if !ours {
             return Err(ExchangeError::AuctionExists { auction_id });
         }
     } else {
         let closed = auction::run(core, auction_id.clone(), ping, client).await?;
-        auction::record_engine_overhead(core, client.tenant, &auction_id, received);
+        auction::record_engine_overhead(core, client.tenant, seller, &auction_id, received);
         if closed.result.is_err() {
             return Ok(Outcome::NoBid(closed));
         }
     }
     // A fingerprint is only recorded on a won auction's delivery, so a winner is always there.
-    let claims = winning_claims(core, client.tenant, &auction_id).ok_or(
+    let claims = winning_claims(core, client.tenant, seller, &auction_id).ok_or(
         ExchangeError::Inconsistent("a one-call lead's auction has no winning bid to deliver"),
     )?;
     // The post's own latency series counts from here, not from the start of the auction.
@@ -99,10 +101,10 @@ pub async fn run(
     Ok(Outcome::Delivered(delivered))
 }
 
-/// What a bid token for the auction's winning bid would carry; `None` without a winner.
-fn winning_claims(core: &Core, tenant: Tenant, auction_id: &str) -> Option<Claims> {
+/// What a bid token for the seller's auction's winning bid would carry; `None` without a winner.
+fn winning_claims(core: &Core, tenant: Tenant, seller: &str, auction_id: &str) -> Option<Claims> {
     let shard = core.shard.borrow();
-    let a = shard.get(tenant, auction_id)?;
+    let a = shard.get(tenant, seller, auction_id)?;
     match &a.status {
         Status::Won {
             payout_cents,
@@ -111,6 +113,7 @@ fn winning_claims(core: &Core, tenant: Tenant, auction_id: &str) -> Option<Claim
         } => Some(Claims {
             auction_id: a.id.clone(),
             tenant: a.tenant,
+            seller: Some(SellerTag::of(&a.seller)),
             amount_cents: *payout_cents,
             valid_until_ms: *token_valid_until_ms,
         }),

@@ -24,7 +24,7 @@ use super::events;
 use crate::auction::clearing::seller_payout;
 use crate::auction::deliver::{self, Budget, Candidate, Delivery};
 use crate::auction::record::to_record;
-use crate::auction::token::Claims;
+use crate::auction::token::{Claims, SellerTag};
 use crate::auction::{Auction, PostState, Status, NO_BUYER};
 use crate::auth::Client;
 use crate::config::{Config, RuleConfig};
@@ -75,7 +75,9 @@ struct UnsoldOut<'a> {
 }
 
 /// Delivers a post whose bid token is not verified yet: the token must be Gavel's, for this
-/// tenant and auction. Loads the auction from the store when memory no longer holds it.
+/// tenant, seller and auction. Loads the auction from the store when memory no longer holds it.
+/// The auction is looked up among the poster's seller's own: another seller's auction under the
+/// same id is not found (404), whatever token comes with the post.
 pub async fn deliver_with_token(
     core: &Rc<Core>,
     post: Post,
@@ -83,14 +85,17 @@ pub async fn deliver_with_token(
     keyed: &Keyed<'_>,
     received: Instant,
 ) -> Result<Delivered, ExchangeError> {
+    let seller = super::auction::seller_of(client)?;
     let claims = core.shared.keys.verify(&post.bid_token).map_err(|_| {
         ExchangeError::InvalidBidToken("The bid token is not one Gavel issued, or it was altered.")
     })?;
     let not_found = || ExchangeError::AuctionNotFound {
         auction_id: post.auction_id.clone(),
     };
-    if claims.tenant != client.tenant {
-        // Another tenant's auction is invisible, even to a caller holding its genuine token.
+    // Another tenant's or another seller's auction is invisible, even to a caller holding its
+    // genuine token: the answer is the one an unknown auction gets. (A version-1 token names no
+    // seller; the lookup below is scoped by the poster's seller all the same.)
+    if claims.tenant != client.tenant || claims.seller.is_some_and(|t| t != SellerTag::of(seller)) {
         return Err(not_found());
     }
     if claims.auction_id != post.auction_id {
@@ -98,14 +103,15 @@ pub async fn deliver_with_token(
             "The bid token belongs to another auction.",
         ));
     }
-    if !super::auction::ensure_loaded(core, client.tenant, &post.auction_id)? {
+    if !super::auction::ensure_loaded(core, client.tenant, seller, &post.auction_id)? {
         return Err(not_found());
     }
     deliver(core, post, client, keyed, received, claims).await
 }
 
-/// Delivers `post` to the auction's bidders once its claims are established (from a verified bid
-/// token, or from the auction itself in a one-call lead). The auction must be in the shard.
+/// Delivers `post` to the bidders of the caller's seller's auction once its claims are
+/// established (from a verified bid token, or from the auction itself in a one-call lead). The
+/// auction must be in the shard.
 pub async fn deliver(
     core: &Rc<Core>,
     mut post: Post,
@@ -114,7 +120,8 @@ pub async fn deliver(
     received: Instant,
     claims: Claims,
 ) -> Result<Delivered, ExchangeError> {
-    let plan = match plan(core, &post, client, keyed, &claims)? {
+    let seller = super::auction::seller_of(client)?;
+    let plan = match plan(core, &post, client.tenant, seller, keyed, &claims)? {
         Ok(p) => p,
         // A final answer already held by the auction record: nothing changes, nothing to record.
         Err(replay) => {
@@ -127,6 +134,7 @@ pub async fn deliver(
     let run = Run {
         core,
         tenant: client.tenant,
+        seller,
         auction_id: &post.auction_id,
         key: keyed.key,
     };
@@ -169,7 +177,8 @@ pub async fn deliver(
     let emitted = final_writes(
         core,
         &mut batch,
-        client,
+        client.tenant,
+        seller,
         record.as_ref(),
         &answer,
         keyed,
@@ -188,6 +197,7 @@ pub async fn deliver(
 struct Run<'a> {
     core: &'a Core,
     tenant: Tenant,
+    seller: &'a str,
     auction_id: &'a str,
     key: &'a str,
 }
@@ -214,7 +224,7 @@ impl Run<'_> {
     /// Sets the auction's post state and returns its record, ready to commit.
     fn update(&self, f: impl FnOnce(&mut Auction)) -> Option<AuctionRecord> {
         let mut shard = self.core.shard.borrow_mut();
-        let a = shard.get_mut(self.tenant, self.auction_id)?;
+        let a = shard.get_mut(self.tenant, self.seller, self.auction_id)?;
         // Every post-state change passes here, so debug builds check each one is a legal move.
         #[cfg(debug_assertions)]
         let old = a.post.clone();
@@ -300,18 +310,18 @@ impl Run<'_> {
 
     /// The record of a lead sold to the buyer at `slot`: its history starts with Gavel's sale.
     fn lead_record(&self, plan: &Plan, slot: usize, buyer_lead_id: &str, now: u64) -> LeadRecord {
-        let (seller, buyer_id) = self
+        let buyer_id = self
             .core
             .shard
             .borrow()
-            .get(self.tenant, self.auction_id)
-            .map(|a| (a.seller.clone(), a.outcomes[slot].buyer_id.clone()))
+            .get(self.tenant, self.seller, self.auction_id)
+            .map(|a| a.outcomes[slot].buyer_id.clone())
             .unwrap_or_default();
         LeadRecord {
             lead_uuid: plan.lead_uuid.clone(),
             auction_id: self.auction_id.to_string(),
             tenant: self.tenant.as_str().to_string(),
-            seller,
+            seller: self.seller.to_string(),
             buyer_id,
             buyer_lead_id: buyer_lead_id.to_string(),
             created_ms: now,
@@ -344,10 +354,12 @@ impl Run<'_> {
 /// Adds to `batch` what the outcome's commit carries besides the lead: the auction record (with
 /// its `auction.closed` event when this is its first write) and, for a final answer, the answer
 /// under the caller's keys and the `lead.posted` event.
+#[allow(clippy::too_many_arguments)]
 fn final_writes(
     core: &Core,
     batch: &mut Batch,
-    client: &Client,
+    tenant: Tenant,
+    seller: &str,
     record: Option<&AuctionRecord>,
     answer: &Delivered,
     keyed: &Keyed<'_>,
@@ -360,14 +372,10 @@ fn final_writes(
     if let Delivered::Answer(reply) = answer {
         (keyed.record)(batch, reply, now)?;
         // The auction's seller hears of it, whichever of its clients posted.
-        let seller = match record {
-            Some(r) => r.seller.as_str(),
-            None => crate::exchange::auction::seller_of(client)?,
-        };
         emitted = emitted.and(events::lead_posted(
             core,
             batch,
-            client.tenant,
+            tenant,
             seller,
             &reply.body,
             now,
@@ -443,13 +451,14 @@ struct Plan {
 fn plan(
     core: &Core,
     post: &Post,
-    client: &Client,
+    tenant: Tenant,
+    seller: &str,
     keyed: &Keyed<'_>,
     claims: &Claims,
 ) -> Result<Result<Plan, Reply>, ExchangeError> {
     let mut shard = core.shard.borrow_mut();
     let a = shard
-        .get_mut(client.tenant, &post.auction_id)
+        .get_mut(tenant, seller, &post.auction_id)
         .ok_or_else(|| ExchangeError::AuctionNotFound {
             auction_id: post.auction_id.clone(),
         })?;

@@ -144,6 +144,10 @@ pub struct StatusReport {
 /// decided one at a time there, so two can never both read the same history and lose one
 /// another's change. The change and its `lead.status_changed` event are durable before this
 /// returns; a repeated status changes nothing and emits nothing.
+///
+/// Lead uuids a seller chooses are scoped by seller, so several sellers' leads may share one;
+/// the report is about the one this buyer bought (see `bought_lead`). The event goes to that
+/// lead's seller.
 pub async fn report(
     core: &Rc<Core>,
     tenant: Tenant,
@@ -157,15 +161,7 @@ pub async fn report(
     let not_found = || ExchangeError::LeadNotFound {
         lead_uuid: lead_uuid.to_string(),
     };
-    let mut lead: LeadRecord = core
-        .shared
-        .store
-        .get_lead(tenant.as_str(), lead_uuid)?
-        .ok_or_else(not_found)?;
-    // Only the buyer that bought the lead may know it exists.
-    if lead.buyer_id != buyer {
-        return Err(not_found());
-    }
+    let mut lead = bought_lead(core, tenant, buyer, lead_uuid)?.ok_or_else(not_found)?;
     let current = LeadState::of(&lead.history);
     let Some(next) = current.apply(reported)? else {
         return Ok(StatusReport {
@@ -185,6 +181,7 @@ pub async fn report(
         core,
         &mut batch,
         tenant,
+        &lead.seller,
         &events::StatusChange {
             lead_uuid,
             auction_id: &lead.auction_id,
@@ -207,6 +204,31 @@ pub async fn report(
         previous_status: current.as_str(),
         at_ms,
     })
+}
+
+/// The lead under `lead_uuid` that `buyer` bought, among every seller's leads under that uuid
+/// (at most [`crate::store::MAX_SAME_ID_SELLERS`] read). Only the buyer that bought a lead may
+/// know it exists, so another buyer's is not found. Two sellers' leads under one uuid both bought
+/// by this buyer cannot be told apart by the report: [`ExchangeError::AmbiguousLeadUuid`].
+fn bought_lead(
+    core: &Core,
+    tenant: Tenant,
+    buyer: &str,
+    lead_uuid: &str,
+) -> Result<Option<LeadRecord>, ExchangeError> {
+    let mut bought: Vec<LeadRecord> = core
+        .shared
+        .store
+        .leads_by_id(tenant.as_str(), lead_uuid)?
+        .into_iter()
+        .filter(|l| l.buyer_id == buyer)
+        .collect();
+    match bought.len() {
+        0 | 1 => Ok(bought.pop()),
+        _ => Err(ExchangeError::AmbiguousLeadUuid {
+            lead_uuid: lead_uuid.to_string(),
+        }),
+    }
 }
 
 #[cfg(test)]

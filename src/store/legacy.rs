@@ -2,8 +2,10 @@
 //! release archived, kept so that its values decode and convert to the current record
 //! ([`super::records::Record::migrate`]).
 //!
-//! This module owns only those shapes and their conversion. A layout here never changes: a new
-//! layout of a record is a new version in `records`, and the one it replaces moves here.
+//! This module owns only those shapes, their conversion, and [`write_layout_1`], which writes them
+//! the way the release before seller-scoped ids did, for upgrade tests. A layout here never
+//! changes: a new layout of a record is a new version in `records`, and the one it replaces moves
+//! here.
 
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
@@ -12,6 +14,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 use super::records::{
     AttemptRecord, AuctionRecord, LeadEvent, LeadRecord, OutcomeRecord, PostRecord,
 };
+use super::{old_tenant_key, time_key, Store, StoreError, TreeId};
 
 /// [`AuctionRecord`] as layout 1 wrote it: before auctions named their seller.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -91,4 +94,53 @@ pub fn lead_v1(archive: &[u8]) -> Result<LeadRecord, String> {
         created_ms: r.created_ms,
         history: r.history,
     })
+}
+
+/// Writes layout-1 auctions and leads as the release before seller-scoped ids left them: version
+/// byte 1, keyed `tenant ++ 0x00 ++ id`, each with its by-time entry, in a database marked layout
+/// 1. Gavel itself never writes this form; it exists so a test can start a server on the store a
+/// previous release left behind. Blocking (it flushes): never on a core.
+#[doc(hidden)]
+pub fn write_layout_1(
+    store: &Store,
+    auctions: &[AuctionRecordV1],
+    leads: &[LeadRecordV1],
+) -> Result<(), StoreError> {
+    let encode = |archive: Result<AlignedVec, rancor::Error>| -> Result<Vec<u8>, StoreError> {
+        let archive = archive.map_err(|e| StoreError::Encode {
+            tree: "layout 1",
+            key: String::new(),
+            reason: e.to_string(),
+        })?;
+        let mut value = vec![1u8];
+        value.extend_from_slice(&archive);
+        Ok(value)
+    };
+    let put = |tree: TreeId, index: TreeId, key: Vec<u8>, value: Vec<u8>, created_ms: u64| {
+        store.tree(index).insert(time_key(created_ms, &key), &[])?;
+        store.tree(tree).insert(key, value)?;
+        Ok::<(), StoreError>(())
+    };
+    for a in auctions {
+        let value = encode(rkyv::to_bytes::<rancor::Error>(a))?;
+        put(
+            TreeId::Auctions,
+            TreeId::AuctionsByTime,
+            old_tenant_key(&a.tenant, &a.id),
+            value,
+            a.created_ms,
+        )?;
+    }
+    for l in leads {
+        let value = encode(rkyv::to_bytes::<rancor::Error>(l))?;
+        put(
+            TreeId::Leads,
+            TreeId::LeadsByTime,
+            old_tenant_key(&l.tenant, &l.lead_uuid),
+            value,
+            l.created_ms,
+        )?;
+    }
+    store.db.insert("layout_version", &[1])?;
+    store.flush()
 }

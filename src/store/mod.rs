@@ -15,9 +15,9 @@
 //! |--------------------|---------------------------------------|-------------------------------|
 //! | `idem`             | [`IdemScope::encode_key`]             | `[1] ++ rkyv(IdemRecord)`     |
 //! | `idem_by_time`     | `created_ms BE(8) ++ idem key`        | empty                         |
-//! | `auctions`         | tenant ++ 0x00 ++ auction id          | `[1] ++ rkyv(AuctionRecord)`  |
+//! | `auctions`         | [`record_key`]: tenant, id, seller    | `[2] ++ rkyv(AuctionRecord)`  |
 //! | `auctions_by_time` | `created_ms BE(8) ++ auctions key`    | empty                         |
-//! | `leads`            | tenant ++ 0x00 ++ lead uuid           | `[1] ++ rkyv(LeadRecord)`     |
+//! | `leads`            | [`record_key`]: tenant, uuid, seller  | `[2] ++ rkyv(LeadRecord)`     |
 //! | `leads_by_time`    | `created_ms BE(8) ++ leads key`       | empty                         |
 //! | `meta`             | caller's key (UTF-8)                  | caller's bytes, never expired |
 //! | `outbox`           | [`delivery_key`]: `event id/endpoint` | `[1] ++ rkyv(DeliveryRecord)` |
@@ -25,7 +25,17 @@
 //! | `outbox_due`       | [`due_key`]                           | empty                         |
 //!
 //! The default tree holds `layout_version` (one byte): a database written by a newer, incompatible
-//! Gavel is refused at open instead of misread.
+//! Gavel is refused at open instead of misread, and an older one is marked as this layout once
+//! opened (its records stay where they are and are read as they are, see below).
+//!
+//! Auctions and leads are keyed `tenant ++ 0x00 ++ id ++ 0x00 ++ seller` ([`record_key`]): a
+//! seller-chosen id names one record per tenant and seller, and every seller's record under one id
+//! shares the prefix `tenant ++ 0x00 ++ id ++ 0x00`, so the records of one id are one short prefix
+//! scan ([`Store::auctions_by_id`], at most [`MAX_SAME_ID_SELLERS`] rows read). Ids and sellers
+//! never contain a NUL byte, so no key of one id starts with another id's prefix. Layout 1 keyed
+//! them `tenant ++ 0x00 ++ id`, and before tenants were scoped by the bare id; those keys are still
+//! read (a record found there counts only for the seller it names, see [`Store::get_auction`]) and
+//! expire like any other, but never written again.
 //!
 //! `outbox_due` holds one entry per pending webhook delivery, ordered by endpoint and then by
 //! when its next attempt is due, so the delivery worker finds an endpoint's due work with one
@@ -76,7 +86,16 @@ pub use wal::{Checkpointer, CoreLog};
 use records::Record;
 
 /// Highest on-disk layout this build reads and writes (the byte under `layout_version`).
-pub const LAYOUT_VERSION: u8 = 1;
+/// 2: auctions and leads keyed by tenant, id and seller ([`record_key`]); a layout-1 database is
+/// read as it is and marked 2 at open, so a Gavel that knows only layout 1 refuses it instead of
+/// missing every record written since.
+pub const LAYOUT_VERSION: u8 = 2;
+
+/// Most rows a by-id read of the `auctions` or `leads` tree looks at ([`Store::auctions_by_id`],
+/// [`Store::leads_by_id`]): the records of one id across sellers, in seller order. Ids a seller
+/// chooses rarely meet another seller's, so a few rows cover every real case; past this many, the
+/// later sellers' records are reached only by naming the seller ([`Store::get_auction`]).
+pub const MAX_SAME_ID_SELLERS: usize = 16;
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
@@ -424,7 +443,7 @@ impl Batch {
         self.put_record(
             TreeId::Auctions,
             TreeId::AuctionsByTime,
-            tenant_key(&record.tenant, &record.id),
+            record_key(&record.tenant, &record.id, &record.seller),
             record,
             record.created_ms,
         )
@@ -435,7 +454,7 @@ impl Batch {
         self.put_record(
             TreeId::Leads,
             TreeId::LeadsByTime,
-            tenant_key(&record.tenant, &record.lead_uuid),
+            record_key(&record.tenant, &record.lead_uuid, &record.seller),
             record,
             record.created_ms,
         )
@@ -562,6 +581,12 @@ impl Store {
                 db.flush()?;
             }
             Some(v) if v.as_ref() == [LAYOUT_VERSION] => {}
+            // Layout 1 is read as it is (its keys are looked up beside the current ones); from
+            // now on it holds layout-2 keys too, which a Gavel that knows only layout 1 would miss.
+            Some(v) if v.as_ref() == [1] => {
+                db.insert("layout_version", &[LAYOUT_VERSION])?;
+                db.flush()?;
+            }
             Some(v) => {
                 return Err(StoreError::UnknownVersion {
                     tree: "__sled__default",
@@ -620,30 +645,128 @@ impl Store {
         self.get_record(TreeId::Idem, &scope.encode_key())
     }
 
-    /// A tenant's auction record by id. Ids are scoped by tenant: another tenant's auction under
-    /// the same id is not found.
+    /// A seller's auction record by id. Ids are scoped by tenant and seller: another seller's
+    /// auction under the same id is not found. A record an older layout wrote (under
+    /// `tenant ++ 0x00 ++ id`, or the bare id) is found only when it names this tenant and seller
+    /// (a layout-1 auction's seller is its client).
     pub fn get_auction(
+        &self,
+        tenant: &str,
+        seller: &str,
+        auction_id: &str,
+    ) -> Result<Option<AuctionRecord>, StoreError> {
+        let key = record_key(tenant, auction_id, seller);
+        if let Some(r) = self.get_record(TreeId::Auctions, &key)? {
+            return Ok(Some(r));
+        }
+        Ok(self
+            .old_auction(tenant, auction_id)?
+            .filter(|r| r.seller == seller))
+    }
+
+    /// A seller's lead record by lead uuid, scoped as auctions are. A layout-1 lead names no
+    /// seller; it counts as its auction's (see [`Store::leads_by_id`]).
+    pub fn get_lead(
+        &self,
+        tenant: &str,
+        seller: &str,
+        lead_uuid: &str,
+    ) -> Result<Option<LeadRecord>, StoreError> {
+        let key = record_key(tenant, lead_uuid, seller);
+        if let Some(r) = self.get_record(TreeId::Leads, &key)? {
+            return Ok(Some(r));
+        }
+        Ok(self
+            .old_lead(tenant, lead_uuid)?
+            .filter(|r| r.seller == seller))
+    }
+
+    /// Every seller's auction record under `auction_id` in `tenant`, in seller order: at most
+    /// [`MAX_SAME_ID_SELLERS`] rows of the current keys, then the record an older layout kept under
+    /// the id, unless its seller already has a current one (a rewrite moves a record to the
+    /// current key and leaves the old copy to expire).
+    pub fn auctions_by_id(
+        &self,
+        tenant: &str,
+        auction_id: &str,
+    ) -> Result<Vec<AuctionRecord>, StoreError> {
+        let mut out: Vec<AuctionRecord> = self.scan_id(TreeId::Auctions, tenant, auction_id)?;
+        if let Some(old) = self.old_auction(tenant, auction_id)? {
+            if !out.iter().any(|r| r.seller == old.seller) {
+                out.push(old);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every seller's lead record under `lead_uuid` in `tenant`, as [`Store::auctions_by_id`]
+    /// reads auctions. A layout-1 lead reads back with its auction's seller (an empty one when
+    /// that auction's record is gone).
+    pub fn leads_by_id(
+        &self,
+        tenant: &str,
+        lead_uuid: &str,
+    ) -> Result<Vec<LeadRecord>, StoreError> {
+        let mut out: Vec<LeadRecord> = self.scan_id(TreeId::Leads, tenant, lead_uuid)?;
+        if let Some(old) = self.old_lead(tenant, lead_uuid)? {
+            if !out.iter().any(|r| r.seller == old.seller) {
+                out.push(old);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The records under the current keys of one id: a prefix scan that reads at most
+    /// [`MAX_SAME_ID_SELLERS`] rows.
+    fn scan_id<R>(&self, tree: TreeId, tenant: &str, id: &str) -> Result<Vec<R>, StoreError>
+    where
+        R: Record,
+        R::Archived: for<'a> rkyv::bytecheck::CheckBytes<
+                rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
+            > + rkyv::Deserialize<R, rkyv::rancor::Strategy<rkyv::de::Pool, rkyv::rancor::Error>>,
+    {
+        self.tree(tree)
+            .scan_prefix(id_prefix(tenant, id))
+            .take(MAX_SAME_ID_SELLERS)
+            .map(|kv| {
+                let (k, v) = kv?;
+                records::decode::<R>(&k, &v)
+            })
+            .collect()
+    }
+
+    /// The auction an older layout kept under `auction_id`: under [`old_tenant_key`], else under
+    /// the bare id when it names this tenant.
+    fn old_auction(
         &self,
         tenant: &str,
         auction_id: &str,
     ) -> Result<Option<AuctionRecord>, StoreError> {
-        self.get_tenant_record(TreeId::Auctions, tenant, auction_id, |r: &AuctionRecord| {
+        self.old_record(TreeId::Auctions, tenant, auction_id, |r: &AuctionRecord| {
             &r.tenant
         })
     }
 
-    /// A tenant's lead record by lead uuid, scoped by tenant as auctions are.
-    pub fn get_lead(
-        &self,
-        tenant: &str,
-        lead_uuid: &str,
-    ) -> Result<Option<LeadRecord>, StoreError> {
-        self.get_tenant_record(TreeId::Leads, tenant, lead_uuid, |r: &LeadRecord| &r.tenant)
+    /// The lead an older layout kept under `lead_uuid`, with its seller: a layout-1 lead names
+    /// none, and is its auction's, which that layout kept under the old keys too.
+    fn old_lead(&self, tenant: &str, lead_uuid: &str) -> Result<Option<LeadRecord>, StoreError> {
+        let Some(mut lead) =
+            self.old_record(TreeId::Leads, tenant, lead_uuid, |r: &LeadRecord| &r.tenant)?
+        else {
+            return Ok(None);
+        };
+        if lead.seller.is_empty() {
+            if let Some(a) = self.old_auction(tenant, &lead.auction_id)? {
+                lead.seller = a.seller;
+            }
+        }
+        Ok(Some(lead))
     }
 
-    /// A record kept under [`tenant_key`]. Records written before ids were scoped live under the
-    /// bare id and are found there only when `tenant_of` names the same tenant.
-    fn get_tenant_record<R>(
+    /// A record kept under an older layout's key: `tenant ++ 0x00 ++ id` (layout 1), else the
+    /// bare id (before ids were scoped by tenant), found there only when `tenant_of` names the
+    /// same tenant.
+    fn old_record<R>(
         &self,
         tree: TreeId,
         tenant: &str,
@@ -656,11 +779,11 @@ impl Store {
                 rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
             > + rkyv::Deserialize<R, rkyv::rancor::Strategy<rkyv::de::Pool, rkyv::rancor::Error>>,
     {
-        if let Some(r) = self.get_record(tree, &tenant_key(tenant, id))? {
+        if let Some(r) = self.get_record(tree, &old_tenant_key(tenant, id))? {
             return Ok(Some(r));
         }
-        let legacy: Option<R> = self.get_record(tree, id.as_bytes())?;
-        Ok(legacy.filter(|r| tenant_of(r) == tenant))
+        let bare: Option<R> = self.get_record(tree, id.as_bytes())?;
+        Ok(bare.filter(|r| tenant_of(r) == tenant))
     }
 
     /// A value of the `meta` tree.
@@ -897,10 +1020,30 @@ const _: () = {
     }
 };
 
-/// The key of a tenant's record in the `auctions` and `leads` trees: `tenant ++ 0x00 ++ id`, so one
-/// id names a different record in each tenant. Ids never contain a NUL byte (validation allows
-/// printable characters only), so keys of different tenants never meet.
-pub fn tenant_key(tenant: &str, id: &str) -> Vec<u8> {
+/// The key of a record in the `auctions` and `leads` trees: `tenant ++ 0x00 ++ id ++ 0x00 ++
+/// seller`, so one id names a different record in each tenant and for each seller, and every
+/// seller's record of one id starts with `tenant ++ 0x00 ++ id ++ 0x00`. Ids never contain a NUL
+/// byte (validation allows printable characters only), so the keys of two ids never share that
+/// prefix.
+pub fn record_key(tenant: &str, id: &str, seller: &str) -> Vec<u8> {
+    let mut k = id_prefix(tenant, id);
+    k.extend_from_slice(seller.as_bytes());
+    k
+}
+
+/// `tenant ++ 0x00 ++ id ++ 0x00`: what the key of every seller's record under `id` starts with.
+fn id_prefix(tenant: &str, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(tenant.len() + id.len() + 2 + 64);
+    k.extend_from_slice(tenant.as_bytes());
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k.push(0);
+    k
+}
+
+/// Layout 1's key of a record in the `auctions` and `leads` trees: `tenant ++ 0x00 ++ id`, one
+/// record per tenant and id whichever seller it was. Read, never written.
+fn old_tenant_key(tenant: &str, id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(tenant.len() + 1 + id.len());
     k.extend_from_slice(tenant.as_bytes());
     k.push(0);

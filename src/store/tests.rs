@@ -235,7 +235,7 @@ fn corrupt_values_are_errors_not_panics() {
     ];
     for (what, bytes) in cases {
         store.raw_insert(TreeId::Auctions, b"auc_1", &bytes);
-        match store.get_auction("sandbox", "auc_1") {
+        match store.get_auction("sandbox", "seller-1", "auc_1") {
             Err(StoreError::Corrupt { tree, key, .. }) => {
                 assert_eq!(tree, "auctions", "{what}");
                 assert_eq!(key, "auc_1", "{what}");
@@ -248,7 +248,7 @@ fn corrupt_values_are_errors_not_panics() {
     wrong_version[0] = 200;
     store.raw_insert(TreeId::Auctions, b"auc_1", &wrong_version);
     assert!(matches!(
-        store.get_auction("sandbox", "auc_1"),
+        store.get_auction("sandbox", "seller-1", "auc_1"),
         Err(StoreError::UnknownVersion {
             tree: "auctions",
             version: 200,
@@ -263,7 +263,7 @@ fn corrupt_values_are_errors_not_panics() {
             let mut v = good.clone();
             v[i] ^= mask;
             store.raw_insert(TreeId::Auctions, b"auc_1", &v);
-            match store.get_auction("sandbox", "auc_1") {
+            match store.get_auction("sandbox", "seller-1", "auc_1") {
                 Ok(_) | Err(StoreError::Corrupt { .. }) => {}
                 Err(e) => panic!("byte {i} mask {mask:#x}: unexpected {e}"),
             }
@@ -283,7 +283,7 @@ fn corrupt_values_are_errors_not_panics() {
     ));
     store.raw_insert(TreeId::Leads, b"lead-1", &[9]);
     assert!(matches!(
-        store.get_lead("sandbox", "lead-1"),
+        store.get_lead("sandbox", "seller-1", "lead-1"),
         Err(StoreError::UnknownVersion { tree: "leads", .. })
     ));
 }
@@ -344,11 +344,11 @@ fn batch_is_atomic_across_trees() {
     store.write_durable(&batch).unwrap();
     assert_eq!(store.get_idempotency(&s).unwrap(), Some(idem(10)));
     assert_eq!(
-        store.get_auction("sandbox", "auc_a").unwrap(),
+        store.get_auction("sandbox", "seller-1", "auc_a").unwrap(),
         Some(auction("auc_a", 10))
     );
     assert_eq!(
-        store.get_lead("sandbox", "lead-a").unwrap(),
+        store.get_lead("sandbox", "seller-1", "lead-a").unwrap(),
         Some(lead("lead-a", "auc_a", 10))
     );
     assert_eq!(store.get_meta("cursor").unwrap(), Some(b"42".to_vec()));
@@ -372,7 +372,10 @@ fn batch_is_atomic_across_trees() {
     store.write_durable(&batch).unwrap();
     assert_eq!(store.get_idempotency(&s).unwrap(), None);
     assert_eq!(store.get_meta("cursor").unwrap(), None);
-    assert!(store.get_auction("sandbox", "auc_a").unwrap().is_some());
+    assert!(store
+        .get_auction("sandbox", "seller-1", "auc_a")
+        .unwrap()
+        .is_some());
 }
 
 /// A multi-tree batch is visible all at once to a concurrent reader: it never sees the lead
@@ -399,11 +402,11 @@ fn batch_is_never_seen_half_applied() {
         loop {
             // Lead first: if it is there, the auction written in the same batch must be too.
             let lead_present = store
-                .get_lead("sandbox", &format!("lead-{i}"))
+                .get_lead("sandbox", "seller-1", &format!("lead-{i}"))
                 .unwrap()
                 .is_some();
             let auction_present = store
-                .get_auction("sandbox", &format!("auc-{i}"))
+                .get_auction("sandbox", "seller-1", &format!("auc-{i}"))
                 .unwrap()
                 .is_some();
             if lead_present {
@@ -447,11 +450,15 @@ fn reopen_reads_back_everything_written() {
             Some(idem(i))
         );
         assert_eq!(
-            store.get_auction("sandbox", &format!("auc_{i}")).unwrap(),
+            store
+                .get_auction("sandbox", "seller-1", &format!("auc_{i}"))
+                .unwrap(),
             Some(auction(&format!("auc_{i}"), i))
         );
         assert_eq!(
-            store.get_lead("sandbox", &format!("lead_{i}")).unwrap(),
+            store
+                .get_lead("sandbox", "seller-1", &format!("lead_{i}"))
+                .unwrap(),
             Some(lead(&format!("lead_{i}"), &format!("auc_{i}"), i))
         );
     }
@@ -546,13 +553,24 @@ fn expiry_deletes_old_records_and_their_index_entries() {
     assert!(store.get_idempotency(&scope("old")).unwrap().is_none());
     assert!(store.get_idempotency(&scope("edge")).unwrap().is_none());
     assert!(store.get_idempotency(&scope("fresh")).unwrap().is_some());
-    assert!(store.get_auction("sandbox", "auc_old").unwrap().is_none());
+    assert!(store
+        .get_auction("sandbox", "seller-1", "auc_old")
+        .unwrap()
+        .is_none());
     assert_eq!(
-        store.get_auction("sandbox", "auc_fresh").unwrap(),
+        store
+            .get_auction("sandbox", "seller-1", "auc_fresh")
+            .unwrap(),
         Some(rewritten)
     );
-    assert!(store.get_lead("sandbox", "lead_old").unwrap().is_none());
-    assert!(store.get_lead("sandbox", "lead_fresh").unwrap().is_some());
+    assert!(store
+        .get_lead("sandbox", "seller-1", "lead_old")
+        .unwrap()
+        .is_none());
+    assert!(store
+        .get_lead("sandbox", "seller-1", "lead_fresh")
+        .unwrap()
+        .is_some());
     assert_eq!(store.get_meta("forever").unwrap(), Some(b"1".to_vec()));
     assert_eq!(
         store.counts(),
@@ -602,7 +620,10 @@ fn expiry_cleans_stale_index_entries_without_deleting_live_records() {
     let stats = store.expire(now).unwrap();
     assert_eq!(stats.deleted(), 0);
     assert_eq!(stats.stale_index, 2);
-    assert!(store.get_auction("sandbox", "auc_moved").unwrap().is_some());
+    assert!(store
+        .get_auction("sandbox", "seller-1", "auc_moved")
+        .unwrap()
+        .is_some());
     let c = store.counts();
     assert_eq!((c.auctions, c.auctions_index), (1, 1));
     assert_eq!((c.idempotency, c.idempotency_index), (0, 0));
@@ -618,7 +639,7 @@ fn expiry_skips_unreadable_records() {
     store.write_durable(&b).unwrap();
     store.raw_insert(
         TreeId::Leads,
-        &super::tenant_key("sandbox", "lead_bad"),
+        &super::record_key("sandbox", "lead_bad", "seller-1"),
         &[77, 1, 2],
     );
     let stats = store.expire(now).unwrap();
@@ -929,7 +950,10 @@ fn crash_child() {
         }
         if log_only {
             // Nothing reached sled: recovery alone must bring these back.
-            assert_eq!(store.get_auction("sandbox", "crash_0").unwrap(), None);
+            assert_eq!(
+                store.get_auction("sandbox", "seller-1", "crash_0").unwrap(),
+                None
+            );
         }
     });
     println!("GAVEL_CRASH_READY");
@@ -971,7 +995,9 @@ fn killed_writer_loses_nothing(mode: &str) {
     let store = Store::open(&options(dir.path())).unwrap();
     for i in 0..CRASH_COMMITS {
         assert_eq!(
-            store.get_auction("sandbox", &format!("crash_{i}")).unwrap(),
+            store
+                .get_auction("sandbox", "seller-1", &format!("crash_{i}"))
+                .unwrap(),
             Some(auction(&format!("crash_{i}"), i)),
             "{mode}: acknowledged auction crash_{i} lost"
         );
@@ -1329,12 +1355,14 @@ fn auction_ids_are_scoped_by_tenant() {
         .unwrap();
     store.write_durable(&batch).unwrap();
     assert_eq!(
-        store.get_auction("sandbox", "acme_order_000123").unwrap(),
+        store
+            .get_auction("sandbox", "seller-1", "acme_order_000123")
+            .unwrap(),
         Some(sandbox)
     );
     assert_eq!(
         store
-            .get_auction("production", "acme_order_000123")
+            .get_auction("production", "seller-1", "acme_order_000123")
             .unwrap(),
         Some(live)
     );
@@ -1344,12 +1372,14 @@ fn auction_ids_are_scoped_by_tenant() {
     let bytes = records::encode(b"auc_before_scoping", &old).unwrap();
     store.raw_insert(TreeId::Auctions, b"auc_before_scoping", &bytes);
     assert_eq!(
-        store.get_auction("sandbox", "auc_before_scoping").unwrap(),
+        store
+            .get_auction("sandbox", "seller-1", "auc_before_scoping")
+            .unwrap(),
         Some(old)
     );
     assert_eq!(
         store
-            .get_auction("production", "auc_before_scoping")
+            .get_auction("production", "seller-1", "auc_before_scoping")
             .unwrap(),
         None
     );
@@ -1364,8 +1394,14 @@ fn lead_ids_are_scoped_by_tenant() {
     let mut batch = Batch::new();
     batch.put_lead(&sandbox).unwrap().put_lead(&live).unwrap();
     store.write_durable(&batch).unwrap();
-    assert_eq!(store.get_lead("sandbox", "ld_same").unwrap(), Some(sandbox));
-    assert_eq!(store.get_lead("production", "ld_same").unwrap(), Some(live));
+    assert_eq!(
+        store.get_lead("sandbox", "seller-1", "ld_same").unwrap(),
+        Some(sandbox)
+    );
+    assert_eq!(
+        store.get_lead("production", "seller-1", "ld_same").unwrap(),
+        Some(live)
+    );
 }
 
 /// The delivery states are the words outbox records hold and the webhook admin API shows; a
@@ -1436,4 +1472,180 @@ fn layout_1_auctions_and_leads_read_back_with_a_seller() {
         records::decode::<LeadRecord>(b"k", &bytes),
         Err(StoreError::UnknownVersion { .. })
     ));
+}
+
+/// Two sellers of one tenant may use the same id at once: each has its own record, neither
+/// overwrites the other, and a by-id read finds both, in seller order.
+#[test]
+fn ids_are_scoped_by_seller() {
+    let store = Store::temporary().unwrap();
+    let a = auction("order-1", 10);
+    let mut b = auction("order-1", 20);
+    b.seller = "seller-2".into();
+    let la = lead("ld_same", "order-1", 10);
+    let mut lb = lead("ld_same", "order-1", 20);
+    lb.seller = "seller-2".into();
+    lb.buyer_id = "buyer-9".into();
+    let mut batch = Batch::new();
+    batch.put_auction(&a).unwrap().put_auction(&b).unwrap();
+    batch.put_lead(&la).unwrap().put_lead(&lb).unwrap();
+    store.write_durable(&batch).unwrap();
+    assert_eq!(
+        store.get_auction("sandbox", "seller-1", "order-1").unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        store.get_auction("sandbox", "seller-2", "order-1").unwrap(),
+        Some(b.clone())
+    );
+    assert_eq!(
+        store.get_auction("sandbox", "seller-3", "order-1").unwrap(),
+        None
+    );
+    assert_eq!(
+        store.get_lead("sandbox", "seller-2", "ld_same").unwrap(),
+        Some(lb.clone())
+    );
+    assert_eq!(
+        store.auctions_by_id("sandbox", "order-1").unwrap(),
+        vec![a, b]
+    );
+    assert_eq!(
+        store.leads_by_id("sandbox", "ld_same").unwrap(),
+        vec![la, lb]
+    );
+    // An id that merely starts like another is another id.
+    assert!(store
+        .auctions_by_id("sandbox", "order-")
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .auctions_by_id("production", "order-1")
+        .unwrap()
+        .is_empty());
+}
+
+/// A by-id read looks at no more than MAX_SAME_ID_SELLERS rows, however many sellers used the id;
+/// a seller's own record stays reachable by naming the seller.
+#[test]
+fn a_by_id_read_is_bounded() {
+    let store = Store::temporary().unwrap();
+    let mut batch = Batch::new();
+    for i in 0..MAX_SAME_ID_SELLERS + 4 {
+        let mut a = auction("popular", 10);
+        a.seller = format!("seller-{i:02}");
+        batch.put_auction(&a).unwrap();
+    }
+    store.write_durable(&batch).unwrap();
+    let found = store.auctions_by_id("sandbox", "popular").unwrap();
+    assert_eq!(found.len(), MAX_SAME_ID_SELLERS);
+    let last = format!("seller-{:02}", MAX_SAME_ID_SELLERS + 3);
+    assert!(store
+        .get_auction("sandbox", &last, "popular")
+        .unwrap()
+        .is_some());
+}
+
+fn v1_auction(a: &AuctionRecord) -> super::legacy::AuctionRecordV1 {
+    super::legacy::AuctionRecordV1 {
+        id: a.id.clone(),
+        tenant: a.tenant.clone(),
+        client: a.client.clone(),
+        ping_json: a.ping_json.clone(),
+        created_ms: a.created_ms,
+        deadline_ms: a.deadline_ms,
+        closed_ms: a.closed_ms,
+        status: a.status.clone(),
+        reject_reason: a.reject_reason.clone(),
+        outcomes: a.outcomes.clone(),
+        ranked: a.ranked.clone(),
+        payout_cents: a.payout_cents,
+        token_valid_until_ms: a.token_valid_until_ms,
+        post: a.post.clone(),
+        post_attempts: a.post_attempts.clone(),
+    }
+}
+
+fn v1_lead(l: &LeadRecord) -> super::legacy::LeadRecordV1 {
+    super::legacy::LeadRecordV1 {
+        lead_uuid: l.lead_uuid.clone(),
+        auction_id: l.auction_id.clone(),
+        tenant: l.tenant.clone(),
+        buyer_id: l.buyer_id.clone(),
+        buyer_lead_id: l.buyer_lead_id.clone(),
+        created_ms: l.created_ms,
+        history: l.history.clone(),
+    }
+}
+
+/// What the release before seller-scoped ids wrote (layout-1 values under `tenant ++ 0 ++ id`)
+/// is found by its own seller only (an auction's seller is its client, a lead's is its
+/// auction's), counts for by-id reads, gives way to a rewrite under the current key, expires, and
+/// the database is marked layout 2 when opened.
+#[test]
+fn layout_1_keys_are_read_for_their_seller_only() {
+    let dir = TempDir::new("layout1");
+    let now = 200 * DAY_MS;
+    let mut a = auction("auc_old", now - 100 * DAY_MS);
+    a.seller = a.client.clone();
+    let mut l = lead("ld_old", "auc_old", now - 100 * DAY_MS);
+    l.seller = a.client.clone();
+    {
+        let store = Store::open(&options(dir.path())).unwrap();
+        legacy::write_layout_1(&store, &[v1_auction(&a)], &[v1_lead(&l)]).unwrap();
+    }
+    let store = Store::open(&options(dir.path())).unwrap();
+    assert_eq!(
+        store.db.get("layout_version").unwrap().as_deref(),
+        Some(&[LAYOUT_VERSION][..])
+    );
+    assert_eq!(
+        store.get_auction("sandbox", &a.client, "auc_old").unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        store.get_auction("sandbox", "seller-1", "auc_old").unwrap(),
+        None
+    );
+    assert_eq!(
+        store.get_lead("sandbox", &a.client, "ld_old").unwrap(),
+        Some(l.clone())
+    );
+    assert_eq!(
+        store.get_lead("sandbox", "seller-1", "ld_old").unwrap(),
+        None
+    );
+    // Another seller uses the old id now: both are found by id, each by its own seller.
+    let mut other = auction("auc_old", now);
+    other.seller = "seller-2".into();
+    let mut batch = Batch::new();
+    batch.put_auction(&other).unwrap();
+    store.write_durable(&batch).unwrap();
+    assert_eq!(
+        store.auctions_by_id("sandbox", "auc_old").unwrap(),
+        vec![other.clone(), a.clone()]
+    );
+    // A rewrite goes under the current key and shadows the old copy.
+    let mut moved = a.clone();
+    moved.status = "no_bid".into();
+    let mut batch = Batch::new();
+    batch.put_auction(&moved).unwrap();
+    store.write_durable(&batch).unwrap();
+    assert_eq!(
+        store.get_auction("sandbox", &a.client, "auc_old").unwrap(),
+        Some(moved.clone())
+    );
+    assert_eq!(
+        store.auctions_by_id("sandbox", "auc_old").unwrap(),
+        vec![moved, other]
+    );
+    // Retention works over both key forms.
+    let stats = store.expire(now + DAY_MS).unwrap();
+    assert_eq!((stats.auctions, stats.leads), (2, 1), "{stats:?}");
+    assert_eq!(
+        store.auctions_by_id("sandbox", "auc_old").unwrap().len(),
+        1,
+        "only the other seller's fresh auction is left"
+    );
+    assert!(store.leads_by_id("sandbox", "ld_old").unwrap().is_empty());
 }

@@ -296,6 +296,7 @@ async fn run_ping(app: &App, headers: &HeaderMap, body: Bytes) -> Result<Vec<u8>
         |slot| answers[slot].valid_until_ms,
         &auction_id,
         client.tenant,
+        client.seller().unwrap_or(&client.name),
         closed,
     );
     let outcome: Result<(BidOut, AuctionEntry), NoBidReason> = award.map(|w| {
