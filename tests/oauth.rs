@@ -374,6 +374,11 @@ fn gavel_clients_cli_manages_clients_of_a_running_server() {
         ok && listed.contains(&id) && listed.contains("ping,reports"),
         "{listed}"
     );
+    // The operator names the new client's party; one that does not parse never leaves the CLI.
+    let (ok, out, err) = gavel(&["create", "--name", "for it-all", "--party", "seller:it-all"]);
+    assert!(ok && out.contains("party=seller:it-all"), "{out}{err}");
+    let (ok, _, err) = gavel(&["create", "--name", "x", "--party", "everyone"]);
+    assert!(!ok && err.contains("party must be"), "{err}");
     let (ok, revoked, _) = gavel(&["revoke", &id]);
     assert!(ok && revoked.contains("REVOKED"), "{revoked}");
     let (ok, _, err) = gavel(&["revoke", "cl_nobody"]);
