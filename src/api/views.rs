@@ -168,11 +168,6 @@ impl Viewer {
     pub fn party(&self) -> &Party {
         &self.client.party
     }
-
-    /// Whether the caller sees the whole tenant (the operator, where the rule says so).
-    pub fn full(&self) -> bool {
-        self.access == Access::Full
-    }
 }
 
 /// Authenticates the request, applies its route's rule to the caller's party, then checks that
