@@ -164,7 +164,8 @@ pub async fn metrics(core: &Rc<Core>) -> Reply {
 /// histogram serialized so tools can merge them exactly. What each party gets
 /// (`api::views`): the operator every series, with the `buyer_ping_rtt` of its own tenant's
 /// buyers only; a seller the exchange-wide series and no buyer's (per-seller histograms are not
-/// kept yet, so these cover every seller's auctions); a buyer only its own `buyer_ping_rtt`.
+/// kept yet, so these cover every seller's auctions of every tenant); a buyer only its own
+/// `buyer_ping_rtt`.
 pub async fn latency(core: &Rc<Core>, viewer: &Viewer) -> Reply {
     let snap = merged_snapshot(core).await;
     let registry = core.registry();
