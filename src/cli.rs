@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, Overrides, Scope, Tenant};
+use crate::types::Party;
 
 #[derive(Parser)]
 #[command(
@@ -164,6 +165,11 @@ enum ClientsCmd {
         /// Comma-separated scopes: ping,post,status,reports,dev,admin.
         #[arg(long, value_delimiter = ',', value_parser = parse_scope, default_value = "ping,post")]
         scopes: Vec<Scope>,
+        /// Who the client speaks for: operator, seller:ID or buyer:ID (an operator token names
+        /// any party of its tenant; a seller token's clients are always its own). Left out by an
+        /// operator: the implicit seller named by the new client's id.
+        #[arg(long, value_parser = parse_party)]
+        party: Option<Party>,
     },
     /// List the tenant's clients, revoked ones included.
     List,
@@ -195,6 +201,11 @@ fn parse_tenant(s: &str) -> Result<Tenant, String> {
         "production" => Ok(Tenant::Production),
         _ => Err("tenant must be sandbox or production".into()),
     }
+}
+
+fn parse_party(s: &str) -> Result<Party, String> {
+    Party::parse(s)
+        .ok_or_else(|| format!("party must be operator, seller:ID or buyer:ID, got {s:?}"))
 }
 
 fn parse_scope(s: &str) -> Result<Scope, String> {
@@ -238,15 +249,17 @@ fn admin_call(
 /// Calls the clients admin API and prints the answer.
 fn clients(url: &str, token: Option<&str>, cmd: ClientsCmd) -> Result<(), String> {
     let body = match &cmd {
-        ClientsCmd::Create { name, scopes } => {
+        ClientsCmd::Create {
+            name,
+            scopes,
+            party,
+        } => {
             let scopes: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
-            admin_call(
-                url,
-                token,
-                "POST",
-                "/v1/admin/clients",
-                Some(serde_json::json!({ "name": name, "scopes": scopes })),
-            )?
+            let mut body = serde_json::json!({ "name": name, "scopes": scopes });
+            if let Some(p) = party {
+                body["party"] = p.to_string().into();
+            }
+            admin_call(url, token, "POST", "/v1/admin/clients", Some(body))?
         }
         ClientsCmd::List => admin_call(url, token, "GET", "/v1/admin/clients", None)?,
         ClientsCmd::Revoke { client_id } => admin_call(
@@ -265,10 +278,11 @@ fn clients(url: &str, token: Option<&str>, cmd: ClientsCmd) -> Result<(), String
             .filter_map(|s| s.as_str())
             .collect();
         format!(
-            "{}  {}  tenant={}  scopes={}  created={}{}",
+            "{}  {}  tenant={}  party={}  scopes={}  created={}{}",
             c["client_id"].as_str().unwrap_or("?"),
             c["name"].as_str().unwrap_or("?"),
             c["tenant"].as_str().unwrap_or("?"),
+            c["party"].as_str().unwrap_or("?"),
             scopes.join(","),
             c["created_at"].as_str().unwrap_or("?"),
             c["revoked_at"]

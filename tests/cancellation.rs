@@ -142,7 +142,7 @@ fn hung_up_post_completes(driver: Driver) {
         let again = env.post_with("/v1/post", Some(TOKEN), &body, &[("Idempotency-Key", &key)]);
         assert_eq!(again.header("idempotent-replayed"), Some("true"));
         assert_eq!(again.json, r.json);
-        let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+        let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
         assert_eq!(rec.json["post"]["status"], "sold", "{}", rec.text);
         id
     });

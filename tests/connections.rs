@@ -123,21 +123,25 @@ fn a_silent_connection_is_held_to_the_header_timeout_not_the_idle_timeout() {
 #[test]
 fn metrics_need_a_token_on_the_api_port_and_none_on_the_operations_listener() {
     let env = Env::start(Driver::Legacy, vec![fixed("a", 10.0)], |_, _| {});
-    // The API port: no token → 401 with the RFC 6750 challenge; a token without `reports` → 403;
-    // a sandbox token, even with `reports` → 403; a production `reports` token → the text.
+    // The API port: no token → 401 with the RFC 6750 challenge; any seller's token → 404, even a
+    // production one with `reports`; the sandbox operator → 403; the production operator with
+    // `reports` → the text.
     let open = env.get("/metrics", None);
     assert_eq!(open.status, 401, "{}", open.text);
     assert!(open
         .header("www-authenticate")
         .is_some_and(|v| v.starts_with("Bearer")));
     assert!(!open.text.contains("gavel_buyer"), "{}", open.text);
-    assert_eq!(env.get("/metrics", Some(PING_ONLY)).status, 403);
-    let sandbox = env.get("/metrics", Some(TOKEN));
+    for seller in [PING_ONLY, TOKEN, LIVE] {
+        let r = env.get("/metrics", Some(seller));
+        assert_eq!((r.status, r.error_code()), (404, "not_found"), "{}", r.text);
+    }
+    let sandbox = env.get("/metrics", Some(OPERATOR));
     assert_eq!(
         (sandbox.status, sandbox.error_code()),
         (403, "production_only")
     );
-    let authed = env.get("/metrics", Some(LIVE));
+    let authed = env.get("/metrics", Some(LIVE_OPERATOR));
     assert_eq!(authed.status, 200);
     assert!(authed.text.contains("gavel_http_requests_total"));
 
@@ -171,7 +175,7 @@ fn the_operations_listener_can_be_turned_off() {
         cfg.metrics.listen = None;
     });
     assert_eq!(env.server().metrics_addr, None);
-    assert_eq!(env.get("/metrics", Some(LIVE)).status, 200);
+    assert_eq!(env.get("/metrics", Some(LIVE_OPERATOR)).status, 200);
     // From TOML: `listen = "off"`.
     let cfg = gavel::config::Config::parse("t.toml", "[metrics]\nlisten = \"off\"\n").unwrap();
     assert_eq!(cfg.metrics.listen, None);

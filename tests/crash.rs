@@ -211,16 +211,17 @@ tenant = "sandbox"
 sha256 = "{hash}"
 scopes = ["ping", "post", "reports"]
 
-# Reads /metrics on the API port, which takes only production tokens.
+# Reads /metrics on the API port, which takes only the production operator's tokens.
 [[tokens]]
 client = "crash-ops"
 tenant = "production"
 sha256 = "{live}"
 scopes = ["reports"]
+operator = true
 "#,
         data = dir.join("data").display(),
         hash = gavel::auth::sha256_hex(TOKEN),
-        live = gavel::auth::sha256_hex(LIVE),
+        live = gavel::auth::sha256_hex(LIVE_OPERATOR),
     );
     for id in ["alpha", "bravo", "charlie"] {
         text.push_str(&format!(
@@ -487,7 +488,7 @@ events = ["lead.posted"]
         finish(&base, f);
     }
     let depth: u64 = ureq::get(&format!("{base}/metrics"))
-        .set("Authorization", &format!("Bearer {LIVE}"))
+        .set("Authorization", &format!("Bearer {LIVE_OPERATOR}"))
         .call()
         .expect("metrics answer")
         .into_string()

@@ -186,7 +186,7 @@ fn buyer_names_are_kept_for_their_record_ttl(driver: Driver) {
         assert_eq!(r.json["status"], "won", "{}", r.text);
         assert_eq!(r.json["buyers_pinged"], 3, "{}", r.text);
         let id = r.json["auction_id"].as_str().unwrap();
-        let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+        let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
         let buyers = rec.json["buyers"].as_array().unwrap();
         let find = |id: &str| buyers.iter().find(|b| b["buyer_id"] == id).unwrap();
         assert_eq!(rec.json["winner"]["buyer_id"], "named", "{}", rec.text);

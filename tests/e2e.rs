@@ -125,7 +125,7 @@ fn ping_wins_and_post_sells(driver: Driver) {
     assert_eq!(deliveries[0].lead_id.as_deref(), Some(buyer_lead_id));
 
     // The auction record holds every outcome and the sale, and no PII.
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     assert_eq!(rec.status, 200, "{}", rec.text);
     assert_eq!(rec.json["status"], "won");
     assert_eq!(rec.json["winner"]["buyer_id"], "hi");
@@ -163,7 +163,7 @@ fn no_bid_reasons(driver: Driver) {
     assert_eq!(r.json["buyers_pinged"], 0);
     let rec = env.get(
         &format!("/v1/auctions/{}", r.json["auction_id"].as_str().unwrap()),
-        Some(TOKEN),
+        Some(OPERATOR),
     );
     assert!(rec.json["buyers"]
         .as_array()
@@ -181,7 +181,7 @@ fn no_bid_reasons(driver: Driver) {
     assert_eq!(r.json["buyers_pinged"], 1);
     let rec = env.get(
         &format!("/v1/auctions/{}", r.json["auction_id"].as_str().unwrap()),
-        Some(TOKEN),
+        Some(OPERATOR),
     );
     let shy_outcome = rec.json["buyers"]
         .as_array()
@@ -212,7 +212,7 @@ fn bids_expired_by_the_servers_clock_are_refused(driver: Driver) {
     assert_eq!(r.json["status"], "no_bid", "{}", r.text);
     let rec = env.get(
         &format!("/v1/auctions/{}", r.json["auction_id"].as_str().unwrap()),
-        Some(TOKEN),
+        Some(OPERATOR),
     );
     assert_eq!(rec.status, 200, "{}", rec.text);
     assert_eq!(
@@ -245,7 +245,7 @@ fn hanging_and_trickling_buyers_do_not_hold_the_auction(driver: Driver) {
         assert!(r.json["auction_ms"].as_u64().unwrap() < 3_000);
         let rec = env.get(
             &format!("/v1/auctions/{}", r.json["auction_id"].as_str().unwrap()),
-            Some(TOKEN),
+            Some(OPERATOR),
         );
         let outcome = |id: &str| {
             rec.json["buyers"]
@@ -285,7 +285,7 @@ fn broken_buyers_are_recorded_as_errors(driver: Driver) {
     assert_eq!(r.json["bids_received"], 1);
     let rec = env.get(
         &format!("/v1/auctions/{}", r.json["auction_id"].as_str().unwrap()),
-        Some(TOKEN),
+        Some(OPERATOR),
     );
     let find = |id: &str| {
         rec.json["buyers"]
@@ -324,7 +324,7 @@ fn post_falls_back_to_next_bidder(driver: Driver) {
     let buyers: Vec<&str> = d.iter().map(|r| r.buyer_id.as_str()).collect();
     assert_eq!(buyers, vec!["picky", "second"]);
     assert!(!d[0].accepted && d[1].accepted);
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     assert_eq!(rec.json["post"]["buyer_id"], "second");
     let attempts = rec.json["post"]["attempts"].as_array().unwrap();
     assert_eq!(attempts[0]["result"], "rejected");
@@ -572,7 +572,7 @@ fn auth_errors(driver: Driver) {
         .unwrap()
         .contains("scope=\"post\""));
     // A production client sees no sandbox auction.
-    let r = env.get(&format!("/v1/auctions/{id}"), Some(LIVE));
+    let r = env.get(&format!("/v1/auctions/{id}"), Some(LIVE_OPERATOR));
     assert_eq!(r.status, 404);
     // And a production ping reaches no sandbox buyer.
     let before = env.fleet.log().pings("x");
@@ -660,7 +660,7 @@ fn cross_core_handoff(driver: Driver) {
         let token = r.json["bid"]["bid_token"].as_str().unwrap();
         let p = env.post("/v1/post", Some(TOKEN), &post_body(id, token).to_string());
         assert_eq!(p.status, 201, "{}", p.text);
-        let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+        let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
         assert_eq!(rec.json["post"]["status"], "sold");
     }
     let out = env.metric_sum("gavel_core_handoffs_out_total");
@@ -748,7 +748,7 @@ fn seller_expires_at_shortens_the_window(driver: Driver) {
     );
     let rec = env.get(
         &format!("/v1/auctions/{}", r.json["auction_id"].as_str().unwrap()),
-        Some(TOKEN),
+        Some(OPERATOR),
     );
     let created = rec.json["created_at"].as_str().unwrap();
     let deadline = rec.json["deadline_at"].as_str().unwrap();
@@ -786,7 +786,7 @@ fn post_retries_a_failing_buyer(driver: Driver) {
     assert!(d
         .iter()
         .all(|r| r.idempotency_key.as_deref() == Some(key.as_str())));
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     let statuses: Vec<u64> = rec.json["post"]["attempts"]
         .as_array()
         .unwrap()
@@ -816,7 +816,7 @@ fn unconfirmed_post_resumes_with_the_same_buyer(driver: Driver) {
         "{}",
         p.text
     );
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     assert_eq!(rec.json["post"]["status"], "unresolved");
     // Another key may not start a second delivery.
     let other = env.post_with(
@@ -968,7 +968,7 @@ fn records_and_replays_survive_restart(driver: Driver) {
     let id = ping.json["auction_id"].as_str().unwrap().to_string();
     let token = ping.json["bid"]["bid_token"].as_str().unwrap().to_string();
     let unsold = env.ping(&ping_body());
-    let record_before = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let record_before = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     assert_eq!(record_before.status, 200);
 
     env.restart();
@@ -980,7 +980,7 @@ fn records_and_replays_survive_restart(driver: Driver) {
         (200, ping.text.as_str())
     );
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
-    let record_after = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let record_after = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     assert_eq!(
         record_after.text, record_before.text,
         "the record reads the same after a restart"
@@ -995,7 +995,7 @@ fn records_and_replays_survive_restart(driver: Driver) {
         (201, post.text.as_str())
     );
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     assert_eq!(rec.json["post"]["status"], "sold");
     assert_eq!(
         rec.json["post"]["buyer_lead_id"],
@@ -1003,12 +1003,16 @@ fn records_and_replays_survive_restart(driver: Driver) {
     );
     // Other tenants and unknown ids stay 404.
     assert_eq!(
-        env.get(&format!("/v1/auctions/{id}"), Some(LIVE)).status,
+        env.get(&format!("/v1/auctions/{id}"), Some(LIVE_OPERATOR))
+            .status,
         404
     );
     assert_eq!(
-        env.get("/v1/auctions/auc_00000000000000000000000000", Some(TOKEN))
-            .status,
+        env.get(
+            "/v1/auctions/auc_00000000000000000000000000",
+            Some(OPERATOR)
+        )
+        .status,
         404
     );
     // A seller-chosen id stays taken after a restart.
@@ -1071,7 +1075,7 @@ fn one_call_lead_sells_and_replays(driver: Driver) {
         Some(format!("post_{id}").as_str())
     );
     assert_eq!(r.json["buyer_lead_id"].as_str(), d[0].lead_id.as_deref());
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     assert_eq!(rec.json["status"], "won");
     assert_eq!(rec.json["post"]["status"], "sold");
     for pii in PII {
@@ -1109,7 +1113,7 @@ fn one_call_lead_sells_and_replays(driver: Driver) {
     assert_eq!(r.json["reject_reason"], "no_bids");
     assert!(env.fleet.log().deliveries().is_empty());
     let id = r.json["auction_id"].as_str().unwrap();
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     assert_eq!(
         rec.status, 200,
         "the no-bid auction is recorded: {}",
@@ -1265,7 +1269,7 @@ fn dev_seed_is_deterministic_and_sandbox_only() {
     let first = &a["leads"][0];
     let rec = env.get(
         &format!("/v1/auctions/{}", first["auction_id"].as_str().unwrap()),
-        Some(TOKEN),
+        Some(OPERATOR),
     );
     assert_eq!(rec.status, 200, "{}", rec.text);
     assert_eq!(rec.json["post"]["status"], "sold");
@@ -1402,10 +1406,12 @@ fn buyers_report_lead_status(driver: Driver) {
         ),
         (Some("contacted"), Some("sold"))
     );
-    // Another buyer, a seller token, an unknown lead.
+    // Another buyer, a seller token, the operator, an unknown lead.
     assert_eq!(report(&env, LO, json!({"status": "qualified"})).status, 404);
-    let r = report(&env, TOKEN, json!({"status": "qualified"}));
-    assert_eq!((r.status, r.error_code()), (403, "not_a_buyer"));
+    for not_a_buyer in [TOKEN, OPERATOR] {
+        let r = report(&env, not_a_buyer, json!({"status": "qualified"}));
+        assert_eq!((r.status, r.error_code()), (404, "not_found"), "{}", r.text);
+    }
     let r = env.post(
         "/v1/leads/ld_nope/status",
         Some(HI),
@@ -1518,7 +1524,7 @@ fn lead_status_history_is_bounded(driver: Driver) {
     assert_eq!(again.status, 202, "{}", again.text);
     assert_eq!(again.json["previous_status"], last);
     // The auction and its lead stay readable.
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     assert_eq!(rec.status, 200, "{}", rec.text);
     assert_eq!(rec.json["post"]["status"], "sold");
 }
@@ -1554,7 +1560,7 @@ fn buyer_host_names_resolve_off_the_core(driver: Driver) {
             r.text
         );
         let id = r.json["auction_id"].as_str().unwrap();
-        let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+        let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
         let buyers = rec.json["buyers"].as_array().unwrap();
         let find = |id: &str| buyers.iter().find(|b| b["buyer_id"] == id).unwrap();
         assert_eq!(rec.json["winner"]["buyer_id"], "named", "{}", rec.text);
@@ -1768,7 +1774,7 @@ fn buyer_filters_on_every_ping_field(driver: Driver) {
         assert_eq!(r.status, 200, "{}", r.text);
         let rec = env.get(
             &format!("/v1/auctions/{}", r.json["auction_id"].as_str().unwrap()),
-            Some(TOKEN),
+            Some(OPERATOR),
         );
         assert_eq!(rec.status, 200, "{}", rec.text);
         rec.json["buyers"].as_array().unwrap().clone()

@@ -210,7 +210,7 @@ fn form_request_and_xml_answer_end_to_end() {
     assert_eq!(pings.len(), 1);
     assert_eq!(pings[0].method, "POST");
     assert_eq!(pings[0].body, FORM_PING);
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     assert_eq!(outcome(&rec, "acme")["outcome"], "bid", "{}", rec.text);
     assert_eq!(outcome(&rec, "acme")["amount"].as_f64(), Some(25.5));
     assert_eq!(rec.json["winner"]["buyer_id"], "acme");
@@ -228,7 +228,7 @@ fn form_request_and_xml_answer_end_to_end() {
         posts[0].header("idempotency-key"),
         Some(format!("post_{id}").as_str())
     );
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     assert_eq!(rec.json["post"]["status"], "sold", "{}", rec.text);
     assert_eq!(rec.json["post"]["buyer_id"], "acme");
     assert_eq!(rec.json["post"]["buyer_lead_id"], "ACME-L-77");
@@ -305,7 +305,7 @@ fn json_pointer_buyer_end_to_end() {
             "meta": {"vendor": "gavel", "request": id}
         })
     );
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     assert_eq!(outcome(&rec, "jay")["amount"].as_f64(), Some(41.25));
     assert_eq!(rec.json["winner"]["buyer_id"], "jay");
 
@@ -319,7 +319,7 @@ fn json_pointer_buyer_end_to_end() {
             "ref": "J-1"
         })
     );
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     assert_eq!(
         rec.json["post"]["buyer_lead_id"], "J-LEAD-9",
         "{}",
@@ -333,7 +333,7 @@ fn json_pointer_buyer_end_to_end() {
     assert_eq!(r.status, 200, "{}", r.text);
     let rec = env.get(
         &format!("/v1/auctions/{}", r.json["auction_id"].as_str().unwrap()),
-        Some(TOKEN),
+        Some(OPERATOR),
     );
     let o = outcome(&rec, "jay");
     assert_eq!(
@@ -357,7 +357,7 @@ fn a_formatted_answer_without_an_amount_is_invalid_amount() {
         cfg.buyers.push(b);
     });
     let (id, _) = ping_won(&env);
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     let o = outcome(&rec, "broken");
     assert_eq!(
         (&o["outcome"], &o["reject_reason"]),
@@ -386,7 +386,7 @@ fn a_get_buyer_gets_its_fields_in_the_query_string() {
         cfg.buyers.push(b);
     });
     let (id, _) = ping_won(&env);
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     assert_eq!(
         outcome(&rec, "getter")["amount"].as_f64(),
         Some(33.1),
@@ -440,7 +440,7 @@ fn a_direct_post_buyer_wins_with_its_fixed_price_and_gets_the_lead() {
     assert_eq!(r.json["bids_received"], 2);
     let id = r.json["auction_id"].as_str().unwrap().to_string();
     let token = r.json["bid"]["bid_token"].as_str().unwrap().to_string();
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     let o = outcome(&rec, "direct");
     assert_eq!(o["outcome"], "bid", "{}", rec.text);
     assert_eq!(o["direct_post"], true);
@@ -453,7 +453,7 @@ fn a_direct_post_buyer_wins_with_its_fixed_price_and_gets_the_lead() {
     assert_eq!(p.status, 201, "{}", p.text);
     assert_eq!(p.json["amount"].as_f64(), Some(18.0));
     assert_eq!(tb.seen("/post").len(), 1);
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     assert_eq!(rec.json["post"]["buyer_id"], "direct");
     assert_eq!(rec.json["post"]["buyer_lead_id"], "D-1");
     assert!(env.fleet.log().deliveries().is_empty());
@@ -468,7 +468,7 @@ fn a_direct_post_buyer_that_loses_is_not_called() {
     let (id, token) = ping_won(&env);
     let p = env.post("/v1/post", Some(TOKEN), &post_body(&id, &token).to_string());
     assert_eq!(p.status, 201, "{}", p.text);
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     assert_eq!(rec.json["winner"]["buyer_id"], "pinged");
     assert_eq!(rec.json["post"]["buyer_id"], "pinged");
     assert_eq!(outcome(&rec, "direct")["direct_post"], true);
@@ -486,7 +486,7 @@ fn a_direct_post_buyer_that_refuses_falls_back_to_the_next_bid() {
     let p = env.post("/v1/post", Some(TOKEN), &post_body(&id, &token).to_string());
     assert_eq!(p.status, 201, "{}", p.text);
     assert_eq!(tb.seen("/post").len(), 1);
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     assert_eq!(rec.json["post"]["buyer_id"], "pinged", "{}", rec.text);
     let attempts = rec.json["post"]["attempts"].as_array().unwrap();
     assert_eq!(attempts[0]["buyer_id"], "direct");
@@ -502,7 +502,7 @@ fn a_direct_post_buyer_is_filtered_like_any_other() {
         cfg.buyers.push(b);
     });
     let (id, _) = ping_won(&env);
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     let o = outcome(&rec, "direct");
     assert_eq!(
         (&o["outcome"], &o["reject_reason"]),
@@ -520,7 +520,7 @@ fn the_direct_post_marker_survives_a_restart() {
     });
     let (id, _) = ping_won(&env);
     env.restart();
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     assert_eq!(rec.status, 200, "{}", rec.text);
     let o = outcome(&rec, "direct");
     assert_eq!(

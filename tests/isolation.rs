@@ -171,7 +171,10 @@ fn seller_ids_are_scoped_by_tenant(driver: Driver) {
         assert_eq!(r.json["previous_status"], "sold", "{}", r.text);
     }
     env.restart();
-    for (token, tenant, buyer) in [(TOKEN, "sandbox", "sand"), (LIVE, "production", "live")] {
+    for (token, tenant, buyer) in [
+        (OPERATOR, "sandbox", "sand"),
+        (LIVE_OPERATOR, "production", "live"),
+    ] {
         let rec = env.get(&format!("/v1/auctions/{id}"), Some(token));
         assert_eq!(rec.status, 200, "{}", rec.text);
         assert_eq!(rec.json["tenant"], tenant, "{}", rec.text);

@@ -237,7 +237,8 @@ fn latency_histograms_round_trip() {
         401,
         "reports need a token"
     );
-    let r = env.get("/v1/metrics/latency", Some(TOKEN));
+    // The operator: every series, with its tenant's buyers (a seller would get no buyer series).
+    let r = env.get("/v1/metrics/latency", Some(OPERATOR));
     assert_eq!(r.status, 200, "{}", r.text);
     let series = r.json["series"].as_array().unwrap();
     let ping = series

@@ -25,13 +25,13 @@ fn register(env: &Env, admin_token: &str, scopes: &[&str]) -> (String, String) {
     )
 }
 
-/// `DELETE /v1/admin/clients/{id}` with the sandbox admin token.
+/// `DELETE /v1/admin/clients/{id}` with the sandbox operator token.
 fn revoke(env: &Env, id: &str) -> Resp {
     call(
         &env.base,
         "DELETE",
         &format!("/v1/admin/clients/{id}"),
-        Some(TOKEN),
+        Some(OPERATOR),
         None,
         &[],
     )
@@ -70,7 +70,7 @@ fn form(env: &Env, body: &str, basic: Option<(&str, &str)>) -> Resp {
 #[test]
 fn a_standard_oauth_client_gets_a_token_that_pings() {
     let env = Env::start(Driver::Legacy, vec![fixed("x", 30.0)], |_, _| {});
-    let (id, secret) = register(&env, TOKEN, &["ping", "post"]);
+    let (id, secret) = register(&env, OPERATOR, &["ping", "post"]);
     assert!(id.starts_with("cl_"));
     assert!(secret.starts_with("gv_test_cs_"));
     // The oauth2 crate's client-credentials flow, client authenticated with HTTP Basic.
@@ -131,7 +131,7 @@ fn a_standard_oauth_client_gets_a_token_that_pings() {
 #[test]
 fn token_endpoint_errors_follow_rfc_6749() {
     let env = Env::start(Driver::Legacy, vec![fixed("x", 30.0)], |_, _| {});
-    let (id, secret) = register(&env, TOKEN, &["ping"]);
+    let (id, secret) = register(&env, OPERATOR, &["ping"]);
     let grant = "grant_type=client_credentials";
     // Wrong secret over Basic: 401 invalid_client with a Basic challenge.
     let r = form(&env, grant, Some((&id, "wrong")));
@@ -207,7 +207,7 @@ fn expired_revoked_and_tampered_tokens_are_refused() {
         },
         manual_clock(),
     );
-    let (id, secret) = register(&env, TOKEN, &["ping"]);
+    let (id, secret) = register(&env, OPERATOR, &["ping"]);
     let token = |env: &Env| {
         let r = form(env, "grant_type=client_credentials", Some((&id, &secret)));
         assert_eq!(r.status, 200, "{}", r.text);
@@ -260,8 +260,8 @@ fn expired_revoked_and_tampered_tokens_are_refused() {
 #[test]
 fn clients_belong_to_one_tenant() {
     let env = Env::start(Driver::Legacy, vec![fixed("x", 30.0)], |_, _| {});
-    let (sandbox_id, _) = register(&env, TOKEN, &["ping"]);
-    let (live_id, _) = register(&env, LIVE, &["ping"]);
+    let (sandbox_id, _) = register(&env, OPERATOR, &["ping"]);
+    let (live_id, _) = register(&env, LIVE_OPERATOR, &["ping"]);
     let list = |t: &str| -> Vec<String> {
         let r = env.get("/v1/admin/clients", Some(t));
         assert_eq!(r.status, 200, "{}", r.text);
@@ -273,8 +273,8 @@ fn clients_belong_to_one_tenant() {
             .map(|c| c["client_id"].as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(list(TOKEN), vec![sandbox_id]);
-    assert_eq!(list(LIVE), vec![live_id.clone()]);
+    assert_eq!(list(OPERATOR), vec![sandbox_id]);
+    assert_eq!(list(LIVE_OPERATOR), vec![live_id.clone()]);
     // Another tenant's client is invisible, also to revoke.
     let r = revoke(&env, &live_id);
     assert_eq!(r.status, 404, "{}", r.text);
@@ -321,7 +321,7 @@ fn clients_belong_to_one_tenant() {
             "Unknown field \"tenant\"",
         ),
     ] {
-        let r = env.post("/v1/admin/clients", Some(TOKEN), body);
+        let r = env.post("/v1/admin/clients", Some(OPERATOR), body);
         assert_eq!(
             (r.status, r.error_code()),
             (422, "invalid_payload"),
@@ -331,7 +331,7 @@ fn clients_belong_to_one_tenant() {
         let msg = r.json["message"].as_str().unwrap();
         assert!(msg.starts_with(message), "{body}: {msg}");
     }
-    let r = env.post("/v1/admin/clients", Some(TOKEN), r#"{"name":"x","#);
+    let r = env.post("/v1/admin/clients", Some(OPERATOR), r#"{"name":"x","#);
     assert_eq!(
         (r.status, r.error_code()),
         (400, "malformed_json"),
@@ -347,7 +347,7 @@ fn gavel_clients_cli_manages_clients_of_a_running_server() {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_gavel"))
             .args(["clients", "--url", &env.base])
             .args(args)
-            .env("GAVEL_ADMIN_TOKEN", TOKEN)
+            .env("GAVEL_ADMIN_TOKEN", OPERATOR)
             .output()
             .expect("gavel runs");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -374,6 +374,11 @@ fn gavel_clients_cli_manages_clients_of_a_running_server() {
         ok && listed.contains(&id) && listed.contains("ping,reports"),
         "{listed}"
     );
+    // The operator names the new client's party; one that does not parse never leaves the CLI.
+    let (ok, out, err) = gavel(&["create", "--name", "for it-all", "--party", "seller:it-all"]);
+    assert!(ok && out.contains("party=seller:it-all"), "{out}{err}");
+    let (ok, _, err) = gavel(&["create", "--name", "x", "--party", "everyone"]);
+    assert!(!ok && err.contains("party must be"), "{err}");
     let (ok, revoked, _) = gavel(&["revoke", &id]);
     assert!(ok && revoked.contains("REVOKED"), "{revoked}");
     let (ok, _, err) = gavel(&["revoke", "cl_nobody"]);
@@ -397,7 +402,7 @@ fn tenants_never_mix_in_either_direction() {
     assert_eq!(env.fleet.log().pings("sandbox_buyer"), 0);
     // A sandbox OAuth client: its pings reach only the sandbox buyer, and the production auction
     // does not exist for it.
-    let (id, secret) = register(&env, TOKEN, &["ping", "reports"]);
+    let (id, secret) = register(&env, OPERATOR, &["ping", "reports"]);
     let r = form(&env, "grant_type=client_credentials", Some((&id, &secret)));
     let access = r.json["access_token"].as_str().unwrap().to_string();
     let p = env.post("/v1/ping", Some(&access), &ping_body().to_string());
@@ -435,7 +440,7 @@ fn the_client_cap_counts_active_clients_and_holds_under_concurrent_creates() {
         for _ in 0..8 {
             s.spawn(|| loop {
                 let body = serde_json::json!({"name": "racer", "scopes": ["ping"]}).to_string();
-                let r = env.post("/v1/admin/clients", Some(TOKEN), &body);
+                let r = env.post("/v1/admin/clients", Some(OPERATOR), &body);
                 match (r.status, r.error_code()) {
                     (201, _) => {
                         created.fetch_add(1, Ordering::SeqCst);
@@ -447,22 +452,22 @@ fn the_client_cap_counts_active_clients_and_holds_under_concurrent_creates() {
         }
     });
     assert_eq!(created.load(Ordering::SeqCst), MAX_CLIENTS_PER_TENANT);
-    let listed = env.get("/v1/admin/clients", Some(TOKEN));
+    let listed = env.get("/v1/admin/clients", Some(OPERATOR));
     let clients = listed.json["clients"].as_array().unwrap().clone();
     assert_eq!(clients.len(), MAX_CLIENTS_PER_TENANT);
     // The cap is per tenant: production still has room.
-    register(&env, LIVE, &["ping"]);
+    register(&env, LIVE_OPERATOR, &["ping"]);
     // A revoked client frees its place; it stays listed, revoked.
     let first = clients[0]["client_id"].as_str().unwrap();
     assert_eq!(revoke(&env, first).status, 200);
-    let (fresh, _) = register(&env, TOKEN, &["ping"]);
+    let (fresh, _) = register(&env, OPERATOR, &["ping"]);
     let r = env.post(
         "/v1/admin/clients",
-        Some(TOKEN),
+        Some(OPERATOR),
         r#"{"name":"one too many","scopes":["ping"]}"#,
     );
     assert_eq!((r.status, r.error_code()), (422, "too_many_clients"));
-    let listed = env.get("/v1/admin/clients", Some(TOKEN));
+    let listed = env.get("/v1/admin/clients", Some(OPERATOR));
     let clients = listed.json["clients"].as_array().unwrap();
     assert_eq!(clients.len(), MAX_CLIENTS_PER_TENANT + 1);
     assert!(clients.iter().any(|c| c["client_id"] == fresh));
@@ -562,7 +567,7 @@ fn a_revocation_that_missed_a_busy_core_is_finished_by_a_retry() {
     use std::rc::Rc;
     let env = Env::start(Driver::Legacy, vec![fixed("x", 30.0)], |_, _| {});
     let mut conns = conn_per_core(&env);
-    let (id, secret) = register(&env, TOKEN, &["reports"]);
+    let (id, secret) = register(&env, OPERATOR, &["reports"]);
     let r = form(&env, "grant_type=client_credentials", Some((&id, &secret)));
     let access = r.json["access_token"].as_str().unwrap().to_string();
     for c in conns.iter_mut() {
@@ -586,7 +591,7 @@ fn a_revocation_that_missed_a_busy_core_is_finished_by_a_retry() {
     let [a, b] = &mut conns;
     let (on_owner, on_busy) = if owner == 0 { (a, b) } else { (b, a) };
     // The revocation is durable and applied where it could be, and says it is not finished.
-    let (status, head, body) = on_owner.send("DELETE", &path, TOKEN);
+    let (status, head, body) = on_owner.send("DELETE", &path, OPERATOR);
     assert_eq!(status, 503, "{head}{body}");
     assert!(
         head.to_ascii_lowercase().contains("retry-after: "),
@@ -599,7 +604,7 @@ fn a_revocation_that_missed_a_busy_core_is_finished_by_a_retry() {
     let (status, _, body) = on_owner.send_json(
         "POST",
         "/v1/admin/clients",
-        TOKEN,
+        OPERATOR,
         r#"{"name":"unlucky","scopes":["ping"]}"#,
     );
     assert_eq!(status, 503, "{body}");
@@ -610,7 +615,7 @@ fn a_revocation_that_missed_a_busy_core_is_finished_by_a_retry() {
     release.send(()).unwrap();
     assert_eq!(on_busy.send("GET", "/v1/auctions/auc_x", &access).0, 404);
     // The retried revocation reaches it, and answers the first one.
-    let (status, _, body) = on_owner.send("DELETE", &path, TOKEN);
+    let (status, _, body) = on_owner.send("DELETE", &path, OPERATOR);
     assert_eq!(status, 200, "{body}");
     let again: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(again["revoked_at"].is_string());
@@ -618,7 +623,7 @@ fn a_revocation_that_missed_a_busy_core_is_finished_by_a_retry() {
     assert_eq!(on_owner.send("GET", "/v1/auctions/auc_x", &access).0, 401);
     let r = form(&env, "grant_type=client_credentials", Some((&id, &secret)));
     assert_eq!(r.json["error"], "invalid_client");
-    let listed = env.get("/v1/admin/clients", Some(TOKEN));
+    let listed = env.get("/v1/admin/clients", Some(OPERATOR));
     let clients = listed.json["clients"].as_array().unwrap();
     assert_eq!(clients.len(), 2, "{}", listed.text);
     assert!(

@@ -243,6 +243,43 @@ fn every_response_declares_request_id_and_error_codes() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+/// Each operation's `x-gavel-parties` is the code's view rule (`gavel::api::views::RULES`), cell for
+/// cell, and the open operations are exactly the ones public to every party.
+#[test]
+fn every_operation_states_the_view_rule_of_the_code() {
+    use gavel::types::PartyKind;
+    let spec = spec();
+    let mut problems = Vec::new();
+    for op in operations(&spec) {
+        let name = format!("{} {}", op.method, op.path);
+        let rule = gavel::api::views::RULES
+            .iter()
+            .find(|r| r.method == op.method && r.path == op.path);
+        let Some(rule) = rule else {
+            problems.push(format!("{name}: no row in api::views::RULES"));
+            continue;
+        };
+        let parties = &op.body["x-gavel-parties"];
+        for kind in [PartyKind::Operator, PartyKind::Seller, PartyKind::Buyer] {
+            let documented = parties[kind.as_str()].as_str();
+            let code = rule.access(kind).as_str();
+            if documented != Some(code) {
+                problems.push(format!(
+                    "{name}: x-gavel-parties.{} is {documented:?}, the code says {code:?}",
+                    kind.as_str()
+                ));
+            }
+        }
+        let public = rule.operator == gavel::api::views::Access::Public;
+        if public != is_open(op.body) {
+            problems.push(format!(
+                "{name}: `security: []` and a public view rule must go together"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 #[test]
 fn server_serves_every_documented_operation_as_documented() {
     let spec = spec();
@@ -252,7 +289,10 @@ fn server_serves_every_documented_operation_as_documented() {
         let name = format!("{} {}", op.method, op.path);
         let path = concrete(&op.path);
         let open = is_open(op.body);
-        let token = (!open).then_some(TOKEN);
+        // A seller where the operation is open to sellers, else the operator (an operation
+        // that is neither's answers the documented 404).
+        let seller_sees = op.body["x-gavel-parties"]["seller"].as_str() != Some("none");
+        let token = (!open).then_some(if seller_sees { TOKEN } else { OPERATOR });
         let body = (op.method == "POST").then_some("{}");
         let r = call(&env.base, &op.method, &path, token, body, &[]);
         let code = r.error_code().to_string();
@@ -582,10 +622,31 @@ fn server_idempotency_answers_are_documented() {
     assert_eq!(bad.error_code(), "invalid_idempotency_key", "{}", bad.text);
     check_answer(&spec, "post", "/v1/post", &bad, &mut problems);
 
-    // The auction record: every key it renders is documented, and it reads the same after a
-    // restart.
+    // The auction record: every key each view renders is documented, and it reads the same
+    // after a restart.
     let path = format!("/v1/auctions/{auction_id}");
-    let record = env.get(&path, Some(TOKEN));
+    let seller_view = env.get(&path, Some(TOKEN));
+    assert_eq!(seller_view.status, 200, "{}", seller_view.text);
+    check_answer(
+        &spec,
+        "get",
+        "/v1/auctions/{auction_id}",
+        &seller_view,
+        &mut problems,
+    );
+    assert_eq!(
+        seller_view.json["post"]["lead_uuid"], sold.json["lead_uuid"],
+        "the seller's view names its sold lead"
+    );
+    let documented = schema_properties(&spec, "SellerAuctionRecord");
+    for k in seller_view.json.as_object().unwrap().keys() {
+        if !documented.contains(k) {
+            problems.push(format!(
+                "{path}: {k} is not a property of SellerAuctionRecord"
+            ));
+        }
+    }
+    let record = env.get(&path, Some(OPERATOR));
     assert_eq!(record.status, 200, "{}", record.text);
     assert_eq!(record.json["post"]["status"], "sold", "{}", record.text);
     assert_eq!(
@@ -604,7 +665,7 @@ fn server_idempotency_answers_are_documented() {
         }
     }
     env.restart();
-    let after = env.get(&path, Some(TOKEN));
+    let after = env.get(&path, Some(OPERATOR));
     assert_eq!(
         after.text, record.text,
         "the record reads the same after a restart"

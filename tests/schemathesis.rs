@@ -62,7 +62,9 @@ fn the_server_agrees_with_its_openapi_document() {
         .arg("run")
         .arg(root.join("docs/openapi.yaml"))
         .args(["--url", &env.base])
-        // Every scope, admin included, so every operation is reached past authentication.
+        // The seller `it-all` holds every scope, so every operation open to sellers is reached
+        // past authentication; tests/schemathesis.toml sends the operator's token (`OPERATOR`)
+        // to the operator's operations and buyer `a`'s to the lead status.
         .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
         .args(["--checks", "all"])
         .args(["--max-examples", EXAMPLES_PER_OPERATION])

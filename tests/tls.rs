@@ -255,7 +255,7 @@ fn settings(ca_file: Option<&Path>) -> BuyerTlsConfig {
 
 /// The outcome of buyer `id` in auction `auction_id`'s record.
 fn outcome(env: &Env, auction_id: &str, id: &str) -> serde_json::Value {
-    let rec = env.get(&format!("/v1/auctions/{auction_id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{auction_id}"), Some(OPERATOR));
     assert_eq!(rec.status, 200, "{}", rec.text);
     rec.json["buyers"]
         .as_array()
@@ -297,7 +297,7 @@ fn https_buyer_bids_and_buys(driver: Driver) {
     let p = env.post("/v1/post", Some(TOKEN), &post_body(id, token).to_string());
     assert_eq!(p.status, 201, "{}", p.text);
     assert_eq!(p.json["buyer_lead_id"], "tls-lead-1", "{}", p.text);
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     assert_eq!(rec.json["winner"]["buyer_id"], "secure", "{}", rec.text);
     assert_eq!(rec.json["post"]["buyer_lead_id"], "tls-lead-1");
     let paths: Vec<String> = server.requests().into_iter().map(|r| r.0).collect();
@@ -351,7 +351,7 @@ fn an_untrusted_certificate_is_a_tls_error_and_the_auction_still_answers() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["status"], "won", "{}", r.text);
     let id = r.json["auction_id"].as_str().unwrap();
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     assert_eq!(rec.json["winner"]["buyer_id"], "plain", "{}", rec.text);
     for buyer in ["wrong_ca", "public_roots"] {
         let o = outcome(&env, id, buyer);

@@ -59,13 +59,13 @@ fn sell(env: &Env) -> (serde_json::Value, Resp) {
 }
 
 fn events_of(env: &Env, query: &str) -> Vec<serde_json::Value> {
-    let r = env.get(&format!("/v1/admin/webhooks/events{query}"), Some(TOKEN));
+    let r = env.get(&format!("/v1/admin/webhooks/events{query}"), Some(OPERATOR));
     assert_eq!(r.status, 200, "{}", r.text);
     r.json["deliveries"].as_array().unwrap().clone()
 }
 
 fn endpoint_state(env: &Env, id: &str) -> serde_json::Value {
-    let r = env.get("/v1/admin/webhooks", Some(TOKEN));
+    let r = env.get("/v1/admin/webhooks", Some(OPERATOR));
     assert_eq!(r.status, 200, "{}", r.text);
     r.json["webhooks"]
         .as_array()
@@ -90,7 +90,10 @@ fn recorded_attempts(env: &Env, event: &str, n: usize) -> (Vec<u64>, Option<u64>
     let ms = |v: &serde_json::Value| gavel::auction::parse_rfc3339_ms(v.as_str().unwrap()).unwrap();
     let mut out = (Vec::new(), None);
     wait_until(&format!("{n} attempts recorded"), || {
-        let r = env.get(&format!("/v1/admin/webhooks/events/{event}"), Some(TOKEN));
+        let r = env.get(
+            &format!("/v1/admin/webhooks/events/{event}"),
+            Some(OPERATOR),
+        );
         assert_eq!(r.status, 200, "{}", r.text);
         let d = &r.json["deliveries"][0];
         let attempts = d["attempts"].as_array().unwrap();
@@ -204,7 +207,7 @@ fn a_sale_and_a_status_report_reach_the_seller_signed_while_its_secret_rotates()
     });
     let one = env.get(
         &format!("/v1/admin/webhooks/events/{}", hits[0].id),
-        Some(TOKEN),
+        Some(OPERATOR),
     );
     assert_eq!(one.status, 200, "{}", one.text);
     assert_eq!(one.json["deliveries"][0]["payload"], hits[0].json());
@@ -224,12 +227,12 @@ fn a_sale_and_a_status_report_reach_the_seller_signed_while_its_secret_rotates()
     // Another tenant sees none of it.
     let r = env.get(
         &format!("/v1/admin/webhooks/events/{}", hits[0].id),
-        Some(LIVE),
+        Some(LIVE_OPERATOR),
     );
     assert_eq!(r.status, 404);
     let r = env.post(
         &format!("/v1/admin/webhooks/events/{}/replay", hits[0].id),
-        Some(LIVE),
+        Some(LIVE_OPERATOR),
         "",
     );
     assert_eq!((r.status, r.error_code()), (404, "not_found"), "{}", r.text);
@@ -237,7 +240,7 @@ fn a_sale_and_a_status_report_reach_the_seller_signed_while_its_secret_rotates()
 }
 
 fn events_of_live(env: &Env) -> Vec<serde_json::Value> {
-    let r = env.get("/v1/admin/webhooks/events", Some(LIVE));
+    let r = env.get("/v1/admin/webhooks/events", Some(LIVE_OPERATOR));
     assert_eq!(r.status, 200, "{}", r.text);
     r.json["deliveries"].as_array().unwrap().clone()
 }
@@ -304,7 +307,7 @@ fn a_receiver_failing_three_times_gets_the_same_event_on_schedule_until_it_succe
     }
     let ev = env.get(
         &format!("/v1/admin/webhooks/events/{}", hits[0].id),
-        Some(TOKEN),
+        Some(OPERATOR),
     );
     let d = &ev.json["deliveries"][0];
     assert_eq!(d["state"], "delivered");
@@ -380,7 +383,7 @@ fn retry_after_is_honoured_exhausted_events_stay_listed_and_the_cli_redelivers_t
     );
 
     // Bad queries name the problem; unknown events are 404.
-    let r = env.get("/v1/admin/webhooks/events?state=lost", Some(TOKEN));
+    let r = env.get("/v1/admin/webhooks/events?state=lost", Some(OPERATOR));
     assert_eq!((r.status, r.error_code()), (422, "invalid_query"));
     assert!(
         r.json["message"].as_str().unwrap().starts_with("state "),
@@ -388,7 +391,7 @@ fn retry_after_is_honoured_exhausted_events_stay_listed_and_the_cli_redelivers_t
         r.text
     );
     // `type` is an enum too: an unknown event type is refused, not answered with an empty page.
-    let r = env.get("/v1/admin/webhooks/events?type=AAA", Some(TOKEN));
+    let r = env.get("/v1/admin/webhooks/events?type=AAA", Some(OPERATOR));
     assert_eq!((r.status, r.error_code()), (422, "invalid_query"));
     assert!(
         r.json["message"]
@@ -398,18 +401,22 @@ fn retry_after_is_honoured_exhausted_events_stay_listed_and_the_cli_redelivers_t
         "{}",
         r.text
     );
-    let r = env.get("/v1/admin/webhooks/events?type=lead.posted", Some(TOKEN));
+    let r = env.get("/v1/admin/webhooks/events?type=lead.posted", Some(OPERATOR));
     assert_eq!(r.status, 200, "{}", r.text);
-    let r = env.get("/v1/admin/webhooks/events?limit=ten", Some(TOKEN));
+    let r = env.get("/v1/admin/webhooks/events?limit=ten", Some(OPERATOR));
     assert_eq!((r.status, r.error_code()), (422, "invalid_query"));
-    let r = env.post("/v1/admin/webhooks/events/evt_nope/replay", Some(TOKEN), "");
+    let r = env.post(
+        "/v1/admin/webhooks/events/evt_nope/replay",
+        Some(OPERATOR),
+        "",
+    );
     assert_eq!(r.status, 404);
 
     // The receiver is fixed; an operator redelivers the event by hand.
     rx.set_plan(Box::new(|_, _| Answer::status(200)));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gavel"))
         .args(["webhooks", "replay", "--url", &env.base, "--event", &event])
-        .env("GAVEL_ADMIN_TOKEN", TOKEN)
+        .env("GAVEL_ADMIN_TOKEN", OPERATOR)
         .output()
         .expect("gavel runs");
     assert!(
@@ -434,7 +441,7 @@ fn retry_after_is_honoured_exhausted_events_stay_listed_and_the_cli_redelivers_t
             "--state",
             "delivered",
         ])
-        .env("GAVEL_ADMIN_TOKEN", TOKEN)
+        .env("GAVEL_ADMIN_TOKEN", OPERATOR)
         .output()
         .expect("gavel runs");
     let listing = String::from_utf8_lossy(&out.stdout);
@@ -480,7 +487,7 @@ fn gone_disables_the_endpoint_across_restarts_until_it_is_enabled_again() {
                 "/v1/admin/webhooks/events/{}/replay",
                 first[0]["event_id"].as_str().unwrap()
             ),
-            Some(TOKEN),
+            Some(OPERATOR),
             "",
         )
     };
@@ -489,7 +496,7 @@ fn gone_disables_the_endpoint_across_restarts_until_it_is_enabled_again() {
 
     // Enabled again: new events flow, and the one refused can be sent by hand.
     rx.set_plan(Box::new(|_, _| Answer::status(200)));
-    let r = env.post("/v1/admin/webhooks/crm/enable", Some(TOKEN), "");
+    let r = env.post("/v1/admin/webhooks/crm/enable", Some(OPERATOR), "");
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(r.json["disabled"].is_null());
     sell(&env);
@@ -503,7 +510,7 @@ fn gone_disables_the_endpoint_across_restarts_until_it_is_enabled_again() {
     for h in rx.hits() {
         h.verify(&secret).unwrap();
     }
-    let r = env.post("/v1/admin/webhooks/nope/enable", Some(TOKEN), "");
+    let r = env.post("/v1/admin/webhooks/nope/enable", Some(OPERATOR), "");
     assert_eq!(r.status, 404);
 }
 
@@ -551,7 +558,7 @@ fn a_slow_receiver_never_delays_pings_or_posts() {
     // Gavel's own record of each auction: the ping closed when the buyers answered and each
     // delivery to a buyer took buyer time, neither waited for the stalled receiver.
     for id in &auctions {
-        let a = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+        let a = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
         assert_eq!(a.status, 200, "{}", a.text);
         let created =
             gavel::auction::parse_rfc3339_ms(a.json["created_at"].as_str().unwrap()).unwrap();
@@ -605,7 +612,10 @@ fn a_receiver_too_slow_to_answer_or_redirecting_fails_the_attempt() {
         }
         d.len() == 1
     });
-    let ev = env.get(&format!("/v1/admin/webhooks/events/{event}"), Some(TOKEN));
+    let ev = env.get(
+        &format!("/v1/admin/webhooks/events/{event}"),
+        Some(OPERATOR),
+    );
     let attempts = ev.json["deliveries"][0]["attempts"]
         .as_array()
         .unwrap()
@@ -663,7 +673,7 @@ fn a_reload_adds_removes_and_changes_webhook_endpoints() {
     cfg.webhooks = vec![hook("crm", "/crm2", &second), hook("late", "/late", &first)];
     gavel::cli::check_config(&cfg, "reload.toml").unwrap();
     env.server().reload(&cfg).expect("the reload applies");
-    let r = env.get("/v1/admin/webhooks", Some(TOKEN));
+    let r = env.get("/v1/admin/webhooks", Some(OPERATOR));
     let ids: Vec<&str> = r.json["webhooks"]
         .as_array()
         .unwrap()

@@ -135,7 +135,7 @@ fn one(record: Option<BuyerRecord>, status: StatusCode) -> Result<Reply, ApiErro
 
 /// `GET /v1/admin/buyers`: the tenant's buyers, in the order auctions consider them.
 pub async fn list(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, ApiError> {
-    let admin = core.authenticate(req.headers(), Scope::Admin)?;
+    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
     let registry = core.registry();
     // A struct rather than `json!`, which would turn the floor's two decimals into a float.
     #[derive(serde::Serialize)]
@@ -153,7 +153,7 @@ pub async fn list(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, ApiE
 
 /// `GET /v1/admin/buyers/{id}`.
 pub async fn get(core: &Rc<Core>, req: Request<Incoming>, id: &str) -> Result<Reply, ApiError> {
-    let admin = core.authenticate(req.headers(), Scope::Admin)?;
+    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
     let registry = core.registry();
     let record = registry
         .records
@@ -165,7 +165,7 @@ pub async fn get(core: &Rc<Core>, req: Request<Incoming>, id: &str) -> Result<Re
 
 /// `POST /v1/admin/buyers`: creates a buyer of the caller's tenant (`source = api`).
 pub async fn create(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, ApiError> {
-    let admin = core.authenticate(req.headers(), Scope::Admin)?;
+    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
     let value = json(req).await?;
     // Checked where the change is decided, off the cores (`exchange::buyers::apply`).
     let b = buyers::parse_definition(value, admin.tenant, None).map_err(api_error)?;
@@ -177,7 +177,7 @@ pub async fn create(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, Ap
 
 /// `PUT /v1/admin/buyers/{id}`: replaces the definition of one of the tenant's buyers.
 pub async fn replace(core: &Rc<Core>, req: Request<Incoming>, id: &str) -> Result<Reply, ApiError> {
-    let admin = core.authenticate(req.headers(), Scope::Admin)?;
+    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
     let value = json(req).await?;
     let b = buyers::parse_definition(value, admin.tenant, Some(id)).map_err(api_error)?;
     let record = change(core, admin.tenant, Change::Replace(b)).await?;
@@ -187,7 +187,7 @@ pub async fn replace(core: &Rc<Core>, req: Request<Incoming>, id: &str) -> Resul
 
 /// `PATCH /v1/admin/buyers/{id}`: a JSON merge patch over the buyer's definition.
 pub async fn patch(core: &Rc<Core>, req: Request<Incoming>, id: &str) -> Result<Reply, ApiError> {
-    let admin = core.authenticate(req.headers(), Scope::Admin)?;
+    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
     let patch = json(req).await?;
     if !patch.is_object() {
         return Err(api_error(BuyerError::Invalid {
@@ -211,7 +211,7 @@ pub async fn set_enabled(
     id: &str,
     enabled: bool,
 ) -> Result<Reply, ApiError> {
-    let admin = core.authenticate(req.headers(), Scope::Admin)?;
+    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
     let change_ = Change::SetEnabled {
         id: id.to_string(),
         enabled,
@@ -223,7 +223,7 @@ pub async fn set_enabled(
 
 /// `DELETE /v1/admin/buyers/{id}`: answers with the buyer as it was.
 pub async fn delete(core: &Rc<Core>, req: Request<Incoming>, id: &str) -> Result<Reply, ApiError> {
-    let admin = core.authenticate(req.headers(), Scope::Admin)?;
+    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
     let change_ = Change::Delete { id: id.to_string() };
     let record = change(core, admin.tenant, change_).await?;
     tracing::info!(buyer = %id, by = %admin.name, "buyer deleted");

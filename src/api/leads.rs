@@ -32,8 +32,8 @@ use crate::store::Batch;
 
 pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
     let received = Instant::now();
-    let client = core.authenticate(req.headers(), Scope::Ping)?;
-    core.authenticate(req.headers(), Scope::Post)?;
+    // Only a seller sends leads: anyone else is refused before any of the body is read.
+    let client = super::views::admit(core, &req, &[Scope::Ping, Scope::Post])?.client;
     let key = idempotency::key_from(req.headers())?;
     let mut body = super::json_body(req).await?;
     // Shed before parsing when this core already runs too late to start an auction in time.

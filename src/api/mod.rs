@@ -31,6 +31,7 @@ pub mod post;
 pub mod seed;
 pub mod status;
 pub mod validate;
+pub mod views;
 pub mod webhooks;
 
 /// A store failure as the seller sees it: Gavel's fault, worth a retry.
@@ -271,6 +272,7 @@ pub async fn handle(
     let announced_body = crate::http::has_body(&req);
     let body_read = crate::http::BodyRead::default();
     req.extensions_mut().insert(body_read.clone());
+    req.extensions_mut().insert(views::Matched(endpoint));
     // Every event logged while this request runs on this core carries its request id.
     let span = tracing::info_span!("request", request_id = %rid, core = core.id);
     let mut reply =
@@ -341,23 +343,23 @@ async fn route(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Rep
         (&Method::GET, "/healthz") => Ok(ops::healthz()),
         (&Method::GET, "/readyz") => Ok(ops::readyz(core)),
         (&Method::GET, "/metrics") => {
-            // It names every tenant's buyers, so on the public port only a production client
+            // It names every tenant's buyers, so on the public port only a production operator
             // with `reports` sees it (sandbox tokens are handed around, one ships in the README);
             // scrapers use the operations listener (`[metrics] listen`).
-            let client = core.authenticate(req.headers(), crate::config::Scope::Reports)?;
-            if client.tenant != crate::config::Tenant::Production {
+            let viewer = views::admit(core, &req, &[crate::config::Scope::Reports])?;
+            if viewer.client.tenant != crate::config::Tenant::Production {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "production_only",
-                    "/metrics covers every tenant's buyers; use a gv_live_ credential with the \
-                     reports scope, or the operations listener ([metrics] listen).",
+                    "/metrics covers every tenant's buyers; use a gv_live_ operator credential \
+                     with the reports scope, or the operations listener ([metrics] listen).",
                 ));
             }
             Ok(ops::metrics(core).await)
         }
         (&Method::GET, "/v1/metrics/latency") => {
-            core.authenticate(req.headers(), crate::config::Scope::Reports)?;
-            Ok(ops::latency(core).await)
+            let viewer = views::admit(core, &req, &[crate::config::Scope::Reports])?;
+            Ok(ops::latency(core, &viewer).await)
         }
         (&Method::POST, "/v1/ping") => ping::handle(core, req, rid).await,
         (&Method::POST, "/v1/post") => post::handle(core, req, rid).await,

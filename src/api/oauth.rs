@@ -2,6 +2,11 @@
 //! (`/v1/admin/clients`, scope `admin`): HTTP in and out. The rules (client authentication, scopes,
 //! token format, §5.2 errors) live in [`crate::auth::oauth`].
 //!
+//! Every client belongs to one party (`ClientRecord::party`). The operator manages every client of
+//! its tenant and names the party of a new one; a seller creates, lists and revokes only its own
+//! clients (a new one is always its own); a buyer has no part of it (`api::views`). Another
+//! party's client answers exactly as a missing one.
+//!
 //! Client records are durable in the store before any answer about them leaves, and every change
 //! reaches every core's client table before the call answers: a revoked client's access tokens
 //! stop working on all cores the moment `DELETE /v1/admin/clients/{client_id}` returns. A change
@@ -25,6 +30,7 @@ use super::validate::{field_error, SmallBody, FIELD_INVALID_FORMAT, FIELD_OUT_OF
 use super::BODY_READ_TIMEOUT;
 use crate::auction::rfc3339_ms;
 use crate::auth::oauth::{self, ClientRecord, OAuthError, TokenRequest, MAX_TOKEN_REQUEST_BYTES};
+use crate::auth::Client;
 use crate::config::{Scope, Tenant};
 use crate::error::ApiError;
 use crate::exchange::Core;
@@ -32,6 +38,7 @@ use crate::http::Reply;
 use crate::runtime::admission::Admit;
 use crate::runtime::handoff::{ask, run_on};
 use crate::store::Batch;
+use crate::types::Party;
 
 /// Most active OAuth clients one tenant may have. Revoked clients stay in the store (the admin
 /// list shows them, for audit) but do not count.
@@ -155,6 +162,8 @@ struct ClientOut<'a> {
     client_id: &'a str,
     name: &'a str,
     tenant: Tenant,
+    /// Who the client speaks for; a record from before parties shows its implicit seller.
+    party: Party,
     scopes: &'a BTreeSet<Scope>,
     created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -168,6 +177,7 @@ fn client_out<'a>(r: &'a ClientRecord, secret: Option<&'a str>) -> ClientOut<'a>
         client_id: &r.client_id,
         name: &r.name,
         tenant: r.tenant,
+        party: r.party(),
         scopes: &r.scopes,
         created_at: rfc3339_ms(r.created_ms),
         revoked_at: r.revoked_ms.map(rfc3339_ms),
@@ -178,12 +188,28 @@ fn client_out<'a>(r: &'a ClientRecord, secret: Option<&'a str>) -> ClientOut<'a>
 struct CreateClient {
     name: String,
     scopes: BTreeSet<Scope>,
+    /// The party named in the body, as written (`operator`, `seller:ID`, `buyer:ID`).
+    party: Option<Party>,
 }
+
+/// What `party` must be, as field errors say it.
+const PARTY_EXPECTED: &str = "operator, seller:ID or buyer:ID naming a party of this tenant";
 
 impl CreateClient {
     /// Reads and checks a client creation body; each error names its field.
     fn parse(body: &[u8]) -> Result<CreateClient, ApiError> {
-        let b = SmallBody::parse(body, &["name", "scopes"])?;
+        let b = SmallBody::parse(body, &["name", "scopes", "party"])?;
+        let party = match b.string("party", PARTY_EXPECTED)? {
+            None => None,
+            Some(p) => Some(Party::parse(p).ok_or_else(|| {
+                field_error(
+                    "party",
+                    FIELD_INVALID_FORMAT,
+                    PARTY_EXPECTED,
+                    "party must be operator, seller:ID or buyer:ID (ids of a-z, 0-9, _ and -).",
+                )
+            })?),
+        };
         let expected = format!(
             "1 to {} characters of A-Z, a-z, 0-9, space, _ . or -",
             oauth::MAX_CLIENT_NAME_CHARS
@@ -236,8 +262,65 @@ impl CreateClient {
         Ok(CreateClient {
             name: name.to_string(),
             scopes,
+            party,
         })
     }
+}
+
+/// The party a new client of `admin`'s tenant belongs to. The operator names any party of its
+/// tenant (none named: the implicit seller named by the new client's id, as before parties); a
+/// seller's clients are always its own.
+fn party_of_new_client(
+    core: &Core,
+    admin: &Client,
+    named: Option<Party>,
+) -> Result<Option<Party>, ApiError> {
+    let unknown = |what: &str| {
+        field_error(
+            "party",
+            FIELD_OUT_OF_RANGE,
+            PARTY_EXPECTED,
+            format!("party names no {what} of this tenant."),
+        )
+    };
+    match &admin.party {
+        Party::Operator => {
+            match &named {
+                Some(Party::Seller(id)) if core.sellers().get(admin.tenant, id).is_none() => {
+                    return Err(unknown("seller"))
+                }
+                Some(Party::Buyer(id))
+                    if !core
+                        .registry()
+                        .buyers
+                        .iter()
+                        .any(|b| b.tenant == admin.tenant && b.id == *id) =>
+                {
+                    return Err(unknown("buyer"))
+                }
+                _ => {}
+            }
+            Ok(named)
+        }
+        me @ Party::Seller(_) => match named {
+            None => Ok(Some(me.clone())),
+            Some(p) if p == *me => Ok(Some(p)),
+            Some(_) => Err(field_error(
+                "party",
+                FIELD_OUT_OF_RANGE,
+                PARTY_EXPECTED,
+                "A seller's credential creates clients of its own seller only; leave party out.",
+            )),
+        },
+        // `api::views` keeps buyers off this route; should one get here, it creates nothing.
+        Party::Buyer(_) => Err(crate::exchange::app::not_yours()),
+    }
+}
+
+/// Whether `admin` manages `record` (both of one tenant): the operator every client, a seller
+/// its own.
+fn manages(admin: &Client, record: &ClientRecord) -> bool {
+    admin.party.is_operator() || record.party() == admin.party
 }
 
 fn tenant_clients(core: &Core, tenant: Tenant) -> Result<Vec<ClientRecord>, ApiError> {
@@ -289,9 +372,10 @@ async fn broadcast(core: &Rc<Core>, record: &ClientRecord) -> Result<(), ApiErro
 
 /// `POST /v1/admin/clients`: registers a client of the caller's tenant and shows its secret once.
 pub async fn create(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, ApiError> {
-    let admin = core.authenticate(req.headers(), Scope::Admin)?;
+    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
     let body = super::json_body(req).await?;
     let c = CreateClient::parse(&body)?;
+    let party = party_of_new_client(core, &admin, c.party)?;
     let secret = oauth::new_client_secret(admin.tenant);
     let record = ClientRecord {
         client_id: oauth::new_client_id(),
@@ -301,7 +385,7 @@ pub async fn create(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, Ap
         secret_sha256: crate::auth::sha256_hex(&secret),
         created_ms: core.shared.clock.now_ms(),
         revoked_ms: None,
-        party: None,
+        party,
     };
     let owner = admin_core(core, admin.tenant);
     let new = record.clone();
@@ -343,11 +427,16 @@ async fn create_on_owner(core: &Rc<Core>, mut record: ClientRecord) -> Result<()
     Ok(())
 }
 
-/// `GET /v1/admin/clients`: the caller's tenant's clients, revoked ones included.
+/// `GET /v1/admin/clients`: the clients the caller manages (the operator: its tenant's; a seller:
+/// its own), revoked ones included.
 pub async fn list(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, ApiError> {
-    let admin = core.authenticate(req.headers(), Scope::Admin)?;
+    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
     let clients = tenant_clients(core, admin.tenant)?;
-    let out: Vec<ClientOut> = clients.iter().map(|r| client_out(r, None)).collect();
+    let out: Vec<ClientOut> = clients
+        .iter()
+        .filter(|r| manages(&admin, r))
+        .map(|r| client_out(r, None))
+        .collect();
     Ok(Reply::json(
         StatusCode::OK,
         &serde_json::json!({ "clients": out }),
@@ -362,21 +451,21 @@ pub async fn revoke(
     req: Request<Incoming>,
     client_id: &str,
 ) -> Result<Reply, ApiError> {
-    let admin = core.authenticate(req.headers(), Scope::Admin)?;
-    let (tenant, by, id) = (admin.tenant, admin.name.clone(), client_id.to_string());
+    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
+    let (tenant, id) = (admin.tenant, client_id.to_string());
     let record = detached(core, admin_core(core, tenant), move |c| async move {
-        revoke_on_owner(&c, tenant, &id, &by).await
+        revoke_on_owner(&c, &admin, &id).await
     })
     .await?;
     Ok(Reply::json(StatusCode::OK, &client_out(&record, None)))
 }
 
-/// The revocation of `client_id` of `tenant`, on the tenant's [`admin_core`].
+/// The revocation of `client_id` by `admin` (of its tenant, and its own unless `admin` is the
+/// operator), on the tenant's [`admin_core`].
 async fn revoke_on_owner(
     core: &Rc<Core>,
-    tenant: Tenant,
+    admin: &Client,
     client_id: &str,
-    by: &str,
 ) -> Result<ClientRecord, ApiError> {
     let not_found = || ApiError::not_found(format!("No client {client_id} in this tenant."));
     let stored = core
@@ -389,13 +478,13 @@ async fn revoke_on_owner(
         tracing::error!(error = %e, client_id, "OAuth client record damaged");
         ApiError::internal("The client record could not be read.")
     })?;
-    if record.tenant != tenant {
+    if record.tenant != admin.tenant || !manages(admin, &record) {
         return Err(not_found());
     }
     if record.revoked_ms.is_none() {
         record.revoked_ms = Some(core.shared.clock.now_ms());
         save(core, &record).await?;
-        tracing::info!(client_id, by = %by, "OAuth client revoked");
+        tracing::info!(client_id, by = %admin.name, "OAuth client revoked");
     }
     broadcast(core, &record).await?;
     Ok(record)

@@ -2,8 +2,9 @@
 //!
 //! `/metrics` and `/v1/metrics/latency` collect a snapshot from every core and merge them; the
 //! rendering belongs to [`crate::metrics`]. On the API port health needs no token, `/metrics` (it
-//! names every tenant's buyers) needs a production client with the `reports` scope, and the
-//! latency report the `reports` scope.
+//! names every tenant's buyers) needs a production operator credential with the `reports` scope,
+//! and the latency report the `reports` scope, each party seeing its own series
+//! ([`super::views`]).
 //! The operations listener (`[metrics] listen`, loopback by default) serves `/metrics`, `/healthz`
 //! and `/readyz` without a token through [`handle`], and nothing else.
 
@@ -17,12 +18,14 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde::Serialize;
 
+use super::views::Viewer;
 use crate::exchange::Core;
 use crate::http::Reply;
 use crate::metrics::{
-    latency_json, render_prometheus, CoreCounters, Snapshot, StoreCounters, WebhookCounters,
+    latency_json_of, render_prometheus, CoreCounters, Snapshot, StoreCounters, WebhookCounters,
 };
 use crate::runtime::handoff;
+use crate::types::Party;
 
 /// Entry point for every request on the operations listener: the three operations endpoints,
 /// without a token; anything else is 404 (405 for another method on one of them).
@@ -158,8 +161,25 @@ pub async fn metrics(core: &Rc<Core>) -> Reply {
 }
 
 /// `GET /v1/metrics/latency`: exact HDR percentiles, last 60 s and since start, with each
-/// histogram serialized so tools can merge them exactly.
-pub async fn latency(core: &Rc<Core>) -> Reply {
+/// histogram serialized so tools can merge them exactly. What each party gets
+/// (`api::views`): the operator every series, with the `buyer_ping_rtt` of its own tenant's
+/// buyers only; a seller the exchange-wide series and no buyer's (per-seller histograms are not
+/// kept yet, so these cover every seller's auctions of every tenant); a buyer only its own
+/// `buyer_ping_rtt`.
+pub async fn latency(core: &Rc<Core>, viewer: &Viewer) -> Reply {
     let snap = merged_snapshot(core).await;
-    Reply::json(StatusCode::OK, &latency_json(&snap))
+    let registry = core.registry();
+    let tenant = viewer.client.tenant;
+    let of_tenant = |id: &str| {
+        registry
+            .buyers
+            .iter()
+            .any(|b| b.tenant == tenant && b.id == id)
+    };
+    let report = match viewer.party() {
+        Party::Operator => latency_json_of(&snap, true, of_tenant),
+        Party::Seller(_) => latency_json_of(&snap, true, |_| false),
+        Party::Buyer(me) => latency_json_of(&snap, false, |id| id == me && of_tenant(id)),
+    };
+    Reply::json(StatusCode::OK, &report)
 }

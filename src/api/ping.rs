@@ -60,7 +60,8 @@ pub struct PingOut<'a> {
 
 pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
     let received = Instant::now();
-    let client = core.authenticate(req.headers(), Scope::Ping)?;
+    // Only a seller sends leads: anyone else is refused before any of the body is read.
+    let client = super::views::admit(core, &req, &[Scope::Ping])?.client;
     let key = idempotency::key_from(req.headers())?;
     let mut body = super::json_body(req).await?;
     // Shed before parsing when this core already runs too late to start an auction in time.

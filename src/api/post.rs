@@ -26,7 +26,8 @@ use crate::store::Batch;
 
 pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
     let received = Instant::now();
-    let client = core.authenticate(req.headers(), Scope::Post)?;
+    // Only a seller sends leads: anyone else is refused before any of the body is read.
+    let client = super::views::admit(core, &req, &[Scope::Post])?.client;
     let key = idempotency::key_from(req.headers())?;
     let mut body = super::json_body(req).await?;
     // A post finishes a sale already made: shed only far past the delay new work gets.

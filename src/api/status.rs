@@ -75,14 +75,9 @@ pub async fn handle(
     lead_uuid: String,
     rid: &str,
 ) -> Result<Reply, ApiError> {
-    let client = core.authenticate(req.headers(), Scope::Status)?;
-    if client.buyer().is_none() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "not_a_buyer",
-            "Only a buyer's token may report lead status; this token belongs to no buyer.",
-        ));
-    }
+    // Only a buyer reports, on leads it bought: the operator and sellers get the 404 of a route
+    // outside their view (`api::views`).
+    let client = super::views::admit(core, &req, &[Scope::Status])?.client;
     let body = super::json_body(req).await?;
     let r = StatusRequest::parse(&body)?;
     let owner = core.shared.owner_of(&lead_uuid);

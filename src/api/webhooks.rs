@@ -2,10 +2,15 @@
 //! the outbox's deliveries (exhausted ones included), redelivery by hand, and re-enabling an
 //! endpoint a 410 disabled.
 //!
+//! The operator sees and acts on every endpoint of its tenant; a seller only on the endpoints
+//! scoped to it (`seller = its id`) and their deliveries; a buyer has no part of it
+//! (`api::views`). Another seller's endpoint or event answers exactly as a missing one.
+//!
 //! Reads go to the store directly; anything that changes a delivery or an endpoint is a command
 //! to the delivery worker, the only writer of existing outbox records, so a redelivery can never
 //! race an attempt in flight. Owns the HTTP shapes only; delivery is [`crate::webhooks`].
 
+use std::collections::{BTreeSet, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -16,11 +21,12 @@ use serde::Serialize;
 use super::store_error;
 use crate::auction::rfc3339_ms;
 use crate::auth::Client;
-use crate::config::{Scope, WEBHOOK_EVENTS};
+use crate::config::{Scope, Tenant, WEBHOOK_EVENTS};
 use crate::error::ApiError;
 use crate::exchange::Core;
 use crate::http::Reply;
 use crate::store::DeliveryRecord;
+use crate::types::Party;
 use crate::webhooks::outbox::{Command, Disabled, Endpoint, ReplayError};
 
 /// Largest page of `GET /v1/admin/webhooks/events`.
@@ -123,23 +129,68 @@ fn delivery_out(r: &DeliveryRecord, with_payload: bool) -> DeliveryOut<'_> {
     }
 }
 
-/// The caller's tenant's endpoint named `id`; another tenant's is as unknown as a missing one.
+/// Whether `admin` sees and acts on `ep`: the operator on every endpoint of its tenant, a seller
+/// on those scoped to it.
+fn manages(admin: &Client, ep: &Endpoint) -> bool {
+    ep.config.tenant == admin.tenant
+        && match &admin.party {
+            Party::Operator => true,
+            Party::Seller(me) => ep.config.seller.as_deref() == Some(me.as_str()),
+            Party::Buyer(_) => false,
+        }
+}
+
+/// The endpoint named `id` that `admin` manages; another tenant's or another seller's is as
+/// unknown as a missing one.
 fn own_endpoint(core: &Core, admin: &Client, id: &str) -> Result<Arc<Endpoint>, ApiError> {
     core.webhooks()
         .endpoint(id)
-        .filter(|ep| ep.config.tenant == admin.tenant)
+        .filter(|ep| manages(admin, ep))
         .ok_or_else(|| ApiError::not_found(format!("No webhook endpoint {id} in this tenant.")))
+}
+
+/// Which deliveries `admin` sees: the operator every one of its tenant; a seller those to the
+/// endpoints it manages now (a delivery to an endpoint no longer configured has no known owner,
+/// so only the operator sees it).
+struct Deliveries {
+    tenant: &'static str,
+    endpoints: Option<HashSet<String>>,
+}
+
+impl Deliveries {
+    fn of(core: &Core, admin: &Client) -> Deliveries {
+        let endpoints = (!admin.party.is_operator()).then(|| {
+            core.webhooks()
+                .endpoints
+                .iter()
+                .filter(|ep| manages(admin, ep))
+                .map(|ep| ep.id().to_string())
+                .collect()
+        });
+        Deliveries {
+            tenant: admin.tenant.as_str(),
+            endpoints,
+        }
+    }
+
+    fn shows(&self, r: &DeliveryRecord) -> bool {
+        r.tenant == self.tenant
+            && self
+                .endpoints
+                .as_ref()
+                .is_none_or(|own| own.contains(&r.endpoint_id))
+    }
 }
 
 /// `GET /v1/admin/webhooks`: the tenant's endpoints with their state and counters.
 pub async fn list_endpoints(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, ApiError> {
-    let admin = core.authenticate(req.headers(), Scope::Admin)?;
+    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
     let store = &core.shared.store;
     let table = core.webhooks();
     let eps: Vec<(&Endpoint, Option<Disabled>)> = table
         .endpoints
         .iter()
-        .filter(|ep| ep.config.tenant == admin.tenant)
+        .filter(|ep| manages(&admin, ep))
         .map(|ep| Ok((&**ep, ep.disabled_info(store)?)))
         .collect::<Result<_, _>>()
         .map_err(store_error)?;
@@ -156,7 +207,7 @@ pub async fn enable(
     req: Request<Incoming>,
     endpoint_id: &str,
 ) -> Result<Reply, ApiError> {
-    let admin = core.authenticate(req.headers(), Scope::Admin)?;
+    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
     let ep = own_endpoint(core, &admin, endpoint_id)?;
     let (tx, rx) = futures::channel::oneshot::channel();
     ask_worker(
@@ -179,7 +230,7 @@ pub async fn enable(
 /// `GET /v1/admin/webhooks/events`: deliveries, newest first, filtered by `state`, `endpoint`
 /// and `type`, a page of `limit` at a time (`cursor` continues).
 pub async fn list_events(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, ApiError> {
-    let admin = core.authenticate(req.headers(), Scope::Admin)?;
+    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
     let (mut state, mut endpoint, mut kind, mut cursor) = (None, None, None, None);
     let mut limit = 100;
     for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
@@ -215,9 +266,9 @@ pub async fn list_events(core: &Rc<Core>, req: Request<Incoming>) -> Result<Repl
             }
         }
     }
-    let tenant = admin.tenant.as_str();
+    let visible = Deliveries::of(core, &admin);
     let keep = |r: &DeliveryRecord| {
-        r.tenant == tenant
+        visible.shows(r)
             && state.as_deref().is_none_or(|s| s == r.state)
             && endpoint.as_deref().is_none_or(|e| e == r.endpoint_id)
             && kind.as_deref().is_none_or(|t| t == r.event_type)
@@ -248,14 +299,15 @@ pub async fn get_event(
     req: Request<Incoming>,
     event_id: &str,
 ) -> Result<Reply, ApiError> {
-    let admin = core.authenticate(req.headers(), Scope::Admin)?;
+    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
+    let visible = Deliveries::of(core, &admin);
     let records: Vec<DeliveryRecord> = core
         .shared
         .store
         .get_deliveries(event_id)
         .map_err(store_error)?
         .into_iter()
-        .filter(|r| r.tenant == admin.tenant.as_str())
+        .filter(|r| visible.shows(r))
         .collect();
     if records.is_empty() {
         return Err(no_event(event_id));
@@ -274,7 +326,7 @@ pub async fn replay(
     req: Request<Incoming>,
     event_id: &str,
 ) -> Result<Reply, ApiError> {
-    let admin = core.authenticate(req.headers(), Scope::Admin)?;
+    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
     let mut endpoint = None;
     for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
         match k.as_ref() {
@@ -286,51 +338,79 @@ pub async fn replay(
             }
         }
     }
-    // The worker replays only the caller's tenant's events.
-    let (tx, rx) = futures::channel::oneshot::channel();
-    ask_worker(
-        core,
-        Command::Replay {
-            tenant: admin.tenant,
-            event_id: event_id.to_string(),
-            endpoint,
-            reply: tx,
-        },
-    )?;
-    let records = match rx.await {
-        Ok(Ok(r)) => r,
-        Ok(Err(ReplayError::NotFound)) => return Err(no_event(event_id)),
-        Ok(Err(ReplayError::InFlight(ep))) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "delivery_in_flight",
-                format!(
-                    "An attempt to deliver {event_id} to {ep} is under way; retry when it ends."
-                ),
-            ))
+    // The endpoints to replay to: as asked for the operator (the worker replays only the
+    // caller's tenant's events); for a seller, only its own endpoints, each replayed in turn.
+    let targets: Vec<Option<String>> = match Deliveries::of(core, &admin).endpoints {
+        None => vec![endpoint],
+        Some(own) => {
+            let wanted: BTreeSet<String> = core
+                .shared
+                .store
+                .get_deliveries(event_id)
+                .map_err(store_error)?
+                .into_iter()
+                .filter(|r| r.tenant == admin.tenant.as_str() && own.contains(&r.endpoint_id))
+                .map(|r| r.endpoint_id)
+                .filter(|id| endpoint.as_ref().is_none_or(|e| e == id))
+                .collect();
+            if wanted.is_empty() {
+                return Err(no_event(event_id));
+            }
+            wanted.into_iter().map(Some).collect()
         }
-        Ok(Err(ReplayError::EndpointInactive(ep))) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "endpoint_inactive",
-                format!(
-                    "Webhook endpoint {ep} takes no deliveries (disabled in config, disabled by a \
-                     410 until enabled again, or no longer configured)."
-                ),
-            ))
-        }
-        Ok(Err(ReplayError::Store(e))) => {
-            tracing::error!(error = %e, "webhook replay could not be recorded");
-            return Err(ApiError::internal("The redelivery could not be recorded."));
-        }
-        Err(_) => return Err(worker_gone()),
     };
+    let mut records = Vec::new();
+    for target in targets {
+        records.extend(replay_to(core, admin.tenant, event_id, target).await?);
+    }
     tracing::info!(event_id, by = %admin.name, "webhook event queued again by hand");
     let out: Vec<DeliveryOut> = records.iter().map(|r| delivery_out(r, false)).collect();
     Ok(Reply::json(
         StatusCode::ACCEPTED,
         &serde_json::json!({ "event_id": event_id, "deliveries": out }),
     ))
+}
+
+/// Asks the delivery worker to replay `event_id` of `tenant` (to `endpoint`, or to every endpoint
+/// it went to) and answers its refusals.
+async fn replay_to(
+    core: &Core,
+    tenant: Tenant,
+    event_id: &str,
+    endpoint: Option<String>,
+) -> Result<Vec<DeliveryRecord>, ApiError> {
+    let (tx, rx) = futures::channel::oneshot::channel();
+    ask_worker(
+        core,
+        Command::Replay {
+            tenant,
+            event_id: event_id.to_string(),
+            endpoint,
+            reply: tx,
+        },
+    )?;
+    match rx.await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(ReplayError::NotFound)) => Err(no_event(event_id)),
+        Ok(Err(ReplayError::InFlight(ep))) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "delivery_in_flight",
+            format!("An attempt to deliver {event_id} to {ep} is under way; retry when it ends."),
+        )),
+        Ok(Err(ReplayError::EndpointInactive(ep))) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "endpoint_inactive",
+            format!(
+                "Webhook endpoint {ep} takes no deliveries (disabled in config, disabled by a \
+                 410 until enabled again, or no longer configured)."
+            ),
+        )),
+        Ok(Err(ReplayError::Store(e))) => {
+            tracing::error!(error = %e, "webhook replay could not be recorded");
+            Err(ApiError::internal("The redelivery could not be recorded."))
+        }
+        Err(_) => Err(worker_gone()),
+    }
 }
 
 fn ask_worker(core: &Core, c: Command) -> Result<(), ApiError> {

@@ -169,6 +169,19 @@ impl Auth {
         oauth: Option<(&ClientTable, &AccessKeys)>,
         now_ms: u64,
     ) -> Result<Client, ApiError> {
+        let client = self.identify_with(headers, oauth, now_ms)?;
+        client.require(scope)?;
+        Ok(client)
+    }
+
+    /// [`Auth::check_with`] without the scope check: who is calling, so that a view rule can
+    /// answer for the caller's party before its scopes are looked at.
+    pub fn identify_with(
+        &self,
+        headers: &HeaderMap,
+        oauth: Option<(&ClientTable, &AccessKeys)>,
+        now_ms: u64,
+    ) -> Result<Client, ApiError> {
         let token = bearer(headers)?;
         let client = if is_access_token(token) {
             let (table, keys) =
@@ -205,19 +218,26 @@ impl Auth {
                 .ok_or_else(|| unauthorized(Some("unknown or revoked token")))?
                 .clone()
         };
-        if !client.scopes.contains(&scope) {
-            let s = scope.as_str();
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "insufficient_scope",
-                format!("This token lacks the `{s}` scope."),
-            )
-            .with_header(
-                http::header::WWW_AUTHENTICATE,
-                format!(r#"Bearer realm="gavel", error="insufficient_scope", scope="{s}""#),
-            ));
-        }
         Ok(client)
+    }
+}
+
+impl Client {
+    /// `403 insufficient_scope` unless this credential holds `scope`.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.scopes.contains(&scope) {
+            return Ok(());
+        }
+        let s = scope.as_str();
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!("This token lacks the `{s}` scope."),
+        )
+        .with_header(
+            http::header::WWW_AUTHENTICATE,
+            format!(r#"Bearer realm="gavel", error="insufficient_scope", scope="{s}""#),
+        ))
     }
 }
 

@@ -278,17 +278,38 @@ impl Core {
         Ok(client)
     }
 
+    /// Who is calling (static token or OAuth access token), counted against the client's request
+    /// rate, without a scope check: a view rule first answers for the caller's party (`api::views`),
+    /// then the scope is checked ([`Client::require`]).
+    pub fn identify(&self, headers: &http::HeaderMap) -> Result<Client, ApiError> {
+        let client = {
+            let clients = self.clients.borrow();
+            self.auth.borrow().identify_with(
+                headers,
+                Some((&clients, &self.shared.access_keys)),
+                self.shared.clock.now_ms(),
+            )?
+        };
+        if let Err(e) = crate::limits::check_requests(&client.limits) {
+            self.metrics.record_rate_limited("client_requests");
+            return Err(e);
+        }
+        Ok(client)
+    }
+
     /// [`Core::authenticate`] for what only the operator may see or do: any other party gets
-    /// `404`, as for a resource that does not exist, so no status tells it what is there.
+    /// `404`, as for a resource that does not exist, so no status tells it what is there. The
+    /// party is judged before the scope, so a credential without the scope learns nothing either.
     pub fn authenticate_operator(
         &self,
         headers: &http::HeaderMap,
         scope: Scope,
     ) -> Result<Client, ApiError> {
-        let client = self.authenticate(headers, scope)?;
+        let client = self.identify(headers)?;
         if !client.party.is_operator() {
             return Err(not_yours());
         }
+        client.require(scope)?;
         Ok(client)
     }
 }

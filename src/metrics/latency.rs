@@ -59,15 +59,27 @@ fn series(name: &str, labels: Value, pair: &HistogramPair) -> Value {
 /// `store_commit_duration`, then `buyer_ping_rtt` with labels `{"buyer": id}` for every buyer.
 /// Percentiles are `value_at_quantile` (the highest value equivalent to the quantile's bucket).
 pub fn latency_json(snap: &Snapshot) -> Value {
-    let mut out = vec![
-        series("ping_duration", json!({}), &snap.ping),
-        series("auction_duration", json!({}), &snap.auction),
-        series("engine_overhead", json!({}), &snap.engine_overhead),
-        series("post_duration", json!({}), &snap.post),
-        series("store_commit_duration", json!({}), &snap.store_commit),
-    ];
+    latency_json_of(snap, true, |_| true)
+}
+
+/// [`latency_json`] holding only part of the series: the exchange-wide ones (everything but
+/// `buyer_ping_rtt`) when `exchange` is set, and the `buyer_ping_rtt` series of each buyer id
+/// `buyer` accepts. Who may see which is the API's rule, not this module's.
+pub fn latency_json_of(snap: &Snapshot, exchange: bool, buyer: impl Fn(&str) -> bool) -> Value {
+    let mut out = Vec::new();
+    if exchange {
+        out.extend([
+            series("ping_duration", json!({}), &snap.ping),
+            series("auction_duration", json!({}), &snap.auction),
+            series("engine_overhead", json!({}), &snap.engine_overhead),
+            series("post_duration", json!({}), &snap.post),
+            series("store_commit_duration", json!({}), &snap.store_commit),
+        ]);
+    }
     for (id, pair) in snap.buyer_ids.iter().zip(&snap.buyer_rtt) {
-        out.push(series("buyer_ping_rtt", json!({ "buyer": id }), pair));
+        if buyer(id) {
+            out.push(series("buyer_ping_rtt", json!({ "buyer": id }), pair));
+        }
     }
     json!({ "unit": "us", "window_s": WINDOW_SECS, "series": out })
 }

@@ -39,7 +39,7 @@ pub mod cpu;
 mod latency;
 mod prometheus;
 
-pub use latency::latency_json;
+pub use latency::{latency_json, latency_json_of};
 pub use prometheus::{
     render_prometheus, CoreCounters, StoreCounters, WebhookCounters, METRIC_NAMES,
     PROMETHEUS_BUCKETS,

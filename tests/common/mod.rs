@@ -24,6 +24,11 @@ pub const TOKEN: &str = "gv_test_integration_all_scopes_000000000000";
 pub const PING_ONLY: &str = "gv_test_integration_ping_only_00000000000";
 /// Production tenant, every scope.
 pub const LIVE: &str = "gv_live_integration_production_000000000000";
+/// The sandbox tenant's operator (`operator = true`): scopes `reports` and `admin`. Admin routes
+/// and the operator's full auction records are read with it; TOKEN and LIVE are sellers.
+pub const OPERATOR: &str = "gv_test_integration_operator_0000000000000";
+/// The production tenant's operator: scopes `reports` and `admin`.
+pub const LIVE_OPERATOR: &str = "gv_live_integration_operator_0000000000000";
 
 /// Drivers the e2e suite runs under. io_uring is required unless GAVEL_TEST_ALLOW_NO_URING=1, so a
 /// machine without it fails loudly instead of silently testing one driver.
@@ -101,6 +106,20 @@ tenant = "production"
 sha256 = "{live}"
 scopes = ["ping", "post", "reports", "dev", "admin"]
 
+[[tokens]]
+client = "it-operator"
+tenant = "sandbox"
+sha256 = "{operator}"
+scopes = ["reports", "admin"]
+operator = true
+
+[[tokens]]
+client = "it-live-operator"
+tenant = "production"
+sha256 = "{live_operator}"
+scopes = ["reports", "admin"]
+operator = true
+
 [[rules]]
 source = "facebook_ads"
 require = ["lead.tcpa.trustedform_cert_url"]
@@ -114,6 +133,8 @@ require = ["lead.tcpa.trustedform_cert_url"]
         all = gavel::auth::sha256_hex(TOKEN),
         ping = gavel::auth::sha256_hex(PING_ONLY),
         live = gavel::auth::sha256_hex(LIVE),
+        operator = gavel::auth::sha256_hex(OPERATOR),
+        live_operator = gavel::auth::sha256_hex(LIVE_OPERATOR),
     );
     Config::parse("test.toml", &text).expect("test config parses")
 }
