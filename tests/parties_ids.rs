@@ -72,6 +72,10 @@ fn bidder(id: &str, price: f64, ping_ms: u64) -> MockBuyerConfig {
 /// buyer `ba` takes only [`SOURCE_A`], buyer `bb` only [`SOURCE_B`].
 fn parties(cfg: &mut Config, _: &FleetHandle) {
     cfg.sellers = ["a", "b", "c"].into_iter().map(seller).collect();
+    // The sellers' views name the winning buyer, so each seller's view shows whose auction it is.
+    for s in &mut cfg.sellers {
+        s.reveal_winner = true;
+    }
     let selling = [Scope::Ping, Scope::Post, Scope::Reports];
     for (id, plaintext) in [("a", SELLER_A), ("b", SELLER_B), ("c", SELLER_C)] {
         let mut t = token(&format!("seller-{id}"), plaintext, &selling);
@@ -134,6 +138,12 @@ fn auction(env: &Env, token: &str, path: &str) -> Resp {
 fn winner_seen(env: &Env, token: &str, path: &str) -> (String, String) {
     let r = auction(env, token, path);
     assert_eq!(r.status, 200, "{path}: {}", r.text);
+    // A buyer's view holds only its own outcome: whether it won and bought.
+    if let Some(me) = r.json["buyer_id"].as_str() {
+        let won = if r.json["won"] == true { me } else { "" };
+        let bought = if r.json["bought"] == true { "sold" } else { "" };
+        return (won.to_string(), bought.to_string());
+    }
     (
         r.json["winner"]["buyer_id"]
             .as_str()
@@ -442,10 +452,12 @@ fn a_layout_1_store_is_read_by_seller(driver: Driver) {
     let created_ms = gavel::types::clock::system_now_ms() - 60_000;
     restart_on_layout_1(&mut env, &layout_1_records(id, created_ms));
     // Its implicit seller (the client that pinged) reads it as it was written.
-    for token in [TOKEN, OPERATOR] {
-        let r = auction(&env, token, id);
+    // The operator reads the whole record as it was written.
+    {
+        let r = auction(&env, OPERATOR, id);
         assert_eq!(r.status, 200, "{}", r.text);
         let j = &r.json;
+        assert_eq!(j["seller_id"], "it-all");
         assert_eq!(j["auction_id"], id);
         assert_eq!(j["tenant"], "sandbox");
         assert_eq!(j["status"], "won");
@@ -465,6 +477,27 @@ fn a_layout_1_store_is_read_by_seller(driver: Driver) {
         assert_eq!(j["post"]["buyer_lead_id"], "ba-lead-1");
         assert_eq!(j["post"]["attempts"][0]["result"], "accepted");
     }
+    // Its implicit seller (the client that pinged) reads its own view of it.
+    let r = auction(&env, TOKEN, id);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let j = &r.json;
+    assert_eq!(
+        (j["auction_id"].as_str(), j["status"].as_str()),
+        (Some(id), Some("won"))
+    );
+    assert_eq!(j["payout"], json!(27.0));
+    assert_eq!(
+        (
+            j["post"]["status"].as_str(),
+            j["post"]["lead_uuid"].as_str()
+        ),
+        (Some("sold"), Some(LEAD_UUID))
+    );
+    assert!(
+        j.get("buyers").is_none() && !r.text.contains("\"ba\""),
+        "{}",
+        r.text
+    );
     // Any other seller: as if it did not exist.
     for token in [SELLER_A, SELLER_B] {
         let r = auction(&env, token, id);
