@@ -104,6 +104,7 @@ fn auction_with_5_outcomes() -> AuctionRecord {
         client: "client-1".into(),
         seller: "client-1".into(),
         ping_json: br#"{"vertical":"auto_insurance","zip":"94107","state":"CA","age":34,"credit":"good","attributes":{"homeowner":"yes","vehicles":"2"}}"#.to_vec(),
+        buyer_ref: String::new(),
         created_ms,
         deadline_ms: created_ms + 2_000,
         closed_ms: Some(created_ms + 1_200),

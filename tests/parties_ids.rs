@@ -72,10 +72,6 @@ fn bidder(id: &str, price: f64, ping_ms: u64) -> MockBuyerConfig {
 /// buyer `ba` takes only [`SOURCE_A`], buyer `bb` only [`SOURCE_B`].
 fn parties(cfg: &mut Config, _: &FleetHandle) {
     cfg.sellers = ["a", "b", "c"].into_iter().map(seller).collect();
-    // The sellers' views name the winning buyer, so each seller's view shows whose auction it is.
-    for s in &mut cfg.sellers {
-        s.reveal_winner = true;
-    }
     let selling = [Scope::Ping, Scope::Post, Scope::Reports];
     for (id, plaintext) in [("a", SELLER_A), ("b", SELLER_B), ("c", SELLER_C)] {
         let mut t = token(&format!("seller-{id}"), plaintext, &selling);
@@ -181,10 +177,13 @@ fn two_sellers_share_an_auction_id_and_a_lead_uuid(driver: Driver) {
         .map(|d| (d.buyer_id, d.auction_id))
         .collect();
     delivered.sort();
-    assert_eq!(
-        delivered,
-        [("ba".to_string(), id.to_string()), ("bb".into(), id.into())]
-    );
+    let buyers: Vec<&str> = delivered.iter().map(|(b, _)| b.as_str()).collect();
+    assert_eq!(buyers, ["ba", "bb"]);
+    // Buyers know each auction by an id of Gavel's own, never the sellers' shared one.
+    assert_ne!(delivered[0].1, delivered[1].1);
+    assert!(delivered
+        .iter()
+        .all(|(_, a)| a != id && a.starts_with("auc_")));
     // Two lead records: each buyer finds the lead it bought under the shared uuid (an
     // overwritten one would be 404 for its buyer).
     for buyer in [BUYER_A, BUYER_B] {
@@ -319,6 +318,45 @@ fn seller_b_posting_seller_a_auction_with_a_token(driver: Driver) {
     let deliveries = env.fleet.log().deliveries();
     assert_eq!(deliveries.len(), 3, "{deliveries:?}");
     assert!(deliveries.iter().all(|d| d.accepted));
+}
+
+/// Regression: buyers dedupe on `ping_<auction_id>` / `post_<auction_id>`. When two sellers
+/// used one id with the same buyer, the buyer replayed A's post answer to B's post, and B's lead
+/// was recorded as sold although the buyer never took it. Each seller-chosen id now reaches
+/// buyers as an id of Gavel's own.
+fn two_sellers_one_id_one_buyer(driver: Driver) {
+    let env = Env::start(driver, vec![bidder("ba", 30.0, 0)], |cfg, fleet| {
+        cfg.buyers.push(buyer(fleet, "bb"));
+        parties(cfg, fleet);
+        // Buyer `ba` takes both sellers' leads; `bb` (absent from the fleet) takes none.
+        cfg.buyers[0].filters.sources_allow = vec![SOURCE_A.into(), SOURCE_B.into()];
+        cfg.buyers[1].filters.sources_allow = vec!["no_such_source".into()];
+    });
+    let id = "order-7";
+    for (token, source) in [(SELLER_A, SOURCE_A), (SELLER_B, SOURCE_B)] {
+        let r = env.post("/v1/ping", Some(token), &ping_of(Some(id), source));
+        let (got, bid_token) = won(&r);
+        assert_eq!(got, id);
+        let p = post_as(&env, token, id, &bid_token);
+        assert_eq!(
+            (p.status, p.json["status"].as_str()),
+            (201, Some("sold")),
+            "{}",
+            p.text
+        );
+    }
+    let d = env.fleet.log().deliveries();
+    assert_eq!(d.len(), 2, "the buyer took both leads: {d:?}");
+    assert_ne!(d[0].auction_id, d[1].auction_id);
+    // A replay of the first answer would carry the first lead id again.
+    assert_ne!(d[0].lead_id, d[1].lead_id);
+}
+
+#[test]
+fn two_sellers_with_one_auction_id_at_one_buyer_make_two_sales() {
+    for driver in drivers() {
+        two_sellers_one_id_one_buyer(driver);
+    }
 }
 
 #[test]

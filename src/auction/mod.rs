@@ -290,6 +290,10 @@ pub struct Auction {
     pub client: String,
     /// The seller the auction belongs to: its id space, its view, its limits.
     pub seller: String,
+    /// The id buyers are pinged and posted under: `id` when Gavel minted it, else an id Gavel
+    /// minted for the buyers, so that two sellers' equal ids never share a buyer's idempotency
+    /// keys (see `AuctionRecord::buyer_ref`).
+    pub buyer_ref: String,
     pub ping: Ping,
     pub created_ms: u64,
     pub deadline_ms: u64,
@@ -331,6 +335,7 @@ impl Auction {
         evict_at_ms: u64,
     ) -> Auction {
         Auction {
+            buyer_ref: id.clone(),
             id,
             tenant,
             client,

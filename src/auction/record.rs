@@ -100,6 +100,11 @@ pub fn to_record(a: &Auction) -> AuctionRecord {
         tenant: a.tenant.as_str().to_string(),
         client: a.client.clone(),
         seller: a.seller.clone(),
+        buyer_ref: if a.buyer_ref == a.id {
+            String::new()
+        } else {
+            a.buyer_ref.clone()
+        },
         ping_json: serde_json::to_vec(&a.ping).expect("ping serializes"),
         created_ms: a.created_ms,
         deadline_ms: a.deadline_ms,
@@ -247,6 +252,11 @@ pub fn from_record(
         _ => None,
     };
     Ok(Auction {
+        buyer_ref: if r.buyer_ref.is_empty() {
+            r.id.clone()
+        } else {
+            r.buyer_ref
+        },
         id: r.id,
         tenant,
         client: r.client,

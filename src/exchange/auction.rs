@@ -84,12 +84,13 @@ pub async fn run(
     })?;
     // The buyer snapshot this auction keeps for its whole life, whatever changes meanwhile.
     let registry = core.registry();
-    let (deadline, elig) = open(core, &registry, &auction_id, &ping, client, seller, started)?;
+    let (deadline, elig, buyer_ref) =
+        open(core, &registry, &auction_id, &ping, client, seller, started)?;
     let outcomes = fanout::ping_buyers(
         &registry,
         &core.pool,
         &shared.config.auction,
-        &auction_id,
+        &buyer_ref,
         &ping,
         &elig,
         deadline,
@@ -128,8 +129,8 @@ pub fn seller_of(client: &Client) -> Result<&str, ExchangeError> {
     })
 }
 
-/// Opens the auction in the shard: its bid window, the buyers eligible for its ping, and the
-/// check that a seller-chosen id is not in use.
+/// Opens the auction in the shard: its bid window, the buyers eligible for its ping, the id
+/// buyers will know it by, and the check that a seller-chosen id is not in use.
 fn open(
     core: &Core,
     registry: &Arc<Registry>,
@@ -138,7 +139,7 @@ fn open(
     client: &Client,
     seller: &str,
     started: Instant,
-) -> Result<(fanout::Deadline, Eligibility), ExchangeError> {
+) -> Result<(fanout::Deadline, Eligibility, String), ExchangeError> {
     let cfg = &core.shared.config.auction;
     let now = core.shared.clock.now_ms();
     // The bid window: the seller's expires_at when given (never more than 5 s away), else the
@@ -169,7 +170,7 @@ fn open(
         });
     }
     let elig = registry.eligibility(ping, client.tenant, cfg.max_buyers_per_auction);
-    let auction = Auction::open(
+    let mut auction = Auction::open(
         registry.clone(),
         auction_id.to_string(),
         client.tenant,
@@ -180,8 +181,14 @@ fn open(
         deadline_ms,
         deadline_ms + cfg.retention_ms,
     );
+    // Buyers dedupe on `ping_<id>` and `post_<id>`: an id a seller chose (which another seller
+    // may choose too) reaches them as an id of Gavel's own, unique across sellers.
+    if ping.auction_id.is_some() {
+        auction.buyer_ref = format!("auc_{}", ulid::Ulid::new());
+    }
+    let buyer_ref = auction.buyer_ref.clone();
     insert(core, auction, now).map_err(|e| refused(e, client.tenant, auction_id))?;
-    Ok((deadline, elig))
+    Ok((deadline, elig, buyer_ref))
 }
 
 /// Clears the buyers' answers, prices and signs the winning bid (its token bound to `seller`),

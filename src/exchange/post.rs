@@ -146,7 +146,7 @@ pub async fn deliver(
         &plan.registry,
         &core.pool,
         deliver::Job {
-            auction_id: run.auction_id,
+            auction_id: &plan.buyer_ref,
             lead: &post.lead,
             candidates: &plan.candidates,
         },
@@ -444,6 +444,8 @@ struct Plan {
     previous: PostState,
     /// The buyer snapshot the auction keeps: candidates' buyer indexes point into it.
     registry: std::sync::Arc<crate::buyers::Registry>,
+    /// The id buyers know the auction by (`Auction::buyer_ref`).
+    buyer_ref: String,
 }
 
 /// Checks the post against its auction's post state and claims; `Ok(Err(reply))` is a final
@@ -517,6 +519,7 @@ fn plan(
             .unwrap_or_else(|| post.lead.lead_uuid.clone()),
         previous: a.post.clone(),
         registry: a.registry.clone(),
+        buyer_ref: a.buyer_ref.clone(),
     }))
 }
 

@@ -65,6 +65,8 @@ pub fn auction_v1(archive: &[u8]) -> Result<AuctionRecord, String> {
         tenant: r.tenant,
         client: r.client,
         ping_json: r.ping_json,
+        // Before the upgrade buyers were pinged under the auction id itself.
+        buyer_ref: String::new(),
         created_ms: r.created_ms,
         deadline_ms: r.deadline_ms,
         closed_ms: r.closed_ms,

@@ -118,6 +118,10 @@ pub struct AuctionRecord {
     pub seller: String,
     /// The validated ping summary as JSON, serialized by the caller (no PII by construction).
     pub ping_json: Vec<u8>,
+    /// The id buyers know this auction by, when it is not `id`: an auction under an id its
+    /// seller chose is pinged and posted under an id Gavel minted, so two sellers' equal ids never
+    /// meet at a buyer (whose idempotency keys are `ping_<id>` and `post_<id>`). Empty: `id`.
+    pub buyer_ref: String,
     /// When the auction was created (unix ms); retention counts from here and never moves.
     pub created_ms: u64,
     /// When the bid window closes (unix ms).

@@ -83,6 +83,7 @@ fn auction(id: &str, created_ms: u64) -> AuctionRecord {
         client: "client-1".into(),
         seller: "seller-1".into(),
         ping_json: br#"{"vertical":"auto","zip":"94107"}"#.to_vec(),
+        buyer_ref: String::new(),
         created_ms,
         deadline_ms: created_ms + 2_000,
         closed_ms: Some(created_ms + 1_500),
