@@ -236,7 +236,7 @@ fn another_tenant_cannot_see_or_change_a_buyer() {
     assert_eq!(r.status, 404);
     let r = send(&env, "DELETE", "/v1/admin/buyers/newbie", LIVE, None);
     assert_eq!(r.status, 404);
-    // A buyer in another tenant's name is refused; ids are unique across tenants.
+    // A buyer in another tenant's name is refused.
     let mut other = definition(&env, "newbie");
     other["tenant"] = json!("sandbox");
     let r = send(
@@ -248,25 +248,117 @@ fn another_tenant_cannot_see_or_change_a_buyer() {
     );
     assert_eq!(r.status, 422, "{}", r.text);
     assert_eq!(r.json["field_errors"][0]["field"], "tenant");
-    other.as_object_mut().unwrap().remove("tenant");
-    let r = send(
-        &env,
-        "POST",
-        "/v1/admin/buyers",
-        LIVE,
-        Some(&other.to_string()),
-    );
-    assert_eq!(
-        (r.status, r.error_code()),
-        (409, "buyer_exists"),
-        "{}",
-        r.text
-    );
     // Untouched for its own tenant.
     let r = env.get("/v1/admin/buyers/newbie", Some(TOKEN));
     assert_eq!((r.status, &r.json["enabled"]), (200, &json!(true)));
     // Without the admin scope nothing is shown.
     assert_eq!(env.get("/v1/admin/buyers", Some(PING_ONLY)).status, 403);
+}
+
+/// Issue #21, F6: buyer ids and limits are per tenant. The sandbox (whose token is public) once
+/// got `409 buyer_exists` for a production id, an oracle and a way to squat production's ids.
+/// Now the same id in each tenant is two buyers, each pinged by its own tenant's auctions only,
+/// counted in its own metric series, and kept across a restart; another tenant's id is `404`.
+#[test]
+fn the_same_buyer_id_in_two_tenants_is_two_buyers() {
+    let mut env = Env::start(
+        Driver::Legacy,
+        vec![fixed("sandbox_side", 10.0), fixed("production_side", 20.0)],
+        |cfg, _| cfg.buyers.clear(),
+    );
+    let log = env.fleet.log();
+    let as_p_alpha = |fleet_id: &str| {
+        json!({
+            "id": "p_alpha",
+            "ping_url": env.fleet.ping_url(fleet_id),
+            "post_url": env.fleet.post_url(fleet_id),
+        })
+        .to_string()
+    };
+    let r = env.post("/v1/admin/buyers", Some(TOKEN), &as_p_alpha("sandbox_side"));
+    assert_eq!(
+        (r.status, &r.json["tenant"]),
+        (201, &json!("sandbox")),
+        "{}",
+        r.text
+    );
+    let r = env.post(
+        "/v1/admin/buyers",
+        Some(LIVE),
+        &as_p_alpha("production_side"),
+    );
+    assert_eq!(
+        (r.status, &r.json["tenant"]),
+        (201, &json!("production")),
+        "an id the sandbox uses is free in production: {}",
+        r.text
+    );
+    let only = json!({
+        "id": "p_only",
+        "ping_url": env.fleet.ping_url("production_side"),
+        "post_url": env.fleet.post_url("production_side"),
+        "enabled": false,
+    });
+    let r = env.post("/v1/admin/buyers", Some(LIVE), &only.to_string());
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(env.get("/v1/admin/buyers/p_only", Some(TOKEN)).status, 404);
+    // Each tenant shows its own p_alpha.
+    let shown = |env: &Env, token: &str| env.get("/v1/admin/buyers/p_alpha", Some(token));
+    let url = |r: Resp| r.json["ping_url"].as_str().unwrap().to_string();
+    assert!(url(shown(&env, TOKEN)).contains("sandbox_side"));
+    assert!(url(shown(&env, LIVE)).contains("production_side"));
+
+    let pings_each_side = |env: &Env| {
+        let r = env.ping(&ping_body());
+        assert_eq!(r.json["buyers_pinged"], 1, "{}", r.text);
+        let r = call(
+            &env.base,
+            "POST",
+            "/v1/ping",
+            Some(LIVE),
+            Some(&ping_body().to_string()),
+            &[],
+        );
+        assert_eq!(
+            (r.status, &r.json["buyers_pinged"]),
+            (200, &json!(1)),
+            "{}",
+            r.text
+        );
+    };
+    pings_each_side(&env);
+    assert_eq!(
+        log.pings("sandbox_side"),
+        1,
+        "only the sandbox ping reached it"
+    );
+    assert_eq!(
+        log.pings("production_side"),
+        1,
+        "only the production ping reached it"
+    );
+    let text = env.scrape();
+    for tenant in ["sandbox", "production"] {
+        let line = format!(
+            "gavel_buyer_pings_total{{buyer=\"p_alpha\",tenant=\"{tenant}\",outcome=\"bid\"}} 1"
+        );
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+
+    // Pausing one leaves the other alone, and both survive a restart as they were.
+    let r = send(&env, "POST", "/v1/admin/buyers/p_alpha/pause", LIVE, None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    env.restart();
+    assert_eq!(shown(&env, TOKEN).json["enabled"], json!(true));
+    assert_eq!(shown(&env, LIVE).json["enabled"], json!(false));
+    let r = send(&env, "DELETE", "/v1/admin/buyers/p_alpha", TOKEN, None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(shown(&env, TOKEN).status, 404);
+    assert_eq!(
+        shown(&env, LIVE).status,
+        200,
+        "deleting the sandbox's p_alpha left production's"
+    );
 }
 
 #[test]

@@ -100,32 +100,38 @@ fn scripted_run_counts_exactly() {
         Some(posts as f64)
     );
     assert_eq!(
-        sample(&m, r#"gavel_buyer_pings_total{buyer="hi",outcome="bid"}"#),
-        Some(pings as f64)
-    );
-    assert_eq!(
         sample(
             &m,
-            r#"gavel_buyer_pings_total{buyer="shy",outcome="no_bid"}"#
+            r#"gavel_buyer_pings_total{buyer="hi",tenant="sandbox",outcome="bid"}"#
         ),
         Some(pings as f64)
     );
     assert_eq!(
         sample(
             &m,
-            r#"gavel_buyer_pings_total{buyer="hi",outcome="filtered"}"#
+            r#"gavel_buyer_pings_total{buyer="shy",tenant="sandbox",outcome="no_bid"}"#
+        ),
+        Some(pings as f64)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"gavel_buyer_pings_total{buyer="hi",tenant="sandbox",outcome="filtered"}"#
         ),
         Some(1.0)
     );
     assert_eq!(
         sample(
             &m,
-            r#"gavel_buyer_pings_total{buyer="hi",outcome="timeout"}"#
+            r#"gavel_buyer_pings_total{buyer="hi",tenant="sandbox",outcome="timeout"}"#
         ),
         Some(0.0)
     );
     assert_eq!(
-        sample(&m, r#"gavel_buyer_ping_rtt_seconds_count{buyer="hi"}"#),
+        sample(
+            &m,
+            r#"gavel_buyer_ping_rtt_seconds_count{buyer="hi",tenant="sandbox"}"#
+        ),
         Some(pings as f64)
     );
     assert_eq!(

@@ -5,7 +5,8 @@
 //!
 //! A buyer is shown as its definition (the config file's field names, floor in USD) plus
 //! `source` (`config` or `api`), `created_at` and `updated_at`; its auth header's value is never
-//! shown. Another tenant's buyer does not exist for the caller (404, never listed). Every change
+//! shown. Buyer ids are scoped by tenant: another tenant's buyer does not exist for the caller
+//! (404, never listed, and its id is free for the caller's own buyer). Every change
 //! is handed to the buyers core as a task of its own, so a caller that hangs up does not stop it
 //! half applied; the answer comes once every core holds the change (or `503` names the cores that
 //! missed it, and repeating the call finishes it).
@@ -36,13 +37,13 @@ fn api_error(e: BuyerError) -> ApiError {
         BuyerError::Exists { id } => ApiError::new(
             StatusCode::CONFLICT,
             "buyer_exists",
-            format!("A buyer with id {id} already exists; buyer ids are unique across tenants."),
+            format!("This tenant has a buyer with id {id} already."),
         ),
         BuyerError::TooMany => ApiError::unprocessable(
             "too_many_buyers",
             format!(
-                "Gavel holds at most {} buyers; delete one first.",
-                crate::config::MAX_BUYERS
+                "A tenant holds at most {} buyers; delete one first.",
+                crate::config::MAX_BUYERS_PER_TENANT
             ),
         ),
         BuyerError::Invalid { field, reason } => {
@@ -158,7 +159,7 @@ pub async fn get(core: &Rc<Core>, req: Request<Incoming>, id: &str) -> Result<Re
     let record = registry
         .records
         .iter()
-        .find(|r| r.buyer.id == id && r.buyer.tenant == admin.tenant)
+        .find(|r| r.is(admin.tenant, id))
         .ok_or_else(|| api_error(BuyerError::NotFound { id: id.to_string() }))?;
     Ok(Reply::json(StatusCode::OK, &buyer_out(record)))
 }

@@ -91,11 +91,11 @@ pub fn readyz(core: &Rc<Core>) -> Reply {
 /// Every core's metrics snapshot, merged. Each core snapshots its own histograms (they are never
 /// read across threads); the snapshots travel here through the cores' inboxes.
 async fn merged_snapshot(core: &Rc<Core>) -> Snapshot {
-    let ids: Vec<String> = core
+    let ids: Vec<crate::metrics::BuyerKey> = core
         .registry()
         .buyers
         .iter()
-        .map(|b| b.id.clone())
+        .map(|b| (b.tenant, b.id.clone()))
         .collect();
     let mut merged = Snapshot::empty(&ids);
     for target in 0..core.shared.cores {

@@ -1,21 +1,29 @@
 //! The durable buyer table: one row per buyer (its definition in config form, where it came from,
-//! when it was created and last changed), kept in the store's meta tree under [`META_PREFIX`], and
-//! the ownership rule between the config file and the admin API.
+//! when it was created and last changed), kept in the store's meta tree under
+//! `buyer/<tenant>/<id>` ([`meta_key`]), and the ownership rule between the config file and the
+//! admin API.
 //!
-//! Ownership rule: at start and on `SIGHUP` every buyer the file names is upserted (the file wins
-//! for the ids it names, and the row becomes `source = config`), and a `source = config` row the
-//! file no longer names is deleted. Rows the admin API created (`source = api`) are kept across
-//! restarts and reloads. An API change to a config buyer lasts until the next reload or restart.
+//! A buyer is named by its tenant and its id together: each tenant has its own id space, so the
+//! same id may name one buyer in the sandbox and another in production, and nothing one tenant
+//! does with its ids tells it about the other's. Rows written before ids were scoped (under
+//! `buyer/<id>`) are read and moved to their scoped key at start ([`load`]).
+//!
+//! Ownership rule, per (tenant, id): at start and on `SIGHUP` every buyer the file names is
+//! upserted (the file wins for the buyers it names, and the row becomes `source = config`), and a
+//! `source = config` row the file no longer names is deleted. Rows the admin API created
+//! (`source = api`) are kept across restarts and reloads. An API change to a config buyer lasts
+//! until the next reload or restart.
 //!
 //! This module owns the rows and that rule; it does not build buyers ([`super::Registry`]) nor
 //! apply a change to the cores (`crate::exchange::buyers`).
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::BuyerConfig;
+use crate::config::{BuyerConfig, Tenant};
 use crate::store::{Batch, Store};
 
-/// Key prefix of buyer rows in the store's meta tree; the buyer id follows it.
+/// Key prefix of buyer rows in the store's meta tree; `<tenant>/<id>` follows it (`<id>` alone in
+/// rows written before ids were scoped by tenant).
 pub const META_PREFIX: &str = "buyer/";
 
 /// Where a buyer's current definition came from.
@@ -56,11 +64,16 @@ impl BuyerRecord {
             updated_ms: now_ms,
         }
     }
+
+    /// Whether this row is buyer `id` of `tenant`.
+    pub fn is(&self, tenant: Tenant, id: &str) -> bool {
+        self.buyer.tenant == tenant && self.buyer.id == id
+    }
 }
 
-/// The meta key of buyer `id`'s row.
-pub fn meta_key(id: &str) -> String {
-    format!("{META_PREFIX}{id}")
+/// The meta key of the row of buyer `id` of `tenant`.
+pub fn meta_key(tenant: Tenant, id: &str) -> String {
+    format!("{META_PREFIX}{}/{id}", tenant.as_str())
 }
 
 /// Whether two definitions are the same buyer setup. Compared in serialized form so that a field
@@ -74,24 +87,53 @@ pub fn same_definition(a: &BuyerConfig, b: &BuyerConfig) -> bool {
 /// Adds `record`'s row to `batch`.
 pub fn put(batch: &mut Batch, record: &BuyerRecord) {
     let json = serde_json::to_vec(record).expect("buyer records serialize");
-    batch.put_meta(&meta_key(&record.buyer.id), json);
+    batch.put_meta(&meta_key(record.buyer.tenant, &record.buyer.id), json);
 }
 
-/// Every stored row, in table order: `source = config` rows first (the caller re-sorts them by the
-/// file), then by creation time and id. Read at start, off the cores.
-pub fn load(store: &Store) -> Result<Vec<BuyerRecord>, String> {
+/// Adds the removal of `record`'s row to `batch`.
+pub fn delete(batch: &mut Batch, record: &BuyerRecord) {
+    batch.delete_meta(&meta_key(record.buyer.tenant, &record.buyer.id));
+}
+
+/// Every stored row, by creation time, tenant and id (the caller puts the file's rows in file
+/// order), and the writes that move rows stored under an older key to [`meta_key`]: a row under
+/// `buyer/<id>` is rewritten under `buyer/<tenant>/<id>` and its old key removed. When both keys
+/// hold the same buyer, the scoped row wins and the old one is only removed. Read at start, off
+/// the cores.
+pub fn load(store: &Store) -> Result<(Vec<BuyerRecord>, Batch), String> {
     let rows = store
         .meta_with_prefix(META_PREFIX)
         .map_err(|e| format!("cannot read the buyer table: {e}"))?;
-    let mut records = rows
-        .into_iter()
-        .map(|(k, v)| {
-            serde_json::from_slice::<BuyerRecord>(&v)
-                .map_err(|e| format!("buyer row {k} is damaged: {e}"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    records.sort_by(|a, b| (a.created_ms, &a.buyer.id).cmp(&(b.created_ms, &b.buyer.id)));
-    Ok(records)
+    let mut scoped = Vec::with_capacity(rows.len());
+    let mut moved = Vec::new();
+    for (key, value) in rows {
+        let record = serde_json::from_slice::<BuyerRecord>(&value)
+            .map_err(|e| format!("buyer row {key} is damaged: {e}"))?;
+        if key == meta_key(record.buyer.tenant, &record.buyer.id) {
+            scoped.push(record);
+        } else {
+            moved.push((key, record));
+        }
+    }
+    let mut batch = Batch::new();
+    for (old_key, record) in moved {
+        batch.delete_meta(&old_key);
+        if !scoped
+            .iter()
+            .any(|r| r.is(record.buyer.tenant, &record.buyer.id))
+        {
+            put(&mut batch, &record);
+            scoped.push(record);
+        }
+    }
+    scoped.sort_by(|a, b| {
+        (a.created_ms, a.buyer.tenant, &a.buyer.id).cmp(&(
+            b.created_ms,
+            b.buyer.tenant,
+            &b.buyer.id,
+        ))
+    });
+    Ok((scoped, batch))
 }
 
 /// Applies the ownership rule: the table after the file `file` is (re)read over `current`, and the
@@ -105,7 +147,7 @@ pub fn seed(
     let mut batch = Batch::new();
     let mut table = Vec::with_capacity(file.len() + current.len());
     for b in file {
-        let old = current.iter().find(|r| r.buyer.id == b.id);
+        let old = current.iter().find(|r| r.is(b.tenant, &b.id));
         let row = match old {
             Some(r) if r.source == Source::Config && same_definition(&r.buyer, b) => r.clone(),
             Some(r) => {
@@ -123,14 +165,12 @@ pub fn seed(
         table.push(row);
     }
     for r in current {
-        if file.iter().any(|b| b.id == r.buyer.id) {
+        if file.iter().any(|b| r.is(b.tenant, &b.id)) {
             continue;
         }
         match r.source {
             Source::Api => table.push(r.clone()),
-            Source::Config => {
-                batch.delete_meta(&meta_key(&r.buyer.id));
-            }
+            Source::Config => delete(&mut batch, r),
         }
     }
     (table, batch)
@@ -142,9 +182,14 @@ mod tests {
     use crate::config::Tenant;
 
     fn buyer(id: &str, floor: i64) -> BuyerConfig {
+        buyer_of(Tenant::Sandbox, id, floor)
+    }
+
+    fn buyer_of(tenant: Tenant, id: &str, floor: i64) -> BuyerConfig {
+        let tenant = tenant.as_str();
         let text = format!(
             r#"id = "{id}"
-tenant = "sandbox"
+tenant = "{tenant}"
 ping_url = "http://127.0.0.1:1/ping"
 post_url = "http://127.0.0.1:1/post"
 floor = {floor}"#
@@ -234,5 +279,72 @@ lead_id = "/result/@id"
         assert_eq!((table[1].created_ms, table[1].updated_ms), (3, 100));
         assert_eq!(table[3].source, Source::Api);
         assert!(!batch.is_empty());
+    }
+
+    /// The same id in two tenants is two buyers: the file naming one does not take over, keep or
+    /// delete the other's row.
+    #[test]
+    fn the_ownership_rule_holds_per_tenant_and_id() {
+        let current = vec![
+            BuyerRecord::new(buyer_of(Tenant::Production, "twin", 1), Source::Api, 1),
+            BuyerRecord::new(buyer_of(Tenant::Production, "gone", 1), Source::Config, 2),
+        ];
+        let file = [
+            buyer_of(Tenant::Sandbox, "twin", 3),
+            buyer_of(Tenant::Sandbox, "gone", 3),
+        ];
+        let (table, batch) = seed(&current, &file, 100);
+        let names: Vec<_> = table
+            .iter()
+            .map(|r| (r.buyer.tenant, r.buyer.id.as_str(), r.source))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (Tenant::Sandbox, "twin", Source::Config),
+                (Tenant::Sandbox, "gone", Source::Config),
+                (Tenant::Production, "twin", Source::Api),
+            ]
+        );
+        assert_eq!(table[2].buyer.floor, 100, "production's twin is untouched");
+        assert!(!batch.is_empty());
+    }
+
+    /// Rows stored under `buyer/<id>` (before ids were scoped by tenant) still load, and move to
+    /// their scoped key; a buyer stored under both keys keeps its scoped row.
+    #[test]
+    fn rows_under_the_unscoped_key_still_load_and_move() {
+        let store = Store::temporary().unwrap();
+        let old = BuyerRecord::new(buyer_of(Tenant::Production, "p_alpha", 4), Source::Api, 7);
+        let both_old = BuyerRecord::new(buyer("dup", 1), Source::Api, 8);
+        let both_new = BuyerRecord::new(buyer("dup", 2), Source::Api, 9);
+        let mut batch = Batch::new();
+        batch.put_meta("buyer/p_alpha", serde_json::to_vec(&old).unwrap());
+        batch.put_meta("buyer/dup", serde_json::to_vec(&both_old).unwrap());
+        put(&mut batch, &both_new);
+        store.write_durable(&batch).unwrap();
+
+        let (records, moves) = load(&store).unwrap();
+        let names: Vec<_> = records
+            .iter()
+            .map(|r| (r.buyer.tenant, r.buyer.id.as_str(), r.buyer.floor))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (Tenant::Production, "p_alpha", 400),
+                (Tenant::Sandbox, "dup", 200)
+            ]
+        );
+        store.write_durable(&moves).unwrap();
+        assert!(store.get_meta("buyer/p_alpha").unwrap().is_none());
+        assert!(store.get_meta("buyer/dup").unwrap().is_none());
+        assert!(store
+            .get_meta(&meta_key(Tenant::Production, "p_alpha"))
+            .unwrap()
+            .is_some());
+        let (again, nothing) = load(&store).unwrap();
+        assert_eq!(again.len(), 2);
+        assert!(nothing.is_empty(), "moved once, at the first start");
     }
 }

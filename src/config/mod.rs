@@ -31,9 +31,10 @@ pub use sandbox::MockBuyerConfig;
 pub const MAX_WINDOW_MS: u64 = 5_000;
 /// Largest request body any endpoint accepts (CONTRACT §2).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Most buyers Gavel holds, all tenants together (config file and admin API): bounds the buyer
-/// table, each auction's eligibility pass and the per-buyer metric series.
-pub const MAX_BUYERS: usize = 1_000;
+/// Most buyers one tenant holds (config file and admin API together): bounds the buyer table,
+/// each auction's eligibility pass and the per-buyer metric series. Per tenant, so the sandbox
+/// (whose token is public) can never fill production's room.
+pub const MAX_BUYERS_PER_TENANT: usize = 1_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -1042,7 +1043,6 @@ impl Config {
                 "0 is the id of the key Gavel generates when bid_token.current is unset".into(),
             ));
         }
-        let mut seen = BTreeSet::new();
         for (i, t) in self.tokens.iter().enumerate() {
             if t.sha256.len() != 64 || hex::decode(&t.sha256).is_err() {
                 return Err(bad(
@@ -1074,17 +1074,28 @@ impl Config {
                 }
             }
         }
-        if self.buyers.len() > MAX_BUYERS {
-            return Err(bad(
-                "buyers",
-                format!("at most {MAX_BUYERS} buyers, got {}", self.buyers.len()),
-            ));
+        for tenant in [Tenant::Sandbox, Tenant::Production] {
+            let n = self.buyers.iter().filter(|b| b.tenant == tenant).count();
+            if n > MAX_BUYERS_PER_TENANT {
+                return Err(bad(
+                    "buyers",
+                    format!(
+                        "at most {MAX_BUYERS_PER_TENANT} buyers per tenant, got {n} of tenant {}",
+                        tenant.as_str()
+                    ),
+                ));
+            }
         }
+        // Ids are scoped by tenant: the same id may name a sandbox and a production buyer.
+        let mut seen = BTreeSet::new();
         for (i, b) in self.buyers.iter().enumerate() {
-            if b.id.is_empty() || !seen.insert(b.id.clone()) {
+            if b.id.is_empty() || !seen.insert((b.tenant, b.id.clone())) {
                 return Err(bad(
                     &format!("buyers[{i}].id"),
-                    format!("must be unique and non-empty, got {:?}", b.id),
+                    format!(
+                        "must be unique within its tenant and non-empty, got {:?}",
+                        b.id
+                    ),
                 ));
             }
             for (k, ms) in [

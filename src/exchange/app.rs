@@ -133,12 +133,12 @@ impl App for Exchange {
         Ok((services, Handles { webhook_worker }))
     }
 
-    fn metric_buyers(global: &Services) -> Vec<String> {
+    fn metric_buyers(global: &Services) -> Vec<crate::metrics::BuyerKey> {
         global
             .initial_registry
             .buyers
             .iter()
-            .map(|b| b.id.clone())
+            .map(|b| (b.tenant, b.id.clone()))
             .collect()
     }
 
@@ -309,12 +309,15 @@ fn stored_secret(store: &Store, key: &str, what: &str) -> Result<Vec<u8>, String
 /// ownership rule of [`crate::buyers::table`]), made durable before any core runs, and the first
 /// snapshot built from it.
 fn seed_buyers(store: &Store, config: &Config, clock: &Clock) -> Result<Registry, String> {
-    let stored = crate::buyers::table::load(store)?;
-    let (table, batch) = crate::buyers::table::seed(&stored, &config.buyers, clock.now_ms());
-    if !batch.is_empty() {
-        store
-            .write_durable(&batch)
-            .map_err(|e| format!("cannot store the buyer table: {e}"))?;
+    let (stored, moved) = crate::buyers::table::load(store)?;
+    let (table, seeded) = crate::buyers::table::seed(&stored, &config.buyers, clock.now_ms());
+    // Rows moved to their tenant-scoped key first: the seed's writes assume they are there.
+    for batch in [moved, seeded] {
+        if !batch.is_empty() {
+            store
+                .write_durable(&batch)
+                .map_err(|e| format!("cannot store the buyer table: {e}"))?;
+        }
     }
     Registry::default()
         .with_clock(clock.clone())

@@ -3,6 +3,9 @@
 //!
 //! A change is decided on one core ([`BUYERS_CORE`]), one at a time: the registry is one list for
 //! every tenant, so two changes must not both start from the same snapshot and lose one another.
+//! Buyers are named by tenant and id together ([`crate::buyers::table`]): a tenant sees, creates
+//! and counts only its own, up to [`MAX_BUYERS_PER_TENANT`], so one tenant can neither fill the
+//! table for another nor learn which ids another uses.
 //! Each change is checked with the same rules as the config file (the config module's checks, the
 //! buyer URL check, building the buyer), made durable in the buyer table
 //! ([`crate::buyers::table`]), turned into a new registry snapshot and installed on every core
@@ -24,7 +27,7 @@ use std::sync::Arc;
 use crate::auth::Auth;
 use crate::buyers::table::{self, BuyerRecord, Source};
 use crate::buyers::Registry;
-use crate::config::{BuyerConfig, Config, ConfigError, RuleConfig, Tenant, MAX_BUYERS};
+use crate::config::{BuyerConfig, Config, ConfigError, RuleConfig, Tenant, MAX_BUYERS_PER_TENANT};
 use crate::exchange::{Core, Exchange};
 use crate::runtime::handoff::ask;
 use crate::store::{Batch, StoreError};
@@ -50,9 +53,9 @@ thread_local! {
 pub enum BuyerError {
     /// The caller's: no buyer with this id in the caller's tenant.
     NotFound { id: String },
-    /// The caller's: the id is taken (ids are unique across tenants: they label metrics).
+    /// The caller's: the caller's tenant has a buyer with this id already.
     Exists { id: String },
-    /// The caller's: [`MAX_BUYERS`] buyers exist.
+    /// The caller's: the caller's tenant holds [`MAX_BUYERS_PER_TENANT`] buyers.
     TooMany,
     /// The caller's: the definition breaks a rule; `field` names it (`floor`, `filters.states`).
     Invalid { field: String, reason: String },
@@ -218,7 +221,8 @@ pub async fn apply(
     // which a core never does: the edit and the new snapshot are made on a thread of their own.
     let (next, batch, answer) = off_core(move || {
         let config = &shared.config;
-        let (records, batch, answer) = edit(config, &current, tenant, change, now)?;
+        let (records, batch, answer) =
+            edit(config, &current, tenant, change, now, MAX_BUYERS_PER_TENANT)?;
         let next = current
             .next(records, config.limits.buyer_pings_per_s)
             .map_err(|reason| BuyerError::Invalid {
@@ -235,20 +239,23 @@ pub async fn apply(
     Ok(answer)
 }
 
-/// The table after `change`, the writes that make it durable, and the row to answer with.
+/// The table after `change`, the writes that make it durable, and the row to answer with. A
+/// create is refused once its tenant holds `max_per_tenant` buyers ([`MAX_BUYERS_PER_TENANT`]
+/// outside tests).
 fn edit(
     config: &Config,
     current: &Registry,
     tenant: Option<Tenant>,
     change: Change,
     now: u64,
+    max_per_tenant: usize,
 ) -> Result<(Vec<BuyerRecord>, Batch, Option<BuyerRecord>), BuyerError> {
     let mut records = current.records.clone();
     let mut batch = Batch::new();
+    // Only the config file's reload has no tenant, and it names no single buyer.
     let find = |records: &[BuyerRecord], id: &str| {
-        records
-            .iter()
-            .position(|r| r.buyer.id == id && tenant.is_none_or(|t| r.buyer.tenant == t))
+        tenant
+            .and_then(|t| records.iter().position(|r| r.is(t, id)))
             .ok_or_else(|| BuyerError::NotFound { id: id.to_string() })
     };
     let answer = match change {
@@ -257,17 +264,20 @@ fn edit(
             return Ok((table, seeded, None));
         }
         Change::Create(b) => {
-            if let Some(r) = records.iter().find(|r| r.buyer.id == b.id) {
+            debug_assert_eq!(
+                Some(b.tenant),
+                tenant,
+                "a definition takes its caller's tenant"
+            );
+            if let Some(r) = records.iter().find(|r| r.is(b.tenant, &b.id)) {
                 // The same create repeated (say after a 503) is answered again, not refused.
-                let same = r.source == Source::Api
-                    && Some(r.buyer.tenant) == tenant
-                    && table::same_definition(&r.buyer, &b);
+                let same = r.source == Source::Api && table::same_definition(&r.buyer, &b);
                 if !same {
                     return Err(BuyerError::Exists { id: b.id });
                 }
                 r.clone()
             } else {
-                if records.len() >= MAX_BUYERS {
+                if is_full(&records, b.tenant, max_per_tenant) {
                     return Err(BuyerError::TooMany);
                 }
                 files_from_the_file_only(&b, None)?;
@@ -303,11 +313,17 @@ fn edit(
         }
         Change::Delete { id } => {
             let i = find(&records, &id)?;
-            batch.delete_meta(&table::meta_key(&id));
+            table::delete(&mut batch, &records[i]);
             records.remove(i)
         }
     };
     Ok((records, batch, Some(answer)))
+}
+
+/// Whether `tenant` already holds `limit` buyers in `records`: only its own count, so a tenant at
+/// its limit never stops another from adding one.
+fn is_full(records: &[BuyerRecord], tenant: Tenant, limit: usize) -> bool {
+    records.iter().filter(|r| r.buyer.tenant == tenant).count() >= limit
 }
 
 /// Refuses a definition from the API that names TLS files other than the ones the buyer already
@@ -563,5 +579,68 @@ mod tests {
         let mut unknown = base;
         unknown["filters"] = json!({"nope": 1});
         assert_eq!(field(unknown), "filters.nope");
+    }
+
+    /// A tenant at its buyer limit does not stop the other tenant (each counts only its own), and
+    /// an id one tenant uses is free in the other: the create succeeds, as a second buyer.
+    #[test]
+    fn a_tenant_at_its_limit_does_not_stop_another() {
+        let config = Config::parse("test.toml", "").unwrap();
+        let def = |tenant: Tenant, id: &str| {
+            parse_definition(
+                json!({"id": id, "ping_url": "http://203.0.113.7/p", "post_url": "http://203.0.113.7/q"}),
+                tenant,
+                None,
+            )
+            .unwrap()
+        };
+        let mut registry = Registry::default();
+        for n in 0..3 {
+            let b = def(Tenant::Sandbox, &format!("s{n}"));
+            let (records, _, _) = edit(
+                &config,
+                &registry,
+                Some(Tenant::Sandbox),
+                Change::Create(b),
+                1,
+                3,
+            )
+            .unwrap();
+            registry = registry.next(records, 100.0).unwrap();
+        }
+        let full = edit(
+            &config,
+            &registry,
+            Some(Tenant::Sandbox),
+            Change::Create(def(Tenant::Sandbox, "s3")),
+            2,
+            3,
+        );
+        assert!(matches!(full, Err(BuyerError::TooMany)), "{full:?}");
+        let (records, batch, answer) = edit(
+            &config,
+            &registry,
+            Some(Tenant::Production),
+            Change::Create(def(Tenant::Production, "s0")),
+            2,
+            3,
+        )
+        .expect("production has room of its own, and its own id space");
+        assert_eq!(records.len(), 4);
+        assert!(!batch.is_empty());
+        assert_eq!(answer.unwrap().buyer.tenant, Tenant::Production);
+        let next = registry.next(records, 100.0).unwrap();
+        assert_eq!(next.index_of(Tenant::Sandbox, "s0"), Some(0));
+        assert_eq!(next.index_of(Tenant::Production, "s0"), Some(3));
+        // The other tenant's buyer is not found by id.
+        let patch = Change::Patch {
+            id: "s1".into(),
+            patch: json!({"floor": 9}),
+        };
+        let missing = edit(&config, &next, Some(Tenant::Production), patch, 3, 3);
+        assert!(
+            matches!(missing, Err(BuyerError::NotFound { .. })),
+            "{missing:?}"
+        );
     }
 }

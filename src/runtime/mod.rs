@@ -65,9 +65,9 @@ pub trait App: Sized + 'static {
         clock: &Clock,
     ) -> Result<(Self::Global, Self::Handles), String>;
 
-    /// The buyer ids a core's metrics keep series for from the start (zeros until recorded);
-    /// buyers added later get theirs when first recorded.
-    fn metric_buyers(global: &Self::Global) -> Vec<String>;
+    /// The buyers (tenant and id) a core's metrics keep series for from the start (zeros until
+    /// recorded); buyers added later get theirs when first recorded.
+    fn metric_buyers(global: &Self::Global) -> Vec<crate::metrics::BuyerKey>;
 
     /// Builds core `id`'s own state, on that core's thread.
     fn local(id: usize, shared: &Shared<Self>) -> Self::Local;
