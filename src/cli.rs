@@ -522,6 +522,7 @@ fn check_sections(cfg: &Config, file: &str) -> Result<(), ConfigError> {
     crate::auction::token::check_config(&cfg.bid_token, file)?;
     crate::buyers::pool::check_config(&cfg.buyers, file)?;
     crate::buyers::format::check_config(&cfg.buyers, file)?;
+    crate::buyers::seal::check_config(&cfg.store, file)?;
     crate::webhooks::check_config(&cfg.webhooks, file)?;
     crate::webhooks::check_delivery(&cfg.webhook_delivery, file)?;
     crate::sandbox::check_config(&cfg.sandbox, file)

@@ -507,6 +507,221 @@ fn an_auth_header_value_is_kept_but_never_shown() {
     );
 }
 
+/// Every file under `dir`, read whole, that holds `needle` anywhere in its bytes.
+fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().map(Result::unwrap) {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if std::fs::read(&path)
+                .unwrap_or_default()
+                .windows(needle.len())
+                .any(|w| w == needle)
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Issue #21, F1: secrets sent through the API are values, stored sealed: neither the write-ahead
+/// log nor sled's files hold the plaintext, and the buyer still gets its header after a restart
+/// (the row opens with the store's key).
+#[test]
+fn an_auth_header_value_is_stored_sealed() {
+    let mut env = env_with_spare_buyers();
+    let mut def = definition(&env, "newbie");
+    def["auth_header"] = json!({"name": "X-Buyer-Key", "value": "s3cret-sealed-value"});
+    def["ping_format"] = json!({
+        "headers": {"X-Api-Key": "s3cret-format-value"},
+        "fields": {"auction_id": {"from": "auction_id"}, "zip3": {"from": "zip3"}},
+    });
+    let r = env.post("/v1/admin/buyers", Some(TOKEN), &def.to_string());
+    assert_eq!(r.status, 201, "{}", r.text);
+    env.restart();
+    let store = env.config.store.path.clone();
+    for secret in ["s3cret-sealed-value", "s3cret-format-value"] {
+        let holding = files_holding(&store, secret.as_bytes());
+        assert!(
+            holding.is_empty(),
+            "{secret} stored in the clear in {holding:?}"
+        );
+    }
+    ping_on(&env, 0, "sealed");
+    let headers = env.fleet.log().ping_headers("newbie").unwrap();
+    for (name, value) in [
+        ("x-buyer-key", "s3cret-sealed-value"),
+        ("x-api-key", "s3cret-format-value"),
+    ] {
+        assert!(
+            headers
+                .iter()
+                .any(|(n, v)| n.eq_ignore_ascii_case(name) && v == value),
+            "{name}: {headers:?}"
+        );
+    }
+}
+
+/// Issue #21, F1: through the API a caller never names a server environment variable. Before
+/// the fix `auth_header.value_env = "GAVEL_BID_KEY"` was accepted and the next ping sent the
+/// bid-token key to the caller's URL. Create, replace and patch are refused with the field named,
+/// and nothing changes.
+#[test]
+fn the_api_refuses_to_name_an_environment_variable() {
+    let env = env_with_spare_buyers();
+    let log = env.fleet.log();
+    let field_of = |r: &Resp| {
+        assert_eq!(
+            (r.status, r.error_code()),
+            (422, "invalid_payload"),
+            "{}",
+            r.text
+        );
+        r.field_names()[0].to_string()
+    };
+    let mut def = definition(&env, "newbie");
+    def["auth_header"] = json!({"name": "X-Leak", "value_env": "PATH"});
+    let r = env.post("/v1/admin/buyers", Some(TOKEN), &def.to_string());
+    assert_eq!(field_of(&r), "auth_header.value_env");
+    assert_eq!(env.get("/v1/admin/buyers/newbie", Some(TOKEN)).status, 404);
+
+    create(&env, "newbie");
+    let r = send(
+        &env,
+        "PUT",
+        "/v1/admin/buyers/newbie",
+        TOKEN,
+        Some(&def.to_string()),
+    );
+    assert_eq!(field_of(&r), "auth_header.value_env");
+    let patch = json!({"auth_header": {"name": "X-Leak", "value_env": "PATH"}}).to_string();
+    let r = send(
+        &env,
+        "PATCH",
+        "/v1/admin/buyers/newbie",
+        TOKEN,
+        Some(&patch),
+    );
+    assert_eq!(field_of(&r), "auth_header.value_env");
+    let shown = env.get("/v1/admin/buyers/newbie", Some(TOKEN));
+    assert_eq!(shown.json["auth_header"], json!(null), "{}", shown.text);
+    ping_on(&env, 0, "no_leak");
+    let headers = env.fleet.log().ping_headers("newbie").unwrap();
+    assert!(
+        !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("x-leak")),
+        "{headers:?}"
+    );
+    assert_eq!(log.pings("newbie"), 1);
+}
+
+/// A buyer whose auth header the config file reads from the environment keeps working when the
+/// API changes it: it keeps the reference it did not write (never shown), and a definition sent
+/// back as shown keeps it too. Its URLs keep their origin, so the API cannot send the server-held
+/// secret elsewhere; a new header value lifts that.
+#[test]
+fn a_config_buyer_reading_the_environment_keeps_it_through_the_api() {
+    let expected = std::env::var("PATH").expect("tests run with a PATH");
+    let env = Env::start(
+        Driver::Legacy,
+        vec![fixed("from_env", 20.0), fixed("elsewhere", 20.0)],
+        |cfg, _| {
+            cfg.buyers.retain(|b| b.id == "from_env");
+            cfg.buyers[0].auth_header = Some(gavel::config::HeaderConfig {
+                name: "X-From-Env".into(),
+                value: None,
+                value_env: Some("PATH".into()),
+            });
+        },
+    );
+    let header = |env: &Env| {
+        env.fleet
+            .log()
+            .ping_headers("from_env")
+            .unwrap_or_default()
+            .into_iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("x-from-env"))
+            .map(|(_, v)| v)
+    };
+    let r = send(
+        &env,
+        "PATCH",
+        "/v1/admin/buyers/from_env",
+        TOKEN,
+        Some(r#"{"floor": 3.00}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.json["auth_header"],
+        json!({"name": "X-From-Env"}),
+        "{}",
+        r.text
+    );
+    assert!(!r.text.contains("PATH"), "{}", r.text);
+    ping_on(&env, 0, "env_patched");
+    assert_eq!(header(&env).as_deref(), Some(expected.as_str()));
+
+    // Sent back as shown: still reads the environment.
+    let mut shown = r.json.clone();
+    for k in ["source", "created_at", "updated_at"] {
+        shown.as_object_mut().unwrap().remove(k);
+    }
+    shown["floor"] = json!(4.00);
+    let r = send(
+        &env,
+        "PUT",
+        "/v1/admin/buyers/from_env",
+        TOKEN,
+        Some(&shown.to_string()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    ping_on(&env, 1, "env_replaced");
+    assert_eq!(header(&env).as_deref(), Some(expected.as_str()));
+
+    // Re-pointing it would carry the server's secret to another host: refused, field named.
+    let elsewhere = json!({"ping_url": format!("http://localhost:1/{}", "x")}).to_string();
+    let r = send(
+        &env,
+        "PATCH",
+        "/v1/admin/buyers/from_env",
+        TOKEN,
+        Some(&elsewhere),
+    );
+    assert_eq!(
+        (r.status, r.field_names()),
+        (422, vec!["ping_url"]),
+        "{}",
+        r.text
+    );
+    // The same origin, another path: allowed.
+    let moved = env.fleet.ping_url("elsewhere");
+    let r = send(
+        &env,
+        "PATCH",
+        "/v1/admin/buyers/from_env",
+        TOKEN,
+        Some(&json!({"ping_url": moved}).to_string()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    // With a value of its own, it may go anywhere the egress rules allow.
+    let r = send(
+        &env,
+        "PATCH",
+        "/v1/admin/buyers/from_env",
+        TOKEN,
+        Some(
+            &json!({"ping_url": "http://localhost:1/x", "auth_header": {"value": "own"}})
+                .to_string(),
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
 #[test]
 fn the_buyers_cli_manages_buyers_of_a_running_server() {
     let env = env_with_spare_buyers();

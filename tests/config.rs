@@ -246,6 +246,105 @@ fn check_config_command() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Runs the `gavel` binary with `args` and waits at most 20 s for it to exit: a command that
+/// should have refused to start but serves instead is killed, and the test fails on it.
+fn gavel_exits(args: &[&str]) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .args(args)
+        .current_dir(root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("gavel {args:?} kept running instead of refusing its config");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status.success(), err)
+}
+
+/// Issue #21, F1: the tokens Gavel publishes (the README's, the sandbox operator's) are refused
+/// on a listener that is not loopback, naming the key, so a copied default config cannot expose
+/// an admin token to a network. On loopback they still work; a token of one's own works anywhere.
+#[test]
+fn published_tokens_are_refused_on_a_listener_that_is_not_loopback() {
+    let published = [
+        "gv_test_sandbox_readme_0000000000000000000000",
+        "gv_test_sandbox_operator_00000000000000000000",
+    ];
+    for token in published {
+        assert!(
+            gavel::config::WELL_KNOWN_TOKEN_SHA256
+                .contains(&gavel::auth::sha256_hex(token).as_str()),
+            "{token} is listed"
+        );
+    }
+    let file = |listen: &str, tokens: &[&str]| {
+        let mut text = format!("[server]\nlisten = \"{listen}\"\n");
+        for t in tokens {
+            text += &format!(
+                "[[tokens]]\nclient = \"c\"\ntenant = \"sandbox\"\nsha256 = \"{}\"\nscopes = [\"admin\"]\n",
+                gavel::auth::sha256_hex(t)
+            );
+        }
+        text
+    };
+    let own = "gv_test_my_own_token_0000000000000000000000";
+    for token in published {
+        let e = invalid(&file("0.0.0.0:0", &[own, token]));
+        assert!(
+            e.contains("tokens[1].sha256") && e.contains("remove") && e.contains("0.0.0.0:0"),
+            "{e}"
+        );
+        let e = invalid(&file("[::]:8080", &[token]));
+        assert!(e.contains("tokens[0].sha256"), "{e}");
+        for loopback in ["127.0.0.1:0", "[::1]:8080"] {
+            let cfg = Config::parse("ok.toml", &file(loopback, &[token])).unwrap();
+            check_config(&cfg, "ok.toml").expect("published tokens serve loopback");
+        }
+    }
+    let cfg = Config::parse("ok.toml", &file("0.0.0.0:0", &[own])).unwrap();
+    check_config(&cfg, "ok.toml").expect("a token of one's own serves any listener");
+
+    // The binary: the shipped config, exposed by a flag or by its file, stops with the key named.
+    let (ok, err) = gavel_exits(&[
+        "serve",
+        "--config",
+        "config/gavel.toml",
+        "--listen",
+        "0.0.0.0:0",
+    ]);
+    assert!(!ok && err.contains("tokens[0].sha256"), "{err}");
+    let dir = std::env::temp_dir().join(format!("gavel-cfg-exposed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exposed = dir.join("exposed.toml");
+    let shipped = std::fs::read_to_string(root().join("config/gavel.toml")).unwrap();
+    let text = shipped.replace("listen = \"127.0.0.1:8080\"", "listen = \"0.0.0.0:8080\"");
+    assert_ne!(
+        text, shipped,
+        "the shipped config listens on 127.0.0.1:8080"
+    );
+    std::fs::write(&exposed, text).unwrap();
+    for cmd in ["check-config", "serve"] {
+        let (ok, err) = gavel_exits(&[cmd, "--config", exposed.to_str().unwrap()]);
+        assert!(
+            !ok && err.contains("exposed.toml") && err.contains("tokens[0].sha256"),
+            "{cmd}: {err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn money_is_read_in_usd_and_kept_in_exact_cents() {
     let text = "[auction]\nfloor = 2.5\nmargin_fixed = 1\n\

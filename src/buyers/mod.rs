@@ -6,7 +6,8 @@
 //!
 //! The registry is a snapshot: a change to the buyers (admin API, `SIGHUP`) builds a new
 //! [`Registry`] and every core swaps its `Arc` for it, while an auction keeps the one it started
-//! with. [`table`] owns the durable form of the buyer list, from which snapshots are built.
+//! with. [`table`] owns the durable form of the buyer list, from which snapshots are built, and
+//! [`seal`] the cipher its secrets are stored under.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ mod attributes;
 pub mod format;
 pub mod pool;
 pub mod resolve;
+pub mod seal;
 pub mod table;
 pub mod tls;
 

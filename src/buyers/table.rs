@@ -14,11 +14,18 @@
 //! (`source = api`) are kept across restarts and reloads. An API change to a config buyer lasts
 //! until the next reload or restart.
 //!
-//! This module owns the rows and that rule; it does not build buyers ([`super::Registry`]) nor
-//! apply a change to the cores (`crate::exchange::buyers`).
+//! Secrets are stored sealed ([`super::seal`]): a row keeps its definition with the auth header's
+//! value and the formats' header values taken out, and beside it, in `sealed`, each of those
+//! values encrypted and bound to its buyer and field. Rows written before sealing (plaintext
+//! values in the definition, no `sealed`) still read, and are rewritten sealed at start.
+//!
+//! This module owns the rows, which of a definition's fields are secrets, and that rule; it does
+//! not build buyers ([`super::Registry`]) nor apply a change to the cores
+//! (`crate::exchange::buyers`).
 
 use serde::{Deserialize, Serialize};
 
+use super::seal::SealKey;
 use crate::config::{BuyerConfig, Tenant};
 use crate::store::{Batch, Store};
 
@@ -84,10 +91,140 @@ pub fn same_definition(a: &BuyerConfig, b: &BuyerConfig) -> bool {
     serde_json::to_vec(a).ok() == serde_json::to_vec(b).ok()
 }
 
-/// Adds `record`'s row to `batch`.
-pub fn put(batch: &mut Batch, record: &BuyerRecord) {
-    let json = serde_json::to_vec(record).expect("buyer records serialize");
-    batch.put_meta(&meta_key(record.buyer.tenant, &record.buyer.id), json);
+/// A row as it is stored: the record with its secrets taken out of the definition, and those
+/// secrets sealed beside it.
+#[derive(Serialize, Deserialize)]
+struct StoredRow {
+    buyer: BuyerConfig,
+    source: Source,
+    created_ms: u64,
+    updated_ms: u64,
+    /// Absent in rows written before secrets were sealed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sealed: Vec<SealedValue>,
+}
+
+/// One secret of a stored definition: the field it belongs in ([`take_secrets`]' names) and its
+/// value sealed under `<tenant>/<id>/<field>`.
+#[derive(Serialize, Deserialize)]
+struct SealedValue {
+    field: String,
+    value: String,
+}
+
+/// Takes every secret out of `b`, as `(field, value)`: the auth header's value
+/// (`auth_header.value`) and each format header's value (`ping_format.headers[0]`, by position,
+/// since the position is what a header keeps).
+fn take_secrets(b: &mut BuyerConfig) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(v) = b.auth_header.as_mut().and_then(|h| h.value.take()) {
+        out.push(("auth_header.value".to_string(), v));
+    }
+    for (name, format) in [
+        ("ping_format", &mut b.ping_format),
+        ("post_format", &mut b.post_format),
+    ] {
+        for (i, (_, v)) in format
+            .iter_mut()
+            .flat_map(|f| f.headers.iter_mut())
+            .enumerate()
+        {
+            out.push((format!("{name}.headers[{i}]"), std::mem::take(v)));
+        }
+    }
+    out
+}
+
+/// Puts a secret taken by [`take_secrets`] back into its field of `b`.
+fn give_secret(b: &mut BuyerConfig, field: &str, value: String) -> Result<(), String> {
+    let missing = || format!("a sealed value names no field of the definition: {field}");
+    if field == "auth_header.value" {
+        b.auth_header.as_mut().ok_or_else(missing)?.value = Some(value);
+        return Ok(());
+    }
+    let (format, rest) = if let Some(rest) = field.strip_prefix("ping_format.") {
+        (&mut b.ping_format, rest)
+    } else if let Some(rest) = field.strip_prefix("post_format.") {
+        (&mut b.post_format, rest)
+    } else {
+        return Err(missing());
+    };
+    let i: usize = rest
+        .strip_prefix("headers[")
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(missing)?;
+    let header = format
+        .as_mut()
+        .and_then(|f| f.headers.get_mut(i))
+        .ok_or_else(missing)?;
+    header.1 = value;
+    Ok(())
+}
+
+/// What a sealed value of buyer `b`'s `field` is bound to.
+fn binding(b: &BuyerConfig, field: &str) -> String {
+    format!("{}/{}/{field}", b.tenant.as_str(), b.id)
+}
+
+/// `record` as stored, its secrets sealed with `key`.
+fn encode(record: &BuyerRecord, key: &SealKey) -> Vec<u8> {
+    let mut buyer = record.buyer.clone();
+    let sealed = take_secrets(&mut buyer)
+        .into_iter()
+        .map(|(field, plain)| SealedValue {
+            value: key.seal(&binding(&buyer, &field), &plain),
+            field,
+        })
+        .collect();
+    let row = StoredRow {
+        buyer,
+        source: record.source,
+        created_ms: record.created_ms,
+        updated_ms: record.updated_ms,
+        sealed,
+    };
+    serde_json::to_vec(&row).expect("buyer records serialize")
+}
+
+/// A stored row read back, its secrets opened with `key` (or, failing that, `older`), and whether
+/// it must be written again: it held plaintext secrets (written before sealing) or was sealed
+/// with `older`.
+fn decode(
+    bytes: &[u8],
+    key: &SealKey,
+    older: Option<&SealKey>,
+) -> Result<(BuyerRecord, bool), String> {
+    let row: StoredRow = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let mut buyer = row.buyer;
+    let mut rewrite = row.sealed.is_empty() && !take_secrets(&mut buyer.clone()).is_empty();
+    for s in row.sealed {
+        let aad = binding(&buyer, &s.field);
+        let plain = match (key.open(&aad, &s.value), older) {
+            (Ok(plain), _) => plain,
+            (Err(e), None) => return Err(e),
+            (Err(e), Some(older)) => {
+                rewrite = true;
+                older.open(&aad, &s.value).map_err(|_| e)?
+            }
+        };
+        give_secret(&mut buyer, &s.field, plain)?;
+    }
+    let record = BuyerRecord {
+        buyer,
+        source: row.source,
+        created_ms: row.created_ms,
+        updated_ms: row.updated_ms,
+    };
+    Ok((record, rewrite))
+}
+
+/// Adds `record`'s row to `batch`, its secrets sealed with `key`.
+pub fn put(batch: &mut Batch, record: &BuyerRecord, key: &SealKey) {
+    batch.put_meta(
+        &meta_key(record.buyer.tenant, &record.buyer.id),
+        encode(record, key),
+    );
 }
 
 /// Adds the removal of `record`'s row to `batch`.
@@ -95,34 +232,42 @@ pub fn delete(batch: &mut Batch, record: &BuyerRecord) {
     batch.delete_meta(&meta_key(record.buyer.tenant, &record.buyer.id));
 }
 
-/// Every stored row, by creation time, tenant and id (the caller puts the file's rows in file
-/// order), and the writes that move rows stored under an older key to [`meta_key`]: a row under
-/// `buyer/<id>` is rewritten under `buyer/<tenant>/<id>` and its old key removed. When both keys
-/// hold the same buyer, the scoped row wins and the old one is only removed. Read at start, off
-/// the cores.
-pub fn load(store: &Store) -> Result<(Vec<BuyerRecord>, Batch), String> {
+/// Every stored row, its secrets opened with `key` (or `older`, the key that sealed them before
+/// `key` replaced it), by creation time, tenant and id (the caller puts the file's rows in file
+/// order), and the writes that bring older rows up to date: a row under `buyer/<id>` is rewritten
+/// under `buyer/<tenant>/<id>` ([`meta_key`]) and its old key removed (when both keys hold the
+/// same buyer, the scoped row wins and the old one is only removed), and a row with plaintext
+/// secrets, or sealed with `older`, is rewritten sealed with `key`. Read at start, off the cores.
+pub fn load(
+    store: &Store,
+    key: &SealKey,
+    older: Option<&SealKey>,
+) -> Result<(Vec<BuyerRecord>, Batch), String> {
     let rows = store
         .meta_with_prefix(META_PREFIX)
         .map_err(|e| format!("cannot read the buyer table: {e}"))?;
     let mut scoped = Vec::with_capacity(rows.len());
     let mut moved = Vec::new();
-    for (key, value) in rows {
-        let record = serde_json::from_slice::<BuyerRecord>(&value)
-            .map_err(|e| format!("buyer row {key} is damaged: {e}"))?;
-        if key == meta_key(record.buyer.tenant, &record.buyer.id) {
-            scoped.push(record);
-        } else {
-            moved.push((key, record));
-        }
-    }
     let mut batch = Batch::new();
+    for (row_key, value) in rows {
+        let (record, rewrite) = decode(&value, key, older)
+            .map_err(|e| format!("buyer row {row_key} cannot be read: {e}"))?;
+        if row_key != meta_key(record.buyer.tenant, &record.buyer.id) {
+            moved.push((row_key, record));
+            continue;
+        }
+        if rewrite {
+            put(&mut batch, &record, key);
+        }
+        scoped.push(record);
+    }
     for (old_key, record) in moved {
         batch.delete_meta(&old_key);
         if !scoped
             .iter()
             .any(|r| r.is(record.buyer.tenant, &record.buyer.id))
         {
-            put(&mut batch, &record);
+            put(&mut batch, &record, key);
             scoped.push(record);
         }
     }
@@ -137,12 +282,14 @@ pub fn load(store: &Store) -> Result<(Vec<BuyerRecord>, Batch), String> {
 }
 
 /// Applies the ownership rule: the table after the file `file` is (re)read over `current`, and the
-/// writes that make it durable. The file's buyers come first, in file order; API buyers follow in
-/// their current order. A file buyer whose definition did not change keeps its row as it was.
+/// writes that make it durable (secrets sealed with `key`). The file's buyers come first, in file
+/// order; API buyers follow in their current order. A file buyer whose definition did not change
+/// keeps its row as it was.
 pub fn seed(
     current: &[BuyerRecord],
     file: &[BuyerConfig],
     now_ms: u64,
+    key: &SealKey,
 ) -> (Vec<BuyerRecord>, Batch) {
     let mut batch = Batch::new();
     let mut table = Vec::with_capacity(file.len() + current.len());
@@ -153,12 +300,12 @@ pub fn seed(
             Some(r) => {
                 let mut row = BuyerRecord::new(b.clone(), Source::Config, now_ms);
                 row.created_ms = r.created_ms;
-                put(&mut batch, &row);
+                put(&mut batch, &row, key);
                 row
             }
             None => {
                 let row = BuyerRecord::new(b.clone(), Source::Config, now_ms);
-                put(&mut batch, &row);
+                put(&mut batch, &row, key);
                 row
             }
         };
@@ -268,7 +415,7 @@ lead_id = "/result/@id"
             BuyerRecord::new(buyer("same", 1), Source::Config, 4),
         ];
         let file = [buyer("same", 1), buyer("shared", 9), buyer("new", 2)];
-        let (table, batch) = seed(&current, &file, 100);
+        let (table, batch) = seed(&current, &file, 100, &SealKey::random());
         let ids: Vec<_> = table.iter().map(|r| r.buyer.id.as_str()).collect();
         assert_eq!(ids, ["same", "shared", "new", "api_one"]);
         // Unchanged: not rewritten, timestamps kept.
@@ -293,7 +440,7 @@ lead_id = "/result/@id"
             buyer_of(Tenant::Sandbox, "twin", 3),
             buyer_of(Tenant::Sandbox, "gone", 3),
         ];
-        let (table, batch) = seed(&current, &file, 100);
+        let (table, batch) = seed(&current, &file, 100, &SealKey::random());
         let names: Vec<_> = table
             .iter()
             .map(|r| (r.buyer.tenant, r.buyer.id.as_str(), r.source))
@@ -315,16 +462,17 @@ lead_id = "/result/@id"
     #[test]
     fn rows_under_the_unscoped_key_still_load_and_move() {
         let store = Store::temporary().unwrap();
+        let key = SealKey::random();
         let old = BuyerRecord::new(buyer_of(Tenant::Production, "p_alpha", 4), Source::Api, 7);
         let both_old = BuyerRecord::new(buyer("dup", 1), Source::Api, 8);
         let both_new = BuyerRecord::new(buyer("dup", 2), Source::Api, 9);
         let mut batch = Batch::new();
         batch.put_meta("buyer/p_alpha", serde_json::to_vec(&old).unwrap());
         batch.put_meta("buyer/dup", serde_json::to_vec(&both_old).unwrap());
-        put(&mut batch, &both_new);
+        put(&mut batch, &both_new, &key);
         store.write_durable(&batch).unwrap();
 
-        let (records, moves) = load(&store).unwrap();
+        let (records, moves) = load(&store, &key, None).unwrap();
         let names: Vec<_> = records
             .iter()
             .map(|r| (r.buyer.tenant, r.buyer.id.as_str(), r.buyer.floor))
@@ -343,8 +491,84 @@ lead_id = "/result/@id"
             .get_meta(&meta_key(Tenant::Production, "p_alpha"))
             .unwrap()
             .is_some());
-        let (again, nothing) = load(&store).unwrap();
+        let (again, nothing) = load(&store, &key, None).unwrap();
         assert_eq!(again.len(), 2);
         assert!(nothing.is_empty(), "moved once, at the first start");
+    }
+
+    fn with_secrets() -> BuyerConfig {
+        let text = r#"id = "acme"
+tenant = "production"
+ping_url = "http://203.0.113.1/ping"
+post_url = "http://203.0.113.1/post"
+auth_header = { name = "Authorization", value = "Bearer s3cret-auth" }
+[ping_format]
+headers = { "X-Api-Key" = "s3cret-ping", "X-Vendor" = "gavel" }
+[ping_format.fields]
+zip = { from = "zip3" }
+[post_format]
+headers = { "X-Api-Key" = "s3cret-post" }
+[post_format.fields]
+email = { from = "lead.email" }
+"#;
+        toml::from_str(text).unwrap()
+    }
+
+    /// Secrets are stored sealed: no value appears in the stored bytes, they open with the key
+    /// into the same definition, and not with another key.
+    #[test]
+    fn secrets_are_stored_sealed_and_read_back() {
+        let store = Store::temporary().unwrap();
+        let key = SealKey::random();
+        let record = BuyerRecord::new(with_secrets(), Source::Api, 5);
+        let mut batch = Batch::new();
+        put(&mut batch, &record, &key);
+        store.write_durable(&batch).unwrap();
+        let stored = store
+            .get_meta(&meta_key(Tenant::Production, "acme"))
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8(stored).unwrap();
+        for secret in ["s3cret", "gavel"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(
+            text.contains(r#""field":"ping_format.headers[1]""#),
+            "{text}"
+        );
+        let (records, rewrites) = load(&store, &key, None).unwrap();
+        assert!(same_definition(&records[0].buyer, &record.buyer));
+        assert!(rewrites.is_empty());
+        let e = load(&store, &SealKey::random(), None).unwrap_err();
+        assert!(e.contains("does not open"), "{e}");
+        // A key that replaced this one reads the row through it and seals it again.
+        let next = SealKey::random();
+        let (records, rewrites) = load(&store, &next, Some(&key)).unwrap();
+        assert!(same_definition(&records[0].buyer, &record.buyer));
+        store.write_durable(&rewrites).unwrap();
+        let (records, _) = load(&store, &next, None).unwrap();
+        assert!(same_definition(&records[0].buyer, &record.buyer));
+    }
+
+    /// A row written before secrets were sealed (plaintext in its definition) still reads, and
+    /// is rewritten sealed.
+    #[test]
+    fn a_plaintext_row_still_reads_and_is_sealed_again() {
+        let store = Store::temporary().unwrap();
+        let record = BuyerRecord::new(with_secrets(), Source::Api, 5);
+        let key = meta_key(Tenant::Production, "acme");
+        let mut batch = Batch::new();
+        batch.put_meta(&key, serde_json::to_vec(&record).unwrap());
+        store.write_durable(&batch).unwrap();
+        let seal = SealKey::random();
+        let (records, rewrites) = load(&store, &seal, None).unwrap();
+        assert!(same_definition(&records[0].buyer, &record.buyer));
+        assert!(!rewrites.is_empty());
+        store.write_durable(&rewrites).unwrap();
+        let text = String::from_utf8(store.get_meta(&key).unwrap().unwrap()).unwrap();
+        assert!(!text.contains("s3cret"), "{text}");
+        let (records, rewrites) = load(&store, &seal, None).unwrap();
+        assert!(same_definition(&records[0].buyer, &record.buyer));
+        assert!(rewrites.is_empty());
     }
 }

@@ -36,6 +36,16 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// (whose token is public) can never fill production's room.
 pub const MAX_BUYERS_PER_TENANT: usize = 1_000;
 
+/// SHA-256 of the tokens Gavel publishes (the README's sandbox token, and the sandbox operator's
+/// token documented beside it): anyone can send them, so a server that is reachable from a
+/// network refuses to start with them ([`Config::validate`]: only on a loopback `server.listen`).
+pub const WELL_KNOWN_TOKEN_SHA256: [&str; 2] = [
+    // gv_test_sandbox_readme_0000000000000000000000 (README, config/gavel.toml)
+    "db9188f74478b575896d409b5f9a2d709d4d0d7fbd35046f9d544877d49aaa4d",
+    // gv_test_sandbox_operator_00000000000000000000 (the sandbox operator's, documented)
+    "e2511af4f03f6e155c459ee03f194099df90bcf16b4d9aa94dc2bf90614a2e87",
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
@@ -164,6 +174,10 @@ pub struct StoreConfig {
     /// Benchmark-only: `false` answers before records reach the disk, to measure what durability
     /// costs. Never turn it off in production: a crash would then lose acknowledged sales.
     pub durable: bool,
+    /// Environment variable holding the 32-byte key (base64 or hex) that seals buyers' secrets in
+    /// the store. Unset: Gavel generates one on first start and keeps it in the store, beside what
+    /// it seals (so a copy of the store carries its key; see docs/operations.md, "Secrets").
+    pub seal_key_env: Option<String>,
 }
 
 impl Default for StoreConfig {
@@ -176,6 +190,7 @@ impl Default for StoreConfig {
             expiry_interval_ms: 60_000,
             group_commit_max_batch: 1024,
             durable: true,
+            seal_key_env: None,
         }
     }
 }
@@ -1048,6 +1063,22 @@ impl Config {
                 return Err(bad(
                     &format!("tokens[{i}].sha256"),
                     "must be 64 hex characters (SHA-256 of the token)".into(),
+                ));
+            }
+            // A published token on a listener others can reach is an open door (issue #21, F1).
+            let listen = self.server.listen;
+            if !listen.ip().is_loopback()
+                && WELL_KNOWN_TOKEN_SHA256
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(&t.sha256))
+            {
+                return Err(bad(
+                    &format!("tokens[{i}].sha256"),
+                    format!(
+                        "is a published sandbox token (anyone can send it), and server.listen \
+                         {listen} is not a loopback address: remove this [[tokens]] entry, or \
+                         replace it with a token of your own (`gavel token create`)"
+                    ),
                 ));
             }
             if t.scopes.is_empty() {

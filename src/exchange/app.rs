@@ -17,6 +17,7 @@ use crate::auction::token::{BidKeys, MIN_SECRET_BYTES};
 use crate::auth::oauth::{AccessKeys, ClientRecord, ClientTable, META_PREFIX};
 use crate::auth::{Auth, Client};
 use crate::buyers::pool::Pool;
+use crate::buyers::seal::{key_from_env, SealKey, SEAL_KEY_BYTES};
 use crate::buyers::Registry;
 use crate::config::{Config, RuleConfig};
 use crate::error::ApiError;
@@ -56,6 +57,8 @@ pub struct Services {
     /// Sellers' webhook endpoints as of start: cores queue events for them, the worker delivers.
     /// Each core then holds its own ([`CoreState::webhooks`]).
     pub initial_webhooks: Arc<Webhooks>,
+    /// Seals buyers' secrets in the buyer table ([`crate::buyers::seal`]).
+    pub seal_key: SealKey,
 }
 
 /// One core's own part of the exchange. Lives on its thread only.
@@ -101,7 +104,14 @@ impl App for Exchange {
         store: &Arc<Store>,
         clock: &Clock,
     ) -> Result<(Services, Handles), String> {
-        let registry = Arc::new(seed_buyers(store, config, clock)?);
+        let (seal_key, older_seal_key) = seal_keys(store, config)?;
+        let registry = Arc::new(seed_buyers(
+            store,
+            config,
+            clock,
+            &seal_key,
+            older_seal_key.as_ref(),
+        )?);
         let auth = Arc::new(Auth::from_config(&config.tokens, &config.limits)?);
         let keys = BidKeys::from_config(
             &config.bid_token,
@@ -129,6 +139,7 @@ impl App for Exchange {
             access_keys,
             initial_clients,
             initial_webhooks: webhooks,
+            seal_key,
         };
         Ok((services, Handles { webhook_worker }))
     }
@@ -305,12 +316,56 @@ fn stored_secret(store: &Store, key: &str, what: &str) -> Result<Vec<u8>, String
     }
 }
 
-/// The buyer table at start: the stored rows with the config file's buyers seeded over them (the
-/// ownership rule of [`crate::buyers::table`]), made durable before any core runs, and the first
-/// snapshot built from it.
-fn seed_buyers(store: &Store, config: &Config, clock: &Clock) -> Result<Registry, String> {
-    let (stored, moved) = crate::buyers::table::load(store)?;
-    let (table, seeded) = crate::buyers::table::seed(&stored, &config.buyers, clock.now_ms());
+/// Meta key of the buyer sealing key Gavel generates when `[store] seal_key_env` is unset.
+const SEAL_KEY_META: &str = "buyer_seal_key";
+
+/// The key buyers' secrets are sealed with, and the one that sealed them before when it changed.
+/// With `[store] seal_key_env` the key is the environment's, and a key Gavel generated earlier
+/// (kept in the store) only opens the rows it sealed until they are sealed again at start
+/// ([`seed_buyers`] then removes it from the store). Without it the key is generated once and
+/// kept in the store, beside the rows.
+fn seal_keys(store: &Store, config: &Config) -> Result<(SealKey, Option<SealKey>), String> {
+    let from_store = |secret: &[u8]| {
+        let bytes: &[u8; SEAL_KEY_BYTES] = secret
+            .get(..SEAL_KEY_BYTES)
+            .and_then(|b| b.try_into().ok())
+            .ok_or("the stored buyer sealing key is too short")?;
+        Ok::<_, String>(SealKey::new(bytes))
+    };
+    match &config.store.seal_key_env {
+        None => {
+            let secret = stored_secret(store, SEAL_KEY_META, "buyer sealing key")?;
+            Ok((from_store(&secret)?, None))
+        }
+        Some(name) => {
+            let key = key_from_env(name).map_err(|e| format!("store.seal_key_env: {e}"))?;
+            let older = store
+                .get_meta(SEAL_KEY_META)
+                .map_err(|e| format!("cannot read the buyer sealing key: {e}"))?
+                .map(|secret| from_store(&secret))
+                .transpose()?;
+            Ok((SealKey::new(&key), older))
+        }
+    }
+}
+
+/// The buyer table at start: the stored rows (secrets opened with `key`, or `older`) with the
+/// config file's buyers seeded over them (the ownership rule of [`crate::buyers::table`]), made
+/// durable before any core runs, and the first snapshot built from it.
+fn seed_buyers(
+    store: &Store,
+    config: &Config,
+    clock: &Clock,
+    key: &SealKey,
+    older: Option<&SealKey>,
+) -> Result<Registry, String> {
+    let (stored, mut moved) = crate::buyers::table::load(store, key, older)?;
+    if older.is_some() {
+        // Every row now opens with the environment's key: the generated one leaves the store in
+        // the same batch, so a copy of the store no longer carries a key to its secrets.
+        moved.delete_meta(SEAL_KEY_META);
+    }
+    let (table, seeded) = crate::buyers::table::seed(&stored, &config.buyers, clock.now_ms(), key);
     // Rows moved to their tenant-scoped key first: the seed's writes assume they are there.
     for batch in [moved, seeded] {
         if !batch.is_empty() {

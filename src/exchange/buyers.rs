@@ -6,10 +6,12 @@
 //! Buyers are named by tenant and id together ([`crate::buyers::table`]): a tenant sees, creates
 //! and counts only its own, up to [`MAX_BUYERS_PER_TENANT`], so one tenant can neither fill the
 //! table for another nor learn which ids another uses.
+//!
 //! Each change is checked with the same rules as the config file (the config module's checks, the
-//! buyer URL check, building the buyer), made durable in the buyer table
-//! ([`crate::buyers::table`]), turned into a new registry snapshot and installed on every core
-//! before the call answers. A core whose inbox is full misses it: the change answers
+//! buyer URL check, building the buyer), and one more: a definition from the API names nothing of
+//! the server's own, neither an environment variable nor a file ([`nothing_of_the_server`]). It is
+//! made durable in the buyer table ([`crate::buyers::table`], secrets sealed), turned into a new
+//! registry snapshot and installed on every core before the call answers. A core whose inbox is full misses it: the change answers
 //! [`BuyerError::NotApplied`] naming the cores, and the next change (or the same call repeated)
 //! installs the current snapshot on every core first. A core only takes a snapshot newer than the
 //! one it holds, so a late one never undoes a newer change.
@@ -25,6 +27,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::auth::Auth;
+use crate::buyers::seal::SealKey;
 use crate::buyers::table::{self, BuyerRecord, Source};
 use crate::buyers::Registry;
 use crate::config::{BuyerConfig, Config, ConfigError, RuleConfig, Tenant, MAX_BUYERS_PER_TENANT};
@@ -81,8 +84,10 @@ impl From<StoreError> for BuyerError {
 pub enum Change {
     /// A new buyer (`source = api`).
     Create(BuyerConfig),
-    /// The whole new definition of an existing buyer of the tenant. An `auth_header` with neither
-    /// `value` nor `value_env` under the same name keeps the stored value (answers never show it).
+    /// The whole new definition of an existing buyer of the tenant. An `auth_header` without a
+    /// `value` under the same name keeps the stored value (answers never show it), or the
+    /// environment reference the config file gave it. Naming an environment variable itself
+    /// (`value_env`) is refused: only the config file may.
     Replace(BuyerConfig),
     /// A JSON merge patch (RFC 7396) over buyer `id`'s definition.
     Patch {
@@ -221,8 +226,16 @@ pub async fn apply(
     // which a core never does: the edit and the new snapshot are made on a thread of their own.
     let (next, batch, answer) = off_core(move || {
         let config = &shared.config;
-        let (records, batch, answer) =
-            edit(config, &current, tenant, change, now, MAX_BUYERS_PER_TENANT)?;
+        let limit = MAX_BUYERS_PER_TENANT;
+        let (records, batch, answer) = edit(
+            config,
+            &current,
+            tenant,
+            change,
+            now,
+            limit,
+            &shared.seal_key,
+        )?;
         let next = current
             .next(records, config.limits.buyer_pings_per_s)
             .map_err(|reason| BuyerError::Invalid {
@@ -249,6 +262,7 @@ fn edit(
     change: Change,
     now: u64,
     max_per_tenant: usize,
+    key: &SealKey,
 ) -> Result<(Vec<BuyerRecord>, Batch, Option<BuyerRecord>), BuyerError> {
     let mut records = current.records.clone();
     let mut batch = Batch::new();
@@ -260,7 +274,7 @@ fn edit(
     };
     let answer = match change {
         Change::Reload(file) => {
-            let (table, seeded) = table::seed(&records, &file, now);
+            let (table, seeded) = table::seed(&records, &file, now, key);
             return Ok((table, seeded, None));
         }
         Change::Create(b) => {
@@ -269,6 +283,7 @@ fn edit(
                 tenant,
                 "a definition takes its caller's tenant"
             );
+            nothing_of_the_server(&b, None)?;
             if let Some(r) = records.iter().find(|r| r.is(b.tenant, &b.id)) {
                 // The same create repeated (say after a 503) is answered again, not refused.
                 let same = r.source == Source::Api && table::same_definition(&r.buyer, &b);
@@ -280,36 +295,43 @@ fn edit(
                 if is_full(&records, b.tenant, max_per_tenant) {
                     return Err(BuyerError::TooMany);
                 }
-                files_from_the_file_only(&b, None)?;
                 check(&b, config)?;
                 let row = BuyerRecord::new(b, Source::Api, now);
-                table::put(&mut batch, &row);
+                table::put(&mut batch, &row, key);
                 records.push(row.clone());
                 row
             }
         }
         Change::Replace(mut b) => {
             let i = find(&records, &b.id)?;
+            // What the caller sent, before the stored secret (and environment reference) is kept.
+            nothing_of_the_server(&b, Some(&records[i].buyer))?;
             keep_secret(&mut b, &records[i].buyer);
-            files_from_the_file_only(&b, Some(&records[i].buyer))?;
+            value_replaces_env(&mut b);
+            env_secret_stays_home(&b, &records[i].buyer)?;
             check(&b, config)?;
-            replace(&mut records[i], b, now, &mut batch)
+            replace(&mut records[i], b, now, &mut batch, key)
         }
         Change::Patch { id, patch } => {
             let i = find(&records, &id)?;
+            if let Some(field) = names_server_env(&patch) {
+                return Err(env_refused(field));
+            }
             let mut merged =
                 serde_json::to_value(&records[i].buyer).expect("buyer definitions serialize");
             merge_patch(&mut merged, patch);
-            let b = parse_definition(merged, records[i].buyer.tenant, Some(&id))?;
+            let mut b = parse_definition(merged, records[i].buyer.tenant, Some(&id))?;
+            value_replaces_env(&mut b);
             files_from_the_file_only(&b, Some(&records[i].buyer))?;
+            env_secret_stays_home(&b, &records[i].buyer)?;
             check(&b, config)?;
-            replace(&mut records[i], b, now, &mut batch)
+            replace(&mut records[i], b, now, &mut batch, key)
         }
         Change::SetEnabled { id, enabled } => {
             let i = find(&records, &id)?;
             let mut b = records[i].buyer.clone();
             b.enabled = enabled;
-            replace(&mut records[i], b, now, &mut batch)
+            replace(&mut records[i], b, now, &mut batch, key)
         }
         Change::Delete { id } => {
             let i = find(&records, &id)?;
@@ -318,6 +340,87 @@ fn edit(
         }
     };
     Ok((records, batch, Some(answer)))
+}
+
+/// Refuses a definition from the API that names anything of the server's own: an environment
+/// variable (any `*_env` key, today `auth_header.value_env`) or a file (TLS files other than the
+/// stored ones, [`files_from_the_file_only`]). Whoever can call the admin API must not make Gavel
+/// send a server secret (`GAVEL_BID_KEY`, `HOME`, any variable) to a URL of their choosing, nor
+/// probe the server's files. Secrets sent through the API are values, stored sealed.
+fn nothing_of_the_server(b: &BuyerConfig, stored: Option<&BuyerConfig>) -> Result<(), BuyerError> {
+    let sent = serde_json::to_value(b).expect("buyer definitions serialize");
+    if let Some(field) = names_server_env(&sent) {
+        return Err(env_refused(field));
+    }
+    files_from_the_file_only(b, stored)
+}
+
+/// The dotted path (`auth_header.value_env`) of the first `*_env` key with a value in `value`.
+fn names_server_env(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.ends_with("_env") && !v.is_null() {
+                return Some(k.clone());
+            }
+            names_server_env(v).map(|inner| format!("{k}.{inner}"))
+        }),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| names_server_env(v).map(|inner| format!("[{i}].{inner}"))),
+        _ => None,
+    }
+}
+
+fn env_refused(field: String) -> BuyerError {
+    BuyerError::Invalid {
+        field,
+        reason: "names an environment variable of the server, which only the config file may; \
+                 send the secret itself as `value` (stored sealed, never shown)"
+            .into(),
+    }
+}
+
+/// An auth header value sent through the API replaces the environment reference the config file
+/// gave the header (which the merge or the kept secret would otherwise leave beside it, unused).
+fn value_replaces_env(b: &mut BuyerConfig) {
+    if let Some(h) = b.auth_header.as_mut().filter(|h| h.value.is_some()) {
+        h.value_env = None;
+    }
+}
+
+/// A buyer whose auth header the config file reads from the server's environment (`value_env`)
+/// keeps its URLs' scheme, host and port through the API: the API may re-price, pause, re-filter
+/// or re-path it, but pointing it elsewhere would send that server-held secret to a host the
+/// caller chose. Sending a new auth header value (which replaces the reference) lifts this.
+fn env_secret_stays_home(b: &BuyerConfig, stored: &BuyerConfig) -> Result<(), BuyerError> {
+    if b.auth_header
+        .as_ref()
+        .is_none_or(|h| h.value_env.is_none() || h.value.is_some())
+    {
+        return Ok(());
+    }
+    let origin = |url: &str| {
+        url.parse::<http::Uri>()
+            .ok()
+            .map(|u| (u.scheme_str().map(str::to_string), u.authority().cloned()))
+    };
+    for (field, new, old) in [
+        ("ping_url", &b.ping_url, &stored.ping_url),
+        ("post_url", &b.post_url, &stored.post_url),
+    ] {
+        if origin(new) != origin(old) {
+            return Err(BuyerError::Invalid {
+                field: field.to_string(),
+                reason: "this buyer's auth header is read from the server's environment \
+                         (config file), so its URLs keep their scheme, host and port through \
+                         the API; change them in the config file, or send a new auth_header \
+                         value with them"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Whether `tenant` already holds `limit` buyers in `records`: only its own count, so a tenant at
@@ -362,12 +465,19 @@ fn files_from_the_file_only(
     Ok(())
 }
 
-/// Puts definition `b` into `row` (a change only when it differs) and returns the row.
-fn replace(row: &mut BuyerRecord, b: BuyerConfig, now: u64, batch: &mut Batch) -> BuyerRecord {
+/// Puts definition `b` into `row` (a change only when it differs; written sealed with `key`) and
+/// returns the row.
+fn replace(
+    row: &mut BuyerRecord,
+    b: BuyerConfig,
+    now: u64,
+    batch: &mut Batch,
+    key: &SealKey,
+) -> BuyerRecord {
     if !table::same_definition(&row.buyer, &b) {
         row.buyer = b;
         row.updated_ms = now;
-        table::put(batch, row);
+        table::put(batch, row, key);
     }
     row.clone()
 }
@@ -594,6 +704,7 @@ mod tests {
             )
             .unwrap()
         };
+        let key = SealKey::random();
         let mut registry = Registry::default();
         for n in 0..3 {
             let b = def(Tenant::Sandbox, &format!("s{n}"));
@@ -604,6 +715,7 @@ mod tests {
                 Change::Create(b),
                 1,
                 3,
+                &key,
             )
             .unwrap();
             registry = registry.next(records, 100.0).unwrap();
@@ -615,6 +727,7 @@ mod tests {
             Change::Create(def(Tenant::Sandbox, "s3")),
             2,
             3,
+            &key,
         );
         assert!(matches!(full, Err(BuyerError::TooMany)), "{full:?}");
         let (records, batch, answer) = edit(
@@ -624,6 +737,7 @@ mod tests {
             Change::Create(def(Tenant::Production, "s0")),
             2,
             3,
+            &key,
         )
         .expect("production has room of its own, and its own id space");
         assert_eq!(records.len(), 4);
@@ -637,7 +751,7 @@ mod tests {
             id: "s1".into(),
             patch: json!({"floor": 9}),
         };
-        let missing = edit(&config, &next, Some(Tenant::Production), patch, 3, 3);
+        let missing = edit(&config, &next, Some(Tenant::Production), patch, 3, 3, &key);
         assert!(
             matches!(missing, Err(BuyerError::NotFound { .. })),
             "{missing:?}"
