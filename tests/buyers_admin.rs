@@ -857,6 +857,7 @@ fn sighup_reloads_a_valid_file_and_keeps_running_on_an_invalid_one() {
         let mut text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\ncores = 2\ndriver = \"legacy\"\npin_threads = false\n\
              [store]\npath = \"{}\"\n[metrics]\nlisten = \"off\"\n[log]\nlevel = \"info\"\n\
+             [egress]\nallow_private = [\"127.0.0.0/8\"]\n\
              [[tokens]]\nclient = \"admin\"\ntenant = \"sandbox\"\nsha256 = \"{}\"\n\
              scopes = [\"ping\", \"admin\"]\n",
             dir.join("db").display(),

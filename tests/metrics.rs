@@ -288,7 +288,7 @@ fn logs_carry_request_ids_and_no_pii() {
     )
     .unwrap();
     let cfg = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ncores = 2\npin_threads = false\n[store]\npath = \"{}\"\n[log]\nlevel = \"debug\"\njson = true\n[metrics]\nlisten = \"127.0.0.1:0\"\n[[tokens]]\nclient = \"logs\"\ntenant = \"sandbox\"\nsha256 = \"{}\"\nscopes = [\"ping\", \"post\", \"reports\"]\n[[buyers]]\nid = \"a\"\ntenant = \"sandbox\"\nping_url = \"{}\"\npost_url = \"{}\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\ncores = 2\npin_threads = false\n[store]\npath = \"{}\"\n[log]\nlevel = \"debug\"\njson = true\n[metrics]\nlisten = \"127.0.0.1:0\"\n[egress]\nallow_private = [\"127.0.0.0/8\"]\n[[tokens]]\nclient = \"logs\"\ntenant = \"sandbox\"\nsha256 = \"{}\"\nscopes = [\"ping\", \"post\", \"reports\"]\n[[buyers]]\nid = \"a\"\ntenant = \"sandbox\"\nping_url = \"{}\"\npost_url = \"{}\"\n",
         dir.join("db").display(),
         gavel::auth::sha256_hex(TOKEN),
         fleet.ping_url("a"),

@@ -7,7 +7,8 @@
 //! The registry is a snapshot: a change to the buyers (admin API, `SIGHUP`) builds a new
 //! [`Registry`] and every core swaps its `Arc` for it, while an auction keeps the one it started
 //! with. [`table`] owns the durable form of the buyer list, from which snapshots are built, and
-//! [`seal`] the cipher its secrets are stored under.
+//! [`seal`] the cipher its secrets are stored under. [`egress`] decides which addresses a buyer
+//! URL, and each connection to a buyer, may reach.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::model::{Cents, Ping};
 use crate::types::clock::Clock;
 
 mod attributes;
+pub mod egress;
 pub mod format;
 pub mod pool;
 pub mod resolve;

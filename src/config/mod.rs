@@ -20,10 +20,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub mod dns;
+pub mod egress;
 pub mod format;
 pub mod sandbox;
 
 pub use dns::DnsConfig;
+pub use egress::EgressConfig;
 pub use format::FormatConfig;
 pub use sandbox::MockBuyerConfig;
 
@@ -114,6 +116,9 @@ pub struct Config {
     /// Where buyer host names are looked up and how long answers are kept.
     #[serde(default)]
     pub dns: DnsConfig,
+    /// Which private or loopback addresses buyer URLs may reach.
+    #[serde(default)]
+    pub egress: EgressConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -938,6 +943,7 @@ impl Config {
             ));
         }
         self.dns.validate(file)?;
+        self.egress.validate(file)?;
         let l = &self.limits;
         let rates = [
             (

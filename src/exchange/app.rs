@@ -16,6 +16,7 @@ use crate::auction::shard::Shard;
 use crate::auction::token::{BidKeys, MIN_SECRET_BYTES};
 use crate::auth::oauth::{AccessKeys, ClientRecord, ClientTable, META_PREFIX};
 use crate::auth::{Auth, Client};
+use crate::buyers::egress::Egress;
 use crate::buyers::pool::Pool;
 use crate::buyers::seal::{key_from_env, SealKey, SEAL_KEY_BYTES};
 use crate::buyers::Registry;
@@ -160,10 +161,12 @@ impl App for Exchange {
                 id,
                 shared.config.auction.max_auctions_per_core,
             )),
-            pool: Pool::new().with_dns(crate::buyers::resolve::Cache::new(
-                crate::buyers::resolve::Settings::from_config(&shared.config.dns),
-                shared.clock.clone(),
-            )),
+            pool: Pool::new()
+                .with_dns(crate::buyers::resolve::Cache::new(
+                    crate::buyers::resolve::Settings::from_config(&shared.config.dns),
+                    shared.clock.clone(),
+                ))
+                .with_egress(Arc::new(egress(shared))),
             in_flight: RefCell::new(std::collections::HashSet::new()),
             clients: RefCell::new(ClientTable::new(shared.initial_clients.iter().cloned())),
             registry: RefCell::new(shared.initial_registry.clone()),
@@ -178,6 +181,15 @@ impl App for Exchange {
     async fn background(core: Rc<Core>) {
         futures::future::join(warm_up(core.clone()), evict_on_time(core)).await;
     }
+}
+
+/// The egress rule buyer calls and buyer changes follow: `[egress]`, with the addresses this
+/// server listens on as its own.
+pub fn egress(shared: &Shared) -> Egress {
+    let bound: Vec<_> = std::iter::once(shared.addr)
+        .chain(shared.metrics_addr)
+        .collect();
+    Egress::from_config(&shared.config, &bound)
 }
 
 /// Opens one connection from this core to each enabled https buyer's ping origin (those with

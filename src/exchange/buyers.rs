@@ -27,6 +27,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::auth::Auth;
+use crate::buyers::egress::Egress;
 use crate::buyers::seal::SealKey;
 use crate::buyers::table::{self, BuyerRecord, Source};
 use crate::buyers::Registry;
@@ -174,10 +175,22 @@ pub fn parse_definition(
     Ok(b)
 }
 
+/// What a change is checked and written by.
+struct Rules<'a> {
+    config: &'a Config,
+    /// Where buyer URLs may point, with this server's own listeners.
+    egress: &'a Egress,
+    /// Seals the secrets of the rows written.
+    key: &'a SealKey,
+    /// Buyers one tenant may hold ([`MAX_BUYERS_PER_TENANT`] outside tests).
+    max_per_tenant: usize,
+}
+
 /// The checks a `[[buyers]]` entry of the config file gets, on one definition: the config
-/// module's rules and the buyer URL and TLS check. Building the buyer (header values, formats)
-/// is the last check, made by [`Registry::next`].
-pub fn check(b: &BuyerConfig, config: &Config) -> Result<(), BuyerError> {
+/// module's rules, the buyer URL and TLS check, and the egress rule (with the server's own
+/// listeners as bound). Building the buyer (header values, formats) is the last check, made by
+/// [`Registry::next`].
+fn check(b: &BuyerConfig, config: &Config, egress: &Egress) -> Result<(), BuyerError> {
     let mut one = config.clone();
     one.buyers = vec![b.clone()];
     // Tokens name buyers of the file; they are not what this change is about.
@@ -196,6 +209,12 @@ pub fn check(b: &BuyerConfig, config: &Config) -> Result<(), BuyerError> {
         },
     };
     one.validate("buyer").map_err(field_of)?;
+    egress
+        .check_buyer(b)
+        .map_err(|(field, reason)| BuyerError::Invalid {
+            field: field.to_string(),
+            reason,
+        })?;
     // Header values and formats are checked when the new snapshot builds the buyer
     // ([`Registry::next`]), which refuses the change the same way; building it here too would
     // read its TLS files a second time.
@@ -225,19 +244,16 @@ pub async fn apply(
     // Checking and building buyers reads their TLS files (CA bundle, client certificate and key),
     // which a core never does: the edit and the new snapshot are made on a thread of their own.
     let (next, batch, answer) = off_core(move || {
-        let config = &shared.config;
-        let limit = MAX_BUYERS_PER_TENANT;
-        let (records, batch, answer) = edit(
-            config,
-            &current,
-            tenant,
-            change,
-            now,
-            limit,
-            &shared.seal_key,
-        )?;
+        let egress = crate::exchange::app::egress(&shared);
+        let rules = Rules {
+            config: &shared.config,
+            egress: &egress,
+            key: &shared.seal_key,
+            max_per_tenant: MAX_BUYERS_PER_TENANT,
+        };
+        let (records, batch, answer) = edit(&rules, &current, tenant, change, now)?;
         let next = current
-            .next(records, config.limits.buyer_pings_per_s)
+            .next(records, shared.config.limits.buyer_pings_per_s)
             .map_err(|reason| BuyerError::Invalid {
                 field: String::new(),
                 reason,
@@ -252,18 +268,21 @@ pub async fn apply(
     Ok(answer)
 }
 
-/// The table after `change`, the writes that make it durable, and the row to answer with. A
-/// create is refused once its tenant holds `max_per_tenant` buyers ([`MAX_BUYERS_PER_TENANT`]
-/// outside tests).
+/// The table after `change` under `rules`, the writes that make it durable, and the row to answer
+/// with.
 fn edit(
-    config: &Config,
+    rules: &Rules,
     current: &Registry,
     tenant: Option<Tenant>,
     change: Change,
     now: u64,
-    max_per_tenant: usize,
-    key: &SealKey,
 ) -> Result<(Vec<BuyerRecord>, Batch, Option<BuyerRecord>), BuyerError> {
+    let Rules {
+        config,
+        egress,
+        key,
+        max_per_tenant,
+    } = *rules;
     let mut records = current.records.clone();
     let mut batch = Batch::new();
     // Only the config file's reload has no tenant, and it names no single buyer.
@@ -295,7 +314,7 @@ fn edit(
                 if is_full(&records, b.tenant, max_per_tenant) {
                     return Err(BuyerError::TooMany);
                 }
-                check(&b, config)?;
+                check(&b, config, egress)?;
                 let row = BuyerRecord::new(b, Source::Api, now);
                 table::put(&mut batch, &row, key);
                 records.push(row.clone());
@@ -309,7 +328,7 @@ fn edit(
             keep_secret(&mut b, &records[i].buyer);
             value_replaces_env(&mut b);
             env_secret_stays_home(&b, &records[i].buyer)?;
-            check(&b, config)?;
+            check(&b, config, egress)?;
             replace(&mut records[i], b, now, &mut batch, key)
         }
         Change::Patch { id, patch } => {
@@ -324,7 +343,7 @@ fn edit(
             value_replaces_env(&mut b);
             files_from_the_file_only(&b, Some(&records[i].buyer))?;
             env_secret_stays_home(&b, &records[i].buyer)?;
-            check(&b, config)?;
+            check(&b, config, egress)?;
             replace(&mut records[i], b, now, &mut batch, key)
         }
         Change::SetEnabled { id, enabled } => {
@@ -705,39 +724,40 @@ mod tests {
             .unwrap()
         };
         let key = SealKey::random();
+        let egress = Egress::default();
+        let rules = |max_per_tenant| Rules {
+            config: &config,
+            egress: &egress,
+            key: &key,
+            max_per_tenant,
+        };
         let mut registry = Registry::default();
         for n in 0..3 {
             let b = def(Tenant::Sandbox, &format!("s{n}"));
             let (records, _, _) = edit(
-                &config,
+                &rules(3),
                 &registry,
                 Some(Tenant::Sandbox),
                 Change::Create(b),
                 1,
-                3,
-                &key,
             )
             .unwrap();
             registry = registry.next(records, 100.0).unwrap();
         }
         let full = edit(
-            &config,
+            &rules(3),
             &registry,
             Some(Tenant::Sandbox),
             Change::Create(def(Tenant::Sandbox, "s3")),
             2,
-            3,
-            &key,
         );
         assert!(matches!(full, Err(BuyerError::TooMany)), "{full:?}");
         let (records, batch, answer) = edit(
-            &config,
+            &rules(3),
             &registry,
             Some(Tenant::Production),
             Change::Create(def(Tenant::Production, "s0")),
             2,
-            3,
-            &key,
         )
         .expect("production has room of its own, and its own id space");
         assert_eq!(records.len(), 4);
@@ -751,7 +771,7 @@ mod tests {
             id: "s1".into(),
             patch: json!({"floor": 9}),
         };
-        let missing = edit(&config, &next, Some(Tenant::Production), patch, 3, 3, &key);
+        let missing = edit(&rules(3), &next, Some(Tenant::Production), patch, 3);
         assert!(
             matches!(missing, Err(BuyerError::NotFound { .. })),
             "{missing:?}"

@@ -96,8 +96,9 @@ pub const BUYER_OUTCOMES: [&str; 7] = [
 ];
 /// Why a call could not reach a buyer at all, in the order of [`Snapshot::buyer_call_errors`]'
 /// inner arrays (`kind` of `gavel_buyer_call_errors_total`): TLS handshake, name resolution, TCP
-/// connect. Other kinds passed to [`CoreMetrics::record_buyer_call_error`] are not counted.
-pub const BUYER_CALL_ERROR_KINDS: [&str; 3] = ["tls", "dns", "connect"];
+/// connect, an address the egress rule refuses. Other kinds passed to
+/// [`CoreMetrics::record_buyer_call_error`] are not counted.
+pub const BUYER_CALL_ERROR_KINDS: [&str; 4] = ["tls", "dns", "connect", "egress"];
 /// Reasons an auction ended without a winner, in the order of [`Snapshot::no_bid`]. Unknown reasons
 /// passed to [`CoreMetrics::record_no_bid`] are not counted.
 pub const NO_BID_REASONS: [&str; 3] = ["no_eligible_buyers", "no_bids", "below_floor"];

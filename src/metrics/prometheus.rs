@@ -312,7 +312,7 @@ pub fn render_prometheus(
         &mut out,
         name,
         "counter",
-        "Buyer pings that never reached the buyer, per buyer (tenant and id) and kind (tls, dns, connect).",
+        "Buyer pings that never reached the buyer, per buyer (tenant and id) and kind (tls, dns, connect, egress).",
     );
     for ((tenant, id), counts) in snap.buyer_ids.iter().zip(&snap.buyer_call_errors) {
         for (kind, n) in BUYER_CALL_ERROR_KINDS.iter().zip(counts) {
