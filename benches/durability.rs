@@ -34,6 +34,9 @@ durable = {durable}
 level = "error"
 [metrics]
 listen = "off"
+# The sandbox buyer listens on loopback.
+[egress]
+allow_private = ["127.0.0.0/8"]
 
 # Measures durability, not the protective limits.
 [limits]

@@ -536,9 +536,12 @@ fn check_sections(cfg: &Config, file: &str) -> Result<(), ConfigError> {
     crate::auction::token::check_config(&cfg.bid_token, file)?;
     crate::buyers::pool::check_config(&cfg.buyers, file)?;
     crate::buyers::format::check_config(&cfg.buyers, file)?;
+    crate::buyers::seal::check_config(&cfg.store, file)?;
     crate::webhooks::check_config(&cfg.webhooks, file)?;
     crate::webhooks::check_delivery(&cfg.webhook_delivery, file)?;
-    crate::sandbox::check_config(&cfg.sandbox, file)
+    crate::sandbox::check_config(&cfg.sandbox, file)?;
+    // Last: a buyer whose URL is wrong in another way is told that first.
+    crate::buyers::egress::check_config(cfg, file)
 }
 
 fn load(path: &Path) -> Result<Config, String> {
@@ -625,7 +628,7 @@ fn wait_for_signal(mut on_hup: impl FnMut()) -> Result<(), String> {
 fn sections_needing_restart(running: &Config, new: &Config) -> Vec<&'static str> {
     let differ =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    let sections: [(&'static str, bool); 11] = [
+    let sections: [(&'static str, bool); 12] = [
         ("server", differ(&running.server, &new.server)),
         ("auction", differ(&running.auction, &new.auction)),
         ("post", differ(&running.post, &new.post)),
@@ -640,6 +643,8 @@ fn sections_needing_restart(running: &Config, new: &Config) -> Vec<&'static str>
         ("sandbox", differ(&running.sandbox, &new.sandbox)),
         ("log", differ(&running.log, &new.log)),
         ("metrics", differ(&running.metrics, &new.metrics)),
+        // Each core's buyer pool holds the rule it started with.
+        ("egress", differ(&running.egress, &new.egress)),
     ];
     sections
         .into_iter()

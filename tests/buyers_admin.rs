@@ -58,7 +58,7 @@ fn definition(env: &Env, id: &str) -> serde_json::Value {
 fn create(env: &Env, id: &str) -> Resp {
     let r = env.post(
         "/v1/admin/buyers",
-        Some(TOKEN),
+        Some(OPERATOR),
         &definition(env, id).to_string(),
     );
     assert_eq!(r.status, 201, "{}", r.text);
@@ -109,7 +109,7 @@ fn created_paused_resumed(driver: Driver) {
             "core {core} pinged the new buyer"
         );
     }
-    let listed = env.get("/v1/admin/buyers", Some(TOKEN));
+    let listed = env.get("/v1/admin/buyers", Some(OPERATOR));
     let ids: Vec<&str> = listed.json["buyers"]
         .as_array()
         .unwrap()
@@ -120,7 +120,7 @@ fn created_paused_resumed(driver: Driver) {
     assert_eq!(listed.json["buyers"][0]["source"], "config");
     assert!(listed.text.contains("\"floor\":1.50"), "{}", listed.text);
 
-    let r = env.post("/v1/admin/buyers/newbie/pause", Some(TOKEN), "");
+    let r = env.post("/v1/admin/buyers/newbie/pause", Some(OPERATOR), "");
     assert_eq!(
         (r.status, &r.json["enabled"]),
         (200, &json!(false)),
@@ -134,7 +134,7 @@ fn created_paused_resumed(driver: Driver) {
     }
     assert_eq!(log.pings("newbie"), before, "a paused buyer is not pinged");
 
-    let r = env.post("/v1/admin/buyers/newbie/resume", Some(TOKEN), "");
+    let r = env.post("/v1/admin/buyers/newbie/resume", Some(OPERATOR), "");
     assert_eq!(
         (r.status, &r.json["enabled"]),
         (200, &json!(true)),
@@ -164,7 +164,7 @@ fn a_raised_floor_applies_to_the_next_auction() {
         &env.base,
         "PATCH",
         "/v1/admin/buyers/only",
-        Some(TOKEN),
+        Some(OPERATOR),
         Some(r#"{"floor": 25.00}"#),
         &[],
     );
@@ -177,7 +177,7 @@ fn a_raised_floor_applies_to_the_next_auction() {
         assert_eq!(r.json["status"], "no_bid", "{}", r.text);
         assert_eq!(r.json["reject_reason"], "below_floor", "{}", r.text);
     }
-    let shown = env.get("/v1/admin/buyers/only", Some(TOKEN));
+    let shown = env.get("/v1/admin/buyers/only", Some(OPERATOR));
     assert_eq!(shown.json["floor"].as_f64(), Some(25.0));
 }
 
@@ -186,32 +186,32 @@ fn deleted_buyers_stay_gone_and_api_buyers_survive_a_restart() {
     let mut env = env_with_spare_buyers();
     create(&env, "newbie");
     create(&env, "slow");
-    let r = send(&env, "DELETE", "/v1/admin/buyers/slow", TOKEN, None);
+    let r = send(&env, "DELETE", "/v1/admin/buyers/slow", OPERATOR, None);
     assert_eq!(
         (r.status, r.json["id"].as_str()),
         (200, Some("slow")),
         "{}",
         r.text
     );
-    assert_eq!(env.get("/v1/admin/buyers/slow", Some(TOKEN)).status, 404);
-    let r = send(&env, "DELETE", "/v1/admin/buyers/slow", TOKEN, None);
+    assert_eq!(env.get("/v1/admin/buyers/slow", Some(OPERATOR)).status, 404);
+    let r = send(&env, "DELETE", "/v1/admin/buyers/slow", OPERATOR, None);
     assert_eq!(r.status, 404);
     // A config buyer deleted through the API lasts only until the file is read again.
-    let r = send(&env, "DELETE", "/v1/admin/buyers/in_config", TOKEN, None);
+    let r = send(&env, "DELETE", "/v1/admin/buyers/in_config", OPERATOR, None);
     assert_eq!(r.status, 200, "{}", r.text);
     let r = ping_on(&env, 1, "after_delete");
     assert_eq!(r.json["buyers_pinged"], 1, "{}", r.text);
 
     env.restart();
-    let r = env.get("/v1/admin/buyers/newbie", Some(TOKEN));
+    let r = env.get("/v1/admin/buyers/newbie", Some(OPERATOR));
     assert_eq!(
         (r.status, &r.json["source"]),
         (200, &json!("api")),
         "{}",
         r.text
     );
-    assert_eq!(env.get("/v1/admin/buyers/slow", Some(TOKEN)).status, 404);
-    let r = env.get("/v1/admin/buyers/in_config", Some(TOKEN));
+    assert_eq!(env.get("/v1/admin/buyers/slow", Some(OPERATOR)).status, 404);
+    let r = env.get("/v1/admin/buyers/in_config", Some(OPERATOR));
     assert_eq!(r.status, 200, "the file seeds its buyers again at start");
     let log = env.fleet.log();
     let (newbie, slow) = (log.pings("newbie"), log.pings("slow"));
@@ -225,48 +225,175 @@ fn deleted_buyers_stay_gone_and_api_buyers_survive_a_restart() {
 fn another_tenant_cannot_see_or_change_a_buyer() {
     let env = env_with_spare_buyers();
     create(&env, "newbie");
-    let r = env.get("/v1/admin/buyers", Some(LIVE));
+    let r = env.get("/v1/admin/buyers", Some(LIVE_OPERATOR));
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["buyers"], json!([]));
-    assert_eq!(env.get("/v1/admin/buyers/newbie", Some(LIVE)).status, 404);
+    assert_eq!(
+        env.get("/v1/admin/buyers/newbie", Some(LIVE_OPERATOR))
+            .status,
+        404
+    );
     let patch = Some(r#"{"floor": 99}"#);
-    let r = send(&env, "PATCH", "/v1/admin/buyers/newbie", LIVE, patch);
+    let r = send(
+        &env,
+        "PATCH",
+        "/v1/admin/buyers/newbie",
+        LIVE_OPERATOR,
+        patch,
+    );
     assert_eq!((r.status, r.error_code()), (404, "not_found"), "{}", r.text);
-    let r = send(&env, "POST", "/v1/admin/buyers/newbie/pause", LIVE, None);
+    let r = send(
+        &env,
+        "POST",
+        "/v1/admin/buyers/newbie/pause",
+        LIVE_OPERATOR,
+        None,
+    );
     assert_eq!(r.status, 404);
-    let r = send(&env, "DELETE", "/v1/admin/buyers/newbie", LIVE, None);
+    let r = send(
+        &env,
+        "DELETE",
+        "/v1/admin/buyers/newbie",
+        LIVE_OPERATOR,
+        None,
+    );
     assert_eq!(r.status, 404);
-    // A buyer in another tenant's name is refused; ids are unique across tenants.
+    // A buyer in another tenant's name is refused.
     let mut other = definition(&env, "newbie");
     other["tenant"] = json!("sandbox");
     let r = send(
         &env,
         "POST",
         "/v1/admin/buyers",
-        LIVE,
+        LIVE_OPERATOR,
         Some(&other.to_string()),
     );
     assert_eq!(r.status, 422, "{}", r.text);
     assert_eq!(r.json["field_errors"][0]["field"], "tenant");
-    other.as_object_mut().unwrap().remove("tenant");
-    let r = send(
-        &env,
-        "POST",
-        "/v1/admin/buyers",
-        LIVE,
-        Some(&other.to_string()),
-    );
-    assert_eq!(
-        (r.status, r.error_code()),
-        (409, "buyer_exists"),
-        "{}",
-        r.text
-    );
     // Untouched for its own tenant.
-    let r = env.get("/v1/admin/buyers/newbie", Some(TOKEN));
+    let r = env.get("/v1/admin/buyers/newbie", Some(OPERATOR));
     assert_eq!((r.status, &r.json["enabled"]), (200, &json!(true)));
     // Without the admin scope nothing is shown.
     assert_eq!(env.get("/v1/admin/buyers", Some(PING_ONLY)).status, 403);
+}
+
+/// Issue #21, F6: buyer ids and limits are per tenant. The sandbox (whose token is public) once
+/// got `409 buyer_exists` for a production id, an oracle and a way to squat production's ids.
+/// Now the same id in each tenant is two buyers, each pinged by its own tenant's auctions only,
+/// counted in its own metric series, and kept across a restart; another tenant's id is `404`.
+#[test]
+fn the_same_buyer_id_in_two_tenants_is_two_buyers() {
+    let mut env = Env::start(
+        Driver::Legacy,
+        vec![fixed("sandbox_side", 10.0), fixed("production_side", 20.0)],
+        |cfg, _| cfg.buyers.clear(),
+    );
+    let log = env.fleet.log();
+    let as_p_alpha = |fleet_id: &str| {
+        json!({
+            "id": "p_alpha",
+            "ping_url": env.fleet.ping_url(fleet_id),
+            "post_url": env.fleet.post_url(fleet_id),
+        })
+        .to_string()
+    };
+    let r = env.post(
+        "/v1/admin/buyers",
+        Some(OPERATOR),
+        &as_p_alpha("sandbox_side"),
+    );
+    assert_eq!(
+        (r.status, &r.json["tenant"]),
+        (201, &json!("sandbox")),
+        "{}",
+        r.text
+    );
+    let r = env.post(
+        "/v1/admin/buyers",
+        Some(LIVE_OPERATOR),
+        &as_p_alpha("production_side"),
+    );
+    assert_eq!(
+        (r.status, &r.json["tenant"]),
+        (201, &json!("production")),
+        "an id the sandbox uses is free in production: {}",
+        r.text
+    );
+    let only = json!({
+        "id": "p_only",
+        "ping_url": env.fleet.ping_url("production_side"),
+        "post_url": env.fleet.post_url("production_side"),
+        "enabled": false,
+    });
+    let r = env.post("/v1/admin/buyers", Some(LIVE_OPERATOR), &only.to_string());
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        env.get("/v1/admin/buyers/p_only", Some(OPERATOR)).status,
+        404
+    );
+    // Each tenant shows its own p_alpha.
+    let shown = |env: &Env, token: &str| env.get("/v1/admin/buyers/p_alpha", Some(token));
+    let url = |r: Resp| r.json["ping_url"].as_str().unwrap().to_string();
+    assert!(url(shown(&env, OPERATOR)).contains("sandbox_side"));
+    assert!(url(shown(&env, LIVE_OPERATOR)).contains("production_side"));
+
+    let pings_each_side = |env: &Env| {
+        let r = env.ping(&ping_body());
+        assert_eq!(r.json["buyers_pinged"], 1, "{}", r.text);
+        let r = call(
+            &env.base,
+            "POST",
+            "/v1/ping",
+            Some(LIVE),
+            Some(&ping_body().to_string()),
+            &[],
+        );
+        assert_eq!(
+            (r.status, &r.json["buyers_pinged"]),
+            (200, &json!(1)),
+            "{}",
+            r.text
+        );
+    };
+    pings_each_side(&env);
+    assert_eq!(
+        log.pings("sandbox_side"),
+        1,
+        "only the sandbox ping reached it"
+    );
+    assert_eq!(
+        log.pings("production_side"),
+        1,
+        "only the production ping reached it"
+    );
+    let text = env.scrape();
+    for tenant in ["sandbox", "production"] {
+        let line = format!(
+            "gavel_buyer_pings_total{{buyer=\"p_alpha\",tenant=\"{tenant}\",outcome=\"bid\"}} 1"
+        );
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+
+    // Pausing one leaves the other alone, and both survive a restart as they were.
+    let r = send(
+        &env,
+        "POST",
+        "/v1/admin/buyers/p_alpha/pause",
+        LIVE_OPERATOR,
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    env.restart();
+    assert_eq!(shown(&env, OPERATOR).json["enabled"], json!(true));
+    assert_eq!(shown(&env, LIVE_OPERATOR).json["enabled"], json!(false));
+    let r = send(&env, "DELETE", "/v1/admin/buyers/p_alpha", OPERATOR, None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(shown(&env, OPERATOR).status, 404);
+    assert_eq!(
+        shown(&env, LIVE_OPERATOR).status,
+        200,
+        "deleting the sandbox's p_alpha left production's"
+    );
 }
 
 #[test]
@@ -289,7 +416,7 @@ fn an_auction_in_flight_keeps_the_buyer_set_it_started_with() {
     });
     // The slow buyer has the ping: delete it while it thinks.
     wait_until("the slow buyer to be pinged", || log.pings("slow") == 1);
-    let r = send(&env, "DELETE", "/v1/admin/buyers/slow", TOKEN, None);
+    let r = send(&env, "DELETE", "/v1/admin/buyers/slow", OPERATOR, None);
     assert_eq!(r.status, 200, "{}", r.text);
     let r = pinging.join().unwrap();
     assert_eq!(r.status, 200, "{}", r.text);
@@ -319,7 +446,7 @@ fn an_auction_in_flight_keeps_the_buyer_set_it_started_with() {
 fn invalid_definitions_name_their_field() {
     let env = env_with_spare_buyers();
     let field_of = |body: serde_json::Value| {
-        let r = env.post("/v1/admin/buyers", Some(TOKEN), &body.to_string());
+        let r = env.post("/v1/admin/buyers", Some(OPERATOR), &body.to_string());
         assert_eq!(
             (r.status, r.error_code()),
             (422, "invalid_payload"),
@@ -356,12 +483,12 @@ fn invalid_definitions_name_their_field() {
     let field = field_of(neither);
     assert!(field == "ping_url" || field == "fixed_price", "{field}");
 
-    let r = env.post("/v1/admin/buyers", Some(TOKEN), "{not json");
+    let r = env.post("/v1/admin/buyers", Some(OPERATOR), "{not json");
     assert_eq!((r.status, r.error_code()), (400, "malformed_json"));
     // The config's buyer id is taken.
     let r = env.post(
         "/v1/admin/buyers",
-        Some(TOKEN),
+        Some(OPERATOR),
         &definition(&env, "in_config").to_string(),
     );
     assert_eq!(
@@ -374,7 +501,7 @@ fn invalid_definitions_name_their_field() {
     create(&env, "newbie");
     create(&env, "newbie");
     // Nothing invalid got in.
-    let listed = env.get("/v1/admin/buyers", Some(TOKEN));
+    let listed = env.get("/v1/admin/buyers", Some(OPERATOR));
     assert_eq!(listed.json["buyers"].as_array().unwrap().len(), 2);
 }
 
@@ -383,7 +510,7 @@ fn an_auth_header_value_is_kept_but_never_shown() {
     let env = env_with_spare_buyers();
     let mut def = definition(&env, "newbie");
     def["auth_header"] = json!({"name": "X-Buyer-Key", "value": "s3cret-value"});
-    let r = env.post("/v1/admin/buyers", Some(TOKEN), &def.to_string());
+    let r = env.post("/v1/admin/buyers", Some(OPERATOR), &def.to_string());
     assert_eq!(r.status, 201, "{}", r.text);
     assert!(!r.text.contains("s3cret-value"), "{}", r.text);
     assert_eq!(r.json["auth_header"]["name"], "X-Buyer-Key");
@@ -397,12 +524,12 @@ fn an_auth_header_value_is_kept_but_never_shown() {
         &env,
         "PUT",
         "/v1/admin/buyers/newbie",
-        TOKEN,
+        OPERATOR,
         Some(&shown.to_string()),
     );
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(!env
-        .get("/v1/admin/buyers", Some(TOKEN))
+        .get("/v1/admin/buyers", Some(OPERATOR))
         .text
         .contains("s3cret"));
     ping_on(&env, 0, "secret");
@@ -413,6 +540,224 @@ fn an_auth_header_value_is_kept_but_never_shown() {
             .any(|(n, v)| n.eq_ignore_ascii_case("x-buyer-key") && v == "s3cret-value"),
         "{headers:?}"
     );
+}
+
+/// Every file under `dir`, read whole, that holds `needle` anywhere in its bytes.
+fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().map(Result::unwrap) {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if std::fs::read(&path)
+                .unwrap_or_default()
+                .windows(needle.len())
+                .any(|w| w == needle)
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Issue #21, F1: secrets sent through the API are values, stored sealed: neither the write-ahead
+/// log nor sled's files hold the plaintext, and the buyer still gets its header after a restart
+/// (the row opens with the store's key).
+#[test]
+fn an_auth_header_value_is_stored_sealed() {
+    let mut env = env_with_spare_buyers();
+    let mut def = definition(&env, "newbie");
+    def["auth_header"] = json!({"name": "X-Buyer-Key", "value": "s3cret-sealed-value"});
+    def["ping_format"] = json!({
+        "headers": {"X-Api-Key": "s3cret-format-value"},
+        "fields": {"auction_id": {"from": "auction_id"}, "zip3": {"from": "zip3"}},
+    });
+    let r = env.post("/v1/admin/buyers", Some(OPERATOR), &def.to_string());
+    assert_eq!(r.status, 201, "{}", r.text);
+    env.restart();
+    let store = env.config.store.path.clone();
+    for secret in ["s3cret-sealed-value", "s3cret-format-value"] {
+        let holding = files_holding(&store, secret.as_bytes());
+        assert!(
+            holding.is_empty(),
+            "{secret} stored in the clear in {holding:?}"
+        );
+    }
+    ping_on(&env, 0, "sealed");
+    let headers = env.fleet.log().ping_headers("newbie").unwrap();
+    for (name, value) in [
+        ("x-buyer-key", "s3cret-sealed-value"),
+        ("x-api-key", "s3cret-format-value"),
+    ] {
+        assert!(
+            headers
+                .iter()
+                .any(|(n, v)| n.eq_ignore_ascii_case(name) && v == value),
+            "{name}: {headers:?}"
+        );
+    }
+}
+
+/// Issue #21, F1: through the API a caller never names a server environment variable. Before
+/// the fix `auth_header.value_env = "GAVEL_BID_KEY"` was accepted and the next ping sent the
+/// bid-token key to the caller's URL. Create, replace and patch are refused with the field named,
+/// and nothing changes.
+#[test]
+fn the_api_refuses_to_name_an_environment_variable() {
+    let env = env_with_spare_buyers();
+    let log = env.fleet.log();
+    let field_of = |r: &Resp| {
+        assert_eq!(
+            (r.status, r.error_code()),
+            (422, "invalid_payload"),
+            "{}",
+            r.text
+        );
+        r.field_names()[0].to_string()
+    };
+    let mut def = definition(&env, "newbie");
+    def["auth_header"] = json!({"name": "X-Leak", "value_env": "PATH"});
+    let r = env.post("/v1/admin/buyers", Some(OPERATOR), &def.to_string());
+    assert_eq!(field_of(&r), "auth_header.value_env");
+    assert_eq!(
+        env.get("/v1/admin/buyers/newbie", Some(OPERATOR)).status,
+        404
+    );
+
+    create(&env, "newbie");
+    let r = send(
+        &env,
+        "PUT",
+        "/v1/admin/buyers/newbie",
+        OPERATOR,
+        Some(&def.to_string()),
+    );
+    assert_eq!(field_of(&r), "auth_header.value_env");
+    let patch = json!({"auth_header": {"name": "X-Leak", "value_env": "PATH"}}).to_string();
+    let r = send(
+        &env,
+        "PATCH",
+        "/v1/admin/buyers/newbie",
+        OPERATOR,
+        Some(&patch),
+    );
+    assert_eq!(field_of(&r), "auth_header.value_env");
+    let shown = env.get("/v1/admin/buyers/newbie", Some(OPERATOR));
+    assert_eq!(shown.json["auth_header"], json!(null), "{}", shown.text);
+    ping_on(&env, 0, "no_leak");
+    let headers = env.fleet.log().ping_headers("newbie").unwrap();
+    assert!(
+        !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("x-leak")),
+        "{headers:?}"
+    );
+    assert_eq!(log.pings("newbie"), 1);
+}
+
+/// A buyer whose auth header the config file reads from the environment keeps working when the
+/// API changes it: it keeps the reference it did not write (never shown), and a definition sent
+/// back as shown keeps it too. Its URLs keep their origin, so the API cannot send the server-held
+/// secret elsewhere; a new header value lifts that.
+#[test]
+fn a_config_buyer_reading_the_environment_keeps_it_through_the_api() {
+    let expected = std::env::var("PATH").expect("tests run with a PATH");
+    let env = Env::start(
+        Driver::Legacy,
+        vec![fixed("from_env", 20.0), fixed("elsewhere", 20.0)],
+        |cfg, _| {
+            cfg.buyers.retain(|b| b.id == "from_env");
+            cfg.buyers[0].auth_header = Some(gavel::config::HeaderConfig {
+                name: "X-From-Env".into(),
+                value: None,
+                value_env: Some("PATH".into()),
+            });
+        },
+    );
+    let header = |env: &Env| {
+        env.fleet
+            .log()
+            .ping_headers("from_env")
+            .unwrap_or_default()
+            .into_iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("x-from-env"))
+            .map(|(_, v)| v)
+    };
+    let r = send(
+        &env,
+        "PATCH",
+        "/v1/admin/buyers/from_env",
+        OPERATOR,
+        Some(r#"{"floor": 3.00}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.json["auth_header"],
+        json!({"name": "X-From-Env"}),
+        "{}",
+        r.text
+    );
+    assert!(!r.text.contains("PATH"), "{}", r.text);
+    ping_on(&env, 0, "env_patched");
+    assert_eq!(header(&env).as_deref(), Some(expected.as_str()));
+
+    // Sent back as shown: still reads the environment.
+    let mut shown = r.json.clone();
+    for k in ["source", "created_at", "updated_at"] {
+        shown.as_object_mut().unwrap().remove(k);
+    }
+    shown["floor"] = json!(4.00);
+    let r = send(
+        &env,
+        "PUT",
+        "/v1/admin/buyers/from_env",
+        OPERATOR,
+        Some(&shown.to_string()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    ping_on(&env, 1, "env_replaced");
+    assert_eq!(header(&env).as_deref(), Some(expected.as_str()));
+
+    // Re-pointing it would carry the server's secret to another host: refused, field named.
+    let elsewhere = json!({"ping_url": format!("http://localhost:1/{}", "x")}).to_string();
+    let r = send(
+        &env,
+        "PATCH",
+        "/v1/admin/buyers/from_env",
+        OPERATOR,
+        Some(&elsewhere),
+    );
+    assert_eq!(
+        (r.status, r.field_names()),
+        (422, vec!["ping_url"]),
+        "{}",
+        r.text
+    );
+    // The same origin, another path: allowed.
+    let moved = env.fleet.ping_url("elsewhere");
+    let r = send(
+        &env,
+        "PATCH",
+        "/v1/admin/buyers/from_env",
+        OPERATOR,
+        Some(&json!({"ping_url": moved}).to_string()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    // With a value of its own, it may go anywhere the egress rules allow.
+    let r = send(
+        &env,
+        "PATCH",
+        "/v1/admin/buyers/from_env",
+        OPERATOR,
+        Some(
+            &json!({"ping_url": "http://localhost:1/x", "auth_header": {"value": "own"}})
+                .to_string(),
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
 }
 
 #[test]
@@ -433,7 +778,7 @@ fn the_buyers_cli_manages_buyers_of_a_running_server() {
         let out = Command::new(env!("CARGO_BIN_EXE_gavel"))
             .args(["buyers", "--url", &env.base])
             .args(args)
-            .env("GAVEL_ADMIN_TOKEN", TOKEN)
+            .env("GAVEL_ADMIN_TOKEN", OPERATOR)
             .output()
             .expect("gavel runs");
         assert!(
@@ -458,7 +803,10 @@ fn the_buyers_cli_manages_buyers_of_a_running_server() {
     assert_eq!(shown["floor"].as_f64(), Some(3.25));
     gavel(&["resume", "newbie"]);
     gavel(&["delete", "newbie"]);
-    assert_eq!(env.get("/v1/admin/buyers/newbie", Some(TOKEN)).status, 404);
+    assert_eq!(
+        env.get("/v1/admin/buyers/newbie", Some(OPERATOR)).status,
+        404
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -479,7 +827,7 @@ fn reload_applies_the_files_buyers_tokens_and_rules_without_a_restart() {
             .collect(),
         buyer: None,
         seller: None,
-        operator: false,
+        operator: true,
         requests_per_s: None,
     });
     // A new lead rule: google_ads leads (the test ping's source) now need a TrustedForm cert.
@@ -552,14 +900,15 @@ fn sighup_reloads_a_valid_file_and_keeps_running_on_an_invalid_one() {
         let mut text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\ncores = 2\ndriver = \"legacy\"\npin_threads = false\n\
              [store]\npath = \"{}\"\n[metrics]\nlisten = \"off\"\n[log]\nlevel = \"info\"\n\
-             [[tokens]]\nclient = \"admin\"\ntenant = \"sandbox\"\nsha256 = \"{}\"\n\
+             [egress]\nallow_private = [\"127.0.0.0/8\"]\n\
+             [[tokens]]\nclient = \"admin\"\ntenant = \"sandbox\"\noperator = true\nsha256 = \"{}\"\n\
              scopes = [\"ping\", \"admin\"]\n",
             dir.join("db").display(),
             gavel::auth::sha256_hex(TOKEN),
         );
         if extra_token {
             text += &format!(
-                "[[tokens]]\nclient = \"late\"\ntenant = \"sandbox\"\nsha256 = \"{}\"\nscopes = [\"admin\"]\n",
+                "[[tokens]]\nclient = \"late\"\ntenant = \"sandbox\"\noperator = true\nsha256 = \"{}\"\nscopes = [\"admin\"]\n",
                 gavel::auth::sha256_hex(PING_ONLY)
             );
         }
@@ -656,7 +1005,7 @@ fn a_direct_post_buyer_with_a_format_is_managed_through_the_api() {
         "fixed_price": 50.00,
         "post_url": env.fleet.post_url("newbie"),
     });
-    let r = env.post("/v1/admin/buyers", Some(TOKEN), &def.to_string());
+    let r = env.post("/v1/admin/buyers", Some(OPERATOR), &def.to_string());
     assert_eq!(r.status, 201, "{}", r.text);
     assert!(r.text.contains("\"fixed_price\":50.00"), "{}", r.text);
     assert_eq!(r.json["ping_url"], "");
@@ -665,7 +1014,7 @@ fn a_direct_post_buyer_with_a_format_is_managed_through_the_api() {
     assert_eq!(won.json["status"], "won", "{}", won.text);
     let id = won.json["auction_id"].as_str().unwrap().to_string();
     let token = won.json["bid"]["bid_token"].as_str().unwrap().to_string();
-    let rec = env.get(&format!("/v1/auctions/{id}"), Some(TOKEN));
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
     assert_eq!(rec.json["winner"]["buyer_id"], "newbie", "{}", rec.text);
     let p = env.post("/v1/post", Some(TOKEN), &post_body(&id, &token).to_string());
     assert_eq!(p.status, 201, "{}", p.text);
@@ -688,7 +1037,7 @@ fn a_direct_post_buyer_with_a_format_is_managed_through_the_api() {
             "answer": {"type": "json", "amount": "/bid/amount"},
         },
     });
-    let r = env.post("/v1/admin/buyers", Some(TOKEN), &formatted.to_string());
+    let r = env.post("/v1/admin/buyers", Some(OPERATOR), &formatted.to_string());
     assert_eq!(r.status, 201, "{}", r.text);
     assert!(!r.text.contains("secret-key-1"), "{}", r.text);
     assert_eq!(r.json["ping_format"]["headers"]["X-Api-Key"], "");
@@ -702,7 +1051,7 @@ fn a_direct_post_buyer_with_a_format_is_managed_through_the_api() {
     let mut with_ca = definition(&env, "tls_buyer");
     with_ca["ping_url"] = json!("https://127.0.0.1:1/ping");
     with_ca["tls"] = json!({"ca_file": "/etc/passwd"});
-    let r = env.post("/v1/admin/buyers", Some(TOKEN), &with_ca.to_string());
+    let r = env.post("/v1/admin/buyers", Some(OPERATOR), &with_ca.to_string());
     assert_eq!(r.status, 422, "{}", r.text);
     assert!(r.text.contains("tls.ca_file"), "{}", r.text);
 }

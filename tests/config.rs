@@ -226,7 +226,7 @@ fn check_config_command() {
     std::fs::write(
         &bad,
         "[[buyers]]\nid = \"acme\"\ntenant = \"sandbox\"\n\
-         ping_url = \"http://127.0.0.1:9/ping\"\npost_url = \"http://127.0.0.1:9/post\"\n\
+         ping_url = \"http://192.0.2.9:9/ping\"\npost_url = \"http://192.0.2.9:9/post\"\n\
          [buyers.ping_format.fields]\nzip = { from = \"zipcode\" }\n",
     )
     .unwrap();
@@ -246,11 +246,161 @@ fn check_config_command() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Runs the `gavel` binary with `args` and waits at most 20 s for it to exit: a command that
+/// should have refused to start but serves instead is killed, and the test fails on it.
+fn gavel_exits(args: &[&str]) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .args(args)
+        .current_dir(root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("gavel {args:?} kept running instead of refusing its config");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status.success(), err)
+}
+
+/// Issue #21, F1: the tokens Gavel publishes (the README's, the sandbox operator's) are refused
+/// on a listener that is not loopback, naming the key, so a copied default config cannot expose
+/// an admin token to a network. On loopback they still work; a token of one's own works anywhere.
+#[test]
+fn published_tokens_are_refused_on_a_listener_that_is_not_loopback() {
+    let published = [
+        "gv_test_sandbox_readme_0000000000000000000000",
+        "gv_test_sandbox_operator_00000000000000000000",
+    ];
+    for token in published {
+        assert!(
+            gavel::config::WELL_KNOWN_TOKEN_SHA256
+                .contains(&gavel::auth::sha256_hex(token).as_str()),
+            "{token} is listed"
+        );
+    }
+    let file = |listen: &str, tokens: &[&str]| {
+        let mut text = format!("[server]\nlisten = \"{listen}\"\n");
+        for t in tokens {
+            text += &format!(
+                "[[tokens]]\nclient = \"c\"\ntenant = \"sandbox\"\nsha256 = \"{}\"\nscopes = [\"admin\"]\n",
+                gavel::auth::sha256_hex(t)
+            );
+        }
+        text
+    };
+    let own = "gv_test_my_own_token_0000000000000000000000";
+    for token in published {
+        let e = invalid(&file("0.0.0.0:0", &[own, token]));
+        assert!(
+            e.contains("tokens[1].sha256") && e.contains("remove") && e.contains("0.0.0.0:0"),
+            "{e}"
+        );
+        let e = invalid(&file("[::]:8080", &[token]));
+        assert!(e.contains("tokens[0].sha256"), "{e}");
+        for loopback in ["127.0.0.1:0", "[::1]:8080"] {
+            let cfg = Config::parse("ok.toml", &file(loopback, &[token])).unwrap();
+            check_config(&cfg, "ok.toml").expect("published tokens serve loopback");
+        }
+    }
+    let cfg = Config::parse("ok.toml", &file("0.0.0.0:0", &[own])).unwrap();
+    check_config(&cfg, "ok.toml").expect("a token of one's own serves any listener");
+
+    // The binary: the shipped config, exposed by a flag or by its file, stops with the key named.
+    let (ok, err) = gavel_exits(&[
+        "serve",
+        "--config",
+        "config/gavel.toml",
+        "--listen",
+        "0.0.0.0:0",
+    ]);
+    assert!(!ok && err.contains("tokens[0].sha256"), "{err}");
+    let dir = std::env::temp_dir().join(format!("gavel-cfg-exposed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exposed = dir.join("exposed.toml");
+    let shipped = std::fs::read_to_string(root().join("config/gavel.toml")).unwrap();
+    let text = shipped.replace("listen = \"127.0.0.1:8080\"", "listen = \"0.0.0.0:8080\"");
+    assert_ne!(
+        text, shipped,
+        "the shipped config listens on 127.0.0.1:8080"
+    );
+    std::fs::write(&exposed, text).unwrap();
+    for cmd in ["check-config", "serve"] {
+        let (ok, err) = gavel_exits(&[cmd, "--config", exposed.to_str().unwrap()]);
+        assert!(
+            !ok && err.contains("exposed.toml") && err.contains("tokens[0].sha256"),
+            "{cmd}: {err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Issue #21, F7: the config file's buyers follow the egress rule as the API's do: a URL into the
+/// host or its network is refused naming the key, unless `[egress] allow_private` allows it; Gavel's
+/// own listeners need an `ip:port` entry of their own; a bad entry is named by its index.
+#[test]
+fn buyer_urls_into_the_host_are_refused_unless_the_file_allows_them() {
+    let with = |egress: &str, url: &str| {
+        format!(
+            "{egress}[[buyers]]\nid = \"b\"\ntenant = \"sandbox\"\nping_url = \"{url}\"\n\
+             post_url = \"http://192.0.2.9:9/post\"\n"
+        )
+    };
+    let loopback = "[egress]\nallow_private = [\"127.0.0.0/8\", \"::1/128\"]\n";
+    for (egress, url) in [
+        ("", "http://169.254.169.254/latest/meta-data/"),
+        ("", "http://0.0.0.0:9000/ping"),
+        ("", "http://192.0.2.9:99999/ping"),
+        ("", "http://user:pw@192.0.2.9/ping"),
+        ("", "http://127.0.0.1:9701/ping"),
+        ("", "http://10.0.0.1/ping"),
+        ("", "http://[::1]:9701/ping"),
+        // Allowing loopback does not open Gavel's own listeners (the defaults: API 8080,
+        // operations 9464).
+        (loopback, "http://127.0.0.1:8080/v1/ping"),
+        (loopback, "http://127.0.0.1:9464/metrics"),
+        (loopback, "http://169.254.169.254/"),
+    ] {
+        let e = invalid(&with(egress, url));
+        assert!(e.contains("buyers[0].ping_url"), "{url}: {e}");
+    }
+    for (egress, url) in [
+        (loopback, "http://127.0.0.1:9701/ping"),
+        (loopback, "http://[::1]:9701/ping"),
+        (
+            "[egress]\nallow_private = [\"127.0.0.1:8080\"]\n",
+            "http://127.0.0.1:8080/x",
+        ),
+        ("", "http://localhost:9701/ping"), // a name: refused when it resolves, if at all
+        ("", "https://192.0.2.9/ping"),
+    ] {
+        let cfg = Config::parse("ok.toml", &with(egress, url)).unwrap();
+        check_config(&cfg, "ok.toml").unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
+    let e = invalid("[egress]\nallow_private = [\"127.0.0.0/8\", \"127.0.0.1/8\"]\n");
+    assert!(
+        e.contains("egress.allow_private[1]") && e.contains("127.0.0.0/8"),
+        "{e}"
+    );
+    let e = invalid("[egress]\nallow_private = [\"localhost:9701\"]\n");
+    assert!(e.contains("egress.allow_private[0]"), "{e}");
+}
+
 #[test]
 fn money_is_read_in_usd_and_kept_in_exact_cents() {
     let text = "[auction]\nfloor = 2.5\nmargin_fixed = 1\n\
                 [[buyers]]\nid = \"b1\"\ntenant = \"sandbox\"\nfloor = 19.99\n\
-                ping_url = \"http://127.0.0.1:9/ping\"\npost_url = \"http://127.0.0.1:9/post\"\n";
+                ping_url = \"http://192.0.2.9:9/ping\"\npost_url = \"http://192.0.2.9:9/post\"\n";
     let cfg = Config::parse("ok.toml", text).unwrap();
     check_config(&cfg, "ok.toml").unwrap();
     assert_eq!(
@@ -353,7 +503,7 @@ fn invalid_key(text: &str) -> (String, String) {
 #[test]
 fn every_validated_key_is_named_by_its_own_error() {
     let buyer = "[[buyers]]\nid = \"b1\"\ntenant = \"sandbox\"\n\
-                 ping_url = \"http://127.0.0.1:9/ping\"\npost_url = \"http://127.0.0.1:9/post\"\n";
+                 ping_url = \"http://192.0.2.9:9/ping\"\npost_url = \"http://192.0.2.9:9/post\"\n";
     let token = format!(
         "[[tokens]]\nclient = \"c\"\ntenant = \"sandbox\"\nsha256 = \"{}\"\n",
         "a".repeat(64)
@@ -406,8 +556,8 @@ fn every_validated_key_is_named_by_its_own_error() {
         (format!("{token}scopes = [\"ping\"]\nrequests_per_s = nan\n"), "tokens[0].requests_per_s", "NaN"),
         (buyer.replace("b1", ""), "buyers[0].id", "non-empty"),
         (format!("{buyer}{buyer}"), "buyers[1].id", "unique"),
-        (buyer.replace("http://127.0.0.1:9/ping", "ftp://x"), "buyers[0].ping_url", ""),
-        (buyer.replace("http://127.0.0.1:9/post", "ftp://x"), "buyers[0].post_url", ""),
+        (buyer.replace("http://192.0.2.9:9/ping", "ftp://x"), "buyers[0].ping_url", ""),
+        (buyer.replace("http://192.0.2.9:9/post", "ftp://x"), "buyers[0].post_url", ""),
         (format!("{buyer}ping_timeout_ms = 0\n"), "buyers[0].ping_timeout_ms", "at least 1"),
         (format!("{buyer}post_timeout_ms = 0\n"), "buyers[0].post_timeout_ms", "at least 1"),
         (format!("{buyer}floor = -2.0\n"), "buyers[0].floor", "from 0"),
@@ -443,10 +593,10 @@ fn every_validated_key_is_named_by_its_own_error() {
         (format!("{buyer}[buyers.ping_format.answer]\ntype = \"xml\"\n"), "buyers[0].ping_format.answer.amount", "needs the path"),
         (format!("{buyer}[buyers.post_format]\nheaders = {{ \"bad header\" = \"x\" }}\n"), "buyers[0].post_format.headers.bad header", "header name"),
         (format!("{buyer}fixed_price = 12.50\n"), "buyers[0].ping_url", "exactly one of `ping_url`"),
-        (buyer.replace("ping_url = \"http://127.0.0.1:9/ping\"\n", ""), "buyers[0].ping_url", "exactly one of `ping_url`"),
-        (buyer.replace("ping_url = \"http://127.0.0.1:9/ping\"\n", "fixed_price = 0\n"), "buyers[0].fixed_price", "more than 0"),
-        (buyer.replace("ping_url = \"http://127.0.0.1:9/ping\"\n", "fixed_price = 1.005\n"), "buyers[0].fixed_price", "sub-cent"),
-        (buyer.replace("ping_url = \"http://127.0.0.1:9/ping\"\n", "fixed_price = 5\n") + "[buyers.ping_format]\n", "buyers[0].ping_format", "never pinged"),
+        (buyer.replace("ping_url = \"http://192.0.2.9:9/ping\"\n", ""), "buyers[0].ping_url", "exactly one of `ping_url`"),
+        (buyer.replace("ping_url = \"http://192.0.2.9:9/ping\"\n", "fixed_price = 0\n"), "buyers[0].fixed_price", "more than 0"),
+        (buyer.replace("ping_url = \"http://192.0.2.9:9/ping\"\n", "fixed_price = 1.005\n"), "buyers[0].fixed_price", "sub-cent"),
+        (buyer.replace("ping_url = \"http://192.0.2.9:9/ping\"\n", "fixed_price = 5\n") + "[buyers.ping_format]\n", "buyers[0].ping_format", "never pinged"),
         ("[[rules]]\nrequire = []\n".into(), "rules[0].require", "must not be empty"),
         ("[[rules]]\nrequire = [\"tcpa\"]\n".into(), "rules[0].require", "lead."),
         ("[store]\nidempotency_retention_days = 0\n".into(), "store.idempotency_retention_days", "1 day"),
@@ -454,6 +604,11 @@ fn every_validated_key_is_named_by_its_own_error() {
         ("[store]\nexpiry_interval_ms = 0\n".into(), "store.expiry_interval_ms", "at least 1"),
         ("[store]\ngroup_commit_max_batch = 0\n".into(), "store.group_commit_max_batch", "at least 1"),
         ("[store]\npath = \"\"\n".into(), "store.path", "must not be empty"),
+        ("[store]\nseal_key_env = \"GAVEL_TEST_UNSET_VARIABLE\"\n".into(), "store.seal_key_env", "not set"),
+        ("[egress]\nallow_private = [\"10.0.0.1/8\"]\n".into(), "egress.allow_private[0]", "10.0.0.0/8"),
+        (buyer.replace("http://192.0.2.9:9/ping", "http://169.254.169.254/"), "buyers[0].ping_url", "metadata"),
+        (buyer.replace("http://192.0.2.9:9/post", "http://u:p@192.0.2.9:9/post"), "buyers[0].post_url", "credentials"),
+        (format!("[server]\nlisten = \"0.0.0.0:8080\"\n{}", token.replace(&"a".repeat(64), "db9188f74478b575896d409b5f9a2d709d4d0d7fbd35046f9d544877d49aaa4d")) + "scopes = [\"ping\"]\n", "tokens[0].sha256", "published"),
         ("[sandbox]\nenabled = true\n".into(), "sandbox.listen", "required"),
         (format!("{mock}bid_probability = nan\n"), "sandbox.buyers[0].bid_probability", "probability"),
         (format!("{mock}post_accept_probability = inf\n"), "sandbox.buyers[0].post_accept_probability", "probability"),

@@ -200,6 +200,10 @@ level = "error"
 [metrics]
 listen = "127.0.0.1:0"
 
+# The sandbox buyers listen on loopback.
+[egress]
+allow_private = ["127.0.0.0/8"]
+
 # The re-checks replay thousands of requests at once; this test is about durability, not limits.
 [limits]
 client_requests_per_s = 1000000

@@ -100,32 +100,38 @@ fn scripted_run_counts_exactly() {
         Some(posts as f64)
     );
     assert_eq!(
-        sample(&m, r#"gavel_buyer_pings_total{buyer="hi",outcome="bid"}"#),
-        Some(pings as f64)
-    );
-    assert_eq!(
         sample(
             &m,
-            r#"gavel_buyer_pings_total{buyer="shy",outcome="no_bid"}"#
+            r#"gavel_buyer_pings_total{buyer="hi",tenant="sandbox",outcome="bid"}"#
         ),
         Some(pings as f64)
     );
     assert_eq!(
         sample(
             &m,
-            r#"gavel_buyer_pings_total{buyer="hi",outcome="filtered"}"#
+            r#"gavel_buyer_pings_total{buyer="shy",tenant="sandbox",outcome="no_bid"}"#
+        ),
+        Some(pings as f64)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"gavel_buyer_pings_total{buyer="hi",tenant="sandbox",outcome="filtered"}"#
         ),
         Some(1.0)
     );
     assert_eq!(
         sample(
             &m,
-            r#"gavel_buyer_pings_total{buyer="hi",outcome="timeout"}"#
+            r#"gavel_buyer_pings_total{buyer="hi",tenant="sandbox",outcome="timeout"}"#
         ),
         Some(0.0)
     );
     assert_eq!(
-        sample(&m, r#"gavel_buyer_ping_rtt_seconds_count{buyer="hi"}"#),
+        sample(
+            &m,
+            r#"gavel_buyer_ping_rtt_seconds_count{buyer="hi",tenant="sandbox"}"#
+        ),
         Some(pings as f64)
     );
     assert_eq!(
@@ -283,7 +289,7 @@ fn logs_carry_request_ids_and_no_pii() {
     )
     .unwrap();
     let cfg = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ncores = 2\npin_threads = false\n[store]\npath = \"{}\"\n[log]\nlevel = \"debug\"\njson = true\n[metrics]\nlisten = \"127.0.0.1:0\"\n[[tokens]]\nclient = \"logs\"\ntenant = \"sandbox\"\nsha256 = \"{}\"\nscopes = [\"ping\", \"post\", \"reports\"]\n[[buyers]]\nid = \"a\"\ntenant = \"sandbox\"\nping_url = \"{}\"\npost_url = \"{}\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\ncores = 2\npin_threads = false\n[store]\npath = \"{}\"\n[log]\nlevel = \"debug\"\njson = true\n[metrics]\nlisten = \"127.0.0.1:0\"\n[egress]\nallow_private = [\"127.0.0.0/8\"]\n[[tokens]]\nclient = \"logs\"\ntenant = \"sandbox\"\nsha256 = \"{}\"\nscopes = [\"ping\", \"post\", \"reports\"]\n[[buyers]]\nid = \"a\"\ntenant = \"sandbox\"\nping_url = \"{}\"\npost_url = \"{}\"\n",
         dir.join("db").display(),
         gavel::auth::sha256_hex(TOKEN),
         fleet.ping_url("a"),

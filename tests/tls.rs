@@ -308,7 +308,7 @@ fn https_buyer_bids_and_buys(driver: Driver) {
     assert_eq!(
         series(
             &text,
-            r#"gavel_buyer_call_errors_total{buyer="secure",kind="tls"}"#
+            r#"gavel_buyer_call_errors_total{buyer="secure",tenant="sandbox",kind="tls"}"#
         ),
         0.0
     );
@@ -370,12 +370,16 @@ fn an_untrusted_certificate_is_a_tls_error_and_the_auction_still_answers() {
     for buyer in ["wrong_ca", "public_roots"] {
         let tls = series(
             &text,
-            &format!(r#"gavel_buyer_call_errors_total{{buyer="{buyer}",kind="tls"}}"#),
+            &format!(
+                r#"gavel_buyer_call_errors_total{{buyer="{buyer}",tenant="sandbox",kind="tls"}}"#
+            ),
         );
         assert!(tls >= 1.0, "{buyer}: {tls}\n{text}");
         let dns = series(
             &text,
-            &format!(r#"gavel_buyer_call_errors_total{{buyer="{buyer}",kind="dns"}}"#),
+            &format!(
+                r#"gavel_buyer_call_errors_total{{buyer="{buyer}",tenant="sandbox",kind="dns"}}"#
+            ),
         );
         assert_eq!(dns, 0.0);
     }

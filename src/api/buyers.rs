@@ -5,7 +5,9 @@
 //!
 //! A buyer is shown as its definition (the config file's field names, floor in USD) plus
 //! `source` (`config` or `api`), `created_at` and `updated_at`; its auth header's value is never
-//! shown. Another tenant's buyer does not exist for the caller (404, never listed). Every change
+//! shown. A definition sent here names no environment variable and no file of the server (`422`
+//! naming the field, e.g. `auth_header.value_env`): secrets are sent as values and stored sealed. Buyer ids are scoped by tenant: another tenant's buyer does not exist for the caller
+//! (404, never listed, and its id is free for the caller's own buyer). Every change
 //! is handed to the buyers core as a task of its own, so a caller that hangs up does not stop it
 //! half applied; the answer comes once every core holds the change (or `503` names the cores that
 //! missed it, and repeating the call finishes it).
@@ -36,13 +38,13 @@ fn api_error(e: BuyerError) -> ApiError {
         BuyerError::Exists { id } => ApiError::new(
             StatusCode::CONFLICT,
             "buyer_exists",
-            format!("A buyer with id {id} already exists; buyer ids are unique across tenants."),
+            format!("This tenant has a buyer with id {id} already."),
         ),
         BuyerError::TooMany => ApiError::unprocessable(
             "too_many_buyers",
             format!(
-                "Gavel holds at most {} buyers; delete one first.",
-                crate::config::MAX_BUYERS
+                "A tenant holds at most {} buyers; delete one first.",
+                crate::config::MAX_BUYERS_PER_TENANT
             ),
         ),
         BuyerError::Invalid { field, reason } => {
@@ -70,7 +72,8 @@ fn api_error(e: BuyerError) -> ApiError {
 }
 
 /// A buyer as the admin API shows it: the definition (money with two decimals) without its auth
-/// header's value, plus where it came from and when it changed.
+/// header's value (or the environment variable it comes from) and its formats' header values,
+/// plus where it came from and when it changed.
 #[derive(serde::Serialize)]
 pub struct BuyerOut {
     #[serde(flatten)]
@@ -82,8 +85,12 @@ pub struct BuyerOut {
 
 pub fn buyer_out(r: &BuyerRecord) -> BuyerOut {
     let mut definition = r.buyer.clone();
+    // Neither the value nor where the server reads it from (a config file's `value_env`): the
+    // server's environment is none of the API's business, and a definition sent back as shown
+    // keeps both (`exchange::buyers::Change::Replace`).
     if let Some(h) = definition.auth_header.as_mut() {
         h.value = None;
+        h.value_env = None;
     }
     // A format's constant headers carry the buyer's API keys as often as not: shown empty.
     for f in [&mut definition.ping_format, &mut definition.post_format]
@@ -158,7 +165,7 @@ pub async fn get(core: &Rc<Core>, req: Request<Incoming>, id: &str) -> Result<Re
     let record = registry
         .records
         .iter()
-        .find(|r| r.buyer.id == id && r.buyer.tenant == admin.tenant)
+        .find(|r| r.is(admin.tenant, id))
         .ok_or_else(|| api_error(BuyerError::NotFound { id: id.to_string() }))?;
     Ok(Reply::json(StatusCode::OK, &buyer_out(record)))
 }

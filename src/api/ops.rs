@@ -94,11 +94,11 @@ pub fn readyz(core: &Rc<Core>) -> Reply {
 /// Every core's metrics snapshot, merged. Each core snapshots its own histograms (they are never
 /// read across threads); the snapshots travel here through the cores' inboxes.
 async fn merged_snapshot(core: &Rc<Core>) -> Snapshot {
-    let ids: Vec<String> = core
+    let ids: Vec<crate::metrics::BuyerKey> = core
         .registry()
         .buyers
         .iter()
-        .map(|b| b.id.clone())
+        .map(|b| (b.tenant, b.id.clone()))
         .collect();
     let mut merged = Snapshot::empty(&ids);
     for target in 0..core.shared.cores {
@@ -168,18 +168,12 @@ pub async fn metrics(core: &Rc<Core>) -> Reply {
 /// `buyer_ping_rtt`.
 pub async fn latency(core: &Rc<Core>, viewer: &Viewer) -> Reply {
     let snap = merged_snapshot(core).await;
-    let registry = core.registry();
     let tenant = viewer.client.tenant;
-    let of_tenant = |id: &str| {
-        registry
-            .buyers
-            .iter()
-            .any(|b| b.tenant == tenant && b.id == id)
-    };
+    // Buyer series are keyed by tenant and id, so one tenant's buyer never shows as another's.
     let report = match viewer.party() {
-        Party::Operator => latency_json_of(&snap, true, of_tenant),
-        Party::Seller(_) => latency_json_of(&snap, true, |_| false),
-        Party::Buyer(me) => latency_json_of(&snap, false, |id| id == me && of_tenant(id)),
+        Party::Operator => latency_json_of(&snap, true, |t, _| t == tenant),
+        Party::Seller(_) => latency_json_of(&snap, true, |_, _| false),
+        Party::Buyer(me) => latency_json_of(&snap, false, |t, id| t == tenant && id == me),
     };
     Reply::json(StatusCode::OK, &report)
 }

@@ -277,12 +277,14 @@ pub async fn ping_buyers(
 }
 
 /// The `kind` of `gavel_buyer_call_errors_total` for an outcome's `reject_reason` when the ping
-/// never reached the buyer (TLS handshake, name resolution, connect); `None` otherwise.
+/// never reached the buyer (TLS handshake, name resolution, connect, an address the egress rule
+/// refuses); `None` otherwise.
 pub fn unreached_kind(reject_reason: &str) -> Option<&'static str> {
     match reject_reason {
         "tls_error" => Some("tls"),
         "dns_error" | "dns_timeout" => Some("dns"),
         "connect_failed" => Some("connect"),
+        "egress_refused" => Some("egress"),
         _ => None,
     }
 }
@@ -307,6 +309,7 @@ fn answered(
                 match &e {
                     CallError::Connect(_) => "connect_failed",
                     CallError::Resolve(r) => r.reason(),
+                    CallError::Egress(_) => "egress_refused",
                     CallError::Tls(_) => "tls_error",
                     CallError::Http(_) => "http_error",
                     CallError::TooLarge(_) => "response_too_large",
@@ -317,6 +320,7 @@ fn answered(
             // its handshake failed) reveals nothing about the lead.
             reject_detail: match &e {
                 CallError::Resolve(r) => clip(Some(r.to_string())),
+                CallError::Egress(r) => clip(Some(r.to_string())),
                 CallError::Tls(t) => clip(Some(t.to_string())),
                 _ => None,
             },

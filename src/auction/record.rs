@@ -168,7 +168,7 @@ pub fn from_record(
         .map(|o| {
             let direct_post = o.kind == FIXED_PRICE_BID;
             Ok(BuyerOutcome {
-                buyer: registry.index_of(&o.buyer_id).unwrap_or(NO_BUYER),
+                buyer: registry.index_of(tenant, &o.buyer_id).unwrap_or(NO_BUYER),
                 kind: if direct_post {
                     OutcomeKind::Bid
                 } else {

@@ -6,7 +6,9 @@
 //!
 //! The registry is a snapshot: a change to the buyers (admin API, `SIGHUP`) builds a new
 //! [`Registry`] and every core swaps its `Arc` for it, while an auction keeps the one it started
-//! with. [`table`] owns the durable form of the buyer list, from which snapshots are built.
+//! with. [`table`] owns the durable form of the buyer list, from which snapshots are built, and
+//! [`seal`] the cipher its secrets are stored under. [`egress`] decides which addresses a buyer
+//! URL, and each connection to a buyer, may reach.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -19,9 +21,11 @@ use crate::model::{Cents, Ping};
 use crate::types::clock::Clock;
 
 mod attributes;
+pub mod egress;
 pub mod format;
 pub mod pool;
 pub mod resolve;
+pub mod seal;
 pub mod table;
 pub mod tls;
 
@@ -298,7 +302,9 @@ pub struct Registry {
     pub buyers: Vec<Arc<Buyer>>,
     /// The stored row of each buyer, index for index with `buyers` (source and timestamps).
     pub records: Vec<table::BuyerRecord>,
-    by_id: std::collections::HashMap<String, usize>,
+    /// Index of each buyer by tenant, then id: ids are scoped by tenant. Two maps so a lookup
+    /// by `&str` allocates nothing.
+    by_id: std::collections::HashMap<Tenant, std::collections::HashMap<String, usize>>,
     /// Grows by one per change; a core only takes a snapshot newer than the one it holds, so a
     /// late delivery of an older snapshot never undoes a newer change.
     pub version: u64,
@@ -344,7 +350,7 @@ impl Registry {
         let mut tls_cache = tls::Cache::default();
         for r in &records {
             let kept = self
-                .index_of(&r.buyer.id)
+                .index_of(r.buyer.tenant, &r.buyer.id)
                 .filter(|&i| table::same_definition(&self.records[i].buyer, &r.buyer))
                 .map(|i| &self.buyers[i]);
             buyers.push(match kept {
@@ -356,11 +362,10 @@ impl Registry {
                 )?),
             });
         }
-        let by_id = buyers
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (b.id.clone(), i))
-            .collect();
+        let mut by_id = std::collections::HashMap::<_, std::collections::HashMap<_, _>>::new();
+        for (i, b) in buyers.iter().enumerate() {
+            by_id.entry(b.tenant).or_default().insert(b.id.clone(), i);
+        }
         Ok(Registry {
             buyers,
             records,
@@ -376,9 +381,9 @@ impl Registry {
         self
     }
 
-    /// Registry index of a buyer id, if that buyer is configured.
-    pub fn index_of(&self, id: &str) -> Option<usize> {
-        self.by_id.get(id).copied()
+    /// Registry index of buyer `id` of `tenant`, if that buyer is configured.
+    pub fn index_of(&self, tenant: Tenant, id: &str) -> Option<usize> {
+        self.by_id.get(&tenant)?.get(id).copied()
     }
 
     /// Splits the tenant's enabled buyers into eligible, filtered and capped. Buyers of another
@@ -407,6 +412,7 @@ impl Registry {
 mod tests {
     use super::FilterReason;
     use super::{table, Registry};
+    use crate::config::Tenant;
     use std::sync::Arc;
 
     fn row(id: &str, floor: &str) -> table::BuyerRecord {
@@ -437,11 +443,12 @@ mod tests {
             "b is re-priced"
         );
         assert_eq!(second.buyers[0].floor_cents, 200);
-        assert_eq!(second.index_of("c"), Some(2));
-        assert_eq!(second.index_of("b"), Some(0));
+        assert_eq!(second.index_of(Tenant::Sandbox, "c"), Some(2));
+        assert_eq!(second.index_of(Tenant::Sandbox, "b"), Some(0));
+        assert_eq!(second.index_of(Tenant::Production, "b"), None);
         // The old snapshot, held by auctions in flight, is untouched.
         assert_eq!(first.buyers[1].floor_cents, 100);
-        assert_eq!(first.index_of("c"), None);
+        assert_eq!(first.index_of(Tenant::Sandbox, "c"), None);
     }
 
     /// The reasons are the `reject_reason` words auction records hold and buyers are documented

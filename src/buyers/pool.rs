@@ -17,7 +17,9 @@
 //! cannot hold resources past the auction that called it. A connection idle past
 //! [`POOL_IDLE_LIMIT`] is closed rather than reused, and a request that a pooled connection never
 //! sent (it closed first) goes out once more on a fresh connection. Host names are resolved off
-//! the core ([`super::resolve`]), through the pool's own cache.
+//! the core ([`super::resolve`]), through the pool's own cache, and every address is checked
+//! against the server's egress rule ([`super::egress`]) before a connection opens: a name with an
+//! address into the host fails the call ([`CallError::Egress`]) without connecting.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -200,6 +202,10 @@ pub enum CallError {
     /// The host name gave no address: the request never left Gavel.
     #[error("name resolution failed: {0}")]
     Resolve(super::resolve::ResolveError),
+    /// An address of the host is one the egress rule refuses (loopback, private, Gavel's own
+    /// listener, …): nothing was connected, so the request never left Gavel.
+    #[error("egress refused: {0}")]
+    Egress(super::egress::Refused),
     /// The TLS handshake failed (certificate not trusted, wrong name, client certificate
     /// refused, peer closed mid-handshake): the request never reached the buyer's application.
     /// Also any TLS alert or record error in place of an answer ([`CallError::from_http`]),
@@ -230,7 +236,10 @@ impl CallError {
     pub fn never_sent(&self) -> bool {
         matches!(
             self,
-            CallError::Connect(_) | CallError::Resolve(_) | CallError::Tls(_)
+            CallError::Connect(_)
+                | CallError::Resolve(_)
+                | CallError::Egress(_)
+                | CallError::Tls(_)
         )
     }
 }
@@ -282,6 +291,9 @@ pub struct Pool {
     idle: RefCell<HashMap<PoolKey, Vec<Conn>>>,
     idle_limit: std::time::Duration,
     dns: super::resolve::Cache,
+    /// The addresses connections may open to; `None` (tools such as the load generator, which
+    /// call Gavel itself on loopback): any.
+    egress: Option<std::sync::Arc<super::egress::Egress>>,
 }
 
 impl Default for Pool {
@@ -301,7 +313,19 @@ impl Pool {
             idle: RefCell::new(HashMap::new()),
             idle_limit,
             dns: super::resolve::Cache::default(),
+            egress: None,
         }
+    }
+
+    /// This pool, opening connections only to addresses `egress` allows (a buyer pool).
+    pub fn with_egress(mut self, egress: std::sync::Arc<super::egress::Egress>) -> Pool {
+        self.egress = Some(egress);
+        self
+    }
+
+    /// The egress rule this pool connects by, if any.
+    pub fn egress(&self) -> Option<&std::sync::Arc<super::egress::Egress>> {
+        self.egress.as_ref()
     }
 
     /// This pool with `dns` as its name cache (its server's `[dns]` settings and clock).
@@ -342,6 +366,15 @@ impl Pool {
             .resolve(&target.origin)
             .await
             .map_err(CallError::Resolve)?;
+        // After resolution, so a name pointing into the host is refused like a literal address.
+        // One refused address refuses the name: a public name has no business resolving into the
+        // host or its network (and `localhost` resolving to both ::1 and 127.0.0.1 must not
+        // reach a listener on either).
+        if let Some(egress) = &self.egress {
+            if let Some(refused) = addrs.iter().find_map(|a| egress.check_addr(*a).err()) {
+                return Err(CallError::Egress(refused));
+            }
+        }
         // Each address in turn, in the resolver's order (IPv4 first); the last failure is the answer.
         let mut stream = Err(std::io::Error::other("no address to connect to"));
         for addr in addrs.iter() {

@@ -20,11 +20,13 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub mod dns;
+pub mod egress;
 pub mod format;
 pub mod parties;
 pub mod sandbox;
 
 pub use dns::DnsConfig;
+pub use egress::EgressConfig;
 pub use format::FormatConfig;
 pub use parties::SellerConfig;
 pub use sandbox::MockBuyerConfig;
@@ -33,9 +35,20 @@ pub use sandbox::MockBuyerConfig;
 pub const MAX_WINDOW_MS: u64 = 5_000;
 /// Largest request body any endpoint accepts (CONTRACT §2).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Most buyers Gavel holds, all tenants together (config file and admin API): bounds the buyer
-/// table, each auction's eligibility pass and the per-buyer metric series.
-pub const MAX_BUYERS: usize = 1_000;
+/// Most buyers one tenant holds (config file and admin API together): bounds the buyer table,
+/// each auction's eligibility pass and the per-buyer metric series. Per tenant, so the sandbox
+/// (whose token is public) can never fill production's room.
+pub const MAX_BUYERS_PER_TENANT: usize = 1_000;
+
+/// SHA-256 of the tokens Gavel publishes (the README's sandbox token, and the sandbox operator's
+/// token documented beside it): anyone can send them, so a server that is reachable from a
+/// network refuses to start with them ([`Config::validate`]: only on a loopback `server.listen`).
+pub const WELL_KNOWN_TOKEN_SHA256: [&str; 2] = [
+    // gv_test_sandbox_readme_0000000000000000000000 (README, config/gavel.toml)
+    "db9188f74478b575896d409b5f9a2d709d4d0d7fbd35046f9d544877d49aaa4d",
+    // gv_test_sandbox_operator_00000000000000000000 (the sandbox operator's, documented)
+    "e2511af4f03f6e155c459ee03f194099df90bcf16b4d9aa94dc2bf90614a2e87",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -108,6 +121,9 @@ pub struct Config {
     /// Where buyer host names are looked up and how long answers are kept.
     #[serde(default)]
     pub dns: DnsConfig,
+    /// Which private or loopback addresses buyer URLs may reach.
+    #[serde(default)]
+    pub egress: EgressConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,6 +184,10 @@ pub struct StoreConfig {
     /// Benchmark-only: `false` answers before records reach the disk, to measure what durability
     /// costs. Never turn it off in production: a crash would then lose acknowledged sales.
     pub durable: bool,
+    /// Environment variable holding the 32-byte key (base64 or hex) that seals buyers' secrets in
+    /// the store. Unset: Gavel generates one on first start and keeps it in the store, beside what
+    /// it seals (so a copy of the store carries its key; see docs/operations.md, "Secrets").
+    pub seal_key_env: Option<String>,
 }
 
 impl Default for StoreConfig {
@@ -180,6 +200,7 @@ impl Default for StoreConfig {
             expiry_interval_ms: 60_000,
             group_commit_max_batch: 1024,
             durable: true,
+            seal_key_env: None,
         }
     }
 }
@@ -946,6 +967,7 @@ impl Config {
             ));
         }
         self.dns.validate(file)?;
+        self.egress.validate(file)?;
         let l = &self.limits;
         let rates = [
             (
@@ -1077,12 +1099,27 @@ impl Config {
                 "0 is the id of the key Gavel generates when bid_token.current is unset".into(),
             ));
         }
-        let mut seen = BTreeSet::new();
         for (i, t) in self.tokens.iter().enumerate() {
             if t.sha256.len() != 64 || hex::decode(&t.sha256).is_err() {
                 return Err(bad(
                     &format!("tokens[{i}].sha256"),
                     "must be 64 hex characters (SHA-256 of the token)".into(),
+                ));
+            }
+            // A published token on a listener others can reach is an open door (issue #21, F1).
+            let listen = self.server.listen;
+            if !listen.ip().is_loopback()
+                && WELL_KNOWN_TOKEN_SHA256
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(&t.sha256))
+            {
+                return Err(bad(
+                    &format!("tokens[{i}].sha256"),
+                    format!(
+                        "is a published sandbox token (anyone can send it), and server.listen \
+                         {listen} is not a loopback address: remove this [[tokens]] entry, or \
+                         replace it with a token of your own (`gavel token create`)"
+                    ),
                 ));
             }
             if t.scopes.is_empty() {
@@ -1109,17 +1146,28 @@ impl Config {
                 }
             }
         }
-        if self.buyers.len() > MAX_BUYERS {
-            return Err(bad(
-                "buyers",
-                format!("at most {MAX_BUYERS} buyers, got {}", self.buyers.len()),
-            ));
+        for tenant in [Tenant::Sandbox, Tenant::Production] {
+            let n = self.buyers.iter().filter(|b| b.tenant == tenant).count();
+            if n > MAX_BUYERS_PER_TENANT {
+                return Err(bad(
+                    "buyers",
+                    format!(
+                        "at most {MAX_BUYERS_PER_TENANT} buyers per tenant, got {n} of tenant {}",
+                        tenant.as_str()
+                    ),
+                ));
+            }
         }
+        // Ids are scoped by tenant: the same id may name a sandbox and a production buyer.
+        let mut seen = BTreeSet::new();
         for (i, b) in self.buyers.iter().enumerate() {
-            if b.id.is_empty() || !seen.insert(b.id.clone()) {
+            if b.id.is_empty() || !seen.insert((b.tenant, b.id.clone())) {
                 return Err(bad(
                     &format!("buyers[{i}].id"),
-                    format!("must be unique and non-empty, got {:?}", b.id),
+                    format!(
+                        "must be unique within its tenant and non-empty, got {:?}",
+                        b.id
+                    ),
                 ));
             }
             for (k, ms) in [

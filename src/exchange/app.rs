@@ -16,7 +16,9 @@ use crate::auction::shard::Shard;
 use crate::auction::token::{BidKeys, MIN_SECRET_BYTES};
 use crate::auth::oauth::{AccessKeys, ClientRecord, ClientTable, META_PREFIX};
 use crate::auth::{Auth, Client};
+use crate::buyers::egress::Egress;
 use crate::buyers::pool::Pool;
+use crate::buyers::seal::{key_from_env, SealKey, SEAL_KEY_BYTES};
 use crate::buyers::Registry;
 use crate::config::{Config, RuleConfig};
 use crate::error::ApiError;
@@ -60,6 +62,8 @@ pub struct Services {
     /// Sellers' webhook endpoints as of start: cores queue events for them, the worker delivers.
     /// Each core then holds its own ([`CoreState::webhooks`]).
     pub initial_webhooks: Arc<Webhooks>,
+    /// Seals buyers' secrets in the buyer table ([`crate::buyers::seal`]).
+    pub seal_key: SealKey,
 }
 
 /// One core's own part of the exchange. Lives on its thread only.
@@ -107,7 +111,14 @@ impl App for Exchange {
         store: &Arc<Store>,
         clock: &Clock,
     ) -> Result<(Services, Handles), String> {
-        let registry = Arc::new(seed_buyers(store, config, clock)?);
+        let (seal_key, older_seal_key) = seal_keys(store, config)?;
+        let registry = Arc::new(seed_buyers(
+            store,
+            config,
+            clock,
+            &seal_key,
+            older_seal_key.as_ref(),
+        )?);
         let auth = Arc::new(Auth::from_config(&config.tokens, &config.limits)?);
         let keys = BidKeys::from_config(
             &config.bid_token,
@@ -142,16 +153,17 @@ impl App for Exchange {
             initial_clients,
             initial_sellers: Arc::new(sellers),
             initial_webhooks: webhooks,
+            seal_key,
         };
         Ok((services, Handles { webhook_worker }))
     }
 
-    fn metric_buyers(global: &Services) -> Vec<String> {
+    fn metric_buyers(global: &Services) -> Vec<crate::metrics::BuyerKey> {
         global
             .initial_registry
             .buyers
             .iter()
-            .map(|b| b.id.clone())
+            .map(|b| (b.tenant, b.id.clone()))
             .collect()
     }
 
@@ -162,10 +174,12 @@ impl App for Exchange {
                 id,
                 shared.config.auction.max_auctions_per_core,
             )),
-            pool: Pool::new().with_dns(crate::buyers::resolve::Cache::new(
-                crate::buyers::resolve::Settings::from_config(&shared.config.dns),
-                shared.clock.clone(),
-            )),
+            pool: Pool::new()
+                .with_dns(crate::buyers::resolve::Cache::new(
+                    crate::buyers::resolve::Settings::from_config(&shared.config.dns),
+                    shared.clock.clone(),
+                ))
+                .with_egress(Arc::new(egress(shared))),
             in_flight: RefCell::new(std::collections::HashSet::new()),
             clients: RefCell::new(ClientTable::new(shared.initial_clients.iter().cloned())),
             registry: RefCell::new(shared.initial_registry.clone()),
@@ -181,6 +195,15 @@ impl App for Exchange {
     async fn background(core: Rc<Core>) {
         futures::future::join(warm_up(core.clone()), evict_on_time(core)).await;
     }
+}
+
+/// The egress rule buyer calls and buyer changes follow: `[egress]`, with the addresses this
+/// server listens on as its own.
+pub fn egress(shared: &Shared) -> Egress {
+    let bound: Vec<_> = std::iter::once(shared.addr)
+        .chain(shared.metrics_addr)
+        .collect();
+    Egress::from_config(&shared.config, &bound)
 }
 
 /// Opens one connection from this core to each enabled https buyer's ping origin (those with
@@ -365,16 +388,63 @@ fn stored_secret(store: &Store, key: &str, what: &str) -> Result<Vec<u8>, String
     }
 }
 
-/// The buyer table at start: the stored rows with the config file's buyers seeded over them (the
-/// ownership rule of [`crate::buyers::table`]), made durable before any core runs, and the first
-/// snapshot built from it.
-fn seed_buyers(store: &Store, config: &Config, clock: &Clock) -> Result<Registry, String> {
-    let stored = crate::buyers::table::load(store)?;
-    let (table, batch) = crate::buyers::table::seed(&stored, &config.buyers, clock.now_ms());
-    if !batch.is_empty() {
-        store
-            .write_durable(&batch)
-            .map_err(|e| format!("cannot store the buyer table: {e}"))?;
+/// Meta key of the buyer sealing key Gavel generates when `[store] seal_key_env` is unset.
+const SEAL_KEY_META: &str = "buyer_seal_key";
+
+/// The key buyers' secrets are sealed with, and the one that sealed them before when it changed.
+/// With `[store] seal_key_env` the key is the environment's, and a key Gavel generated earlier
+/// (kept in the store) only opens the rows it sealed until they are sealed again at start
+/// ([`seed_buyers`] then removes it from the store). Without it the key is generated once and
+/// kept in the store, beside the rows.
+fn seal_keys(store: &Store, config: &Config) -> Result<(SealKey, Option<SealKey>), String> {
+    let from_store = |secret: &[u8]| {
+        let bytes: &[u8; SEAL_KEY_BYTES] = secret
+            .get(..SEAL_KEY_BYTES)
+            .and_then(|b| b.try_into().ok())
+            .ok_or("the stored buyer sealing key is too short")?;
+        Ok::<_, String>(SealKey::new(bytes))
+    };
+    match &config.store.seal_key_env {
+        None => {
+            let secret = stored_secret(store, SEAL_KEY_META, "buyer sealing key")?;
+            Ok((from_store(&secret)?, None))
+        }
+        Some(name) => {
+            let key = key_from_env(name).map_err(|e| format!("store.seal_key_env: {e}"))?;
+            let older = store
+                .get_meta(SEAL_KEY_META)
+                .map_err(|e| format!("cannot read the buyer sealing key: {e}"))?
+                .map(|secret| from_store(&secret))
+                .transpose()?;
+            Ok((SealKey::new(&key), older))
+        }
+    }
+}
+
+/// The buyer table at start: the stored rows (secrets opened with `key`, or `older`) with the
+/// config file's buyers seeded over them (the ownership rule of [`crate::buyers::table`]), made
+/// durable before any core runs, and the first snapshot built from it.
+fn seed_buyers(
+    store: &Store,
+    config: &Config,
+    clock: &Clock,
+    key: &SealKey,
+    older: Option<&SealKey>,
+) -> Result<Registry, String> {
+    let (stored, mut moved) = crate::buyers::table::load(store, key, older)?;
+    if older.is_some() {
+        // Every row now opens with the environment's key: the generated one leaves the store in
+        // the same batch, so a copy of the store no longer carries a key to its secrets.
+        moved.delete_meta(SEAL_KEY_META);
+    }
+    let (table, seeded) = crate::buyers::table::seed(&stored, &config.buyers, clock.now_ms(), key);
+    // Rows moved to their tenant-scoped key first: the seed's writes assume they are there.
+    for batch in [moved, seeded] {
+        if !batch.is_empty() {
+            store
+                .write_durable(&batch)
+                .map_err(|e| format!("cannot store the buyer table: {e}"))?;
+        }
     }
     Registry::default()
         .with_clock(clock.clone())

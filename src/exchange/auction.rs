@@ -101,12 +101,14 @@ pub async fn run(
     // A direct-post buyer was not pinged: its fixed price is no ping outcome.
     for o in outcomes.iter().filter(|o| !o.direct_post) {
         core.metrics.record_buyer_ping(
+            client.tenant,
             &o.buyer_id,
             o.kind.as_str(),
             o.kind.was_pinged().then_some(o.latency_us),
         );
         if let Some(kind) = o.reject_reason.as_deref().and_then(fanout::unreached_kind) {
-            core.metrics.record_buyer_call_error(&o.buyer_id, kind);
+            core.metrics
+                .record_buyer_call_error(client.tenant, &o.buyer_id, kind);
         }
     }
     let any_eligible = !elig.eligible.is_empty();

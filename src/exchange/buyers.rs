@@ -3,10 +3,15 @@
 //!
 //! A change is decided on one core ([`BUYERS_CORE`]), one at a time: the registry is one list for
 //! every tenant, so two changes must not both start from the same snapshot and lose one another.
+//! Buyers are named by tenant and id together ([`crate::buyers::table`]): a tenant sees, creates
+//! and counts only its own, up to [`MAX_BUYERS_PER_TENANT`], so one tenant can neither fill the
+//! table for another nor learn which ids another uses.
+//!
 //! Each change is checked with the same rules as the config file (the config module's checks, the
-//! buyer URL check, building the buyer), made durable in the buyer table
-//! ([`crate::buyers::table`]), turned into a new registry snapshot and installed on every core
-//! before the call answers. A core whose inbox is full misses it: the change answers
+//! buyer URL check, building the buyer), and one more: a definition from the API names nothing of
+//! the server's own, neither an environment variable nor a file ([`nothing_of_the_server`]). It is
+//! made durable in the buyer table ([`crate::buyers::table`], secrets sealed), turned into a new
+//! registry snapshot and installed on every core before the call answers. A core whose inbox is full misses it: the change answers
 //! [`BuyerError::NotApplied`] naming the cores, and the next change (or the same call repeated)
 //! installs the current snapshot on every core first. A core only takes a snapshot newer than the
 //! one it holds, so a late one never undoes a newer change.
@@ -22,9 +27,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::auth::Auth;
+use crate::buyers::egress::Egress;
+use crate::buyers::seal::SealKey;
 use crate::buyers::table::{self, BuyerRecord, Source};
 use crate::buyers::Registry;
-use crate::config::{BuyerConfig, Config, ConfigError, RuleConfig, Tenant, MAX_BUYERS};
+use crate::config::{BuyerConfig, Config, ConfigError, RuleConfig, Tenant, MAX_BUYERS_PER_TENANT};
 use crate::exchange::{Core, Exchange};
 use crate::runtime::handoff::ask;
 use crate::store::{Batch, StoreError};
@@ -50,9 +57,9 @@ thread_local! {
 pub enum BuyerError {
     /// The caller's: no buyer with this id in the caller's tenant.
     NotFound { id: String },
-    /// The caller's: the id is taken (ids are unique across tenants: they label metrics).
+    /// The caller's: the caller's tenant has a buyer with this id already.
     Exists { id: String },
-    /// The caller's: [`MAX_BUYERS`] buyers exist.
+    /// The caller's: the caller's tenant holds [`MAX_BUYERS_PER_TENANT`] buyers.
     TooMany,
     /// The caller's: the definition breaks a rule; `field` names it (`floor`, `filters.states`).
     Invalid { field: String, reason: String },
@@ -78,8 +85,10 @@ impl From<StoreError> for BuyerError {
 pub enum Change {
     /// A new buyer (`source = api`).
     Create(BuyerConfig),
-    /// The whole new definition of an existing buyer of the tenant. An `auth_header` with neither
-    /// `value` nor `value_env` under the same name keeps the stored value (answers never show it).
+    /// The whole new definition of an existing buyer of the tenant. An `auth_header` without a
+    /// `value` under the same name keeps the stored value (answers never show it), or the
+    /// environment reference the config file gave it. Naming an environment variable itself
+    /// (`value_env`) is refused: only the config file may.
     Replace(BuyerConfig),
     /// A JSON merge patch (RFC 7396) over buyer `id`'s definition.
     Patch {
@@ -166,10 +175,22 @@ pub fn parse_definition(
     Ok(b)
 }
 
+/// What a change is checked and written by.
+struct Rules<'a> {
+    config: &'a Config,
+    /// Where buyer URLs may point, with this server's own listeners.
+    egress: &'a Egress,
+    /// Seals the secrets of the rows written.
+    key: &'a SealKey,
+    /// Buyers one tenant may hold ([`MAX_BUYERS_PER_TENANT`] outside tests).
+    max_per_tenant: usize,
+}
+
 /// The checks a `[[buyers]]` entry of the config file gets, on one definition: the config
-/// module's rules and the buyer URL and TLS check. Building the buyer (header values, formats)
-/// is the last check, made by [`Registry::next`].
-pub fn check(b: &BuyerConfig, config: &Config) -> Result<(), BuyerError> {
+/// module's rules, the buyer URL and TLS check, and the egress rule (with the server's own
+/// listeners as bound). Building the buyer (header values, formats) is the last check, made by
+/// [`Registry::next`].
+fn check(b: &BuyerConfig, config: &Config, egress: &Egress) -> Result<(), BuyerError> {
     let mut one = config.clone();
     one.buyers = vec![b.clone()];
     // Tokens name buyers of the file; they are not what this change is about.
@@ -188,6 +209,12 @@ pub fn check(b: &BuyerConfig, config: &Config) -> Result<(), BuyerError> {
         },
     };
     one.validate("buyer").map_err(field_of)?;
+    egress
+        .check_buyer(b)
+        .map_err(|(field, reason)| BuyerError::Invalid {
+            field: field.to_string(),
+            reason,
+        })?;
     // Header values and formats are checked when the new snapshot builds the buyer
     // ([`Registry::next`]), which refuses the change the same way; building it here too would
     // read its TLS files a second time.
@@ -217,10 +244,16 @@ pub async fn apply(
     // Checking and building buyers reads their TLS files (CA bundle, client certificate and key),
     // which a core never does: the edit and the new snapshot are made on a thread of their own.
     let (next, batch, answer) = off_core(move || {
-        let config = &shared.config;
-        let (records, batch, answer) = edit(config, &current, tenant, change, now)?;
+        let egress = crate::exchange::app::egress(&shared);
+        let rules = Rules {
+            config: &shared.config,
+            egress: &egress,
+            key: &shared.seal_key,
+            max_per_tenant: MAX_BUYERS_PER_TENANT,
+        };
+        let (records, batch, answer) = edit(&rules, &current, tenant, change, now)?;
         let next = current
-            .next(records, config.limits.buyer_pings_per_s)
+            .next(records, shared.config.limits.buyer_pings_per_s)
             .map_err(|reason| BuyerError::Invalid {
                 field: String::new(),
                 reason,
@@ -235,79 +268,184 @@ pub async fn apply(
     Ok(answer)
 }
 
-/// The table after `change`, the writes that make it durable, and the row to answer with.
+/// The table after `change` under `rules`, the writes that make it durable, and the row to answer
+/// with.
 fn edit(
-    config: &Config,
+    rules: &Rules,
     current: &Registry,
     tenant: Option<Tenant>,
     change: Change,
     now: u64,
 ) -> Result<(Vec<BuyerRecord>, Batch, Option<BuyerRecord>), BuyerError> {
+    let Rules {
+        config,
+        egress,
+        key,
+        max_per_tenant,
+    } = *rules;
     let mut records = current.records.clone();
     let mut batch = Batch::new();
+    // Only the config file's reload has no tenant, and it names no single buyer.
     let find = |records: &[BuyerRecord], id: &str| {
-        records
-            .iter()
-            .position(|r| r.buyer.id == id && tenant.is_none_or(|t| r.buyer.tenant == t))
+        tenant
+            .and_then(|t| records.iter().position(|r| r.is(t, id)))
             .ok_or_else(|| BuyerError::NotFound { id: id.to_string() })
     };
     let answer = match change {
         Change::Reload(file) => {
-            let (table, seeded) = table::seed(&records, &file, now);
+            let (table, seeded) = table::seed(&records, &file, now, key);
             return Ok((table, seeded, None));
         }
         Change::Create(b) => {
-            if let Some(r) = records.iter().find(|r| r.buyer.id == b.id) {
+            debug_assert_eq!(
+                Some(b.tenant),
+                tenant,
+                "a definition takes its caller's tenant"
+            );
+            nothing_of_the_server(&b, None)?;
+            if let Some(r) = records.iter().find(|r| r.is(b.tenant, &b.id)) {
                 // The same create repeated (say after a 503) is answered again, not refused.
-                let same = r.source == Source::Api
-                    && Some(r.buyer.tenant) == tenant
-                    && table::same_definition(&r.buyer, &b);
+                let same = r.source == Source::Api && table::same_definition(&r.buyer, &b);
                 if !same {
                     return Err(BuyerError::Exists { id: b.id });
                 }
                 r.clone()
             } else {
-                if records.len() >= MAX_BUYERS {
+                if is_full(&records, b.tenant, max_per_tenant) {
                     return Err(BuyerError::TooMany);
                 }
-                files_from_the_file_only(&b, None)?;
-                check(&b, config)?;
+                check(&b, config, egress)?;
                 let row = BuyerRecord::new(b, Source::Api, now);
-                table::put(&mut batch, &row);
+                table::put(&mut batch, &row, key);
                 records.push(row.clone());
                 row
             }
         }
         Change::Replace(mut b) => {
             let i = find(&records, &b.id)?;
+            // What the caller sent, before the stored secret (and environment reference) is kept.
+            nothing_of_the_server(&b, Some(&records[i].buyer))?;
             keep_secret(&mut b, &records[i].buyer);
-            files_from_the_file_only(&b, Some(&records[i].buyer))?;
-            check(&b, config)?;
-            replace(&mut records[i], b, now, &mut batch)
+            value_replaces_env(&mut b);
+            env_secret_stays_home(&b, &records[i].buyer)?;
+            check(&b, config, egress)?;
+            replace(&mut records[i], b, now, &mut batch, key)
         }
         Change::Patch { id, patch } => {
             let i = find(&records, &id)?;
+            if let Some(field) = names_server_env(&patch) {
+                return Err(env_refused(field));
+            }
             let mut merged =
                 serde_json::to_value(&records[i].buyer).expect("buyer definitions serialize");
             merge_patch(&mut merged, patch);
-            let b = parse_definition(merged, records[i].buyer.tenant, Some(&id))?;
+            let mut b = parse_definition(merged, records[i].buyer.tenant, Some(&id))?;
+            value_replaces_env(&mut b);
             files_from_the_file_only(&b, Some(&records[i].buyer))?;
-            check(&b, config)?;
-            replace(&mut records[i], b, now, &mut batch)
+            env_secret_stays_home(&b, &records[i].buyer)?;
+            check(&b, config, egress)?;
+            replace(&mut records[i], b, now, &mut batch, key)
         }
         Change::SetEnabled { id, enabled } => {
             let i = find(&records, &id)?;
             let mut b = records[i].buyer.clone();
             b.enabled = enabled;
-            replace(&mut records[i], b, now, &mut batch)
+            replace(&mut records[i], b, now, &mut batch, key)
         }
         Change::Delete { id } => {
             let i = find(&records, &id)?;
-            batch.delete_meta(&table::meta_key(&id));
+            table::delete(&mut batch, &records[i]);
             records.remove(i)
         }
     };
     Ok((records, batch, Some(answer)))
+}
+
+/// Refuses a definition from the API that names anything of the server's own: an environment
+/// variable (any `*_env` key, today `auth_header.value_env`) or a file (TLS files other than the
+/// stored ones, [`files_from_the_file_only`]). Whoever can call the admin API must not make Gavel
+/// send a server secret (`GAVEL_BID_KEY`, `HOME`, any variable) to a URL of their choosing, nor
+/// probe the server's files. Secrets sent through the API are values, stored sealed.
+fn nothing_of_the_server(b: &BuyerConfig, stored: Option<&BuyerConfig>) -> Result<(), BuyerError> {
+    let sent = serde_json::to_value(b).expect("buyer definitions serialize");
+    if let Some(field) = names_server_env(&sent) {
+        return Err(env_refused(field));
+    }
+    files_from_the_file_only(b, stored)
+}
+
+/// The dotted path (`auth_header.value_env`) of the first `*_env` key with a value in `value`.
+fn names_server_env(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.ends_with("_env") && !v.is_null() {
+                return Some(k.clone());
+            }
+            names_server_env(v).map(|inner| format!("{k}.{inner}"))
+        }),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| names_server_env(v).map(|inner| format!("[{i}].{inner}"))),
+        _ => None,
+    }
+}
+
+fn env_refused(field: String) -> BuyerError {
+    BuyerError::Invalid {
+        field,
+        reason: "names an environment variable of the server, which only the config file may; \
+                 send the secret itself as `value` (stored sealed, never shown)"
+            .into(),
+    }
+}
+
+/// An auth header value sent through the API replaces the environment reference the config file
+/// gave the header (which the merge or the kept secret would otherwise leave beside it, unused).
+fn value_replaces_env(b: &mut BuyerConfig) {
+    if let Some(h) = b.auth_header.as_mut().filter(|h| h.value.is_some()) {
+        h.value_env = None;
+    }
+}
+
+/// A buyer whose auth header the config file reads from the server's environment (`value_env`)
+/// keeps its URLs' scheme, host and port through the API: the API may re-price, pause, re-filter
+/// or re-path it, but pointing it elsewhere would send that server-held secret to a host the
+/// caller chose. Sending a new auth header value (which replaces the reference) lifts this.
+fn env_secret_stays_home(b: &BuyerConfig, stored: &BuyerConfig) -> Result<(), BuyerError> {
+    if b.auth_header
+        .as_ref()
+        .is_none_or(|h| h.value_env.is_none() || h.value.is_some())
+    {
+        return Ok(());
+    }
+    let origin = |url: &str| {
+        url.parse::<http::Uri>()
+            .ok()
+            .map(|u| (u.scheme_str().map(str::to_string), u.authority().cloned()))
+    };
+    for (field, new, old) in [
+        ("ping_url", &b.ping_url, &stored.ping_url),
+        ("post_url", &b.post_url, &stored.post_url),
+    ] {
+        if origin(new) != origin(old) {
+            return Err(BuyerError::Invalid {
+                field: field.to_string(),
+                reason: "this buyer's auth header is read from the server's environment \
+                         (config file), so its URLs keep their scheme, host and port through \
+                         the API; change them in the config file, or send a new auth_header \
+                         value with them"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `tenant` already holds `limit` buyers in `records`: only its own count, so a tenant at
+/// its limit never stops another from adding one.
+fn is_full(records: &[BuyerRecord], tenant: Tenant, limit: usize) -> bool {
+    records.iter().filter(|r| r.buyer.tenant == tenant).count() >= limit
 }
 
 /// Refuses a definition from the API that names TLS files other than the ones the buyer already
@@ -346,12 +484,19 @@ fn files_from_the_file_only(
     Ok(())
 }
 
-/// Puts definition `b` into `row` (a change only when it differs) and returns the row.
-fn replace(row: &mut BuyerRecord, b: BuyerConfig, now: u64, batch: &mut Batch) -> BuyerRecord {
+/// Puts definition `b` into `row` (a change only when it differs; written sealed with `key`) and
+/// returns the row.
+fn replace(
+    row: &mut BuyerRecord,
+    b: BuyerConfig,
+    now: u64,
+    batch: &mut Batch,
+    key: &SealKey,
+) -> BuyerRecord {
     if !table::same_definition(&row.buyer, &b) {
         row.buyer = b;
         row.updated_ms = now;
-        table::put(batch, row);
+        table::put(batch, row, key);
     }
     row.clone()
 }
@@ -563,5 +708,73 @@ mod tests {
         let mut unknown = base;
         unknown["filters"] = json!({"nope": 1});
         assert_eq!(field(unknown), "filters.nope");
+    }
+
+    /// A tenant at its buyer limit does not stop the other tenant (each counts only its own), and
+    /// an id one tenant uses is free in the other: the create succeeds, as a second buyer.
+    #[test]
+    fn a_tenant_at_its_limit_does_not_stop_another() {
+        let config = Config::parse("test.toml", "").unwrap();
+        let def = |tenant: Tenant, id: &str| {
+            parse_definition(
+                json!({"id": id, "ping_url": "http://203.0.113.7/p", "post_url": "http://203.0.113.7/q"}),
+                tenant,
+                None,
+            )
+            .unwrap()
+        };
+        let key = SealKey::random();
+        let egress = Egress::default();
+        let rules = |max_per_tenant| Rules {
+            config: &config,
+            egress: &egress,
+            key: &key,
+            max_per_tenant,
+        };
+        let mut registry = Registry::default();
+        for n in 0..3 {
+            let b = def(Tenant::Sandbox, &format!("s{n}"));
+            let (records, _, _) = edit(
+                &rules(3),
+                &registry,
+                Some(Tenant::Sandbox),
+                Change::Create(b),
+                1,
+            )
+            .unwrap();
+            registry = registry.next(records, 100.0).unwrap();
+        }
+        let full = edit(
+            &rules(3),
+            &registry,
+            Some(Tenant::Sandbox),
+            Change::Create(def(Tenant::Sandbox, "s3")),
+            2,
+        );
+        assert!(matches!(full, Err(BuyerError::TooMany)), "{full:?}");
+        let (records, batch, answer) = edit(
+            &rules(3),
+            &registry,
+            Some(Tenant::Production),
+            Change::Create(def(Tenant::Production, "s0")),
+            2,
+        )
+        .expect("production has room of its own, and its own id space");
+        assert_eq!(records.len(), 4);
+        assert!(!batch.is_empty());
+        assert_eq!(answer.unwrap().buyer.tenant, Tenant::Production);
+        let next = registry.next(records, 100.0).unwrap();
+        assert_eq!(next.index_of(Tenant::Sandbox, "s0"), Some(0));
+        assert_eq!(next.index_of(Tenant::Production, "s0"), Some(3));
+        // The other tenant's buyer is not found by id.
+        let patch = Change::Patch {
+            id: "s1".into(),
+            patch: json!({"floor": 9}),
+        };
+        let missing = edit(&rules(3), &next, Some(Tenant::Production), patch, 3);
+        assert!(
+            matches!(missing, Err(BuyerError::NotFound { .. })),
+            "{missing:?}"
+        );
     }
 }

@@ -56,16 +56,21 @@ fn series(name: &str, labels: Value, pair: &HistogramPair) -> Value {
 /// ```
 ///
 /// Series, in order: `ping_duration`, `auction_duration`, `engine_overhead`, `post_duration`,
-/// `store_commit_duration`, then `buyer_ping_rtt` with labels `{"buyer": id}` for every buyer.
+/// `store_commit_duration`, then `buyer_ping_rtt` with labels `{"buyer": id, "tenant": tenant}`
+/// for every buyer (ids are scoped by tenant).
 /// Percentiles are `value_at_quantile` (the highest value equivalent to the quantile's bucket).
 pub fn latency_json(snap: &Snapshot) -> Value {
-    latency_json_of(snap, true, |_| true)
+    latency_json_of(snap, true, |_, _| true)
 }
 
 /// [`latency_json`] holding only part of the series: the exchange-wide ones (everything but
-/// `buyer_ping_rtt`) when `exchange` is set, and the `buyer_ping_rtt` series of each buyer id
-/// `buyer` accepts. Who may see which is the API's rule, not this module's.
-pub fn latency_json_of(snap: &Snapshot, exchange: bool, buyer: impl Fn(&str) -> bool) -> Value {
+/// `buyer_ping_rtt`) when `exchange` is set, and the `buyer_ping_rtt` series of each buyer
+/// (tenant, id) `buyer` accepts. Who may see which is the API's rule, not this module's.
+pub fn latency_json_of(
+    snap: &Snapshot,
+    exchange: bool,
+    buyer: impl Fn(crate::types::Tenant, &str) -> bool,
+) -> Value {
     let mut out = Vec::new();
     if exchange {
         out.extend([
@@ -76,9 +81,10 @@ pub fn latency_json_of(snap: &Snapshot, exchange: bool, buyer: impl Fn(&str) -> 
             series("store_commit_duration", json!({}), &snap.store_commit),
         ]);
     }
-    for (id, pair) in snap.buyer_ids.iter().zip(&snap.buyer_rtt) {
-        if buyer(id) {
-            out.push(series("buyer_ping_rtt", json!({ "buyer": id }), pair));
+    for ((tenant, id), pair) in snap.buyer_ids.iter().zip(&snap.buyer_rtt) {
+        if buyer(*tenant, id) {
+            let labels = json!({ "buyer": id, "tenant": tenant.as_str() });
+            out.push(series("buyer_ping_rtt", labels, pair));
         }
     }
     json!({ "unit": "us", "window_s": WINDOW_SECS, "series": out })
@@ -101,13 +107,21 @@ mod tests {
 
     #[test]
     fn round_trip_percentiles_match_reported() {
-        let ids = vec!["acme".to_string(), "globex".to_string()];
+        let ids: Vec<_> = ["acme", "globex"]
+            .into_iter()
+            .map(|id| (crate::types::Tenant::Sandbox, id.to_string()))
+            .collect();
         let a = CoreMetrics::new(&ids);
         let b = CoreMetrics::new(&ids);
         for k in 0..5000u64 {
             a.record_ping(100 + k * 13);
             b.record_ping(70 + k * 29);
-            a.record_buyer_ping("globex", "bid", Some(2_000 + k * 101));
+            a.record_buyer_ping(
+                crate::types::Tenant::Sandbox,
+                "globex",
+                "bid",
+                Some(2_000 + k * 101),
+            );
         }
         a.record_ping(45_000_000);
         let mut snap = Snapshot::empty(&ids);
@@ -131,6 +145,7 @@ mod tests {
             ]
         );
         assert_eq!(series[6]["labels"]["buyer"], "globex");
+        assert_eq!(series[6]["labels"]["tenant"], "sandbox");
         assert_eq!(series[0]["labels"], json!({}));
 
         for s in series {

@@ -27,9 +27,10 @@
 //! Bounded and fixed per series: one since-start histogram plus at most [`WINDOW_SLOTS`] slot
 //! histograms, each allocated on first use and then reused. A histogram with the bounds below
 //! ([`HIST_LOWEST_US`]..[`HIST_HIGHEST_US`], [`HIST_SIGFIG`] digits) holds about 17k `u64` counts
-//! (~136 KiB). Series: 6 fixed plus one per buyer. Per-buyer series are keyed by buyer id
-//! in a slot map that grows when a buyer first appears (a buyer added at runtime gets its series
-//! then), up to [`MAX_BUYER_SERIES`]; a buyer removed at runtime keeps its series (and its last
+//! (~136 KiB). Series: 6 fixed plus one per buyer. Per-buyer series are keyed by tenant and
+//! buyer id ([`BuyerKey`]: ids are scoped by tenant, so a sandbox and a production buyer with one
+//! id are two series, labelled `tenant` and `buyer`) in a slot map that grows when a buyer first
+//! appears (a buyer added at runtime gets its series then), up to [`MAX_BUYER_SERIES`]; a buyer removed at runtime keeps its series (and its last
 //! counts) until restart, and ids past the limit are not recorded. The endpoint × status counter map holds at most
 //! [`MAX_ENDPOINT_STATUS_KEYS`] entries plus one overflow entry: keys past the limit are counted
 //! under ([`OVERFLOW_ENDPOINT`], 0).
@@ -51,10 +52,18 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
+use crate::types::Tenant;
+
+/// What names one buyer's series: its tenant and its id (ids are scoped by tenant).
+pub type BuyerKey = (Tenant, String);
+
+/// Tenants whose buyers have series: sandbox and production.
+const TENANTS: usize = 2;
+
 /// Most per-buyer series one core keeps: room for every buyer Gavel may hold
-/// ([`crate::config::MAX_BUYERS`]) plus as many again for buyers removed or renamed since start,
-/// whose series stay until restart.
-pub const MAX_BUYER_SERIES: usize = 2 * crate::config::MAX_BUYERS;
+/// ([`crate::config::MAX_BUYERS_PER_TENANT`] in each tenant) plus as many again for buyers
+/// removed or renamed since start, whose series stay until restart.
+pub const MAX_BUYER_SERIES: usize = 2 * TENANTS * crate::config::MAX_BUYERS_PER_TENANT;
 
 /// Number of slots in the rolling "last 60 s" window.
 pub const WINDOW_SLOTS: usize = 6;
@@ -87,8 +96,9 @@ pub const BUYER_OUTCOMES: [&str; 7] = [
 ];
 /// Why a call could not reach a buyer at all, in the order of [`Snapshot::buyer_call_errors`]'
 /// inner arrays (`kind` of `gavel_buyer_call_errors_total`): TLS handshake, name resolution, TCP
-/// connect. Other kinds passed to [`CoreMetrics::record_buyer_call_error`] are not counted.
-pub const BUYER_CALL_ERROR_KINDS: [&str; 3] = ["tls", "dns", "connect"];
+/// connect, an address the egress rule refuses. Other kinds passed to
+/// [`CoreMetrics::record_buyer_call_error`] are not counted.
+pub const BUYER_CALL_ERROR_KINDS: [&str; 4] = ["tls", "dns", "connect", "egress"];
 /// Reasons an auction ended without a winner, in the order of [`Snapshot::no_bid`]. Unknown reasons
 /// passed to [`CoreMetrics::record_no_bid`] are not counted.
 pub const NO_BID_REASONS: [&str; 3] = ["no_eligible_buyers", "no_bids", "below_floor"];
@@ -219,10 +229,11 @@ struct Inner {
     post: Series,
     store_commit: Series,
     loop_lag: Series,
-    /// Per-buyer series; a buyer's slot is its position in `buyer_ids`, found through `buyer_slots`.
+    /// Per-buyer series; a buyer's slot is its position in `buyer_ids`, found through `buyer_slots`
+    /// (by tenant, then id, so a lookup by `&str` allocates nothing).
     /// A new per-buyer series is one more `Vec` here, pushed in [`Inner::buyer_slot`].
-    buyer_ids: Vec<String>,
-    buyer_slots: std::collections::HashMap<String, usize>,
+    buyer_ids: Vec<BuyerKey>,
+    buyer_slots: std::collections::HashMap<Tenant, std::collections::HashMap<String, usize>>,
     buyer_rtt: Vec<Series>,
     buyer_pings: Vec<[u64; BUYER_OUTCOMES.len()]>,
     buyer_call_errors: Vec<[u64; BUYER_CALL_ERROR_KINDS.len()]>,
@@ -250,11 +261,11 @@ pub struct CoreMetrics {
 impl CoreMetrics {
     /// Empty metrics for one core, with (zero) series for `buyer_ids` from the start; other buyers
     /// get theirs when first recorded.
-    pub fn new(buyer_ids: &[String]) -> CoreMetrics {
+    pub fn new(buyer_ids: &[BuyerKey]) -> CoreMetrics {
         Self::with_clock(buyer_ids, Clock::System)
     }
 
-    fn with_clock(buyer_ids: &[String], clock: Clock) -> CoreMetrics {
+    fn with_clock(buyer_ids: &[BuyerKey], clock: Clock) -> CoreMetrics {
         let origin = clock.now();
         let m = CoreMetrics {
             clock,
@@ -280,8 +291,8 @@ impl CoreMetrics {
         };
         {
             let mut inner = m.inner.borrow_mut();
-            for id in buyer_ids {
-                inner.buyer_slot(id);
+            for (tenant, id) in buyer_ids {
+                inner.buyer_slot(*tenant, id);
             }
         }
         m
@@ -292,8 +303,8 @@ impl CoreMetrics {
         self.enabled.set(on);
     }
 
-    /// The buyer ids this core keeps series for, in slot order.
-    pub fn buyer_ids(&self) -> Vec<String> {
+    /// The buyers this core keeps series for, in slot order.
+    pub fn buyer_ids(&self) -> Vec<BuyerKey> {
         self.inner.borrow().buyer_ids.clone()
     }
 
@@ -330,15 +341,22 @@ impl CoreMetrics {
     }
 
     /// One buyer ping's outcome (one of [`BUYER_OUTCOMES`]; others are not counted) and, when
-    /// `Some`, its round-trip time in µs, recorded into that buyer's RTT histogram. A buyer id
-    /// seen for the first time gets its series now; past [`MAX_BUYER_SERIES`] it is not recorded.
-    pub fn record_buyer_ping(&self, buyer_id: &str, outcome: &str, rtt_us: Option<u64>) {
+    /// `Some`, its round-trip time in µs, recorded into the RTT histogram of buyer `buyer_id` of
+    /// `tenant`. A buyer seen for the first time gets its series now; past [`MAX_BUYER_SERIES`] it
+    /// is not recorded.
+    pub fn record_buyer_ping(
+        &self,
+        tenant: Tenant,
+        buyer_id: &str,
+        outcome: &str,
+        rtt_us: Option<u64>,
+    ) {
         if !self.enabled.get() {
             return;
         }
         let slot = self.slot_now();
         let mut inner = self.inner.borrow_mut();
-        let Some(buyer) = inner.buyer_slot(buyer_id) else {
+        let Some(buyer) = inner.buyer_slot(tenant, buyer_id) else {
             return;
         };
         if let Some(o) = BUYER_OUTCOMES.iter().position(|&x| x == outcome) {
@@ -349,14 +367,15 @@ impl CoreMetrics {
         }
     }
 
-    /// One ping that could not reach `buyer`, by kind (one of [`BUYER_CALL_ERROR_KINDS`]; others
-    /// are not counted). Past [`MAX_BUYER_SERIES`] buyers a new buyer id is not recorded.
-    pub fn record_buyer_call_error(&self, buyer_id: &str, kind: &str) {
+    /// One ping that could not reach buyer `buyer_id` of `tenant`, by kind (one of
+    /// [`BUYER_CALL_ERROR_KINDS`]; others are not counted). Past [`MAX_BUYER_SERIES`] buyers a new
+    /// buyer is not recorded.
+    pub fn record_buyer_call_error(&self, tenant: Tenant, buyer_id: &str, kind: &str) {
         if !self.enabled.get() {
             return;
         }
         let mut inner = self.inner.borrow_mut();
-        let Some(buyer) = inner.buyer_slot(buyer_id) else {
+        let Some(buyer) = inner.buyer_slot(tenant, buyer_id) else {
             return;
         };
         if let Some(k) = BUYER_CALL_ERROR_KINDS.iter().position(|&x| x == kind) {
@@ -454,18 +473,25 @@ impl CoreMetrics {
 }
 
 impl Inner {
-    /// The slot of `buyer_id`'s series, created on first sight; `None` once [`MAX_BUYER_SERIES`]
-    /// slots exist.
-    fn buyer_slot(&mut self, buyer_id: &str) -> Option<usize> {
-        if let Some(&i) = self.buyer_slots.get(buyer_id) {
+    /// The slot of the series of buyer `buyer_id` of `tenant`, created on first sight; `None` once
+    /// [`MAX_BUYER_SERIES`] slots exist.
+    fn buyer_slot(&mut self, tenant: Tenant, buyer_id: &str) -> Option<usize> {
+        if let Some(&i) = self
+            .buyer_slots
+            .get(&tenant)
+            .and_then(|ids| ids.get(buyer_id))
+        {
             return Some(i);
         }
         if self.buyer_ids.len() >= MAX_BUYER_SERIES {
             return None;
         }
         let i = self.buyer_ids.len();
-        self.buyer_ids.push(buyer_id.to_string());
-        self.buyer_slots.insert(buyer_id.to_string(), i);
+        self.buyer_ids.push((tenant, buyer_id.to_string()));
+        self.buyer_slots
+            .entry(tenant)
+            .or_default()
+            .insert(buyer_id.to_string(), i);
         self.buyer_rtt.push(Series::new());
         self.buyer_pings.push([0; BUYER_OUTCOMES.len()]);
         self.buyer_call_errors
@@ -502,8 +528,8 @@ impl HistogramPair {
 /// A point-in-time copy of one core's metrics, or of several merged. `Send + Clone`.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    /// Buyer ids; index `i` labels `buyer_rtt[i]` and `buyer_pings[i]`.
-    pub buyer_ids: Vec<String>,
+    /// Buyers (tenant and id); index `i` labels `buyer_rtt[i]` and `buyer_pings[i]`.
+    pub buyer_ids: Vec<BuyerKey>,
     /// Seller-observed ping latency.
     pub ping: HistogramPair,
     /// Auction duration.
@@ -534,7 +560,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// A snapshot with nothing recorded, to merge cores' snapshots into.
-    pub fn empty(buyer_ids: &[String]) -> Snapshot {
+    pub fn empty(buyer_ids: &[BuyerKey]) -> Snapshot {
         Snapshot {
             buyer_ids: buyer_ids.to_vec(),
             ping: HistogramPair::empty(),
@@ -554,8 +580,8 @@ impl Snapshot {
     }
 
     /// Adds `other` into `self`: histograms are added (exact), counters summed. Buyers are matched
-    /// by id, so cores built from different buyer lists still merge correctly; buyers only `other`
-    /// knows are appended.
+    /// by tenant and id, so cores built from different buyer lists still merge correctly (and two
+    /// tenants' buyers with one id never do); buyers only `other` knows are appended.
     pub fn merge(&mut self, other: &Snapshot) {
         self.ping.merge(&other.ping);
         self.auction.merge(&other.auction);
@@ -605,8 +631,14 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn ids() -> Vec<String> {
-        vec!["acme".to_string(), "globex".to_string()]
+    fn sandbox(ids: &[&str]) -> Vec<BuyerKey> {
+        ids.iter()
+            .map(|id| (Tenant::Sandbox, id.to_string()))
+            .collect()
+    }
+
+    fn ids() -> Vec<BuyerKey> {
+        sandbox(&["acme", "globex"])
     }
 
     fn manual(start: Instant) -> CoreMetrics {
@@ -638,11 +670,11 @@ mod tests {
         for v in 501..=1000u64 {
             b.record_ping(v);
         }
-        a.record_buyer_ping("acme", "bid", Some(1200));
-        a.record_buyer_ping("globex", "timeout", None);
-        b.record_buyer_ping("acme", "bid", Some(800));
-        b.record_buyer_ping("acme", "no_bid", Some(300));
-        b.record_buyer_ping("globex", "bogus", None); // unknown outcome: ignored
+        a.record_buyer_ping(Tenant::Sandbox, "acme", "bid", Some(1200));
+        a.record_buyer_ping(Tenant::Sandbox, "globex", "timeout", None);
+        b.record_buyer_ping(Tenant::Sandbox, "acme", "bid", Some(800));
+        b.record_buyer_ping(Tenant::Sandbox, "acme", "no_bid", Some(300));
+        b.record_buyer_ping(Tenant::Sandbox, "globex", "bogus", None); // unknown outcome: ignored
         a.record_no_bid("no_bids");
         b.record_no_bid("below_floor");
         b.record_no_bid("nonsense");
@@ -679,35 +711,56 @@ mod tests {
     #[test]
     fn a_buyer_first_seen_at_runtime_gets_its_own_series_up_to_the_limit() {
         let m = CoreMetrics::new(&ids());
-        m.record_buyer_ping("added_later", "bid", Some(10));
-        m.record_buyer_ping("acme", "no_bid", None);
+        m.record_buyer_ping(Tenant::Sandbox, "added_later", "bid", Some(10));
+        m.record_buyer_ping(Tenant::Sandbox, "acme", "no_bid", None);
         let s = m.snapshot();
-        assert_eq!(s.buyer_ids, ["acme", "globex", "added_later"]);
+        assert_eq!(s.buyer_ids, sandbox(&["acme", "globex", "added_later"]));
         assert_eq!(s.buyer_pings[2][0], 1);
         assert_eq!(s.buyer_pings[0][1], 1);
         for n in 0..MAX_BUYER_SERIES {
-            m.record_buyer_ping(&format!("b{n}"), "bid", None);
+            m.record_buyer_ping(Tenant::Sandbox, &format!("b{n}"), "bid", None);
         }
         assert_eq!(m.buyer_ids().len(), MAX_BUYER_SERIES);
-        assert!(!m.buyer_ids().iter().any(|id| id == "one_too_many"));
-        m.record_buyer_ping("one_too_many", "bid", None);
+        assert!(!m.buyer_ids().iter().any(|(_, id)| id == "one_too_many"));
+        m.record_buyer_ping(Tenant::Sandbox, "one_too_many", "bid", None);
         assert_eq!(m.buyer_ids().len(), MAX_BUYER_SERIES);
     }
 
     #[test]
     fn merge_matches_buyers_by_id() {
         let a = CoreMetrics::new(&ids());
-        let other = vec!["globex".to_string(), "initech".to_string()];
+        let other = sandbox(&["globex", "initech"]);
         let b = CoreMetrics::new(&other);
-        a.record_buyer_ping("globex", "bid", Some(10));
-        b.record_buyer_ping("globex", "bid", Some(20));
-        b.record_buyer_ping("initech", "error", Some(30));
+        a.record_buyer_ping(Tenant::Sandbox, "globex", "bid", Some(10));
+        b.record_buyer_ping(Tenant::Sandbox, "globex", "bid", Some(20));
+        b.record_buyer_ping(Tenant::Sandbox, "initech", "error", Some(30));
         let mut all = a.snapshot();
         all.merge(&b.snapshot());
-        assert_eq!(all.buyer_ids, vec!["acme", "globex", "initech"]);
+        assert_eq!(all.buyer_ids, sandbox(&["acme", "globex", "initech"]));
         assert_eq!(all.buyer_pings[1][0], 2);
         assert_eq!(all.buyer_rtt[1].since_start.len(), 2);
         assert_eq!(all.buyer_pings[2][3], 1);
+    }
+
+    /// Ids are scoped by tenant: a production buyer with a sandbox buyer's id has series of its
+    /// own, on one core and across a merge.
+    #[test]
+    fn two_tenants_buyers_with_one_id_keep_their_own_series() {
+        let a = CoreMetrics::new(&ids());
+        let b = CoreMetrics::new(&[(Tenant::Production, "acme".to_string())]);
+        a.record_buyer_ping(Tenant::Production, "acme", "no_bid", Some(10));
+        a.record_buyer_ping(Tenant::Sandbox, "acme", "bid", Some(10));
+        b.record_buyer_ping(Tenant::Production, "acme", "no_bid", Some(20));
+        a.record_buyer_call_error(Tenant::Production, "acme", "dns");
+        let mut all = a.snapshot();
+        all.merge(&b.snapshot());
+        let mut want = ids();
+        want.push((Tenant::Production, "acme".to_string()));
+        assert_eq!(all.buyer_ids, want);
+        assert_eq!(all.buyer_pings[0], [1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(all.buyer_pings[2], [0, 2, 0, 0, 0, 0, 0]);
+        assert_eq!(all.buyer_call_errors[0], [0; BUYER_CALL_ERROR_KINDS.len()]);
+        assert_eq!(all.buyer_call_errors[2][1], 1);
     }
 
     #[test]
@@ -747,9 +800,9 @@ mod tests {
     fn window_applies_to_buyer_rtt() {
         let t0 = Instant::now();
         let m = manual(t0);
-        m.record_buyer_ping("globex", "bid", Some(5000));
+        m.record_buyer_ping(Tenant::Sandbox, "globex", "bid", Some(5000));
         set_now(&m, t0 + Duration::from_secs(61));
-        m.record_buyer_ping("globex", "bid", Some(7000));
+        m.record_buyer_ping(Tenant::Sandbox, "globex", "bid", Some(7000));
         let s = m.snapshot();
         assert_eq!(s.buyer_rtt[1].since_start.len(), 2);
         assert_eq!(s.buyer_rtt[1].last_60s.len(), 1);

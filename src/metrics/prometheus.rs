@@ -282,10 +282,11 @@ pub fn render_prometheus(
         &mut out,
         name,
         "histogram",
-        "Buyer ping round-trip time, per buyer.",
+        "Buyer ping round-trip time, per buyer (tenant and id).",
     );
-    for (id, pair) in snap.buyer_ids.iter().zip(&snap.buyer_rtt) {
-        histogram_samples(&mut out, name, &[("buyer", id)], &pair.since_start);
+    for ((tenant, id), pair) in snap.buyer_ids.iter().zip(&snap.buyer_rtt) {
+        let labels = [("buyer", id.as_str()), ("tenant", tenant.as_str())];
+        histogram_samples(&mut out, name, &labels, &pair.since_start);
     }
 
     let name = "gavel_buyer_pings_total";
@@ -293,11 +294,16 @@ pub fn render_prometheus(
         &mut out,
         name,
         "counter",
-        "Buyer pings, per buyer and outcome.",
+        "Buyer pings, per buyer (tenant and id) and outcome.",
     );
-    for (id, counts) in snap.buyer_ids.iter().zip(&snap.buyer_pings) {
+    for ((tenant, id), counts) in snap.buyer_ids.iter().zip(&snap.buyer_pings) {
         for (outcome, n) in BUYER_OUTCOMES.iter().zip(counts) {
-            sample(&mut out, name, &[("buyer", id), ("outcome", outcome)], *n);
+            let labels = [
+                ("buyer", id.as_str()),
+                ("tenant", tenant.as_str()),
+                ("outcome", outcome),
+            ];
+            sample(&mut out, name, &labels, *n);
         }
     }
 
@@ -306,11 +312,16 @@ pub fn render_prometheus(
         &mut out,
         name,
         "counter",
-        "Buyer pings that never reached the buyer, per buyer and kind (tls, dns, connect).",
+        "Buyer pings that never reached the buyer, per buyer (tenant and id) and kind (tls, dns, connect, egress).",
     );
-    for (id, counts) in snap.buyer_ids.iter().zip(&snap.buyer_call_errors) {
+    for ((tenant, id), counts) in snap.buyer_ids.iter().zip(&snap.buyer_call_errors) {
         for (kind, n) in BUYER_CALL_ERROR_KINDS.iter().zip(counts) {
-            sample(&mut out, name, &[("buyer", id), ("kind", kind)], *n);
+            let labels = [
+                ("buyer", id.as_str()),
+                ("tenant", tenant.as_str()),
+                ("kind", kind),
+            ];
+            sample(&mut out, name, &labels, *n);
         }
     }
 
@@ -533,11 +544,10 @@ mod tests {
     use super::*;
 
     fn sample_output() -> (Snapshot, String) {
-        let ids = vec![
-            "acme".to_string(),
-            "we\"ird\\buyer\nid".to_string(),
-            "globex".to_string(),
-        ];
+        let ids: Vec<_> = ["acme", "we\"ird\\buyer\nid", "globex"]
+            .into_iter()
+            .map(|id| (crate::types::Tenant::Sandbox, id.to_string()))
+            .collect();
         let cores: Vec<CoreMetrics> = (0..2).map(|_| CoreMetrics::new(&ids)).collect();
         for (i, m) in cores.iter().enumerate() {
             for k in 0..2000u64 {
@@ -545,13 +555,10 @@ mod tests {
                 m.record_ping(v + 300);
                 m.record_auction(v);
                 m.record_engine_overhead(k % 400 + 20);
-                m.record_buyer_ping(
-                    &ids[(k % 3) as usize],
-                    BUYER_OUTCOMES[(k % 4) as usize],
-                    Some(v),
-                );
+                let (tenant, id) = &ids[(k % 3) as usize];
+                m.record_buyer_ping(*tenant, id, BUYER_OUTCOMES[(k % 4) as usize], Some(v));
                 if k % 100 == 0 {
-                    m.record_buyer_call_error(&ids[0], "tls");
+                    m.record_buyer_call_error(ids[0].0, &ids[0].1, "tls");
                 }
                 if k % 10 == 0 {
                     m.record_post(v * 3);
@@ -636,7 +643,7 @@ mod tests {
             ("gavel_store_commit_duration_seconds", String::new()),
             (
                 "gavel_buyer_ping_rtt_seconds",
-                "buyer=\"acme\",".to_string(),
+                "buyer=\"acme\",tenant=\"sandbox\",".to_string(),
             ),
         ];
         for (name, lab) in histos {
@@ -685,25 +692,25 @@ mod tests {
         }
         for outcome in BUYER_OUTCOMES {
             let series =
-                format!("gavel_buyer_pings_total{{buyer=\"globex\",outcome=\"{outcome}\"}}");
+                format!("gavel_buyer_pings_total{{buyer=\"globex\",tenant=\"sandbox\",outcome=\"{outcome}\"}}");
             value(&text, &series);
         }
         assert_eq!(
             value(
                 &text,
-                "gavel_buyer_pings_total{buyer=\"acme\",outcome=\"capped\"}"
+                "gavel_buyer_pings_total{buyer=\"acme\",tenant=\"sandbox\",outcome=\"capped\"}"
             ),
             0.0
         );
         for kind in BUYER_CALL_ERROR_KINDS {
             let series =
-                format!("gavel_buyer_call_errors_total{{buyer=\"globex\",kind=\"{kind}\"}}");
+                format!("gavel_buyer_call_errors_total{{buyer=\"globex\",tenant=\"sandbox\",kind=\"{kind}\"}}");
             assert_eq!(value(&text, &series), 0.0);
         }
         assert_eq!(
             value(
                 &text,
-                "gavel_buyer_call_errors_total{buyer=\"acme\",kind=\"tls\"}"
+                "gavel_buyer_call_errors_total{buyer=\"acme\",tenant=\"sandbox\",kind=\"tls\"}"
             ),
             40.0
         );

@@ -65,9 +65,9 @@ pub trait App: Sized + 'static {
         clock: &Clock,
     ) -> Result<(Self::Global, Self::Handles), String>;
 
-    /// The buyer ids a core's metrics keep series for from the start (zeros until recorded);
-    /// buyers added later get theirs when first recorded.
-    fn metric_buyers(global: &Self::Global) -> Vec<String>;
+    /// The buyers (tenant and id) a core's metrics keep series for from the start (zeros until
+    /// recorded); buyers added later get theirs when first recorded.
+    fn metric_buyers(global: &Self::Global) -> Vec<crate::metrics::BuyerKey>;
 
     /// Builds core `id`'s own state, on that core's thread.
     fn local(id: usize, shared: &Shared<Self>) -> Self::Local;
@@ -127,6 +127,10 @@ pub struct CoreStats {
 /// part is reached through `Deref`.
 pub struct Shared<A: App> {
     pub config: Config,
+    /// The address the API listeners are bound to (the real port when the config asked for 0).
+    pub addr: SocketAddr,
+    /// The address the operations listener is bound to, if it is on.
+    pub metrics_addr: Option<SocketAddr>,
     pub cores: usize,
     pub driver: Driver,
     pub inboxes: Vec<Inbox<A>>,
@@ -479,6 +483,8 @@ pub fn start_with_clock<A: App, S: Service<A>>(
     let cap = connection_cap_for(&config, cores);
 
     let shared = Arc::new(Shared::<A> {
+        addr,
+        metrics_addr,
         cores,
         driver,
         inboxes: (0..cores).map(|_| Inbox::new(INBOX_CAPACITY)).collect(),

@@ -88,6 +88,11 @@ level = "warn"
 [metrics]
 listen = "127.0.0.1:0"
 
+# The sandbox fleet and the tests' own buyers listen on loopback. Gavel's own listeners stay
+# refused: only an ip:port entry would allow one.
+[egress]
+allow_private = ["127.0.0.0/8", "::1/128"]
+
 [[tokens]]
 client = "it-all"
 tenant = "sandbox"
