@@ -34,6 +34,7 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
     let received = Instant::now();
     let client = core.authenticate(req.headers(), Scope::Ping)?;
     core.authenticate(req.headers(), Scope::Post)?;
+    crate::exchange::sellers::refuse_suspended(core, &client)?;
     let key = idempotency::key_from(req.headers())?;
     let mut body = super::json_body(req).await?;
     // Shed before parsing when this core already runs too late to start an auction in time.

@@ -27,6 +27,7 @@ use crate::store::Batch;
 pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
     let received = Instant::now();
     let client = core.authenticate(req.headers(), Scope::Post)?;
+    crate::exchange::sellers::refuse_suspended(core, &client)?;
     let key = idempotency::key_from(req.headers())?;
     let mut body = super::json_body(req).await?;
     // A post finishes a sale already made: shed only far past the delay new work gets.

@@ -89,6 +89,7 @@ struct Outcome {
 
 pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
     let client = core.authenticate(req.headers(), Scope::Dev)?;
+    crate::exchange::sellers::refuse_suspended(core, &client)?;
     if client.tenant != Tenant::Sandbox {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

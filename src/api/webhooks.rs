@@ -4,7 +4,8 @@
 //!
 //! Reads go to the store directly; anything that changes a delivery or an endpoint is a command
 //! to the delivery worker, the only writer of existing outbox records, so a redelivery can never
-//! race an attempt in flight. Owns the HTTP shapes only; delivery is [`crate::webhooks`].
+//! race an attempt in flight; the command carries the change's audit entry, which the worker
+//! writes in the same batch. Owns the HTTP shapes only; delivery is [`crate::webhooks`].
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use serde::Serialize;
 
 use super::store_error;
 use crate::auction::rfc3339_ms;
+use crate::audit;
 use crate::auth::Client;
 use crate::config::{Scope, WEBHOOK_EVENTS};
 use crate::error::ApiError;
@@ -159,10 +161,18 @@ pub async fn enable(
     let admin = core.authenticate(req.headers(), Scope::Admin)?;
     let ep = own_endpoint(core, &admin, endpoint_id)?;
     let (tx, rx) = futures::channel::oneshot::channel();
+    let audit = audit::Entry::new(
+        admin.tenant,
+        &audit::Actor::of(&admin),
+        audit::Action::Enable,
+        audit::Target::WebhookEndpoint,
+        endpoint_id,
+    );
     ask_worker(
         core,
         Command::Enable {
             endpoint: ep.clone(),
+            audit: Box::new(audit),
             reply: tx,
         },
     )?;
@@ -288,12 +298,20 @@ pub async fn replay(
     }
     // The worker replays only the caller's tenant's events.
     let (tx, rx) = futures::channel::oneshot::channel();
+    let audit = audit::Entry::new(
+        admin.tenant,
+        &audit::Actor::of(&admin),
+        audit::Action::Replay,
+        audit::Target::WebhookEvent,
+        event_id,
+    );
     ask_worker(
         core,
         Command::Replay {
             tenant: admin.tenant,
             event_id: event_id.to_string(),
             endpoint,
+            audit: Box::new(audit),
             reply: tx,
         },
     )?;

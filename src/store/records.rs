@@ -225,7 +225,7 @@ pub struct DeliveryRecord {
 /// rewritten.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
-    /// `aud_` + a ULID: unique (entries of one millisecond list in id order).
+    /// `aud_` + a ULID of `created_ms`: unique, and in creation order within one millisecond.
     pub id: String,
     /// Tenant name the change belongs to.
     pub tenant: String,
