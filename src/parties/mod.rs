@@ -86,7 +86,9 @@ pub fn implicit(tenant: Tenant, id: &str) -> SellerConfig {
 pub struct Sellers {
     /// Grows by one with every change: a core takes only a snapshot newer than the one it holds.
     pub version: u64,
-    by_key: HashMap<(Tenant, String), Arc<Seller>>,
+    /// Sellers by tenant, then id: a request looks its seller up by the borrowed id, with no
+    /// allocation (every ping and post does, before any work).
+    by_tenant: HashMap<Tenant, HashMap<String, Arc<Seller>>>,
 }
 
 impl Sellers {
@@ -143,7 +145,7 @@ impl Sellers {
     /// The rows of this snapshot (every seller but the implicit ones), by creation time, tenant
     /// and id.
     pub fn records(&self) -> Vec<SellerRecord> {
-        let mut rows: Vec<SellerRecord> = self.by_key.values().filter_map(|s| s.record()).collect();
+        let mut rows: Vec<SellerRecord> = self.all().filter_map(|s| s.record()).collect();
         rows.sort_by(|a, b| {
             (a.created_ms, a.seller.tenant, &a.seller.id).cmp(&(
                 b.created_ms,
@@ -157,10 +159,9 @@ impl Sellers {
     /// The (tenant, id) of every implicit seller.
     pub fn implicit_ids(&self) -> Vec<(Tenant, String)> {
         let mut ids: Vec<_> = self
-            .by_key
-            .iter()
-            .filter(|(_, s)| s.implicit)
-            .map(|(k, _)| k.clone())
+            .all()
+            .filter(|s| s.implicit)
+            .map(|s| (s.config.tenant, s.config.id.clone()))
             .collect();
         ids.sort();
         ids
@@ -175,8 +176,8 @@ impl Sellers {
         l: &LimitsConfig,
     ) {
         let limits = Arc::new(limits_of(&config, l));
-        self.by_key.insert(
-            (config.tenant, config.id.clone()),
+        self.by_tenant.entry(config.tenant).or_default().insert(
+            config.id.clone(),
             Arc::new(Seller {
                 config,
                 implicit,
@@ -190,8 +191,7 @@ impl Sellers {
 
     /// The seller `id` of `tenant`.
     pub fn get(&self, tenant: Tenant, id: &str) -> Option<&Arc<Seller>> {
-        // A borrowed key would need a second map type; seller lookups are one per request.
-        self.by_key.get(&(tenant, id.to_string()))
+        self.by_tenant.get(&tenant)?.get(id)
     }
 
     /// Adds the implicit seller `id` of `tenant` unless it exists (an OAuth client that names
@@ -206,21 +206,26 @@ impl Sellers {
     /// Every seller of `tenant`, in id order.
     pub fn of_tenant(&self, tenant: Tenant) -> Vec<&Arc<Seller>> {
         let mut v: Vec<_> = self
-            .by_key
-            .iter()
-            .filter(|((t, _), _)| *t == tenant)
-            .map(|(_, s)| s)
+            .by_tenant
+            .get(&tenant)
+            .into_iter()
+            .flat_map(HashMap::values)
             .collect();
         v.sort_by(|a, b| a.config.id.cmp(&b.config.id));
         v
     }
 
+    /// Every seller of every tenant, in no order.
+    fn all(&self) -> impl Iterator<Item = &Arc<Seller>> {
+        self.by_tenant.values().flat_map(HashMap::values)
+    }
+
     pub fn len(&self) -> usize {
-        self.by_key.len()
+        self.by_tenant.values().map(HashMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
+        self.len() == 0
     }
 
     /// This table, with each seller that `old` holds keeping `old`'s limit state: the same
@@ -228,8 +233,9 @@ impl Sellers {
     /// counts. A change must not hand a seller a fresh ping budget nor forget its running and
     /// unposted auctions.
     pub fn keeping_limits_of(mut self, old: &Sellers) -> Sellers {
-        for (key, seller) in self.by_key.iter_mut() {
-            let Some(prev) = old.by_key.get(key) else {
+        let sellers = self.by_tenant.values_mut().flat_map(HashMap::values_mut);
+        for seller in sellers {
+            let Some(prev) = old.get(seller.config.tenant, &seller.config.id) else {
                 continue;
             };
             let limits = if prev.limits.same_limits(&seller.limits) {
@@ -294,5 +300,21 @@ scopes = ["ping"]
             &again.get(Tenant::Production, "acme").unwrap().limits,
             &acme.limits
         ));
+        // A changed limit keeps counting what the seller holds under the old one.
+        let running = acme.limits.auctions.try_acquire().unwrap();
+        let mut rows = again.records();
+        rows[0].seller.max_concurrent_auctions = Some(1);
+        let next = again.next(&rows, again.implicit_ids(), &c.limits);
+        assert_eq!(next.version, again.version + 1);
+        let changed = next.get(Tenant::Production, "acme").unwrap();
+        assert_eq!(changed.limits.auctions.max(), 1);
+        assert!(changed.limits.auctions.try_acquire().is_none());
+        drop(running);
+        assert!(changed.limits.auctions.try_acquire().is_some());
+        assert_eq!(next.of_tenant(Tenant::Sandbox).len(), 1);
+        assert_eq!(
+            next.implicit_ids(),
+            [(Tenant::Sandbox, "legacy".to_string())]
+        );
     }
 }
