@@ -41,6 +41,8 @@ allow_private = ["127.0.0.0/8"]
 # Measures durability, not the protective limits.
 [limits]
 client_requests_per_s = 1000000
+seller_pings_per_s = 1000000
+seller_max_unposted_auctions = 4294967295
 buyer_pings_per_s = 1000000
 [[tokens]]
 client = "bench"

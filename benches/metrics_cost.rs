@@ -51,7 +51,7 @@ fn run(record: bool, sequential: usize, secs: u64) -> (Histogram<u64>, f64) {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     let mut text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ncores = 2\npin_threads = false\n[store]\npath = \"{}\"\n[metrics]\nrecord = {record}\nlisten = \"off\"\n[egress]\nallow_private = [\"127.0.0.0/8\"]\n[log]\nlevel = \"error\"\n[limits]\nclient_requests_per_s = 1000000\nbuyer_pings_per_s = 1000000\n[[tokens]]\nclient = \"bench\"\ntenant = \"sandbox\"\nsha256 = \"{}\"\nscopes = [\"ping\"]\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\ncores = 2\npin_threads = false\n[store]\npath = \"{}\"\n[metrics]\nrecord = {record}\nlisten = \"off\"\n[egress]\nallow_private = [\"127.0.0.0/8\"]\n[log]\nlevel = \"error\"\n[limits]\nclient_requests_per_s = 1000000\nseller_pings_per_s = 1000000\nseller_max_unposted_auctions = 4294967295\nbuyer_pings_per_s = 1000000\n[[tokens]]\nclient = \"bench\"\ntenant = \"sandbox\"\nsha256 = \"{}\"\nscopes = [\"ping\"]\n",
         dir.join("db").display(),
         gavel::auth::sha256_hex(TOKEN)
     );

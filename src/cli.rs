@@ -1,11 +1,12 @@
 //! The `gavel` command line: `serve`, `mock-buyers`, `check-config`, `token create`,
-//! `clients create|list|revoke`, `webhooks list|events|replay|enable` and
-//! `buyers list|show|create|update|pause|resume|delete`.
+//! `clients create|list|revoke`, `webhooks list|events|replay|enable`,
+//! `buyers list|show|create|update|pause|resume|delete` and
+//! `sellers list|show|create|update|suspend|resume`.
 //!
 //! Each subcommand loads and validates the config ([`load_config`]: the config module's range
 //! checks and every subsystem's check of its own section, run here because only this layer sees
 //! them all), applies CLI overrides and calls into the library; no business logic lives here.
-//! `clients`, `webhooks` and `buyers` talk to a running server's admin API (the server owns the store, a
+//! `clients`, `webhooks`, `buyers` and `sellers` talk to a running server's admin API (the server owns the store, a
 //! revocation must reach its cores, and only its delivery worker may touch a delivery), with a
 //! token holding the `admin` scope.
 
@@ -31,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the exchange (and, when sandbox.enabled, the mock buyers) until SIGINT or SIGTERM;
-    /// SIGHUP reloads the config file's buyers, tokens, lead rules and webhook endpoints.
+    /// SIGHUP reloads the config file's buyers, sellers, tokens, lead rules and webhook endpoints.
     Serve {
         /// Config file.
         #[arg(long, short, default_value = "config/gavel.toml")]
@@ -82,6 +83,18 @@ enum Cmd {
         #[command(subcommand)]
         cmd: BuyersCmd,
     },
+    /// Manage the sellers of a running server (its admin API, scope `admin`, an operator token,
+    /// the token's tenant).
+    Sellers {
+        /// Base URL of the running Gavel.
+        #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
+        url: String,
+        /// An operator's token with the `admin` scope (static token or OAuth access token).
+        #[arg(long, env = "GAVEL_ADMIN_TOKEN", hide_env_values = true, global = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        cmd: SellersCmd,
+    },
     /// Inspect webhook deliveries and redeliver events of a running server (admin API).
     Webhooks {
         /// Base URL of the running Gavel.
@@ -118,6 +131,80 @@ enum BuyersCmd {
     Resume { id: String },
     /// Remove a buyer (a config-file buyer comes back at the next reload or restart).
     Delete { id: String },
+}
+
+/// A seller's settings as `sellers create` and `sellers update` take them; a limit left out takes
+/// the `[limits]` default (create) or stays as it is (update).
+#[derive(clap::Args)]
+struct SellerArgs {
+    /// Display name for operators.
+    #[arg(long)]
+    name: Option<String>,
+    /// Auctions the seller may run at once, all its credentials and cores together.
+    #[arg(long)]
+    max_concurrent_auctions: Option<u32>,
+    /// Pings per second the seller may send.
+    #[arg(long)]
+    pings_per_s: Option<f64>,
+    /// Won auctions the seller may hold without posting them.
+    #[arg(long)]
+    max_unposted_auctions: Option<u32>,
+    /// Whether the seller's view of its auctions names the winning buyer.
+    #[arg(long)]
+    reveal_winner: Option<bool>,
+}
+
+impl SellerArgs {
+    /// The settings given, as JSON fields.
+    fn fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        let mut set = |k: &str, v: Option<serde_json::Value>| {
+            if let Some(v) = v {
+                m.insert(k.to_string(), v);
+            }
+        };
+        set("name", self.name.clone().map(Into::into));
+        set(
+            "max_concurrent_auctions",
+            self.max_concurrent_auctions.map(Into::into),
+        );
+        set("pings_per_s", self.pings_per_s.map(Into::into));
+        set(
+            "max_unposted_auctions",
+            self.max_unposted_auctions.map(Into::into),
+        );
+        set("reveal_winner", self.reveal_winner.map(Into::into));
+        m
+    }
+}
+
+#[derive(Subcommand)]
+enum SellersCmd {
+    /// The tenant's sellers (implicit ones included), one line each.
+    List,
+    /// One seller: definition, limits in force, what it holds now, as JSON.
+    Show { id: String },
+    /// Create a seller of the token's tenant.
+    Create {
+        /// Stable id: a-z, 0-9, `_`, `-`, at most 64 characters.
+        id: String,
+        #[command(flatten)]
+        settings: SellerArgs,
+    },
+    /// Change a seller's name, limits or reveal_winner (a merge patch).
+    Update {
+        id: String,
+        #[command(flatten)]
+        settings: SellerArgs,
+        /// Set a limit back to the `[limits]` default (repeatable): max_concurrent_auctions,
+        /// pings_per_s or max_unposted_auctions.
+        #[arg(long)]
+        reset: Vec<String>,
+    },
+    /// Refuse the seller's credentials (403 seller_suspended on ping, post, leads and seed).
+    Suspend { id: String },
+    /// Accept a suspended seller's credentials again.
+    Resume { id: String },
 }
 
 #[derive(Subcommand)]
@@ -192,6 +279,15 @@ enum TokenCmd {
         /// Comma-separated scopes: ping,post,status,reports,dev,admin.
         #[arg(long, value_delimiter = ',', value_parser = parse_scope, default_value = "ping,post")]
         scopes: Vec<Scope>,
+        /// The seller the token speaks for (a `[[sellers]]` id of the same tenant).
+        #[arg(long, group = "party")]
+        seller: Option<String>,
+        /// The token is the operator's (buyers, sellers, other parties' clients, audit log).
+        #[arg(long, group = "party")]
+        operator: bool,
+        /// The buyer the token speaks for (a `[[buyers]]` id of the same tenant).
+        #[arg(long, group = "party")]
+        buyer: Option<String>,
     },
 }
 
@@ -400,6 +496,74 @@ fn buyers(url: &str, token: Option<&str>, cmd: BuyersCmd) -> Result<(), String> 
     Ok(())
 }
 
+/// Calls the sellers admin API and prints the answer.
+fn sellers(url: &str, token: Option<&str>, cmd: SellersCmd) -> Result<(), String> {
+    let line = |s: &serde_json::Value| {
+        let l = &s["limits"];
+        let u = &s["usage"];
+        format!(
+            "{}  {}  source={}  running={}/{}  unposted={}/{}  pings_per_s={}  name={:?}",
+            s["id"].as_str().unwrap_or("?"),
+            s["status"].as_str().unwrap_or("?"),
+            s["source"].as_str().unwrap_or("?"),
+            u["running_auctions"],
+            l["max_concurrent_auctions"],
+            u["unposted_auctions"],
+            l["max_unposted_auctions"],
+            l["pings_per_s"],
+            s["name"].as_str().unwrap_or(""),
+        )
+    };
+    let path = |id: &str, action: &str| format!("/v1/admin/sellers/{id}{action}");
+    match cmd {
+        SellersCmd::List => {
+            let body = admin_call(url, token, "GET", "/v1/admin/sellers", None)?;
+            for s in body["sellers"].as_array().into_iter().flatten() {
+                println!("{}", line(s));
+            }
+        }
+        SellersCmd::Show { id } => {
+            let body = admin_call(url, token, "GET", &path(&id, ""), None)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&body).unwrap_or_default()
+            );
+        }
+        SellersCmd::Create { id, settings } => {
+            let mut def = settings.fields();
+            def.insert("id".into(), id.into());
+            let body = admin_call(url, token, "POST", "/v1/admin/sellers", Some(def.into()))?;
+            println!("created: {}", line(&body));
+        }
+        SellersCmd::Update {
+            id,
+            settings,
+            reset,
+        } => {
+            let mut patch = settings.fields();
+            for field in reset {
+                patch.insert(field, serde_json::Value::Null);
+            }
+            if patch.is_empty() {
+                return Err(
+                    "nothing to change: give --name, a limit, --reveal-winner or --reset".into(),
+                );
+            }
+            let body = admin_call(url, token, "PATCH", &path(&id, ""), Some(patch.into()))?;
+            println!("updated: {}", line(&body));
+        }
+        SellersCmd::Suspend { id } => {
+            let body = admin_call(url, token, "POST", &path(&id, "/suspend"), None)?;
+            println!("suspended: {}", line(&body));
+        }
+        SellersCmd::Resume { id } => {
+            let body = admin_call(url, token, "POST", &path(&id, "/resume"), None)?;
+            println!("resumed: {}", line(&body));
+        }
+    }
+    Ok(())
+}
+
 /// Calls the webhooks admin API and prints the answer, one line per endpoint or delivery.
 fn webhooks(url: &str, token: Option<&str>, cmd: WebhooksCmd) -> Result<(), String> {
     let q = |pairs: &[(&str, Option<&str>)]| {
@@ -571,12 +735,16 @@ pub fn main() -> ExitCode {
         Cmd::Clients { url, token, cmd } => clients(&url, token.as_deref(), cmd),
         Cmd::Webhooks { url, token, cmd } => webhooks(&url, token.as_deref(), cmd),
         Cmd::Buyers { url, token, cmd } => buyers(&url, token.as_deref(), cmd),
+        Cmd::Sellers { url, token, cmd } => sellers(&url, token.as_deref(), cmd),
         Cmd::Token {
             cmd:
                 TokenCmd::Create {
                     client,
                     tenant,
                     scopes,
+                    seller,
+                    operator,
+                    buyer,
                 },
         } => {
             let token = crate::auth::generate_token(tenant);
@@ -591,6 +759,15 @@ pub fn main() -> ExitCode {
             println!("tenant = \"{}\"", tenant.as_str());
             println!("sha256 = \"{}\"", crate::auth::sha256_hex(&token));
             println!("scopes = [{}]", scopes.join(", "));
+            match (seller, operator, buyer) {
+                (Some(s), _, _) => println!("seller = \"{s}\""),
+                (_, true, _) => println!("operator = true"),
+                (_, _, Some(b)) => println!("buyer = \"{b}\""),
+                _ => println!(
+                    "# names no party: a seller token of the implicit seller \"{client}\" \
+                     (give --seller, --operator or --buyer to name one)"
+                ),
+            }
             Ok(())
         }
     };
@@ -624,7 +801,8 @@ fn wait_for_signal(mut on_hup: impl FnMut()) -> Result<(), String> {
 }
 
 /// The sections of the config a reload does not apply that differ between `running` and `new`:
-/// they take effect at the next restart. Buyers, tokens, rules and webhooks are applied by a reload.
+/// they take effect at the next restart. Buyers, sellers, tokens, rules and webhooks are applied by
+/// a reload.
 fn sections_needing_restart(running: &Config, new: &Config) -> Vec<&'static str> {
     let differ =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
@@ -680,10 +858,11 @@ fn reload(
     match server.reload(&new) {
         Ok(()) => {
             running.buyers = new.buyers;
+            running.sellers = new.sellers;
             running.tokens = new.tokens;
             running.rules = new.rules;
             running.webhooks = new.webhooks;
-            tracing::info!(file = %file, buyers = running.buyers.len(), tokens = running.tokens.len(), webhooks = running.webhooks.len(), "config reloaded: buyers, tokens, rules and webhooks applied");
+            tracing::info!(file = %file, buyers = running.buyers.len(), sellers = running.sellers.len(), tokens = running.tokens.len(), webhooks = running.webhooks.len(), "config reloaded: buyers, sellers, tokens, rules and webhooks applied");
         }
         Err(e) => {
             tracing::error!(file = %file, error = %e, "config reload not fully applied; send SIGHUP again");

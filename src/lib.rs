@@ -14,6 +14,7 @@
 //! - [`buyers`]: buyer registry, eligibility filters, per-core keep-alive connection pool.
 //! - [`auth`]: static bearer tokens (SHA-256 hashed), tenants and scopes, the party of each credential.
 //! - [`parties`]: the seller table (configured and implicit sellers, suspension, per-seller limits).
+//! - [`audit`]: the audit log of admin changes (who, what, before and after, secrets masked).
 //! - [`metrics`]: per-core HDR histograms and counters, merged on read; Prometheus and JSON output.
 //! - [`store`]: sled + rkyv records (idempotency, auctions, leads), per-core write-ahead logs, expiry.
 //! - [`sandbox`]: the mock buyer fleet used by the default config, tests and load tests.
@@ -22,6 +23,7 @@
 
 pub mod api;
 pub mod auction;
+pub mod audit;
 pub mod auth;
 pub mod buyers;
 pub mod cli;

@@ -1,15 +1,18 @@
-//! Rate limits (CONTRACT §7): requests per second per client, concurrent auctions per seller, and
-//! pings per second per buyer, each holding across all cores.
+//! Rate limits (CONTRACT §7): requests per second per client; pings per second, concurrent auctions
+//! and won-but-unposted auctions per seller; pings per second per buyer; each holding across all
+//! cores.
 //!
 //! Every limit is one shared object behind an `Arc`, updated with atomics only (no lock on the
 //! request path): a rate is a GCRA ("generic cell rate algorithm", the token bucket written as one
-//! timestamp) on an `AtomicU64`, a concurrency cap is an `AtomicU32`. Because all cores share the
+//! timestamp) on an `AtomicU64`, a concurrency cap is an `AtomicU32` (shared by the caps that
+//! replace one another when a seller's limits change, so a change never forgets what is held).
+//! Because all cores share the
 //! same atomic, the aggregate can never exceed the configured rate plus the burst, which is 5 % of
 //! the rate (at least one request). Owns the arithmetic and the 429 answer's headers; does not know
 //! clients or buyers (auth and the registry hold their limits).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderName, StatusCode};
@@ -105,11 +108,14 @@ impl Rate {
     }
 }
 
-/// A cap on things in progress (e.g. a seller's running auctions), shared by every core.
+/// A cap on things in progress (e.g. a seller's running auctions), shared by every core. The count
+/// sits behind its own `Arc` so that a cap with another maximum ([`Concurrency::with_max`]) goes on
+/// counting the same things: a slot taken under the old cap is given back to the count the new cap
+/// reads.
 #[derive(Debug)]
 pub struct Concurrency {
     max: u32,
-    current: AtomicU32,
+    current: Arc<AtomicU32>,
 }
 
 /// One slot of a [`Concurrency`]; dropping it frees the slot.
@@ -118,7 +124,7 @@ pub struct Slot<'a>(&'a Concurrency);
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.0.current.fetch_sub(1, Ordering::AcqRel);
+        self.0.release();
     }
 }
 
@@ -126,7 +132,15 @@ impl Concurrency {
     pub fn new(max: u32) -> Concurrency {
         Concurrency {
             max,
-            current: AtomicU32::new(0),
+            current: Arc::new(AtomicU32::new(0)),
+        }
+    }
+
+    /// A cap of `max` over the same count as this one.
+    pub fn with_max(&self, max: u32) -> Concurrency {
+        Concurrency {
+            max,
+            current: self.current.clone(),
         }
     }
 
@@ -140,27 +154,35 @@ impl Concurrency {
 
     /// A slot, or `None` when all `max` are taken.
     pub fn try_acquire(&self) -> Option<Slot<'_>> {
+        self.take().then(|| Slot(self))
+    }
+
+    /// Takes one slot unless all `max` are taken.
+    fn take(&self) -> bool {
         self.current
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
                 (c < self.max).then_some(c + 1)
             })
-            .ok()
-            .map(|_| Slot(self))
+            .is_ok()
+    }
+
+    fn release(&self) {
+        let before = self.current.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(before > 0, "a concurrency slot was given back twice");
     }
 }
 
-/// A seller's (API client's) limits.
+/// An API client's (static token's or OAuth client's) limits. What a seller may run at once is
+/// the seller's ([`SellerLimits`]), whichever of its credentials it uses.
 #[derive(Debug)]
 pub struct ClientLimits {
     pub requests: Rate,
-    pub auctions: Concurrency,
 }
 
 impl ClientLimits {
-    pub fn new(requests_per_s: f64, max_concurrent_auctions: u32) -> ClientLimits {
+    pub fn new(requests_per_s: f64) -> ClientLimits {
         ClientLimits {
             requests: Rate::per_second(requests_per_s),
-            auctions: Concurrency::new(max_concurrent_auctions),
         }
     }
 }
@@ -168,18 +190,20 @@ impl ClientLimits {
 /// One seller's limits, all its credentials and every core together (CONTRACT §7).
 #[derive(Debug)]
 pub struct SellerLimits {
-    /// Pings (and one-call leads) per second.
-    pub pings: Rate,
+    /// Pings (and one-call leads) per second; shared with the limits that replace these when only
+    /// other limits change.
+    pub pings: Arc<Rate>,
     /// Auctions running at once.
     pub auctions: Concurrency,
-    /// Auctions won and not yet posted (nor expired).
+    /// Auctions won and not yet posted (nor gone from memory); a ping holds one while its auction
+    /// runs, so the cap is exact however many cores close auctions at once.
     pub unposted: Concurrency,
 }
 
 impl SellerLimits {
     pub fn new(pings_per_s: f64, max_concurrent_auctions: u32, max_unposted: u32) -> SellerLimits {
         SellerLimits {
-            pings: Rate::per_second(pings_per_s),
+            pings: Arc::new(Rate::per_second(pings_per_s)),
             auctions: Concurrency::new(max_concurrent_auctions),
             unposted: Concurrency::new(max_unposted),
         }
@@ -190,6 +214,43 @@ impl SellerLimits {
         self.pings.limit() == other.pings.limit()
             && self.auctions.max() == other.auctions.max()
             && self.unposted.max() == other.unposted.max()
+    }
+
+    /// `other`'s limits over this object's counts: the running and unposted auctions counted so
+    /// far stay counted (their slots are given back to the same counts), and the ping rate keeps
+    /// its budget when its limit is unchanged.
+    pub fn retuned(&self, other: &SellerLimits) -> SellerLimits {
+        let pings = if self.pings.limit() == other.pings.limit() {
+            self.pings.clone()
+        } else {
+            Arc::new(Rate::per_second(other.pings.limit()))
+        };
+        SellerLimits {
+            pings,
+            auctions: self.auctions.with_max(other.auctions.max()),
+            unposted: self.unposted.with_max(other.unposted.max()),
+        }
+    }
+
+    /// Reserves one unposted slot of this seller for an auction about to run; `None` at the cap.
+    /// The slot is the auction's to keep if it is won, given back when it is dropped.
+    pub fn reserve_unposted(self: &Arc<Self>) -> Option<UnpostedSlot> {
+        self.unposted
+            .take()
+            .then(|| UnpostedSlot(Some(self.clone())))
+    }
+}
+
+/// One of a seller's unposted-auction slots, owned by the auction that holds it: given back
+/// exactly once, when dropped (the auction was posted, lost, or left memory).
+#[derive(Debug)]
+pub struct UnpostedSlot(Option<Arc<SellerLimits>>);
+
+impl Drop for UnpostedSlot {
+    fn drop(&mut self) {
+        if let Some(limits) = self.0.take() {
+            limits.unposted.release();
+        }
     }
 }
 
@@ -319,6 +380,32 @@ mod tests {
         drop(a);
         assert_eq!(c.current(), 1);
         assert!(c.try_acquire().is_some());
+    }
+
+    #[test]
+    fn a_retuned_cap_keeps_counting_what_the_old_one_handed_out() {
+        let old = Arc::new(SellerLimits::new(10.0, 2, 3));
+        let running = old.auctions.try_acquire().unwrap();
+        let unposted = old.reserve_unposted().unwrap();
+        let new = Arc::new(old.retuned(&SellerLimits::new(10.0, 1, 1)));
+        assert!(
+            Arc::ptr_eq(&old.pings, &new.pings),
+            "same rate, same budget"
+        );
+        assert_eq!((new.auctions.current(), new.unposted.current()), (1, 1));
+        assert!(new.auctions.try_acquire().is_none());
+        assert!(new.reserve_unposted().is_none());
+        // Slots taken under the old limits are given back to the count the new ones read.
+        drop(running);
+        drop(unposted);
+        assert_eq!((new.auctions.current(), new.unposted.current()), (0, 0));
+        assert!(new.auctions.try_acquire().is_some());
+        let held = new.reserve_unposted().unwrap();
+        assert_eq!(old.unposted.current(), 1);
+        drop(held);
+        assert_eq!(old.unposted.current(), 0);
+        let faster = old.retuned(&SellerLimits::new(20.0, 2, 3));
+        assert_eq!(faster.pings.limit(), 20.0);
     }
 
     #[test]

@@ -207,6 +207,8 @@ allow_private = ["127.0.0.0/8"]
 # The re-checks replay thousands of requests at once; this test is about durability, not limits.
 [limits]
 client_requests_per_s = 1000000
+seller_pings_per_s = 1000000
+seller_max_unposted_auctions = 4294967295
 buyer_pings_per_s = 1000000
 
 [[tokens]]

@@ -28,6 +28,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("runtime", 3),
     // Domain pieces the exchange composes.
     ("auction", 4),
+    ("audit", 4),
     ("buyers", 4),
     ("auth", 4),
     ("parties", 4),

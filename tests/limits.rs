@@ -209,7 +209,7 @@ fn the_concurrent_auction_cap_holds() {
     let refused = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!((ran, refused), (2, 4), "{statuses:?}");
     assert_eq!(
-        env.metric_sum("gavel_rate_limited_total{limit=\"concurrent_auctions\"}"),
+        env.metric_sum("gavel_rate_limited_total{limit=\"seller_concurrent_auctions\"}"),
         4
     );
     // Once they finish, the slots are free again.

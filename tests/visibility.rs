@@ -33,6 +33,8 @@ const Y: &str = "yolanda-bids";
 /// Served by the fleet but not configured: the buyer the operator creates, changes and deletes
 /// through the admin API (`ROUTES` order: the delete runs before pause and resume, which act on Y).
 const Z: &str = "zed-buyer";
+/// A seller the operator creates during the matrix.
+const NEW_SELLER: &str = "seller-new";
 /// What X and Y bid on every lead: X always wins.
 const X_BID: f64 = 31.37;
 const Y_BID: f64 = 23.19;
@@ -689,6 +691,61 @@ fn rows() -> Vec<Row> {
             "/v1/admin/buyers/{buyer_id}",
             operator_only(OK),
             Box::new(|c, p| c.send("DELETE", &format!("/v1/admin/buyers/{Z}"), Some(p), None)),
+        ),
+        // Sellers are the operator's: not even seller A may read its own row, nor learn of B's.
+        row(
+            "GET",
+            "/v1/admin/sellers",
+            operator_only(OK),
+            Box::new(|c, p| c.send("GET", "/v1/admin/sellers", Some(p), None)),
+        ),
+        row(
+            "POST",
+            "/v1/admin/sellers",
+            operator_only(CREATED),
+            Box::new(|c, p| {
+                let body = format!(r#"{{"id":"{NEW_SELLER}","name":"New"}}"#);
+                c.send("POST", "/v1/admin/sellers", Some(p), Some(&body))
+            }),
+        ),
+        row(
+            "GET",
+            "/v1/admin/sellers/{seller_id}",
+            operator_only(OK),
+            Box::new(|c, p| c.send("GET", "/v1/admin/sellers/seller-a", Some(p), None)),
+        ),
+        row(
+            "PATCH",
+            "/v1/admin/sellers/{seller_id}",
+            operator_only(OK),
+            Box::new(|c, p| {
+                let path = format!("/v1/admin/sellers/{NEW_SELLER}");
+                c.send("PATCH", &path, Some(p), Some(r#"{"name":"Renamed"}"#))
+            }),
+        ),
+        row(
+            "POST",
+            "/v1/admin/sellers/{seller_id}/suspend",
+            operator_only(OK),
+            Box::new(|c, p| {
+                let path = format!("/v1/admin/sellers/{NEW_SELLER}/suspend");
+                c.send("POST", &path, Some(p), None)
+            }),
+        ),
+        row(
+            "POST",
+            "/v1/admin/sellers/{seller_id}/resume",
+            operator_only(OK),
+            Box::new(|c, p| {
+                let path = format!("/v1/admin/sellers/{NEW_SELLER}/resume");
+                c.send("POST", &path, Some(p), None)
+            }),
+        ),
+        row(
+            "GET",
+            "/v1/admin/audit",
+            operator_only(OK),
+            Box::new(|c, p| c.send("GET", "/v1/admin/audit", Some(p), None)),
         ),
     ]
 }

@@ -286,6 +286,8 @@ allow_private = ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.1
 [limits]
 client_requests_per_s = 1000000
 seller_max_concurrent_auctions = 1000000
+seller_pings_per_s = 1000000
+seller_max_unposted_auctions = 4294967295
 buyer_pings_per_s = 1000000
 
 [[tokens]]

@@ -20,8 +20,10 @@ use hyper::body::Incoming;
 use super::store_error;
 use super::validate::{field_error, FIELD_INVALID_FORMAT};
 use crate::auction::rfc3339_ms;
+use crate::audit::Actor;
+use crate::auth::Client;
 use crate::buyers::table::BuyerRecord;
-use crate::config::{BuyerConfig, Scope, Tenant};
+use crate::config::{BuyerConfig, Scope};
 use crate::error::ApiError;
 use crate::exchange::buyers::{self, BuyerError, Change, BUYERS_CORE};
 use crate::exchange::Core;
@@ -121,15 +123,17 @@ async fn json(req: Request<Incoming>) -> Result<serde_json::Value, ApiError> {
     })
 }
 
-/// Runs `change` on the buyers core and answers with the buyer's row.
+/// Runs `change` on the buyers core for `admin` (its tenant, and who the audit log names) and
+/// answers with the buyer's row.
 async fn change(
     core: &Rc<Core>,
-    tenant: Tenant,
+    admin: &Client,
     change: Change,
 ) -> Result<Option<BuyerRecord>, ApiError> {
+    let (tenant, by) = (admin.tenant, Actor::of(admin));
     // Admin changes must not wait out an overload: never shed.
     run_on(core, BUYERS_CORE, Admit::Always, move |c| async move {
-        buyers::apply(&c, Some(tenant), change).await
+        buyers::apply(&c, Some(tenant), change, Some(by)).await
     })
     .await?
     .map_err(api_error)
@@ -177,7 +181,7 @@ pub async fn create(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, Ap
     // Checked where the change is decided, off the cores (`exchange::buyers::apply`).
     let b = buyers::parse_definition(value, admin.tenant, None).map_err(api_error)?;
     let id = b.id.clone();
-    let record = change(core, admin.tenant, Change::Create(b)).await?;
+    let record = change(core, &admin, Change::Create(b)).await?;
     tracing::info!(buyer = %id, by = %admin.name, "buyer created");
     one(record, StatusCode::CREATED)
 }
@@ -187,7 +191,7 @@ pub async fn replace(core: &Rc<Core>, req: Request<Incoming>, id: &str) -> Resul
     let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
     let value = json(req).await?;
     let b = buyers::parse_definition(value, admin.tenant, Some(id)).map_err(api_error)?;
-    let record = change(core, admin.tenant, Change::Replace(b)).await?;
+    let record = change(core, &admin, Change::Replace(b)).await?;
     tracing::info!(buyer = %id, by = %admin.name, "buyer replaced");
     one(record, StatusCode::OK)
 }
@@ -206,7 +210,7 @@ pub async fn patch(core: &Rc<Core>, req: Request<Incoming>, id: &str) -> Result<
         id: id.to_string(),
         patch,
     };
-    let record = change(core, admin.tenant, change_).await?;
+    let record = change(core, &admin, change_).await?;
     tracing::info!(buyer = %id, by = %admin.name, "buyer patched");
     one(record, StatusCode::OK)
 }
@@ -223,7 +227,7 @@ pub async fn set_enabled(
         id: id.to_string(),
         enabled,
     };
-    let record = change(core, admin.tenant, change_).await?;
+    let record = change(core, &admin, change_).await?;
     tracing::info!(buyer = %id, enabled, by = %admin.name, "buyer paused or resumed");
     one(record, StatusCode::OK)
 }
@@ -232,7 +236,7 @@ pub async fn set_enabled(
 pub async fn delete(core: &Rc<Core>, req: Request<Incoming>, id: &str) -> Result<Reply, ApiError> {
     let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
     let change_ = Change::Delete { id: id.to_string() };
-    let record = change(core, admin.tenant, change_).await?;
+    let record = change(core, &admin, change_).await?;
     tracing::info!(buyer = %id, by = %admin.name, "buyer deleted");
     one(record, StatusCode::OK)
 }

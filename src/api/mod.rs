@@ -21,6 +21,7 @@ use crate::exchange::ExchangeError;
 use crate::http::{request_id, Reply};
 
 pub mod auctions;
+pub mod audit;
 pub mod buyers;
 pub mod idempotency;
 pub mod leads;
@@ -29,6 +30,7 @@ pub mod ops;
 pub mod ping;
 pub mod post;
 pub mod seed;
+pub mod sellers;
 pub mod status;
 pub mod validate;
 pub mod views;
@@ -87,8 +89,46 @@ impl From<ExchangeError> for ApiError {
                 "seller_only",
                 format!("Only a seller's credential sends leads; this one is the {party}'s."),
             ),
-            ExchangeError::TooManyRunning { max } => crate::limits::too_many(
-                &format!("This client may run {max} auctions at once"),
+            ExchangeError::SellerSuspended { seller } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "seller_suspended",
+                format!(
+                    "Seller {seller} is suspended: its credentials send no pings, posts or leads \
+                     until the operator resumes it. Its records stay readable."
+                ),
+            ),
+            ExchangeError::SellerUnknown { seller } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "seller_unknown",
+                format!(
+                    "This credential's seller {seller} no longer exists; ask the operator for a \
+                     credential of a current seller."
+                ),
+            ),
+            ExchangeError::TooManyRunning { seller, max } => crate::limits::too_many(
+                &format!(
+                    "Seller {seller} may run {max} auctions at once (its max_concurrent_auctions)"
+                ),
+                max,
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+            ),
+            ExchangeError::SellerPingRate {
+                seller,
+                per_s,
+                retry_after_ms,
+                reset_ms,
+            } => crate::limits::too_many(
+                &format!("Seller {seller} may send {per_s} pings per second (its pings_per_s)"),
+                per_s,
+                Duration::from_millis(retry_after_ms),
+                Duration::from_millis(reset_ms),
+            ),
+            ExchangeError::TooManyUnposted { seller, max } => crate::limits::too_many(
+                &format!(
+                    "Seller {seller} may hold {max} won auctions it has not posted (its \
+                     max_unposted_auctions); post or let one expire"
+                ),
                 max,
                 Duration::from_secs(1),
                 Duration::from_secs(1),
@@ -253,6 +293,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/v1/admin/buyers/{buyer_id}"),
     ("POST", "/v1/admin/buyers/{buyer_id}/pause"),
     ("POST", "/v1/admin/buyers/{buyer_id}/resume"),
+    ("GET", "/v1/admin/sellers"),
+    ("POST", "/v1/admin/sellers"),
+    ("GET", "/v1/admin/sellers/{seller_id}"),
+    ("PATCH", "/v1/admin/sellers/{seller_id}"),
+    ("POST", "/v1/admin/sellers/{seller_id}/suspend"),
+    ("POST", "/v1/admin/sellers/{seller_id}/resume"),
+    ("GET", "/v1/admin/audit"),
 ];
 
 /// Time a client has to send its whole request body once the head arrived.
@@ -421,6 +468,25 @@ async fn route(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Rep
                 .with_header(http::header::ALLOW, "GET, PUT, PATCH, DELETE")),
             }
         }
+        (&Method::GET, "/v1/admin/sellers") => sellers::list(core, req).await,
+        (&Method::POST, "/v1/admin/sellers") => sellers::create(core, req).await,
+        (&Method::POST, p) if matches_template("/v1/admin/sellers/{seller_id}/suspend", p) => {
+            let id = segment(p, 4);
+            sellers::set_enabled(core, req, &id, false).await
+        }
+        (&Method::POST, p) if matches_template("/v1/admin/sellers/{seller_id}/resume", p) => {
+            let id = segment(p, 4);
+            sellers::set_enabled(core, req, &id, true).await
+        }
+        (&Method::GET, p) if matches_template("/v1/admin/sellers/{seller_id}", p) => {
+            let id = segment(p, 4);
+            sellers::get(core, req, &id).await
+        }
+        (&Method::PATCH, p) if matches_template("/v1/admin/sellers/{seller_id}", p) => {
+            let id = segment(p, 4);
+            sellers::patch(core, req, &id).await
+        }
+        (&Method::GET, "/v1/admin/audit") => audit::list(core, req).await,
         _ => {
             let allowed: Vec<&str> = ROUTES
                 .iter()
@@ -465,6 +531,19 @@ pub fn require_json_headers(headers: &http::HeaderMap) -> Result<(), ApiError> {
             }
         }
     }
+}
+
+/// Reads a JSON request body into a value (admin bodies, small and rare): not JSON is the
+/// caller's malformed request (400).
+pub async fn json_value(req: Request<Incoming>) -> Result<serde_json::Value, ApiError> {
+    let body = json_body(req).await?;
+    serde_json::from_slice(&body).map_err(|e| {
+        if e.is_data() {
+            ApiError::malformed_json("it holds a value JSON cannot represent")
+        } else {
+            ApiError::malformed_json(format_args!("line {} column {}", e.line(), e.column()))
+        }
+    })
 }
 
 /// Reads and bounds a JSON request body (CONTRACT §2: 64 KiB).

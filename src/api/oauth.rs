@@ -12,6 +12,10 @@
 //! stop working on all cores the moment `DELETE /v1/admin/clients/{client_id}` returns. A change
 //! that could not reach some core answers `503` instead, and repeating the call finishes it.
 //!
+//! Every create and revoke is written with its audit entry (`crate::audit`) in one batch. A client
+//! that names no party speaks for an implicit seller of its own, made known to every core before
+//! the create answers (or the client is withdrawn like one that missed a core).
+//!
 //! Every create and revoke of one tenant's clients is decided on one core (the tenant's owner,
 //! [`admin_core`]), one change at a time, so the per-tenant cap's check and the write after it
 //! cannot interleave with another change. The change runs detached from the caller's
@@ -29,10 +33,12 @@ use super::store_error;
 use super::validate::{field_error, SmallBody, FIELD_INVALID_FORMAT, FIELD_OUT_OF_RANGE};
 use super::BODY_READ_TIMEOUT;
 use crate::auction::rfc3339_ms;
+use crate::audit::{self, Action, Actor, Target};
 use crate::auth::oauth::{self, ClientRecord, OAuthError, TokenRequest, MAX_TOKEN_REQUEST_BYTES};
 use crate::auth::Client;
 use crate::config::{Scope, Tenant};
 use crate::error::ApiError;
+use crate::exchange::sellers::{self, Change as SellerChange, SELLERS_CORE};
 use crate::exchange::Core;
 use crate::http::Reply;
 use crate::runtime::admission::Admit;
@@ -331,11 +337,35 @@ fn tenant_clients(core: &Core, tenant: Tenant) -> Result<Vec<ClientRecord>, ApiE
     Ok(all.into_iter().filter(|c| c.tenant == tenant).collect())
 }
 
-/// Makes `record` durable.
-async fn save(core: &Rc<Core>, record: &ClientRecord) -> Result<(), ApiError> {
+/// Makes `record` durable, with the audit entry of the change `by` made: `action` on the client,
+/// from `before` (never a secret: a record holds its hash only, and the entry masks even that).
+async fn save(
+    core: &Rc<Core>,
+    record: &ClientRecord,
+    by: &Actor,
+    action: Action,
+    before: Option<&ClientRecord>,
+) -> Result<(), ApiError> {
     let json = serde_json::to_vec(record).expect("client records serialize");
     let mut batch = Batch::new();
     batch.put_meta(&oauth::meta_key(&record.client_id), json);
+    // As the admin API shows a client, with the party it speaks for.
+    let show = |r: &ClientRecord| {
+        let mut v = serde_json::to_value(client_out(r, None)).unwrap_or_default();
+        v["party"] = serde_json::Value::from(r.party().to_string());
+        v
+    };
+    audit::Entry::new(
+        record.tenant,
+        by,
+        action,
+        Target::OauthClient,
+        &record.client_id,
+    )
+    .before(before.map(show).as_ref())
+    .after(Some(&show(record)))
+    .put(&mut batch, core.shared.clock.now_ms())
+    .map_err(store_error)?;
     core.commit(batch).await.map_err(store_error)
 }
 
@@ -388,9 +418,9 @@ pub async fn create(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, Ap
         party,
     };
     let owner = admin_core(core, admin.tenant);
-    let new = record.clone();
+    let (new, by) = (record.clone(), Actor::of(&admin));
     detached(core, owner, move |c| async move {
-        create_on_owner(&c, new).await
+        create_on_owner(&c, new, &by).await
     })
     .await?;
     tracing::info!(client_id = %record.client_id, by = %admin.name, "OAuth client created");
@@ -403,7 +433,11 @@ pub async fn create(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, Ap
 /// The cap check and the write of a new client, on its tenant's [`admin_core`]. The owner's own
 /// table knows every active client of the tenant: each change is applied there before the next
 /// one starts.
-async fn create_on_owner(core: &Rc<Core>, mut record: ClientRecord) -> Result<(), ApiError> {
+async fn create_on_owner(
+    core: &Rc<Core>,
+    mut record: ClientRecord,
+    by: &Actor,
+) -> Result<(), ApiError> {
     if core.clients.borrow().active_in(record.tenant) >= MAX_CLIENTS_PER_TENANT {
         return Err(ApiError::unprocessable(
             "too_many_clients",
@@ -412,12 +446,20 @@ async fn create_on_owner(core: &Rc<Core>, mut record: ClientRecord) -> Result<()
             ),
         ));
     }
-    save(core, &record).await?;
-    if broadcast(core, &record).await.is_err() {
+    save(core, &record, by, Action::Create, None).await?;
+    let applied = match broadcast(core, &record).await {
+        Ok(()) => implicit_seller(core, &record).await,
+        Err(e) => Err(e),
+    };
+    if applied.is_err() {
         // The caller gets no secret, so nobody can ever use this client: revoke it so that it
         // does not hold a place under the cap, and let the caller retry the whole create.
+        let created = record.clone();
         record.revoked_ms = Some(core.shared.clock.now_ms());
-        if save(core, &record).await.is_ok() {
+        if save(core, &record, by, Action::Revoke, Some(&created))
+            .await
+            .is_ok()
+        {
             let _ = broadcast(core, &record).await;
         }
         return Err(ApiError::overloaded(
@@ -425,6 +467,23 @@ async fn create_on_owner(core: &Rc<Core>, mut record: ClientRecord) -> Result<()
         ));
     }
     Ok(())
+}
+
+/// Makes the implicit seller of a client that names no party known on every core (a client of
+/// its own seller, named by the client id), before its secret is handed out: no request of the
+/// client can reach a core that does not know its seller.
+async fn implicit_seller(core: &Rc<Core>, record: &ClientRecord) -> Result<(), ApiError> {
+    if record.party.is_some() {
+        return Ok(());
+    }
+    let (tenant, id) = (record.tenant, record.client_id.clone());
+    run_on(core, SELLERS_CORE, Admit::Always, move |c| async move {
+        sellers::apply(&c, Some(tenant), SellerChange::Implicit { id }, None)
+            .await
+            .map(|_| ())
+    })
+    .await?
+    .map_err(super::sellers::api_error)
 }
 
 /// `GET /v1/admin/clients`: the clients the caller manages (the operator: its tenant's; a seller:
@@ -482,9 +541,11 @@ async fn revoke_on_owner(
         return Err(not_found());
     }
     if record.revoked_ms.is_none() {
+        let active = record.clone();
         record.revoked_ms = Some(core.shared.clock.now_ms());
-        save(core, &record).await?;
-        tracing::info!(client_id, by = %admin.name, "OAuth client revoked");
+        let by = Actor::of(admin);
+        save(core, &record, &by, Action::Revoke, Some(&active)).await?;
+        tracing::info!(client_id, by = %by.client, "OAuth client revoked");
     }
     broadcast(core, &record).await?;
     Ok(record)

@@ -62,6 +62,7 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
     let received = Instant::now();
     // Only a seller sends leads: anyone else is refused before any of the body is read.
     let client = super::views::admit(core, &req, &[Scope::Ping])?.client;
+    crate::exchange::sellers::refuse_suspended(core, &client)?;
     let key = idempotency::key_from(req.headers())?;
     let mut body = super::json_body(req).await?;
     // Shed before parsing when this core already runs too late to start an auction in time.

@@ -90,6 +90,7 @@ struct Outcome {
 pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
     // Seeding sends leads, which only a seller does: anyone else is refused before any runs.
     let client = super::views::admit(core, &req, &[Scope::Dev])?.client;
+    crate::exchange::sellers::refuse_suspended(core, &client)?;
     if client.tenant != Tenant::Sandbox {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

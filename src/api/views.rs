@@ -137,6 +137,21 @@ pub const RULES: &[Rule] = &[
     rule("DELETE", "/v1/admin/buyers/{buyer_id}", Full, No, No),
     rule("POST", "/v1/admin/buyers/{buyer_id}/pause", Full, No, No),
     rule("POST", "/v1/admin/buyers/{buyer_id}/resume", Full, No, No),
+    // Sellers are the operator's to manage; a seller does not even see the list of its peers.
+    rule("GET", "/v1/admin/sellers", Full, No, No),
+    rule("POST", "/v1/admin/sellers", Full, No, No),
+    rule("GET", "/v1/admin/sellers/{seller_id}", Full, No, No),
+    rule("PATCH", "/v1/admin/sellers/{seller_id}", Full, No, No),
+    rule(
+        "POST",
+        "/v1/admin/sellers/{seller_id}/suspend",
+        Full,
+        No,
+        No,
+    ),
+    rule("POST", "/v1/admin/sellers/{seller_id}/resume", Full, No, No),
+    // Who changed what: the operator's record of every party's admin changes.
+    rule("GET", "/v1/admin/audit", Full, No, No),
 ];
 
 /// The rule of a route missing from [`RULES`]: the operator's alone, so a forgotten row never

@@ -8,7 +8,8 @@
 //!
 //! Reads go to the store directly; anything that changes a delivery or an endpoint is a command
 //! to the delivery worker, the only writer of existing outbox records, so a redelivery can never
-//! race an attempt in flight. Owns the HTTP shapes only; delivery is [`crate::webhooks`].
+//! race an attempt in flight; the command carries the change's audit entry, which the worker
+//! writes in the same batch. Owns the HTTP shapes only; delivery is [`crate::webhooks`].
 
 use std::collections::{BTreeSet, HashSet};
 use std::rc::Rc;
@@ -20,8 +21,9 @@ use serde::Serialize;
 
 use super::store_error;
 use crate::auction::rfc3339_ms;
+use crate::audit;
 use crate::auth::Client;
-use crate::config::{Scope, Tenant, WEBHOOK_EVENTS};
+use crate::config::{Scope, WEBHOOK_EVENTS};
 use crate::error::ApiError;
 use crate::exchange::Core;
 use crate::http::Reply;
@@ -210,10 +212,18 @@ pub async fn enable(
     let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
     let ep = own_endpoint(core, &admin, endpoint_id)?;
     let (tx, rx) = futures::channel::oneshot::channel();
+    let audit = audit::Entry::new(
+        admin.tenant,
+        &audit::Actor::of(&admin),
+        audit::Action::Enable,
+        audit::Target::WebhookEndpoint,
+        endpoint_id,
+    );
     ask_worker(
         core,
         Command::Enable {
             endpoint: ep.clone(),
+            audit: Box::new(audit),
             reply: tx,
         },
     )?;
@@ -361,7 +371,7 @@ pub async fn replay(
     };
     let mut records = Vec::new();
     for target in targets {
-        records.extend(replay_to(core, admin.tenant, event_id, target).await?);
+        records.extend(replay_to(core, &admin, event_id, target).await?);
     }
     tracing::info!(event_id, by = %admin.name, "webhook event queued again by hand");
     let out: Vec<DeliveryOut> = records.iter().map(|r| delivery_out(r, false)).collect();
@@ -371,21 +381,30 @@ pub async fn replay(
     ))
 }
 
-/// Asks the delivery worker to replay `event_id` of `tenant` (to `endpoint`, or to every endpoint
+/// Asks the delivery worker to replay `event_id` of the caller's tenant (to `endpoint`, or to every endpoint
 /// it went to) and answers its refusals.
 async fn replay_to(
     core: &Core,
-    tenant: Tenant,
+    admin: &crate::auth::Client,
     event_id: &str,
     endpoint: Option<String>,
 ) -> Result<Vec<DeliveryRecord>, ApiError> {
     let (tx, rx) = futures::channel::oneshot::channel();
+    // The worker writes the audit entry in the batch that queues the event again.
+    let audit = audit::Entry::new(
+        admin.tenant,
+        &audit::Actor::of(admin),
+        audit::Action::Replay,
+        audit::Target::WebhookEvent,
+        event_id,
+    );
     ask_worker(
         core,
         Command::Replay {
-            tenant,
+            tenant: admin.tenant,
             event_id: event_id.to_string(),
             endpoint,
+            audit: Box::new(audit),
             reply: tx,
         },
     )?;

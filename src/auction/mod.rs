@@ -17,6 +17,7 @@ use std::sync::Arc;
 use crate::buyers::Registry;
 use crate::config::Tenant;
 use crate::http::Reply;
+use crate::limits::UnpostedSlot;
 use crate::model::{Cents, Ping};
 
 /// How one buyer fared in one auction (CONTRACT §4.3).
@@ -282,7 +283,7 @@ impl PostState {
 }
 
 /// An auction as its shard holds it. Contains no PII: the lead of a post is never stored here.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Auction {
     pub id: String,
     pub tenant: Tenant,
@@ -318,6 +319,11 @@ pub struct Auction {
     /// current then): `outcomes[_].buyer` indexes into it, and fan-out, clearing, delivery and
     /// fallback all use it, so a buyer changed or removed meanwhile still gets this auction's post.
     pub registry: Arc<Registry>,
+    /// One of its seller's unposted-auction slots, held while the auction is won and not yet
+    /// posted: taken back (dropped) when the post gets its final answer, and given back when the
+    /// auction leaves memory. An auction read back from the store holds none (a restart starts
+    /// every count afresh).
+    pub unposted: Option<UnpostedSlot>,
 }
 
 impl Auction {
@@ -354,6 +360,7 @@ impl Auction {
             evict_at_ms,
             close_announced: false,
             registry,
+            unposted: None,
         }
     }
 }

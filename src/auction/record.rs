@@ -275,6 +275,8 @@ pub fn from_record(
         evict_at_ms,
         close_announced: true,
         registry: registry.clone(),
+        // Counts start afresh with the process: an auction read back holds no unposted slot.
+        unposted: None,
     })
 }
 

@@ -32,7 +32,7 @@ pub struct Client {
     pub name: String,
     pub tenant: Tenant,
     pub scopes: BTreeSet<Scope>,
-    /// Its rate and concurrency limits, shared by every core.
+    /// Its request rate, shared by every core (what it may run at once is its seller's).
     pub limits: Arc<ClientLimits>,
     /// The party this credential belongs to: the operator, one seller or one buyer.
     pub party: Party,
@@ -118,7 +118,6 @@ impl Auth {
                 scopes: t.scopes.clone(),
                 limits: Arc::new(ClientLimits::new(
                     t.requests_per_s.unwrap_or(limits.client_requests_per_s),
-                    limits.seller_max_concurrent_auctions,
                 )),
                 party: t.party(),
             };
@@ -134,7 +133,7 @@ impl Auth {
 
     /// This table, with each token that `old` also holds for the same client at the same limits
     /// keeping `old`'s limit state: a config reload must not hand a running client a fresh request
-    /// budget nor forget the auctions it has running.
+    /// budget.
     pub fn keeping_limits_of(mut self, old: &Auth) -> Auth {
         for (hash, client) in self.by_hash.iter_mut() {
             let Some(prev) = old.by_hash.get(hash) else {
@@ -143,8 +142,7 @@ impl Auth {
             let same = prev.name == client.name
                 && prev.tenant == client.tenant
                 && prev.party == client.party
-                && prev.limits.requests.limit() == client.limits.requests.limit()
-                && prev.limits.auctions.max() == client.limits.auctions.max();
+                && prev.limits.requests.limit() == client.limits.requests.limit();
             if same {
                 client.limits = prev.limits.clone();
             }
@@ -243,7 +241,7 @@ impl Client {
 
 /// A new set of client limits from the configured defaults.
 pub fn client_limits(l: &LimitsConfig) -> ClientLimits {
-    ClientLimits::new(l.client_requests_per_s, l.seller_max_concurrent_auctions)
+    ClientLimits::new(l.client_requests_per_s)
 }
 
 /// The bearer token of a request (RFC 6750 §2.1), bounded in length.

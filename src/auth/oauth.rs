@@ -528,7 +528,7 @@ mod tests {
     }
 
     fn lim() -> Arc<ClientLimits> {
-        Arc::new(ClientLimits::new(100.0, 10))
+        Arc::new(ClientLimits::new(100.0))
     }
 
     fn form(s: &str) -> TokenRequest {

@@ -56,8 +56,9 @@ pub struct Services {
     /// OAuth clients as stored at start; each core builds its own table from them, and later
     /// changes reach every core through its inbox.
     pub initial_clients: Vec<(ClientRecord, Arc<ClientLimits>)>,
-    /// Sellers as of start (configured, implicit ones of party-less tokens and OAuth clients);
-    /// each core then holds its own ([`CoreState::sellers`]).
+    /// Sellers as of start (the stored table after the file seeded it, and the implicit sellers
+    /// of party-less tokens and OAuth clients); each core then holds its own
+    /// ([`CoreState::sellers`]).
     pub initial_sellers: Arc<Sellers>,
     /// Sellers' webhook endpoints as of start: cores queue events for them, the worker delivers.
     /// Each core then holds its own ([`CoreState::webhooks`]).
@@ -86,7 +87,8 @@ pub struct CoreState {
     pub rules: RefCell<Arc<[RuleConfig]>>,
     /// The current webhook endpoints (`[[webhooks]]`), replaced whole by a config reload.
     pub webhooks: RefCell<Arc<Webhooks>>,
-    /// The current seller table, replaced whole when sellers change.
+    /// The current seller table, replaced whole (never edited) by `exchange::sellers` on every
+    /// core before a seller change answers.
     pub sellers: RefCell<Arc<Sellers>>,
 }
 
@@ -133,12 +135,12 @@ impl App for Exchange {
             .into_iter()
             .map(|r| (r, Arc::new(crate::auth::client_limits(&config.limits))))
             .collect();
-        let sellers = initial_clients
+        // OAuth clients that name no party are sellers of their own (implicit, not stored).
+        let oauth_implicit = initial_clients
             .iter()
             .filter(|(r, _)| r.party.is_none())
-            .fold(Sellers::from_config(config), |s, (r, _)| {
-                s.with_implicit(r.tenant, &r.client_id, &config.limits)
-            });
+            .map(|(r, _)| (r.tenant, r.client_id.clone()));
+        let sellers = super::sellers::seed(store, config, clock, oauth_implicit)?;
         let webhooks = Arc::new(Webhooks::from_config(config)?);
         webhooks
             .load_state(store)
@@ -317,22 +319,6 @@ impl Core {
             self.metrics.record_rate_limited("client_requests");
             return Err(e);
         }
-        Ok(client)
-    }
-
-    /// [`Core::authenticate`] for what only the operator may see or do: any other party gets
-    /// `404`, as for a resource that does not exist, so no status tells it what is there. The
-    /// party is judged before the scope, so a credential without the scope learns nothing either.
-    pub fn authenticate_operator(
-        &self,
-        headers: &http::HeaderMap,
-        scope: Scope,
-    ) -> Result<Client, ApiError> {
-        let client = self.identify(headers)?;
-        if !client.party.is_operator() {
-            return Err(not_yours());
-        }
-        client.require(scope)?;
         Ok(client)
     }
 }

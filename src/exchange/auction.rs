@@ -26,7 +26,9 @@ use crate::auth::Client;
 use crate::buyers::{Eligibility, Registry};
 use crate::config::MAX_WINDOW_MS;
 use crate::exchange::Core;
+use crate::limits::{Decision, Slot, UnpostedSlot};
 use crate::model::Ping;
+use crate::parties::Seller;
 use crate::store::{AuctionRecord, Batch};
 use crate::types::{Cents, Party, Tenant};
 
@@ -74,14 +76,10 @@ pub async fn run(
 ) -> Result<Closed, ExchangeError> {
     let shared = &core.shared;
     let started = Instant::now();
-    let seller = seller_of(client)?;
+    let account = super::sellers::sending(core, client)?;
     // Held until the auction closes: the seller's running auctions, counted on every core.
-    let _running = client.limits.auctions.try_acquire().ok_or_else(|| {
-        core.metrics.record_rate_limited("concurrent_auctions");
-        ExchangeError::TooManyRunning {
-            max: client.limits.auctions.max(),
-        }
-    })?;
+    let (_running, unposted) = admit(core, &account)?;
+    let seller = account.id();
     // The buyer snapshot this auction keeps for its whole life, whatever changes meanwhile.
     let registry = core.registry();
     let (deadline, elig, buyer_ref) =
@@ -112,7 +110,7 @@ pub async fn run(
         }
     }
     let any_eligible = !elig.eligible.is_empty();
-    Ok(close(
+    let closed = close(
         core,
         &registry,
         client.tenant,
@@ -121,7 +119,53 @@ pub async fn run(
         outcomes,
         any_eligible,
         started,
-    ))
+    );
+    if closed.result.is_ok() {
+        // A won auction keeps its unposted slot until it is posted or leaves memory; a lost one
+        // gives it back here, as it is dropped.
+        if let Some(a) = core
+            .shard
+            .borrow_mut()
+            .get_mut(client.tenant, seller, &closed.auction_id)
+        {
+            a.unposted = Some(unposted);
+        }
+    }
+    Ok(closed)
+}
+
+/// The seller's limits (CONTRACT §7), checked before its auction opens: a running-auction slot,
+/// held until the auction closes; an unposted slot, which the auction keeps if it is won; and one
+/// ping of its rate. Each refusal is counted by the limit that made it.
+fn admit<'a>(core: &Core, seller: &'a Seller) -> Result<(Slot<'a>, UnpostedSlot), ExchangeError> {
+    let limits = &seller.limits;
+    let id = || seller.id().to_string();
+    let running = limits.auctions.try_acquire().ok_or_else(|| {
+        core.metrics
+            .record_rate_limited("seller_concurrent_auctions");
+        ExchangeError::TooManyRunning {
+            seller: id(),
+            max: limits.auctions.max(),
+        }
+    })?;
+    let unposted = limits.reserve_unposted().ok_or_else(|| {
+        core.metrics.record_rate_limited("seller_unposted");
+        ExchangeError::TooManyUnposted {
+            seller: id(),
+            max: limits.unposted.max(),
+        }
+    })?;
+    // Last: a ping refused by a cap above does not spend the seller's rate.
+    if let Decision::Limited { retry_after, reset } = limits.pings.acquire() {
+        core.metrics.record_rate_limited("seller_pings");
+        return Err(ExchangeError::SellerPingRate {
+            seller: id(),
+            per_s: limits.pings.limit(),
+            retry_after_ms: retry_after.as_millis() as u64,
+            reset_ms: reset.as_millis() as u64,
+        });
+    }
+    Ok((running, unposted))
 }
 
 /// The seller a caller sends leads for; the operator and buyers send none.

@@ -26,6 +26,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::audit::{self, Action, Actor};
 use crate::auth::Auth;
 use crate::buyers::egress::Egress;
 use crate::buyers::seal::SealKey;
@@ -228,6 +229,7 @@ pub async fn apply(
     core: &Rc<Core>,
     tenant: Option<Tenant>,
     change: Change,
+    by: Option<Actor>,
 ) -> Result<Option<BuyerRecord>, BuyerError> {
     debug_assert_eq!(
         core.id, BUYERS_CORE,
@@ -241,6 +243,14 @@ pub async fn apply(
     let current = core.registry();
     let now = core.shared.clock.now_ms();
     let shared = core.shared.clone();
+    let action = match &change {
+        Change::Create(_) => Some(Action::Create),
+        Change::Replace(_) | Change::Patch { .. } => Some(Action::Update),
+        Change::SetEnabled { enabled: true, .. } => Some(Action::Resume),
+        Change::SetEnabled { .. } => Some(Action::Pause),
+        Change::Delete { .. } => Some(Action::Delete),
+        Change::Reload(_) => None,
+    };
     // Checking and building buyers reads their TLS files (CA bundle, client certificate and key),
     // which a core never does: the edit and the new snapshot are made on a thread of their own.
     let (next, batch, answer) = off_core(move || {
@@ -251,7 +261,13 @@ pub async fn apply(
             key: &shared.seal_key,
             max_per_tenant: MAX_BUYERS_PER_TENANT,
         };
-        let (records, batch, answer) = edit(&rules, &current, tenant, change, now)?;
+        let (records, mut batch, answer) = edit(&rules, &current, tenant, change, now)?;
+        // A change that writes something is audited in the batch that makes it durable.
+        if let (Some(by), Some(action), Some(row)) = (&by, action, &answer) {
+            if !batch.is_empty() {
+                audit::buyer_entry(by, action, &current.records, row).put(&mut batch, now)?;
+            }
+        }
         let next = current
             .next(records, shared.config.limits.buyer_pings_per_s)
             .map_err(|reason| BuyerError::Invalid {
@@ -528,7 +544,7 @@ fn keep_secret(b: &mut BuyerConfig, stored: &BuyerConfig) {
 }
 
 /// RFC 7396 JSON merge patch: objects merge key by key, `null` removes, anything else replaces.
-fn merge_patch(target: &mut serde_json::Value, patch: serde_json::Value) {
+pub(crate) fn merge_patch(target: &mut serde_json::Value, patch: serde_json::Value) {
     match patch {
         serde_json::Value::Object(p) => {
             if !target.is_object() {
@@ -602,7 +618,8 @@ impl crate::runtime::ServerHandle<Exchange> {
     /// Applies a new, fully checked config (`cli::load_config`) to the running server without
     /// dropping a connection or an auction: its buyers through the same path as the admin API
     /// (the ownership rule of [`crate::buyers::table`], durable, installed on every core), its
-    /// static tokens, lead rules and webhook endpoints on every core, and the endpoints also to
+    /// sellers likewise ([`super::sellers::reload`]), its static tokens, lead rules and webhook
+    /// endpoints on every core, and the endpoints also to
     /// the webhook worker, which has taken them when this returns. Other sections are not
     /// applied (the caller says which changed).
     /// Blocks the calling thread: call it from the main thread or a test, never from a core.
@@ -620,12 +637,14 @@ impl crate::runtime::ServerHandle<Exchange> {
         let file = config.buyers.clone();
         let buyers = self
             .on_core(BUYERS_CORE, move |c| async move {
-                apply(&c, None, Change::Reload(file))
+                apply(&c, None, Change::Reload(file), None)
                     .await
                     .map(|_| ())
                     .map_err(|e| format!("{e:?}"))
             })
             .ok_or("core 0 was too busy to take the buyer reload; send SIGHUP again")?;
+        // Sellers before tokens, so that no token reaches a core before its seller.
+        super::sellers::reload(self, config)?;
         let rules: Arc<[RuleConfig]> = config.rules.clone().into();
         let mut missed = Vec::new();
         for target in 0..self.shared.cores {

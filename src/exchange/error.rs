@@ -27,9 +27,28 @@ pub enum ExchangeError {
     /// The credential is not a seller's (the operator's or a buyer's): only sellers send leads.
     #[error("only a seller's credential sends leads; this one is the {party}'s")]
     NotASeller { party: &'static str },
+    /// The seller's credential is refused: the operator suspended the seller.
+    #[error("seller {seller} is suspended")]
+    SellerSuspended { seller: String },
+    /// The credential names a seller Gavel no longer has (removed from the config file while an
+    /// OAuth client of it remains).
+    #[error("seller {seller} does not exist")]
+    SellerUnknown { seller: String },
     /// The seller already runs its maximum number of auctions at once.
-    #[error("the client runs its maximum of {max} auctions at once")]
-    TooManyRunning { max: u32 },
+    #[error("seller {seller} runs its maximum of {max} auctions at once")]
+    TooManyRunning { seller: String, max: u32 },
+    /// The seller sent more pings per second than its limit; the next fits in `retry_after_ms`.
+    #[error("seller {seller} is over its {per_s} pings per second")]
+    SellerPingRate {
+        seller: String,
+        per_s: f64,
+        retry_after_ms: u64,
+        reset_ms: u64,
+    },
+    /// The seller holds its maximum of won auctions it has not posted (a ping in flight holds
+    /// one too, until its auction closes without a winner).
+    #[error("seller {seller} holds its maximum of {max} unposted auctions")]
+    TooManyUnposted { seller: String, max: u32 },
     /// This core holds the tenant's maximum number of auctions; the earliest may leave in
     /// `retry_after_ms`.
     #[error("the {tenant:?} tenant's room on this core is full")]
@@ -97,7 +116,11 @@ impl ExchangeError {
             | ExchangeError::AmbiguousAuctionId { .. }
             | ExchangeError::AmbiguousLeadUuid { .. }
             | ExchangeError::NotASeller { .. }
+            | ExchangeError::SellerSuspended { .. }
+            | ExchangeError::SellerUnknown { .. }
             | ExchangeError::TooManyRunning { .. }
+            | ExchangeError::SellerPingRate { .. }
+            | ExchangeError::TooManyUnposted { .. }
             | ExchangeError::LeadNotFound { .. }
             | ExchangeError::StatusInFlight
             | ExchangeError::InvalidTransition { .. }

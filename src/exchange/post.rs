@@ -190,6 +190,16 @@ pub async fn deliver(
     }
     // The answer and everything it reports are durable.
     events::committed(core, emitted);
+    if let Delivered::Answer(_) = answer {
+        // Posted (sold or unsold, for good): the seller's unposted slot is free again.
+        if let Some(a) = core
+            .shard
+            .borrow_mut()
+            .get_mut(run.tenant, run.seller, run.auction_id)
+        {
+            a.unposted = None;
+        }
+    }
     Ok(answer)
 }
 

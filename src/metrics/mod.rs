@@ -106,9 +106,15 @@ pub const NO_BID_REASONS: [&str; 3] = ["no_eligible_buyers", "no_bids", "below_f
 /// Label values of `gavel_requests_shed_total`, in the order of `runtime::admission::Shed`.
 pub const SHED_REASONS: [&str; 4] = ["loop_lag", "queue_delay", "in_flight", "inbox_full"];
 
-/// Client limits whose 429s are counted (`gavel_rate_limited_total{limit=…}`); a buyer's ping
-/// limit shows as the buyer outcome `rate_limited` instead.
-pub const RATE_LIMITS: [&str; 2] = ["client_requests", "concurrent_auctions"];
+/// Client and seller limits whose 429s are counted (`gavel_rate_limited_total{limit=…}`): a
+/// client's requests per second, a seller's pings per second, running auctions and won-but-unposted
+/// auctions. A buyer's ping limit shows as the buyer outcome `rate_limited` instead.
+pub const RATE_LIMITS: [&str; 4] = [
+    "client_requests",
+    "seller_pings",
+    "seller_concurrent_auctions",
+    "seller_unposted",
+];
 
 /// A fresh, empty histogram with the module's bounds (auto-resize off).
 pub fn new_histogram() -> Histogram<u64> {

@@ -367,7 +367,7 @@ pub fn render_prometheus(
         &mut out,
         name,
         "counter",
-        "Requests refused with 429 rate_limited, by the client limit that refused them.",
+        "Requests refused with 429 rate_limited, by the client or seller limit that refused them.",
     );
     for (limit, n) in super::RATE_LIMITS.iter().zip(snap.rate_limited) {
         sample(&mut out, name, &[("limit", limit)], n);

@@ -32,6 +32,8 @@ pub struct ExpiryStats {
     pub leads: u64,
     /// Webhook deliveries deleted (a due-index entry left behind is dropped by the worker).
     pub outbox: u64,
+    /// Audit log entries deleted.
+    pub audit: u64,
     /// Index entries dropped because their record was gone or had been rewritten with another
     /// `created_ms` (which has its own entry).
     pub stale_index: u64,
@@ -48,7 +50,7 @@ pub struct ExpiryStats {
 impl ExpiryStats {
     /// Records deleted, all trees together.
     pub fn deleted(&self) -> u64 {
-        self.idempotency + self.auctions + self.leads + self.outbox
+        self.idempotency + self.auctions + self.leads + self.outbox + self.audit
     }
 }
 
@@ -73,7 +75,8 @@ where
 
 impl Store {
     /// Deletes idempotency records older than `idempotency_retention_ms` and auction and lead
-    /// records older than `record_retention_ms`, as of `now_ms`, with their index entries. Blocking:
+    /// records, webhook deliveries and audit entries older than `record_retention_ms`, as of
+    /// `now_ms`, with their index entries. Blocking:
     /// runs on the expiry thread (or in tests).
     pub fn expire(&self, now_ms: u64) -> Result<ExpiryStats, StoreError> {
         self.expire_until(now_ms, &|| false)
@@ -115,6 +118,7 @@ impl Store {
             &mut stats,
             stop,
         )?;
+        stats.audit = self.expire_audit(now_ms.checked_sub(records), &mut stats, stop)?;
         Ok(stats)
     }
 
@@ -182,6 +186,49 @@ impl Store {
         Ok(deleted)
     }
 
+    /// Deletes the audit entries made at or before `cutoff_ms`, one tenant's expired prefix after
+    /// another (an entry's key starts with its tenant, then its time); returns how many. Entries
+    /// are never rewritten, so no compare-and-swap is needed.
+    fn expire_audit(
+        &self,
+        cutoff_ms: Option<u64>,
+        stats: &mut ExpiryStats,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<u64, StoreError> {
+        let Some(cutoff_ms) = cutoff_ms else {
+            return Ok(0);
+        };
+        let tree = self.tree(TreeId::Audit);
+        let mut deleted = 0;
+        // Where the next tenant's entries start (at or after this key).
+        let mut from: Vec<u8> = Vec::new();
+        while let Some(first) = tree.range(from.clone()..).next() {
+            let (first, _) = first?;
+            let Some(nul) = first.iter().position(|b| *b == 0) else {
+                // Not a key this store writes: step over it.
+                from = first.to_vec();
+                from.push(0);
+                continue;
+            };
+            let prefix = &first[..=nul];
+            let mut end = prefix.to_vec();
+            end.extend_from_slice(&cutoff_ms.saturating_add(1).to_be_bytes());
+            for entry in tree.range(prefix.to_vec()..end) {
+                if stop() {
+                    stats.interrupted = true;
+                    return Ok(deleted);
+                }
+                let (key, _) = entry?;
+                tree.remove(&key)?;
+                deleted += 1;
+            }
+            // The next tenant: past every key that starts with this one's name and NUL.
+            from = first[..nul].to_vec();
+            from.push(1);
+        }
+        Ok(deleted)
+    }
+
     /// Starts the background expiry thread (`gavel-expiry`): one pass at once (to catch up after
     /// downtime), then one every `expiry_interval_ms`. Dropping the handle stops it, also in the
     /// middle of a pass, and joins it.
@@ -204,6 +251,7 @@ impl Store {
                                 idempotency = stats.idempotency,
                                 auctions = stats.auctions,
                                 leads = stats.leads,
+                                audit = stats.audit,
                                 stale_index = stats.stale_index,
                                 unreadable = stats.unreadable,
                                 "store expiry pass"

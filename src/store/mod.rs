@@ -23,6 +23,7 @@
 //! | `outbox`           | [`delivery_key`]: `event id/endpoint` | `[1] ++ rkyv(DeliveryRecord)` |
 //! | `outbox_by_time`   | `created_ms BE(8) ++ outbox key`      | empty                         |
 //! | `outbox_due`       | [`due_key`]                           | empty                         |
+//! | `audit`            | [`audit_key`]: tenant ++ 0x00 ++ `created_ms BE(8)` ++ id | `[1] ++ rkyv(AuditRecord)` |
 //!
 //! The default tree holds `layout_version` (one byte): a database written by a newer, incompatible
 //! Gavel is refused at open instead of misread, and an older one is marked as this layout once
@@ -40,6 +41,10 @@
 //! `outbox_due` holds one entry per pending webhook delivery, ordered by endpoint and then by
 //! when its next attempt is due, so the delivery worker finds an endpoint's due work with one
 //! range scan. An entry whose record is gone (expired) is dropped by the worker.
+//!
+//! `audit` needs no by-time index: its key is time-ordered within each tenant, so one tenant's
+//! entries list newest first with one reverse range scan, and expiry deletes each tenant's
+//! expired prefix. Its entries are never rewritten.
 //!
 //! The `*_by_time` trees make expiry a range scan instead of a full scan. They are keyed by
 //! `created_ms`, which never changes when a record is rewritten (an auction is rewritten at close
@@ -78,8 +83,8 @@ use sled::IVec;
 pub use commit::{CommitCounters, CommitStats};
 pub use expiry::{ExpiryHandle, ExpiryStats};
 pub use records::{
-    AttemptRecord, AuctionRecord, DeliveryRecord, DeliveryState, IdemRecord, LeadEvent, LeadRecord,
-    OutcomeRecord, PostRecord, WebhookAttemptRecord,
+    AttemptRecord, AuctionRecord, AuditRecord, DeliveryRecord, DeliveryState, IdemRecord,
+    LeadEvent, LeadRecord, OutcomeRecord, PostRecord, WebhookAttemptRecord,
 };
 pub use wal::{Checkpointer, CoreLog};
 
@@ -273,9 +278,10 @@ pub(crate) enum TreeId {
     Outbox = 7,
     OutboxByTime = 8,
     OutboxDue = 9,
+    Audit = 10,
 }
 
-const TREE_COUNT: usize = 10;
+const TREE_COUNT: usize = 11;
 
 impl TreeId {
     const ALL: [TreeId; TREE_COUNT] = [
@@ -289,6 +295,7 @@ impl TreeId {
         TreeId::Outbox,
         TreeId::OutboxByTime,
         TreeId::OutboxDue,
+        TreeId::Audit,
     ];
 
     /// The sled tree name; part of the on-disk layout, never rename.
@@ -304,6 +311,7 @@ impl TreeId {
             TreeId::Outbox => "outbox",
             TreeId::OutboxByTime => "outbox_by_time",
             TreeId::OutboxDue => "outbox_due",
+            TreeId::Audit => "audit",
         }
     }
 }
@@ -341,6 +349,22 @@ fn due_prefix(endpoint_id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + endpoint_id.len() + 8 + 32);
     k.push(len);
     k.extend_from_slice(endpoint_id.as_bytes());
+    k
+}
+
+/// The `audit` key of an entry: `tenant ++ 0x00 ++ created_ms BE(8) ++ id`, so one tenant's
+/// entries sit together in time order (tenant names hold no NUL).
+pub fn audit_key(tenant: &str, created_ms: u64, id: &str) -> Vec<u8> {
+    let mut k = audit_prefix(tenant);
+    k.extend_from_slice(&created_ms.to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn audit_prefix(tenant: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(tenant.len() + 1 + 8 + 32);
+    k.extend_from_slice(tenant.as_bytes());
+    k.push(0);
     k
 }
 
@@ -490,6 +514,14 @@ impl Batch {
         self
     }
 
+    /// Adds an audit log entry (never rewritten; expired with the records' retention).
+    pub fn put_audit(&mut self, record: &AuditRecord) -> Result<&mut Batch, StoreError> {
+        let key = audit_key(&record.tenant, record.created_ms, &record.id);
+        let value = records::encode(&key, record)?;
+        self.push(TreeId::Audit, key, Some(value));
+        Ok(self)
+    }
+
     /// Stores an opaque value under `key` in the `meta` tree (never expired).
     pub fn put_meta(&mut self, key: &str, value: impl Into<Vec<u8>>) -> &mut Batch {
         self.push(TreeId::Meta, key.as_bytes().to_vec(), Some(value.into()));
@@ -526,6 +558,8 @@ pub struct StoreCounts {
     pub outbox_index: u64,
     /// Deliveries waiting for an attempt.
     pub outbox_due: u64,
+    /// Audit log entries.
+    pub audit: u64,
 }
 
 /// The sled database and its trees. `Send + Sync`: open it once and share it by `Arc` with every
@@ -607,6 +641,7 @@ impl Store {
             open(TreeId::Outbox)?,
             open(TreeId::OutboxByTime)?,
             open(TreeId::OutboxDue)?,
+            open(TreeId::Audit)?,
         ];
         Ok(Store {
             db,
@@ -901,6 +936,56 @@ impl Store {
         Ok((out, None))
     }
 
+    /// Up to `limit` of `tenant`'s audit entries made in `from_ms..=to_ms`, newest first,
+    /// starting below `before` (a key from a previous page; one outside the tenant's entries
+    /// starts at the newest) and reading at most `max_scanned` entries; `keep` picks which to
+    /// return, and unreadable entries are skipped (and logged). Returns the page and, when the
+    /// scan stopped early, the key the next page starts below.
+    #[allow(clippy::too_many_arguments)]
+    pub fn list_audit(
+        &self,
+        tenant: &str,
+        from_ms: u64,
+        to_ms: u64,
+        before: Option<&[u8]>,
+        limit: usize,
+        max_scanned: usize,
+        keep: &dyn Fn(&AuditRecord) -> bool,
+    ) -> Result<(Vec<AuditRecord>, Option<Vec<u8>>), StoreError> {
+        let prefix = audit_prefix(tenant);
+        let mut low = prefix.clone();
+        low.extend_from_slice(&from_ms.to_be_bytes());
+        // Exclusive: every key of `to_ms` sorts below `to_ms + 1`; past `u64::MAX`, the tenant's end.
+        let mut high = prefix.clone();
+        match to_ms.checked_add(1) {
+            Some(t) => high.extend_from_slice(&t.to_be_bytes()),
+            None => *high.last_mut().expect("the prefix ends in NUL") = 1,
+        }
+        if let Some(b) = before.filter(|b| b.starts_with(&prefix)) {
+            high = high.min(b.to_vec());
+        }
+        let mut out = Vec::new();
+        if low >= high {
+            return Ok((out, None));
+        }
+        let mut last: Option<IVec> = None;
+        let tree = self.tree(TreeId::Audit);
+        for (scanned, kv) in tree.range(low..high.clone()).rev().enumerate() {
+            let (k, v) = kv?;
+            if out.len() == limit || scanned == max_scanned {
+                let cursor = last.map_or(high, |l| l.to_vec());
+                return Ok((out, Some(cursor)));
+            }
+            match records::decode::<AuditRecord>(&k, &v) {
+                Ok(r) if keep(&r) => out.push(r),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "audit listing skips an unreadable entry"),
+            }
+            last = Some(k);
+        }
+        Ok((out, None))
+    }
+
     /// Up to `limit` of an endpoint's pending deliveries due at or before `until_ms`, earliest
     /// first, leaving out those `skip` names (attempts already under way).
     pub fn due_deliveries(
@@ -996,6 +1081,7 @@ impl Store {
             outbox: n(TreeId::Outbox),
             outbox_index: n(TreeId::OutboxByTime),
             outbox_due: n(TreeId::OutboxDue),
+            audit: n(TreeId::Audit),
         }
     }
 

@@ -224,6 +224,33 @@ pub struct DeliveryRecord {
     pub schedule_base: u32,
 }
 
+/// One admin change, as the audit log keeps it: who made it, what it changed, and the changed
+/// thing before and after (JSON, written by the caller with every secret already masked). Never
+/// rewritten.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// `aud_` + a ULID of `created_ms`: unique, and in creation order within one millisecond.
+    pub id: String,
+    /// Tenant name the change belongs to.
+    pub tenant: String,
+    /// When the change was made (unix ms); part of the key, retention counts from here.
+    pub created_ms: u64,
+    /// The credential's party: `operator`, `seller:ID` or `buyer:ID`.
+    pub party: String,
+    /// The credential's client (static token's client, or OAuth client id).
+    pub client: String,
+    /// The action word (`create`, `update`, `suspend`, …).
+    pub action: String,
+    /// What kind of thing changed (`seller`, `buyer`, `oauth_client`, …).
+    pub target_kind: String,
+    /// The changed thing's id.
+    pub target_id: String,
+    /// The thing before the change, as JSON text; `None` for a creation.
+    pub before_json: Option<String>,
+    /// The thing after the change, as JSON text; `None` for a deletion.
+    pub after_json: Option<String>,
+}
+
 /// Where a webhook delivery stands: the words [`DeliveryRecord::state`] holds. The store keeps a
 /// due-index entry only for a pending delivery, and the delivery worker decides on the state, so
 /// both read it as this enum rather than comparing words.
@@ -343,6 +370,17 @@ impl Record for DeliveryRecord {
     const TREE: &'static str = "outbox";
     const VERSION: u8 = 1;
     fn archived_created_ms(archived: &ArchivedDeliveryRecord) -> u64 {
+        archived.created_ms.to_native()
+    }
+    fn created_ms(&self) -> u64 {
+        self.created_ms
+    }
+}
+
+impl Record for AuditRecord {
+    const TREE: &'static str = "audit";
+    const VERSION: u8 = 1;
+    fn archived_created_ms(archived: &ArchivedAuditRecord) -> u64 {
         archived.created_ms.to_native()
     }
     fn created_ms(&self) -> u64 {

@@ -1650,3 +1650,103 @@ fn layout_1_keys_are_read_for_their_seller_only() {
     );
     assert!(store.leads_by_id("sandbox", "ld_old").unwrap().is_empty());
 }
+
+fn audit_entry(tenant: &str, id: &str, created_ms: u64, party: &str) -> AuditRecord {
+    AuditRecord {
+        id: id.into(),
+        tenant: tenant.into(),
+        created_ms,
+        party: party.into(),
+        client: "ops".into(),
+        action: "create".into(),
+        target_kind: "seller".into(),
+        target_id: id.into(),
+        before_json: None,
+        after_json: Some(r#"{"id":"x"}"#.into()),
+    }
+}
+
+#[test]
+fn audit_lists_one_tenant_newest_first_by_time_and_pages() {
+    let store = Store::temporary().unwrap();
+    let mut b = Batch::new();
+    for (i, t) in [10u64, 20, 30, 40, 50].iter().enumerate() {
+        let party = if i % 2 == 0 { "operator" } else { "seller:a" };
+        b.put_audit(&audit_entry("sandbox", &format!("aud_{i}"), *t, party))
+            .unwrap();
+    }
+    // Another tenant's entries, at the same times, are never listed.
+    b.put_audit(&audit_entry("production", "aud_live", 30, "operator"))
+        .unwrap();
+    store.write_durable(&b).unwrap();
+    let all = |_: &AuditRecord| true;
+    let ids = |page: &[AuditRecord]| page.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+    let (page, next) = store
+        .list_audit("sandbox", 0, u64::MAX, None, 10, 100, &all)
+        .unwrap();
+    assert_eq!(ids(&page), ["aud_4", "aud_3", "aud_2", "aud_1", "aud_0"]);
+    assert!(next.is_none());
+    // from and to are inclusive.
+    let (page, _) = store
+        .list_audit("sandbox", 20, 40, None, 10, 100, &all)
+        .unwrap();
+    assert_eq!(ids(&page), ["aud_3", "aud_2", "aud_1"]);
+    // Pages of two follow the cursor to the end, each entry once.
+    let mut seen = Vec::new();
+    let mut cursor: Option<Vec<u8>> = None;
+    loop {
+        let (page, next) = store
+            .list_audit("sandbox", 0, u64::MAX, cursor.as_deref(), 2, 100, &all)
+            .unwrap();
+        seen.extend(ids(&page));
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["aud_4", "aud_3", "aud_2", "aud_1", "aud_0"]);
+    // A filter, with a scan bound that stops early and hands back a cursor.
+    let operator = |r: &AuditRecord| r.party == "operator";
+    let (page, next) = store
+        .list_audit("sandbox", 0, u64::MAX, None, 10, 2, &operator)
+        .unwrap();
+    assert_eq!(ids(&page), ["aud_4"]);
+    let (page, _) = store
+        .list_audit("sandbox", 0, u64::MAX, next.as_deref(), 10, 100, &operator)
+        .unwrap();
+    assert_eq!(ids(&page), ["aud_2", "aud_0"]);
+    // A cursor from another tenant's listing starts this one at its newest.
+    let (live, _) = store
+        .list_audit("production", 0, u64::MAX, None, 10, 100, &all)
+        .unwrap();
+    assert_eq!(ids(&live), ["aud_live"]);
+    let foreign = audit_key("production", 30, "aud_live");
+    let (page, _) = store
+        .list_audit("sandbox", 0, u64::MAX, Some(&foreign), 1, 100, &all)
+        .unwrap();
+    assert_eq!(ids(&page), ["aud_4"]);
+}
+
+#[test]
+fn audit_entries_expire_with_the_records_retention_in_every_tenant() {
+    let store = Store::temporary().unwrap();
+    let retention = store.options().record_retention_ms;
+    let mut b = Batch::new();
+    for tenant in ["production", "sandbox"] {
+        b.put_audit(&audit_entry(tenant, "aud_old", 1_000, "operator"))
+            .unwrap();
+        b.put_audit(&audit_entry(tenant, "aud_new", 5_000, "operator"))
+            .unwrap();
+    }
+    store.write_durable(&b).unwrap();
+    let stats = store.expire(retention + 2_000).unwrap();
+    assert_eq!(stats.audit, 2);
+    assert_eq!(store.counts().audit, 2);
+    for tenant in ["production", "sandbox"] {
+        let (page, _) = store
+            .list_audit(tenant, 0, u64::MAX, None, 10, 100, &|_| true)
+            .unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].id, "aud_new");
+    }
+}

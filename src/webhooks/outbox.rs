@@ -196,11 +196,16 @@ pub enum Command {
         tenant: Tenant,
         event_id: String,
         endpoint: Option<String>,
+        /// The audit entry of this redelivery: the worker adds the deliveries' states before and
+        /// after and writes it in the same batch.
+        audit: Box<crate::audit::Entry>,
         reply: futures::channel::oneshot::Sender<Result<Vec<DeliveryRecord>, ReplayError>>,
     },
     /// Take deliveries again after a 410 disabled the endpoint.
     Enable {
         endpoint: Arc<Endpoint>,
+        /// The audit entry of this change, written with it (the worker adds before and after).
+        audit: Box<crate::audit::Entry>,
         reply: futures::channel::oneshot::Sender<Result<(), StoreError>>,
     },
     /// Deliver with this endpoint table from now on (a config reload); `reply` says it is taken.

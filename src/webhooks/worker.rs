@@ -448,17 +448,24 @@ impl Dispatcher {
                 tenant,
                 event_id,
                 endpoint,
+                audit,
                 reply,
             } => {
-                let _ = reply.send(self.replay(tenant, &event_id, endpoint.as_deref()));
+                let _ = reply.send(self.replay(tenant, &event_id, endpoint.as_deref(), *audit));
             }
             Command::Enable {
                 endpoint: ep,
+                audit,
                 reply,
             } => {
                 let mut b = Batch::new();
                 b.delete_meta(&ep.disabled_key());
-                let res = self.store.write_durable(&b);
+                let state = |disabled: bool| serde_json::json!({ "disabled_by_410": disabled });
+                let res = (*audit)
+                    .before(Some(&state(ep.is_disabled())))
+                    .after(Some(&state(false)))
+                    .put(&mut b, self.clock.now_ms())
+                    .and_then(|()| self.store.write_durable(&b));
                 if res.is_ok() {
                     ep.set_disabled(false);
                     tracing::info!(endpoint = ep.id(), "webhook endpoint enabled again");
@@ -477,12 +484,14 @@ impl Dispatcher {
         }
     }
 
-    /// Makes an event's deliveries pending again, due now, with a fresh retry schedule.
+    /// Makes an event's deliveries pending again, due now, with a fresh retry schedule, and
+    /// records `audit` (with each delivery's state before and after) in the same batch.
     fn replay(
         &mut self,
         tenant: crate::config::Tenant,
         event_id: &str,
         endpoint: Option<&str>,
+        audit: crate::audit::Entry,
     ) -> Result<Vec<DeliveryRecord>, ReplayError> {
         let store_err = |e: StoreError| ReplayError::Store(e.to_string());
         let records: Vec<DeliveryRecord> = self
@@ -510,6 +519,12 @@ impl Dispatcher {
         }
         let now = self.clock.now_ms();
         let mut b = Batch::new();
+        let states = |rs: &[DeliveryRecord]| -> Vec<serde_json::Value> {
+            rs.iter()
+                .map(|r| serde_json::json!({ "endpoint_id": r.endpoint_id, "state": r.state }))
+                .collect()
+        };
+        let audit = audit.before(Some(&states(&records)));
         let mut out = Vec::with_capacity(records.len());
         let mut newly_pending = Vec::new();
         for (mut r, ep) in records.into_iter().zip(targets) {
@@ -525,6 +540,10 @@ impl Dispatcher {
             b.put_delivery(&r).map_err(store_err)?;
             out.push(r);
         }
+        audit
+            .after(Some(&states(&out)))
+            .put(&mut b, now)
+            .map_err(store_err)?;
         self.store.write_durable(&b).map_err(store_err)?;
         for ep in newly_pending {
             ep.add_pending(1);

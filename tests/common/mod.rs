@@ -79,6 +79,8 @@ path = "{store}"
 # High enough never to trigger by accident; the rate-limit tests set their own.
 [limits]
 client_requests_per_s = 1000000
+seller_pings_per_s = 1000000
+seller_max_unposted_auctions = 4294967295
 buyer_pings_per_s = 1000000
 
 [log]
