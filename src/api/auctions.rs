@@ -378,9 +378,9 @@ fn is_auction_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// Longest `seller_id` query value, in bytes. Configured sellers' ids are at most 64 bytes; an
+/// Longest `seller_id` query value, in characters. Configured sellers' ids are at most 64; an
 /// implicit seller is named by its token's client, which may be longer.
-pub const MAX_SELLER_ID_QUERY_BYTES: usize = 256;
+pub const MAX_SELLER_ID_QUERY_CHARS: usize = 256;
 
 /// The optional `seller_id` query parameter: which seller's auction, when several sellers used
 /// the id. Any other parameter, a repeated one, or an empty, overlong or control-character value
@@ -389,13 +389,13 @@ fn seller_id(query: Option<&str>) -> Result<Option<String>, ApiError> {
     let mut seller = None;
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         let plausible = !v.is_empty()
-            && v.len() <= MAX_SELLER_ID_QUERY_BYTES
+            && v.chars().count() <= MAX_SELLER_ID_QUERY_CHARS
             && !v.chars().any(char::is_control);
         match k.as_ref() {
             "seller_id" if plausible && seller.is_none() => seller = Some(v.into_owned()),
             "seller_id" => {
                 return Err(bad_query(format!(
-                    "seller_id must be given once, 1 to {MAX_SELLER_ID_QUERY_BYTES} bytes without \
+                    "seller_id must be given once, 1 to {MAX_SELLER_ID_QUERY_CHARS} characters without \
                      control characters."
                 )))
             }
