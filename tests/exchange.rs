@@ -45,7 +45,11 @@ fn client(core: &Core, token: &str, scope: Scope) -> Client {
         http::header::AUTHORIZATION,
         format!("Bearer {token}").parse().unwrap(),
     );
-    core.authenticate(&headers, scope).expect("test token")
+    let client = core.identify(&headers).expect("test token");
+    client
+        .require(scope)
+        .expect("the test token holds the scope");
+    client
 }
 
 /// The seller the test token speaks for (its implicit seller, named by its client).

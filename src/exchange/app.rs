@@ -26,7 +26,7 @@ use crate::limits::ClientLimits;
 use crate::parties::Sellers;
 use crate::runtime::{App, Stop};
 use crate::store::Store;
-use crate::types::{Clock, Scope};
+use crate::types::Clock;
 use crate::webhooks::worker::WorkerHandle;
 use crate::webhooks::Webhooks;
 
@@ -280,29 +280,6 @@ impl Core {
         self.webhooks.borrow().clone()
     }
 
-    /// Authenticates a request (static token or OAuth access token), checks its scope, and counts
-    /// it against the client's request rate (429 past it).
-    pub fn authenticate(
-        &self,
-        headers: &http::HeaderMap,
-        scope: Scope,
-    ) -> Result<Client, ApiError> {
-        let client = {
-            let clients = self.clients.borrow();
-            self.auth.borrow().check_with(
-                headers,
-                scope,
-                Some((&clients, &self.shared.access_keys)),
-                self.shared.clock.now_ms(),
-            )?
-        };
-        if let Err(e) = crate::limits::check_requests(&client.limits) {
-            self.metrics.record_rate_limited("client_requests");
-            return Err(e);
-        }
-        Ok(client)
-    }
-
     /// Who is calling (static token or OAuth access token), counted against the client's request
     /// rate, without a scope check: a view rule first answers for the caller's party (`api::views`),
     /// then the scope is checked ([`Client::require`]).
@@ -321,6 +298,33 @@ impl Core {
         }
         Ok(client)
     }
+}
+
+/// Runs `install(core, value)` on this core directly and on every other core through its inbox,
+/// trying every core even after one failed (a full inbox), and returns the cores that missed it.
+/// How a changed snapshot (buyers, sellers) reaches every core before an admin call answers.
+pub async fn install_everywhere<T>(core: &Rc<Core>, value: T, install: fn(&Core, T)) -> Vec<usize>
+where
+    T: Clone + Send + 'static,
+{
+    install(core, value.clone());
+    let sends = (0..core.shared.cores)
+        .filter(|&target| target != core.id)
+        .map(|target| {
+            let value = value.clone();
+            async move {
+                let res = crate::runtime::handoff::ask(core, target, move |c| async move {
+                    install(&c, value)
+                })
+                .await;
+                (target, res.is_ok())
+            }
+        });
+    futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .filter_map(|(target, ok)| (!ok).then_some(target))
+        .collect()
 }
 
 /// The answer to a party asking for what is not its own: the same `404` as for what does not

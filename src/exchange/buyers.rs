@@ -34,7 +34,6 @@ use crate::buyers::table::{self, BuyerRecord, Source};
 use crate::buyers::Registry;
 use crate::config::{BuyerConfig, Config, ConfigError, RuleConfig, Tenant, MAX_BUYERS_PER_TENANT};
 use crate::exchange::{Core, Exchange};
-use crate::runtime::handoff::ask;
 use crate::store::{Batch, StoreError};
 
 /// The core that decides every buyer change, for every tenant.
@@ -583,21 +582,7 @@ async fn off_core<T: Send + 'static>(
 /// Installs `next` on every core (this one directly, the others through their inboxes). Every core
 /// is tried, also after one failed; the ones missed are named.
 async fn broadcast(core: &Rc<Core>, next: Arc<Registry>) -> Result<(), BuyerError> {
-    install(core, next.clone());
-    let sends = (0..core.shared.cores)
-        .filter(|&target| target != core.id)
-        .map(|target| {
-            let next = next.clone();
-            async move {
-                let res = ask(core, target, move |c| async move { install(&c, next) }).await;
-                (target, res.is_ok())
-            }
-        });
-    let missed: Vec<usize> = futures::future::join_all(sends)
-        .await
-        .into_iter()
-        .filter_map(|(target, ok)| (!ok).then_some(target))
-        .collect();
+    let missed = crate::exchange::app::install_everywhere(core, next.clone(), install).await;
     LAGGING.with(|l| l.set(!missed.is_empty()));
     if missed.is_empty() {
         return Ok(());

@@ -32,7 +32,6 @@ use crate::config::{Config, SellerConfig, Tenant};
 use crate::exchange::{Core, ServerHandle};
 use crate::parties::table::{self, SellerRecord, Source};
 use crate::parties::{Seller, Sellers};
-use crate::runtime::handoff::ask;
 use crate::store::{Batch, Store, StoreError};
 use crate::types::Clock;
 
@@ -434,21 +433,7 @@ fn replace(mut row: SellerRecord, s: SellerConfig, now: u64) -> SellerRecord {
 /// Installs `next` on every core (this one directly, the others through their inboxes). Every core
 /// is tried, also after one failed; the ones missed are named.
 async fn broadcast(core: &Rc<Core>, next: Arc<Sellers>) -> Result<(), SellerError> {
-    install(core, next.clone());
-    let sends = (0..core.shared.cores)
-        .filter(|&target| target != core.id)
-        .map(|target| {
-            let next = next.clone();
-            async move {
-                let res = ask(core, target, move |c| async move { install(&c, next) }).await;
-                (target, res.is_ok())
-            }
-        });
-    let missed: Vec<usize> = futures::future::join_all(sends)
-        .await
-        .into_iter()
-        .filter_map(|(target, ok)| (!ok).then_some(target))
-        .collect();
+    let missed = crate::exchange::app::install_everywhere(core, next.clone(), install).await;
     LAGGING.with(|l| l.set(!missed.is_empty()));
     if missed.is_empty() {
         return Ok(());
