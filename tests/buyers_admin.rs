@@ -1058,3 +1058,46 @@ fn a_direct_post_buyer_with_a_format_is_managed_through_the_api() {
     assert_eq!(r.status, 422, "{}", r.text);
     assert!(r.text.contains("tls.ca_file"), "{}", r.text);
 }
+
+/// Issue #21, F6: the public sandbox token created 977 buyers, after which production got
+/// `422 too_many_buyers`. Each tenant now has its own room: a sandbox holding its full 1,000
+/// buyers (here from the config file, which counts with the API's) refuses one more, while
+/// production still creates one, and the sandbox's refusal says nothing of production.
+#[test]
+fn a_full_sandbox_does_not_stop_a_production_create() {
+    let full = gavel::config::MAX_BUYERS_PER_TENANT;
+    let env = Env::start(Driver::Legacy, vec![fixed("p_alpha", 20.0)], |cfg, _| {
+        let template = cfg.buyers[0].clone();
+        cfg.buyers = (0..full)
+            .map(|n| {
+                let mut b = template.clone();
+                b.id = format!("sandbox_{n:04}");
+                b.enabled = false;
+                b
+            })
+            .collect();
+    });
+    let one_more = |token: &str, id: &str| {
+        let def = json!({
+            "id": id,
+            "ping_url": env.fleet.ping_url("p_alpha"),
+            "post_url": env.fleet.post_url("p_alpha"),
+        });
+        env.post("/v1/admin/buyers", Some(token), &def.to_string())
+    };
+    let r = one_more(OPERATOR, "sandbox_extra");
+    assert_eq!(
+        (r.status, r.error_code()),
+        (422, "too_many_buyers"),
+        "{}",
+        r.text
+    );
+    let r = one_more(LIVE_OPERATOR, "p_alpha");
+    assert_eq!(
+        r.status, 201,
+        "production is not the sandbox's to fill: {}",
+        r.text
+    );
+    let listed = env.get("/v1/admin/buyers", Some(LIVE_OPERATOR));
+    assert_eq!(listed.json["buyers"].as_array().map(Vec::len), Some(1));
+}
