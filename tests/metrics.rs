@@ -243,7 +243,7 @@ fn latency_histograms_round_trip() {
         401,
         "reports need a token"
     );
-    // The operator: every series, with its tenant's buyers (a seller would get no buyer series).
+    // The operator: every series, with its tenant's buyers and sellers.
     let r = env.get("/v1/metrics/latency", Some(OPERATOR));
     assert_eq!(r.status, 200, "{}", r.text);
     let series = r.json["series"].as_array().unwrap();
@@ -275,6 +275,26 @@ fn latency_histograms_round_trip() {
         .find(|s| s["name"] == "buyer_ping_rtt" && s["labels"]["buyer"] == "a")
         .unwrap();
     assert_eq!(rtt["since_start"]["count"], 20);
+    // The operator also sees its tenant's per-seller series: the one seller that pinged, with
+    // every one of its pings.
+    let own: Vec<&serde_json::Value> = series
+        .iter()
+        .filter(|s| s["name"] == "ping_duration" && s["labels"]["seller"].is_string())
+        .collect();
+    assert_eq!(own.len(), 1, "{}", r.text);
+    assert_eq!(own[0]["since_start"]["count"], 20, "{}", r.text);
+    assert_eq!(own[0]["labels"]["tenant"], "sandbox", "{}", r.text);
+    // That seller's own report: exactly its two series, with the same labels and counts.
+    let r = env.get("/v1/metrics/latency", Some(TOKEN));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let mine = r.json["series"].as_array().unwrap();
+    let names: Vec<&str> = mine.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ping_duration", "post_duration"], "{}", r.text);
+    for s in mine {
+        assert_eq!(s["labels"], own[0]["labels"], "{}", r.text);
+    }
+    assert_eq!(mine[0]["since_start"]["count"], 20, "{}", r.text);
+    assert_eq!(mine[0]["last_60s"]["count"], 20, "{}", r.text);
 }
 
 #[test]

@@ -380,15 +380,49 @@ fn rows() -> Vec<Row> {
                 .filter(|s| s["name"] == "buyer_ping_rtt")
                 .map(|s| s["labels"]["buyer"].as_str().unwrap())
                 .collect();
-            let exchange = series.iter().any(|s| s["name"] == "ping_duration");
+            // Exchange-wide series carry no labels; per-seller ones carry `seller`.
+            let exchange = series
+                .iter()
+                .any(|s| s["name"] == "ping_duration" && s["labels"] == json!({}));
+            let sellers: BTreeSet<&str> = series
+                .iter()
+                .filter_map(|s| s["labels"]["seller"].as_str())
+                .collect();
             match p {
                 Operator => {
                     assert!(exchange, "{p:?}");
                     assert_eq!(buyers, [X, Y].into_iter().collect(), "{}", r.text);
+                    let both = ["seller-a", "seller-b"].into_iter().collect();
+                    assert_eq!(sellers, both, "{}", r.text);
                 }
                 SellerA | SellerB => {
-                    assert!(exchange, "{p:?}");
-                    assert!(buyers.is_empty(), "{p:?}: {buyers:?}");
+                    let (me, other) = if p == SellerA {
+                        ("seller-a", "seller-b")
+                    } else {
+                        ("seller-b", "seller-a")
+                    };
+                    // Only its own two series: its pings and its posts (both sold one in setup),
+                    // no exchange-wide figure, no other seller's, no buyer's.
+                    let names: Vec<&str> =
+                        series.iter().map(|s| s["name"].as_str().unwrap()).collect();
+                    assert_eq!(
+                        names,
+                        ["ping_duration", "post_duration"],
+                        "{p:?}: {}",
+                        r.text
+                    );
+                    for s in series {
+                        assert_eq!(s["labels"]["seller"], me, "{p:?}: {}", r.text);
+                        assert!(s["labels"].get("buyer").is_none(), "{p:?}: {}", r.text);
+                        assert!(
+                            s["since_start"]["count"].as_u64().unwrap() >= 1,
+                            "{}",
+                            r.text
+                        );
+                    }
+                    assert!(!exchange, "{p:?}: {}", r.text);
+                    assert!(!r.text.contains(other), "{p:?} sees {other}: {}", r.text);
+                    assert!(!r.text.contains("\"buyer\""), "{p:?}: {}", r.text);
                     no_buyer_nor_bid("a seller's latency report", &r.text, &[X, Y]);
                 }
                 BuyerX | BuyerY => {

@@ -320,6 +320,7 @@ pub async fn handle(
     let body_read = crate::http::BodyRead::default();
     req.extensions_mut().insert(body_read.clone());
     req.extensions_mut().insert(views::Matched(endpoint));
+    req.extensions_mut().insert(views::Received(started));
     // Every event logged while this request runs on this core carries its request id.
     let span = tracing::info_span!("request", request_id = %rid, core = core.id);
     let mut reply =

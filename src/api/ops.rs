@@ -162,18 +162,23 @@ pub async fn metrics(core: &Rc<Core>) -> Reply {
 
 /// `GET /v1/metrics/latency`: exact HDR percentiles, last 60 s and since start, with each
 /// histogram serialized so tools can merge them exactly. What each party gets
-/// (`api::views`): the operator every series, with the `buyer_ping_rtt` of its own tenant's
-/// buyers only; a seller the exchange-wide series and no buyer's (per-seller histograms are not
-/// kept yet, so these cover every seller's auctions of every tenant); a buyer only its own
-/// `buyer_ping_rtt`.
+/// (`api::views`): the operator the exchange-wide series plus the per-seller `ping_duration` and
+/// `post_duration` of its own tenant's sellers and the `buyer_ping_rtt` of its own tenant's buyers;
+/// a seller only its own two per-seller series (its own pings and posts: no exchange-wide figure,
+/// no other seller's, no buyer's); a buyer only its own `buyer_ping_rtt`.
 pub async fn latency(core: &Rc<Core>, viewer: &Viewer) -> Reply {
     let snap = merged_snapshot(core).await;
     let tenant = viewer.client.tenant;
-    // Buyer series are keyed by tenant and id, so one tenant's buyer never shows as another's.
+    // Seller and buyer series are keyed by tenant and id, so one tenant's party never shows as
+    // another's.
     let report = match viewer.party() {
-        Party::Operator => latency_json_of(&snap, true, |t, _| t == tenant),
-        Party::Seller(_) => latency_json_of(&snap, true, |_, _| false),
-        Party::Buyer(me) => latency_json_of(&snap, false, |t, id| t == tenant && id == me),
+        Party::Operator => latency_json_of(&snap, true, |t, _| t == tenant, |t, _| t == tenant),
+        Party::Seller(me) => {
+            latency_json_of(&snap, false, |t, id| t == tenant && id == me, |_, _| false)
+        }
+        Party::Buyer(me) => {
+            latency_json_of(&snap, false, |_, _| false, |t, id| t == tenant && id == me)
+        }
     };
     Reply::json(StatusCode::OK, &report)
 }

@@ -62,6 +62,7 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
     let received = Instant::now();
     // Only a seller sends leads: anyone else is refused before any of the body is read.
     let client = super::views::admit(core, &req, &[Scope::Ping])?.client;
+    let req_started = req.extensions().get::<super::views::Received>().copied();
     crate::exchange::sellers::refuse_suspended(core, &client)?;
     let key = idempotency::key_from(req.headers())?;
     let mut body = super::json_body(req).await?;
@@ -72,13 +73,26 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
     let owner = deciding_core(core, ping.auction_id.as_deref(), key.as_deref());
     let idem = key.map(|k| Idem::new(&client, "POST", "/v1/ping", k, fingerprint));
     let rid_owned = rid.to_string();
-    Ok(on_core(core, owner, rid, Admit::New, move |c| async move {
+    // The seller's own latency series is recorded here, on the core that received the ping, from
+    // the instant `api::handle` received it, and for 200s only: the same measure on the same core
+    // as the exchange-wide `ping_duration` that `api::handle` records (which ends a few
+    // instructions later, once the reply is back there).
+    let started = req_started.map_or(received, |r| r.0);
+    let seller = (client.tenant, client.seller().map(str::to_owned));
+    let reply = on_core(core, owner, rid, Admit::New, move |c| async move {
         match run(&c, ping, client, idem, &rid_owned, received).await {
             Ok(r) => r,
             Err(e) => Reply::error(&e, &rid_owned),
         }
     })
-    .await)
+    .await;
+    if let (tenant, Some(seller)) = &seller {
+        if reply.status == http::StatusCode::OK {
+            let us = started.elapsed().as_micros() as u64;
+            core.metrics.record_seller_ping(*tenant, seller, us);
+        }
+    }
+    Ok(reply)
 }
 
 /// The core that decides a request: its idempotency key's core when it has a key (one key is never

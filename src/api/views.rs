@@ -171,6 +171,12 @@ pub fn rule_of(method: &str, path: &str) -> &'static Rule {
 #[derive(Debug, Clone, Copy)]
 pub struct Matched(pub &'static str);
 
+/// When [`super::handle`] received a request, put in its extensions next to [`Matched`], so that a
+/// handler recording a per-party latency (the ping's per-seller series) measures from the same
+/// instant as the exchange-wide series.
+#[derive(Debug, Clone, Copy)]
+pub struct Received(pub std::time::Instant);
+
 /// An admitted caller and how much of the route it has ([`Access::Full`] or [`Access::Own`], or
 /// [`Access::Public`] on an open route).
 #[derive(Debug)]

@@ -291,9 +291,12 @@ impl Run<'_> {
                 buyer_lead_id,
             } => {
                 // Post received → the buyer's 2xx: the latency the post SLO is about.
+                // The same value again in the seller's own series, for its latency report.
+                let us = received.elapsed().as_micros() as u64;
+                self.core.metrics.record_post(us);
                 self.core
                     .metrics
-                    .record_post(received.elapsed().as_micros() as u64);
+                    .record_seller_post(self.tenant, self.seller, us);
                 let reply = sold_answer(self.core, post, plan, slot, &buyer_lead_id);
                 batch.put_lead(&self.lead_record(plan, slot, &buyer_lead_id, now))?;
                 (

@@ -27,13 +27,27 @@
 //! Bounded and fixed per series: one since-start histogram plus at most [`WINDOW_SLOTS`] slot
 //! histograms, each allocated on first use and then reused. A histogram with the bounds below
 //! ([`HIST_LOWEST_US`]..[`HIST_HIGHEST_US`], [`HIST_SIGFIG`] digits) holds about 17k `u64` counts
-//! (~136 KiB). Series: 6 fixed plus one per buyer. Per-buyer series are keyed by tenant and
+//! (~136 KiB). Series: 6 fixed plus one per buyer plus two per seller. Per-buyer series are keyed by tenant and
 //! buyer id ([`BuyerKey`]: ids are scoped by tenant, so a sandbox and a production buyer with one
 //! id are two series, labelled `tenant` and `buyer`) in a slot map that grows when a buyer first
 //! appears (a buyer added at runtime gets its series then), up to [`MAX_BUYER_SERIES`]; a buyer removed at runtime keeps its series (and its last
 //! counts) until restart, and ids past the limit are not recorded. The endpoint × status counter map holds at most
 //! [`MAX_ENDPOINT_STATUS_KEYS`] entries plus one overflow entry: keys past the limit are counted
 //! under ([`OVERFLOW_ENDPOINT`], 0).
+//!
+//! Per-seller series ([`SellerKey`]: tenant and seller id) are two per seller, `ping_duration` and
+//! `post_duration`, kept only for the seller's own latency report (never in Prometheus output:
+//! that would be one label value per seller). They live in a slot map like the buyers', created
+//! when a seller's request is first recorded, up to [`MAX_SELLER_SERIES`] sellers per core; a
+//! seller past the limit is not recorded (its requests still count in the exchange-wide series).
+//! Their histograms keep [`SELLER_HIST_SIGFIG`] = 2 significant digits (relative error ≤ 1 %)
+//! instead of 3, which shrinks each from ~136 KiB to ~20 KiB (2,560 `u64` counts). Worst case per
+//! core: [`MAX_SELLER_SERIES`] × 2 series × (1 + [`WINDOW_SLOTS`]) histograms × 20 KiB ≈ 70 MiB,
+//! reached only once 256 sellers have each pinged and sold posts on that core in every slot of the
+//! window (a slot's histogram is allocated on first use, then kept); a seller that has pinged but
+//! never sold a post holds one since-start histogram for `post_duration` (20 KiB). A snapshot
+//! copies two histograms per series (since start and the merged window): at most ~20 MiB more per
+//! core, for the duration of a latency report or a scrape.
 //! Units: all recorded values are microseconds; Prometheus output is in seconds.
 
 pub mod cpu;
@@ -56,6 +70,18 @@ use crate::types::Tenant;
 
 /// What names one buyer's series: its tenant and its id (ids are scoped by tenant).
 pub type BuyerKey = (Tenant, String);
+
+/// What names one seller's series: its tenant and its id (ids are scoped by tenant).
+pub type SellerKey = (Tenant, String);
+
+/// Most per-seller series one core keeps (each seller has two: `ping_duration` and
+/// `post_duration`). Far below [`crate::config::MAX_SELLERS_PER_TENANT`] on purpose: sellers past
+/// it on a core are not recorded per seller, which bounds memory (see the module doc).
+pub const MAX_SELLER_SERIES: usize = 256;
+
+/// Significant decimal digits kept by per-seller histograms (relative error ≤ 1 %): a seventh of
+/// the memory of [`HIST_SIGFIG`], since there may be [`MAX_SELLER_SERIES`] of them.
+pub const SELLER_HIST_SIGFIG: u8 = 2;
 
 /// Tenants whose buyers have series: sandbox and production.
 const TENANTS: usize = 2;
@@ -118,9 +144,15 @@ pub const RATE_LIMITS: [&str; 4] = [
 
 /// A fresh, empty histogram with the module's bounds (auto-resize off).
 pub fn new_histogram() -> Histogram<u64> {
+    histogram_of(HIST_SIGFIG)
+}
+
+/// A fresh, empty histogram with the module's bounds and `sigfig` significant digits (one of
+/// [`HIST_SIGFIG`] and [`SELLER_HIST_SIGFIG`]).
+fn histogram_of(sigfig: u8) -> Histogram<u64> {
     // The bounds are constants that satisfy the constructor's requirements (low ≥ 1,
     // high ≥ 2 * low, sigfig ≤ 5), so this cannot fail.
-    Histogram::new_with_bounds(HIST_LOWEST_US, HIST_HIGHEST_US, HIST_SIGFIG)
+    Histogram::new_with_bounds(HIST_LOWEST_US, HIST_HIGHEST_US, sigfig)
         .expect("constant histogram bounds are valid")
 }
 
@@ -176,14 +208,20 @@ impl Slot {
 
 /// One histogram series on one core: since start plus the rolling window.
 struct Series {
+    sigfig: u8,
     since_start: Histogram<u64>,
     slots: [Slot; WINDOW_SLOTS],
 }
 
 impl Series {
     fn new() -> Series {
+        Series::with_sigfig(HIST_SIGFIG)
+    }
+
+    fn with_sigfig(sigfig: u8) -> Series {
         Series {
-            since_start: new_histogram(),
+            sigfig,
+            since_start: histogram_of(sigfig),
             slots: std::array::from_fn(|_| Slot {
                 number: SLOT_UNUSED,
                 hist: None,
@@ -203,14 +241,15 @@ impl Series {
             slot.clear();
             slot.number = slot_number;
         }
+        let sigfig = self.sigfig;
         slot.hist
-            .get_or_insert_with(new_histogram)
+            .get_or_insert_with(|| histogram_of(sigfig))
             .saturating_record(value_us);
     }
 
     /// Drops stale slots and returns both views as of slot `current`.
     fn snapshot(&mut self, current: u64) -> HistogramPair {
-        let mut last_60s = new_histogram();
+        let mut last_60s = histogram_of(self.sigfig);
         for slot in &mut self.slots {
             if slot.in_window(current) {
                 if let Some(h) = slot.hist.as_ref() {
@@ -243,6 +282,11 @@ struct Inner {
     buyer_rtt: Vec<Series>,
     buyer_pings: Vec<[u64; BUYER_OUTCOMES.len()]>,
     buyer_call_errors: Vec<[u64; BUYER_CALL_ERROR_KINDS.len()]>,
+    /// Per-seller series, kept like the buyers': a seller's slot is its position in `seller_ids`.
+    seller_ids: Vec<SellerKey>,
+    seller_slots: std::collections::HashMap<Tenant, std::collections::HashMap<String, usize>>,
+    seller_ping: Vec<Series>,
+    seller_post: Vec<Series>,
     no_bid: [u64; NO_BID_REASONS.len()],
     requests: BTreeMap<(&'static str, u16), u64>,
     idempotent_replays: u64,
@@ -288,6 +332,10 @@ impl CoreMetrics {
                 buyer_rtt: Vec::new(),
                 buyer_pings: Vec::new(),
                 buyer_call_errors: Vec::new(),
+                seller_ids: Vec::new(),
+                seller_slots: std::collections::HashMap::new(),
+                seller_ping: Vec::new(),
+                seller_post: Vec::new(),
                 no_bid: [0; NO_BID_REASONS.len()],
                 requests: BTreeMap::new(),
                 idempotent_replays: 0,
@@ -334,6 +382,42 @@ impl CoreMetrics {
     /// Seller-observed `/v1/ping` latency: request received → reply ready, in µs.
     pub fn record_ping(&self, latency_us: u64) {
         self.record_series(latency_us, |i| &mut i.ping);
+    }
+
+    /// Seller `seller_id` of `tenant`'s own `/v1/ping` latency, measured like [`Self::record_ping`].
+    /// A seller seen for the first time gets its series now; past [`MAX_SELLER_SERIES`] it is not
+    /// recorded.
+    pub fn record_seller_ping(&self, tenant: Tenant, seller_id: &str, latency_us: u64) {
+        self.record_seller(tenant, seller_id, latency_us, |i, s| &mut i.seller_ping[s]);
+    }
+
+    /// Seller `seller_id` of `tenant`'s own sold-post latency, measured like
+    /// [`Self::record_post`]; bounded like [`Self::record_seller_ping`].
+    pub fn record_seller_post(&self, tenant: Tenant, seller_id: &str, latency_us: u64) {
+        self.record_seller(tenant, seller_id, latency_us, |i, s| &mut i.seller_post[s]);
+    }
+
+    fn record_seller(
+        &self,
+        tenant: Tenant,
+        seller_id: &str,
+        value_us: u64,
+        pick: impl FnOnce(&mut Inner, usize) -> &mut Series,
+    ) {
+        if !self.enabled.get() {
+            return;
+        }
+        let slot = self.slot_now();
+        let mut inner = self.inner.borrow_mut();
+        let Some(seller) = inner.seller_slot(tenant, seller_id) else {
+            return;
+        };
+        pick(&mut inner, seller).record(value_us, slot);
+    }
+
+    /// The sellers this core keeps series for, in slot order.
+    pub fn seller_ids(&self) -> Vec<SellerKey> {
+        self.inner.borrow().seller_ids.clone()
     }
 
     /// Auction duration: fan-out start → auction closed, in µs.
@@ -470,6 +554,17 @@ impl CoreMetrics {
                 .collect(),
             buyer_pings: inner.buyer_pings.clone(),
             buyer_call_errors: inner.buyer_call_errors.clone(),
+            seller_ids: inner.seller_ids.clone(),
+            seller_ping: inner
+                .seller_ping
+                .iter_mut()
+                .map(|s| s.snapshot(current))
+                .collect(),
+            seller_post: inner
+                .seller_post
+                .iter_mut()
+                .map(|s| s.snapshot(current))
+                .collect(),
             no_bid: inner.no_bid,
             requests: inner.requests.clone(),
             idempotent_replays: inner.idempotent_replays,
@@ -502,6 +597,32 @@ impl Inner {
         self.buyer_pings.push([0; BUYER_OUTCOMES.len()]);
         self.buyer_call_errors
             .push([0; BUYER_CALL_ERROR_KINDS.len()]);
+        Some(i)
+    }
+
+    /// The slot of the series of seller `seller_id` of `tenant`, created on first sight; `None`
+    /// once [`MAX_SELLER_SERIES`] slots exist.
+    fn seller_slot(&mut self, tenant: Tenant, seller_id: &str) -> Option<usize> {
+        if let Some(&i) = self
+            .seller_slots
+            .get(&tenant)
+            .and_then(|ids| ids.get(seller_id))
+        {
+            return Some(i);
+        }
+        if self.seller_ids.len() >= MAX_SELLER_SERIES {
+            return None;
+        }
+        let i = self.seller_ids.len();
+        self.seller_ids.push((tenant, seller_id.to_string()));
+        self.seller_slots
+            .entry(tenant)
+            .or_default()
+            .insert(seller_id.to_string(), i);
+        self.seller_ping
+            .push(Series::with_sigfig(SELLER_HIST_SIGFIG));
+        self.seller_post
+            .push(Series::with_sigfig(SELLER_HIST_SIGFIG));
         Some(i)
     }
 }
@@ -554,6 +675,12 @@ pub struct Snapshot {
     pub buyer_pings: Vec<[u64; BUYER_OUTCOMES.len()]>,
     /// Pings that could not reach the buyer, per buyer, indexed like [`BUYER_CALL_ERROR_KINDS`].
     pub buyer_call_errors: Vec<[u64; BUYER_CALL_ERROR_KINDS.len()]>,
+    /// Sellers (tenant and id); index `i` labels `seller_ping[i]` and `seller_post[i]`.
+    pub seller_ids: Vec<SellerKey>,
+    /// Each seller's own ping latency ([`SELLER_HIST_SIGFIG`] digits).
+    pub seller_ping: Vec<HistogramPair>,
+    /// Each seller's own post latency, sold posts ([`SELLER_HIST_SIGFIG`] digits).
+    pub seller_post: Vec<HistogramPair>,
     /// No-winner auction counts, indexed like [`NO_BID_REASONS`].
     pub no_bid: [u64; NO_BID_REASONS.len()],
     /// HTTP requests per (route template, status).
@@ -578,6 +705,9 @@ impl Snapshot {
             buyer_rtt: buyer_ids.iter().map(|_| HistogramPair::empty()).collect(),
             buyer_pings: vec![[0; BUYER_OUTCOMES.len()]; buyer_ids.len()],
             buyer_call_errors: vec![[0; BUYER_CALL_ERROR_KINDS.len()]; buyer_ids.len()],
+            seller_ids: Vec::new(),
+            seller_ping: Vec::new(),
+            seller_post: Vec::new(),
             no_bid: [0; NO_BID_REASONS.len()],
             requests: BTreeMap::new(),
             idempotent_replays: 0,
@@ -587,7 +717,8 @@ impl Snapshot {
 
     /// Adds `other` into `self`: histograms are added (exact), counters summed. Buyers are matched
     /// by tenant and id, so cores built from different buyer lists still merge correctly (and two
-    /// tenants' buyers with one id never do); buyers only `other` knows are appended.
+    /// tenants' buyers with one id never do); buyers only `other` knows are appended. Sellers are
+    /// matched the same way, by tenant and id.
     pub fn merge(&mut self, other: &Snapshot) {
         self.ping.merge(&other.ping);
         self.auction.merge(&other.auction);
@@ -617,6 +748,26 @@ impl Snapshot {
                 .zip(other.buyer_call_errors[j])
             {
                 *a += b;
+            }
+        }
+        for (j, id) in other.seller_ids.iter().enumerate() {
+            let found = if self.seller_ids.get(j) == Some(id) {
+                Some(j)
+            } else {
+                self.seller_ids.iter().position(|x| x == id)
+            };
+            match found {
+                Some(i) => {
+                    self.seller_ping[i].merge(&other.seller_ping[j]);
+                    self.seller_post[i].merge(&other.seller_post[j]);
+                }
+                // A seller only `other` knows: its histograms are copied, which keeps their
+                // precision (an empty pair here would have `HIST_SIGFIG` digits).
+                None => {
+                    self.seller_ids.push(id.clone());
+                    self.seller_ping.push(other.seller_ping[j].clone());
+                    self.seller_post.push(other.seller_post[j].clone());
+                }
             }
         }
         for (a, b) in self.no_bid.iter_mut().zip(other.no_bid) {
@@ -813,6 +964,83 @@ mod tests {
         assert_eq!(s.buyer_rtt[1].since_start.len(), 2);
         assert_eq!(s.buyer_rtt[1].last_60s.len(), 1);
         assert_eq!(s.buyer_pings[1][0], 2);
+    }
+
+    /// Seller series merge by tenant and id (whatever each core's slot order), a seller only one
+    /// core knows is appended, and a production seller with a sandbox seller's id stays apart.
+    #[test]
+    fn merge_matches_sellers_by_tenant_and_id() {
+        let a = CoreMetrics::new(&[]);
+        let b = CoreMetrics::new(&[]);
+        a.record_seller_ping(Tenant::Sandbox, "s1", 100);
+        a.record_seller_ping(Tenant::Sandbox, "s2", 200);
+        a.record_seller_post(Tenant::Sandbox, "s2", 5_000);
+        b.record_seller_ping(Tenant::Sandbox, "s2", 300);
+        b.record_seller_ping(Tenant::Production, "s1", 400);
+        b.record_seller_post(Tenant::Sandbox, "s3", 6_000);
+        let mut all = Snapshot::empty(&[]);
+        all.merge(&a.snapshot());
+        all.merge(&b.snapshot());
+        let key = |t, id: &str| (t, id.to_string());
+        assert_eq!(
+            all.seller_ids,
+            [
+                key(Tenant::Sandbox, "s1"),
+                key(Tenant::Sandbox, "s2"),
+                key(Tenant::Production, "s1"),
+                key(Tenant::Sandbox, "s3"),
+            ]
+        );
+        let pings: Vec<u64> = all
+            .seller_ping
+            .iter()
+            .map(|p| p.since_start.len())
+            .collect();
+        let posts: Vec<u64> = all
+            .seller_post
+            .iter()
+            .map(|p| p.since_start.len())
+            .collect();
+        assert_eq!(pings, [1, 2, 1, 0]);
+        assert_eq!(posts, [0, 1, 0, 1]);
+        assert_eq!(all.seller_ping[1].last_60s.len(), 2);
+        // 400 µs at two significant digits: its bucket's highest equivalent value.
+        let h = &all.seller_ping[2].since_start;
+        assert!(h.equivalent(h.max(), 400), "{}", h.max());
+        // Seller series keep two significant digits, also once merged.
+        assert_eq!(all.seller_ping[1].since_start.sigfig(), SELLER_HIST_SIGFIG);
+        assert_eq!(all.seller_post[3].since_start.sigfig(), SELLER_HIST_SIGFIG);
+        // The exchange-wide series are not touched by seller recording.
+        assert_eq!(all.ping.since_start.len(), 0);
+    }
+
+    #[test]
+    fn seller_series_are_bounded_per_core() {
+        let m = CoreMetrics::new(&[]);
+        for n in 0..MAX_SELLER_SERIES {
+            m.record_seller_ping(Tenant::Production, &format!("s{n}"), 10);
+        }
+        assert_eq!(m.seller_ids().len(), MAX_SELLER_SERIES);
+        m.record_seller_ping(Tenant::Production, "one_too_many", 10);
+        m.record_seller_post(Tenant::Sandbox, "one_too_many", 10);
+        assert_eq!(m.seller_ids().len(), MAX_SELLER_SERIES);
+        assert!(!m.seller_ids().iter().any(|(_, id)| id == "one_too_many"));
+        // A seller already kept is still recorded once the limit is reached.
+        m.record_seller_ping(Tenant::Production, "s0", 20);
+        assert_eq!(m.snapshot().seller_ping[0].since_start.len(), 2);
+    }
+
+    #[test]
+    fn window_applies_to_seller_series() {
+        let t0 = Instant::now();
+        let m = manual(t0);
+        m.record_seller_post(Tenant::Sandbox, "s1", 5000);
+        set_now(&m, t0 + Duration::from_secs(61));
+        m.record_seller_post(Tenant::Sandbox, "s1", 7000);
+        let s = m.snapshot();
+        assert_eq!(s.seller_post[0].since_start.len(), 2);
+        assert_eq!(s.seller_post[0].last_60s.len(), 1);
+        assert_eq!(s.seller_ping[0].since_start.len(), 0);
     }
 
     #[test]
