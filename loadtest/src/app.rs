@@ -189,8 +189,12 @@ pub fn execute(args: &Args) -> Result<Report, String> {
     // times, the remote server's CPU counter, and Gavel's histograms, in that order, so the
     // fetches' own cost falls in the window's CPU the least. Read on this helper thread, never on
     // a generator core. The same again after the run; the differences cover the measured window.
+    // The latency report is read with the spawned server's operator token, which sees the
+    // exchange-wide series (a seller's own report has only its own ping and post series).
+    let report_token = spawned.report_token.clone().or_else(|| cfg.token.clone());
     let before = {
         let (url, token) = (cfg.base_url.clone(), cfg.token.clone());
+        let report_token = report_token.clone();
         let at = args.warmup + std::time::Duration::from_millis(50);
         std::thread::spawn(move || {
             let _ = crossbeam_channel::after(at).recv();
@@ -198,7 +202,8 @@ pub fn execute(args: &Args) -> Result<Report, String> {
             let server_cpu = remote
                 .then(|| crate::cpu::fetch_server_process_us(&url, token.as_deref(), driver).ok())
                 .flatten();
-            let view = (!healthz).then(|| server_view::fetch(&url, token.as_deref(), driver));
+            let view =
+                (!healthz).then(|| server_view::fetch(&url, report_token.as_deref(), driver));
             (cpu, server_cpu, view)
         })
     };
@@ -224,7 +229,7 @@ pub fn execute(args: &Args) -> Result<Report, String> {
         .join()
         .map_err(|_| "the warm-up snapshot thread panicked".to_string())?;
     let server = view_before.map(|before| {
-        let after = server_view::fetch(&cfg.base_url, cfg.token.as_deref(), driver);
+        let after = server_view::fetch(&cfg.base_url, report_token.as_deref(), driver);
         server_view::window(&before?, &after?)
     });
     let cpu = stats.as_ref().ok().map(|s| {

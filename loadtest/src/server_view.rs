@@ -101,6 +101,13 @@ pub fn parse(body: &[u8]) -> Result<Snapshot, String> {
         if !SERIES.contains(&name) {
             continue;
         }
+        // The exchange-wide series (no labels, what an operator's report holds) wins over a
+        // per-seller one of the same name; a seller's report holds only its own `ping_duration`
+        // and `post_duration` (labelled `seller`), which are then the figures there are.
+        let exchange = s["labels"].as_object().is_none_or(|l| l.is_empty());
+        if !exchange && snap.series.contains_key(name) {
+            continue;
+        }
         let hdr = s["since_start"]["hdr"]
             .as_str()
             .ok_or_else(|| format!("series {name} has no since_start.hdr"))?;
@@ -200,6 +207,30 @@ mod tests {
         assert!((o.percentiles_ms.p50 - 0.599).abs() < 0.002, "{o:?}");
         // Buyer series are not read (their malformed hdr above would fail otherwise).
         assert!(view.get("buyer_ping_rtt").is_none());
+    }
+
+    /// An operator's report holds the exchange-wide `ping_duration` and every seller's own: the
+    /// exchange-wide one is read, whatever the order; a seller's report has only its own.
+    #[test]
+    fn exchange_wide_series_win_over_per_seller_ones() {
+        let seller = json!({"seller": "s1", "tenant": "sandbox"});
+        let ping = |labels: &Value, values: &[u64]| {
+            json!({"name": "ping_duration", "labels": labels,
+                   "since_start": {"hdr": encoded(values)}, "last_60s": {}})
+        };
+        for series in [
+            vec![ping(&json!({}), &[1, 2, 3]), ping(&seller, &[9])],
+            vec![ping(&seller, &[9]), ping(&json!({}), &[1, 2, 3])],
+        ] {
+            let body = json!({"unit": "us", "series": series}).to_string();
+            let snap = parse(body.as_bytes()).unwrap();
+            assert_eq!(snap.series["ping_duration"].len(), 3);
+        }
+        let body = json!({"unit": "us", "series": [ping(&seller, &[9])]}).to_string();
+        assert_eq!(
+            parse(body.as_bytes()).unwrap().series["ping_duration"].len(),
+            1
+        );
     }
 
     #[test]

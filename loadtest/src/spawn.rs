@@ -52,6 +52,9 @@ pub struct Spawned {
     pub base_url: Option<String>,
     /// The generated token (scopes ping, post, reports, admin) when a server was spawned.
     pub token: Option<String>,
+    /// A generated operator token (scope reports) for the spawned server's latency report: a
+    /// seller's report holds only its own two series, the operator's the exchange-wide ones.
+    pub report_token: Option<String>,
     /// The webhook receiver, with `--webhooks`.
     pub sink: Option<Sink>,
     store_dir: Option<PathBuf>,
@@ -89,6 +92,7 @@ pub fn start(cfg: &SpawnConfig) -> Result<Spawned, String> {
         server: None,
         base_url: None,
         token: None,
+        report_token: None,
         sink: None,
         store_dir: None,
     };
@@ -133,11 +137,12 @@ pub fn start(cfg: &SpawnConfig) -> Result<Spawned, String> {
     spawned.buyers_url = Some(fleet_url.clone());
     if cfg.server {
         let token = generate_token();
+        let report_token = generate_token();
         let dir = std::env::temp_dir().join(format!("gavel-load-{:x}", unique()));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         spawned.store_dir = Some(dir.clone());
-        let mut config = server_config(cfg, &fleet_url, &token, &dir.join("db"))?;
+        let mut config = server_config(cfg, &fleet_url, &token, &report_token, &dir.join("db"))?;
         if cfg.webhooks {
             let sink = Sink::start()?;
             config.webhooks.push(gavel::config::WebhookConfig {
@@ -157,6 +162,7 @@ pub fn start(cfg: &SpawnConfig) -> Result<Spawned, String> {
         spawned.base_url = Some(format!("http://{}", server.addr));
         spawned.server = Some(server);
         spawned.token = Some(token);
+        spawned.report_token = Some(report_token);
     }
     Ok(spawned)
 }
@@ -248,11 +254,13 @@ fn start_buyers_process(
 }
 
 /// The spawned server's config: loopback, `server_cores` unpinned cores (the generator and the
-/// buyers share the machine), one sandbox token, every spawned buyer.
+/// buyers share the machine), one sandbox seller token, one sandbox operator token for reports,
+/// every spawned buyer.
 pub fn server_config(
     cfg: &SpawnConfig,
     fleet_url: &str,
     token: &str,
+    report_token: &str,
     store: &std::path::Path,
 ) -> Result<Config, String> {
     let hi = cfg.buyer_latency_ms.1;
@@ -295,12 +303,20 @@ client = "gavel-load"
 tenant = "sandbox"
 sha256 = "{hash}"
 scopes = ["ping", "post", "reports", "admin"]
+
+[[tokens]]
+client = "gavel-load-reports"
+tenant = "sandbox"
+sha256 = "{report_hash}"
+scopes = ["reports"]
+operator = true
 "#,
         cores = cfg.server_cores.max(1),
         window = (hi + 1000).clamp(2000, gavel::config::MAX_WINDOW_MS),
         store = store.display().to_string().replace('\\', "\\\\"),
         durable = cfg.durable,
         hash = gavel::auth::sha256_hex(token),
+        report_hash = gavel::auth::sha256_hex(report_token),
     );
     let mut config = Config::parse("gavel-load", &text).map_err(|e| e.to_string())?;
     config.server.driver = cfg.server_driver;

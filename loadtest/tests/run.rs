@@ -73,14 +73,29 @@ fn ping_post_counts_match_the_servers_counters() {
         intervals: true,
     };
     let driver = gavel_load::app::generator_driver();
-    let view = |d| gavel_load::server_view::fetch(&cfg.base_url, cfg.token.as_deref(), d);
+    // The operator's report holds the exchange-wide series; the seller's only its own.
+    let report_token = spawned.report_token.clone();
+    let view = |d| gavel_load::server_view::fetch(&cfg.base_url, report_token.as_deref(), d);
     let before = view(driver).expect("latency report before the run");
     let stats = gavel_load::run::run(&cfg, driver).expect("run");
     let (status, metrics) = blocking_get(server, "/metrics").expect("GET /metrics");
     assert_eq!(status, 200);
     let after = view(driver).expect("latency report after the run");
     let window = gavel_load::server_view::window(&before, &after).expect("window");
+    let own = gavel_load::server_view::fetch(&cfg.base_url, cfg.token.as_deref(), driver)
+        .expect("the seller's own latency report");
     spawned.stop();
+    let mine: Vec<&str> = own.series.keys().map(String::as_str).collect();
+    assert_eq!(
+        mine,
+        ["ping_duration", "post_duration"],
+        "a seller sees its own series only"
+    );
+    assert_eq!(
+        own.series["ping_duration"].len(),
+        after.series["ping_duration"].len(),
+        "the only seller's pings are all the exchange's"
+    );
 
     let m = &stats.measured;
     let w = &stats.warmup;
