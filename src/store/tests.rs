@@ -1421,25 +1421,8 @@ fn delivery_states_keep_their_record_words() {
 /// through the expiry thread's `created_ms`: an auction's seller is then its client.
 #[test]
 fn layout_1_auctions_and_leads_read_back_with_a_seller() {
-    use super::legacy::{AuctionRecordV1, LeadRecordV1};
     let a = auction("auc_old", 7);
-    let v1 = AuctionRecordV1 {
-        id: a.id.clone(),
-        tenant: a.tenant.clone(),
-        client: a.client.clone(),
-        ping_json: a.ping_json.clone(),
-        created_ms: a.created_ms,
-        deadline_ms: a.deadline_ms,
-        closed_ms: a.closed_ms,
-        status: a.status.clone(),
-        reject_reason: a.reject_reason.clone(),
-        outcomes: a.outcomes.clone(),
-        ranked: a.ranked.clone(),
-        payout_cents: a.payout_cents,
-        token_valid_until_ms: a.token_valid_until_ms,
-        post: a.post.clone(),
-        post_attempts: a.post_attempts.clone(),
-    };
+    let v1 = v1_auction(&a);
     let mut bytes = vec![1u8];
     bytes.extend_from_slice(&rkyv::to_bytes::<rkyv::rancor::Error>(&v1).unwrap());
     let back = records::decode::<AuctionRecord>(b"k", &bytes).expect("layout 1 decodes");
@@ -1451,15 +1434,7 @@ fn layout_1_auctions_and_leads_read_back_with_a_seller() {
     );
 
     let l = lead("ld_old", "auc_old", 9);
-    let v1 = LeadRecordV1 {
-        lead_uuid: l.lead_uuid.clone(),
-        auction_id: l.auction_id.clone(),
-        tenant: l.tenant.clone(),
-        buyer_id: l.buyer_id.clone(),
-        buyer_lead_id: l.buyer_lead_id.clone(),
-        created_ms: l.created_ms,
-        history: l.history.clone(),
-    };
+    let v1 = v1_lead(&l);
     let mut bytes = vec![1u8];
     bytes.extend_from_slice(&rkyv::to_bytes::<rkyv::rancor::Error>(&v1).unwrap());
     let back = records::decode::<LeadRecord>(b"k", &bytes).expect("layout 1 decodes");
