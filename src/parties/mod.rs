@@ -194,15 +194,6 @@ impl Sellers {
         self.by_tenant.get(&tenant)?.get(id)
     }
 
-    /// Adds the implicit seller `id` of `tenant` unless it exists (an OAuth client that names
-    /// no party, loaded from the store).
-    pub fn with_implicit(mut self, tenant: Tenant, id: &str, l: &LimitsConfig) -> Sellers {
-        if self.get(tenant, id).is_none() {
-            self.put(implicit(tenant, id), true, Source::Config, (0, 0), l);
-        }
-        self
-    }
-
     /// Every seller of `tenant`, in id order.
     pub fn of_tenant(&self, tenant: Tenant) -> Vec<&Arc<Seller>> {
         let mut v: Vec<_> = self
