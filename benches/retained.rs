@@ -93,6 +93,7 @@ fn auction(n: usize, sold: bool) -> Auction {
                 latency_us: 20_000,
                 arrival: b as u32,
                 direct_post: false,
+                failure: None,
             }
         })
         .collect();
@@ -117,6 +118,7 @@ fn auction(n: usize, sold: bool) -> Auction {
         a.post = PostState::Done {
             key: format!("post_{id}"),
             reply,
+            outcome: gavel::auction::PostOutcome::Sold,
         };
         a.post_attempts = vec![PostAttempt {
             buyer_id: "buyer-3".into(),

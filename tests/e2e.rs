@@ -42,6 +42,7 @@ both_drivers!(
     post_retries_a_failing_buyer,
     seller_expires_at_shortens_the_window,
     unconfirmed_post_resumes_with_the_same_buyer,
+    unreadable_post_answer_goes_to_nobody_else,
     idempotent_replay_and_key_reuse,
     concurrent_same_key_runs_once,
     records_and_replays_survive_restart,
@@ -843,6 +844,47 @@ fn unconfirmed_post_resumes_with_the_same_buyer(driver: Driver) {
         p.json["buyer_lead_id"].as_str(),
         ids.iter().next().map(|s| s.as_str())
     );
+}
+
+fn unreadable_post_answer_goes_to_nobody_else(driver: Driver) {
+    // The winner takes the lead and answers 200 with a body that is not JSON: it may hold the
+    // lead, so the second bidder must never receive it, and the seller hears it is unconfirmed.
+    let mut garbled = fixed("garbled", 30.0);
+    garbled.post_fail_first = 1;
+    garbled.post_fail_mode = PostFailMode::Garbage;
+    let env = Env::start(driver, vec![garbled, fixed("other", 20.0)], |_, _| {});
+    let (id, token, _) = won(&env, &ping_body());
+    let body = post_body(&id, &token).to_string();
+    let p = env.post("/v1/post", Some(TOKEN), &body);
+    assert_eq!(p.status, 202, "{}", p.text);
+    assert_eq!(p.json["status"], "unconfirmed", "{}", p.text);
+    assert_eq!(p.json["auction_id"], id.as_str());
+    assert!(p.json["buyer_lead_id"].is_null(), "{}", p.text);
+    let d = env.fleet.log().deliveries();
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].buyer_id, "garbled");
+    // The record says which buyer answered what.
+    let rec = env.get(&format!("/v1/auctions/{id}"), Some(OPERATOR));
+    let attempts = rec.json["post"]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{}", rec.text);
+    assert_eq!(attempts[0]["result"], "unconfirmed", "{}", rec.text);
+    assert_eq!(attempts[0]["http_status"], 200);
+    // The answer is final: a retry with the same key replays it, and the second bidder still
+    // never sees the lead.
+    let again = env.post("/v1/post", Some(TOKEN), &body);
+    assert_eq!((again.status, again.text.as_str()), (202, p.text.as_str()));
+    assert_eq!(env.fleet.log().deliveries().len(), 1);
+    // The operator's alert reads this counter.
+    let metrics = env.scrape();
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("gavel_buyer_post_attempts_total{")
+                && l.contains("buyer=\"garbled\"")
+                && l.contains("result=\"unconfirmed\"")
+        })
+        .unwrap_or_else(|| panic!("no unconfirmed series in\n{metrics}"));
+    assert!(line.ends_with(" 1"), "{line}");
 }
 
 fn idempotent_replay_and_key_reuse(driver: Driver) {

@@ -508,7 +508,12 @@ fn idempotency_codes_and_headers_are_declared() {
             }
         }
     }
-    for (path, status) in [("/v1/ping", 200), ("/v1/post", 200), ("/v1/post", 201)] {
+    for (path, status) in [
+        ("/v1/ping", 200),
+        ("/v1/post", 200),
+        ("/v1/post", 201),
+        ("/v1/post", 202),
+    ] {
         let resp = response(&spec, operation(&spec, "post", path), status).unwrap();
         if !declares_replayed(resp) {
             problems.push(format!(
@@ -525,7 +530,16 @@ fn idempotency_codes_and_headers_are_declared() {
         .as_sequence()
         .map(|s| s.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    if states != ["none", "in_flight", "unresolved", "sold", "unsold"] {
+    if states
+        != [
+            "none",
+            "in_flight",
+            "unresolved",
+            "sold",
+            "unsold",
+            "unconfirmed",
+        ]
+    {
         problems.push(format!("PostSummary.status is {states:?}"));
     }
     if !schema_properties(&spec, "PostSummary").contains("lead_uuid") {

@@ -185,7 +185,7 @@ pub(super) fn answer(closed: &Closed, currency: &str) -> Reply {
     let out = PingOut {
         auction_id: &closed.auction_id,
         status: if bid.is_some() { "won" } else { "no_bid" },
-        reject_reason: reject.map(|r| r.code()),
+        reject_reason: reject.map(|r| r.as_str()),
         reject_detail: reject.map(|r| r.detail()),
         bid,
         buyers_pinged: closed.buyers_pinged,

@@ -4,7 +4,11 @@
 //! Rules (CONTRACT §5.2):
 //! - every call carries `Idempotency-Key: post_<auction_id>`, so a repeated call is harmless to a
 //!   buyer that implements the contract;
-//! - 2xx with a `lead_id` is a sale; 4xx (or 2xx without `lead_id`) is a refusal, never retried;
+//! - 2xx with a `lead_id` is a sale; 4xx, or a 2xx that says no (`reject_reason`, or
+//!   `"accepted": false`, or the buyer format's own refusal), is a refusal, never retried;
+//! - a 2xx Gavel cannot read as either (malformed body, no lead id) is `unconfirmed`: the buyer
+//!   may have taken the lead, so delivery stops there ([`Delivery::Unconfirmed`]) and the lead goes
+//!   to nobody else;
 //! - 5xx, 429 (honouring `Retry-After` when it fits the budget), connect errors and timeouts are
 //!   retried with exponential backoff;
 //! - Gavel falls back to the next buyer only when the current one certainly did not take the lead
@@ -53,40 +57,16 @@ pub enum Delivery {
     Unresolved {
         slot: usize,
     },
+    /// `slot`'s buyer answered 2xx without a sale or a refusal Gavel could read: it may hold the
+    /// lead, so nobody else gets it. Final, like a sale, but without a buyer's lead id.
+    Unconfirmed {
+        slot: usize,
+    },
     /// `before_buyer` refused (the intent to deliver could not be recorded): nobody was called.
     Aborted,
 }
 
-/// Why a post ended unsold; the seller sees [`UnsoldReason::code`] as the answer's
-/// `reject_reason` (CONTRACT §5.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnsoldReason {
-    /// At least one buyer refused the lead, and nobody took it.
-    BuyerRejected,
-    /// No buyer could be reached (or answered usefully) within the post budget.
-    BuyerUnavailable,
-}
-
-impl UnsoldReason {
-    pub fn code(self) -> &'static str {
-        match self {
-            UnsoldReason::BuyerRejected => "buyer_rejected",
-            UnsoldReason::BuyerUnavailable => "buyer_unavailable",
-        }
-    }
-
-    /// The answer's `reject_detail`.
-    pub fn detail(self) -> &'static str {
-        match self {
-            UnsoldReason::BuyerRejected => "Every bidder refused the lead.",
-            UnsoldReason::BuyerUnavailable => "No bidder could be reached within the post budget.",
-        }
-    }
-
-    /// Every reason, in declaration order.
-    pub const ALL: [UnsoldReason; 2] =
-        [UnsoldReason::BuyerRejected, UnsoldReason::BuyerUnavailable];
-}
+pub use crate::types::words::UnsoldReason;
 
 /// What one post delivers, and to whom (in fallback order).
 #[derive(Debug, Clone, Copy)]
@@ -111,14 +91,23 @@ struct BuyerPost<'a> {
     lead: &'a Lead,
 }
 
+/// A contract post answer: a sale names its `lead_id`; a refusal in a 2xx says so with a
+/// `reject_reason` or `"accepted": false`.
 #[derive(Deserialize)]
 struct BuyerPostAnswer {
     lead_id: Option<String>,
+    reject_reason: Option<String>,
+    accepted: Option<bool>,
 }
 
 enum Try {
     Accepted(String),
     Refused,
+    /// A 2xx that is neither a readable sale nor a readable refusal: the buyer may hold the lead.
+    Unconfirmed,
+    /// The buyer could not be reached, and calling again would fail the same way (an address the
+    /// egress rule refuses, a failed TLS handshake): on to the next buyer without retrying.
+    Unreachable,
     /// Failed in a way that proves the buyer did not take the lead; retry may help.
     RetryableClean(Option<Duration>),
     /// Failed in a way that leaves open whether the buyer took it; retry may help.
@@ -139,12 +128,15 @@ fn judge(status: StatusCode, headers: &http::HeaderMap, body: &[u8]) -> Try {
     if status.is_success() {
         let mut buf = body.to_vec();
         return match simd_json::serde::from_slice::<BuyerPostAnswer>(&mut buf) {
-            Ok(BuyerPostAnswer { lead_id: Some(id) })
-                if !id.is_empty() && id.len() <= MAX_BUYER_LEAD_ID_LEN =>
-            {
-                Try::Accepted(id)
-            }
-            _ => Try::Refused,
+            Ok(BuyerPostAnswer {
+                lead_id: Some(id), ..
+            }) if usable_lead_id(&id) => Try::Accepted(id),
+            Ok(BuyerPostAnswer {
+                lead_id: None,
+                reject_reason,
+                accepted,
+            }) if reject_reason.is_some() || accepted == Some(false) => Try::Refused,
+            _ => Try::Unconfirmed,
         };
     }
     if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
@@ -158,13 +150,18 @@ fn judge(status: StatusCode, headers: &http::HeaderMap, body: &[u8]) -> Try {
 fn formatted(reader: &format::Reader, lead: &Lead, body: &[u8]) -> Try {
     match reader.post(body) {
         format::PostVerdict::Accepted { lead_id: None } => Try::Accepted(lead.lead_uuid.clone()),
-        format::PostVerdict::Accepted { lead_id: Some(id) }
-            if !id.is_empty() && id.len() <= MAX_BUYER_LEAD_ID_LEN =>
-        {
+        format::PostVerdict::Accepted { lead_id: Some(id) } if usable_lead_id(&id) => {
             Try::Accepted(id)
         }
-        _ => Try::Refused,
+        format::PostVerdict::Refused => Try::Refused,
+        format::PostVerdict::Accepted { .. } | format::PostVerdict::Unconfirmed => Try::Unconfirmed,
     }
+}
+
+/// Whether a buyer's lead id can be kept and shown: not empty, at most
+/// [`MAX_BUYER_LEAD_ID_LEN`] bytes.
+fn usable_lead_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_BUYER_LEAD_ID_LEN
 }
 
 /// Delivers `lead` to the candidates in order, starting at `candidates[0]`. Attempts are appended
@@ -250,9 +247,13 @@ pub async fn deliver(
             let latency_us = t0.elapsed().as_micros() as u64;
             let (outcome, result, http_status) = match res {
                 Err(_) => (Try::RetryableUnclear, AttemptResult::Timeout, None),
-                // The request never left Gavel: another attempt (or buyer) is safe.
-                Ok(Err(e)) if e.never_sent() => {
+                // The request never left Gavel: another attempt (or buyer) is safe, and
+                // worth making only when the failure may pass.
+                Ok(Err(e)) if e.never_sent() && e.retryable() => {
                     (Try::RetryableClean(None), AttemptResult::ConnectError, None)
+                }
+                Ok(Err(e)) if e.never_sent() => {
+                    (Try::Unreachable, AttemptResult::ConnectError, None)
                 }
                 Ok(Err(_)) => (Try::RetryableUnclear, AttemptResult::Error, None),
                 Ok(Ok(a)) => {
@@ -263,6 +264,7 @@ pub async fn deliver(
                     let r = match t {
                         Try::Accepted(_) => AttemptResult::Accepted,
                         Try::Refused => AttemptResult::Rejected,
+                        Try::Unconfirmed => AttemptResult::Unconfirmed,
                         _ => AttemptResult::Error,
                     };
                     (t, r, Some(a.status.as_u16()))
@@ -288,6 +290,10 @@ pub async fn deliver(
                     any_refusal = true;
                     break;
                 }
+                // The buyer may hold the lead: nobody else may get it, and asking again could not
+                // make the answer readable.
+                Try::Unconfirmed => return Delivery::Unconfirmed { slot: c.slot },
+                Try::Unreachable => break,
                 Try::RetryableClean(after) => after.unwrap_or(backoff),
                 Try::RetryableUnclear => {
                     unclear = true;

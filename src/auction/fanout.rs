@@ -276,19 +276,6 @@ pub async fn ping_buyers(
     out
 }
 
-/// The `kind` of `gavel_buyer_call_errors_total` for an outcome's `reject_reason` when the ping
-/// never reached the buyer (TLS handshake, name resolution, connect, an address the egress rule
-/// refuses); `None` otherwise.
-pub fn unreached_kind(reject_reason: &str) -> Option<&'static str> {
-    match reject_reason {
-        "tls_error" => Some("tls"),
-        "dns_error" | "dns_timeout" => Some("dns"),
-        "connect_failed" => Some("connect"),
-        "egress_refused" => Some("egress"),
-        _ => None,
-    }
-}
-
 /// What a pinged buyer's call came to: its bid, its refusal, or why it gave neither. `base` is
 /// the buyer's outcome with its timing filled in.
 fn answered(
@@ -316,6 +303,7 @@ fn answered(
                 }
                 .into(),
             ),
+            failure: e.failure(),
             // The host is the buyer's configured one, so saying why it did not resolve (or why
             // its handshake failed) reveals nothing about the lead.
             reject_detail: match &e {

@@ -19,57 +19,11 @@ use crate::config::Tenant;
 use crate::http::Reply;
 use crate::limits::UnpostedSlot;
 use crate::model::{Cents, Ping};
-
-/// How one buyer fared in one auction (CONTRACT §4.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutcomeKind {
-    Bid,
-    NoBid,
-    Timeout,
-    Error,
-    Filtered,
-    RateLimited,
-    Capped,
-}
-
-impl OutcomeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutcomeKind::Bid => "bid",
-            OutcomeKind::NoBid => "no_bid",
-            OutcomeKind::Timeout => "timeout",
-            OutcomeKind::Error => "error",
-            OutcomeKind::Filtered => "filtered",
-            OutcomeKind::RateLimited => "rate_limited",
-            OutcomeKind::Capped => "capped",
-        }
-    }
-
-    /// Every kind, in declaration order (for tests and label lists).
-    pub const ALL: [OutcomeKind; 7] = [
-        OutcomeKind::Bid,
-        OutcomeKind::NoBid,
-        OutcomeKind::Timeout,
-        OutcomeKind::Error,
-        OutcomeKind::Filtered,
-        OutcomeKind::RateLimited,
-        OutcomeKind::Capped,
-    ];
-
-    /// The kind a stored record names; `None` for a word this code does not know.
-    pub fn parse(s: &str) -> Option<OutcomeKind> {
-        OutcomeKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
-    /// Whether the buyer was actually called (as opposed to skipped by a filter, the cap on
-    /// buyers per auction, or its rate limit).
-    pub fn was_pinged(self) -> bool {
-        matches!(
-            self,
-            OutcomeKind::Bid | OutcomeKind::NoBid | OutcomeKind::Error | OutcomeKind::Timeout
-        )
-    }
-}
+/// The words of outcomes, reasons and attempt results live in [`crate::types::words`]; the
+/// auction names them from there.
+pub use crate::types::words::{
+    AttemptResult, CallFailure, NoBidReason, OutcomeKind, PostOutcome, UnsoldReason,
+};
 
 /// One buyer's outcome, kept for the auction record.
 #[derive(Debug, Clone)]
@@ -92,6 +46,8 @@ pub struct BuyerOutcome {
     pub arrival: u32,
     /// A direct-post buyer's fixed-price bid: the buyer was not pinged.
     pub direct_post: bool,
+    /// Why the call never reached the buyer, when it did not (counted per buyer; not stored).
+    pub failure: Option<CallFailure>,
 }
 
 impl BuyerOutcome {
@@ -110,47 +66,11 @@ impl BuyerOutcome {
             latency_us: 0,
             arrival: u32::MAX,
             direct_post: false,
+            failure: None,
         }
     }
 }
 
-/// Why an auction ended without a winner (CONTRACT §4.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoBidReason {
-    NoEligibleBuyers,
-    NoBids,
-    BelowFloor,
-}
-
-impl NoBidReason {
-    pub fn code(self) -> &'static str {
-        match self {
-            NoBidReason::NoEligibleBuyers => "no_eligible_buyers",
-            NoBidReason::NoBids => "no_bids",
-            NoBidReason::BelowFloor => "below_floor",
-        }
-    }
-
-    /// Every reason, in declaration order.
-    pub const ALL: [NoBidReason; 3] = [
-        NoBidReason::NoEligibleBuyers,
-        NoBidReason::NoBids,
-        NoBidReason::BelowFloor,
-    ];
-
-    /// The reason a stored record names; `None` for a code this code does not know.
-    pub fn parse(s: &str) -> Option<NoBidReason> {
-        NoBidReason::ALL.into_iter().find(|r| r.code() == s)
-    }
-
-    pub fn detail(self) -> &'static str {
-        match self {
-            NoBidReason::NoEligibleBuyers => "No buyer's filters accept this lead.",
-            NoBidReason::NoBids => "No buyer placed a valid bid before the deadline.",
-            NoBidReason::BelowFloor => "Every bid was below the floor price.",
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub enum Status {
@@ -168,47 +88,6 @@ pub enum Status {
 /// Registry index of a buyer that is no longer configured (from a stored record).
 pub const NO_BUYER: usize = usize::MAX;
 
-/// How one attempt to deliver a post to a buyer ended. The record and the auction API carry it as
-/// [`AttemptResult::as_str`]; only delivery decides on it, so in memory it is this enum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptResult {
-    /// The buyer took the lead (2xx with a `lead_id`).
-    Accepted,
-    /// The buyer refused it (4xx, or 2xx without a `lead_id`).
-    Rejected,
-    /// The buyer answered 5xx or 429, or the call broke mid-answer.
-    Error,
-    /// The call ran out of time.
-    Timeout,
-    /// The buyer could not be reached (connect, name resolution or TLS handshake failed).
-    ConnectError,
-}
-
-impl AttemptResult {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptResult::Accepted => "accepted",
-            AttemptResult::Rejected => "rejected",
-            AttemptResult::Error => "error",
-            AttemptResult::Timeout => "timeout",
-            AttemptResult::ConnectError => "connect_error",
-        }
-    }
-
-    /// Every result, in declaration order.
-    pub const ALL: [AttemptResult; 5] = [
-        AttemptResult::Accepted,
-        AttemptResult::Rejected,
-        AttemptResult::Error,
-        AttemptResult::Timeout,
-        AttemptResult::ConnectError,
-    ];
-
-    /// The result a stored record names; `None` for a word this code does not know.
-    pub fn parse(s: &str) -> Option<AttemptResult> {
-        AttemptResult::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-}
 
 /// One attempt to deliver a post to a buyer.
 #[derive(Debug, Clone)]
@@ -239,6 +118,7 @@ pub enum PostState {
     Done {
         key: String,
         reply: Reply,
+        outcome: PostOutcome,
     },
 }
 
@@ -437,73 +317,7 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::deliver::UnsoldReason;
     use super::*;
-
-    // The words below are what auction records, the auction API and metric labels carry; a
-    // change here would change records on disk and the wire, so each is spelled out.
-
-    #[test]
-    fn outcome_kinds_keep_their_record_words() {
-        let words: Vec<_> = OutcomeKind::ALL.iter().map(|k| k.as_str()).collect();
-        assert_eq!(
-            words,
-            [
-                "bid",
-                "no_bid",
-                "timeout",
-                "error",
-                "filtered",
-                "rate_limited",
-                "capped"
-            ]
-        );
-        for k in OutcomeKind::ALL {
-            assert_eq!(OutcomeKind::parse(k.as_str()), Some(k));
-        }
-        assert_eq!(OutcomeKind::parse("Bid"), None);
-        // The metric's label list is its own copy (metrics sit below auctions); the two agree,
-        // in the same order.
-        assert_eq!(crate::metrics::BUYER_OUTCOMES, words.as_slice());
-    }
-
-    #[test]
-    fn no_bid_reasons_keep_their_codes() {
-        let codes: Vec<_> = NoBidReason::ALL.iter().map(|r| r.code()).collect();
-        assert_eq!(codes, ["no_eligible_buyers", "no_bids", "below_floor"]);
-        for r in NoBidReason::ALL {
-            assert_eq!(NoBidReason::parse(r.code()), Some(r));
-        }
-        assert_eq!(NoBidReason::parse(""), None);
-        assert_eq!(crate::metrics::NO_BID_REASONS, codes.as_slice());
-    }
-
-    #[test]
-    fn attempt_results_keep_their_record_words() {
-        let words: Vec<_> = AttemptResult::ALL.iter().map(|r| r.as_str()).collect();
-        assert_eq!(
-            words,
-            ["accepted", "rejected", "error", "timeout", "connect_error"]
-        );
-        for r in AttemptResult::ALL {
-            assert_eq!(AttemptResult::parse(r.as_str()), Some(r));
-        }
-        assert_eq!(AttemptResult::parse("failed"), None);
-    }
-
-    #[test]
-    fn unsold_reasons_keep_their_wire_codes() {
-        let codes: Vec<_> = UnsoldReason::ALL.iter().map(|r| r.code()).collect();
-        assert_eq!(codes, ["buyer_rejected", "buyer_unavailable"]);
-        assert_eq!(
-            UnsoldReason::BuyerRejected.detail(),
-            "Every bidder refused the lead."
-        );
-        assert_eq!(
-            UnsoldReason::BuyerUnavailable.detail(),
-            "No bidder could be reached within the post budget."
-        );
-    }
 
     fn in_flight(key: &str, slot: Option<usize>) -> PostState {
         PostState::InFlight {
@@ -523,6 +337,7 @@ mod tests {
         PostState::Done {
             key: key.into(),
             reply: Reply::text(http::StatusCode::OK, "text/plain", ""),
+            outcome: PostOutcome::Unsold,
         }
     }
 

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::{
-    AttemptResult, Auction, BuyerOutcome, NoBidReason, OutcomeKind, PostAttempt, PostState, Status,
+    AttemptResult, Auction, BuyerOutcome, NoBidReason, OutcomeKind, PostAttempt, PostOutcome, PostState,
+    Status,
     NO_BUYER,
 };
 use crate::buyers::Registry;
@@ -52,7 +53,7 @@ pub fn reply_from_parts(status: u16, headers: &[(String, String)], body: &[u8]) 
 pub fn to_record(a: &Auction) -> AuctionRecord {
     let (status, reject_reason, ranked, payout, token_until) = match &a.status {
         Status::Open => ("open", None, Vec::new(), None, None),
-        Status::NoBid(r) => ("no_bid", Some(r.code().to_string()), Vec::new(), None, None),
+        Status::NoBid(r) => ("no_bid", Some(r.as_str().to_string()), Vec::new(), None, None),
         Status::Won {
             ranked,
             payout_cents,
@@ -87,8 +88,12 @@ pub fn to_record(a: &Auction) -> AuctionRecord {
             post.key = Some(key.clone());
             post.slot = Some(*slot as u32);
         }
-        PostState::Done { key, reply } => {
-            post.state = if a.sold.is_some() { "sold" } else { "unsold" }.into();
+        PostState::Done {
+            key,
+            reply,
+            outcome,
+        } => {
+            post.state = outcome.as_str().into();
             post.key = Some(key.clone());
             post.reply_status = Some(reply.status.as_u16());
             post.reply_headers = headers_to_strings(reply);
@@ -184,6 +189,8 @@ pub fn from_record(
                 reject_detail: o.reject_detail,
                 latency_us: o.latency_us,
                 arrival: o.arrival,
+                // Only counted as the auction closes; a record read back counts nothing again.
+                failure: None,
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -223,15 +230,18 @@ pub fn from_record(
             // The intent was recorded before a buyer was chosen: nobody was called.
             _ => PostState::None,
         },
-        "sold" | "unsold" => PostState::Done {
-            key: key()?,
-            reply: reply_from_parts(
-                p.reply_status.ok_or("final post without a reply")?,
-                &p.reply_headers,
-                &p.reply_body,
-            ),
+        s => match PostOutcome::parse(s) {
+            Some(outcome) => PostState::Done {
+                key: key()?,
+                reply: reply_from_parts(
+                    p.reply_status.ok_or("final post without a reply")?,
+                    &p.reply_headers,
+                    &p.reply_body,
+                ),
+                outcome,
+            },
+            None => return Err(format!("unknown post state {s:?}")),
         },
-        s => return Err(format!("unknown post state {s:?}")),
     };
     let post_attempts = r
         .post_attempts
@@ -327,7 +337,7 @@ mod tests {
     #[test]
     fn enums_are_stored_as_their_words_and_read_back() {
         let r = to_record(&auction());
-        // The words themselves are pinned by `outcome_kinds_keep_their_record_words`.
+        // The words themselves are pinned by `types::words::tests::words_are_the_contracts`.
         let kinds: Vec<_> = r.outcomes.iter().map(|o| o.kind.as_str()).collect();
         let words: Vec<_> = OutcomeKind::ALL.iter().map(|k| k.as_str()).collect();
         assert_eq!(kinds, words);
@@ -339,7 +349,14 @@ mod tests {
         let results: Vec<_> = r.post_attempts.iter().map(|p| p.result.as_str()).collect();
         assert_eq!(
             results,
-            ["accepted", "rejected", "error", "timeout", "connect_error"]
+            [
+                "accepted",
+                "rejected",
+                "error",
+                "timeout",
+                "connect_error",
+                "unconfirmed"
+            ]
         );
 
         let back = from_record(r, &Arc::new(Registry::default()), 9).unwrap();

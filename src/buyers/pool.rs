@@ -32,6 +32,7 @@ use hyper::client::conn::http1::SendRequest;
 
 use super::tls::{self, SettingError, TargetTls};
 use crate::config::{BuyerConfig, BuyerTlsConfig, ConfigError};
+use crate::types::words::CallFailure;
 
 /// Idle connections kept per buyer origin per core; more are closed when returned.
 pub const MAX_IDLE_PER_ORIGIN: usize = 256;
@@ -198,10 +199,10 @@ pub struct PoolKey {
 pub enum CallError {
     /// The TCP connection could not be made: the request never left Gavel.
     #[error("connect failed: {0}")]
-    Connect(std::io::Error),
+    Connect(#[source] std::io::Error),
     /// The host name gave no address: the request never left Gavel.
     #[error("name resolution failed: {0}")]
-    Resolve(super::resolve::ResolveError),
+    Resolve(#[source] super::resolve::ResolveError),
     /// An address of the host is one the egress rule refuses (loopback, private, Gavel's own
     /// listener, …): nothing was connected, so the request never left Gavel.
     #[error("egress refused: {0}")]
@@ -212,10 +213,10 @@ pub enum CallError {
     /// which in practice is a TLS 1.3 server refusing the client certificate after the
     /// client's half of the handshake finished.
     #[error("TLS handshake failed: {0}")]
-    Tls(std::io::Error),
+    Tls(#[source] std::io::Error),
     /// The request was written (or may have been) but no complete answer came back.
     #[error("http error: {0}")]
-    Http(hyper::Error),
+    Http(#[source] hyper::Error),
     #[error("response larger than {0} bytes")]
     TooLarge(usize),
 }
@@ -241,6 +242,28 @@ impl CallError {
                 | CallError::Egress(_)
                 | CallError::Tls(_)
         )
+    }
+
+    /// Why the call never reached the buyer, for `gavel_buyer_call_errors_total`; `None` when it
+    /// reached it (or may have).
+    pub fn failure(&self) -> Option<CallFailure> {
+        match self {
+            CallError::Connect(_) => Some(CallFailure::Connect),
+            CallError::Resolve(_) => Some(CallFailure::Dns),
+            CallError::Egress(_) => Some(CallFailure::Egress),
+            CallError::Tls(_) => Some(CallFailure::Tls),
+            CallError::Http(_) | CallError::TooLarge(_) => None,
+        }
+    }
+
+    /// Whether calling again may succeed: a connection or an answer that failed on the way, or a
+    /// name that did not resolve now. An address the egress rule refuses, a failed handshake and
+    /// an oversized answer fail the same way every time.
+    pub fn retryable(&self) -> bool {
+        match self {
+            CallError::Connect(_) | CallError::Resolve(_) | CallError::Http(_) => true,
+            CallError::Egress(_) | CallError::Tls(_) | CallError::TooLarge(_) => false,
+        }
     }
 }
 

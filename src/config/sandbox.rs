@@ -69,6 +69,9 @@ pub enum PostFailMode {
     /// The buyer takes the lead and never answers that attempt (until the caller gives up or the
     /// fleet stops): Gavel cannot know whether the lead was taken.
     Hang,
+    /// The buyer takes the lead and answers `200` with a body that is not JSON: a 2xx that
+    /// confirms nothing, which Gavel must treat as "may hold the lead".
+    Garbage,
 }
 
 fn default_bid_probability() -> f64 {

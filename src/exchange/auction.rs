@@ -101,12 +101,12 @@ pub async fn run(
         core.metrics.record_buyer_ping(
             client.tenant,
             &o.buyer_id,
-            o.kind.as_str(),
+            o.kind,
             o.kind.was_pinged().then_some(o.latency_us),
         );
-        if let Some(kind) = o.reject_reason.as_deref().and_then(fanout::unreached_kind) {
+        if let Some(why) = o.failure {
             core.metrics
-                .record_buyer_call_error(client.tenant, &o.buyer_id, kind);
+                .record_buyer_call_error(client.tenant, &o.buyer_id, why);
         }
     }
     let any_eligible = !elig.eligible.is_empty();
@@ -285,7 +285,7 @@ fn close(
     // A won auction stays while its bid token may still be posted, then for the retention.
     let (status, result, evict_at) = match award {
         Err(reason) => {
-            core.metrics.record_no_bid(reason.code());
+            core.metrics.record_no_bid(reason);
             (Status::NoBid(reason), Err(reason), closed + retention_ms)
         }
         Ok(w) => {

@@ -105,7 +105,7 @@ fn auction_closed(
     let (status, amount, reject_reason) = match &a.status {
         Status::Open => return Ok(Emitted::default()),
         Status::Won { payout_cents, .. } => ("won", Some(Money(*payout_cents)), None),
-        Status::NoBid(r) => ("no_bid", None, Some(r.code())),
+        Status::NoBid(r) => ("no_bid", None, Some(r.as_str())),
     };
     let data = AuctionClosed {
         auction_id,

@@ -25,7 +25,7 @@ use crate::auction::clearing::seller_payout;
 use crate::auction::deliver::{self, Budget, Candidate, Delivery};
 use crate::auction::record::to_record;
 use crate::auction::token::{Claims, SellerTag};
-use crate::auction::{Auction, PostState, Status, NO_BUYER};
+use crate::auction::{Auction, PostOutcome, PostState, Status, NO_BUYER};
 use crate::auth::Client;
 use crate::config::{Config, RuleConfig};
 use crate::error::FieldError;
@@ -72,6 +72,15 @@ struct UnsoldOut<'a> {
     status: &'static str,
     reject_reason: &'static str,
     reject_detail: &'static str,
+}
+
+/// The answer to a post whose buyer answered 2xx without a sale or a refusal Gavel could read.
+#[derive(Serialize)]
+struct UnconfirmedOut<'a> {
+    auction_id: &'a str,
+    lead_uuid: &'a str,
+    status: &'static str,
+    detail: &'static str,
 }
 
 /// Delivers a post whose bid token is not verified yet: the token must be Gavel's, for this
@@ -155,6 +164,10 @@ pub async fn deliver(
         &mut before_buyer,
     )
     .await;
+    for a in &attempts {
+        core.metrics
+            .record_post_attempt(client.tenant, &a.buyer_id, a.result);
+    }
     let now = core.shared.clock.now_ms();
     let mut batch = Batch::new();
     let Some((state, sold, answer)) =
@@ -281,9 +294,10 @@ impl Run<'_> {
         now: u64,
         batch: &mut Batch,
     ) -> Result<Option<Settled>, ExchangeError> {
-        let done = |reply: &Reply| PostState::Done {
+        let done = |reply: &Reply, outcome| PostState::Done {
             key: self.key.to_string(),
             reply: reply.clone(),
+            outcome,
         };
         Ok(Some(match outcome {
             Delivery::Sold {
@@ -300,14 +314,22 @@ impl Run<'_> {
                 let reply = sold_answer(self.core, post, plan, slot, &buyer_lead_id);
                 batch.put_lead(&self.lead_record(plan, slot, &buyer_lead_id, now))?;
                 (
-                    done(&reply),
+                    done(&reply, PostOutcome::Sold),
                     Some((slot, buyer_lead_id)),
                     Delivered::Answer(reply),
                 )
             }
             Delivery::Unsold { reason } => {
                 let reply = unsold_answer(post, plan, reason);
-                (done(&reply), None, Delivered::Answer(reply))
+                (done(&reply, PostOutcome::Unsold), None, Delivered::Answer(reply))
+            }
+            Delivery::Unconfirmed { .. } => {
+                let reply = unconfirmed_answer(post, plan);
+                (
+                    done(&reply, PostOutcome::Unconfirmed),
+                    None,
+                    Delivered::Answer(reply),
+                )
             }
             Delivery::Unresolved { slot } => (
                 PostState::Unresolved {
@@ -424,7 +446,7 @@ fn sold_answer(core: &Core, post: &Post, plan: &Plan, slot: usize, buyer_lead_id
         &SoldOut {
             auction_id: &post.auction_id,
             lead_uuid: &plan.lead_uuid,
-            status: "sold",
+            status: PostOutcome::Sold.as_str(),
             buyer_lead_id,
             amount: Money(amount),
             currency: &core.shared.config.auction.currency,
@@ -438,9 +460,25 @@ fn unsold_answer(post: &Post, plan: &Plan, reason: deliver::UnsoldReason) -> Rep
         &UnsoldOut {
             auction_id: &post.auction_id,
             lead_uuid: &plan.lead_uuid,
-            status: "unsold",
-            reject_reason: reason.code(),
+            status: PostOutcome::Unsold.as_str(),
+            reject_reason: reason.as_str(),
             reject_detail: reason.detail(),
+        },
+    )
+}
+
+/// `202`: the buyer may hold the lead but confirmed nothing; the seller must not sell it elsewhere
+/// as exclusive, and the operator settles it with the buyer (`gavel_buyer_post_attempts_total`
+/// counts it as `unconfirmed`).
+fn unconfirmed_answer(post: &Post, plan: &Plan) -> Reply {
+    Reply::json(
+        StatusCode::ACCEPTED,
+        &UnconfirmedOut {
+            auction_id: &post.auction_id,
+            lead_uuid: &plan.lead_uuid,
+            status: PostOutcome::Unconfirmed.as_str(),
+            detail: "The buyer answered without a sale or a refusal Gavel could read; it may \
+                     hold the lead, so no other buyer was sent it.",
         },
     )
 }
@@ -590,7 +628,7 @@ enum Resume {
 fn resume_slot(a: &Auction, keyed: &Keyed<'_>) -> Result<Resume, ExchangeError> {
     let same_body = || a.post_fingerprint.is_none_or(|f| f == keyed.fingerprint);
     match &a.post {
-        PostState::Done { key, reply } if key == keyed.key => {
+        PostState::Done { key, reply, .. } if key == keyed.key => {
             if !same_body() {
                 return Err(ExchangeError::KeyReused);
             }

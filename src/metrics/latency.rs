@@ -132,7 +132,7 @@ mod tests {
             a.record_buyer_ping(
                 crate::types::Tenant::Sandbox,
                 "globex",
-                "bid",
+                crate::types::words::OutcomeKind::Bid,
                 Some(2_000 + k * 101),
             );
         }

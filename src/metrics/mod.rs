@@ -66,6 +66,7 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
+use crate::types::words::{AttemptResult, CallFailure, NoBidReason, OutcomeKind, Word};
 use crate::types::Tenant;
 
 /// What names one buyer's series: its tenant and its id (ids are scoped by tenant).
@@ -108,29 +109,6 @@ pub const HIST_SIGFIG: u8 = 3;
 pub const MAX_ENDPOINT_STATUS_KEYS: usize = 256;
 /// Endpoint label under which requests are counted once [`MAX_ENDPOINT_STATUS_KEYS`] is reached.
 pub const OVERFLOW_ENDPOINT: &str = "_other";
-
-/// Buyer ping outcomes, in the order of [`Snapshot::buyer_pings`]' inner arrays. Unknown outcomes
-/// passed to [`CoreMetrics::record_buyer_ping`] are not counted (their RTT still is).
-pub const BUYER_OUTCOMES: [&str; 7] = [
-    "bid",
-    "no_bid",
-    "timeout",
-    "error",
-    "filtered",
-    "rate_limited",
-    "capped",
-];
-/// Why a call could not reach a buyer at all, in the order of [`Snapshot::buyer_call_errors`]'
-/// inner arrays (`kind` of `gavel_buyer_call_errors_total`): TLS handshake, name resolution, TCP
-/// connect, an address the egress rule refuses. Other kinds passed to
-/// [`CoreMetrics::record_buyer_call_error`] are not counted.
-pub const BUYER_CALL_ERROR_KINDS: [&str; 4] = ["tls", "dns", "connect", "egress"];
-/// Reasons an auction ended without a winner, in the order of [`Snapshot::no_bid`]. Unknown reasons
-/// passed to [`CoreMetrics::record_no_bid`] are not counted.
-pub const NO_BID_REASONS: [&str; 3] = ["no_eligible_buyers", "no_bids", "below_floor"];
-
-/// Label values of `gavel_requests_shed_total`, in the order of `runtime::admission::Shed`.
-pub const SHED_REASONS: [&str; 4] = ["loop_lag", "queue_delay", "in_flight", "inbox_full"];
 
 /// Client and seller limits whose 429s are counted (`gavel_rate_limited_total{limit=…}`): a
 /// client's requests per second, a seller's pings per second, running auctions and won-but-unposted
@@ -280,14 +258,15 @@ struct Inner {
     buyer_ids: Vec<BuyerKey>,
     buyer_slots: std::collections::HashMap<Tenant, std::collections::HashMap<String, usize>>,
     buyer_rtt: Vec<Series>,
-    buyer_pings: Vec<[u64; BUYER_OUTCOMES.len()]>,
-    buyer_call_errors: Vec<[u64; BUYER_CALL_ERROR_KINDS.len()]>,
+    buyer_pings: Vec<[u64; OutcomeKind::COUNT]>,
+    buyer_call_errors: Vec<[u64; CallFailure::COUNT]>,
+    buyer_post_attempts: Vec<[u64; AttemptResult::COUNT]>,
     /// Per-seller series, kept like the buyers': a seller's slot is its position in `seller_ids`.
     seller_ids: Vec<SellerKey>,
     seller_slots: std::collections::HashMap<Tenant, std::collections::HashMap<String, usize>>,
     seller_ping: Vec<Series>,
     seller_post: Vec<Series>,
-    no_bid: [u64; NO_BID_REASONS.len()],
+    no_bid: [u64; NoBidReason::COUNT],
     requests: BTreeMap<(&'static str, u16), u64>,
     idempotent_replays: u64,
     rate_limited: [u64; RATE_LIMITS.len()],
@@ -332,11 +311,12 @@ impl CoreMetrics {
                 buyer_rtt: Vec::new(),
                 buyer_pings: Vec::new(),
                 buyer_call_errors: Vec::new(),
+                buyer_post_attempts: Vec::new(),
                 seller_ids: Vec::new(),
                 seller_slots: std::collections::HashMap::new(),
                 seller_ping: Vec::new(),
                 seller_post: Vec::new(),
-                no_bid: [0; NO_BID_REASONS.len()],
+                no_bid: [0; NoBidReason::COUNT],
                 requests: BTreeMap::new(),
                 idempotent_replays: 0,
                 rate_limited: [0; RATE_LIMITS.len()],
@@ -430,15 +410,14 @@ impl CoreMetrics {
         self.record_series(overhead_us, |i| &mut i.engine_overhead);
     }
 
-    /// One buyer ping's outcome (one of [`BUYER_OUTCOMES`]; others are not counted) and, when
-    /// `Some`, its round-trip time in µs, recorded into the RTT histogram of buyer `buyer_id` of
-    /// `tenant`. A buyer seen for the first time gets its series now; past [`MAX_BUYER_SERIES`] it
-    /// is not recorded.
+    /// One buyer ping's outcome and, when `Some`, its round-trip time in µs, recorded into the
+    /// RTT histogram of buyer `buyer_id` of `tenant`. A buyer seen for the first time gets its
+    /// series now; past [`MAX_BUYER_SERIES`] it is not recorded.
     pub fn record_buyer_ping(
         &self,
         tenant: Tenant,
         buyer_id: &str,
-        outcome: &str,
+        outcome: OutcomeKind,
         rtt_us: Option<u64>,
     ) {
         if !self.enabled.get() {
@@ -449,39 +428,46 @@ impl CoreMetrics {
         let Some(buyer) = inner.buyer_slot(tenant, buyer_id) else {
             return;
         };
-        if let Some(o) = BUYER_OUTCOMES.iter().position(|&x| x == outcome) {
-            inner.buyer_pings[buyer][o] += 1;
-        }
+        inner.buyer_pings[buyer][outcome.index()] += 1;
         if let Some(rtt) = rtt_us {
             inner.buyer_rtt[buyer].record(rtt, slot);
         }
     }
 
-    /// One ping that could not reach buyer `buyer_id` of `tenant`, by kind (one of
-    /// [`BUYER_CALL_ERROR_KINDS`]; others are not counted). Past [`MAX_BUYER_SERIES`] buyers a new
-    /// buyer is not recorded.
-    pub fn record_buyer_call_error(&self, tenant: Tenant, buyer_id: &str, kind: &str) {
+    /// One ping that could not reach buyer `buyer_id` of `tenant`, by why. Past
+    /// [`MAX_BUYER_SERIES`] buyers a new buyer is not recorded.
+    pub fn record_buyer_call_error(&self, tenant: Tenant, buyer_id: &str, why: CallFailure) {
+        self.count_for_buyer(tenant, buyer_id, |i, b| {
+            i.buyer_call_errors[b][why.index()] += 1
+        });
+    }
+
+    /// One attempt to deliver a post to buyer `buyer_id` of `tenant`, by its result. Past
+    /// [`MAX_BUYER_SERIES`] buyers a new buyer is not recorded.
+    pub fn record_post_attempt(&self, tenant: Tenant, buyer_id: &str, result: AttemptResult) {
+        self.count_for_buyer(tenant, buyer_id, |i, b| {
+            i.buyer_post_attempts[b][result.index()] += 1
+        });
+    }
+
+    /// Runs `count` on this core's series of buyer `buyer_id` of `tenant` (made on first use),
+    /// unless recording is off or the buyer is past [`MAX_BUYER_SERIES`].
+    fn count_for_buyer(&self, tenant: Tenant, buyer_id: &str, count: impl FnOnce(&mut Inner, usize)) {
         if !self.enabled.get() {
             return;
         }
         let mut inner = self.inner.borrow_mut();
-        let Some(buyer) = inner.buyer_slot(tenant, buyer_id) else {
-            return;
-        };
-        if let Some(k) = BUYER_CALL_ERROR_KINDS.iter().position(|&x| x == kind) {
-            inner.buyer_call_errors[buyer][k] += 1;
+        if let Some(buyer) = inner.buyer_slot(tenant, buyer_id) {
+            count(&mut inner, buyer);
         }
     }
 
-    /// An auction that ended without a winner, by reason (one of [`NO_BID_REASONS`]; others are
-    /// not counted).
-    pub fn record_no_bid(&self, reason: &str) {
+    /// An auction that ended without a winner, by reason.
+    pub fn record_no_bid(&self, reason: NoBidReason) {
         if !self.enabled.get() {
             return;
         }
-        if let Some(r) = NO_BID_REASONS.iter().position(|&x| x == reason) {
-            self.inner.borrow_mut().no_bid[r] += 1;
-        }
+        self.inner.borrow_mut().no_bid[reason.index()] += 1;
     }
 
     /// Post latency for sold posts: post received → buyer 2xx, in µs.
@@ -554,6 +540,7 @@ impl CoreMetrics {
                 .collect(),
             buyer_pings: inner.buyer_pings.clone(),
             buyer_call_errors: inner.buyer_call_errors.clone(),
+            buyer_post_attempts: inner.buyer_post_attempts.clone(),
             seller_ids: inner.seller_ids.clone(),
             seller_ping: inner
                 .seller_ping
@@ -594,9 +581,9 @@ impl Inner {
             .or_default()
             .insert(buyer_id.to_string(), i);
         self.buyer_rtt.push(Series::new());
-        self.buyer_pings.push([0; BUYER_OUTCOMES.len()]);
-        self.buyer_call_errors
-            .push([0; BUYER_CALL_ERROR_KINDS.len()]);
+        self.buyer_pings.push([0; OutcomeKind::COUNT]);
+        self.buyer_call_errors.push([0; CallFailure::COUNT]);
+        self.buyer_post_attempts.push([0; AttemptResult::COUNT]);
         Some(i)
     }
 
@@ -671,18 +658,20 @@ pub struct Snapshot {
     pub loop_lag: HistogramPair,
     /// Buyer ping round-trip time, per buyer.
     pub buyer_rtt: Vec<HistogramPair>,
-    /// Buyer ping outcome counts, per buyer, indexed like [`BUYER_OUTCOMES`].
-    pub buyer_pings: Vec<[u64; BUYER_OUTCOMES.len()]>,
-    /// Pings that could not reach the buyer, per buyer, indexed like [`BUYER_CALL_ERROR_KINDS`].
-    pub buyer_call_errors: Vec<[u64; BUYER_CALL_ERROR_KINDS.len()]>,
+    /// Buyer ping outcome counts, per buyer, indexed by [`OutcomeKind`].
+    pub buyer_pings: Vec<[u64; OutcomeKind::COUNT]>,
+    /// Pings that could not reach the buyer, per buyer, indexed by [`CallFailure`].
+    pub buyer_call_errors: Vec<[u64; CallFailure::COUNT]>,
+    /// Post delivery attempts, per buyer, indexed by [`AttemptResult`].
+    pub buyer_post_attempts: Vec<[u64; AttemptResult::COUNT]>,
     /// Sellers (tenant and id); index `i` labels `seller_ping[i]` and `seller_post[i]`.
     pub seller_ids: Vec<SellerKey>,
     /// Each seller's own ping latency ([`SELLER_HIST_SIGFIG`] digits).
     pub seller_ping: Vec<HistogramPair>,
     /// Each seller's own post latency, sold posts ([`SELLER_HIST_SIGFIG`] digits).
     pub seller_post: Vec<HistogramPair>,
-    /// No-winner auction counts, indexed like [`NO_BID_REASONS`].
-    pub no_bid: [u64; NO_BID_REASONS.len()],
+    /// No-winner auction counts, indexed by [`NoBidReason`].
+    pub no_bid: [u64; NoBidReason::COUNT],
     /// HTTP requests per (route template, status).
     pub requests: BTreeMap<(&'static str, u16), u64>,
     /// Idempotent replays.
@@ -703,12 +692,13 @@ impl Snapshot {
             store_commit: HistogramPair::empty(),
             loop_lag: HistogramPair::empty(),
             buyer_rtt: buyer_ids.iter().map(|_| HistogramPair::empty()).collect(),
-            buyer_pings: vec![[0; BUYER_OUTCOMES.len()]; buyer_ids.len()],
-            buyer_call_errors: vec![[0; BUYER_CALL_ERROR_KINDS.len()]; buyer_ids.len()],
+            buyer_pings: vec![[0; OutcomeKind::COUNT]; buyer_ids.len()],
+            buyer_call_errors: vec![[0; CallFailure::COUNT]; buyer_ids.len()],
+            buyer_post_attempts: vec![[0; AttemptResult::COUNT]; buyer_ids.len()],
             seller_ids: Vec::new(),
             seller_ping: Vec::new(),
             seller_post: Vec::new(),
-            no_bid: [0; NO_BID_REASONS.len()],
+            no_bid: [0; NoBidReason::COUNT],
             requests: BTreeMap::new(),
             idempotent_replays: 0,
             rate_limited: [0; RATE_LIMITS.len()],
@@ -734,9 +724,9 @@ impl Snapshot {
             } else {
                 self.buyer_ids.push(id.clone());
                 self.buyer_rtt.push(HistogramPair::empty());
-                self.buyer_pings.push([0; BUYER_OUTCOMES.len()]);
-                self.buyer_call_errors
-                    .push([0; BUYER_CALL_ERROR_KINDS.len()]);
+                self.buyer_pings.push([0; OutcomeKind::COUNT]);
+                self.buyer_call_errors.push([0; CallFailure::COUNT]);
+                self.buyer_post_attempts.push([0; AttemptResult::COUNT]);
                 self.buyer_ids.len() - 1
             };
             self.buyer_rtt[i].merge(&other.buyer_rtt[j]);
@@ -746,6 +736,12 @@ impl Snapshot {
             for (a, b) in self.buyer_call_errors[i]
                 .iter_mut()
                 .zip(other.buyer_call_errors[j])
+            {
+                *a += b;
+            }
+            for (a, b) in self.buyer_post_attempts[i]
+                .iter_mut()
+                .zip(other.buyer_post_attempts[j])
             {
                 *a += b;
             }
@@ -827,14 +823,12 @@ mod tests {
         for v in 501..=1000u64 {
             b.record_ping(v);
         }
-        a.record_buyer_ping(Tenant::Sandbox, "acme", "bid", Some(1200));
-        a.record_buyer_ping(Tenant::Sandbox, "globex", "timeout", None);
-        b.record_buyer_ping(Tenant::Sandbox, "acme", "bid", Some(800));
-        b.record_buyer_ping(Tenant::Sandbox, "acme", "no_bid", Some(300));
-        b.record_buyer_ping(Tenant::Sandbox, "globex", "bogus", None); // unknown outcome: ignored
-        a.record_no_bid("no_bids");
-        b.record_no_bid("below_floor");
-        b.record_no_bid("nonsense");
+        a.record_buyer_ping(Tenant::Sandbox, "acme", OutcomeKind::Bid, Some(1200));
+        a.record_buyer_ping(Tenant::Sandbox, "globex", OutcomeKind::Timeout, None);
+        b.record_buyer_ping(Tenant::Sandbox, "acme", OutcomeKind::Bid, Some(800));
+        b.record_buyer_ping(Tenant::Sandbox, "acme", OutcomeKind::NoBid, Some(300));
+        a.record_no_bid(NoBidReason::NoBids);
+        b.record_no_bid(NoBidReason::BelowFloor);
         a.record_request("/v1/ping", 200);
         b.record_request("/v1/ping", 200);
         b.record_request("/v1/post", 409);
@@ -868,18 +862,18 @@ mod tests {
     #[test]
     fn a_buyer_first_seen_at_runtime_gets_its_own_series_up_to_the_limit() {
         let m = CoreMetrics::new(&ids());
-        m.record_buyer_ping(Tenant::Sandbox, "added_later", "bid", Some(10));
-        m.record_buyer_ping(Tenant::Sandbox, "acme", "no_bid", None);
+        m.record_buyer_ping(Tenant::Sandbox, "added_later", OutcomeKind::Bid, Some(10));
+        m.record_buyer_ping(Tenant::Sandbox, "acme", OutcomeKind::NoBid, None);
         let s = m.snapshot();
         assert_eq!(s.buyer_ids, sandbox(&["acme", "globex", "added_later"]));
         assert_eq!(s.buyer_pings[2][0], 1);
         assert_eq!(s.buyer_pings[0][1], 1);
         for n in 0..MAX_BUYER_SERIES {
-            m.record_buyer_ping(Tenant::Sandbox, &format!("b{n}"), "bid", None);
+            m.record_buyer_ping(Tenant::Sandbox, &format!("b{n}"), OutcomeKind::Bid, None);
         }
         assert_eq!(m.buyer_ids().len(), MAX_BUYER_SERIES);
         assert!(!m.buyer_ids().iter().any(|(_, id)| id == "one_too_many"));
-        m.record_buyer_ping(Tenant::Sandbox, "one_too_many", "bid", None);
+        m.record_buyer_ping(Tenant::Sandbox, "one_too_many", OutcomeKind::Bid, None);
         assert_eq!(m.buyer_ids().len(), MAX_BUYER_SERIES);
     }
 
@@ -888,9 +882,9 @@ mod tests {
         let a = CoreMetrics::new(&ids());
         let other = sandbox(&["globex", "initech"]);
         let b = CoreMetrics::new(&other);
-        a.record_buyer_ping(Tenant::Sandbox, "globex", "bid", Some(10));
-        b.record_buyer_ping(Tenant::Sandbox, "globex", "bid", Some(20));
-        b.record_buyer_ping(Tenant::Sandbox, "initech", "error", Some(30));
+        a.record_buyer_ping(Tenant::Sandbox, "globex", OutcomeKind::Bid, Some(10));
+        b.record_buyer_ping(Tenant::Sandbox, "globex", OutcomeKind::Bid, Some(20));
+        b.record_buyer_ping(Tenant::Sandbox, "initech", OutcomeKind::Error, Some(30));
         let mut all = a.snapshot();
         all.merge(&b.snapshot());
         assert_eq!(all.buyer_ids, sandbox(&["acme", "globex", "initech"]));
@@ -905,10 +899,10 @@ mod tests {
     fn two_tenants_buyers_with_one_id_keep_their_own_series() {
         let a = CoreMetrics::new(&ids());
         let b = CoreMetrics::new(&[(Tenant::Production, "acme".to_string())]);
-        a.record_buyer_ping(Tenant::Production, "acme", "no_bid", Some(10));
-        a.record_buyer_ping(Tenant::Sandbox, "acme", "bid", Some(10));
-        b.record_buyer_ping(Tenant::Production, "acme", "no_bid", Some(20));
-        a.record_buyer_call_error(Tenant::Production, "acme", "dns");
+        a.record_buyer_ping(Tenant::Production, "acme", OutcomeKind::NoBid, Some(10));
+        a.record_buyer_ping(Tenant::Sandbox, "acme", OutcomeKind::Bid, Some(10));
+        b.record_buyer_ping(Tenant::Production, "acme", OutcomeKind::NoBid, Some(20));
+        a.record_buyer_call_error(Tenant::Production, "acme", CallFailure::Dns);
         let mut all = a.snapshot();
         all.merge(&b.snapshot());
         let mut want = ids();
@@ -916,7 +910,7 @@ mod tests {
         assert_eq!(all.buyer_ids, want);
         assert_eq!(all.buyer_pings[0], [1, 0, 0, 0, 0, 0, 0]);
         assert_eq!(all.buyer_pings[2], [0, 2, 0, 0, 0, 0, 0]);
-        assert_eq!(all.buyer_call_errors[0], [0; BUYER_CALL_ERROR_KINDS.len()]);
+        assert_eq!(all.buyer_call_errors[0], [0; CallFailure::COUNT]);
         assert_eq!(all.buyer_call_errors[2][1], 1);
     }
 
@@ -957,9 +951,9 @@ mod tests {
     fn window_applies_to_buyer_rtt() {
         let t0 = Instant::now();
         let m = manual(t0);
-        m.record_buyer_ping(Tenant::Sandbox, "globex", "bid", Some(5000));
+        m.record_buyer_ping(Tenant::Sandbox, "globex", OutcomeKind::Bid, Some(5000));
         set_now(&m, t0 + Duration::from_secs(61));
-        m.record_buyer_ping(Tenant::Sandbox, "globex", "bid", Some(7000));
+        m.record_buyer_ping(Tenant::Sandbox, "globex", OutcomeKind::Bid, Some(7000));
         let s = m.snapshot();
         assert_eq!(s.buyer_rtt[1].since_start.len(), 2);
         assert_eq!(s.buyer_rtt[1].last_60s.len(), 1);

@@ -10,8 +10,10 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 
 use super::cpu::{CpuSeconds, THREAD_GROUPS};
-use super::SHED_REASONS;
-use super::{Snapshot, BUYER_CALL_ERROR_KINDS, BUYER_OUTCOMES, NO_BID_REASONS};
+use super::{BuyerKey, Snapshot};
+use crate::types::words::{
+    AttemptResult, CallFailure, NoBidReason, OutcomeKind, ShedReason, Word,
+};
 
 /// Per-core gauges and counters, read by the caller from the runtime's per-core statistics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,8 +36,8 @@ pub struct CoreCounters {
     pub in_flight_requests: u64,
     /// Worst event-loop lag of the last second or two, in µs (gauge).
     pub loop_lag_max_us: u64,
-    /// Requests shed, indexed like `runtime::admission::SHED_REASONS`.
-    pub shed: [u64; SHED_REASONS.len()],
+    /// Requests shed, indexed by [`ShedReason`].
+    pub shed: [u64; ShedReason::COUNT],
 }
 
 /// Store group-commit counters, read by the caller from the cores' log statistics.
@@ -96,6 +98,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "gavel_buyer_ping_rtt_seconds",
     "gavel_buyer_pings_total",
     "gavel_buyer_call_errors_total",
+    "gavel_buyer_post_attempts_total",
     "gavel_no_bid_total",
     "gavel_http_requests_total",
     "gavel_idempotent_replays_total",
@@ -120,6 +123,27 @@ pub const METRIC_NAMES: &[&str] = &[
     "process_cpu_seconds_total",
     "gavel_thread_cpu_seconds_total",
 ];
+
+/// One sample per buyer and word of vocabulary `W`: `counts[i][w]` under the labels of buyer
+/// `buyers[i]` and `label` = the word.
+fn per_buyer_word<W: Word>(
+    out: &mut String,
+    name: &str,
+    label: &str,
+    buyers: &[BuyerKey],
+    counts: &[impl AsRef<[u64]>],
+) {
+    for ((tenant, id), counts) in buyers.iter().zip(counts) {
+        for (word, n) in W::ALL.iter().zip(counts.as_ref()) {
+            let labels = [
+                ("buyer", id.as_str()),
+                ("tenant", tenant.as_str()),
+                (label, word.as_str()),
+            ];
+            sample(out, name, &labels, *n);
+        }
+    }
+}
 
 /// Escapes a label value: backslash, double quote and line feed.
 fn escape_label(v: &str) -> String {
@@ -296,16 +320,7 @@ pub fn render_prometheus(
         "counter",
         "Buyer pings, per buyer (tenant and id) and outcome.",
     );
-    for ((tenant, id), counts) in snap.buyer_ids.iter().zip(&snap.buyer_pings) {
-        for (outcome, n) in BUYER_OUTCOMES.iter().zip(counts) {
-            let labels = [
-                ("buyer", id.as_str()),
-                ("tenant", tenant.as_str()),
-                ("outcome", outcome),
-            ];
-            sample(&mut out, name, &labels, *n);
-        }
-    }
+    per_buyer_word::<OutcomeKind>(&mut out, name, "outcome", &snap.buyer_ids, &snap.buyer_pings);
 
     let name = "gavel_buyer_call_errors_total";
     header(
@@ -314,16 +329,23 @@ pub fn render_prometheus(
         "counter",
         "Buyer pings that never reached the buyer, per buyer (tenant and id) and kind (tls, dns, connect, egress).",
     );
-    for ((tenant, id), counts) in snap.buyer_ids.iter().zip(&snap.buyer_call_errors) {
-        for (kind, n) in BUYER_CALL_ERROR_KINDS.iter().zip(counts) {
-            let labels = [
-                ("buyer", id.as_str()),
-                ("tenant", tenant.as_str()),
-                ("kind", kind),
-            ];
-            sample(&mut out, name, &labels, *n);
-        }
-    }
+    per_buyer_word::<CallFailure>(&mut out, name, "kind", &snap.buyer_ids, &snap.buyer_call_errors);
+
+    let name = "gavel_buyer_post_attempts_total";
+    header(
+        &mut out,
+        name,
+        "counter",
+        "Post delivery attempts, per buyer (tenant and id) and result (accepted, rejected, error, \
+         timeout, connect_error, unconfirmed).",
+    );
+    per_buyer_word::<AttemptResult>(
+        &mut out,
+        name,
+        "result",
+        &snap.buyer_ids,
+        &snap.buyer_post_attempts,
+    );
 
     let name = "gavel_no_bid_total";
     header(
@@ -332,8 +354,8 @@ pub fn render_prometheus(
         "counter",
         "Auctions closed without a winner, per reason.",
     );
-    for (reason, n) in NO_BID_REASONS.iter().zip(snap.no_bid) {
-        sample(&mut out, name, &[("reason", reason)], n);
+    for (reason, n) in NoBidReason::ALL.iter().zip(snap.no_bid) {
+        sample(&mut out, name, &[("reason", reason.as_str())], n);
     }
 
     let name = "gavel_http_requests_total";
@@ -445,8 +467,8 @@ pub fn render_prometheus(
     );
     for c in cores {
         let core = c.core.to_string();
-        for (reason, n) in SHED_REASONS.iter().zip(c.shed) {
-            sample(&mut out, name, &[("core", &core), ("reason", reason)], n);
+        for (reason, n) in ShedReason::ALL.iter().zip(c.shed) {
+            sample(&mut out, name, &[("core", &core), ("reason", reason.as_str())], n);
         }
     }
 
@@ -556,14 +578,15 @@ mod tests {
                 m.record_auction(v);
                 m.record_engine_overhead(k % 400 + 20);
                 let (tenant, id) = &ids[(k % 3) as usize];
-                m.record_buyer_ping(*tenant, id, BUYER_OUTCOMES[(k % 4) as usize], Some(v));
+                m.record_buyer_ping(*tenant, id, OutcomeKind::ALL[(k % 4) as usize], Some(v));
                 if k % 100 == 0 {
-                    m.record_buyer_call_error(ids[0].0, &ids[0].1, "tls");
+                    m.record_buyer_call_error(ids[0].0, &ids[0].1, CallFailure::Tls);
+                    m.record_post_attempt(ids[0].0, &ids[0].1, AttemptResult::Unconfirmed);
                 }
                 if k % 10 == 0 {
                     m.record_post(v * 3);
                     m.record_store_commit(k + 200);
-                    m.record_no_bid("no_bids");
+                    m.record_no_bid(NoBidReason::NoBids);
                 }
                 m.record_request("/v1/ping", if k % 50 == 0 { 429 } else { 200 });
             }
@@ -686,11 +709,11 @@ mod tests {
     #[test]
     fn zero_counters_are_emitted_for_every_label_value() {
         let (_, text) = sample_output();
-        for reason in NO_BID_REASONS {
+        for reason in NoBidReason::ALL {
             let series = format!("gavel_no_bid_total{{reason=\"{reason}\"}}");
             value(&text, &series);
         }
-        for outcome in BUYER_OUTCOMES {
+        for outcome in OutcomeKind::ALL {
             let series =
                 format!("gavel_buyer_pings_total{{buyer=\"globex\",tenant=\"sandbox\",outcome=\"{outcome}\"}}");
             value(&text, &series);
@@ -702,7 +725,7 @@ mod tests {
             ),
             0.0
         );
-        for kind in BUYER_CALL_ERROR_KINDS {
+        for kind in CallFailure::ALL {
             let series =
                 format!("gavel_buyer_call_errors_total{{buyer=\"globex\",tenant=\"sandbox\",kind=\"{kind}\"}}");
             assert_eq!(value(&text, &series), 0.0);
@@ -711,6 +734,19 @@ mod tests {
             value(
                 &text,
                 "gavel_buyer_call_errors_total{buyer=\"acme\",tenant=\"sandbox\",kind=\"tls\"}"
+            ),
+            40.0
+        );
+        for result in AttemptResult::ALL {
+            let series = format!(
+                "gavel_buyer_post_attempts_total{{buyer=\"globex\",tenant=\"sandbox\",result=\"{result}\"}}"
+            );
+            assert_eq!(value(&text, &series), 0.0);
+        }
+        assert_eq!(
+            value(
+                &text,
+                "gavel_buyer_post_attempts_total{buyer=\"acme\",tenant=\"sandbox\",result=\"unconfirmed\"}"
             ),
             40.0
         );

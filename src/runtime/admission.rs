@@ -58,28 +58,10 @@ pub enum Admit {
     Always,
 }
 
-/// Why a request was shed; the `reason` label of `gavel_requests_shed_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shed {
-    /// The core's event loop runs late (its tick fired, or is overdue, past the limit).
-    LoopLag = 0,
-    /// This request waited past the limit between being ready and its core starting it.
-    QueueDelay = 1,
-    /// The core already works on `server.max_in_flight_requests_per_core` requests.
-    InFlight = 2,
-    /// The owning core's hand-off inbox was full (`runtime::INBOX_CAPACITY`).
-    InboxFull = 3,
-}
-
-/// Label values of `gavel_requests_shed_total`, indexed by [`Shed`] as `usize`; the metrics
-/// module owns the list, as it owns every label set it exports.
-pub use crate::metrics::SHED_REASONS;
-
-impl Shed {
-    pub fn label(self) -> &'static str {
-        SHED_REASONS[self as usize]
-    }
-}
+/// Why a request was shed; the `reason` label of `gavel_requests_shed_total`. A core's shed
+/// counters are indexed by [`crate::types::words::Word::index`].
+pub use crate::types::words::ShedReason as Shed;
+use crate::types::words::Word;
 
 /// A core's limits, from `[server]`.
 #[derive(Debug, Clone, Copy)]
@@ -201,7 +183,7 @@ pub fn overloaded(core: usize, why: Shed) -> ApiError {
 
 /// Counts one shed request on `core`.
 pub fn count_shed<A: App>(core: &Core<A>, why: Shed) {
-    core.stats().shed[why as usize].fetch_add(1, Ordering::Relaxed);
+    core.stats().shed[why.index()].fetch_add(1, Ordering::Relaxed);
 }
 
 /// An early check on the core that received a request, before it is parsed and handed over:
@@ -363,6 +345,6 @@ mod tests {
             .iter()
             .any(|(n, v)| n == http::header::RETRY_AFTER && v == "1"));
         assert_eq!(e.cause(), crate::error::Cause::Internal);
-        assert_eq!(Shed::InboxFull.label(), "inbox_full");
+        assert_eq!(Shed::InboxFull.as_str(), "inbox_full");
     }
 }

@@ -120,7 +120,7 @@ pub struct CoreStats {
     /// Worst loop lag of the last second or two, in µs ([`admission::tick`]).
     pub loop_lag_us: AtomicU64,
     /// Requests this core shed, indexed by [`admission::Shed`].
-    pub shed: [AtomicU64; admission::SHED_REASONS.len()],
+    pub shed: [AtomicU64; admission::Shed::COUNT],
 }
 
 /// Everything all cores share, immutable after start (apart from per-core atomics); the app's

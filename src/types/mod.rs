@@ -7,6 +7,7 @@ pub mod id;
 pub mod money;
 pub mod party;
 pub mod tenant;
+pub mod words;
 
 pub use clock::Clock;
 pub use id::is_snake_id;

@@ -100,7 +100,11 @@ pub enum PostVerdict {
     Accepted {
         lead_id: Option<String>,
     },
+    /// The answer says no (its accepted flag is not the accepted value).
     Refused,
+    /// The answer could not be read (malformed), or says yes without the lead id the format
+    /// promises: the buyer may hold the lead.
+    Unconfirmed,
 }
 
 /// A parsed answer, read once and then queried per path.
@@ -183,7 +187,7 @@ impl Reader {
     /// Reads a 2xx post answer.
     pub fn post(&self, body: &[u8]) -> PostVerdict {
         let Ok(doc) = self.parse(body) else {
-            return PostVerdict::Refused;
+            return PostVerdict::Unconfirmed;
         };
         if !self.accepted(&doc) {
             return PostVerdict::Refused;
@@ -192,8 +196,9 @@ impl Reader {
             None => PostVerdict::Accepted { lead_id: None },
             Some(p) => match get(&doc, p) {
                 Some(id) => PostVerdict::Accepted { lead_id: Some(id) },
-                // The format promises a lead id; an answer without one did not confirm a sale.
-                None => PostVerdict::Refused,
+                // The format promises a lead id; an answer that accepts without one confirms
+                // nothing, yet the buyer may hold the lead.
+                None => PostVerdict::Unconfirmed,
             },
         }
     }

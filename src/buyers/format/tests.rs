@@ -328,7 +328,7 @@ fn xml_answers_are_read_by_element_path() {
 }
 
 #[test]
-fn post_answers_give_the_lead_id_or_a_refusal() {
+fn post_answers_give_the_lead_id_a_refusal_or_nothing_confirmed() {
     let f = compile(
         "[answer]\ntype = \"xml\"\naccepted = \"/r/@ok\"\naccepted_value = \"1\"\nlead_id = \"/r/id\"\n",
         Call::Post,
@@ -345,9 +345,10 @@ fn post_answers_give_the_lead_id_or_a_refusal() {
         r.post(br#"<r ok="0"><id>L-9</id></r>"#),
         PostVerdict::Refused
     );
-    // The format maps a lead id: an answer without one did not confirm a sale.
-    assert_eq!(r.post(br#"<r ok="1"></r>"#), PostVerdict::Refused);
-    assert_eq!(r.post(b"not xml"), PostVerdict::Refused);
+    // The format maps a lead id: an answer that accepts without one, or one that cannot be read
+    // at all, confirms nothing, yet the buyer may hold the lead.
+    assert_eq!(r.post(br#"<r ok="1"></r>"#), PostVerdict::Unconfirmed);
+    assert_eq!(r.post(b"not xml"), PostVerdict::Unconfirmed);
     let f = compile("[answer]\ntype = \"json\"\n", Call::Post).unwrap();
     assert_eq!(
         f.answer().unwrap().post(b"{}"),

@@ -355,6 +355,11 @@ async fn post(
                 sleep_or_shutdown(HANG_MAX, &local.shutdown).await;
                 post_rejected("injected_hang")
             }
+            PostFailMode::Garbage => {
+                record.reason = Some("injected_garbage".into());
+                log.record_post(record, Some((key, true)));
+                json_reply(StatusCode::OK, Bytes::from_static(b"<html>thanks!</html>"))
+            }
         };
     }
     let draws = draw_post(local.fleet.seed, buyer, &body.auction_id);
