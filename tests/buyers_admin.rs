@@ -473,6 +473,20 @@ fn invalid_definitions_name_their_field() {
     let mut zero = definition(&env, "newbie");
     zero["ping_timeout_ms"] = json!(0);
     assert_eq!(field_of(zero), "ping_timeout_ms");
+    // Upper bounds: a timeout no bid window or post budget could wait for, a price past the
+    // exchange's ceiling, a post format that would send the buyer an empty body.
+    let mut huge = definition(&env, "newbie");
+    huge["ping_timeout_ms"] = json!(1_000_000_000_000u64);
+    assert_eq!(field_of(huge), "ping_timeout_ms");
+    let mut huge = definition(&env, "newbie");
+    huge["post_timeout_ms"] = json!(1_000_000_000_000_000u64);
+    assert_eq!(field_of(huge), "post_timeout_ms");
+    let mut pricey = definition(&env, "newbie");
+    pricey["floor"] = json!(5_000);
+    assert_eq!(field_of(pricey), "floor");
+    let mut empty_format = definition(&env, "newbie");
+    empty_format["post_format"] = json!({"method": "POST"});
+    assert_eq!(field_of(empty_format), "post_format.fields");
     let mut bad_id = definition(&env, "newbie");
     bad_id["id"] = json!("no spaces/please");
     assert_eq!(field_of(bad_id), "id");

@@ -30,6 +30,7 @@ both_drivers!(
     bids_expired_by_the_servers_clock_are_refused,
     hanging_and_trickling_buyers_do_not_hold_the_auction,
     broken_buyers_are_recorded_as_errors,
+    bids_above_the_max_price_are_ignored,
     post_falls_back_to_next_bidder,
     bid_token_checks,
     ping_validation,
@@ -305,6 +306,34 @@ fn broken_buyers_are_recorded_as_errors(driver: Driver) {
     assert_eq!(find("dead")["outcome"], "error");
     assert_eq!(find("dead")["reject_reason"], "connect_failed");
     assert_eq!(rec.json["winner"]["buyer_id"], "good");
+}
+
+fn bids_above_the_max_price_are_ignored(driver: Driver) {
+    // A buyer bidding 2,000.00 against the exchange's 1,000.00 ceiling (a typo, or cents sent as
+    // dollars) is ignored with its reason; the fair bid wins.
+    let env = Env::start(
+        driver,
+        vec![fixed("typo", 2_000.0), fixed("fair", 20.0)],
+        |cfg, _| assert_eq!(cfg.auction.max_price, 100_000, "the default ceiling"),
+    );
+    let r = env.ping(&ping_body());
+    assert_eq!(r.json["status"], "won", "{}", r.text);
+    assert_eq!(r.json["bids_received"], 1, "{}", r.text);
+    let rec = env.get(
+        &format!("/v1/auctions/{}", r.json["auction_id"].as_str().unwrap()),
+        Some(OPERATOR),
+    );
+    let typo = rec.json["buyers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["buyer_id"] == "typo")
+        .unwrap()
+        .clone();
+    assert_eq!(typo["outcome"], "error", "{typo}");
+    assert_eq!(typo["reject_reason"], "above_max_price", "{typo}");
+    assert!(typo["amount"].is_null(), "{typo}");
+    assert_eq!(rec.json["winner"]["buyer_id"], "fair");
 }
 
 fn post_falls_back_to_next_bidder(driver: Driver) {

@@ -316,26 +316,52 @@ fn answered(
         },
         Ok(Ok(answer)) => {
             let format = registry.buyers[base.buyer].ping_format.as_ref();
-            if let Some(reader) = format.and_then(|f| f.answer()) {
-                return formatted(reader, &answer, base);
-            }
-            let (kind, bid, reason, detail) = judge(
-                auction_id,
-                &cfg.currency,
-                answer.status,
-                &answer.body,
-                registry.clock.now_ms(),
-            );
-            BuyerOutcome {
-                kind,
-                amount_cents: bid.as_ref().and_then(|b| bid_cents(b.amount)),
-                valid_until_ms: bid.as_ref().and_then(|b| parse_rfc3339_ms(&b.valid_until)),
-                buyer_bid_token: bid.map(|b| b.bid_token),
-                reject_reason: reason,
-                reject_detail: detail,
-                ..base
-            }
+            let read = if let Some(reader) = format.and_then(|f| f.answer()) {
+                formatted(reader, &answer, base)
+            } else {
+                let (kind, bid, reason, detail) = judge(
+                    auction_id,
+                    &cfg.currency,
+                    answer.status,
+                    &answer.body,
+                    registry.clock.now_ms(),
+                );
+                BuyerOutcome {
+                    kind,
+                    amount_cents: bid.as_ref().and_then(|b| bid_cents(b.amount)),
+                    valid_until_ms: bid.as_ref().and_then(|b| parse_rfc3339_ms(&b.valid_until)),
+                    buyer_bid_token: bid.map(|b| b.bid_token),
+                    reject_reason: reason,
+                    reject_detail: detail,
+                    ..base
+                }
+            };
+            within_max_price(read, cfg.max_price)
         }
+    }
+}
+
+/// A bid above `[auction] max_price` is no bid Gavel takes: it is most likely a buyer's typo (or
+/// a price in the wrong unit), and selling at it would bill someone that amount. It is recorded
+/// as the buyer's `error` with reason `above_max_price`.
+fn within_max_price(o: BuyerOutcome, max_price: Cents) -> BuyerOutcome {
+    match o.amount_cents {
+        Some(c) if o.kind == OutcomeKind::Bid && c > max_price => BuyerOutcome {
+            kind: OutcomeKind::Error,
+            amount_cents: None,
+            buyer_bid_token: None,
+            valid_until_ms: None,
+            reject_reason: Some("above_max_price".into()),
+            reject_detail: Some(format!(
+                "bid {}.{:02} is above the exchange's maximum price {}.{:02}",
+                c / 100,
+                c % 100,
+                max_price / 100,
+                max_price % 100
+            )),
+            ..o
+        },
+        _ => o,
     }
 }
 

@@ -71,7 +71,6 @@ impl BuyerOutcome {
     }
 }
 
-
 #[derive(Debug, Clone)]
 pub enum Status {
     /// Buyers are being pinged.
@@ -87,7 +86,6 @@ pub enum Status {
 
 /// Registry index of a buyer that is no longer configured (from a stored record).
 pub const NO_BUYER: usize = usize::MAX;
-
 
 /// One attempt to deliver a post to a buyer.
 #[derive(Debug, Clone)]

@@ -10,9 +10,8 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::{
-    AttemptResult, Auction, BuyerOutcome, NoBidReason, OutcomeKind, PostAttempt, PostOutcome, PostState,
-    Status,
-    NO_BUYER,
+    AttemptResult, Auction, BuyerOutcome, NoBidReason, OutcomeKind, PostAttempt, PostOutcome,
+    PostState, Status, NO_BUYER,
 };
 use crate::buyers::Registry;
 use crate::config::Tenant;
@@ -53,7 +52,13 @@ pub fn reply_from_parts(status: u16, headers: &[(String, String)], body: &[u8]) 
 pub fn to_record(a: &Auction) -> AuctionRecord {
     let (status, reject_reason, ranked, payout, token_until) = match &a.status {
         Status::Open => ("open", None, Vec::new(), None, None),
-        Status::NoBid(r) => ("no_bid", Some(r.as_str().to_string()), Vec::new(), None, None),
+        Status::NoBid(r) => (
+            "no_bid",
+            Some(r.as_str().to_string()),
+            Vec::new(),
+            None,
+            None,
+        ),
         Status::Won {
             ranked,
             payout_cents,

@@ -148,6 +148,17 @@ fn set(v: &[String]) -> HashSet<String> {
     v.iter().cloned().collect()
 }
 
+/// Why a buyer's definition could not be built into a [`Buyer`]: the operator's config (or an
+/// admin call's body) is at fault. `field` names the definition's key when one is to blame, so
+/// the admin API can point at it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("buyer {buyer}: {}{reason}", .field.as_ref().map(|f| format!("{f}: ")).unwrap_or_default())]
+pub struct BuildError {
+    pub buyer: String,
+    pub field: Option<String>,
+    pub reason: String,
+}
+
 impl Buyer {
     /// A buyer from its config; `default_pings_per_s` applies unless it sets `max_pings_per_s`.
     /// Reads its TLS files, if any (never call it on a core), sharing TLS client configurations
@@ -156,23 +167,26 @@ impl Buyer {
         c: &BuyerConfig,
         default_pings_per_s: f64,
         tls_cache: &mut tls::Cache,
-    ) -> Result<Buyer, String> {
+    ) -> Result<Buyer, BuildError> {
+        let fail = |field: Option<String>, reason: String| BuildError {
+            buyer: c.id.clone(),
+            field,
+            reason,
+        };
         let auth = match &c.auth_header {
             None => None,
             Some(h) => {
                 let value = match (&h.value, &h.value_env) {
                     (Some(v), _) => v.clone(),
                     (None, Some(env)) => std::env::var(env).map_err(|_| {
-                        format!("buyer {}: environment variable {env} is not set", c.id)
+                        fail(None, format!("environment variable {env} is not set"))
                     })?,
-                    (None, None) => {
-                        return Err(format!("buyer {}: auth header has no value", c.id))
-                    }
+                    (None, None) => return Err(fail(None, "auth header has no value".into())),
                 };
                 let name = HeaderName::from_bytes(h.name.as_bytes())
-                    .map_err(|e| format!("buyer {}: header name: {e}", c.id))?;
+                    .map_err(|e| fail(None, format!("header name: {e}")))?;
                 let mut value = HeaderValue::from_str(&value)
-                    .map_err(|e| format!("buyer {}: header value: {e}", c.id))?;
+                    .map_err(|e| fail(None, format!("header value: {e}")))?;
                 value.set_sensitive(true);
                 Some((name, value))
             }
@@ -182,7 +196,7 @@ impl Buyer {
             f.as_ref()
                 .map(|f| format::Format::compile(f, call))
                 .transpose()
-                .map_err(|e| format!("buyer {}: {name}.{}: {}", c.id, e.key, e.reason))
+                .map_err(|e| fail(Some(format!("{name}.{}", e.key)), e.reason))
         };
         Ok(Buyer {
             id: c.id.clone(),
@@ -192,11 +206,11 @@ impl Buyer {
                 "" => None,
                 url => Some(
                     Target::for_buyer(url, "ping_url", c.tls.as_ref(), tls_cache)
-                        .map_err(|e| format!("buyer {}: {e}", c.id))?,
+                        .map_err(|e| fail(None, e.to_string()))?,
                 ),
             },
             post: Target::for_buyer(&c.post_url, "post_url", c.tls.as_ref(), tls_cache)
-                .map_err(|e| format!("buyer {}: {e}", c.id))?,
+                .map_err(|e| fail(None, e.to_string()))?,
             warm_up: c.tls.as_ref().is_none_or(|t| t.warm_up),
             fixed_price_cents: c.fixed_price,
             ping_format: compile(&c.ping_format, format::Call::Ping, "ping_format")?,
@@ -329,7 +343,7 @@ impl Registry {
     pub fn from_config(
         buyers: &[BuyerConfig],
         default_pings_per_s: f64,
-    ) -> Result<Registry, String> {
+    ) -> Result<Registry, BuildError> {
         let records = buyers
             .iter()
             .map(|b| table::BuyerRecord::new(b.clone(), table::Source::Config, 0))
@@ -344,7 +358,7 @@ impl Registry {
         &self,
         records: Vec<table::BuyerRecord>,
         default_pings_per_s: f64,
-    ) -> Result<Registry, String> {
+    ) -> Result<Registry, BuildError> {
         let mut buyers = Vec::with_capacity(records.len());
         // Buyers naming the same TLS files share one client configuration (and session cache).
         let mut tls_cache = tls::Cache::default();

@@ -33,6 +33,16 @@ pub use sandbox::MockBuyerConfig;
 
 /// Hard ceiling on the bid window the contract allows (CONTRACT §4.1: capped at 5 s).
 pub const MAX_WINDOW_MS: u64 = 5_000;
+/// Longest a buyer's `ping_timeout_ms` may be: no bid window is longer, so a longer timeout could
+/// never be waited for.
+pub const MAX_PING_TIMEOUT_MS: u64 = MAX_WINDOW_MS;
+/// Longest one post's delivery may take, retries and fallbacks included (`post.budget_ms`), and
+/// so the longest one post call may wait (`buyers[].post_timeout_ms`): the seller holds its
+/// connection open meanwhile, and the industry's post SLA is 200 ms.
+pub const MAX_POST_BUDGET_MS: u64 = 30_000;
+/// `[auction] max_price` when the file gives none: 1,000.00 USD, above any price a real lead
+/// fetches and far below what a typo (an extra three zeros) would make of one.
+pub const DEFAULT_MAX_PRICE: Cents = 100_000;
 /// Largest request body any endpoint accepts (CONTRACT §2).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Most buyers one tenant holds (config file and admin API together): bounds the buyer table,
@@ -271,6 +281,11 @@ pub struct AuctionConfig {
     /// file.
     #[serde(deserialize_with = "deserialize_usd")]
     pub margin_fixed: Cents,
+    /// Highest price anything may have, in cents (USD in the file, default
+    /// [`DEFAULT_MAX_PRICE`]): floors and fixed prices above it are refused at load, and a buyer
+    /// bidding above it is ignored (`error`, reason `above_max_price`), never sold at that price.
+    #[serde(deserialize_with = "deserialize_usd")]
+    pub max_price: Cents,
     pub currency: String,
     /// Buyers pinged at most per auction, after filtering; extra eligible buyers are `capped`.
     pub max_buyers_per_auction: usize,
@@ -291,6 +306,7 @@ impl Default for AuctionConfig {
             floor: 0,
             margin_percent: 10.0,
             margin_fixed: 0,
+            max_price: DEFAULT_MAX_PRICE,
             currency: "USD".into(),
             max_buyers_per_auction: 64,
             max_auctions_per_core: 100_000,
@@ -1294,11 +1310,75 @@ impl Config {
                 ));
             }
         }
+        self.check_bounds(&bad)?;
         self.validate_webhooks(file)
     }
 }
 
 impl Config {
+    /// Upper bounds on money and time, and listeners that cannot share an address: a typo here
+    /// (an extra three zeros, a timeout in microseconds) would otherwise load and be obeyed.
+    fn check_bounds(&self, bad: &impl Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
+        let max_price = self.auction.max_price;
+        if max_price == 0 {
+            return Err(bad("auction.max_price", "must be more than 0".into()));
+        }
+        check_money(max_price).map_err(|r| bad("auction.max_price", r))?;
+        let usd = |c: Cents| format!("{}.{:02}", c / 100, c % 100);
+        let over = |key: &str, c: Cents| {
+            bad(
+                key,
+                format!(
+                    "must be at most auction.max_price ({}), got {}",
+                    usd(max_price),
+                    usd(c)
+                ),
+            )
+        };
+        if self.auction.floor > max_price {
+            return Err(over("auction.floor", self.auction.floor));
+        }
+        let budget = self.post.budget_ms;
+        if budget > MAX_POST_BUDGET_MS {
+            return Err(bad(
+                "post.budget_ms",
+                format!("must be 1..={MAX_POST_BUDGET_MS}, got {budget}"),
+            ));
+        }
+        for (i, b) in self.buyers.iter().enumerate() {
+            if b.floor > max_price {
+                return Err(over(&format!("buyers[{i}].floor"), b.floor));
+            }
+            if let Some(p) = b.fixed_price.filter(|&p| p > max_price) {
+                return Err(over(&format!("buyers[{i}].fixed_price"), p));
+            }
+            for (k, ms, max) in [
+                ("ping_timeout_ms", b.ping_timeout_ms, MAX_PING_TIMEOUT_MS),
+                ("post_timeout_ms", b.post_timeout_ms, MAX_POST_BUDGET_MS),
+            ] {
+                if ms > max {
+                    return Err(bad(
+                        &format!("buyers[{i}].{k}"),
+                        format!("buyer {:?}: must be 1..={max}, got {ms}", b.id),
+                    ));
+                }
+            }
+        }
+        // Both would bind the same socket, and `serve` would fail after the checks passed.
+        let api = self.server.listen;
+        if let Some(ops) = self.metrics.listen {
+            let same_ip =
+                ops.ip() == api.ip() || ops.ip().is_unspecified() || api.ip().is_unspecified();
+            if ops.port() != 0 && ops.port() == api.port() && same_ip {
+                return Err(bad(
+                    "metrics.listen",
+                    format!("{ops} overlaps server.listen {api}: give the operations listener its own port"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn validate_webhooks(&self, file: &str) -> Result<(), ConfigError> {
         let bad = |key: String, reason: String| ConfigError::Invalid {
             file: file.to_string(),

@@ -439,6 +439,7 @@ fn seed_buyers(
     Registry::default()
         .with_clock(clock.clone())
         .next(table, config.limits.buyer_pings_per_s)
+        .map_err(|e| e.to_string())
 }
 
 /// Every OAuth client record in the store (revoked ones included; the tables skip them).

@@ -269,9 +269,16 @@ pub async fn apply(
         }
         let next = current
             .next(records, shared.config.limits.buyer_pings_per_s)
-            .map_err(|reason| BuyerError::Invalid {
-                field: String::new(),
-                reason,
+            .map_err(|e| match e.field {
+                // The field is named apart, so the reason is the key's own.
+                Some(field) => BuyerError::Invalid {
+                    field,
+                    reason: e.reason,
+                },
+                None => BuyerError::Invalid {
+                    field: String::new(),
+                    reason: e.to_string(),
+                },
             })?;
         Ok((next, batch, answer))
     })

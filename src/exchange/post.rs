@@ -321,7 +321,11 @@ impl Run<'_> {
             }
             Delivery::Unsold { reason } => {
                 let reply = unsold_answer(post, plan, reason);
-                (done(&reply, PostOutcome::Unsold), None, Delivered::Answer(reply))
+                (
+                    done(&reply, PostOutcome::Unsold),
+                    None,
+                    Delivered::Answer(reply),
+                )
             }
             Delivery::Unconfirmed { .. } => {
                 let reply = unconfirmed_answer(post, plan);

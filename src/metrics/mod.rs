@@ -452,7 +452,12 @@ impl CoreMetrics {
 
     /// Runs `count` on this core's series of buyer `buyer_id` of `tenant` (made on first use),
     /// unless recording is off or the buyer is past [`MAX_BUYER_SERIES`].
-    fn count_for_buyer(&self, tenant: Tenant, buyer_id: &str, count: impl FnOnce(&mut Inner, usize)) {
+    fn count_for_buyer(
+        &self,
+        tenant: Tenant,
+        buyer_id: &str,
+        count: impl FnOnce(&mut Inner, usize),
+    ) {
         if !self.enabled.get() {
             return;
         }

@@ -11,9 +11,7 @@ use hdrhistogram::Histogram;
 
 use super::cpu::{CpuSeconds, THREAD_GROUPS};
 use super::{BuyerKey, Snapshot};
-use crate::types::words::{
-    AttemptResult, CallFailure, NoBidReason, OutcomeKind, ShedReason, Word,
-};
+use crate::types::words::{AttemptResult, CallFailure, NoBidReason, OutcomeKind, ShedReason, Word};
 
 /// Per-core gauges and counters, read by the caller from the runtime's per-core statistics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -320,7 +318,13 @@ pub fn render_prometheus(
         "counter",
         "Buyer pings, per buyer (tenant and id) and outcome.",
     );
-    per_buyer_word::<OutcomeKind>(&mut out, name, "outcome", &snap.buyer_ids, &snap.buyer_pings);
+    per_buyer_word::<OutcomeKind>(
+        &mut out,
+        name,
+        "outcome",
+        &snap.buyer_ids,
+        &snap.buyer_pings,
+    );
 
     let name = "gavel_buyer_call_errors_total";
     header(
@@ -329,7 +333,13 @@ pub fn render_prometheus(
         "counter",
         "Buyer pings that never reached the buyer, per buyer (tenant and id) and kind (tls, dns, connect, egress).",
     );
-    per_buyer_word::<CallFailure>(&mut out, name, "kind", &snap.buyer_ids, &snap.buyer_call_errors);
+    per_buyer_word::<CallFailure>(
+        &mut out,
+        name,
+        "kind",
+        &snap.buyer_ids,
+        &snap.buyer_call_errors,
+    );
 
     let name = "gavel_buyer_post_attempts_total";
     header(
@@ -468,7 +478,12 @@ pub fn render_prometheus(
     for c in cores {
         let core = c.core.to_string();
         for (reason, n) in ShedReason::ALL.iter().zip(c.shed) {
-            sample(&mut out, name, &[("core", &core), ("reason", reason.as_str())], n);
+            sample(
+                &mut out,
+                name,
+                &[("core", &core), ("reason", reason.as_str())],
+                n,
+            );
         }
     }
 

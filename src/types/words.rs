@@ -245,7 +245,15 @@ mod tests {
         let of = |ws: Vec<&'static str>| ws.join(",");
         assert_eq!(
             of(OutcomeKind::ALL.iter().map(|w| w.as_str()).collect()),
-            all(&["bid", "no_bid", "timeout", "error", "filtered", "rate_limited", "capped"])
+            all(&[
+                "bid",
+                "no_bid",
+                "timeout",
+                "error",
+                "filtered",
+                "rate_limited",
+                "capped"
+            ])
         );
         assert_eq!(
             of(NoBidReason::ALL.iter().map(|w| w.as_str()).collect()),
@@ -253,7 +261,14 @@ mod tests {
         );
         assert_eq!(
             of(AttemptResult::ALL.iter().map(|w| w.as_str()).collect()),
-            all(&["accepted", "rejected", "error", "timeout", "connect_error", "unconfirmed"])
+            all(&[
+                "accepted",
+                "rejected",
+                "error",
+                "timeout",
+                "connect_error",
+                "unconfirmed"
+            ])
         );
         assert_eq!(
             of(UnsoldReason::ALL.iter().map(|w| w.as_str()).collect()),

@@ -97,9 +97,7 @@ pub enum PingVerdict {
 #[derive(Debug, PartialEq)]
 pub enum PostVerdict {
     /// The buyer took the lead; its lead id when the format maps one.
-    Accepted {
-        lead_id: Option<String>,
-    },
+    Accepted { lead_id: Option<String> },
     /// The answer says no (its accepted flag is not the accepted value).
     Refused,
     /// The answer could not be read (malformed), or says yes without the lead id the format

@@ -277,6 +277,13 @@ impl Plan {
         fields: &[(String, FieldConfig)],
         call: Call,
     ) -> Result<Plan, FormatError> {
+        // A post without fields would hand the buyer an empty body instead of the lead.
+        if fields.is_empty() && call == Call::Post {
+            return Err(FormatError::new(
+                "fields".into(),
+                "a post format needs at least one field (the buyer would get an empty body)".into(),
+            ));
+        }
         let mut out: Vec<Field> = Vec::with_capacity(fields.len());
         for (name, f) in fields {
             let bad = |reason: String| FormatError::new(format!("fields.{name}"), reason);

@@ -189,10 +189,14 @@ fn templates_with_unknown_fields_or_bad_shapes_are_refused_with_their_key() {
     assert_eq!(e.key, "answer.amount");
     // A post answer needs no amount.
     assert!(compile(
-        "[answer]\ntype = \"xml\"\nlead_id = \"/r/id\"\n",
+        "[fields]\nid = { from = \"auction_id\" }\n[answer]\ntype = \"xml\"\nlead_id = \"/r/id\"\n",
         Call::Post
     )
     .is_ok());
+    // A post format without fields would send the buyer an empty body instead of the lead.
+    let e = err("[answer]\ntype = \"json\"\n", Call::Post);
+    assert_eq!(e.key, "fields");
+    assert!(e.reason.contains("at least one field"), "{}", e.reason);
 }
 
 #[test]
@@ -330,7 +334,8 @@ fn xml_answers_are_read_by_element_path() {
 #[test]
 fn post_answers_give_the_lead_id_a_refusal_or_nothing_confirmed() {
     let f = compile(
-        "[answer]\ntype = \"xml\"\naccepted = \"/r/@ok\"\naccepted_value = \"1\"\nlead_id = \"/r/id\"\n",
+        "[fields]\nid = { from = \"auction_id\" }\n\
+         [answer]\ntype = \"xml\"\naccepted = \"/r/@ok\"\naccepted_value = \"1\"\nlead_id = \"/r/id\"\n",
         Call::Post,
     )
     .unwrap();
@@ -349,7 +354,11 @@ fn post_answers_give_the_lead_id_a_refusal_or_nothing_confirmed() {
     // at all, confirms nothing, yet the buyer may hold the lead.
     assert_eq!(r.post(br#"<r ok="1"></r>"#), PostVerdict::Unconfirmed);
     assert_eq!(r.post(b"not xml"), PostVerdict::Unconfirmed);
-    let f = compile("[answer]\ntype = \"json\"\n", Call::Post).unwrap();
+    let f = compile(
+        "[fields]\nid = { from = \"auction_id\" }\n[answer]\ntype = \"json\"\n",
+        Call::Post,
+    )
+    .unwrap();
     assert_eq!(
         f.answer().unwrap().post(b"{}"),
         PostVerdict::Accepted { lead_id: None }
