@@ -372,3 +372,48 @@ fn a_low_file_descriptor_limit_caps_connections_and_keeps_serving() {
         "the accept warning names the cause: {lines:#?}"
     );
 }
+
+/// A limit that leaves fewer than `MIN_CONNECTIONS_PER_CORE` client connections per core is
+/// refused at start with the numbers and the limit that would do, instead of starting with a cap
+/// two keep-alive clients could fill.
+#[test]
+fn a_file_descriptor_limit_too_low_to_serve_is_refused_at_start() {
+    const FD_LIMIT: u64 = 48;
+    const CORES: usize = 2;
+    let dir = temp_dir("fdlow");
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ncores = {CORES}\npin_threads = false\n\
+         [store]\npath = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+        dir.join("db").display()
+    );
+    let path = dir.join("gavel.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n {FD_LIMIT} && exec \"$0\" serve --config \"$1\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_gavel"))
+        .arg(&path)
+        .env_remove("GAVEL_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started under {FD_LIMIT} fds: {stderr}"
+    );
+    let needed = gavel::runtime::fd_limit_needed(CORES, 0);
+    for want in [
+        format!("file-descriptor limit {FD_LIMIT}"),
+        format!("at least {}", gavel::runtime::MIN_CONNECTIONS_PER_CORE),
+        format!("raise it to {needed}"),
+    ] {
+        assert!(stderr.contains(&want), "{want:?} not in {stderr}");
+    }
+    assert!(
+        !dir.join("db").exists(),
+        "refused before the store was opened"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -38,6 +38,10 @@ pub const FD_RESERVE_PER_CORE: u64 = 16;
 /// File descriptors kept back per core and configured buyer: its outbound connections to that
 /// buyer, in flight and pooled.
 pub const FD_RESERVE_PER_BUYER_PER_CORE: u64 = 8;
+/// Fewest client connections per core Gavel starts with: under a file-descriptor limit that
+/// leaves fewer, two keep-alive clients could lock everyone else out, so it refuses to start and
+/// says which limit would do.
+pub const MIN_CONNECTIONS_PER_CORE: u64 = 16;
 /// First pause after a failed accept; it doubles on every further failure.
 pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Longest pause between accepts while they keep failing.
@@ -468,6 +472,8 @@ pub fn start_with_clock<A: App, S: Service<A>>(
     clock: Clock,
 ) -> Result<ServerHandle<A>, String> {
     let cores = core_count(&config.server);
+    // Before anything opens a file: a limit too low to serve is refused with its numbers.
+    let cap = connection_cap_for(&config, cores)?;
     let driver = resolve_driver(config.server.driver).map_err(|e| e.to_string())?;
     let store = Arc::new(open_store(&config)?);
     let checkpointer = Checkpointer::start(store.clone())
@@ -480,7 +486,6 @@ pub fn start_with_clock<A: App, S: Service<A>>(
     let cpu_sampler = crate::metrics::cpu::Sampler::start(cpu.clone())?;
 
     let (listeners, addr, mut ops_listener, metrics_addr) = bind_listeners(&config, cores)?;
-    let cap = connection_cap_for(&config, cores);
 
     let shared = Arc::new(Shared::<A> {
         addr,
@@ -607,28 +612,40 @@ fn bind_listeners(config: &Config, cores: usize) -> Result<Listeners, String> {
 }
 
 /// Raises the file-descriptor limit and returns the connections each core may hold under it
-/// ([`connection_cap`]), logging how the cap was decided.
-fn connection_cap_for(config: &Config, cores: usize) -> usize {
+/// ([`connection_cap`]), logging how the cap was decided. Refuses (with the numbers and the
+/// limit that would do) when the limit leaves fewer than [`MIN_CONNECTIONS_PER_CORE`] per core
+/// where the config asks for more.
+fn connection_cap_for(config: &Config, cores: usize) -> Result<usize, String> {
     let fd_limit = raise_fd_limit();
-    let cap = connection_cap(
-        config.server.max_connections_per_core,
-        fd_limit,
-        cores,
-        config.buyers.len(),
-    );
+    let buyers = config.buyers.len();
+    let configured = config.server.max_connections_per_core;
+    let cap = connection_cap(configured, fd_limit, cores, buyers);
+    if let Some(limit) = fd_limit {
+        let useful = configured.min(MIN_CONNECTIONS_PER_CORE as usize);
+        if cap < useful {
+            return Err(format!(
+                "the file-descriptor limit {limit} leaves {cap} client connection(s) per core \
+                 ({cores} cores, {buyers} buyers, {} kept for the process); at least \
+                 {MIN_CONNECTIONS_PER_CORE} are needed: raise it to {} or more (ulimit -n, \
+                 systemd LimitNOFILE)",
+                fd_reserve(cores, buyers, fd_limit),
+                fd_limit_needed(cores, buyers)
+            ));
+        }
+    }
     match fd_limit {
-        Some(limit) if cap < config.server.max_connections_per_core => tracing::info!(
+        Some(limit) if cap < configured => tracing::info!(
             max_connections_per_core = cap,
-            configured = config.server.max_connections_per_core,
+            configured,
             fd_limit = limit,
-            fd_reserve = fd_reserve(cores, config.buyers.len()),
+            fd_reserve = fd_reserve(cores, buyers, fd_limit),
             cores,
             "connection cap lowered to fit the file-descriptor limit: (fd_limit - fd_reserve) / cores"
         ),
         Some(limit) => tracing::info!(
             max_connections_per_core = cap,
             fd_limit = limit,
-            fd_reserve = fd_reserve(cores, config.buyers.len()),
+            fd_reserve = fd_reserve(cores, buyers, fd_limit),
             cores,
             "connection cap as configured; the file-descriptor limit holds it"
         ),
@@ -640,10 +657,11 @@ fn connection_cap_for(config: &Config, cores: usize) -> usize {
     if cap < 64 {
         tracing::warn!(
             max_connections_per_core = cap,
+            fd_limit_for_full_reserve = fd_limit_needed(cores, buyers),
             "few connections fit the file-descriptor limit; raise it (ulimit -n, LimitNOFILE)"
         );
     }
-    cap
+    Ok(cap)
 }
 
 /// Serves the operations listener on core 0 until shutdown: `/metrics`, `/healthz` and `/readyz`
@@ -781,10 +799,14 @@ pub fn raise_fd_limit() -> Option<u64> {
     None
 }
 
-/// File descriptors kept back from client connections for `cores` cores and `buyers` buyers.
-pub fn fd_reserve(cores: usize, buyers: usize) -> u64 {
-    FD_RESERVE_BASE
-        + cores as u64 * (FD_RESERVE_PER_CORE + buyers as u64 * FD_RESERVE_PER_BUYER_PER_CORE)
+/// File descriptors kept back from client connections for `cores` cores and `buyers` buyers
+/// under `fd_limit`: the sum of the per-process, per-core and per-buyer reserves, but never more
+/// than half the limit. The reserve is generous (8 pooled sockets per buyer and core); under a
+/// low limit, client connections get the other half rather than nothing.
+pub fn fd_reserve(cores: usize, buyers: usize, fd_limit: Option<u64>) -> u64 {
+    let full = FD_RESERVE_BASE
+        + cores as u64 * (FD_RESERVE_PER_CORE + buyers as u64 * FD_RESERVE_PER_BUYER_PER_CORE);
+    fd_limit.map_or(full, |limit| full.min(limit / 2))
 }
 
 /// Connections one core may hold: `configured`, or fewer when `fd_limit` minus
@@ -798,10 +820,16 @@ pub fn connection_cap(
     let Some(limit) = fd_limit else {
         return configured;
     };
-    let per_core = limit.saturating_sub(fd_reserve(cores, buyers)) / cores.max(1) as u64;
+    let per_core = limit.saturating_sub(fd_reserve(cores, buyers, fd_limit)) / cores.max(1) as u64;
     configured
         .min(usize::try_from(per_core).unwrap_or(usize::MAX))
         .max(1)
+}
+
+/// The file-descriptor limit that gives each of `cores` cores [`MIN_CONNECTIONS_PER_CORE`]
+/// connections beside the full reserve: what to tell an operator whose limit is too low.
+pub fn fd_limit_needed(cores: usize, buyers: usize) -> u64 {
+    fd_reserve(cores, buyers, None) + cores as u64 * MIN_CONNECTIONS_PER_CORE
 }
 
 /// One log line per interval for an event that can repeat thousands of times a second.
@@ -1088,8 +1116,14 @@ mod tests {
         assert_eq!(connection_cap(10_000, Some(1024), 2, 1), 424);
         assert_eq!(connection_cap(100, Some(1024), 2, 1), 100);
         assert_eq!(connection_cap(10_000, None, 2, 1), 10_000);
-        // A limit below the reserve still lets each core hold one connection.
-        assert_eq!(connection_cap(10_000, Some(64), 4, 10), 1);
+        // Under a low limit the reserve shrinks to half of it: 256 fds, 2 cores, 6 buyers keep
+        // 128 (not 128 + 2 * (16 + 48) = 256) and give each core 64.
+        assert_eq!(fd_reserve(2, 6, Some(256)), 128);
+        assert_eq!(connection_cap(10_000, Some(256), 2, 6), 64);
+        assert_eq!(connection_cap(10_000, Some(64), 4, 10), 8);
+        // A limit of nothing still lets each core hold one connection (start refuses it).
+        assert_eq!(connection_cap(10_000, Some(0), 4, 10), 1);
+        assert_eq!(fd_limit_needed(2, 6), 256 + 32);
     }
 
     #[test]
