@@ -17,12 +17,8 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !done() {
-        assert!(t0.elapsed() < WAIT, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    gavel_testkit::wait_until(what, WAIT, done)
 }
 
 /// A seller-chosen auction id that core `core` of 2 owns, so the ping runs there.

@@ -138,16 +138,7 @@ fn closing_buyer() -> (u16, Arc<AtomicUsize>) {
     (port, answered)
 }
 
-macro_rules! both_drivers {
-    ($($name:ident),* $(,)?) => {
-        mod uring {
-            $(#[test] fn $name() { if super::common::drivers().contains(&gavel::config::Driver::Uring) { super::$name(gavel::config::Driver::Uring) } })*
-        }
-        mod legacy {
-            $(#[test] fn $name() { super::$name(gavel::config::Driver::Legacy) })*
-        }
-    };
-}
+use gavel_testkit::both_drivers;
 
 both_drivers!(buyer_names_are_kept_for_their_record_ttl);
 

@@ -12,17 +12,7 @@ use gavel::config::Driver;
 use gavel::sandbox::{FailureMode, MockBuyerConfig, PostFailMode};
 use serde_json::json;
 
-/// Generates one test per driver for each scenario function.
-macro_rules! both_drivers {
-    ($($name:ident),* $(,)?) => {
-        mod uring {
-            $(#[test] fn $name() { if super::common::drivers().contains(&gavel::config::Driver::Uring) { super::$name(gavel::config::Driver::Uring) } })*
-        }
-        mod legacy {
-            $(#[test] fn $name() { super::$name(gavel::config::Driver::Legacy) })*
-        }
-    };
-}
+use gavel_testkit::both_drivers;
 
 both_drivers!(
     ping_wins_and_post_sells,

@@ -1,6 +1,7 @@
 //! The architecture invariant of docs/ARCHITECTURE.md ("Layers"), checked on the source: a module
 //! may name (`crate::…`) only modules in its own layer or below. Test code (`tests.rs` files and
-//! what follows `#[cfg(test)]` in a file) and comments are exempt.
+//! the items marked `#[cfg(test)]`) and comments are exempt; the rest of every file is read,
+//! also what follows a test module.
 //!
 //! There are no exceptions: a new upward edge fails the test, naming the file it is in.
 
@@ -71,21 +72,87 @@ fn module_of(src: &Path, file: &Path) -> Option<String> {
     }
 }
 
-/// The production code of a file: comments dropped, and everything from `#[cfg(test)]` on.
+/// The production code of a file: line comments dropped, and each item marked `#[cfg(test)]`
+/// (a `mod tests { … }`, a test-only function or `use`) cut out. Everything else is read, also
+/// the production code that follows a test module.
 fn production_code(text: &str) -> String {
     let mut code = String::new();
-    for line in text.lines() {
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (line, after) = rest.split_once('\n').unwrap_or((rest, ""));
         let trimmed = line.trim_start();
         if trimmed.starts_with("#[cfg(test)]") {
-            break;
-        }
-        if trimmed.starts_with("//") {
+            rest = skip_item(&rest[rest.len() - rest.trim_start().len() + "#[cfg(test)]".len()..]);
             continue;
         }
-        code.push_str(line);
-        code.push('\n');
+        if !trimmed.starts_with("//") {
+            code.push_str(line);
+            code.push('\n');
+        }
+        rest = after;
     }
     code
+}
+
+/// `text` after the item it starts with: up to the `;` that ends an item without a body, or the
+/// `}` that closes the item's first brace. Braces inside string, raw string and char literals and
+/// comments do not count.
+fn skip_item(text: &str) -> &str {
+    let b = text.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                i = text[i..].find('\n').map_or(b.len(), |n| i + n);
+                continue;
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i = text[i + 2..].find("*/").map_or(b.len(), |n| i + 2 + n + 2);
+                continue;
+            }
+            b'r' if matches!(b.get(i + 1), Some(b'#' | b'"'))
+                && !b[..i]
+                    .last()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_') =>
+            {
+                let hashes = b[i + 1..].iter().take_while(|&&c| c == b'#').count();
+                if b.get(i + 1 + hashes) == Some(&b'"') {
+                    let close = format!("\"{}", "#".repeat(hashes));
+                    let from = i + 2 + hashes;
+                    i = text[from..]
+                        .find(&close)
+                        .map_or(b.len(), |n| from + n + close.len());
+                    continue;
+                }
+            }
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            // A char literal ('{', '\'', '\u{7b}'), not a lifetime ('a).
+            b'\'' if b.get(i + 2) == Some(&b'\'') || b.get(i + 1) == Some(&b'\\') => {
+                i += text[i + 1..].find('\'').map_or(b.len(), |n| n + 2);
+                if b.get(i - 1) == Some(&b'\\') {
+                    i += 1;
+                }
+                continue;
+            }
+            b'{' => depth += 1,
+            b'}' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return &text[i + 1..];
+                }
+            }
+            b';' if depth == 0 => return &text[i + 1..],
+            _ => {}
+        }
+        i += 1;
+    }
+    ""
 }
 
 /// Top-level modules named after `crate::`, including inside `use crate::{a::X, b};` groups.
@@ -181,4 +248,27 @@ fn the_import_scanner_reads_groups_and_skips_comments_and_tests() {
     );
     let names: Vec<String> = named_modules(&code).into_iter().collect();
     assert_eq!(names, ["config", "metrics", "store"]);
+}
+
+#[test]
+fn code_after_a_test_module_is_read() {
+    // Braces in strings, raw strings, chars and comments of the test module do not end it early,
+    // and the production code after it is checked.
+    let code = production_code(concat!(
+        "fn a() {}\n",
+        "#[cfg(test)]\n",
+        "mod tests {\n",
+        "    use crate::cli;\n",
+        "    const S: &str = \"}}\";\n",
+        "    const R: &str = r#\"}\"#;\n",
+        "    const C: char = '}';\n",
+        "    // }\n",
+        "    fn f<'a>(x: &'a str) -> &'a str { x }\n",
+        "}\n",
+        "#[cfg(test)]\n",
+        "use crate::sandbox;\n",
+        "fn after() { crate::api::x(); }\n",
+    ));
+    let names: Vec<String> = named_modules(&code).into_iter().collect();
+    assert_eq!(names, ["api"], "{code}");
 }

@@ -200,16 +200,10 @@ fn promtool_accepts_a_live_scrape() {
         .header("content-type")
         .unwrap()
         .starts_with("text/plain; version=0.0.4"));
-    let promtool = Command::new("promtool").arg("--version").output();
-    if promtool.is_err() {
-        assert!(
-            std::env::var("GAVEL_REQUIRE_PROMTOOL").as_deref() != Ok("1"),
-            "promtool is required (GAVEL_REQUIRE_PROMTOOL=1) but not installed"
-        );
-        eprintln!("promtool not installed: skipping (scripts/install-test-deps.sh installs it)");
+    let Some(promtool) = gavel_testkit::require_tool("promtool", "GAVEL_REQUIRE_PROMTOOL") else {
         return;
-    }
-    let mut child = Command::new("promtool")
+    };
+    let mut child = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

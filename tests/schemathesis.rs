@@ -32,16 +32,9 @@ const DEFAULT_SEED: &str = "1";
 
 #[test]
 fn the_server_agrees_with_its_openapi_document() {
-    if Command::new("st").arg("--version").output().is_err() {
-        assert!(
-            std::env::var("GAVEL_REQUIRE_SCHEMATHESIS").as_deref() != Ok("1"),
-            "schemathesis is required (GAVEL_REQUIRE_SCHEMATHESIS=1) but `st` is not installed"
-        );
-        eprintln!(
-            "schemathesis not installed: skipping (scripts/install-test-deps.sh installs it)"
-        );
+    let Some(st) = gavel_testkit::require_tool("st", "GAVEL_REQUIRE_SCHEMATHESIS") else {
         return;
-    }
+    };
     let env = Env::start(
         Driver::Legacy,
         vec![fixed("a", 20.0), fixed("b", 15.0)],
@@ -55,7 +48,7 @@ fn the_server_agrees_with_its_openapi_document() {
     // schemathesis keeps a Hypothesis example database in its working directory; a scratch
     // directory keeps it out of the checkout.
     let scratch = temp_dir("schemathesis");
-    let out = Command::new("st")
+    let out = Command::new(st)
         .current_dir(&scratch)
         .arg("--config-file")
         .arg(root.join("tests/schemathesis.toml"))

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use gavel::config::{Config, Driver, Scope, SellerConfig, Tenant, TokenConfig};
@@ -106,12 +106,8 @@ fn lead_body() -> Value {
     b
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !done() {
-        assert!(t0.elapsed() < WAIT, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    gavel_testkit::wait_until(what, WAIT, done)
 }
 
 #[test]

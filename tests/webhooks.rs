@@ -76,12 +76,8 @@ fn endpoint_state(env: &Env, id: &str) -> serde_json::Value {
         .clone()
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let t0 = std::time::Instant::now();
-    while !done() {
-        assert!(t0.elapsed() < WAIT, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    gavel_testkit::wait_until(what, WAIT, done)
 }
 
 /// The server-clock times (unix ms) of the first delivery of `event` once it has recorded `n`

@@ -32,24 +32,12 @@ pub fn blocking_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Strin
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        dechunk(body)
+        gavel_testkit::dechunk(body)
+            .ok_or_else(|| std::io::Error::other("malformed chunked body"))?
     } else {
         body.to_string()
     };
     Ok((status, body))
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// An access token from `{base_url}/oauth/token` for the OAuth client `id` / `secret` (client
@@ -127,6 +115,5 @@ mod tests {
             7
         );
         assert_eq!(metric_sum(text, n, &[]), 12);
-        assert_eq!(dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), "abcde");
     }
 }

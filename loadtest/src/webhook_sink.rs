@@ -1,7 +1,7 @@
 //! `--webhooks`: a webhook receiver the spawned Gavel delivers to, so a run measures what the
 //! outbox and its delivery cost the auction path, and how far behind the sale a webhook arrives.
 //!
-//! Built on Gavel's loopback receiver (`gavel::webhooks::receiver`): every delivery is answered 204
+//! Built on the loopback receiver of `gavel-testkit`: every delivery is answered 204
 //! at once, its signature checked with the endpoint's secret, and its arrival (event id, lag from
 //! the event's `created_at`) sent to one collector over a channel, so no lock is shared. Owns
 //! nothing of Gavel's; it is a client of the contract (CONTRACT §8).
@@ -14,8 +14,8 @@ use crossbeam_channel::Receiver;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use gavel::webhooks::receiver::{Answer, Request, Server};
 use gavel::webhooks::Secret;
+use gavel_testkit::receiver::{Answer, Request, Server};
 
 /// One delivery as the sink saw it.
 struct Arrival {

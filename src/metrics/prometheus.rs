@@ -825,11 +825,8 @@ mod tests {
     fn promtool_check_metrics_accepts_output() {
         use std::io::Write as _;
         use std::process::{Command, Stdio};
-        let promtool = ["/usr/bin/promtool", "promtool"]
-            .into_iter()
-            .find(|p| Command::new(p).arg("--version").output().is_ok());
-        let Some(promtool) = promtool else {
-            println!("note: promtool not found on PATH; skipping `promtool check metrics`");
+        let Some(promtool) = gavel_testkit::require_tool("promtool", "GAVEL_REQUIRE_PROMTOOL")
+        else {
             return;
         };
         let (_, realistic) = sample_output();
@@ -841,7 +838,7 @@ mod tests {
             &CpuSeconds::default(),
         );
         for text in [realistic, empty] {
-            let mut child = Command::new(promtool)
+            let mut child = Command::new(&promtool)
                 .args(["check", "metrics"])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())

@@ -5,10 +5,8 @@
 //! secrets ([`check_config`]). [`outbox`] owns the endpoint table and how an event enters the
 //! store with the state change that caused it; [`worker`] delivers, retries and records attempts.
 //! Which state change emits which event is the exchange's business (`exchange::events`).
-//! [`receiver`] is a small blocking receiver for tests and `gavel-load`, never used by the server.
 
 pub mod outbox;
-pub mod receiver;
 pub mod worker;
 
 pub use outbox::{Queued, Webhooks};

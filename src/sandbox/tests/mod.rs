@@ -99,7 +99,7 @@ fn parse_response(raw: &[u8]) -> io::Result<Resp> {
         .iter()
         .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
     let body = if chunked {
-        dechunk(body).ok_or_else(|| bad("bad chunks"))?
+        gavel_testkit::dechunk(body).ok_or_else(|| bad("bad chunks"))?
     } else {
         body.to_owned()
     };
@@ -108,19 +108,6 @@ fn parse_response(raw: &[u8]) -> io::Result<Resp> {
         headers,
         body,
     })
-}
-
-fn dechunk(mut s: &str) -> Option<String> {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = s.split_once("\r\n")?;
-        let size = usize::from_str_radix(size.trim(), 16).ok()?;
-        if size == 0 {
-            return Some(out);
-        }
-        out.push_str(rest.get(..size)?);
-        s = rest.get(size + 2..)?;
-    }
 }
 
 fn ping_body(auction_id: &str) -> Value {
