@@ -175,6 +175,8 @@ fn mask_whole(v: &mut Value) {
     }
 }
 
+// Architecture Invariant [audit-same-batch]: an entry is written in the batch of the change it
+// records, and masks secrets as it is built.
 /// One admin change on its way into the log.
 #[derive(Debug, Clone)]
 pub struct Entry {

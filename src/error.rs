@@ -8,6 +8,8 @@
 use http::StatusCode;
 use serde::Serialize;
 
+// Architecture Invariant [who-caused-it]: every error names who caused it (seller, buyer,
+// internal), which fixes its status class and its metric label.
 /// Who caused an error. Maps one-to-one onto the `cause` metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cause {

@@ -6,21 +6,29 @@
 //! to the next bidder when the winner refuses.
 //!
 //! # Layout
+//! From the bottom layer up (docs/ARCHITECTURE.md, "Layers"; `tests/layering.rs` checks that a
+//! module names only modules of its own layer or below):
+//! - [`types`]: tenants, scopes, parties, cents, the replaceable clock, and the exchange's closed
+//!   vocabularies ([`types::words`]: outcomes, reasons, attempt results). [`error`]: who caused an
+//!   error, its status code and error code.
+//! - [`config`]: TOML schema, defaults, range checks, CLI overrides. [`model`]: validated ping,
+//!   post and lead. [`limits`]: rate limits and caps on shared atomics. [`telemetry`]: logging.
+//! - [`store`]: sled + rkyv records (idempotency, auctions, leads, outbox), per-core write-ahead
+//!   logs, expiry. [`metrics`]: per-core HDR histograms and counters, Prometheus and JSON output.
+//!   [`http`]: hyper 1 on monoio, bounded bodies, request ids, [`http::Reply`].
 //! - [`runtime`]: one pinned thread per core, each a monoio event loop with its own SO_REUSEPORT
-//!   listener, auction shard and buyer pool; cross-core hand-off by crossbeam channel.
-//! - [`http`]: hyper 1 on monoio (via monoio-compat), bounded bodies, request ids, [`http::Reply`].
-//! - [`api`]: routing and endpoints (`/v1/ping`, `/v1/post`, ops), validation with simd-json.
-//! - [`auction`]: shard, fan-out, clearing, bid tokens, post delivery.
-//! - [`buyers`]: buyer registry, eligibility filters, per-core keep-alive connection pool.
-//! - [`auth`]: static bearer tokens (SHA-256 hashed), tenants and scopes, the party of each credential.
-//! - [`parties`]: the seller table (configured and implicit sellers, suspension, per-seller limits).
-//! - [`audit`]: the audit log of admin changes (who, what, before and after, secrets masked).
-//! - [`metrics`]: per-core HDR histograms and counters, merged on read; Prometheus and JSON output.
-//! - [`store`]: sled + rkyv records (idempotency, auctions, leads), per-core write-ahead logs, expiry.
-//! - [`sandbox`]: the mock buyer fleet used by the default config, tests and load tests.
-//! - [`config`]: TOML schema, validation, CLI overrides. [`error`]: who-caused-it error mapping.
+//!   listener; inboxes and hand-off, admission control, the fd limit; generic over the app.
+//! - [`auction`]: shard, fan-out, clearing, bid tokens, post delivery. [`buyers`]: registry,
+//!   filters, formats, the per-core keep-alive pool, TLS, DNS, egress rule. [`auth`]: bearer and
+//!   OAuth credentials and the party of each. [`parties`]: the seller table. [`audit`]: the audit
+//!   log of admin changes. [`webhooks`]: Standard Webhooks, the outbox and its dispatcher.
+//! - [`exchange`]: the use-cases (run an auction, deliver a post, one-call lead, status reports,
+//!   buyer and seller changes), without HTTP.
+//! - [`api`]: routes, views per party, validation, handlers. [`sandbox`]: the mock buyer fleet.
 //! - [`cli`]: the `gavel` command line; `main.rs` only calls it.
 
+// Architecture Invariant [layers]: a module names (`crate::…`) only modules in its own layer or
+// below (docs/ARCHITECTURE.md, "Layers"); tests/layering.rs reads every file to check it.
 pub mod api;
 pub mod auction;
 pub mod audit;

@@ -108,6 +108,8 @@ impl Rate {
     }
 }
 
+// Architecture Invariant [shared-limits]: a limit is one object every core shares (atomics, no
+// lock), never a per-core copy, so it holds in aggregate whatever the core count.
 /// A cap on things in progress (e.g. a seller's running auctions), shared by every core. The count
 /// sits behind its own `Arc` so that a cap with another maximum ([`Concurrency::with_max`]) goes on
 /// counting the same things: a slot taken under the old cap is given back to the count the new cap
@@ -241,6 +243,8 @@ impl SellerLimits {
     }
 }
 
+// Architecture Invariant [unposted-slot-once]: an owned value; dropping it gives the slot back, so
+// it is released exactly once by ownership rather than by bookkeeping.
 /// One of a seller's unposted-auction slots, owned by the auction that holds it: given back
 /// exactly once, when dropped (the auction was posted, lost, or left memory).
 #[derive(Debug)]

@@ -63,7 +63,7 @@ async fn auction_on(core: &Rc<Core>) -> (Closed, Client) {
     let mut body = ping_body().to_string().into_bytes();
     let now = core.shared.clock.now_ms();
     let ping = gavel::api::validate::parse_ping(&mut body, now).expect("valid ping");
-    let id = core.mint_auction_id();
+    let id = gavel::auction::id::mint(core.id, core.shared.cores);
     let closed = auction::run(core, id.clone(), ping, &client)
         .await
         .expect("the auction runs");

@@ -78,6 +78,8 @@ impl Idem {
     }
 }
 
+// Architecture Invariant [one-core-per-key]: every request with one idempotency key is decided on
+// the core this function names, a function of the key alone.
 /// The core that decides every request carrying `key`: a function of the key alone, so one key is
 /// never decided on two cores whatever the rest of the request says. A post's default key
 /// `post_<auction_id>` maps to the auction's owner, so the usual post needs no extra hop.

@@ -115,7 +115,7 @@ async fn execute(core: &Rc<Core>, call: Call, rid: &str) -> Result<Reply, ApiErr
     let auction_id = match (&ping.auction_id, &idem) {
         (Some(id), _) => id.clone(),
         (None, Some(i)) => lead::derived_auction_id(core, &i.scope.encode_key()),
-        (None, None) => core.mint_auction_id(),
+        (None, None) => crate::auction::id::mint(core.id, core.shared.cores),
     };
     // The finished answer is stored under the call's key, and under the post's default key as a
     // post's would be.

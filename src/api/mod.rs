@@ -263,6 +263,8 @@ pub fn start_with_clock(
     crate::runtime::start_with_clock::<crate::exchange::Exchange, Api>(config, clock)
 }
 
+// Architecture Invariant [request-id-and-spec]: every response carries X-Request-Id, and every
+// route here is in docs/openapi.yaml and the other way round (tests/openapi.rs).
 /// Every route the server answers, as (method, path template). A test checks docs/openapi.yaml
 /// against this table.
 pub const ROUTES: &[(&str, &str)] = &[

@@ -142,7 +142,7 @@ async fn execute(
 ) -> Result<Reply, ApiError> {
     let auction_id = match &ping.auction_id {
         Some(id) => id.clone(),
-        None => core.mint_auction_id(),
+        None => crate::auction::id::mint(core.id, core.shared.cores),
     };
     let closed = match auction::run(core, auction_id.clone(), ping, &client).await {
         Ok(c) => c,

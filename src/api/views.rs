@@ -88,6 +88,8 @@ const fn rule(
 
 use Access::{Full, None as No, Own, Public, Refused};
 
+// Architecture Invariant [party-views]: every route has one view rule per party here, applied by
+// `admit` before a handler reads anything; what is not the caller's answers 404.
 /// Every route's rule. A route added to [`super::ROUTES`] without a row here fails the unit test
 /// below and tests/visibility.rs; until then [`admit`] treats it as the operator's alone.
 pub const RULES: &[Rule] = &[

@@ -187,6 +187,8 @@ pub async fn deliver(
     let idem = HeaderValue::from_str(&format!("post_{auction_id}"))
         .expect("auction ids are header-safe by validation");
     let mut any_refusal = false;
+    // Architecture Invariant [one-buyer-at-a-time]: one buyer at a time, always under
+    // `post_<auction_id>`; the next only when the last one certainly did not take the lead.
     for c in candidates.iter().take(budget.max_buyers) {
         if c.valid_until_ms <= registry.clock.now_ms() {
             continue;

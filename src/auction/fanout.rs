@@ -242,6 +242,8 @@ pub async fn ping_buyers(
                     };
                     format::send(pool, target, f, input, &headers, max).await
                 };
+                // Architecture Invariant [deadline]: each call is bounded by min(ping timeout,
+                // deadline - now), so the auction closes on time whatever the buyer does.
                 let res = monoio::time::timeout(budget, call).await;
                 (slot, bi, started.elapsed(), res)
             }

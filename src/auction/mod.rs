@@ -8,6 +8,7 @@
 pub mod clearing;
 pub mod deliver;
 pub mod fanout;
+pub mod id;
 pub mod record;
 pub mod shard;
 pub mod token;
@@ -193,6 +194,8 @@ pub struct Auction {
     /// record, for an auction read back from the store) has reached the disk: the first durable
     /// write of a closed auction carries the event, later ones do not.
     pub close_announced: bool,
+    // Architecture Invariant [buyer-snapshot]: the auction keeps the buyer snapshot it opened
+    // with, for fan-out, clearing, delivery and fallback, whatever changes meanwhile.
     /// The buyer snapshot this auction started with (or, read back from the store, the one
     /// current then): `outcomes[_].buyer` indexes into it, and fan-out, clearing, delivery and
     /// fallback all use it, so a buyer changed or removed meanwhile still gets this auction's post.

@@ -26,6 +26,8 @@ fn slot(t: Tenant) -> usize {
     }
 }
 
+// Architecture Invariant [one-owner-core]: one auction's state is read and written only by its
+// owning core; debug builds assert every access runs there (`Shard::owned_by`).
 pub struct Shard {
     /// One map per tenant (indexed by [`slot`]), keyed by the auction id the seller sees; each id
     /// holds one auction per seller using it, nearly always exactly one.

@@ -100,6 +100,8 @@ pub fn new_client_secret(tenant: Tenant) -> String {
     format!("{}cs_{}", tenant_prefix(tenant), random_b64(32))
 }
 
+// Architecture Invariant [oauth-client-table]: an access token is honoured only while its client
+// is in this core's table; changes reach every core before the admin call answers.
 /// Active clients by id: what a core consults for every OAuth-authenticated request.
 #[derive(Debug, Clone, Default)]
 pub struct ClientTable {

@@ -78,6 +78,8 @@ pub struct Egress {
     own: Vec<SocketAddr>,
 }
 
+// Architecture Invariant [egress]: a buyer call never connects into Gavel's host or network
+// unless `[egress] allow_private` allows it; checked when defined and right before connecting.
 impl Egress {
     /// The rule of `config`, with Gavel's own listeners: those the config names
     /// (`server.listen`, `metrics.listen`, `sandbox.listen`) and `bound`, the addresses the

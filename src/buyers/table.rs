@@ -29,6 +29,8 @@ use super::seal::SealKey;
 use crate::config::{BuyerConfig, Tenant};
 use crate::store::{Batch, Store};
 
+// Architecture Invariant [buyer-ids-per-tenant]: buyer rows are keyed `buyer/<tenant>/<id>`; one
+// tenant can neither fill the table for another nor learn which ids another uses.
 /// Key prefix of buyer rows in the store's meta tree; `<tenant>/<id>` follows it (`<id>` alone in
 /// rows written before ids were scoped by tenant).
 pub const META_PREFIX: &str = "buyer/";

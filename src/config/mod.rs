@@ -43,6 +43,8 @@ pub const MAX_POST_BUDGET_MS: u64 = 30_000;
 /// `[auction] max_price` when the file gives none: 1,000.00 USD, above any price a real lead
 /// fetches and far below what a typo (an extra three zeros) would make of one.
 pub const DEFAULT_MAX_PRICE: Cents = 100_000;
+// Architecture Invariant [named-limits]: everything has a limit with a name and a unit; the
+// limits of the configuration and of requests are the constants around here.
 /// Largest request body any endpoint accepts (CONTRACT §2).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Most buyers one tenant holds (config file and admin API together): bounds the buyer table,

@@ -238,6 +238,8 @@ async fn warm_up(core: Rc<Core>) {
     futures::future::join_all(calls).await;
 }
 
+// Architecture Invariant [expiry-without-traffic]: each core evicts due auctions at least every
+// SHARD_EXPIRY_INTERVAL_MS, whether or not requests arrive.
 /// Evicts this core's expired auctions as they fall due.
 async fn evict_on_time(core: Rc<Core>) {
     loop {

@@ -6,6 +6,8 @@ use crate::error::{Cause, FieldError};
 use crate::store::StoreError;
 use crate::types::Tenant;
 
+// Architecture Invariant [exchange-no-http-errors]: the exchange returns these, never an HTTP
+// answer; `api` maps each variant to one status and error code.
 /// Why a use-case did not run (or did not finish being recorded).
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {

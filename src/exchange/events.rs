@@ -40,6 +40,8 @@ impl Emitted {
     }
 }
 
+// Architecture Invariant [webhook-same-batch]: an event is written in the batch of the state
+// change that caused it; the dispatcher is rung only once that batch is durable.
 /// To call once the batch holding `emitted` is durable: counts the events and wakes the worker.
 pub fn committed(core: &Core, emitted: Emitted) {
     if let Some((tenant, seller, id)) = emitted.announced {

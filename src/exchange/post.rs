@@ -261,6 +261,8 @@ impl Run<'_> {
         Some(to_record(a))
     }
 
+    // Architecture Invariant [durable-before-answer]: the intent to deliver is durable before the
+    // buyer is called, and the outcome before the answer leaves.
     /// Makes the intent to deliver to `slot` durable; false when it could not be (the buyer is
     /// then not called).
     async fn intend(&self, slot: usize) -> bool {

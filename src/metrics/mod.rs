@@ -272,6 +272,8 @@ struct Inner {
     rate_limited: [u64; RATE_LIMITS.len()],
 }
 
+// Architecture Invariant [metrics-per-core]: only the owning core writes these (no atomics, no
+// locks); readers merge snapshots, and labels come from fixed sets, never from request data.
 /// One core's metrics. Written only by its own core (interior mutability with `Cell`/`RefCell`,
 /// not atomics, not locks); read by taking a [`Snapshot`] on that core, which is `Send` and
 /// travels to the core rendering a scrape.

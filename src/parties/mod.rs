@@ -81,6 +81,8 @@ pub fn implicit(tenant: Tenant, id: &str) -> SellerConfig {
     }
 }
 
+// Architecture Invariant [seller-snapshot]: an immutable snapshot on every core; changes are
+// decided on core 0, durable first, then installed everywhere before the call answers.
 /// Every seller of every tenant: an immutable snapshot, replaced whole when sellers change.
 #[derive(Debug, Default)]
 pub struct Sellers {

@@ -55,6 +55,8 @@ impl<A: App> Inbox<A> {
         }
     }
 
+    // Architecture Invariant [stop-never-queued]: a stop is a flag beside the inbox, never a
+    // message in it, so a full inbox cannot lose it.
     /// Asks the owning core to stop accepting and finish its work. Never fails, whatever the
     /// inbox holds.
     pub fn request_stop(&self) {
@@ -92,6 +94,8 @@ pub async fn drain<A: App>(core: Rc<Core<A>>) {
     .await
 }
 
+// Architecture Invariant [hang-up-changes-nothing]: the work is a task of its own on the owner
+// core, so a client that hangs up (dropping the awaiting connection) changes nothing.
 /// Runs `work` on core `target` and returns its reply. When `target` is this core, runs it here.
 pub async fn on_core<A: App, F, Fut>(
     core: &Rc<Core<A>>,

@@ -178,11 +178,12 @@ impl<A: App> Shared<A> {
     }
 }
 
-/// FNV-1a over the id, reduced to a core index. A fixed function (not `RandomState`) so every core
-/// agrees and ids can be minted to land on their minting core.
-pub fn owner_of(auction_id: &str, cores: usize) -> usize {
+/// The core that owns a key (an auction id, an idempotency key): FNV-1a over its bytes, reduced
+/// to a core index. A fixed function (not `RandomState`) so every core agrees, and the auction
+/// module can mint ids that land on their minting core (`auction::id`).
+pub fn owner_of(key: &str, cores: usize) -> usize {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in auction_id.as_bytes() {
+    for b in key.as_bytes() {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -228,53 +229,6 @@ impl<A: App> Core<A> {
             .record_store_commit(started.elapsed().as_micros() as u64);
         res
     }
-
-    /// Mints an auction id (`auc_` + ULID) that this core owns, so a ping never hops.
-    pub fn mint_auction_id(&self) -> String {
-        mint_owned_id(self.id, self.shared.cores).unwrap_or_else(|| {
-            // Never seen in practice (see `mint_owned_id`). The ping still runs here rather than
-            // failing; a later request about it is handed to the owner, which reads the store.
-            tracing::error!(
-                core = self.id,
-                "no owned auction id found; this auction's records live on another core"
-            );
-            format!("auc_{}", ulid::Ulid::new())
-        })
-    }
-}
-
-/// Crockford base32, the alphabet of a ULID's text form.
-const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-/// Fresh ULIDs [`mint_owned_id`] tries before it gives up.
-const MINT_ROUNDS: usize = 8;
-
-/// An `auc_` + ULID id that [`owner_of`] maps to `core` of `cores`, found in at most
-/// [`MINT_ROUNDS`] × 1,024 hashes instead of a loop without bound.
-///
-/// Each round takes a fresh ULID and searches its last two characters (the low 10 bits of its
-/// random part, so every candidate is a valid, distinct ULID with the same timestamp) for one
-/// that lands on `core`. About `cores` candidates are needed on average; a round of 1,024 that
-/// misses has odds of about (1 − 1/64)^1024 ≈ 10⁻⁷ at 64 cores, and every round starts from new
-/// random bits. `None` only if all rounds miss; a unit test mints for every core of 1..=64 cores.
-pub fn mint_owned_id(core: usize, cores: usize) -> Option<String> {
-    if cores <= 1 {
-        return Some(format!("auc_{}", ulid::Ulid::new()));
-    }
-    for _ in 0..MINT_ROUNDS {
-        let mut id = format!("auc_{}", ulid::Ulid::new()).into_bytes();
-        let n = id.len();
-        for a in CROCKFORD {
-            for b in CROCKFORD {
-                id[n - 2] = *a;
-                id[n - 1] = *b;
-                let text = std::str::from_utf8(&id).expect("ULID text is ASCII");
-                if owner_of(text, cores) == core {
-                    return Some(text.to_string());
-                }
-            }
-        }
-    }
-    None
 }
 
 /// A running server: its addresses and the means to stop it.
@@ -516,6 +470,8 @@ pub fn start_with_clock<A: App, S: Service<A>>(
         let ready = ready_tx.clone();
         let cpu = cpus.get(id % cpus.len().max(1)).copied();
         let ops = if id == 0 { ops_listener.take() } else { None };
+        // Architecture Invariant [no-blocking]: nothing on this thread's event loop blocks: no
+        // std::fs, sleeps, blocking locks, sled flushes or name resolution (clippy.toml bans them).
         let t = std::thread::Builder::new()
             .name(format!("gavel-core-{id}"))
             .spawn(move || {
@@ -1095,20 +1051,6 @@ async fn finish<A: App>(core: &Core<A>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn minted_ids_are_owned_ulids_for_every_core_count_up_to_64() {
-        for cores in 1..=64 {
-            for core in 0..cores {
-                for _ in 0..4 {
-                    let id = mint_owned_id(core, cores).expect("an owned id within the bound");
-                    assert_eq!(owner_of(&id, cores), core, "{id} of {cores} cores");
-                    let ulid = id.strip_prefix("auc_").expect("auc_ prefix");
-                    assert!(ulid::Ulid::from_string(ulid).is_ok(), "{id} is a ULID");
-                }
-            }
-        }
-    }
 
     #[test]
     fn connection_cap_fits_the_fd_limit() {

@@ -1106,6 +1106,8 @@ const _: () = {
     }
 };
 
+// Architecture Invariant [ids-per-tenant-and-seller]: auctions and leads are keyed by tenant, id
+// and seller, so a seller-chosen id names a different record for each tenant and seller.
 /// The key of a record in the `auctions` and `leads` trees: `tenant ++ 0x00 ++ id ++ 0x00 ++
 /// seller`, so one id names a different record in each tenant and for each seller, and every
 /// seller's record of one id starts with `tenant ++ 0x00 ++ id ++ 0x00`. Ids never contain a NUL

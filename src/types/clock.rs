@@ -8,6 +8,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+// Architecture Invariant [one-clock]: wall-clock time comes from this one clock (tests replace
+// it); timers that bound waiting use the monotonic clock instead.
 /// A source of "now" in unix milliseconds. Cloning shares the source: advancing a manual clock is
 /// seen by every clone.
 #[derive(Debug, Clone, Default)]

@@ -191,7 +191,7 @@ async fn run_ping(app: &App, headers: &HeaderMap, body: Bytes) -> Result<Vec<u8>
             }
             id.clone()
         }
-        None => gavel::runtime::mint_owned_id(0, 1).expect("one core always owns its ids"),
+        None => gavel::auction::id::mint_owned_id(0, 1).expect("one core always owns its ids"),
     };
     let deadline_ms = ping
         .expires_at_ms

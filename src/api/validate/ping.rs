@@ -136,6 +136,8 @@ fn ping_fields(f: &Fields<'_, '_>, now_ms: u64, errs: &mut Errors) -> Option<Pin
     })
 }
 
+// Architecture Invariant [pii-post-only]: a ping carrying contact fields is refused before any
+// buyer sees it; contact data travels only on the post path.
 /// Refuses a ping whose top-level or attribute keys name contact data, listing the keys (never
 /// their values) in both the message and `field_errors`.
 fn reject_ping_pii(obj: &Object<'_>) -> Result<(), ApiError> {
