@@ -704,6 +704,7 @@ fn check_sections(cfg: &Config, file: &str) -> Result<(), ConfigError> {
     crate::webhooks::check_config(&cfg.webhooks, file)?;
     crate::webhooks::check_delivery(&cfg.webhook_delivery, file)?;
     crate::sandbox::check_config(&cfg.sandbox, file)?;
+    crate::http::tls::check_config(cfg, file)?;
     // Last: a buyer whose URL is wrong in another way is told that first.
     crate::buyers::egress::check_config(cfg, file)
 }
@@ -801,13 +802,26 @@ fn wait_for_signal(mut on_hup: impl FnMut()) -> Result<(), String> {
 }
 
 /// The sections of the config a reload does not apply that differ between `running` and `new`:
-/// they take effect at the next restart. Buyers, sellers, tokens, rules and webhooks are applied by
-/// a reload.
+/// they take effect at the next restart. Buyers, sellers, tokens, rules, webhooks and the API
+/// listener's certificate and key (`[server.tls]`) are applied by a reload.
 fn sections_needing_restart(running: &Config, new: &Config) -> Vec<&'static str> {
     let differ =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
     let sections: [(&'static str, bool); 12] = [
-        ("server", differ(&running.server, &new.server)),
+        // `[server.tls]` is reloaded (the files it names, read again); the rest of `[server]` is not.
+        (
+            "server",
+            differ(
+                &crate::config::ServerConfig {
+                    tls: None,
+                    ..running.server.clone()
+                },
+                &crate::config::ServerConfig {
+                    tls: None,
+                    ..new.server.clone()
+                },
+            ),
+        ),
         ("auction", differ(&running.auction, &new.auction)),
         ("post", differ(&running.post, &new.post)),
         ("bid_token", differ(&running.bid_token, &new.bid_token)),
@@ -900,8 +914,13 @@ fn serve(path: &std::path::Path, overrides: &Overrides) -> Result<(), String> {
         None
     };
     let mut running = cfg.clone();
+    let scheme = if cfg.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let server = crate::api::start(cfg)?;
-    eprintln!("gavel listening on http://{}", server.addr);
+    eprintln!("gavel listening on {scheme}://{}", server.addr);
     if let Some(m) = server.metrics_addr {
         eprintln!("gavel operations listener on http://{m} (/metrics, /healthz, /readyz)");
     }

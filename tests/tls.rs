@@ -11,88 +11,19 @@ mod common;
 
 use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::pki::{Ca, Leaf};
 use common::*;
 use gavel::config::{BuyerConfig, BuyerTlsConfig, Driver, WebhookConfig};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 const WAIT: Duration = Duration::from_secs(15);
 
 fn driver() -> Driver {
     drivers()[0]
-}
-
-/// A certificate authority made for one test.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-/// A certificate signed by a [`Ca`], with its key.
-struct Leaf {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().unwrap();
-        let cert = p.self_signed(&key).unwrap();
-        Ca { cert, key }
-    }
-
-    /// A server certificate for `names` (DNS names or IP addresses).
-    fn server(&self, names: &[&str]) -> Leaf {
-        self.leaf(names, ExtendedKeyUsagePurpose::ServerAuth)
-    }
-
-    /// A client certificate (mutual TLS).
-    fn client(&self) -> Leaf {
-        self.leaf(&["gavel.client"], ExtendedKeyUsagePurpose::ClientAuth)
-    }
-
-    fn leaf(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Leaf {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut p = CertificateParams::new(names).unwrap();
-        p.distinguished_name.push(DnType::CommonName, "test leaf");
-        p.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
-        Leaf { cert, key }
-    }
-
-    fn der(&self) -> CertificateDer<'static> {
-        self.cert.der().clone()
-    }
-
-    /// Writes the CA certificate as PEM into `dir`.
-    fn write(&self, dir: &Path, name: &str) -> PathBuf {
-        let path = dir.join(name);
-        std::fs::write(&path, self.cert.pem()).unwrap();
-        path
-    }
-}
-
-impl Leaf {
-    /// Writes the certificate and its key as PEM into `dir`; returns (cert, key) paths.
-    fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-        let cert = dir.join(format!("{name}.crt"));
-        let key = dir.join(format!("{name}.key"));
-        std::fs::write(&cert, self.cert.pem()).unwrap();
-        std::fs::write(&key, self.key.serialize_pem()).unwrap();
-        (cert, key)
-    }
 }
 
 /// What the TLS server saw.
@@ -539,7 +470,11 @@ fn check_config_names_the_tls_key_at_fault() {
 
     // A key that is not the certificate's own.
     let other_key = dir.join("other.key");
-    std::fs::write(&other_key, KeyPair::generate().unwrap().serialize_pem()).unwrap();
+    std::fs::write(
+        &other_key,
+        rcgen::KeyPair::generate().unwrap().serialize_pem(),
+    )
+    .unwrap();
     let e = config_error(
         &format!(
             "client_cert_file = {:?}\nclient_key_file = {:?}",

@@ -75,48 +75,8 @@ pub fn default_client() -> Client {
         .clone()
 }
 
-/// A config error: the key it is about, relative to its section (`tls.ca_file` under
-/// `buyers[i]`, `ca_file` under `webhook_delivery`), and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SettingError {
-    pub key: &'static str,
-    pub reason: String,
-}
-
-impl std::fmt::Display for SettingError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.key, self.reason)
-    }
-}
-
-fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, SettingError> {
-    // Config loading, before any core runs: the one place blocking file reads belong.
-    std::fs::read(path).map_err(|e| SettingError {
-        key,
-        reason: format!("cannot read {}: {e}", path.display()),
-    })
-}
-
-/// Every certificate in a PEM file; a file without one is an error, not an empty trust store.
-pub fn read_certs(
-    key: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, SettingError> {
-    let pem = read(key, path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| SettingError {
-            key,
-            reason: format!("{}: bad PEM: {e}", path.display()),
-        })?;
-    if certs.is_empty() {
-        return Err(SettingError {
-            key,
-            reason: format!("{}: no PEM certificate in the file", path.display()),
-        });
-    }
-    Ok(certs)
-}
+use crate::http::tls::read;
+pub use crate::http::tls::{read_certs, SettingError};
 
 /// `roots` plus every CA certificate of the PEM file at `path`.
 pub fn add_ca_file(

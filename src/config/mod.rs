@@ -248,6 +248,20 @@ pub struct ServerConfig {
     pub max_queue_delay_ms: u64,
     /// How long shutdown waits for in-flight requests before the process exits anyway.
     pub shutdown_grace_ms: u64,
+    /// `[server.tls]`: the API listener speaks TLS with this certificate and key; absent, plain
+    /// HTTP (the default, for a local run or behind a TLS terminator).
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// `[server.tls]`: the seller-facing listener's certificate chain and private key, PEM files read
+/// at start and again on SIGHUP (new handshakes get the new pair; open connections keep theirs).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// The leaf certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -263,6 +277,7 @@ impl Default for ServerConfig {
             max_in_flight_requests_per_core: 10_000,
             max_queue_delay_ms: 50,
             shutdown_grace_ms: 10_000,
+            tls: None,
         }
     }
 }

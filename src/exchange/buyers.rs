@@ -610,12 +610,16 @@ impl crate::runtime::ServerHandle<Exchange> {
     /// Applies a new, fully checked config (`cli::load_config`) to the running server without
     /// dropping a connection or an auction: its buyers through the same path as the admin API
     /// (the ownership rule of [`crate::buyers::table`], durable, installed on every core), its
-    /// sellers likewise ([`super::sellers::reload`]), its static tokens, lead rules and webhook
+    /// sellers likewise ([`super::sellers::reload`]), the API listener's certificate and key
+    /// (`[server.tls]`, for new connections), its static tokens, lead rules and webhook
     /// endpoints on every core, and the endpoints also to
     /// the webhook worker, which has taken them when this returns. Other sections are not
     /// applied (the caller says which changed).
     /// Blocks the calling thread: call it from the main thread or a test, never from a core.
     pub fn reload(&self, config: &Config) -> Result<(), String> {
+        // The listener's certificate first: files that went bad stop the reload before anything
+        // else changes.
+        self.reload_tls(config)?;
         let (running, running_hooks) = self
             .on_core(BUYERS_CORE, |c| async move {
                 (c.auth.borrow().clone(), c.webhooks())

@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use crate::error::ApiError;
 
 pub mod shutdown;
+pub mod tls;
 pub mod watch;
 
 /// A response before it becomes a hyper `Response`: plain data, cheap to move across cores.
@@ -197,8 +198,14 @@ pub struct ConnLimits {
 /// Serves one accepted TCP stream with hyper HTTP/1.1 keep-alive until the client closes it,
 /// it stays idle past `idle_timeout`, a request head takes longer than `header_read_timeout`, or
 /// `shutdown` fires, after which in-flight requests finish and the connection closes.
+///
+/// With `tls`, the connection is TLS (rustls through `tokio-rustls` on monoio's poll-io stream,
+/// as the buyer pool does it): the handshake must finish within `header_read_timeout`, and the
+/// connection keeps the configuration it was accepted with for its whole life, so a certificate
+/// reloaded meanwhile applies to new connections only.
 pub async fn serve_connection<S, F, B>(
     stream: monoio::net::TcpStream,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     limits: ConnLimits,
     shutdown: shutdown::Shutdown,
     service: S,
@@ -208,17 +215,52 @@ pub async fn serve_connection<S, F, B>(
     B: hyper::body::Body<Data = Bytes> + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    use futures::future::Either;
     use monoio::io::IntoPollIo;
     let _ = stream.set_nodelay(true);
-    let activity = watch::Activity::new();
     let io = match stream.into_poll_io() {
-        Ok(io) => watch::Watched::new(monoio_compat::hyper::MonoioIo::new(io), activity.clone()),
+        Ok(io) => io,
         Err(e) => {
             tracing::debug!(error = %e, "cannot switch stream to poll io");
             return;
         }
     };
+    let Some(tls) = tls else {
+        return serve_io(
+            monoio_compat::hyper::MonoioIo::new(io),
+            limits,
+            shutdown,
+            service,
+        )
+        .await;
+    };
+    let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(io);
+    match monoio::time::timeout(limits.header_read_timeout, handshake).await {
+        Ok(Ok(tls)) => {
+            serve_io(
+                monoio_compat::hyper::MonoioIo::new(tls),
+                limits,
+                shutdown,
+                service,
+            )
+            .await
+        }
+        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!("TLS handshake not finished in time; closing the connection"),
+    }
+}
+
+/// [`serve_connection`] once the stream is ready for hyper (plain or TLS).
+async fn serve_io<I, S, F, B>(io: I, limits: ConnLimits, shutdown: shutdown::Shutdown, service: S)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    S: Fn(http::Request<Incoming>) -> F + 'static,
+    F: Future<Output = Result<Response<B>, std::convert::Infallible>> + 'static,
+    B: hyper::body::Body<Data = Bytes> + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use futures::future::Either;
+    let activity = watch::Activity::new();
+    let io = watch::Watched::new(io, activity.clone());
     let mut builder = hyper::server::conn::http1::Builder::new();
     // hyper's own header-read timer also runs while a keep-alive connection waits for its next
     // request, which would make it the idle timeout too; `watch` keeps both timers instead.

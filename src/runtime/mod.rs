@@ -6,7 +6,7 @@
 //! every accepted connection is served by the [`Service`] the server was started with (the HTTP
 //! API, a layer above), called with static dispatch.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -160,6 +160,9 @@ pub struct Shared<A: App> {
     /// start the server on a manual one ([`start_with_clock`]) and advance it instead of sleeping.
     /// Timers that bound waiting stay on the monotonic clock.
     pub clock: Clock,
+    /// The API listener's TLS configuration as loaded at start (`[server.tls]`); each core
+    /// starts from it, and a reload replaces the cores' own copies ([`Core::tls`]), not this.
+    pub tls_at_start: Option<Arc<rustls::ServerConfig>>,
     /// The app's shared state ([`App::Global`]).
     pub app: A::Global,
 }
@@ -205,6 +208,10 @@ pub struct Core<A: App> {
     /// This core's overload limits (`server.max_queue_delay_ms`, `max_in_flight_requests_per_core`).
     pub admission: admission::Limits,
     open_connections: Cell<usize>,
+    /// The TLS configuration new API connections on this core are accepted with (`None`: plain
+    /// HTTP). Replaced whole by [`ServerHandle::reload_tls`]; a connection keeps the one it was
+    /// accepted with.
+    pub tls: RefCell<Option<Arc<rustls::ServerConfig>>>,
     /// The app's state on this core ([`App::Local`]).
     pub local: A::Local,
 }
@@ -288,6 +295,43 @@ impl<A: App> ServerHandle<A> {
         });
         self.shared.inboxes[core].send(job).ok()?;
         rx.recv().ok()
+    }
+
+    /// Reads `[server.tls]` of `config` again and gives every core the new certificate and key:
+    /// connections accepted from then on handshake with them, connections already open keep
+    /// theirs. Turning TLS on or off needs a restart (the listener's scheme is what clients were
+    /// told). Blocks the calling thread (file reads, then each core in turn): call it from the
+    /// main thread or a test, never from a core.
+    pub fn reload_tls(&self, config: &Config) -> Result<(), String> {
+        let next = match (&config.server.tls, &self.shared.tls_at_start) {
+            (None, None) => return Ok(()),
+            (Some(tls), Some(_)) => {
+                crate::http::tls::server_config(tls).map_err(|e| format!("server.{e}"))?
+            }
+            _ => {
+                return Err(
+                    "server.tls: turning TLS on or off takes a restart; the certificate and \
+                     key are reloaded, the scheme is not"
+                        .into(),
+                )
+            }
+        };
+        let missed: Vec<usize> = (0..self.shared.cores)
+            .filter(|&core| {
+                let next = next.clone();
+                self.on_core(core, move |c| async move {
+                    *c.tls.borrow_mut() = Some(next);
+                })
+                .is_none()
+            })
+            .collect();
+        if missed.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the new certificate is not installed on core(s) {missed:?}; send SIGHUP again"
+            ))
+        }
     }
 }
 
@@ -441,6 +485,14 @@ pub fn start_with_clock<A: App, S: Service<A>>(
 
     let (listeners, addr, mut ops_listener, metrics_addr) = bind_listeners(&config, cores)?;
 
+    // Read before the cores start (blocking file reads belong here); checked at load already.
+    let tls_at_start = config
+        .server
+        .tls
+        .as_ref()
+        .map(crate::http::tls::server_config)
+        .transpose()
+        .map_err(|e| format!("server.{e}"))?;
     let shared = Arc::new(Shared::<A> {
         addr,
         metrics_addr,
@@ -458,6 +510,7 @@ pub fn start_with_clock<A: App, S: Service<A>>(
         max_connections_per_core: cap,
         cpu,
         clock,
+        tls_at_start,
         config,
         app,
     });
@@ -652,7 +705,8 @@ async fn serve_ops<A: App, S: Service<A>>(
         let c = core.clone();
         monoio::spawn(async move {
             let svc_core = c.clone();
-            crate::http::serve_connection(stream, limits, c.shutdown.clone(), move |req| {
+            // The operations listener stays plain HTTP: loopback by default, scraped by Prometheus.
+            crate::http::serve_connection(stream, None, limits, c.shutdown.clone(), move |req| {
                 S::handle_ops(svc_core.clone(), req)
             })
             .await;
@@ -918,6 +972,7 @@ async fn build_core<A: App>(
         loop_clock: admission::LoopClock::new(std::time::Instant::now()),
         admission: admission::Limits::from_config(&config.server),
         open_connections: Cell::new(0),
+        tls: RefCell::new(shared.tls_at_start.clone()),
         shared: shared.clone(),
     });
     core.metrics.set_enabled(config.metrics.record);
@@ -1011,9 +1066,10 @@ fn serve<A: App, S: Service<A>>(
     stats.connections_open.fetch_add(1, Ordering::Relaxed);
     stats.connections_total.fetch_add(1, Ordering::Relaxed);
     let c = core.clone();
+    let tls = core.tls.borrow().clone();
     monoio::spawn(async move {
         let svc_core = c.clone();
-        crate::http::serve_connection(stream, limits, c.shutdown.clone(), move |req| {
+        crate::http::serve_connection(stream, tls, limits, c.shutdown.clone(), move |req| {
             S::handle(svc_core.clone(), req)
         })
         .await;

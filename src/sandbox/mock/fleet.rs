@@ -223,10 +223,16 @@ fn fleet_thread(
                     let shutdown = shutdown.clone();
                     monoio::spawn(async move {
                         let _guard = guard;
-                        crate::http::serve_connection(stream, CONN_LIMITS, shutdown, move |req| {
-                            let local = local.clone();
-                            async move { Ok::<_, Infallible>(handle(&local, req).await) }
-                        })
+                        crate::http::serve_connection(
+                            stream,
+                            None,
+                            CONN_LIMITS,
+                            shutdown,
+                            move |req| {
+                                let local = local.clone();
+                                async move { Ok::<_, Infallible>(handle(&local, req).await) }
+                            },
+                        )
                         .await;
                     });
                 }
