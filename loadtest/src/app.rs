@@ -30,6 +30,8 @@ pub fn spawn_config(args: &Args) -> SpawnConfig {
         server_max_queue_delay_ms: args.server_max_queue_delay_ms,
         durable: !args.no_durable,
         webhooks: args.webhooks,
+        server_tls: args.server_tls,
+        buyers_tls: args.buyers_tls,
     }
 }
 

@@ -130,6 +130,18 @@ pub struct Args {
     /// Start Gavel in-process (temp store, generated token, the spawned buyers).
     #[arg(long)]
     pub spawn_server: bool,
+    /// PEM file of the CA an `https` --url's certificate chains to (default: the public roots).
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The spawned server serves https (`[server.tls]`) with a certificate of a CA generated for
+    /// the run, which the generator trusts: measures what TLS costs Gavel per seller request.
+    #[arg(long)]
+    pub server_tls: bool,
+    /// The spawned buyers serve https with a certificate of a CA generated for the run, which the
+    /// spawned server trusts (`[buyers.tls] ca_file`): measures what TLS to buyers costs Gavel.
+    /// In-process buyers only (not with --buyers-process).
+    #[arg(long)]
+    pub buyers_tls: bool,
     /// Cores of the spawned server.
     #[arg(long, default_value_t = 1)]
     pub server_cores: usize,
@@ -203,6 +215,17 @@ impl Args {
         if self.buyers == Some(0) {
             return Err("--buyers must be at least 1".into());
         }
+        if self.server_tls && !self.spawn_server {
+            return Err(
+                "--server-tls needs --spawn-server (give --ca-file for another server)".into(),
+            );
+        }
+        if self.buyers_tls && (!self.spawn_server || self.buyers_process) {
+            return Err(
+                "--buyers-tls needs --spawn-server and in-process buyers (not --buyers-process)"
+                    .into(),
+            );
+        }
         if self.buyers_process && self.buyers.is_none() {
             return Err("--buyers-process needs --buyers N".into());
         }
@@ -258,6 +281,9 @@ impl Args {
             "buyer_threads": self.buyer_threads,
             "buyers_process": self.buyers_process,
             "spawn_server": self.spawn_server,
+            "server_tls": self.server_tls,
+            "buyers_tls": self.buyers_tls,
+            "ca_file": self.ca_file.as_ref().map(|p| p.display().to_string()),
             "server_cores": self.server_cores,
             "server_driver": format!("{:?}", self.server_driver).to_lowercase(),
             "server_max_queue_delay_ms": self.server_max_queue_delay_ms,

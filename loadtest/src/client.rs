@@ -49,8 +49,8 @@ pub fn oauth_token(
     secret: &str,
     driver: gavel::config::Driver,
 ) -> Result<String, String> {
-    use gavel::buyers::pool::{Pool, Target};
-    let target = Target::parse(&format!("{}/oauth/token", base_url.trim_end_matches('/')))?;
+    use gavel::buyers::pool::Pool;
+    let target = crate::tls::target(&format!("{}/oauth/token", base_url.trim_end_matches('/')))?;
     let body = serde_json::json!({
         "grant_type": "client_credentials", "client_id": id, "client_secret": secret
     });

@@ -210,8 +210,8 @@ pub fn fetch_server_process_us(
     token: Option<&str>,
     driver: gavel::config::Driver,
 ) -> Result<u64, String> {
-    use gavel::buyers::pool::{Pool, Target};
-    let target = Target::parse(&format!("{}/metrics", base_url.trim_end_matches('/')))?;
+    use gavel::buyers::pool::Pool;
+    let target = crate::tls::target(&format!("{}/metrics", base_url.trim_end_matches('/')))?;
     let mut headers = Vec::new();
     if let Some(t) = token {
         let value =

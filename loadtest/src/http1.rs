@@ -9,6 +9,10 @@
 //! supports is what Gavel answers: `Content-Length` or chunked bodies, keep-alive unless the
 //! answer says `Connection: close`. The blocking helpers in [`crate::client`] and the reporting
 //! threads still use the pool.
+//!
+//! Over `https` the same client speaks TLS (rustls through `tokio-rustls` on monoio's poll-io
+//! stream, as Gavel's own listener and buyer pool do), trusting the CA the run names: the plain
+//! path keeps its completion I/O, the TLS path reads and writes through the TLS stream.
 
 use std::cell::RefCell;
 use std::io::Write as _;
@@ -18,8 +22,10 @@ use bytes::Bytes;
 use gavel::buyers::pool::Origin;
 use gavel::buyers::resolve::Cache;
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, IntoPollIo};
 use monoio::net::TcpStream;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A pooled connection idle longer than this is closed instead of reused, well inside the idle
 /// timeout of Gavel's listener (60 s by default), so a request never meets a connection the
@@ -58,8 +64,14 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+/// A connection's byte stream: plain TCP with completion I/O, or TLS over the poll-io stream.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<<TcpStream as IntoPollIo>::PollIo>>),
+}
+
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     /// Read buffer, reused from answer to answer.
     buf: Vec<u8>,
     /// Write buffer, reused from request to request.
@@ -77,16 +89,34 @@ pub struct Client {
     /// The caller's headers (the bearer token), in the heads of calls that ask for them.
     auth_lines: Vec<u8>,
     idle: RefCell<Vec<Conn>>,
+    /// For an `https` origin: the client configuration and the name its certificate must carry.
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
 }
 
 impl Client {
-    /// A client for `origin`; `headers` go into the calls made with `auth`.
-    pub fn new(origin: Origin, host_header: &str, headers: &[(&str, &str)]) -> Client {
+    /// A client for `origin`; `headers` go into the calls made with `auth`. With `tls`, every
+    /// connection is TLS with that configuration, checking the origin's host name.
+    pub fn new(
+        origin: Origin,
+        host_header: &str,
+        headers: &[(&str, &str)],
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Client {
         let mut auth_lines = Vec::new();
         for (name, value) in headers {
             let _ = write!(auth_lines, "{name}: {value}\r\n");
         }
+        let tls = tls.map(|config| {
+            let host = origin.host.trim_start_matches('[').trim_end_matches(']');
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .expect("a URL host is a DNS name or an IP address");
+            (config, name)
+        });
         Client {
+            tls,
             origin,
             dns: Cache::default(),
             host_line: format!("host: {host_header}\r\n").into_bytes(),
@@ -116,6 +146,17 @@ impl Client {
             match TcpStream::connect_addr(*addr).await {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
+                    let stream = match &self.tls {
+                        None => Stream::Plain(stream),
+                        Some((config, name)) => {
+                            let io = stream.into_poll_io().map_err(CallError::Connect)?;
+                            let tls = tokio_rustls::TlsConnector::from(config.clone())
+                                .connect(name.clone(), io)
+                                .await
+                                .map_err(|e| CallError::Http(format!("TLS handshake: {e}")))?;
+                            Stream::Tls(Box::new(tls))
+                        }
+                    };
                     return Ok(Conn {
                         stream,
                         buf: Vec::with_capacity(4096),
@@ -161,8 +202,21 @@ impl Client {
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(body);
-        let (res, out) = conn.stream.write_all(out).await;
-        conn.out = out;
+        let res = match &mut conn.stream {
+            Stream::Plain(s) => {
+                let (res, out) = s.write_all(out).await;
+                conn.out = out;
+                res.map(|_| ())
+            }
+            Stream::Tls(s) => {
+                let res = match s.write_all(&out).await {
+                    Ok(()) => s.flush().await,
+                    Err(e) => Err(e),
+                };
+                conn.out = out;
+                res
+            }
+        };
         res.map_err(|e| CallError::Http(format!("write: {e}")))?;
         let (answer, keep) = read_answer(&mut conn, max_body).await?;
         if keep {
@@ -180,9 +234,21 @@ async fn fill(conn: &mut Conn) -> Result<(), CallError> {
         buf.reserve(4096);
     }
     let (filled, total) = (buf.len(), buf.capacity());
-    // Reading into the spare capacity appends to what is already there.
-    let (res, slice) = conn.stream.read(buf.slice_mut(filled..total)).await;
-    conn.buf = slice.into_inner();
+    let res = match &mut conn.stream {
+        Stream::Plain(s) => {
+            // Reading into the spare capacity appends to what is already there.
+            let (res, slice) = s.read(buf.slice_mut(filled..total)).await;
+            conn.buf = slice.into_inner();
+            res
+        }
+        Stream::Tls(s) => {
+            buf.resize(total, 0);
+            let res = s.read(&mut buf[filled..]).await;
+            buf.truncate(filled + *res.as_ref().unwrap_or(&0));
+            conn.buf = buf;
+            res
+        }
+    };
     match res {
         Ok(0) => Err(CallError::Http(
             "connection closed before the answer ended".into(),
@@ -340,6 +406,7 @@ mod tests {
                 origin,
                 &format!("127.0.0.1:{port}"),
                 &[("authorization", "Bearer t")],
+                None,
             );
             let a = c.call(false, "/v1/ping", true, b"{}", 1024).await.unwrap();
             let b = c.call(true, "/healthz", false, b"", 1024).await.unwrap();
@@ -373,7 +440,7 @@ mod tests {
         let (port, _server) = canned(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\n"]);
         let err = gavel::runtime::block_on(gavel::config::Driver::Legacy, 64, || async move {
             let origin = Origin::parse(&format!("http://127.0.0.1:{port}")).unwrap();
-            let c = Client::new(origin, "x", &[]);
+            let c = Client::new(origin, "x", &[], None);
             c.call(true, "/", false, b"", 10).await.unwrap_err()
         })
         .unwrap();

@@ -6,7 +6,8 @@
 //! server, network, or the generator itself — shows up in the numbers instead of lowering the load.
 //! [`run`] owns the thread-per-core generator, [`spawn`] the in-process buyers and server, [`cli`]
 //! the flags, [`client`] the GET helpers, [`server_view`] Gavel's own histograms
-//! of the measured window, [`cpu`] the CPU per auction, [`webhook_sink`] the receiver of `--webhooks`.
+//! of the measured window, [`cpu`] the CPU per auction, [`webhook_sink`] the receiver of `--webhooks`,
+//! [`tls`] what an https run trusts and the certificates of `--server-tls` / `--buyers-tls`.
 
 pub mod app;
 pub mod cli;
@@ -20,4 +21,5 @@ pub mod run;
 pub mod schedule;
 pub mod server_view;
 pub mod spawn;
+pub mod tls;
 pub mod webhook_sink;

@@ -12,6 +12,9 @@ fn main() -> ExitCode {
         eprintln!("gavel-load: {e}");
         return ExitCode::from(64);
     }
+    if let Some(ca) = &args.ca_file {
+        gavel_load::tls::trust(ca);
+    }
     let report = match gavel_load::app::execute(&args) {
         Ok(r) => r,
         Err(e) => {

@@ -346,6 +346,7 @@ pub fn run_with_hooks(
     for path in ["/v1/ping", "/v1/post", "/v1/leads", "/healthz"] {
         Target::parse(&format!("{base}{path}"))?;
     }
+    crate::tls::client_config(base)?;
     if let Some(t) = &cfg.token {
         HeaderValue::from_str(&format!("Bearer {t}")).map_err(|e| format!("--token: {e}"))?;
     }
@@ -409,6 +410,7 @@ async fn generator(
         healthz.origin.clone(),
         healthz.host_header.to_str().expect("built from a URL"),
         &auth,
+        crate::tls::client_config(&base).expect("checked in run()"),
     );
     let ctx = Rc::new(Ctx {
         client,

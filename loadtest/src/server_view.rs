@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
-use gavel::buyers::pool::{Pool, Target};
+use gavel::buyers::pool::Pool;
 use gavel::config::Driver;
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::Histogram;
@@ -140,7 +140,7 @@ pub fn window(before: &Snapshot, after: &Snapshot) -> Result<ServerView, String>
 /// Fetches Gavel's latency report from `base_url` with `token`, on a short-lived runtime of
 /// `driver` on the calling thread.
 pub fn fetch(base_url: &str, token: Option<&str>, driver: Driver) -> Result<Snapshot, String> {
-    let target = Target::parse(&format!(
+    let target = crate::tls::target(&format!(
         "{}/v1/metrics/latency",
         base_url.trim_end_matches('/')
     ))?;

@@ -38,6 +38,10 @@ pub struct SpawnConfig {
     pub durable: bool,
     /// Configure a webhook endpoint on the spawned server, delivering to a [`Sink`].
     pub webhooks: bool,
+    /// The spawned server serves https, with a certificate of a CA made for the run.
+    pub server_tls: bool,
+    /// The in-process buyers serve https; the spawned server trusts their CA.
+    pub buyers_tls: bool,
 }
 
 /// The running fleet and server. [`Spawned::stop`] (or drop) stops both and removes the store.
@@ -57,6 +61,8 @@ pub struct Spawned {
     pub report_token: Option<String>,
     /// The webhook receiver, with `--webhooks`.
     pub sink: Option<Sink>,
+    /// The run's CA and certificate, with `--server-tls` or `--buyers-tls`.
+    pub pki: Option<crate::tls::Pki>,
     store_dir: Option<PathBuf>,
 }
 
@@ -94,8 +100,15 @@ pub fn start(cfg: &SpawnConfig) -> Result<Spawned, String> {
         token: None,
         report_token: None,
         sink: None,
+        pki: None,
         store_dir: None,
     };
+    if cfg.server_tls || cfg.buyers_tls {
+        let dir = std::env::temp_dir().join(format!("gavel-load-tls-{:x}", unique()));
+        let pki = crate::tls::Pki::generate(&dir)?;
+        crate::tls::trust(&pki.ca_file);
+        spawned.pki = Some(pki);
+    }
     if cfg.buyers == 0 {
         if cfg.server {
             return Err("a spawned server needs spawned buyers".into());
@@ -123,11 +136,16 @@ pub fn start(cfg: &SpawnConfig) -> Result<Spawned, String> {
         spawned.buyers_child = Some(child);
         url
     } else {
-        let fleet = MockFleet::start(
+        let tls = match (&spawned.pki, cfg.buyers_tls) {
+            (Some(pki), true) => Some(pki.server_config()?),
+            _ => None,
+        };
+        let fleet = MockFleet::start_tls(
             "127.0.0.1:0".parse().expect("static address"),
             cfg.seed,
             mocks,
             cfg.buyer_threads,
+            tls,
         )
         .map_err(|e| format!("cannot start the mock buyers: {e}"))?;
         let url = fleet.base_url();
@@ -143,6 +161,17 @@ pub fn start(cfg: &SpawnConfig) -> Result<Spawned, String> {
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         spawned.store_dir = Some(dir.clone());
         let mut config = server_config(cfg, &fleet_url, &token, &report_token, &dir.join("db"))?;
+        if let Some(pki) = &spawned.pki {
+            if cfg.server_tls {
+                config.server.tls = Some(pki.server.clone());
+            }
+            if cfg.buyers_tls {
+                for b in &mut config.buyers {
+                    b.tls = Some(pki.buyer_tls());
+                }
+            }
+            gavel::cli::check_config(&config, "gavel-load").map_err(|e| e.to_string())?;
+        }
         if cfg.webhooks {
             let sink = Sink::start()?;
             config.webhooks.push(gavel::config::WebhookConfig {
@@ -158,8 +187,9 @@ pub fn start(cfg: &SpawnConfig) -> Result<Spawned, String> {
             gavel::cli::check_config(&config, "gavel-load").map_err(|e| e.to_string())?;
             spawned.sink = Some(sink);
         }
+        let scheme = if cfg.server_tls { "https" } else { "http" };
         let server = gavel::api::start(config)?;
-        spawned.base_url = Some(format!("http://{}", server.addr));
+        spawned.base_url = Some(format!("{scheme}://{}", server.addr));
         spawned.server = Some(server);
         spawned.token = Some(token);
         spawned.report_token = Some(report_token);
@@ -370,6 +400,9 @@ impl Spawned {
         }
         if let Some(d) = self.store_dir.take() {
             let _ = std::fs::remove_dir_all(d);
+        }
+        if let Some(p) = self.pki.take() {
+            let _ = std::fs::remove_dir_all(p.dir);
         }
     }
 }

@@ -52,6 +52,8 @@ fn ping_post_counts_match_the_servers_counters() {
         server_max_queue_delay_ms: gavel::config::MAX_WINDOW_MS,
         durable: true,
         webhooks: false,
+        server_tls: false,
+        buyers_tls: false,
     })
     .expect("fleet and server start");
     let server = ops_addr(&spawned);
@@ -175,6 +177,8 @@ fn healthz_scenario_needs_no_token() {
         server_max_queue_delay_ms: gavel::config::MAX_WINDOW_MS,
         durable: false,
         webhooks: false,
+        server_tls: false,
+        buyers_tls: false,
     })
     .expect("start");
     let cfg = RunConfig {
@@ -221,6 +225,8 @@ fn leads_scenario_counts_match_the_servers_counters() {
         server_max_queue_delay_ms: gavel::config::MAX_WINDOW_MS,
         durable: true,
         webhooks: true,
+        server_tls: false,
+        buyers_tls: false,
     })
     .expect("start");
     let server = ops_addr(&spawned);
@@ -402,4 +408,80 @@ fn buyers_process_reports_the_fleets_cpu_apart() {
         "{cpu}"
     );
     assert!(report.placement.summary.contains("child process"));
+}
+
+#[test]
+fn a_run_over_tls_to_gavel_and_its_buyers_counts_like_a_plain_one() {
+    // The spawned server serves https and its buyers do too, each with a certificate of the CA
+    // the run generated: every ping and post of the generator and every buyer call is TLS.
+    let spawned = gavel_load::spawn::start(&SpawnConfig {
+        buyers: 2,
+        buyer_latency_ms: (1, 3),
+        buyer_post_latency_ms: (1, 2),
+        bid_rate: 1.0,
+        post_accept: 1.0,
+        buyer_threads: 1,
+        buyers_process: false,
+        seed: 5,
+        server: true,
+        server_cores: 1,
+        server_driver: gavel::config::Driver::Auto,
+        server_max_queue_delay_ms: gavel::config::MAX_WINDOW_MS,
+        durable: true,
+        webhooks: false,
+        server_tls: true,
+        buyers_tls: true,
+    })
+    .expect("fleet and server start with TLS");
+    let base_url = spawned.base_url.clone().unwrap();
+    assert!(base_url.starts_with("https://"), "{base_url}");
+    assert!(spawned
+        .buyers_url
+        .as_deref()
+        .unwrap()
+        .starts_with("https://"));
+    let server = ops_addr(&spawned);
+    let cfg = RunConfig {
+        base_url,
+        token: spawned.token.clone(),
+        scenario: Scenario::PingPost,
+        arrival: Arrival::Fixed,
+        rate: 50.0,
+        duration: Duration::from_secs(1),
+        warmup: Duration::from_millis(200),
+        connections: 8,
+        cores: 1,
+        seed: 1,
+        verticals: vec!["auto_insurance".into()],
+        states: vec!["TX".into()],
+        timeout: Duration::from_secs(5),
+        drain: Duration::from_secs(5),
+        intervals: false,
+    };
+    let stats = gavel_load::run::run(&cfg, gavel_load::app::generator_driver()).expect("run");
+    let (status, metrics) = blocking_get(server, "/metrics").expect("GET /metrics");
+    assert_eq!(status, 200);
+    spawned.stop();
+    let m = &stats.measured;
+    assert_eq!(
+        m.ping.errors() + stats.warmup.ping.errors(),
+        0,
+        "{:?}",
+        m.ping
+    );
+    let pings = stats.warmup.ping.count + m.ping.count;
+    assert_eq!(pings, 60);
+    assert_eq!(
+        pings,
+        server_count(&metrics, "/v1/ping", Some(200)),
+        "{metrics}"
+    );
+    // Every buyer bids and accepts: every auction was won through a TLS buyer call and sold.
+    assert_eq!(m.ping.outcomes.get("won").copied(), Some(m.ping.count));
+    assert_eq!(m.post.outcomes.get("sold").copied(), Some(m.post.count));
+    assert_eq!(
+        gavel_load::client::metric_sum(&metrics, "gavel_buyer_call_errors_total", &[]),
+        0,
+        "no buyer call failed its handshake"
+    );
 }

@@ -34,6 +34,19 @@ impl MockFleet {
         buyers: Vec<MockBuyerConfig>,
         threads: usize,
     ) -> io::Result<FleetHandle> {
+        MockFleet::start_tls(listen, seed, buyers, threads, None)
+    }
+
+    /// [`MockFleet::start`], serving https with `tls` when given (how `gavel-load --buyers-tls`
+    /// measures what TLS to buyers costs Gavel).
+    pub fn start_tls(
+        listen: SocketAddr,
+        seed: u64,
+        buyers: Vec<MockBuyerConfig>,
+        threads: usize,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> io::Result<FleetHandle> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         validate_buyers(&buyers).map_err(|(key, reason)| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("{key}: {reason}"))
         })?;
@@ -50,8 +63,10 @@ impl MockFleet {
             seed,
             buyers: buyers.into_iter().map(|b| (b.id.clone(), b)).collect(),
             log: log.clone(),
+            tls,
         });
         let mut handle = FleetHandle {
+            scheme,
             addr,
             log,
             stops: Vec::new(),
@@ -86,6 +101,8 @@ impl MockFleet {
 
 /// A running fleet. Dropping it stops the fleet, like [`FleetHandle::stop`].
 pub struct FleetHandle {
+    /// `http`, or `https` for a fleet started with TLS.
+    scheme: &'static str,
     addr: SocketAddr,
     log: Arc<FleetLog>,
     stops: Vec<oneshot::Sender<()>>,
@@ -107,17 +124,17 @@ impl FleetHandle {
         self.addr
     }
 
-    /// `http://{addr}`.
+    /// `http://{addr}` (`https://` for a fleet started with TLS).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     pub fn ping_url(&self, buyer_id: &str) -> String {
-        format!("http://{}/buyers/{buyer_id}/ping", self.addr)
+        format!("{}/buyers/{buyer_id}/ping", self.base_url())
     }
 
     pub fn post_url(&self, buyer_id: &str) -> String {
-        format!("http://{}/buyers/{buyer_id}/post", self.addr)
+        format!("{}/buyers/{buyer_id}/post", self.base_url())
     }
 
     pub fn log(&self) -> Arc<FleetLog> {
@@ -208,6 +225,7 @@ fn fleet_thread(
             });
         }
         let log = fleet.log.clone();
+        let tls = fleet.tls.clone();
         let local = Rc::new(Local {
             fleet,
             shutdown: shutdown.clone(),
@@ -221,11 +239,12 @@ fn fleet_thread(
                     let guard = ConnGuard::new(&open, &log);
                     let local = local.clone();
                     let shutdown = shutdown.clone();
+                    let tls = tls.clone();
                     monoio::spawn(async move {
                         let _guard = guard;
                         crate::http::serve_connection(
                             stream,
-                            None,
+                            tls,
                             CONN_LIMITS,
                             shutdown,
                             move |req| {

@@ -29,6 +29,8 @@ pub(super) struct Fleet {
     pub(super) seed: u64,
     pub(super) buyers: HashMap<String, MockBuyerConfig>,
     pub(super) log: Arc<FleetLog>,
+    /// The fleet serves https with this configuration (load tests of Gavel's buyer TLS).
+    pub(super) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// One fleet thread's view: the shared fleet plus this thread's shutdown signal.
