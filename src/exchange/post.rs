@@ -170,6 +170,12 @@ pub async fn deliver(
     }
     let now = core.shared.clock.now_ms();
     let mut batch = Batch::new();
+    // A buyer that may hold the lead without a sale: should the outcome not reach the disk, the
+    // auction goes back to it, not to the first candidate.
+    let held = match &outcome {
+        Delivery::Unconfirmed { slot } => Some(*slot),
+        _ => None,
+    };
     let Some((state, sold, answer)) =
         run.settle(&post, &plan, outcome, received, now, &mut batch)?
     else {
@@ -198,7 +204,7 @@ pub async fn deliver(
         now,
     )?;
     if let Err(e) = core.commit(batch).await {
-        run.unsettle(plan.candidates.first().map(|c| c.slot));
+        run.unsettle(held.or(plan.candidates.first().map(|c| c.slot)));
         return Err(e.into());
     }
     // The answer and everything it reports are durable.
@@ -377,11 +383,11 @@ impl Run<'_> {
     /// After the outcome failed to reach the disk: memory keeps it, but to stay safe across a
     /// crash the auction goes back to "unresolved at the last buyer", so a retry asks that buyer
     /// again and the buyer's own idempotency answers it.
-    fn unsettle(&self, first_candidate: Option<usize>) {
+    fn unsettle(&self, last_buyer: Option<usize>) {
         let key = self.key;
         self.update(|a| {
             if let (PostState::Done { .. }, Some(slot)) =
-                (&a.post, a.sold.as_ref().map(|s| s.0).or(first_candidate))
+                (&a.post, a.sold.as_ref().map(|s| s.0).or(last_buyer))
             {
                 a.post = PostState::Unresolved {
                     key: key.to_string(),
