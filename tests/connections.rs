@@ -211,28 +211,39 @@ fn metric_labels_name_the_route_that_answered() {
     );
 }
 
-#[test]
-fn a_low_file_descriptor_limit_caps_connections_and_keeps_serving() {
-    const FD_LIMIT: u64 = 256;
-    const CORES: usize = 2;
-    let dir = temp_dir("fdlimit");
+/// `gavel serve` under `ulimit -n fd_limit` with a config of `cores` cores on port 0 (and
+/// `extra` lines in `[server]`), its store in `dir`. `ulimit -n` sets the soft and the hard
+/// limit, so Gavel cannot raise it past `fd_limit`.
+fn serve_under_fd_limit(dir: &std::path::Path, fd_limit: u64, cores: usize, extra: &str) -> Command {
     let cfg = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ncores = {CORES}\npin_threads = false\n\
-         header_read_timeout_ms = 60000\nidle_timeout_ms = 60000\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\ncores = {cores}\npin_threads = false\n{extra}\
          [store]\npath = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"info\"\n",
         dir.join("db").display()
     );
     let path = dir.join("gavel.toml");
     std::fs::write(&path, cfg).unwrap();
-    // `ulimit -n` sets the soft and the hard limit, so Gavel cannot raise it past FD_LIMIT.
-    let mut child = Command::new("sh")
-        .arg("-c")
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
         .arg(format!(
-            "ulimit -n {FD_LIMIT} && exec \"$0\" serve --config \"$1\""
+            "ulimit -n {fd_limit} && exec \"$0\" serve --config \"$1\""
         ))
         .arg(env!("CARGO_BIN_EXE_gavel"))
         .arg(&path)
-        .env_remove("GAVEL_LOG")
+        .env_remove("GAVEL_LOG");
+    cmd
+}
+
+#[test]
+fn a_low_file_descriptor_limit_caps_connections_and_keeps_serving() {
+    const FD_LIMIT: u64 = 256;
+    const CORES: usize = 2;
+    let dir = temp_dir("fdlimit");
+    let mut child = serve_under_fd_limit(
+        &dir,
+        FD_LIMIT,
+        CORES,
+        "header_read_timeout_ms = 60000\nidle_timeout_ms = 60000\n",
+    )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -381,21 +392,7 @@ fn a_file_descriptor_limit_too_low_to_serve_is_refused_at_start() {
     const FD_LIMIT: u64 = 48;
     const CORES: usize = 2;
     let dir = temp_dir("fdlow");
-    let cfg = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ncores = {CORES}\npin_threads = false\n\
-         [store]\npath = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
-        dir.join("db").display()
-    );
-    let path = dir.join("gavel.toml");
-    std::fs::write(&path, cfg).unwrap();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -n {FD_LIMIT} && exec \"$0\" serve --config \"$1\""
-        ))
-        .arg(env!("CARGO_BIN_EXE_gavel"))
-        .arg(&path)
-        .env_remove("GAVEL_LOG")
+    let out = serve_under_fd_limit(&dir, FD_LIMIT, CORES, "")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -31,16 +31,6 @@ fn names_after<'a>(text: &'a str, marker: &str) -> Vec<&'a str> {
     out
 }
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("read dir") {
-        let path = entry.expect("dir entry").path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
 
 #[test]
 fn every_documented_invariant_is_marked_in_the_code_and_back() {
@@ -58,8 +48,7 @@ fn every_documented_invariant_is_marked_in_the_code_and_back() {
         unique.len()
     );
 
-    let mut files = Vec::new();
-    rust_files(&root().join("src"), &mut files);
+    let files = gavel_testkit::rust_files(&root().join("src"));
     let mut marked: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap();

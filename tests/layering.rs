@@ -51,16 +51,6 @@ fn layer(module: &str) -> u8 {
         .unwrap_or_else(|| panic!("module `{module}` has no layer in tests/layering.rs LAYERS"))
 }
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("read src") {
-        let path = entry.expect("dir entry").path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
 
 /// The top-level module a file of `src/` belongs to; `None` for the crate roots.
 fn module_of(src: &Path, file: &Path) -> Option<String> {
@@ -199,9 +189,7 @@ fn first_segment(path: &str) -> Option<String> {
 #[test]
 fn no_module_names_a_module_above_its_layer() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    files.sort();
+    let files = gavel_testkit::rust_files(&src);
 
     // (from, to) -> the files where the edge appears
     let mut upward: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();

@@ -352,17 +352,8 @@ mod tests {
         );
         assert_eq!(r.post.state, "unresolved");
         let results: Vec<_> = r.post_attempts.iter().map(|p| p.result.as_str()).collect();
-        assert_eq!(
-            results,
-            [
-                "accepted",
-                "rejected",
-                "error",
-                "timeout",
-                "connect_error",
-                "unconfirmed"
-            ]
-        );
+        let words: Vec<_> = AttemptResult::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(results, words);
 
         let back = from_record(r, &Arc::new(Registry::default()), 9).unwrap();
         let kinds: Vec<_> = back.outcomes.iter().map(|o| o.kind).collect();
