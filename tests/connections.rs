@@ -214,7 +214,12 @@ fn metric_labels_name_the_route_that_answered() {
 /// `gavel serve` under `ulimit -n fd_limit` with a config of `cores` cores on port 0 (and
 /// `extra` lines in `[server]`), its store in `dir`. `ulimit -n` sets the soft and the hard
 /// limit, so Gavel cannot raise it past `fd_limit`.
-fn serve_under_fd_limit(dir: &std::path::Path, fd_limit: u64, cores: usize, extra: &str) -> Command {
+fn serve_under_fd_limit(
+    dir: &std::path::Path,
+    fd_limit: u64,
+    cores: usize,
+    extra: &str,
+) -> Command {
     let cfg = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\ncores = {cores}\npin_threads = false\n{extra}\
          [store]\npath = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"info\"\n",
@@ -244,10 +249,10 @@ fn a_low_file_descriptor_limit_caps_connections_and_keeps_serving() {
         CORES,
         "header_read_timeout_ms = 60000\nidle_timeout_ms = 60000\n",
     )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {

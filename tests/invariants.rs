@@ -7,7 +7,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -30,7 +30,6 @@ fn names_after<'a>(text: &'a str, marker: &str) -> Vec<&'a str> {
     }
     out
 }
-
 
 #[test]
 fn every_documented_invariant_is_marked_in_the_code_and_back() {

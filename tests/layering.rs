@@ -9,7 +9,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Layers from the bottom (0). Every top-level module of `src/` must be here.
 const LAYERS: &[(&str, u8)] = &[
@@ -50,7 +50,6 @@ fn layer(module: &str) -> u8 {
         .map(|(_, l)| *l)
         .unwrap_or_else(|| panic!("module `{module}` has no layer in tests/layering.rs LAYERS"))
 }
-
 
 /// The top-level module a file of `src/` belongs to; `None` for the crate roots.
 fn module_of(src: &Path, file: &Path) -> Option<String> {
