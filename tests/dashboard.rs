@@ -1,7 +1,7 @@
 //! docs/grafana-dashboard.json checked against the code: the file parses, imports cleanly (a
 //! `DS_PROMETHEUS` datasource input that every panel and target uses), every panel has a title,
 //! every query panel has targets and every target an `expr`, and every metric family named in an
-//! `expr` (or in a template variable's query; `gavel_*` and `process_*` names) is one Gavel exports (`gavel::metrics::METRIC_NAMES`).
+//! `expr` (or in a template variable's query; `gavel_*` and `process_*` names) is one Gavel exports (`gavel::metrics::metric_names`).
 //! A renamed or removed metric therefore breaks this test instead of leaving an empty panel.
 //!
 //! When `promtool` is on PATH (scripts/install-test-deps.sh installs it), every `expr` is also
@@ -213,7 +213,7 @@ fn every_panel_has_a_title_and_every_target_an_expr() {
 #[test]
 fn every_metric_in_the_dashboard_is_exported() {
     let dash = dashboard();
-    let known: BTreeSet<&str> = gavel::metrics::METRIC_NAMES.iter().copied().collect();
+    let known: BTreeSet<&str> = gavel::metrics::metric_names().collect();
     let mut used = BTreeSet::new();
     let mut unknown = Vec::new();
     for (where_, expr) in exprs(&dash).into_iter().chain(variable_queries(&dash)) {
@@ -226,7 +226,7 @@ fn every_metric_in_the_dashboard_is_exported() {
     }
     assert!(
         unknown.is_empty(),
-        "the dashboard uses metrics Gavel does not export (gavel::metrics::METRIC_NAMES):\n  {}",
+        "the dashboard uses metrics Gavel does not export (gavel::metrics::metric_names):\n  {}",
         unknown.join("\n  ")
     );
     // Guard against a scanner that silently finds nothing: the SLO panels must be there, and so

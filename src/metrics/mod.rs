@@ -56,7 +56,7 @@ mod prometheus;
 
 pub use latency::{latency_json, latency_json_of};
 pub use prometheus::{
-    render_prometheus, CoreCounters, StoreCounters, WebhookCounters, METRIC_NAMES,
+    metric_names, render_prometheus, CoreCounters, StoreCounters, WebhookCounters,
     PROMETHEUS_BUCKETS,
 };
 
