@@ -141,12 +141,13 @@ impl App for Exchange {
             .filter(|(r, _)| r.party.is_none())
             .map(|(r, _)| (r.tenant, r.client_id.clone()));
         let sellers = super::sellers::seed(store, config, clock, oauth_implicit)?;
-        let webhooks = Arc::new(Webhooks::from_config(config)?);
+        let webhooks = Arc::new(Webhooks::from_config(config).map_err(|e| e.to_string())?);
         webhooks
             .load_state(store)
             .map_err(|e| format!("cannot read the webhook outbox: {e}"))?;
         let webhook_worker =
-            crate::webhooks::worker::start(store.clone(), webhooks.clone(), clock.clone())?;
+            crate::webhooks::worker::start(store.clone(), webhooks.clone(), clock.clone())
+                .map_err(|e| e.to_string())?;
         let services = Services {
             initial_registry: registry,
             keys,
