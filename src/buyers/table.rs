@@ -277,11 +277,10 @@ pub fn load(
     let mut moved = Vec::new();
     let mut batch = Batch::new();
     for (row_key, value) in rows {
-        let (record, rewrite) =
-            decode(&value, key, older).map_err(|source| TableError::Row {
-                key: row_key.clone(),
-                source,
-            })?;
+        let (record, rewrite) = decode(&value, key, older).map_err(|source| TableError::Row {
+            key: row_key.clone(),
+            source,
+        })?;
         if row_key != meta_key(record.buyer.tenant, &record.buyer.id) {
             moved.push((row_key, record));
             continue;

@@ -115,14 +115,10 @@ impl App for Exchange {
         clock: &Clock,
     ) -> Result<(Services, Handles), String> {
         let (seal_key, older_seal_key) = seal_keys(store, config).map_err(|e| e.to_string())?;
-        let registry = Arc::new(seed_buyers(
-            store,
-            config,
-            clock,
-            &seal_key,
-            older_seal_key.as_ref(),
-        )
-        .map_err(|e| e.to_string())?);
+        let registry = Arc::new(
+            seed_buyers(store, config, clock, &seal_key, older_seal_key.as_ref())
+                .map_err(|e| e.to_string())?,
+        );
         let auth = Arc::new(Auth::from_config(&config.tokens, &config.limits)?);
         let keys = BidKeys::from_config(
             &config.bid_token,

@@ -333,7 +333,10 @@ mod tests {
         );
         assert_eq!(named.cause(), Cause::Operator);
         assert!(std::error::Error::source(&named).is_some());
-        assert_eq!(headers("evt_1", 1, b"{}", &[]).unwrap_err().cause(), Cause::Internal);
+        assert_eq!(
+            headers("evt_1", 1, b"{}", &[]).unwrap_err().cause(),
+            Cause::Internal
+        );
     }
 
     #[test]
