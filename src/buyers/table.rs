@@ -569,7 +569,17 @@ email = { from = "lead.email" }
         assert!(same_definition(&records[0].buyer, &record.buyer));
         assert!(rewrites.is_empty());
         let e = load(&store, &SealKey::random(), None).unwrap_err();
-        assert!(e.contains("does not open"), "{e}");
+        assert!(e.to_string().contains("does not open"), "{e}");
+        assert!(
+            matches!(
+                &e,
+                TableError::Row {
+                    source: RowError::Sealed(SealError::WrongKey),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         // A key that replaced this one reads the row through it and seals it again.
         let next = SealKey::random();
         let (records, rewrites) = load(&store, &next, Some(&key)).unwrap();
