@@ -124,7 +124,8 @@ impl App for Exchange {
             &config.bid_token,
             &stored_secret(store, "bid_token_secret", "bid-token key")
                 .map_err(|e| e.to_string())?,
-        )?;
+        )
+        .map_err(|e| e.to_string())?;
         let access_keys = AccessKeys::new(
             &stored_secret(store, "oauth_access_token_secret", "OAuth access-token key")
                 .map_err(|e| e.to_string())?,
