@@ -140,7 +140,8 @@ impl App for Exchange {
             .iter()
             .filter(|(r, _)| r.party.is_none())
             .map(|(r, _)| (r.tenant, r.client_id.clone()));
-        let sellers = super::sellers::seed(store, config, clock, oauth_implicit)?;
+        let sellers = super::sellers::seed(store, config, clock, oauth_implicit)
+            .map_err(|e| e.to_string())?;
         let webhooks = Arc::new(Webhooks::from_config(config).map_err(|e| e.to_string())?);
         webhooks
             .load_state(store)
@@ -390,6 +391,10 @@ pub enum StartError {
     StoreBuyerTable(#[source] StoreError),
     #[error("{0}")]
     Buyers(#[from] crate::buyers::BuildError),
+    #[error("{0}")]
+    SellerTable(#[from] crate::parties::table::TableError),
+    #[error("cannot store the seller table: {0}")]
+    StoreSellerTable(#[source] StoreError),
     #[error("cannot read the OAuth clients: {0}")]
     ReadClients(#[source] StoreError),
     #[error("OAuth client record {key} is damaged: {source}")]
