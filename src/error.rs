@@ -19,6 +19,9 @@ pub enum Cause {
     Buyer,
     /// Gavel itself failed or is overloaded; a retry may succeed.
     Internal,
+    /// The operator's configuration (the file, its environment variables, its files) is wrong:
+    /// Gavel refuses to start or reload until it is fixed. Never the cause of an API answer.
+    Operator,
 }
 
 impl Cause {
@@ -27,6 +30,7 @@ impl Cause {
             Cause::Seller => "seller",
             Cause::Buyer => "buyer",
             Cause::Internal => "internal",
+            Cause::Operator => "operator",
         }
     }
 }

@@ -66,7 +66,7 @@ impl Sink {
     /// Starts the receiver on 127.0.0.1 with a fresh secret.
     pub fn start() -> Result<Sink, String> {
         let secret = Secret::generate();
-        let key = Secret::parse(&secret)?;
+        let key = Secret::parse(&secret).map_err(|e| e.to_string())?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let server = Server::start(Arc::new(move |req: Request| {
             let now_ms = gavel::types::clock::system_now_ms();

@@ -75,23 +75,46 @@ pub struct BidKeys {
     rng: SystemRandom,
 }
 
+/// Why a configured `[bid_token]` key cannot be used. Always the operator's configuration: the
+/// file, or the environment variable it names.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("environment variable {var} is not set")]
+    EnvUnset {
+        var: String,
+        #[source]
+        source: std::env::VarError,
+    },
+    #[error("needs `secret` or `secret_env`")]
+    NoSecret,
+    #[error("secret is not valid base64: {0}")]
+    NotBase64(#[source] base64::DecodeError),
+    #[error("secret must be at least {MIN_SECRET_BYTES} bytes, got {0}")]
+    TooShort(usize),
+}
+
+impl KeyError {
+    /// Whose fault it is: the operator's, always.
+    pub fn cause(&self) -> crate::error::Cause {
+        crate::error::Cause::Operator
+    }
+}
+
 /// Decodes a configured secret from `secret` or `secret_env`, enforcing the minimum length.
-pub fn resolve_secret(k: &KeyConfig) -> Result<Vec<u8>, String> {
+pub fn resolve_secret(k: &KeyConfig) -> Result<Vec<u8>, KeyError> {
     let b64 = match (&k.secret, &k.secret_env) {
         (Some(s), _) => s.clone(),
-        (None, Some(env)) => {
-            std::env::var(env).map_err(|_| format!("environment variable {env} is not set"))?
-        }
-        (None, None) => return Err("needs `secret` or `secret_env`".into()),
+        (None, Some(env)) => std::env::var(env).map_err(|source| KeyError::EnvUnset {
+            var: env.clone(),
+            source,
+        })?,
+        (None, None) => return Err(KeyError::NoSecret),
     };
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
-        .map_err(|e| format!("secret is not valid base64: {e}"))?;
+        .map_err(KeyError::NotBase64)?;
     if bytes.len() < MIN_SECRET_BYTES {
-        return Err(format!(
-            "secret must be at least {MIN_SECRET_BYTES} bytes, got {}",
-            bytes.len()
-        ));
+        return Err(KeyError::TooShort(bytes.len()));
     }
     Ok(bytes)
 }
@@ -111,10 +134,10 @@ pub fn check_config(c: &BidTokenConfig, file: &str) -> Result<(), ConfigError> {
                 (None, Some(_)) => format!("{table}.secret_env"),
                 (None, None) => table.to_string(),
             };
-            resolve_secret(k).map_err(|reason| ConfigError::Invalid {
+            resolve_secret(k).map_err(|e| ConfigError::Invalid {
                 file: file.to_string(),
                 key,
-                reason,
+                reason: e.to_string(),
             })?;
         }
     }
@@ -124,7 +147,7 @@ pub fn check_config(c: &BidTokenConfig, file: &str) -> Result<(), ConfigError> {
 impl BidKeys {
     /// Builds keys from config. Without a configured current key, `stored_secret` (a key Gavel
     /// generated once and keeps in its store, id 0) signs instead, so tokens survive restarts.
-    pub fn from_config(c: &BidTokenConfig, stored_secret: &[u8]) -> Result<BidKeys, String> {
+    pub fn from_config(c: &BidTokenConfig, stored_secret: &[u8]) -> Result<BidKeys, KeyError> {
         let current = match &c.current {
             Some(k) => (k.id, hmac::Key::new(hmac::HMAC_SHA256, &resolve_secret(k)?)),
             None => (0, hmac::Key::new(hmac::HMAC_SHA256, stored_secret)),
@@ -269,6 +292,40 @@ mod tests {
             amount_cents: 3465,
             valid_until_ms: 1_800_000_000_000,
         }
+    }
+
+    #[test]
+    fn key_errors_keep_their_words_and_name_the_operator() {
+        let key = |secret: Option<&str>, secret_env: Option<&str>| KeyConfig {
+            id: 1,
+            secret: secret.map(str::to_string),
+            secret_env: secret_env.map(str::to_string),
+        };
+        let short = base64::engine::general_purpose::STANDARD.encode([7u8; 8]);
+        for (k, words) in [
+            (
+                key(None, None),
+                "needs `secret` or `secret_env`".to_string(),
+            ),
+            (
+                key(None, Some("GAVEL_TEST_UNSET_BID_KEY")),
+                "environment variable GAVEL_TEST_UNSET_BID_KEY is not set".to_string(),
+            ),
+            (
+                key(Some(&short), None),
+                format!("secret must be at least {MIN_SECRET_BYTES} bytes, got 8"),
+            ),
+        ] {
+            let e = resolve_secret(&k).unwrap_err();
+            assert_eq!(e.to_string(), words);
+            assert_eq!(e.cause(), crate::error::Cause::Operator);
+        }
+        let e = resolve_secret(&key(Some("!!"), None)).unwrap_err();
+        assert!(
+            e.to_string().starts_with("secret is not valid base64: "),
+            "{e}"
+        );
+        assert!(std::error::Error::source(&e).is_some());
     }
 
     #[test]

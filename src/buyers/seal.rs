@@ -80,12 +80,12 @@ impl SealKey {
 
     /// The plaintext of `sealed` (from [`SealKey::seal`] under the same `aad`); an error when it was
     /// sealed with another key, for another field, or changed since.
-    pub fn open(&self, aad: &str, sealed: &str) -> Result<String, String> {
+    pub fn open(&self, aad: &str, sealed: &str) -> Result<String, SealError> {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(sealed)
-            .map_err(|_| "a sealed value is not base64".to_string())?;
+            .map_err(SealError::NotBase64)?;
         if bytes.len() < NONCE_LEN + CHACHA20_POLY1305.tag_len() {
-            return Err("a sealed value is too short".into());
+            return Err(SealError::TooShort);
         }
         let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).expect("split at the nonce length");
@@ -93,29 +93,62 @@ impl SealKey {
         let plain = self
             .key
             .open_in_place(nonce, Aad::from(aad.as_bytes()), &mut buf)
-            .map_err(|_| {
-                "a sealed value does not open with this key (another store's key, or a changed \
-                 [store] seal_key_env?)"
-                    .to_string()
-            })?;
-        String::from_utf8(plain.to_vec()).map_err(|_| "a sealed value is not UTF-8".to_string())
+            .map_err(|_| SealError::WrongKey)?;
+        String::from_utf8(plain.to_vec()).map_err(SealError::NotUtf8)
+    }
+}
+
+/// Why a sealed value or a sealing key could not be used. A value that does not open is the
+/// store's (or a changed key's) fault; a key from the environment that is missing or malformed is
+/// the operator's ([`SealError::cause`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("a sealed value is not base64")]
+    NotBase64(#[source] base64::DecodeError),
+    #[error("a sealed value is too short")]
+    TooShort,
+    #[error(
+        "a sealed value does not open with this key (another store's key, or a changed \
+         [store] seal_key_env?)"
+    )]
+    WrongKey,
+    #[error("a sealed value is not UTF-8")]
+    NotUtf8(#[source] std::string::FromUtf8Error),
+    #[error("environment variable {0} is not set (or not UTF-8)")]
+    EnvUnset(String, #[source] std::env::VarError),
+    #[error("environment variable {0} is neither hex nor base64")]
+    EnvEncoding(String),
+    #[error("environment variable {name} must hold {SEAL_KEY_BYTES} bytes, got {got}")]
+    EnvLength { name: String, got: usize },
+}
+
+impl SealError {
+    /// Whose fault it is: the operator's for a key taken from the environment, Gavel's own (its
+    /// store) for a stored value that does not open.
+    pub fn cause(&self) -> crate::error::Cause {
+        match self {
+            SealError::EnvUnset(..) | SealError::EnvEncoding(_) | SealError::EnvLength { .. } => {
+                crate::error::Cause::Operator
+            }
+            SealError::NotBase64(_)
+            | SealError::TooShort
+            | SealError::WrongKey
+            | SealError::NotUtf8(_) => crate::error::Cause::Internal,
+        }
     }
 }
 
 /// The 32-byte key in environment variable `name`, written as base64 or hex.
-pub fn key_from_env(name: &str) -> Result<[u8; SEAL_KEY_BYTES], String> {
-    let text = std::env::var(name)
-        .map_err(|_| format!("environment variable {name} is not set (or not UTF-8)"))?;
+pub fn key_from_env(name: &str) -> Result<[u8; SEAL_KEY_BYTES], SealError> {
+    let text = std::env::var(name).map_err(|e| SealError::EnvUnset(name.to_string(), e))?;
     let text = text.trim();
     let bytes = hex::decode(text)
         .ok()
         .or_else(|| base64::engine::general_purpose::STANDARD.decode(text).ok())
-        .ok_or_else(|| format!("environment variable {name} is neither hex nor base64"))?;
-    <[u8; SEAL_KEY_BYTES]>::try_from(bytes.as_slice()).map_err(|_| {
-        format!(
-            "environment variable {name} must hold {SEAL_KEY_BYTES} bytes, got {}",
-            bytes.len()
-        )
+        .ok_or_else(|| SealError::EnvEncoding(name.to_string()))?;
+    <[u8; SEAL_KEY_BYTES]>::try_from(bytes.as_slice()).map_err(|_| SealError::EnvLength {
+        name: name.to_string(),
+        got: bytes.len(),
     })
 }
 
@@ -127,10 +160,10 @@ pub fn check_config(store: &StoreConfig, file: &str) -> Result<(), ConfigError> 
     };
     key_from_env(name)
         .map(|_| ())
-        .map_err(|reason| ConfigError::Invalid {
+        .map_err(|e| ConfigError::Invalid {
             file: file.to_string(),
             key: "store.seal_key_env".into(),
-            reason,
+            reason: e.to_string(),
         })
 }
 

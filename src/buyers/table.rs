@@ -25,9 +25,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::seal::SealKey;
+use super::seal::{SealError, SealKey};
 use crate::config::{BuyerConfig, Tenant};
-use crate::store::{Batch, Store};
+use crate::store::{Batch, Store, StoreError};
 
 // Architecture Invariant [buyer-ids-per-tenant]: buyer rows are keyed `buyer/<tenant>/<id>`; one
 // tenant can neither fill the table for another nor learn which ids another uses.
@@ -137,9 +137,34 @@ fn take_secrets(b: &mut BuyerConfig) -> Vec<(String, String)> {
     out
 }
 
+/// Why the stored buyer table could not be read at start: Gavel's own store (or a sealing key
+/// changed under it), never a seller's or a buyer's doing.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("cannot read the buyer table: {0}")]
+    Read(#[source] StoreError),
+    #[error("buyer row {key} cannot be read: {source}")]
+    Row {
+        key: String,
+        #[source]
+        source: RowError,
+    },
+}
+
+/// Why one stored buyer row could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum RowError {
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Sealed(#[from] SealError),
+    #[error("a sealed value names no field of the definition: {0}")]
+    UnknownField(String),
+}
+
 /// Puts a secret taken by [`take_secrets`] back into its field of `b`.
-fn give_secret(b: &mut BuyerConfig, field: &str, value: String) -> Result<(), String> {
-    let missing = || format!("a sealed value names no field of the definition: {field}");
+fn give_secret(b: &mut BuyerConfig, field: &str, value: String) -> Result<(), RowError> {
+    let missing = || RowError::UnknownField(field.to_string());
     if field == "auth_header.value" {
         b.auth_header.as_mut().ok_or_else(missing)?.value = Some(value);
         return Ok(());
@@ -196,15 +221,15 @@ fn decode(
     bytes: &[u8],
     key: &SealKey,
     older: Option<&SealKey>,
-) -> Result<(BuyerRecord, bool), String> {
-    let row: StoredRow = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+) -> Result<(BuyerRecord, bool), RowError> {
+    let row: StoredRow = serde_json::from_slice(bytes)?;
     let mut buyer = row.buyer;
     let mut rewrite = row.sealed.is_empty() && !take_secrets(&mut buyer.clone()).is_empty();
     for s in row.sealed {
         let aad = binding(&buyer, &s.field);
         let plain = match (key.open(&aad, &s.value), older) {
             (Ok(plain), _) => plain,
-            (Err(e), None) => return Err(e),
+            (Err(e), None) => return Err(e.into()),
             (Err(e), Some(older)) => {
                 rewrite = true;
                 older.open(&aad, &s.value).map_err(|_| e)?
@@ -244,16 +269,18 @@ pub fn load(
     store: &Store,
     key: &SealKey,
     older: Option<&SealKey>,
-) -> Result<(Vec<BuyerRecord>, Batch), String> {
+) -> Result<(Vec<BuyerRecord>, Batch), TableError> {
     let rows = store
         .meta_with_prefix(META_PREFIX)
-        .map_err(|e| format!("cannot read the buyer table: {e}"))?;
+        .map_err(TableError::Read)?;
     let mut scoped = Vec::with_capacity(rows.len());
     let mut moved = Vec::new();
     let mut batch = Batch::new();
     for (row_key, value) in rows {
-        let (record, rewrite) = decode(&value, key, older)
-            .map_err(|e| format!("buyer row {row_key} cannot be read: {e}"))?;
+        let (record, rewrite) = decode(&value, key, older).map_err(|source| TableError::Row {
+            key: row_key.clone(),
+            source,
+        })?;
         if row_key != meta_key(record.buyer.tenant, &record.buyer.id) {
             moved.push((row_key, record));
             continue;
@@ -542,7 +569,17 @@ email = { from = "lead.email" }
         assert!(same_definition(&records[0].buyer, &record.buyer));
         assert!(rewrites.is_empty());
         let e = load(&store, &SealKey::random(), None).unwrap_err();
-        assert!(e.contains("does not open"), "{e}");
+        assert!(e.to_string().contains("does not open"), "{e}");
+        assert!(
+            matches!(
+                &e,
+                TableError::Row {
+                    source: RowError::Sealed(SealError::WrongKey),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         // A key that replaced this one reads the row through it and seals it again.
         let next = SealKey::random();
         let (records, rewrites) = load(&store, &next, Some(&key)).unwrap();

@@ -18,14 +18,15 @@ use crate::auth::oauth::{AccessKeys, ClientRecord, ClientTable, META_PREFIX};
 use crate::auth::{Auth, Client};
 use crate::buyers::egress::Egress;
 use crate::buyers::pool::Pool;
-use crate::buyers::seal::{key_from_env, SealKey, SEAL_KEY_BYTES};
+use crate::buyers::seal::{key_from_env, SealError, SealKey, SEAL_KEY_BYTES};
+use crate::buyers::table::TableError;
 use crate::buyers::Registry;
 use crate::config::{Config, RuleConfig};
 use crate::error::ApiError;
 use crate::limits::ClientLimits;
 use crate::parties::Sellers;
 use crate::runtime::{App, Stop};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::types::Clock;
 use crate::webhooks::worker::WorkerHandle;
 use crate::webhooks::Webhooks;
@@ -113,25 +114,24 @@ impl App for Exchange {
         store: &Arc<Store>,
         clock: &Clock,
     ) -> Result<(Services, Handles), String> {
-        let (seal_key, older_seal_key) = seal_keys(store, config)?;
-        let registry = Arc::new(seed_buyers(
-            store,
-            config,
-            clock,
-            &seal_key,
-            older_seal_key.as_ref(),
-        )?);
+        let (seal_key, older_seal_key) = seal_keys(store, config).map_err(|e| e.to_string())?;
+        let registry = Arc::new(
+            seed_buyers(store, config, clock, &seal_key, older_seal_key.as_ref())
+                .map_err(|e| e.to_string())?,
+        );
         let auth = Arc::new(Auth::from_config(&config.tokens, &config.limits)?);
         let keys = BidKeys::from_config(
             &config.bid_token,
-            &stored_secret(store, "bid_token_secret", "bid-token key")?,
-        )?;
-        let access_keys = AccessKeys::new(&stored_secret(
-            store,
-            "oauth_access_token_secret",
-            "OAuth access-token key",
-        )?);
-        let initial_clients: Vec<_> = load_clients(store)?
+            &stored_secret(store, "bid_token_secret", "bid-token key")
+                .map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
+        let access_keys = AccessKeys::new(
+            &stored_secret(store, "oauth_access_token_secret", "OAuth access-token key")
+                .map_err(|e| e.to_string())?,
+        );
+        let initial_clients: Vec<_> = load_clients(store)
+            .map_err(|e| e.to_string())?
             .into_iter()
             .map(|r| (r, Arc::new(crate::auth::client_limits(&config.limits))))
             .collect();
@@ -140,13 +140,15 @@ impl App for Exchange {
             .iter()
             .filter(|(r, _)| r.party.is_none())
             .map(|(r, _)| (r.tenant, r.client_id.clone()));
-        let sellers = super::sellers::seed(store, config, clock, oauth_implicit)?;
-        let webhooks = Arc::new(Webhooks::from_config(config)?);
+        let sellers = super::sellers::seed(store, config, clock, oauth_implicit)
+            .map_err(|e| e.to_string())?;
+        let webhooks = Arc::new(Webhooks::from_config(config).map_err(|e| e.to_string())?);
         webhooks
             .load_state(store)
             .map_err(|e| format!("cannot read the webhook outbox: {e}"))?;
         let webhook_worker =
-            crate::webhooks::worker::start(store.clone(), webhooks.clone(), clock.clone())?;
+            crate::webhooks::worker::start(store.clone(), webhooks.clone(), clock.clone())
+                .map_err(|e| e.to_string())?;
         let services = Services {
             initial_registry: registry,
             keys,
@@ -362,9 +364,62 @@ impl Drop for InFlightKey {
     }
 }
 
+/// Why the exchange's shared state could not be built at start (the runtime prints the message
+/// and refuses to start). A key in the environment is the operator's to fix
+/// ([`StartError::cause`]); everything else is Gavel's own store.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot read the {what}: {source}")]
+    ReadKey {
+        what: &'static str,
+        #[source]
+        source: StoreError,
+    },
+    #[error("cannot store the {what}: {source}")]
+    StoreKey {
+        what: &'static str,
+        #[source]
+        source: StoreError,
+    },
+    #[error("the stored buyer sealing key is too short")]
+    StoredSealKeyTooShort,
+    #[error("store.seal_key_env: {0}")]
+    SealKeyEnv(#[source] SealError),
+    #[error("{0}")]
+    BuyerTable(#[from] TableError),
+    #[error("cannot store the buyer table: {0}")]
+    StoreBuyerTable(#[source] StoreError),
+    #[error("{0}")]
+    Buyers(#[from] crate::buyers::BuildError),
+    #[error("{0}")]
+    SellerTable(#[from] crate::parties::table::TableError),
+    #[error("cannot store the seller table: {0}")]
+    StoreSellerTable(#[source] StoreError),
+    #[error("cannot read the OAuth clients: {0}")]
+    ReadClients(#[source] StoreError),
+    #[error("OAuth client record {key} is damaged: {source}")]
+    DamagedClient {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl StartError {
+    /// Whose fault it is: the operator's for `[store] seal_key_env` and for buyers the file
+    /// defines that do not build, Gavel's own (its store) otherwise.
+    pub fn cause(&self) -> crate::error::Cause {
+        match self {
+            StartError::SealKeyEnv(e) => e.cause(),
+            StartError::Buyers(_) => crate::error::Cause::Operator,
+            _ => crate::error::Cause::Internal,
+        }
+    }
+}
+
 /// A signing key Gavel generated for itself (`what`, for errors), created and made durable under
 /// `key` in the store's meta tree on first start, so what it signed survives restarts.
-fn stored_secret(store: &Store, key: &str, what: &str) -> Result<Vec<u8>, String> {
+fn stored_secret(store: &Store, key: &str, what: &'static str) -> Result<Vec<u8>, StartError> {
     match store.get_meta(key) {
         Ok(Some(secret)) if secret.len() >= MIN_SECRET_BYTES => Ok(secret),
         Ok(_) => {
@@ -373,10 +428,10 @@ fn stored_secret(store: &Store, key: &str, what: &str) -> Result<Vec<u8>, String
             batch.put_meta(key, secret.clone());
             store
                 .write_durable(&batch)
-                .map_err(|e| format!("cannot store the {what}: {e}"))?;
+                .map_err(|source| StartError::StoreKey { what, source })?;
             Ok(secret)
         }
-        Err(e) => Err(format!("cannot read the {what}: {e}")),
+        Err(source) => Err(StartError::ReadKey { what, source }),
     }
 }
 
@@ -388,13 +443,13 @@ const SEAL_KEY_META: &str = "buyer_seal_key";
 /// (kept in the store) only opens the rows it sealed until they are sealed again at start
 /// ([`seed_buyers`] then removes it from the store). Without it the key is generated once and
 /// kept in the store, beside the rows.
-fn seal_keys(store: &Store, config: &Config) -> Result<(SealKey, Option<SealKey>), String> {
+fn seal_keys(store: &Store, config: &Config) -> Result<(SealKey, Option<SealKey>), StartError> {
     let from_store = |secret: &[u8]| {
         let bytes: &[u8; SEAL_KEY_BYTES] = secret
             .get(..SEAL_KEY_BYTES)
             .and_then(|b| b.try_into().ok())
-            .ok_or("the stored buyer sealing key is too short")?;
-        Ok::<_, String>(SealKey::new(bytes))
+            .ok_or(StartError::StoredSealKeyTooShort)?;
+        Ok::<_, StartError>(SealKey::new(bytes))
     };
     match &config.store.seal_key_env {
         None => {
@@ -402,10 +457,13 @@ fn seal_keys(store: &Store, config: &Config) -> Result<(SealKey, Option<SealKey>
             Ok((from_store(&secret)?, None))
         }
         Some(name) => {
-            let key = key_from_env(name).map_err(|e| format!("store.seal_key_env: {e}"))?;
+            let key = key_from_env(name).map_err(StartError::SealKeyEnv)?;
             let older = store
                 .get_meta(SEAL_KEY_META)
-                .map_err(|e| format!("cannot read the buyer sealing key: {e}"))?
+                .map_err(|source| StartError::ReadKey {
+                    what: "buyer sealing key",
+                    source,
+                })?
                 .map(|secret| from_store(&secret))
                 .transpose()?;
             Ok((SealKey::new(&key), older))
@@ -422,7 +480,7 @@ fn seed_buyers(
     clock: &Clock,
     key: &SealKey,
     older: Option<&SealKey>,
-) -> Result<Registry, String> {
+) -> Result<Registry, StartError> {
     let (stored, mut moved) = crate::buyers::table::load(store, key, older)?;
     if older.is_some() {
         // Every row now opens with the environment's key: the generated one leaves the store in
@@ -435,24 +493,24 @@ fn seed_buyers(
         if !batch.is_empty() {
             store
                 .write_durable(&batch)
-                .map_err(|e| format!("cannot store the buyer table: {e}"))?;
+                .map_err(StartError::StoreBuyerTable)?;
         }
     }
     Registry::default()
         .with_clock(clock.clone())
         .next(table, config.limits.buyer_pings_per_s)
-        .map_err(|e| e.to_string())
+        .map_err(StartError::from)
 }
 
 /// Every OAuth client record in the store (revoked ones included; the tables skip them).
-pub fn load_clients(store: &Store) -> Result<Vec<ClientRecord>, String> {
+pub fn load_clients(store: &Store) -> Result<Vec<ClientRecord>, StartError> {
     let rows = store
         .meta_with_prefix(META_PREFIX)
-        .map_err(|e| format!("cannot read the OAuth clients: {e}"))?;
+        .map_err(StartError::ReadClients)?;
     rows.into_iter()
         .map(|(k, v)| {
             serde_json::from_slice(&v)
-                .map_err(|e| format!("OAuth client record {k} is damaged: {e}"))
+                .map_err(|source| StartError::DamagedClient { key: k, source })
         })
         .collect()
 }

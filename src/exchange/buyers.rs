@@ -629,7 +629,11 @@ impl crate::runtime::ServerHandle<Exchange> {
             Auth::from_config(&config.tokens, &config.limits)?.keeping_limits_of(&running),
         );
         // Built here, off the cores: a new endpoint's pending deliveries are counted in the store.
-        let hooks = Arc::new(running_hooks.reloaded(config, &self.shared.store)?);
+        let hooks = Arc::new(
+            running_hooks
+                .reloaded(config, &self.shared.store)
+                .map_err(|e| e.to_string())?,
+        );
         let file = config.buyers.clone();
         let buyers = self
             .on_core(BUYERS_CORE, move |c| async move {

@@ -208,13 +208,13 @@ pub fn seed(
     config: &Config,
     clock: &Clock,
     oauth_implicit: impl IntoIterator<Item = (Tenant, String)>,
-) -> Result<Sellers, String> {
+) -> Result<Sellers, super::app::StartError> {
     let stored = table::load(store)?;
     let (rows, batch) = table::seed(&stored, &config.sellers, clock.now_ms());
     if !batch.is_empty() {
         store
             .write_durable(&batch)
-            .map_err(|e| format!("cannot store the seller table: {e}"))?;
+            .map_err(super::app::StartError::StoreSellerTable)?;
     }
     let implicit_ids = config.implicit_sellers().into_iter().chain(oauth_implicit);
     Ok(Sellers::build(&rows, implicit_ids, &config.limits))

@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::{SellerConfig, Tenant};
-use crate::store::{Batch, Store};
+use crate::store::{Batch, Store, StoreError};
 
 /// Key prefix of seller rows in the store's meta tree; `<tenant>/<id>` follows it.
 pub const META_PREFIX: &str = "seller/";
@@ -75,16 +75,30 @@ pub fn put(batch: &mut Batch, record: &SellerRecord) {
     batch.put_meta(&meta_key(record.seller.tenant, &record.seller.id), json);
 }
 
+/// Why the stored seller table could not be read at start: Gavel's own store, never a party's
+/// doing.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("cannot read the seller table: {0}")]
+    Read(#[source] StoreError),
+    #[error("seller row {key} is damaged: {source}")]
+    Damaged {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// Every stored row, by creation time, tenant and id. Read at start, off the cores.
-pub fn load(store: &Store) -> Result<Vec<SellerRecord>, String> {
+pub fn load(store: &Store) -> Result<Vec<SellerRecord>, TableError> {
     let rows = store
         .meta_with_prefix(META_PREFIX)
-        .map_err(|e| format!("cannot read the seller table: {e}"))?;
+        .map_err(TableError::Read)?;
     let mut records = rows
         .into_iter()
-        .map(|(k, v)| {
+        .map(|(key, v)| {
             serde_json::from_slice::<SellerRecord>(&v)
-                .map_err(|e| format!("seller row {k} is damaged: {e}"))
+                .map_err(|source| TableError::Damaged { key, source })
         })
         .collect::<Result<Vec<_>, _>>()?;
     records.sort_by(|a, b| (a.created_ms, a.key()).cmp(&(b.created_ms, b.key())));

@@ -224,6 +224,25 @@ pub enum StoreError {
     Closed,
 }
 
+impl StoreError {
+    /// Whether the same write may succeed if tried again soon: only when the commit queue was
+    /// full ([`StoreError::Overloaded`]), which is why it is answered 503 with `Retry-After`.
+    /// sled failures, damaged or unknown records, records too large and a closed log fail the
+    /// same way again.
+    pub fn retryable(&self) -> bool {
+        matches!(self, StoreError::Overloaded)
+    }
+
+    /// Whose fault it is: store options out of range are the operator's configuration, every
+    /// other store failure is Gavel's own.
+    pub fn cause(&self) -> crate::error::Cause {
+        match self {
+            StoreError::InvalidOptions { .. } => crate::error::Cause::Operator,
+            _ => crate::error::Cause::Internal,
+        }
+    }
+}
+
 /// The scope of an idempotency key (CONTRACT §6): the same key from another tenant, client,
 /// method or path is another key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

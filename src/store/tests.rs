@@ -1725,3 +1725,25 @@ fn audit_entries_expire_with_the_records_retention_in_every_tenant() {
         assert_eq!(page[0].id, "aud_new");
     }
 }
+
+#[test]
+fn only_a_full_commit_queue_is_worth_retrying() {
+    use crate::error::Cause;
+    assert!(StoreError::Overloaded.retryable());
+    assert_eq!(StoreError::Overloaded.cause(), Cause::Internal);
+    let corrupt = StoreError::Corrupt {
+        tree: "auctions",
+        key: "k".into(),
+        reason: "bad".into(),
+    };
+    for e in [StoreError::Closed, corrupt] {
+        assert!(!e.retryable(), "{e}");
+        assert_eq!(e.cause(), Cause::Internal);
+    }
+    let options = StoreError::InvalidOptions {
+        field: "path",
+        reason: "must not be empty".into(),
+    };
+    assert!(!options.retryable());
+    assert_eq!(options.cause(), Cause::Operator);
+}

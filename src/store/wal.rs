@@ -393,7 +393,10 @@ impl Checkpointer {
                             Job::Prepare { path, bytes, ready } => {
                                 let res = prepare_segment(&path, bytes)
                                     .map(|()| path.clone())
-                                    .map_err(|e| format!("{}: {e}", path.display()));
+                                    .map_err(|source| PrepareError {
+                                        path: path.clone(),
+                                        source,
+                                    });
                                 let _ = ready.send(res);
                             }
                         }
@@ -779,7 +782,17 @@ async fn create_core_dir(uring: bool, dir: &Path) -> io::Result<()> {
 }
 
 /// The checkpoint thread's answer to [`Job::Prepare`]: the segment's path, or why it failed.
-type Prepared = Result<PathBuf, String>;
+type Prepared = Result<PathBuf, PrepareError>;
+
+/// Preallocating the next segment failed; the flusher then creates one without preallocation,
+/// so nothing retries it and nobody but the log sees it.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+struct PrepareError {
+    path: PathBuf,
+    #[source]
+    source: io::Error,
+}
 
 /// How a core's flusher moves from a full segment to the next.
 struct Rotation {

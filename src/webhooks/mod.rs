@@ -19,11 +19,101 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
 
 use crate::config::{ConfigError, WebhookConfig, WebhookDeliveryConfig};
+use crate::error::Cause;
+use crate::store::StoreError;
 
 /// Prefix of a webhook signing secret.
 pub const SECRET_PREFIX: &str = "whsec_";
 /// Fewest random bytes a secret may hold (CONTRACT §8).
 pub const MIN_SECRET_BYTES: usize = 24;
+
+/// Why an endpoint, its secrets, its signing headers or the sender could not be set up. The
+/// messages are the ones `check-config`, start and reload print; [`WebhookError::cause`] says
+/// whose fault each is.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("a webhook secret starts with {SECRET_PREFIX}")]
+    SecretPrefix,
+    #[error("the webhook secret is not valid base64 after whsec_")]
+    SecretBase64(#[source] base64::DecodeError),
+    #[error("a webhook secret holds at least {MIN_SECRET_BYTES} bytes, this one {0}")]
+    SecretTooShort(usize),
+    #[error("needs at least one signing secret (secrets or secrets_env)")]
+    NoSecrets,
+    #[error("environment variable {var} is not set")]
+    EnvUnset {
+        var: String,
+        #[source]
+        source: std::env::VarError,
+    },
+    #[error("invalid URL {url:?}: {source}")]
+    Url {
+        url: String,
+        #[source]
+        source: http::uri::InvalidUri,
+    },
+    #[error("{0:?}: a webhook URL starts with http:// or https://")]
+    UrlScheme(String),
+    #[error("{0:?}: the URL has no host")]
+    UrlHost(String),
+    /// An endpoint's own setting is wrong; says which endpoint.
+    #[error("webhook {id}: {source}")]
+    Endpoint {
+        id: String,
+        #[source]
+        source: Box<WebhookError>,
+    },
+    /// `[webhook_delivery] ca_file` did not read or holds no CA certificate.
+    #[error("webhook_delivery.{0}")]
+    DeliveryTls(crate::buyers::tls::SettingError),
+    /// Signing a delivery without a secret: the endpoint table promises one, so a bug.
+    #[error("a webhook needs at least one signing secret")]
+    Unsigned,
+    #[error("{0}")]
+    Header(#[from] http::header::InvalidHeaderValue),
+    #[error("webhook {id}: cannot read its outbox: {source}")]
+    Outbox {
+        id: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("cannot start a webhook sender thread: {0}")]
+    SenderThread(#[source] std::io::Error),
+    #[error("cannot start the webhook worker: {0}")]
+    WorkerThread(#[source] std::io::Error),
+}
+
+impl WebhookError {
+    /// Whose fault it is: a secret, URL, environment variable or CA file the operator configured,
+    /// or Gavel's own (the store, a thread, a header it built).
+    pub fn cause(&self) -> Cause {
+        match self {
+            WebhookError::Endpoint { source, .. } => source.cause(),
+            WebhookError::SecretPrefix
+            | WebhookError::SecretBase64(_)
+            | WebhookError::SecretTooShort(_)
+            | WebhookError::NoSecrets
+            | WebhookError::EnvUnset { .. }
+            | WebhookError::Url { .. }
+            | WebhookError::UrlScheme(_)
+            | WebhookError::UrlHost(_)
+            | WebhookError::DeliveryTls(_) => Cause::Operator,
+            WebhookError::Unsigned
+            | WebhookError::Header(_)
+            | WebhookError::Outbox { .. }
+            | WebhookError::SenderThread(_)
+            | WebhookError::WorkerThread(_) => Cause::Internal,
+        }
+    }
+
+    /// This error about endpoint `id`'s settings, naming the endpoint.
+    fn of_endpoint(self, id: &str) -> WebhookError {
+        WebhookError::Endpoint {
+            id: id.to_string(),
+            source: Box::new(self),
+        }
+    }
+}
 
 /// A webhook signing secret: `whsec_` + base64 of at least 24 bytes.
 #[derive(Clone)]
@@ -39,18 +129,13 @@ impl std::fmt::Debug for Secret {
 
 impl Secret {
     /// Parses `whsec_<base64>`; the error says what is wrong, never the secret.
-    pub fn parse(s: &str) -> Result<Secret, String> {
+    pub fn parse(s: &str) -> Result<Secret, WebhookError> {
         let b64 = s
             .strip_prefix(SECRET_PREFIX)
-            .ok_or_else(|| format!("a webhook secret starts with {SECRET_PREFIX}"))?;
-        let raw = STANDARD
-            .decode(b64)
-            .map_err(|_| "the webhook secret is not valid base64 after whsec_".to_string())?;
+            .ok_or(WebhookError::SecretPrefix)?;
+        let raw = STANDARD.decode(b64).map_err(WebhookError::SecretBase64)?;
         if raw.len() < MIN_SECRET_BYTES {
-            return Err(format!(
-                "a webhook secret holds at least {MIN_SECRET_BYTES} bytes, this one {}",
-                raw.len()
-            ));
+            return Err(WebhookError::SecretTooShort(raw.len()));
         }
         Ok(Secret {
             key: hmac::Key::new(hmac::HMAC_SHA256, &raw),
@@ -79,33 +164,35 @@ impl Secret {
 }
 
 /// Checks a webhook URL: `http://` or `https://` with a host.
-pub fn check_url(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+pub fn check_url(url: &str) -> Result<(), WebhookError> {
+    let uri: http::Uri = url.parse().map_err(|source| WebhookError::Url {
+        url: url.to_string(),
+        source,
+    })?;
     if !matches!(uri.scheme_str(), Some("http" | "https")) {
-        return Err(format!(
-            "{url:?}: a webhook URL starts with http:// or https://"
-        ));
+        return Err(WebhookError::UrlScheme(url.to_string()));
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("{url:?}: the URL has no host"));
+        return Err(WebhookError::UrlHost(url.to_string()));
     }
     Ok(())
 }
 
 /// The signing secrets of one endpoint, from `secrets` or `secrets_env`.
-pub fn resolve_secrets(w: &WebhookConfig) -> Result<Vec<Secret>, String> {
+pub fn resolve_secrets(w: &WebhookConfig) -> Result<Vec<Secret>, WebhookError> {
     let raw: Vec<String> = match &w.secrets_env {
         Some(var) => std::env::var(var)
-            .map_err(|_| format!("environment variable {var} is not set"))?
+            .map_err(|source| WebhookError::EnvUnset {
+                var: var.clone(),
+                source,
+            })?
             .split_whitespace()
             .map(str::to_string)
             .collect(),
         None => w.secrets.clone(),
     };
     if raw.is_empty() {
-        return Err("needs at least one signing secret (secrets or secrets_env)".into());
+        return Err(WebhookError::NoSecrets);
     }
     raw.iter().map(|s| Secret::parse(s)).collect()
 }
@@ -114,10 +201,10 @@ pub fn resolve_secrets(w: &WebhookConfig) -> Result<Vec<Secret>, String> {
 /// secrets. The error names `file` and the key (`webhooks[1].url`), as `Config::validate` does.
 pub fn check_config(endpoints: &[WebhookConfig], file: &str) -> Result<(), ConfigError> {
     for (i, w) in endpoints.iter().enumerate() {
-        let bad = |k: &str, reason: String| ConfigError::Invalid {
+        let bad = |k: &str, e: WebhookError| ConfigError::Invalid {
             file: file.to_string(),
             key: format!("webhooks[{i}].{k}"),
-            reason,
+            reason: e.to_string(),
         };
         check_url(&w.url).map_err(|r| bad("url", r))?;
         // A missing environment variable is the fault of `secrets_env`, not of `secrets`.
@@ -171,15 +258,15 @@ pub fn headers(
     timestamp_s: u64,
     body: &[u8],
     secrets: &[Secret],
-) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+) -> Result<Vec<(HeaderName, HeaderValue)>, WebhookError> {
     if secrets.is_empty() {
-        return Err("a webhook needs at least one signing secret".into());
+        return Err(WebhookError::Unsigned);
     }
     let signatures: Vec<String> = secrets
         .iter()
         .map(|s| s.sign(id, timestamp_s, body))
         .collect();
-    let value = |v: String| HeaderValue::from_str(&v).map_err(|e| e.to_string());
+    let value = |v: String| HeaderValue::from_str(&v);
     Ok(vec![
         (
             HeaderName::from_static("webhook-id"),
@@ -212,6 +299,43 @@ mod tests {
         assert_eq!(
             format!("{:?}", Secret::parse(&s).unwrap()),
             "Secret(redacted)"
+        );
+    }
+
+    #[test]
+    fn setting_errors_keep_their_words_and_name_the_operator() {
+        let short = format!("whsec_{}", STANDARD.encode([1u8; 23]));
+        for (e, words) in [
+            (
+                Secret::parse("nope").unwrap_err(),
+                "a webhook secret starts with whsec_",
+            ),
+            (
+                Secret::parse("whsec_!!!").unwrap_err(),
+                "the webhook secret is not valid base64 after whsec_",
+            ),
+            (
+                Secret::parse(&short).unwrap_err(),
+                "a webhook secret holds at least 24 bytes, this one 23",
+            ),
+            (
+                check_url("ftp://x").unwrap_err(),
+                "\"ftp://x\": a webhook URL starts with http:// or https://",
+            ),
+        ] {
+            assert_eq!(e.to_string(), words);
+            assert_eq!(e.cause(), Cause::Operator, "{words}");
+        }
+        let named = Secret::parse("nope").unwrap_err().of_endpoint("hook-1");
+        assert_eq!(
+            named.to_string(),
+            "webhook hook-1: a webhook secret starts with whsec_"
+        );
+        assert_eq!(named.cause(), Cause::Operator);
+        assert!(std::error::Error::source(&named).is_some());
+        assert_eq!(
+            headers("evt_1", 1, b"{}", &[]).unwrap_err().cause(),
+            Cause::Internal
         );
     }
 

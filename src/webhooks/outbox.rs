@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
-use super::{new_event_id, Envelope, Secret};
+use super::{new_event_id, Envelope, Secret, WebhookError};
 use crate::config::{Config, Tenant, WebhookConfig, WebhookDeliveryConfig};
 use crate::store::{Batch, DeliveryRecord, DeliveryState, Store, StoreError};
 
@@ -55,6 +55,15 @@ impl SendOutcome {
         SendOutcome::ConnectError,
         SendOutcome::Gone,
     ];
+
+    /// Whether the delivery is tried again (at the next step of the retry schedule): any failure
+    /// but a 410, which says the receiver wants no more events.
+    pub const fn retryable(self) -> bool {
+        match self {
+            SendOutcome::Failed | SendOutcome::Timeout | SendOutcome::ConnectError => true,
+            SendOutcome::Delivered | SendOutcome::Gone => false,
+        }
+    }
 
     /// The outcome a stored attempt names; `None` for a word this code does not know.
     pub fn parse(s: &str) -> Option<SendOutcome> {
@@ -108,9 +117,9 @@ struct EndpointState {
 
 impl Endpoint {
     /// An endpoint of `w` with fresh state (not disabled, nothing pending).
-    fn new(w: &WebhookConfig) -> Result<Endpoint, String> {
+    fn new(w: &WebhookConfig) -> Result<Endpoint, WebhookError> {
         Ok(Endpoint {
-            secrets: super::resolve_secrets(w).map_err(|e| format!("webhook {}: {e}", w.id))?,
+            secrets: super::resolve_secrets(w).map_err(|e| e.of_endpoint(&w.id))?,
             config: w.clone(),
             state: Arc::default(),
         })
@@ -274,12 +283,12 @@ impl Queued {
 
 impl Webhooks {
     /// The endpoint table of `config` (validated: every secret parses).
-    pub fn from_config(config: &Config) -> Result<Webhooks, String> {
+    pub fn from_config(config: &Config) -> Result<Webhooks, WebhookError> {
         let endpoints = config
             .webhooks
             .iter()
             .map(|w| Endpoint::new(w).map(Arc::new))
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, WebhookError>>()?;
         Ok(Webhooks {
             endpoints,
             delivery: config.webhook_delivery.clone(),
@@ -296,7 +305,7 @@ impl Webhooks {
     /// from the store. Deliveries of an endpoint that is no longer configured stay in the outbox
     /// untouched (the worker skips them) and go out if an endpoint with its id comes back.
     /// `[webhook_delivery]` stays as it is. Reads the store: call it off the cores.
-    pub fn reloaded(&self, config: &Config, store: &Store) -> Result<Webhooks, String> {
+    pub fn reloaded(&self, config: &Config, store: &Store) -> Result<Webhooks, WebhookError> {
         let endpoints = config
             .webhooks
             .iter()
@@ -309,11 +318,14 @@ impl Webhooks {
                 None => {
                     let ep = Endpoint::new(w)?;
                     ep.load_state(store)
-                        .map_err(|e| format!("webhook {}: cannot read its outbox: {e}", w.id))?;
+                        .map_err(|source| WebhookError::Outbox {
+                            id: w.id.clone(),
+                            source,
+                        })?;
                     Ok(Arc::new(ep))
                 }
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, WebhookError>>()?;
         Ok(Webhooks {
             endpoints,
             delivery: self.delivery.clone(),
@@ -473,6 +485,22 @@ mod tests {
             assert_eq!(SendOutcome::parse(o.as_str()), Some(o));
         }
         assert_eq!(SendOutcome::parse("accepted"), None);
+    }
+
+    #[test]
+    fn only_a_delivery_or_a_410_ends_the_retries() {
+        let retried: Vec<_> = SendOutcome::ALL
+            .into_iter()
+            .filter(|o| o.retryable())
+            .collect();
+        assert_eq!(
+            retried,
+            [
+                SendOutcome::Failed,
+                SendOutcome::Timeout,
+                SendOutcome::ConnectError
+            ]
+        );
     }
 
     fn config(endpoints: &[(&str, &str)]) -> Config {

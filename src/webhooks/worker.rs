@@ -96,14 +96,14 @@ pub fn start(
     store: Arc<Store>,
     webhooks: Arc<Webhooks>,
     clock: Clock,
-) -> Result<WorkerHandle, String> {
+) -> Result<WorkerHandle, super::WebhookError> {
     let d = &webhooks.delivery;
     let mut agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_millis(d.timeout_ms))
         .redirects(0)
         .user_agent(concat!("gavel-webhooks/", env!("CARGO_PKG_VERSION")));
     // `webhook_delivery.ca_file`, read here at start (check-config has already read it once).
-    if let Some(tls) = super::tls_config(d).map_err(|e| format!("webhook_delivery.{e}"))? {
+    if let Some(tls) = super::tls_config(d).map_err(super::WebhookError::DeliveryTls)? {
         agent = agent.tls_config(tls);
     }
     let agent = agent.build();
@@ -122,7 +122,7 @@ pub fn start(
                     }
                 }
             })
-            .map_err(|e| format!("cannot start a webhook sender thread: {e}"))?;
+            .map_err(super::WebhookError::SenderThread)?;
     }
     let mut dispatcher = Dispatcher {
         in_flight: HashMap::new(),
@@ -135,7 +135,7 @@ pub fn start(
     let thread = std::thread::Builder::new()
         .name("gavel-webhooks".into())
         .spawn(move || dispatcher.run(done_rx))
-        .map_err(|e| format!("cannot start the webhook worker: {e}"))?;
+        .map_err(super::WebhookError::WorkerThread)?;
     Ok(WorkerHandle {
         webhooks,
         thread: Some(thread),
@@ -388,7 +388,9 @@ impl Dispatcher {
                 record.next_attempt_ms = None;
                 self.disable(&ep, &record.event_id, now);
             }
-            SendOutcome::Failed | SendOutcome::Timeout | SendOutcome::ConnectError => {
+            // Every other outcome is one `SendOutcome::retryable` says is worth another try.
+            _ => {
+                debug_assert!(outcome.retryable());
                 match schedule.get(failures as usize - 1) {
                     Some(&delay) => {
                         let asked = retry_after_ms
@@ -568,7 +570,7 @@ fn send(agent: &ureq::Agent, job: Job, clock: &Clock) -> Done {
     };
     let mut retry_after_ms = None;
     match super::headers(&r.event_id, at_ms / 1000, &r.body, &ep.secrets) {
-        Err(e) => attempt.error = Some(e),
+        Err(e) => attempt.error = Some(e.to_string()),
         Ok(headers) => {
             let mut req = agent
                 .post(&ep.config.url)
