@@ -388,8 +388,9 @@ impl Dispatcher {
                 record.next_attempt_ms = None;
                 self.disable(&ep, &record.event_id, now);
             }
-            // Every other outcome is one `SendOutcome::retryable` says is worth another try.
-            _ => {
+            // Named one by one so that a new outcome must be placed here; each is one
+            // `SendOutcome::retryable` says is worth another try.
+            SendOutcome::Failed | SendOutcome::Timeout | SendOutcome::ConnectError => {
                 debug_assert!(outcome.retryable());
                 match schedule.get(failures as usize - 1) {
                     Some(&delay) => {
