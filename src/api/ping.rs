@@ -11,7 +11,6 @@ use serde::Serialize;
 use super::idempotency::{self, Idem};
 use crate::auction::rfc3339_ms;
 use crate::auth::Client;
-use crate::config::Scope;
 use crate::error::ApiError;
 use crate::exchange::auction::{self, Closed, WinningBid};
 use crate::exchange::Core;
@@ -61,7 +60,7 @@ pub struct PingOut<'a> {
 pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
     let received = Instant::now();
     // Only a seller sends leads: anyone else is refused before any of the body is read.
-    let client = super::views::admit(core, &req, &[Scope::Ping])?.client;
+    let client = super::views::admit(core, &req)?.client;
     let req_started = req.extensions().get::<super::views::Received>().copied();
     crate::exchange::sellers::refuse_suspended(core, &client)?;
     let key = idempotency::key_from(req.headers())?;
