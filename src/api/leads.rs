@@ -20,6 +20,7 @@ use super::idempotency::{self, Idem};
 use super::{ping, post};
 use crate::auth::Client;
 use crate::error::ApiError;
+use crate::exchange::auction::{self, Answering};
 use crate::exchange::post::Keyed;
 use crate::exchange::Core;
 use crate::exchange::{self, lead};
@@ -150,9 +151,20 @@ async fn execute(core: &Rc<Core>, call: Call, rid: &str) -> Result<Reply, ApiErr
     match outcome {
         lead::Outcome::Delivered(delivered) => Ok(post::answer(delivered, rid)),
         lead::Outcome::NoBid(closed) => {
-            // Nobody to deliver to: the no-bid answer, durable with the auction record.
-            let seller = crate::exchange::auction::seller_of(&client)?;
-            ping::answer_durably(core, client.tenant, seller, &closed, idem.as_ref()).await
+            // Nobody to deliver to: the no-bid answer, durable with the auction record and under
+            // the call's key (not the post's: nothing was posted).
+            let seller = auction::seller_of(&client)?;
+            let currency = &core.shared.config.auction.currency;
+            let record = |batch: &mut Batch, reply: &Reply, now: u64| match &idem {
+                Some(i) => idempotency::put_answer(batch, i, reply, now),
+                None => Ok(()),
+            };
+            let answering = Answering {
+                answer: &|closed| ping::answer(closed, currency),
+                record: &record,
+            };
+            let tenant = client.tenant;
+            Ok(auction::answer_durably(core, tenant, seller, &closed, &answering).await?)
         }
     }
 }
