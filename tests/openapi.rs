@@ -1,5 +1,5 @@
 //! docs/openapi.yaml checked against the code: the document parses as OpenAPI 3.1, its paths are
-//! exactly the router's table (`gavel::api::ROUTES`), the real server answers every documented
+//! exactly the router's one table (`gavel::api::ROUTES`), the real server answers every documented
 //! operation, and every status and error code the server answered with is declared for it. The
 //! idempotency declarations (the `Idempotency-Key` parameter of both seller posts, the
 //! `idempotency_*` codes, the `Idempotent-Replayed` header) are checked on the document and
@@ -193,7 +193,7 @@ fn spec_paths_are_exactly_the_route_table() {
         .collect();
     let routed: BTreeSet<(String, String)> = gavel::api::ROUTES
         .iter()
-        .map(|(m, p)| (m.to_ascii_uppercase(), p.to_string()))
+        .map(|r| (r.method.to_string(), r.path.to_string()))
         .collect();
     let only_documented: Vec<_> = documented.difference(&routed).collect();
     let only_routed: Vec<_> = routed.difference(&documented).collect();
@@ -243,8 +243,9 @@ fn every_response_declares_request_id_and_error_codes() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// Each operation's `x-gavel-parties` is the code's view rule (`gavel::api::views::RULES`), cell for
-/// cell, and the open operations are exactly the ones public to every party.
+/// Each operation's `x-gavel-parties` is the code's view rule (the route's row in
+/// `gavel::api::ROUTES`), cell for cell, its `x-gavel-scope` is the row's scopes, and the open
+/// operations are exactly the ones public to every party.
 #[test]
 fn every_operation_states_the_view_rule_of_the_code() {
     use gavel::types::PartyKind;
@@ -252,13 +253,21 @@ fn every_operation_states_the_view_rule_of_the_code() {
     let mut problems = Vec::new();
     for op in operations(&spec) {
         let name = format!("{} {}", op.method, op.path);
-        let rule = gavel::api::views::RULES
+        let rule = gavel::api::ROUTES
             .iter()
             .find(|r| r.method == op.method && r.path == op.path);
         let Some(rule) = rule else {
-            problems.push(format!("{name}: no row in api::views::RULES"));
+            problems.push(format!("{name}: no row in api::ROUTES"));
             continue;
         };
+        let scopes: Vec<&str> = rule.scopes.iter().map(|s| s.as_str()).collect();
+        let documented = op.body.get("x-gavel-scope").and_then(Value::as_str);
+        let documented: Vec<&str> = documented.map_or(vec![], |s| s.split(' ').collect());
+        if documented != scopes {
+            problems.push(format!(
+                "{name}: x-gavel-scope is {documented:?}, the code says {scopes:?}"
+            ));
+        }
         let parties = &op.body["x-gavel-parties"];
         for kind in [PartyKind::Operator, PartyKind::Seller, PartyKind::Buyer] {
             let documented = parties[kind.as_str()].as_str();

@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use common::receiver::Receiver;
 use common::*;
+use gavel::api::views::Access;
 use gavel::config::{Driver, Scope, SellerConfig, Tenant, TokenConfig, WebhookConfig};
+use gavel::types::PartyKind;
 use serde_json::json;
 
 const SELLER_A: &str = "gv_test_visibility_seller_a_000000000000000";
@@ -53,6 +55,14 @@ enum P {
 const EVERYONE: [P; 5] = [P::Operator, P::SellerA, P::SellerB, P::BuyerX, P::BuyerY];
 
 impl P {
+    fn kind(self) -> PartyKind {
+        match self {
+            P::Operator => PartyKind::Operator,
+            P::SellerA | P::SellerB => PartyKind::Seller,
+            P::BuyerX | P::BuyerY => PartyKind::Buyer,
+        }
+    }
+
     fn token(self) -> &'static str {
         match self {
             P::Operator => OPERATOR,
@@ -885,10 +895,11 @@ fn setup(driver: Driver) -> Ctx {
 /// Every cell of every row, in `ROUTES` order.
 fn run_matrix(ctx: &Ctx) {
     let mut rows = rows();
-    for (method, path) in gavel::api::ROUTES {
+    for route in gavel::api::ROUTES {
+        let (method, path) = (route.method, route.path);
         let at = rows
             .iter()
-            .position(|r| r.method == *method && r.path == *path)
+            .position(|r| r.method == method && r.path == path)
             .unwrap_or_else(|| {
                 panic!(
                     "{method} {path} is in gavel::api::ROUTES but has no row in the visibility \
@@ -903,8 +914,21 @@ fn run_matrix(ctx: &Ctx) {
             "{method} {path}: a cell per party"
         );
         for (p, want) in &row.cells {
-            let r = (row.call)(ctx, *p);
             let cell = format!("{method} {path} as {p:?}");
+            // The cell agrees with the route's view rule in the table before it runs. (A party
+            // the route is open to may still get a 404: for a record that is not its own.)
+            let rule = route.access(p.kind());
+            match rule {
+                Access::None => assert_eq!((want.0, want.1), (404, "not_found"), "{cell}"),
+                Access::Refused => assert_eq!((want.0, want.1), (403, "seller_only"), "{cell}"),
+                Access::Public | Access::Full | Access::Own => assert_ne!(
+                    want.1,
+                    "seller_only",
+                    "{cell}: the table gives {} access",
+                    rule.as_str()
+                ),
+            }
+            let r = (row.call)(ctx, *p);
             assert_eq!(r.status, want.0, "{cell}: {}", r.text);
             if want.0 >= 400 {
                 assert_eq!(r.error_code(), want.1, "{cell}: {}", r.text);

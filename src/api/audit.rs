@@ -16,7 +16,6 @@ use serde_json::value::RawValue;
 
 use super::store_error;
 use crate::auction::rfc3339_ms;
-use crate::config::Scope;
 use crate::error::ApiError;
 use crate::exchange::Core;
 use crate::http::Reply;
@@ -93,7 +92,7 @@ fn is_party_label(p: &str) -> bool {
 
 /// `GET /v1/admin/audit`.
 pub async fn list(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, ApiError> {
-    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
+    let admin = super::views::admit(core, &req)?.client;
     let (mut from_ms, mut to_ms) = (0, u64::MAX);
     let (mut party, mut cursor) = (None, None);
     let mut limit = DEFAULT_AUDIT_PAGE;

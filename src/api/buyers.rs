@@ -23,7 +23,7 @@ use crate::auction::rfc3339_ms;
 use crate::audit::Actor;
 use crate::auth::Client;
 use crate::buyers::table::BuyerRecord;
-use crate::config::{BuyerConfig, Scope};
+use crate::config::BuyerConfig;
 use crate::error::ApiError;
 use crate::exchange::buyers::{self, BuyerError, Change, BUYERS_CORE};
 use crate::exchange::Core;
@@ -146,7 +146,7 @@ fn one(record: Option<BuyerRecord>, status: StatusCode) -> Result<Reply, ApiErro
 
 /// `GET /v1/admin/buyers`: the tenant's buyers, in the order auctions consider them.
 pub async fn list(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, ApiError> {
-    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
+    let admin = super::views::admit(core, &req)?.client;
     let registry = core.registry();
     // A struct rather than `json!`, which would turn the floor's two decimals into a float.
     #[derive(serde::Serialize)]
@@ -164,7 +164,7 @@ pub async fn list(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, ApiE
 
 /// `GET /v1/admin/buyers/{id}`.
 pub async fn get(core: &Rc<Core>, req: Request<Incoming>, id: &str) -> Result<Reply, ApiError> {
-    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
+    let admin = super::views::admit(core, &req)?.client;
     let registry = core.registry();
     let record = registry
         .records
@@ -176,7 +176,7 @@ pub async fn get(core: &Rc<Core>, req: Request<Incoming>, id: &str) -> Result<Re
 
 /// `POST /v1/admin/buyers`: creates a buyer of the caller's tenant (`source = api`).
 pub async fn create(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, ApiError> {
-    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
+    let admin = super::views::admit(core, &req)?.client;
     let value = json(req).await?;
     // Checked where the change is decided, off the cores (`exchange::buyers::apply`).
     let b = buyers::parse_definition(value, admin.tenant, None).map_err(api_error)?;
@@ -188,7 +188,7 @@ pub async fn create(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, Ap
 
 /// `PUT /v1/admin/buyers/{id}`: replaces the definition of one of the tenant's buyers.
 pub async fn replace(core: &Rc<Core>, req: Request<Incoming>, id: &str) -> Result<Reply, ApiError> {
-    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
+    let admin = super::views::admit(core, &req)?.client;
     let value = json(req).await?;
     let b = buyers::parse_definition(value, admin.tenant, Some(id)).map_err(api_error)?;
     let record = change(core, &admin, Change::Replace(b)).await?;
@@ -198,7 +198,7 @@ pub async fn replace(core: &Rc<Core>, req: Request<Incoming>, id: &str) -> Resul
 
 /// `PATCH /v1/admin/buyers/{id}`: a JSON merge patch over the buyer's definition.
 pub async fn patch(core: &Rc<Core>, req: Request<Incoming>, id: &str) -> Result<Reply, ApiError> {
-    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
+    let admin = super::views::admit(core, &req)?.client;
     let patch = json(req).await?;
     if !patch.is_object() {
         return Err(api_error(BuyerError::Invalid {
@@ -222,7 +222,7 @@ pub async fn set_enabled(
     id: &str,
     enabled: bool,
 ) -> Result<Reply, ApiError> {
-    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
+    let admin = super::views::admit(core, &req)?.client;
     let change_ = Change::SetEnabled {
         id: id.to_string(),
         enabled,
@@ -234,7 +234,7 @@ pub async fn set_enabled(
 
 /// `DELETE /v1/admin/buyers/{id}`: answers with the buyer as it was.
 pub async fn delete(core: &Rc<Core>, req: Request<Incoming>, id: &str) -> Result<Reply, ApiError> {
-    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
+    let admin = super::views::admit(core, &req)?.client;
     let change_ = Change::Delete { id: id.to_string() };
     let record = change(core, &admin, change_).await?;
     tracing::info!(buyer = %id, by = %admin.name, "buyer deleted");

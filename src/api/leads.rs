@@ -19,8 +19,8 @@ use hyper::body::Incoming;
 use super::idempotency::{self, Idem};
 use super::{ping, post};
 use crate::auth::Client;
-use crate::config::Scope;
 use crate::error::ApiError;
+use crate::exchange::auction::{self, Answering};
 use crate::exchange::post::Keyed;
 use crate::exchange::Core;
 use crate::exchange::{self, lead};
@@ -33,7 +33,7 @@ use crate::store::Batch;
 pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
     let received = Instant::now();
     // Only a seller sends leads: anyone else is refused before any of the body is read.
-    let client = super::views::admit(core, &req, &[Scope::Ping, Scope::Post])?.client;
+    let client = super::views::admit(core, &req)?.client;
     crate::exchange::sellers::refuse_suspended(core, &client)?;
     let key = idempotency::key_from(req.headers())?;
     let mut body = super::json_body(req).await?;
@@ -151,9 +151,20 @@ async fn execute(core: &Rc<Core>, call: Call, rid: &str) -> Result<Reply, ApiErr
     match outcome {
         lead::Outcome::Delivered(delivered) => Ok(post::answer(delivered, rid)),
         lead::Outcome::NoBid(closed) => {
-            // Nobody to deliver to: the no-bid answer, durable with the auction record.
-            let seller = crate::exchange::auction::seller_of(&client)?;
-            ping::answer_durably(core, client.tenant, seller, &closed, idem.as_ref()).await
+            // Nobody to deliver to: the no-bid answer, durable with the auction record and under
+            // the call's key (not the post's: nothing was posted).
+            let seller = auction::seller_of(&client)?;
+            let currency = &core.shared.config.auction.currency;
+            let record = |batch: &mut Batch, reply: &Reply, now: u64| match &idem {
+                Some(i) => idempotency::put_answer(batch, i, reply, now),
+                None => Ok(()),
+            };
+            let answering = Answering {
+                answer: &|closed| ping::answer(closed, currency),
+                record: &record,
+            };
+            let tenant = client.tenant;
+            Ok(auction::answer_durably(core, tenant, seller, &closed, &answering).await?)
         }
     }
 }

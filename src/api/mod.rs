@@ -2,8 +2,9 @@
 //! family.
 //!
 //! Handlers turn requests into [`Reply`]s; anything that touches an auction runs on the auction's
-//! owning core via [`crate::runtime::handoff::on_core`]. This module owns the route table that
-//! docs/openapi.yaml mirrors ([`ROUTES`]); it does not own auction rules or buyer I/O.
+//! owning core via [`crate::runtime::handoff::on_core`]. The route table that docs/openapi.yaml
+//! mirrors is [`routes::ROUTES`]; this module runs a request through it ([`handle`]). It does not
+//! own auction rules or buyer I/O.
 
 use std::convert::Infallible;
 use std::rc::Rc;
@@ -11,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
@@ -29,6 +30,7 @@ pub mod oauth;
 pub mod ops;
 pub mod ping;
 pub mod post;
+pub mod routes;
 pub mod seed;
 pub mod sellers;
 pub mod status;
@@ -263,51 +265,13 @@ pub fn start_with_clock(
     crate::runtime::start_with_clock::<crate::exchange::Exchange, Api>(config, clock)
 }
 
-// Architecture Invariant [request-id-and-spec]: every response carries X-Request-Id, and every
-// route here is in docs/openapi.yaml and the other way round (tests/openapi.rs).
-/// Every route the server answers, as (method, path template). A test checks docs/openapi.yaml
-/// against this table.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/healthz"),
-    ("GET", "/readyz"),
-    ("GET", "/metrics"),
-    ("POST", "/v1/ping"),
-    ("POST", "/v1/post"),
-    ("POST", "/v1/leads"),
-    ("POST", "/v1/leads/{lead_uuid}/status"),
-    ("GET", "/v1/auctions/{auction_id}"),
-    ("GET", "/v1/metrics/latency"),
-    ("POST", "/v1/dev/seed"),
-    ("POST", "/oauth/token"),
-    ("POST", "/v1/admin/clients"),
-    ("GET", "/v1/admin/clients"),
-    ("DELETE", "/v1/admin/clients/{client_id}"),
-    ("GET", "/v1/admin/webhooks"),
-    ("POST", "/v1/admin/webhooks/{endpoint_id}/enable"),
-    ("GET", "/v1/admin/webhooks/events"),
-    ("GET", "/v1/admin/webhooks/events/{event_id}"),
-    ("POST", "/v1/admin/webhooks/events/{event_id}/replay"),
-    ("GET", "/v1/admin/buyers"),
-    ("POST", "/v1/admin/buyers"),
-    ("GET", "/v1/admin/buyers/{buyer_id}"),
-    ("PUT", "/v1/admin/buyers/{buyer_id}"),
-    ("PATCH", "/v1/admin/buyers/{buyer_id}"),
-    ("DELETE", "/v1/admin/buyers/{buyer_id}"),
-    ("POST", "/v1/admin/buyers/{buyer_id}/pause"),
-    ("POST", "/v1/admin/buyers/{buyer_id}/resume"),
-    ("GET", "/v1/admin/sellers"),
-    ("POST", "/v1/admin/sellers"),
-    ("GET", "/v1/admin/sellers/{seller_id}"),
-    ("PATCH", "/v1/admin/sellers/{seller_id}"),
-    ("POST", "/v1/admin/sellers/{seller_id}/suspend"),
-    ("POST", "/v1/admin/sellers/{seller_id}/resume"),
-    ("GET", "/v1/admin/audit"),
-];
+pub use routes::{Route, ROUTES};
 
 /// Time a client has to send its whole request body once the head arrived.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Entry point for every request on every core.
+/// Entry point for every request on every core: finds the request's route in [`ROUTES`], runs
+/// its handler, logs and counts the answer.
 pub async fn handle(
     core: Rc<Core>,
     mut req: Request<Incoming>,
@@ -315,21 +279,37 @@ pub async fn handle(
     let started = Instant::now();
     let rid = request_id();
     let method = req.method().clone();
-    let path: String = req.uri().path().chars().take(128).collect();
+    // A second handle on the request's URI (its bytes are shared, not copied), so that the path
+    // parameters can borrow from it while the handler owns the request.
+    let uri = req.uri().clone();
+    let path = uri.path();
     core.stats().requests_total.fetch_add(1, Ordering::Relaxed);
-    let endpoint = endpoint_of(&method, &path);
+    let found = routes::find(method.as_str(), path);
+    let endpoint = match &found {
+        routes::Found::Route(r, _) => {
+            req.extensions_mut().insert(views::Matched(r));
+            r.path
+        }
+        // Anything unrouted is labelled `other`, so a client cannot create label values at will.
+        _ => "other",
+    };
     let announced_body = crate::http::has_body(&req);
     let body_read = crate::http::BodyRead::default();
     req.extensions_mut().insert(body_read.clone());
-    req.extensions_mut().insert(views::Matched(endpoint));
     req.extensions_mut().insert(views::Received(started));
     // Every event logged while this request runs on this core carries its request id.
     let span = tracing::info_span!("request", request_id = %rid, core = core.id);
-    let mut reply =
-        match tracing::Instrument::instrument(route(&core, req, &rid), span.clone()).await {
-            Ok(r) => r,
-            Err(e) => Reply::error(&e, &rid),
-        };
+    let answer = async {
+        match found {
+            routes::Found::Route(r, params) => (r.handler)(&core, req, params, &rid).await,
+            routes::Found::WrongMethod(allowed) => Err(routes::unrouted(path, allowed)),
+            routes::Found::NoRoute => Err(routes::unrouted(path, &[])),
+        }
+    };
+    let mut reply = match tracing::Instrument::instrument(answer, span.clone()).await {
+        Ok(r) => r,
+        Err(e) => Reply::error(&e, &rid),
+    };
     if announced_body && !body_read.done() {
         reply = reply.header(
             http::header::CONNECTION,
@@ -347,7 +327,7 @@ pub async fn handle(
         request_id = %rid,
         core = core.id,
         method = %method,
-        path = %path,
+        path = %logged(path),
         status = reply.status.as_u16(),
         latency_us = started.elapsed().as_micros() as u64,
         "request"
@@ -355,159 +335,14 @@ pub async fn handle(
     Ok(reply.into_response(&rid))
 }
 
-/// The route template a request matched, for metric labels; `other` for anything unrouted, so a
-/// client cannot create label values at will.
-fn endpoint_of(method: &Method, path: &str) -> &'static str {
-    ROUTES
-        .iter()
-        .find(|(m, p)| method.as_str() == *m && matches_template(p, path))
-        .map_or("other", |(_, p)| p)
-}
+/// Most characters of a request's path the request log line keeps.
+const MAX_LOGGED_PATH_CHARS: usize = 128;
 
-/// Whether `path` fits a route template: the same segments, where a `{parameter}` segment
-/// matches any one non-empty segment.
-fn matches_template(template: &str, path: &str) -> bool {
-    let (mut t, mut p) = (template.split('/'), path.split('/'));
-    loop {
-        match (t.next(), p.next()) {
-            (None, None) => return true,
-            (Some(ts), Some(ps)) if ts.starts_with('{') => {
-                if ps.is_empty() {
-                    return false;
-                }
-            }
-            (Some(ts), Some(ps)) if ts == ps => {}
-            _ => return false,
-        }
-    }
-}
-
-/// The value of the `index`-th path segment (0 is the empty segment before the first `/`).
-fn segment(path: &str, index: usize) -> String {
-    path.split('/').nth(index).unwrap_or("").to_string()
-}
-
-async fn route(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
-    let path = req.uri().path();
-    match (req.method(), path) {
-        (&Method::GET, "/healthz") => Ok(ops::healthz()),
-        (&Method::GET, "/readyz") => Ok(ops::readyz(core)),
-        (&Method::GET, "/metrics") => {
-            // It names every tenant's buyers, so on the public port only a production operator
-            // with `reports` sees it (sandbox tokens are handed around, one ships in the README);
-            // scrapers use the operations listener (`[metrics] listen`).
-            let viewer = views::admit(core, &req, &[crate::config::Scope::Reports])?;
-            if viewer.client.tenant != crate::config::Tenant::Production {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "production_only",
-                    "/metrics covers every tenant's buyers; use a gv_live_ operator credential \
-                     with the reports scope, or the operations listener ([metrics] listen).",
-                ));
-            }
-            Ok(ops::metrics(core).await)
-        }
-        (&Method::GET, "/v1/metrics/latency") => {
-            let viewer = views::admit(core, &req, &[crate::config::Scope::Reports])?;
-            Ok(ops::latency(core, &viewer).await)
-        }
-        (&Method::POST, "/v1/ping") => ping::handle(core, req, rid).await,
-        (&Method::POST, "/v1/post") => post::handle(core, req, rid).await,
-        (&Method::POST, "/v1/leads") => leads::handle(core, req, rid).await,
-        (&Method::GET, p) if matches_template("/v1/auctions/{auction_id}", p) => {
-            let id = p["/v1/auctions/".len()..].to_string();
-            auctions::handle(core, req, id, rid).await
-        }
-        (&Method::POST, "/v1/dev/seed") => seed::handle(core, req, rid).await,
-        (&Method::POST, p) if matches_template("/v1/leads/{lead_uuid}/status", p) => {
-            let lead_uuid = segment(p, 3);
-            status::handle(core, req, lead_uuid, rid).await
-        }
-        (&Method::POST, "/oauth/token") => oauth::token(core, req).await,
-        (&Method::POST, "/v1/admin/clients") => oauth::create(core, req).await,
-        (&Method::GET, "/v1/admin/clients") => oauth::list(core, req).await,
-        (&Method::DELETE, p) if matches_template("/v1/admin/clients/{client_id}", p) => {
-            let id = p["/v1/admin/clients/".len()..].to_string();
-            oauth::revoke(core, req, &id).await
-        }
-        (&Method::GET, "/v1/admin/webhooks") => webhooks::list_endpoints(core, req).await,
-        (&Method::GET, "/v1/admin/webhooks/events") => webhooks::list_events(core, req).await,
-        (&Method::POST, p)
-            if matches_template("/v1/admin/webhooks/events/{event_id}/replay", p) =>
-        {
-            let id = segment(p, 5);
-            webhooks::replay(core, req, &id).await
-        }
-        (&Method::GET, p) if matches_template("/v1/admin/webhooks/events/{event_id}", p) => {
-            let id = segment(p, 5);
-            webhooks::get_event(core, req, &id).await
-        }
-        (&Method::POST, p) if matches_template("/v1/admin/webhooks/{endpoint_id}/enable", p) => {
-            let id = segment(p, 4);
-            webhooks::enable(core, req, &id).await
-        }
-        (&Method::GET, "/v1/admin/buyers") => buyers::list(core, req).await,
-        (&Method::POST, "/v1/admin/buyers") => buyers::create(core, req).await,
-        (&Method::POST, p) if matches_template("/v1/admin/buyers/{buyer_id}/pause", p) => {
-            let id = segment(p, 4);
-            buyers::set_enabled(core, req, &id, false).await
-        }
-        (&Method::POST, p) if matches_template("/v1/admin/buyers/{buyer_id}/resume", p) => {
-            let id = segment(p, 4);
-            buyers::set_enabled(core, req, &id, true).await
-        }
-        (m, p) if matches_template("/v1/admin/buyers/{buyer_id}", p) => {
-            let id = segment(p, 4);
-            match *m {
-                Method::GET => buyers::get(core, req, &id).await,
-                Method::PUT => buyers::replace(core, req, &id).await,
-                Method::PATCH => buyers::patch(core, req, &id).await,
-                Method::DELETE => buyers::delete(core, req, &id).await,
-                _ => Err(ApiError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    format!("{p} accepts GET, PUT, PATCH, DELETE."),
-                )
-                .with_header(http::header::ALLOW, "GET, PUT, PATCH, DELETE")),
-            }
-        }
-        (&Method::GET, "/v1/admin/sellers") => sellers::list(core, req).await,
-        (&Method::POST, "/v1/admin/sellers") => sellers::create(core, req).await,
-        (&Method::POST, p) if matches_template("/v1/admin/sellers/{seller_id}/suspend", p) => {
-            let id = segment(p, 4);
-            sellers::set_enabled(core, req, &id, false).await
-        }
-        (&Method::POST, p) if matches_template("/v1/admin/sellers/{seller_id}/resume", p) => {
-            let id = segment(p, 4);
-            sellers::set_enabled(core, req, &id, true).await
-        }
-        (&Method::GET, p) if matches_template("/v1/admin/sellers/{seller_id}", p) => {
-            let id = segment(p, 4);
-            sellers::get(core, req, &id).await
-        }
-        (&Method::PATCH, p) if matches_template("/v1/admin/sellers/{seller_id}", p) => {
-            let id = segment(p, 4);
-            sellers::patch(core, req, &id).await
-        }
-        (&Method::GET, "/v1/admin/audit") => audit::list(core, req).await,
-        _ => {
-            let allowed: Vec<&str> = ROUTES
-                .iter()
-                .filter(|(_, p)| matches_template(p, path))
-                .map(|(m, _)| *m)
-                .collect();
-            if allowed.is_empty() {
-                Err(ApiError::not_found(format!("No route for {path}.")))
-            } else {
-                Err(ApiError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    format!("{path} accepts {}.", allowed.join(", ")),
-                )
-                .with_header(http::header::ALLOW, allowed.join(", ")))
-            }
-        }
-    }
+/// `path` cut to [`MAX_LOGGED_PATH_CHARS`].
+fn logged(path: &str) -> &str {
+    path.char_indices()
+        .nth(MAX_LOGGED_PATH_CHARS)
+        .map_or(path, |(i, _)| &path[..i])
 }
 
 /// Refuses a body that declares a content type other than JSON.
@@ -555,20 +390,4 @@ pub async fn json_body(req: Request<Incoming>) -> Result<Vec<u8>, ApiError> {
     let body =
         crate::http::read_body(req, crate::config::MAX_BODY_BYTES, BODY_READ_TIMEOUT).await?;
     Ok(body.to_vec())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::matches_template as m;
-
-    #[test]
-    fn templates_match_whole_segments() {
-        assert!(m("/v1/auctions/{auction_id}", "/v1/auctions/auc_1"));
-        assert!(!m("/v1/auctions/{auction_id}", "/v1/auctions/"));
-        assert!(!m("/v1/auctions/{auction_id}", "/v1/auctions/a/b"));
-        assert!(m("/v1/leads/{lead_uuid}/status", "/v1/leads/ld_1/status"));
-        assert!(!m("/v1/leads/{lead_uuid}/status", "/v1/leads//status"));
-        assert!(!m("/v1/leads/{lead_uuid}/status", "/v1/leads/ld_1/other"));
-        assert!(m("/v1/leads", "/v1/leads") && !m("/v1/leads", "/v1/leads/x"));
-    }
 }

@@ -402,7 +402,7 @@ async fn broadcast(core: &Rc<Core>, record: &ClientRecord) -> Result<(), ApiErro
 
 /// `POST /v1/admin/clients`: registers a client of the caller's tenant and shows its secret once.
 pub async fn create(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, ApiError> {
-    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
+    let admin = super::views::admit(core, &req)?.client;
     let body = super::json_body(req).await?;
     let c = CreateClient::parse(&body)?;
     let party = party_of_new_client(core, &admin, c.party)?;
@@ -489,7 +489,7 @@ async fn implicit_seller(core: &Rc<Core>, record: &ClientRecord) -> Result<(), A
 /// `GET /v1/admin/clients`: the clients the caller manages (the operator: its tenant's; a seller:
 /// its own), revoked ones included.
 pub async fn list(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, ApiError> {
-    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
+    let admin = super::views::admit(core, &req)?.client;
     let clients = tenant_clients(core, admin.tenant)?;
     let out: Vec<ClientOut> = clients
         .iter()
@@ -510,7 +510,7 @@ pub async fn revoke(
     req: Request<Incoming>,
     client_id: &str,
 ) -> Result<Reply, ApiError> {
-    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
+    let admin = super::views::admit(core, &req)?.client;
     let (tenant, id) = (admin.tenant, client_id.to_string());
     let record = detached(core, admin_core(core, tenant), move |c| async move {
         revoke_on_owner(&c, &admin, &id).await

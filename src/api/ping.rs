@@ -11,16 +11,14 @@ use serde::Serialize;
 use super::idempotency::{self, Idem};
 use crate::auction::rfc3339_ms;
 use crate::auth::Client;
-use crate::config::Scope;
 use crate::error::ApiError;
-use crate::exchange::auction::{self, Closed, WinningBid};
+use crate::exchange::auction::{self, Answering, Closed, WinningBid};
 use crate::exchange::Core;
 use crate::http::Reply;
 use crate::model::{Money, Ping};
 use crate::runtime::admission::{self, Admit};
 use crate::runtime::handoff::on_core;
 use crate::store::Batch;
-use crate::types::Tenant;
 
 /// The winning bid in a ping's answer (CONTRACT §4.1).
 #[derive(Serialize)]
@@ -61,7 +59,7 @@ pub struct PingOut<'a> {
 pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
     let received = Instant::now();
     // Only a seller sends leads: anyone else is refused before any of the body is read.
-    let client = super::views::admit(core, &req, &[Scope::Ping])?.client;
+    let client = super::views::admit(core, &req)?.client;
     let req_started = req.extensions().get::<super::views::Received>().copied();
     crate::exchange::sellers::refuse_suspended(core, &client)?;
     let key = idempotency::key_from(req.headers())?;
@@ -80,7 +78,7 @@ pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Resul
     let started = req_started.map_or(received, |r| r.0);
     let seller = (client.tenant, client.seller().map(str::to_owned));
     let reply = on_core(core, owner, rid, Admit::New, move |c| async move {
-        match run(&c, ping, client, idem, &rid_owned, received).await {
+        match run(&c, ping, client, idem, received).await {
             Ok(r) => r,
             Err(e) => Reply::error(&e, &rid_owned),
         }
@@ -113,67 +111,41 @@ async fn run(
     ping: Ping,
     client: Client,
     idem: Option<Idem>,
-    rid: &str,
     received: Instant,
 ) -> Result<Reply, ApiError> {
     let Some(i) = idem.clone() else {
-        return execute(core, ping, client, None, rid, received).await;
+        return execute(core, ping, client, None, received).await;
     };
     let target = ping
         .auction_id
         .as_deref()
         .map_or(core.id, |id| core.shared.owner_of(id));
-    let rid = rid.to_string();
     idempotency::run_keyed(core, &i, target, Admit::New, move |c| async move {
-        execute(&c, ping, client, idem, &rid, received).await
+        execute(&c, ping, client, idem, received).await
     })
     .await
 }
 
-/// Runs one auction on its owning core (the idempotency key, if any, is already held): auction,
-/// durable record (with the answer under the key), reply.
+/// Runs one ping on its auction's owner (the idempotency key, if any, is already held): one call
+/// of the exchange's use-case, which answers in this module's wire form and records the answer
+/// under the key.
 async fn execute(
     core: &Rc<Core>,
     ping: Ping,
     client: Client,
     idem: Option<Idem>,
-    rid: &str,
     received: Instant,
 ) -> Result<Reply, ApiError> {
-    let auction_id = match &ping.auction_id {
-        Some(id) => id.clone(),
-        None => crate::auction::id::mint(core.id, core.shared.cores),
+    let currency = &core.shared.config.auction.currency;
+    let record = |batch: &mut Batch, reply: &Reply, now: u64| match &idem {
+        Some(i) => idempotency::put_answer(batch, i, reply, now),
+        None => Ok(()),
     };
-    let closed = match auction::run(core, auction_id.clone(), ping, &client).await {
-        Ok(c) => c,
-        // A refusal before the auction ran (an auction id in use, a full shard) is not recorded
-        // under the key, so a corrected or later retry can still run.
-        Err(e) => return Ok(Reply::error(&e.into(), rid)),
+    let answering = Answering {
+        answer: &|closed| answer(closed, currency),
+        record: &record,
     };
-    // The auction ran, so the caller is a seller; its auctions are its own id space.
-    let seller = auction::seller_of(&client)?;
-    let reply = answer_durably(core, client.tenant, seller, &closed, idem.as_ref()).await?;
-    auction::record_engine_overhead(core, client.tenant, seller, &auction_id, received);
-    Ok(reply)
-}
-
-/// `seller`'s answer to its closed auction, returned once the auction record (and the answer,
-/// under `idem` for a keyed request) reached the disk: a post after a crash needs the record, a
-/// retry needs the answer.
-pub(super) async fn answer_durably(
-    core: &Core,
-    tenant: Tenant,
-    seller: &str,
-    closed: &Closed,
-    idem: Option<&Idem>,
-) -> Result<Reply, ApiError> {
-    let reply = answer(closed, &core.shared.config.auction.currency);
-    let mut batch = Batch::new();
-    if let Some(i) = idem {
-        idempotency::record(&mut batch, i, &reply, core.shared.clock.now_ms())?;
-    }
-    auction::record_closed(core, tenant, seller, &closed.auction_id, batch).await?;
-    Ok(reply)
+    Ok(auction::ping(core, ping, &client, received, &answering).await?)
 }
 
 /// The seller's answer to a closed auction (CONTRACT §4.1).

@@ -14,7 +14,6 @@ use hyper::body::Incoming;
 
 use super::idempotency::{self, Idem};
 use crate::auth::Client;
-use crate::config::Scope;
 use crate::error::ApiError;
 use crate::exchange::post::{self, Delivered, Keyed};
 use crate::exchange::Core;
@@ -27,7 +26,7 @@ use crate::store::Batch;
 pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
     let received = Instant::now();
     // Only a seller sends leads: anyone else is refused before any of the body is read.
-    let client = super::views::admit(core, &req, &[Scope::Post])?.client;
+    let client = super::views::admit(core, &req)?.client;
     crate::exchange::sellers::refuse_suspended(core, &client)?;
     let key = idempotency::key_from(req.headers())?;
     let mut body = super::json_body(req).await?;

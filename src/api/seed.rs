@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use super::idempotency;
 use super::leads::{self, Call};
 use super::validate::{field_error, SmallBody, FIELD_INVALID_FORMAT, FIELD_OUT_OF_RANGE};
-use crate::config::{Scope, Tenant};
+use crate::config::Tenant;
 use crate::error::ApiError;
 use crate::exchange::Core;
 use crate::http::Reply;
@@ -89,7 +89,7 @@ struct Outcome {
 
 pub async fn handle(core: &Rc<Core>, req: Request<Incoming>, rid: &str) -> Result<Reply, ApiError> {
     // Seeding sends leads, which only a seller does: anyone else is refused before any runs.
-    let client = super::views::admit(core, &req, &[Scope::Dev])?.client;
+    let client = super::views::admit(core, &req)?.client;
     crate::exchange::sellers::refuse_suspended(core, &client)?;
     if client.tenant != Tenant::Sandbox {
         return Err(ApiError::new(

@@ -24,7 +24,7 @@ use super::store_error;
 use super::validate::{field_error, FIELD_INVALID_FORMAT};
 use crate::auction::rfc3339_ms;
 use crate::audit::Actor;
-use crate::config::{Scope, Tenant};
+use crate::config::Tenant;
 use crate::error::ApiError;
 use crate::exchange::sellers::{self, Change, SellerError, SELLERS_CORE};
 use crate::exchange::Core;
@@ -167,7 +167,7 @@ async fn change(
 
 /// `GET /v1/admin/sellers`: the tenant's sellers (implicit ones included), in id order.
 pub async fn list(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, ApiError> {
-    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
+    let admin = super::views::admit(core, &req)?.client;
     let table = core.sellers();
     let sellers: Vec<SellerOut> = table
         .of_tenant(admin.tenant)
@@ -182,7 +182,7 @@ pub async fn list(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, ApiE
 
 /// `GET /v1/admin/sellers/{seller_id}`.
 pub async fn get(core: &Rc<Core>, req: Request<Incoming>, id: &str) -> Result<Reply, ApiError> {
-    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
+    let admin = super::views::admit(core, &req)?.client;
     let table = core.sellers();
     let seller = table
         .get(admin.tenant, id)
@@ -192,7 +192,7 @@ pub async fn get(core: &Rc<Core>, req: Request<Incoming>, id: &str) -> Result<Re
 
 /// `POST /v1/admin/sellers`: creates a seller of the caller's tenant (`source = api`).
 pub async fn create(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, ApiError> {
-    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
+    let admin = super::views::admit(core, &req)?.client;
     let value = super::json_value(req).await?;
     let s = sellers::parse_definition(value, admin.tenant).map_err(api_error)?;
     change(core, &admin, Change::Create(s), StatusCode::CREATED).await
@@ -201,7 +201,7 @@ pub async fn create(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, Ap
 /// `PATCH /v1/admin/sellers/{seller_id}`: a JSON merge patch of name, limits and
 /// `reveal_winner`.
 pub async fn patch(core: &Rc<Core>, req: Request<Incoming>, id: &str) -> Result<Reply, ApiError> {
-    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
+    let admin = super::views::admit(core, &req)?.client;
     let patch = super::json_value(req).await?;
     let c = Change::Patch {
         id: id.to_string(),
@@ -218,7 +218,7 @@ pub async fn set_enabled(
     id: &str,
     enabled: bool,
 ) -> Result<Reply, ApiError> {
-    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
+    let admin = super::views::admit(core, &req)?.client;
     let c = Change::SetEnabled {
         id: id.to_string(),
         enabled,

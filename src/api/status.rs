@@ -13,7 +13,6 @@ use serde::Serialize;
 use super::validate::{field_error, SmallBody, FIELD_OUT_OF_RANGE};
 use crate::auction::rfc3339_ms;
 use crate::auth::Client;
-use crate::config::Scope;
 use crate::error::ApiError;
 use crate::exchange::status::{self, Reported};
 use crate::exchange::Core;
@@ -77,7 +76,7 @@ pub async fn handle(
 ) -> Result<Reply, ApiError> {
     // Only a buyer reports, on leads it bought: the operator and sellers get the 404 of a route
     // outside their view (`api::views`).
-    let client = super::views::admit(core, &req, &[Scope::Status])?.client;
+    let client = super::views::admit(core, &req)?.client;
     let body = super::json_body(req).await?;
     let r = StatusRequest::parse(&body)?;
     let owner = core.shared.owner_of(&lead_uuid);

@@ -23,7 +23,7 @@ use super::store_error;
 use crate::auction::rfc3339_ms;
 use crate::audit;
 use crate::auth::Client;
-use crate::config::{Scope, WEBHOOK_EVENTS};
+use crate::config::WEBHOOK_EVENTS;
 use crate::error::ApiError;
 use crate::exchange::Core;
 use crate::http::Reply;
@@ -186,7 +186,7 @@ impl Deliveries {
 
 /// `GET /v1/admin/webhooks`: the tenant's endpoints with their state and counters.
 pub async fn list_endpoints(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, ApiError> {
-    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
+    let admin = super::views::admit(core, &req)?.client;
     let store = &core.shared.store;
     let table = core.webhooks();
     let eps: Vec<(&Endpoint, Option<Disabled>)> = table
@@ -209,7 +209,7 @@ pub async fn enable(
     req: Request<Incoming>,
     endpoint_id: &str,
 ) -> Result<Reply, ApiError> {
-    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
+    let admin = super::views::admit(core, &req)?.client;
     let ep = own_endpoint(core, &admin, endpoint_id)?;
     let (tx, rx) = futures::channel::oneshot::channel();
     let audit = audit::Entry::new(
@@ -240,7 +240,7 @@ pub async fn enable(
 /// `GET /v1/admin/webhooks/events`: deliveries, newest first, filtered by `state`, `endpoint`
 /// and `type`, a page of `limit` at a time (`cursor` continues).
 pub async fn list_events(core: &Rc<Core>, req: Request<Incoming>) -> Result<Reply, ApiError> {
-    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
+    let admin = super::views::admit(core, &req)?.client;
     let (mut state, mut endpoint, mut kind, mut cursor) = (None, None, None, None);
     let mut limit = 100;
     for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
@@ -309,7 +309,7 @@ pub async fn get_event(
     req: Request<Incoming>,
     event_id: &str,
 ) -> Result<Reply, ApiError> {
-    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
+    let admin = super::views::admit(core, &req)?.client;
     let visible = Deliveries::of(core, &admin);
     let records: Vec<DeliveryRecord> = core
         .shared
@@ -336,7 +336,7 @@ pub async fn replay(
     req: Request<Incoming>,
     event_id: &str,
 ) -> Result<Reply, ApiError> {
-    let admin = super::views::admit(core, &req, &[Scope::Admin])?.client;
+    let admin = super::views::admit(core, &req)?.client;
     let mut endpoint = None;
     for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
         match k.as_ref() {

@@ -1,14 +1,16 @@
-//! Running a ping's auction on its owning core, and the auction records that go with it: open the
-//! auction in the shard, fan the ping out to eligible buyers, clear the bids, price and sign the
-//! winning bid, and make the closed auction durable (with its `auction.closed` event); and finding
-//! the record a party may see under an id ([`find`]).
+//! The ping use-case ([`ping`]) on the auction's owning core, and the auction records that go with
+//! it: open the auction in the shard, fan the ping out to eligible buyers, clear the bids, price
+//! and sign the winning bid, and make the closed auction durable (with its `auction.closed` event
+//! and the answer's idempotency records); and finding the record a party may see under an id
+//! ([`find`]).
 //!
 //! Auction ids are scoped by tenant and seller: everything here that reads or writes an auction
 //! on a seller's behalf names the seller, so another seller's auction under the same id is never
 //! found, refused, nor changed.
 //!
-//! Owns the use-case, not its wire form: the result is a [`Closed`] auction or an
-//! [`ExchangeError`]; the HTTP layer decides how either is answered. Buyer I/O belongs to
+//! Owns the use-case, not its wire form: the API hands in how a [`Closed`] auction is answered
+//! ([`Answering`]), since the answer is recorded with the auction for a retry to replay, and
+//! decides how an [`ExchangeError`] is answered. Buyer I/O belongs to
 //! [`crate::auction::fanout`], clearing and tokens to [`crate::auction`].
 
 use std::rc::Rc;
@@ -26,10 +28,11 @@ use crate::auth::Client;
 use crate::buyers::{Eligibility, Registry};
 use crate::config::MAX_WINDOW_MS;
 use crate::exchange::Core;
+use crate::http::Reply;
 use crate::limits::{Decision, Slot, UnpostedSlot};
 use crate::model::Ping;
 use crate::parties::Seller;
-use crate::store::{AuctionRecord, Batch};
+use crate::store::{AuctionRecord, Batch, StoreError};
 use crate::types::{Cents, Party, Tenant};
 
 /// A closed auction, as its seller is told about it.
@@ -63,6 +66,57 @@ impl From<Award> for WinningBid {
             valid_until_ms: w.valid_until_ms,
         }
     }
+}
+
+/// How a ping's answer is made and kept, handed in by the API: the wire form of a closed auction,
+/// and the idempotency records that become durable with it (none for a ping without a key).
+pub struct Answering<'a> {
+    /// The seller's answer to its closed auction.
+    pub answer: &'a dyn Fn(&Closed) -> Reply,
+    /// Adds the answer's idempotency records to the batch (`now_ms` is their time); adds nothing
+    /// for a ping without a key.
+    pub record: &'a dyn Fn(&mut Batch, &Reply, u64) -> Result<(), StoreError>,
+}
+
+/// The ping use-case on the auction's owning core (the idempotency key, if any, is already held):
+/// the auction under the ping's id (or a fresh one minted here), then its answer, returned once
+/// the auction record and the answer's idempotency records reached the disk, then the engine's
+/// overhead recorded. A refusal before the auction ran (an id in use, a seller limit, a full
+/// shard) is an error and records nothing, so a corrected or later retry can still run.
+pub async fn ping(
+    core: &Rc<Core>,
+    ping: Ping,
+    client: &Client,
+    received: Instant,
+    answering: &Answering<'_>,
+) -> Result<Reply, ExchangeError> {
+    let auction_id = match &ping.auction_id {
+        Some(id) => id.clone(),
+        None => crate::auction::id::mint(core.id, core.shared.cores),
+    };
+    let closed = run(core, auction_id, ping, client).await?;
+    // The auction ran, so the caller is a seller; its auctions are its own id space.
+    let seller = seller_of(client)?;
+    let reply = answer_durably(core, client.tenant, seller, &closed, answering).await?;
+    record_engine_overhead(core, client.tenant, seller, &closed.auction_id, received);
+    Ok(reply)
+}
+
+/// `seller`'s answer to its closed auction, returned once the auction record (and the answer's
+/// idempotency records) reached the disk: a post after a crash needs the record, a retry needs
+/// the answer.
+pub async fn answer_durably(
+    core: &Core,
+    tenant: Tenant,
+    seller: &str,
+    closed: &Closed,
+    answering: &Answering<'_>,
+) -> Result<Reply, ExchangeError> {
+    let reply = (answering.answer)(closed);
+    let mut batch = Batch::new();
+    (answering.record)(&mut batch, &reply, core.shared.clock.now_ms())?;
+    record_closed(core, tenant, seller, &closed.auction_id, batch).await?;
+    Ok(reply)
 }
 
 /// Runs one auction under `auction_id` (which must be free) and leaves it, closed, in the shard.
