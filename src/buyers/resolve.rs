@@ -202,12 +202,8 @@ fn threads() -> Option<&'static Threads> {
 /// When the runtime cannot start the thread ends, its queue closes and the other threads take
 /// every lookup.
 fn serve(mut queue: tokio::sync::mpsc::Receiver<Lookup>) {
-    // Architecture Invariant [no-blocking]: the one tokio runtime in the process, on a resolver
-    // thread: hickory's sockets and timers never touch a core.
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "the resolver threads' own runtime, never on a core"
-    )]
+    // The one tokio runtime in the process, on a resolver thread: hickory's sockets and timers
+    // never touch a core (the no-blocking invariant).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
