@@ -1,22 +1,27 @@
-//! Buyer host names resolved by Gavel's own DNS client, through the real server on a real socket:
-//! a nameserver on loopback answers for `buyer.test` and says `NXDOMAIN` for every other name,
-//! and counts what it is asked. The server keeps answers for their records' TTL (not a fixed
-//! time) on its clock, which the test moves instead of sleeping, and a buyer whose name does not
-//! resolve is recorded as `dns_error` while the auction still answers.
+//! Buyer host names resolved on the resolver threads (hickory-resolver), through the real server
+//! on a real socket: a nameserver on loopback answers for a few names and says `NXDOMAIN` for
+//! every other, and records what it is asked. The server keeps answers for their records' TTL
+//! (not a fixed time) on its clock, which the test moves instead of sleeping, and a buyer whose
+//! name does not resolve is recorded as `dns_error` while the auction still answers. A truncated
+//! UDP answer is asked again over TCP, `[dns] search` and `ndots` decide which names are asked in
+//! which order, and a name in `[dns] hosts_file` never reaches the nameserver.
 // Test threads are not event loops: blocking sockets are how tests serve and call.
 #![allow(clippy::disallowed_methods)]
+// The test nameserver's log is shared by its threads and the test; no core touches it.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use common::*;
 use gavel::config::{Config, Driver};
-use hickory_proto::op::{Message, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, SOA};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_resolver::proto::op::{Message, OpCode, ResponseCode};
+use hickory_resolver::proto::rr::rdata::{A, SOA};
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 
 /// The TTL of `buyer.test`'s A record: far past the fixed 30 s the cache used to keep names.
 const BUYER_TTL_S: u32 = 3_600;
@@ -138,6 +143,220 @@ fn closing_buyer() -> (u16, Arc<AtomicUsize>) {
     (port, answered)
 }
 
+/// What a zone nameserver was asked, in order: the name (lower case, with its trailing dot), the
+/// record type and the transport (`"udp"` or `"tcp"`).
+type Log = Arc<Mutex<Vec<(String, RecordType, &'static str)>>>;
+
+/// The answer of a zone nameserver to `q`: each name of `zone` has one A record (127.0.0.1, TTL
+/// [`BUYER_TTL_S`]) and no AAAA records; over UDP a name in `truncated` gets an empty answer with
+/// TC set (the whole answer is for TCP); every other name does not exist.
+fn zone_answer(q: &Message, zone: &[&str], truncated: &[&str], udp: bool) -> Message {
+    let question = q.queries[0].clone();
+    let asked = question.name.to_ascii().to_ascii_lowercase();
+    let listed = |names: &[&str]| names.iter().any(|n| format!("{n}.") == asked);
+    let mut m = Message::response(q.metadata.id, OpCode::Query);
+    m.metadata.recursion_desired = q.metadata.recursion_desired;
+    m.metadata.recursion_available = true;
+    m.add_query(question.clone());
+    if udp && listed(truncated) {
+        m.metadata.truncation = true;
+    } else if listed(zone) {
+        if question.query_type == RecordType::A {
+            m.add_answer(Record::from_rdata(
+                question.name.clone(),
+                BUYER_TTL_S,
+                RData::A(A::new(127, 0, 0, 1)),
+            ));
+        }
+    } else {
+        let apex: Name = "test.".parse().unwrap();
+        m.metadata.response_code = ResponseCode::NXDomain;
+        m.add_authority(Record::from_rdata(
+            apex.clone(),
+            3_600,
+            RData::SOA(SOA::new(
+                apex.clone(),
+                apex,
+                1,
+                3_600,
+                600,
+                86_400,
+                NEGATIVE_TTL_S,
+            )),
+        ));
+    }
+    m
+}
+
+/// A nameserver on 127.0.0.1 serving [`zone_answer`] over UDP and TCP on one port, recording what
+/// it is asked. It lives as long as the test process.
+fn zone_nameserver(
+    zone: &'static [&'static str],
+    truncated: &'static [&'static str],
+) -> (SocketAddr, Log) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let tcp = TcpListener::bind(addr).unwrap();
+    let log: Log = Arc::default();
+    let record = |log: &Log, q: &Message, via| {
+        let question = &q.queries[0];
+        log.lock().unwrap().push((
+            question.name.to_ascii().to_ascii_lowercase(),
+            question.query_type,
+            via,
+        ));
+    };
+    let udp_log = log.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            if q.queries.is_empty() {
+                continue;
+            }
+            record(&udp_log, &q, "udp");
+            let m = zone_answer(&q, zone, truncated, true);
+            let _ = socket.send_to(&m.to_vec().unwrap(), from);
+        }
+    });
+    let tcp_log = log.clone();
+    std::thread::spawn(move || {
+        for conn in tcp.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let log = tcp_log.clone();
+            std::thread::spawn(move || {
+                // Each message is preceded by its length in two bytes (RFC 1035 4.2.2).
+                let mut len = [0u8; 2];
+                while conn.read_exact(&mut len).is_ok() {
+                    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                    if conn.read_exact(&mut msg).is_err() {
+                        return;
+                    }
+                    let Ok(q) = Message::from_vec(&msg) else {
+                        return;
+                    };
+                    if q.queries.is_empty() {
+                        return;
+                    }
+                    record(&log, &q, "tcp");
+                    let out = zone_answer(&q, zone, truncated, false).to_vec().unwrap();
+                    let mut framed = u16::try_from(out.len()).unwrap().to_be_bytes().to_vec();
+                    framed.extend_from_slice(&out);
+                    if conn.write_all(&framed).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, log)
+}
+
+/// Points the fleet buyer `id`'s URLs at `host` instead of 127.0.0.1.
+fn rename(cfg: &mut Config, id: &str, host: &str) {
+    let b = cfg.buyers.iter_mut().find(|b| b.id == id).unwrap();
+    b.ping_url = b.ping_url.replace("127.0.0.1", host);
+    b.post_url = b.post_url.replace("127.0.0.1", host);
+    assert!(
+        b.ping_url.starts_with(&format!("http://{host}:")),
+        "{}",
+        b.ping_url
+    );
+}
+
+/// Where `name`'s A query (`name` with its trailing dot) first came in `log`, and over which
+/// transports it came at all.
+fn asked_a(log: &Log, name: &str) -> (Option<usize>, Vec<&'static str>) {
+    let log = log.lock().unwrap();
+    let a = |(n, t, _): &&(String, RecordType, &'static str)| n == name && *t == RecordType::A;
+    (
+        log.iter().position(|e| a(&e)),
+        log.iter().filter(a).map(|e| e.2).collect(),
+    )
+}
+
+#[test]
+fn a_truncated_answer_is_asked_again_over_tcp() {
+    let (ns, log) = zone_nameserver(&["big.test"], &["big.test"]);
+    let env = Env::start(Driver::Legacy, vec![fixed("big", 30.0)], |cfg, _| {
+        cfg.dns.nameservers = vec![ns.to_string()];
+        rename(cfg, "big", "big.test");
+    });
+    let r = env.ping(&ping_body());
+    assert_eq!(r.json["status"], "won", "{}", r.text);
+    assert_eq!(env.fleet.log().pings("big"), 1);
+    let (_, via) = asked_a(&log, "big.test.");
+    assert_eq!(via.first(), Some(&"udp"), "{via:?}");
+    assert!(
+        via.contains(&"tcp"),
+        "the truncated answer was not asked over TCP: {via:?}"
+    );
+}
+
+#[test]
+fn the_search_list_completes_names_with_fewer_dots_than_ndots() {
+    let (ns, log) = zone_nameserver(&["short.test", "deep.test"], &[]);
+    let env = Env::start(
+        Driver::Legacy,
+        vec![fixed("short", 30.0), fixed("deep", 20.0)],
+        |cfg, _| {
+            cfg.server.cores = 1;
+            cfg.dns.nameservers = vec![ns.to_string()];
+            cfg.dns.search = vec!["test".into()];
+            cfg.dns.ndots = Some(2);
+            rename(cfg, "short", "short");
+            rename(cfg, "deep", "deep.test");
+        },
+    );
+    let r = env.ping(&ping_body());
+    assert_eq!(r.json["status"], "won", "{}", r.text);
+    assert_eq!(r.json["buyers_pinged"], 2, "{}", r.text);
+    // Both reached: `short` through the search domain, `deep.test` as written.
+    assert_eq!(env.fleet.log().pings("short"), 1);
+    assert_eq!(env.fleet.log().pings("deep"), 1);
+    assert!(asked_a(&log, "short.test.").0.is_some());
+    assert_eq!(
+        asked_a(&log, "short.").0,
+        None,
+        "found under the search domain first"
+    );
+    // One dot is fewer than ndots (2): the search domain is tried first, then the name as written.
+    let (searched, _) = asked_a(&log, "deep.test.test.");
+    let (written, _) = asked_a(&log, "deep.test.");
+    assert!(
+        searched.is_some() && written.is_some() && searched < written,
+        "{:?}",
+        log.lock().unwrap()
+    );
+}
+
+#[test]
+fn a_name_in_the_hosts_file_never_reaches_the_nameserver() {
+    let (ns, log) = zone_nameserver(&[], &[]);
+    let dir = temp_dir("dns-hosts");
+    let hosts = dir.join("hosts");
+    std::fs::write(
+        &hosts,
+        "# test hosts\n127.0.0.1 hosted.internal alias.internal\n",
+    )
+    .unwrap();
+    let env = Env::start(Driver::Legacy, vec![fixed("hosted", 30.0)], |cfg, _| {
+        cfg.dns.nameservers = vec![ns.to_string()];
+        cfg.dns.hosts_file = hosts.display().to_string();
+        rename(cfg, "hosted", "alias.internal");
+    });
+    let r = env.ping(&ping_body());
+    assert_eq!(r.json["status"], "won", "{}", r.text);
+    assert_eq!(env.fleet.log().pings("hosted"), 1);
+    let log = log.lock().unwrap();
+    assert!(
+        !log.iter().any(|(n, _, _)| n.contains("internal")),
+        "{log:?}"
+    );
+}
+
 use gavel_testkit::both_drivers;
 
 both_drivers!(buyer_names_are_kept_for_their_record_ttl);
@@ -234,6 +453,12 @@ fn the_shipped_config_documents_the_defaults_and_bad_values_are_refused() {
             "dns.min_ttl_ms",
         ),
         ("[dns]\ntimeout_ms = 0\n", "dns.timeout_ms"),
+        ("[dns]\nsearch = [\"svc.local\"]\n", "dns.search"),
+        ("[dns]\nndots = 2\n", "dns.ndots"),
+        (
+            "[dns]\nnameservers = [\"127.0.0.1\"]\nsearch = [\"a b\"]\n",
+            "dns.search[0]",
+        ),
         ("[dns]\nttl = 5\n", "dns"),
     ] {
         let e = match Config::parse("bad.toml", text) {

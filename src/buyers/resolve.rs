@@ -2,42 +2,50 @@
 //! DNS records say.
 //!
 //! A core never resolves: a name goes to a few resolver threads (`gavel-dns-N`, started on the
-//! first lookup and kept for the life of the process) through a bounded channel, and the answer
-//! comes back on a oneshot channel (monoio's `sync` feature makes the cross-thread wake-up work).
-//! A core waits at most [`RESOLVE_TIMEOUT`] for it, so a name that does not resolve costs its
-//! buyer a `dns_timeout` or `dns_error` outcome, never the auction's deadline.
+//! first lookup and kept for the life of the process) through a bounded channel per thread, and
+//! the answer comes back on a oneshot channel (monoio's `sync` feature makes the cross-thread
+//! wake-up work). A core waits at most [`RESOLVE_TIMEOUT`] for it, so a name that does not
+//! resolve costs its buyer a `dns_timeout` or `dns_error` outcome, never the auction's deadline.
 //!
-//! A resolver thread asks the nameservers itself (`udp`, messages in `wire`): those of `[dns]
-//! nameservers`, else those of `/etc/resolv.conf` (`system`, read once, on a resolver thread). It
-//! sends an A and an AAAA query, follows CNAMEs inside the answer and keeps the addresses for the
-//! smallest TTL of the records used, clamped to `[dns] min_ttl_ms..=max_ttl_ms`. A name that does
-//! not exist or has no addresses fails, remembered for the zone's negative TTL (its SOA, clamped
-//! the same way) or `negative_ttl_ms`. The system resolver (`getaddrinfo`) answers instead, its
-//! answer kept for `fallback_ttl_ms` (a failure for `negative_ttl_ms`), when:
-//! - the name is in `/etc/hosts` or is `localhost` (or under it), or no nameserver is known;
-//! - the nameservers give no answer to rely on (truncated, server failure, refused, silent);
-//! - `/etc/resolv.conf` has a search list (and `[dns] nameservers` is unset) and the name is
-//!   relative: with fewer dots than `ndots` it goes to the system resolver at once, otherwise when
-//!   the nameservers say it does not exist, since the list may still find it.
+//! Each resolver thread runs hickory-resolver on a current-thread tokio runtime of its own (the
+//! only tokio runtime in the process; cores run monoio), one lookup a task, so a slow nameserver
+//! holds up no other lookup. hickory does the DNS: the nameservers of `[dns] nameservers` (with
+//! `[dns] search` and `ndots`) or else `/etc/resolv.conf`'s (nameservers, search list, ndots),
+//! A and AAAA at once, CNAME chains, TCP when a UDP answer is truncated, RFC 6761 names
+//! (`localhost`, `.invalid`). A name the hosts file (`[dns] hosts_file`) lists is answered from
+//! it before any nameserver is asked, kept for `fallback_ttl_ms` (the file has no TTL). Other
+//! addresses are kept for the smallest TTL of the records used, clamped to `[dns]
+//! min_ttl_ms..=max_ttl_ms`. A name that does not exist or has no addresses fails, remembered for
+//! the zone's negative TTL (its SOA, clamped the same way) or `negative_ttl_ms`; so is every other
+//! failure (no answer, `SERVFAIL`, no nameserver known).
 //!
 //! Each core keeps its own [`Cache`] (inside its buyer pool) of answers and failures with the
 //! expiry the resolver reported, read on the server's [`Clock`] (a test moves a manual one instead
-//! of sleeping); concurrent lookups of one name on one core share a single request. Literal IP
-//! addresses never reach the resolver. This module does not connect to buyers (`pool` does) and
-//! owns no config parsing (`config::dns` does).
-
-mod system;
-mod udp;
-mod wire;
+//! of sleeping): a hit costs no thread hop. hickory's own cache is off (size 0), so an answer is
+//! never kept twice over or outlives its TTL on the wall clock while the server's clock is a
+//! test's. Concurrent lookups of one name on one core share a single request. Literal IP
+//! addresses never reach the resolver. This module does not connect to buyers (`pool` does), nor
+//! check the addresses it finds (`egress` does, for every one), and owns no config parsing
+//! (`config::dns` does).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::channel::oneshot;
 use futures::future::{FutureExt, Shared};
+use hickory_resolver::config::{
+    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::op::{Query, ResponseCode};
+use hickory_resolver::proto::rr::{Name, RecordType};
+use hickory_resolver::{Hosts, TokioResolver};
 
 use super::pool::Origin;
 use crate::config::DnsConfig;
@@ -72,14 +80,19 @@ impl ResolveError {
 }
 
 /// How one server's lookups are made: its `[dns]` section, as the resolver threads use it.
-/// Cheap to clone; each lookup carries it, so servers in one process (tests) keep their own.
-#[derive(Debug, Clone)]
+/// Cheap to clone; each lookup carries it, so servers in one process (tests) keep their own
+/// (a resolver thread keeps one hickory resolver per distinct `Settings`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Settings(Arc<Inner>);
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 struct Inner {
     /// `[dns] nameservers`; empty means the system's (`/etc/resolv.conf`).
     nameservers: Vec<SocketAddr>,
+    /// `[dns] search` and `ndots`, used with `nameservers` only.
+    search: Vec<String>,
+    ndots: Option<usize>,
+    hosts_file: PathBuf,
     timeout: Duration,
     min_ttl: Duration,
     max_ttl: Duration,
@@ -88,12 +101,15 @@ struct Inner {
 }
 
 impl Settings {
-    /// The resolver settings of a `[dns]` section. Reads no file: the system's configuration is
-    /// read by the resolver threads, once, when they first need it.
+    /// The resolver settings of a `[dns]` section. Reads no file: the system's configuration and
+    /// the hosts file are read by the resolver threads, once, when they first need them.
     pub fn from_config(c: &DnsConfig) -> Settings {
         let ms = Duration::from_millis;
         Settings(Arc::new(Inner {
             nameservers: c.nameserver_addrs(),
+            search: c.search.clone(),
+            ndots: c.ndots,
+            hosts_file: PathBuf::from(&c.hosts_file),
             timeout: ms(c.timeout_ms),
             min_ttl: ms(c.min_ttl_ms),
             max_ttl: ms(c.max_ttl_ms),
@@ -136,124 +152,266 @@ struct Lookup {
 /// Hands a lookup to whoever answers it; `false` when it was refused (queue full, no threads).
 type Submit = Box<dyn Fn(Lookup) -> bool>;
 
-/// The resolver threads' queue, started on first use; `None` when the threads could not start.
-fn queue() -> Option<&'static crossbeam_channel::Sender<Lookup>> {
-    static QUEUE: OnceLock<Option<crossbeam_channel::Sender<Lookup>>> = OnceLock::new();
-    QUEUE
+/// The resolver threads' queues, one a thread, each `RESOLVER_QUEUE_DEPTH / RESOLVER_THREADS`
+/// deep: a lookup goes to the next thread in turn, or to another when that one's queue is full.
+struct Threads {
+    queues: Vec<tokio::sync::mpsc::Sender<Lookup>>,
+    next: AtomicUsize,
+}
+
+impl Threads {
+    /// Queues `l` without waiting; `false` when every queue is full (or its thread is gone).
+    fn submit(&self, mut l: Lookup) -> bool {
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..self.queues.len() {
+            match self.queues[(first + i) % self.queues.len()].try_send(l) {
+                Ok(()) => return true,
+                Err(e) => l = e.into_inner(),
+            }
+        }
+        false
+    }
+}
+
+/// The resolver threads, started on first use; `None` when none could start.
+fn threads() -> Option<&'static Threads> {
+    static THREADS: OnceLock<Option<Threads>> = OnceLock::new();
+    THREADS
         .get_or_init(|| {
-            let (tx, rx) = crossbeam_channel::bounded::<Lookup>(RESOLVER_QUEUE_DEPTH);
+            let mut queues = Vec::new();
             for n in 0..RESOLVER_THREADS {
-                let rx = rx.clone();
+                let (tx, rx) = tokio::sync::mpsc::channel(RESOLVER_QUEUE_DEPTH / RESOLVER_THREADS);
                 let started = std::thread::Builder::new()
                     .name(format!("gavel-dns-{n}"))
-                    .spawn(move || {
-                        while let Ok(l) = rx.recv() {
-                            let mut answer = lookup_blocking(&l.host, l.port, &l.settings);
-                            answer.at_ms = l.clock.now_ms();
-                            let _ = l.reply.send(answer);
-                        }
-                    });
-                if let Err(e) = started {
-                    tracing::error!(error = %e, "cannot start a resolver thread");
-                    return None;
+                    .spawn(move || serve(rx));
+                match started {
+                    Ok(_) => queues.push(tx),
+                    Err(e) => tracing::error!(error = %e, "cannot start a resolver thread"),
                 }
             }
-            Some(tx)
+            (!queues.is_empty()).then(|| Threads {
+                queues,
+                next: AtomicUsize::new(0),
+            })
         })
         .as_ref()
 }
 
-/// Resolves `host` on a resolver thread (it blocks): the nameservers when they can answer for
-/// it, the system resolver otherwise (see the module doc for which). The answer's `at_ms` is
-/// left for the caller to stamp.
-fn lookup_blocking(host: &str, port: u16, settings: &Settings) -> Answer {
-    let s = &settings.0;
-    let system = system::get();
-    let (nameservers, search_ndots) = if s.nameservers.is_empty() {
-        (&system.nameservers, system.search_ndots)
-    } else {
-        (&s.nameservers, None)
-    };
-    let name = system::normal(host);
-    // A search list only ever applies to a relative name.
-    let search_ndots = search_ndots.filter(|_| !host.ends_with('.'));
-    let short = search_ndots.is_some_and(|ndots| name.matches('.').count() < ndots);
-    // RFC 6761: `localhost` names are the system's own, whatever DNS says.
-    let local = name == "localhost" || name.ends_with(".localhost");
-    let mut why_not_dns = None;
-    if !nameservers.is_empty() && !system.hosts.contains(&name) && !short && !local {
-        match udp::ask(nameservers, s.timeout, &name) {
-            udp::Outcome::Found { ips, ttl_s } => {
-                let addrs: Vec<SocketAddr> = ips
-                    .into_iter()
-                    .map(|ip| SocketAddr::new(ip, port))
-                    .collect();
-                return Answer {
-                    addrs: Ok(addrs.into()),
-                    ttl: settings.clamp(ttl_s),
-                    at_ms: 0,
-                };
-            }
-            udp::Outcome::NotFound {
-                reason,
-                negative_ttl_s,
-            } => {
-                if search_ndots.is_none() {
-                    return Answer {
-                        addrs: Err(format!("{host}: {reason}")),
-                        ttl: negative_ttl_s.map_or(s.negative_ttl, |t| settings.clamp(t)),
-                        at_ms: 0,
-                    };
-                }
-                why_not_dns = Some(reason);
-            }
-            udp::Outcome::Unusable(why) => {
-                tracing::debug!(
-                    host,
-                    why,
-                    "no usable DNS answer; asking the system resolver"
-                );
-                why_not_dns = Some(why);
-            }
+/// A resolver thread's life: a current-thread tokio runtime that answers each lookup in a task of
+/// its own, with the resolver built for its settings (kept for the next lookup with the same).
+/// When the runtime cannot start the thread ends, its queue closes and the other threads take
+/// every lookup.
+fn serve(mut queue: tokio::sync::mpsc::Receiver<Lookup>) {
+    // The one tokio runtime in the process, on a resolver thread: hickory's sockets and timers
+    // never touch a core (the no-blocking invariant).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a resolver thread's runtime");
+            return;
         }
-    }
-    let mut answer = getaddrinfo(host, port, settings);
-    if let (Err(e), Some(why)) = (&mut answer.addrs, why_not_dns) {
-        *e = format!("{e} (nameservers: {why})");
-    }
-    answer
+    };
+    runtime.block_on(async move {
+        let mut resolvers: HashMap<Settings, Result<Arc<Resolver>, String>> = HashMap::new();
+        while let Some(l) = queue.recv().await {
+            let resolver = resolvers
+                .entry(l.settings.clone())
+                .or_insert_with(|| Resolver::new(&l.settings).map(Arc::new))
+                .clone();
+            tokio::spawn(async move {
+                let mut answer = match resolver {
+                    Ok(r) => r.lookup(&l.host, l.port).await,
+                    Err(why) => Answer {
+                        addrs: Err(format!("{}: {why}", l.host)),
+                        ttl: l.settings.0.negative_ttl,
+                        at_ms: 0,
+                    },
+                };
+                answer.at_ms = l.clock.now_ms();
+                let _ = l.reply.send(answer);
+            });
+        }
+    });
 }
 
-/// The system resolver's answer, which carries no TTL: kept for `fallback_ttl`, a failure for
-/// `negative_ttl`.
-fn getaddrinfo(host: &str, port: u16, settings: &Settings) -> Answer {
-    use std::net::ToSocketAddrs;
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "the one place Gavel calls getaddrinfo: a resolver thread, never a core"
-    )]
-    let found = (host, port).to_socket_addrs();
-    let addrs = match found {
-        Ok(addrs) => {
-            let addrs: Vec<SocketAddr> = addrs.collect();
-            if addrs.is_empty() {
-                Err(format!("{host} has no addresses"))
-            } else {
-                Ok(addrs.into())
+/// hickory's resolver for one server's settings, and the hosts file it answers from first.
+struct Resolver {
+    dns: TokioResolver,
+    hosts: Arc<Hosts>,
+    settings: Settings,
+    /// Why no nameserver can be asked, when none is known.
+    no_nameserver: Option<String>,
+}
+
+impl Resolver {
+    /// Builds the resolver of `settings`: reads `/etc/resolv.conf` (when `[dns] nameservers` is
+    /// empty) and the hosts file, on a resolver thread. Fails only when hickory refuses the
+    /// options (then every lookup with these settings fails with the reason).
+    fn new(settings: &Settings) -> Result<Resolver, String> {
+        let s = &settings.0;
+        let provider = TokioRuntimeProvider::default();
+        let mut no_nameserver = None;
+        let mut builder = if s.nameservers.is_empty() {
+            match TokioResolver::builder(provider.clone()) {
+                Ok(b) => b,
+                Err(e) => {
+                    let why = format!(
+                        "no nameserver known ([dns] nameservers is empty; /etc/resolv.conf: {e})"
+                    );
+                    tracing::warn!(why, "only the hosts file and localhost resolve");
+                    no_nameserver = Some(why);
+                    TokioResolver::builder_with_config(
+                        ResolverConfig::from_parts(None, Vec::new(), Vec::new()),
+                        provider,
+                    )
+                }
+            }
+        } else {
+            let servers = s
+                .nameservers
+                .iter()
+                .map(|ns| {
+                    let on_port = |mut c: ConnectionConfig| {
+                        c.port = ns.port();
+                        c
+                    };
+                    NameServerConfig::new(
+                        ns.ip(),
+                        true,
+                        vec![
+                            on_port(ConnectionConfig::udp()),
+                            on_port(ConnectionConfig::tcp()),
+                        ],
+                    )
+                })
+                .collect();
+            // Checked at load (`DnsConfig::validate`); one that hickory still refuses is left out.
+            let search = s
+                .search
+                .iter()
+                .filter_map(|d| Name::from_str_relaxed(d).ok())
+                .collect();
+            let mut b = TokioResolver::builder_with_config(
+                ResolverConfig::from_parts(None, search, servers),
+                provider,
+            );
+            b.options_mut().ndots = s.ndots.unwrap_or(1);
+            b
+        };
+        let o = builder.options_mut();
+        o.timeout = s.timeout;
+        o.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        // The cores cache (on the server's clock); a second cache here would keep answers on the
+        // wall clock past what a core was told. Size 0 stores nothing.
+        o.cache_size = 0;
+        // The hosts file is read below, from `[dns] hosts_file`, not from where hickory looks.
+        o.use_hosts_file = ResolveHosts::Never;
+        let hosts = Arc::new(read_hosts(&s.hosts_file));
+        let mut dns = builder
+            .build()
+            .map_err(|e| format!("the resolver cannot start: {e}"))?;
+        // Names the file lists under a search domain are found through hickory's own lookups.
+        dns.set_hosts(hosts.clone());
+        Ok(Resolver {
+            dns,
+            hosts,
+            settings: settings.clone(),
+            no_nameserver,
+        })
+    }
+
+    /// The addresses of `host` (a name, not an IP literal), as the module doc says. The answer's
+    /// `at_ms` is left for the caller to stamp.
+    async fn lookup(&self, host: &str, port: u16) -> Answer {
+        let s = &self.settings;
+        let failed = |why: String, ttl: Duration| Answer {
+            addrs: Err(why),
+            ttl,
+            at_ms: 0,
+        };
+        let found = |ips: Vec<IpAddr>, ttl: Duration| Answer {
+            addrs: Ok(ips
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect()),
+            ttl,
+            at_ms: 0,
+        };
+        let name = match Name::from_str_relaxed(host) {
+            Ok(n) => n,
+            Err(e) => return failed(format!("{host} is not a DNS name: {e}"), s.0.negative_ttl),
+        };
+        if let Some(ips) = self.in_hosts_file(&name) {
+            return found(ips, s.0.fallback_ttl);
+        }
+        match self.dns.lookup_ip(name).await {
+            Ok(lookup) => {
+                let ips: Vec<IpAddr> = lookup.iter().collect();
+                if ips.is_empty() {
+                    return failed(format!("{host} has no addresses"), s.0.negative_ttl);
+                }
+                // Every record used counts, the CNAMEs leading to the addresses included.
+                let ttl_s = lookup
+                    .as_lookup()
+                    .answers()
+                    .iter()
+                    .map(|r| r.ttl)
+                    .min()
+                    .unwrap_or(0);
+                found(ips, s.clamp(ttl_s))
+            }
+            Err(NetError::Dns(DnsError::NoRecordsFound(none))) => {
+                let why = if none.response_code == ResponseCode::NXDomain {
+                    "NXDOMAIN (no such name)"
+                } else {
+                    "no A or AAAA records"
+                };
+                let ttl = none.negative_ttl.map_or(s.0.negative_ttl, |t| s.clamp(t));
+                failed(format!("{host}: {why}"), ttl)
+            }
+            Err(e) => {
+                let why = match &self.no_nameserver {
+                    Some(none) => format!("{host}: {e} ({none})"),
+                    None => format!("{host}: {e}"),
+                };
+                failed(why, s.0.negative_ttl)
             }
         }
-        Err(e) => Err(format!("{host}: {e}")),
-    };
-    let ttl = if addrs.is_ok() {
-        settings.0.fallback_ttl
-    } else {
-        settings.0.negative_ttl
-    };
-    Answer {
-        addrs,
-        ttl,
-        at_ms: 0,
     }
+
+    /// `name`'s addresses in the hosts file (IPv4 first), when it lists the name.
+    fn in_hosts_file(&self, name: &Name) -> Option<Vec<IpAddr>> {
+        let mut fqdn = name.clone();
+        fqdn.set_fqdn(true);
+        let ips: Vec<IpAddr> = [RecordType::A, RecordType::AAAA]
+            .into_iter()
+            .filter_map(|t| {
+                self.hosts
+                    .lookup_static_host(&Query::query(fqdn.clone(), t))
+            })
+            .flat_map(|l| {
+                l.answers()
+                    .iter()
+                    .filter_map(|r| r.data.ip_addr())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        (!ips.is_empty()).then_some(ips)
+    }
+}
+
+/// The hosts file at `path`; one that cannot be read is taken as empty (and said so).
+fn read_hosts(path: &std::path::Path) -> Hosts {
+    let mut hosts = Hosts::default();
+    let read = std::fs::File::open(path).and_then(|f| hosts.read_hosts_conf(f));
+    if let Err(e) = read {
+        tracing::warn!(path = %path.display(), error = %e, "cannot read the hosts file; taken as empty");
+        hosts = Hosts::default();
+    }
+    hosts
 }
 
 /// `host` as an IP address, when it is one (`[…]` around IPv6, as in URLs).
@@ -296,7 +454,7 @@ impl Cache {
         Cache::with_submit(
             settings,
             clock,
-            Box::new(|l| queue().is_some_and(|q| q.try_send(l).is_ok())),
+            Box::new(|l| threads().is_some_and(|t| t.submit(l))),
         )
     }
 
@@ -514,13 +672,29 @@ mod tests {
         assert_eq!(s.clamp(u32::MAX), Duration::from_secs(60));
     }
 
-    /// Through a resolver thread's own steps: a configured nameserver answers with a TTL, says
-    /// NXDOMAIN with an SOA, or is unreachable (the system resolver answers instead).
+    /// What a fresh cache with `settings` finds for `host` through the resolver threads, and for
+    /// how long it keeps it.
+    fn resolved(settings: &Settings, host: &str) -> (Result<Arc<[SocketAddr]>, String>, Duration) {
+        let cache = Cache::new(settings.clone(), Clock::manual(0));
+        let origin = Origin {
+            host: host.to_string(),
+            port: 80,
+        };
+        let first = block_on(cache.resolve(&origin));
+        let entries = cache.entries.borrow();
+        let Some(Entry::Ready { addrs, ttl_ms, .. }) = entries.get(&origin) else {
+            panic!("{host}: no answer kept ({first:?})");
+        };
+        (addrs.clone(), Duration::from_millis(*ttl_ms))
+    }
+
+    /// Through the resolver threads: a configured nameserver answers with a TTL, says NXDOMAIN
+    /// with an SOA, or is unreachable; a hosts-file name never reaches it.
     #[test]
     fn a_configured_nameserver_answers_with_its_ttls() {
-        use hickory_proto::op::{Message, ResponseCode};
-        use hickory_proto::rr::rdata::{A, SOA};
-        use hickory_proto::rr::{Name, RData, Record, RecordType};
+        use hickory_resolver::proto::op::{Message, OpCode};
+        use hickory_resolver::proto::rr::rdata::{A, SOA};
+        use hickory_resolver::proto::rr::{RData, Record};
         #[allow(clippy::disallowed_methods, reason = "a test nameserver's thread")]
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let ns = socket.local_addr().unwrap();
@@ -532,68 +706,68 @@ mod tests {
                 };
                 let question = q.queries[0].clone();
                 let apex: Name = "test.".parse().unwrap();
-                let reply = if question.name == "buyer.test.".parse::<Name>().unwrap() {
-                    let records = match question.query_type {
-                        RecordType::A => vec![Record::from_rdata(
+                let mut m = Message::response(q.metadata.id, OpCode::Query);
+                m.metadata.recursion_available = true;
+                m.add_query(question.clone());
+                if question
+                    .name
+                    .eq_case(&"unit-buyer.test.".parse::<Name>().unwrap())
+                {
+                    if question.query_type == RecordType::A {
+                        m.add_answer(Record::from_rdata(
                             question.name.clone(),
                             7,
                             RData::A(A::new(127, 0, 0, 1)),
-                        )],
-                        _ => vec![],
-                    };
-                    wire::tests::answer(&buf[..n], ResponseCode::NoError, records)
+                        ));
+                    }
                 } else {
-                    let mut m = wire::tests::answer(&buf[..n], ResponseCode::NXDomain, vec![]);
+                    m.metadata.response_code = ResponseCode::NXDomain;
                     m.add_authority(Record::from_rdata(
                         apex.clone(),
                         3600,
                         RData::SOA(SOA::new(apex.clone(), apex, 1, 1, 1, 1, 600)),
                     ));
-                    m
-                };
+                }
                 #[allow(clippy::disallowed_methods, reason = "a test nameserver's thread")]
-                let _ = socket.send_to(&reply.to_vec().unwrap(), from);
+                let _ = socket.send_to(&m.to_vec().unwrap(), from);
             }
         });
         let settings = |nameservers: Vec<String>| {
             Settings::from_config(&DnsConfig {
                 nameservers,
                 max_ttl_ms: 300_000,
+                // Short, so a silent nameserver fails well within `RESOLVE_TIMEOUT`.
+                timeout_ms: 100,
                 ..DnsConfig::default()
             })
         };
         let s = settings(vec![ns.to_string()]);
-        let a = lookup_blocking("buyer.test", 80, &s);
+        let (addrs, ttl) = resolved(&s, "unit-buyer.test");
         assert_eq!(
-            &a.addrs.unwrap()[..],
+            &addrs.unwrap()[..],
             &["127.0.0.1:80".parse::<SocketAddr>().unwrap()]
         );
-        assert_eq!(a.ttl, Duration::from_secs(7));
-        let a = lookup_blocking("Nx.Test.", 80, &s);
-        assert!(a.addrs.unwrap_err().contains("NXDOMAIN"));
-        assert_eq!(a.ttl, Duration::from_secs(300), "600 s clamped to max_ttl");
-        // `localhost` is in /etc/hosts: never asked of the nameserver, kept the fallback TTL.
-        let a = lookup_blocking("localhost", 80, &s);
-        assert!(a.addrs.unwrap().iter().all(|a| a.ip().is_loopback()));
+        assert_eq!(ttl, Duration::from_secs(7));
+        let (addrs, ttl) = resolved(&s, "Nx.Test.");
+        assert!(addrs.unwrap_err().contains("NXDOMAIN"));
+        assert_eq!(ttl, Duration::from_secs(300), "600 s clamped to max_ttl");
+        // `localhost` is in the hosts file: never asked of the nameserver, kept the hosts TTL.
+        let (addrs, ttl) = resolved(&s, "localhost");
+        assert!(addrs.unwrap().iter().all(|a| a.ip().is_loopback()));
         assert_eq!(
-            a.ttl,
+            ttl,
             Duration::from_millis(DnsConfig::default().fallback_ttl_ms)
         );
-        // Nothing listens: the system resolver answers, with the fallback TTL.
+        // Nothing listens: a failure, kept for the negative TTL.
         #[allow(clippy::disallowed_methods, reason = "a test thread")]
         let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let dead = closed.local_addr().unwrap();
         drop(closed);
-        // (`127.1` is no IP literal to Rust, nor in /etc/hosts, but getaddrinfo reads it as
-        // 127.0.0.1 without asking anyone.)
-        let a = lookup_blocking("127.1", 80, &settings(vec![dead.to_string()]));
+        let (addrs, ttl) = resolved(&settings(vec![dead.to_string()]), "unit-buyer.test");
+        assert!(addrs.is_err());
         assert_eq!(
-            &a.addrs.unwrap()[..],
-            &["127.0.0.1:80".parse::<SocketAddr>().unwrap()]
-        );
-        assert_eq!(
-            a.ttl,
-            Duration::from_millis(DnsConfig::default().fallback_ttl_ms)
+            ttl,
+            Duration::from_millis(DnsConfig::default().negative_ttl_ms)
         );
     }
 }

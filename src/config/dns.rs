@@ -1,8 +1,9 @@
 //! The `[dns]` section: where buyer host names are looked up and how long the answers are kept.
 //!
 //! This module owns the section's schema, its defaults and its range checks. It does not own the
-//! lookups or the cache (`buyers::resolve` does), nor reading `/etc/resolv.conf`: an empty
-//! `nameservers` list only says "use the system's", and the resolver reads that file itself.
+//! lookups or the cache (`buyers::resolve` does), nor reading `/etc/resolv.conf` or the hosts
+//! file: an empty `nameservers` list only says "use the system's", and the resolver threads read
+//! those files themselves.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -16,16 +17,30 @@ pub const MAX_DNS_TTL_MS: u64 = 86_400_000;
 pub const MAX_DNS_TIMEOUT_MS: u64 = 10_000;
 /// The standard DNS port, used for a nameserver given without one.
 pub const DNS_PORT: u16 = 53;
+/// The largest `ndots` (glibc caps the resolv.conf option at the same number).
+pub const MAX_NDOTS: usize = 15;
+/// The hosts file read when `hosts_file` is not set.
+pub const SYSTEM_HOSTS_FILE: &str = "/etc/hosts";
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {
-    /// Nameservers asked in turn, as `ip` (port 53) or `ip:port` (`[v6]:port`). Empty: the
-    /// `nameserver` lines of `/etc/resolv.conf`; when there are none either, names go to the
-    /// system resolver (`getaddrinfo`) as they are.
+    /// Nameservers asked in turn, as `ip` (port 53) or `ip:port` (`[v6]:port`), over UDP and, for
+    /// an answer too long for UDP, TCP. Empty: `/etc/resolv.conf` (its nameservers, search list
+    /// and `ndots`); when that names no nameserver either, only the hosts file and `localhost`
+    /// resolve.
     pub nameservers: Vec<String>,
-    /// How long one nameserver may take to answer both queries (A and AAAA) before the next one
-    /// is asked.
+    /// Domains tried after a relative name, in order (resolv.conf's `search`). Only with
+    /// `nameservers`: without them `/etc/resolv.conf`'s own list applies.
+    pub search: Vec<String>,
+    /// A relative name with at least this many dots is asked as written before the `search`
+    /// domains are tried; one with fewer, after them (resolv.conf's `options ndots:`). Only with
+    /// `nameservers`; unset: 1.
+    pub ndots: Option<usize>,
+    /// The hosts file: a name it lists is answered from it, never asked of a nameserver.
+    pub hosts_file: String,
+    /// How long one nameserver may take to answer a query before it is asked again or the next
+    /// one is.
     pub timeout_ms: u64,
     /// An answer is kept at least this long, whatever its records' TTL says (a TTL of 0 would
     /// otherwise put a lookup in front of every auction).
@@ -37,9 +52,9 @@ pub struct DnsConfig {
     /// SOA record to say so (with one, its negative TTL is used, between `min_ttl_ms` and
     /// `max_ttl_ms`); also how long a failed system lookup is remembered.
     pub negative_ttl_ms: u64,
-    /// How long an answer of the system resolver is kept: it reports no TTL. Used for names in
-    /// `/etc/hosts`, when no nameserver is known, and when the nameservers give no usable answer
-    /// (truncated, server failure, unreachable).
+    /// How long an answer from the hosts file is kept: it carries no TTL. (The name is older
+    /// than the hosts file's use: the system resolver's answers, which had no TTL either, were
+    /// kept this long.)
     pub fallback_ttl_ms: u64,
 }
 
@@ -47,6 +62,9 @@ impl Default for DnsConfig {
     fn default() -> Self {
         Self {
             nameservers: Vec::new(),
+            search: Vec::new(),
+            ndots: None,
+            hosts_file: SYSTEM_HOSTS_FILE.to_string(),
             timeout_ms: 500,
             min_ttl_ms: 1_000,
             max_ttl_ms: 300_000,
@@ -64,6 +82,20 @@ pub fn parse_nameserver(text: &str) -> Result<SocketAddr, String> {
     text.parse::<IpAddr>()
         .map(|ip| SocketAddr::new(ip, DNS_PORT))
         .map_err(|_| format!("must be an IP address with an optional port, got {text:?}"))
+}
+
+/// Whether `text` reads as a domain name: dot-separated labels of 1 to 63 letters, digits, `-`
+/// or `_`, a trailing dot allowed.
+fn is_domain(text: &str) -> bool {
+    let text = text.strip_suffix('.').unwrap_or(text);
+    !text.is_empty()
+        && text.len() <= 253
+        && text.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 impl DnsConfig {
@@ -85,6 +117,39 @@ impl DnsConfig {
         };
         for (i, n) in self.nameservers.iter().enumerate() {
             parse_nameserver(n).map_err(|r| bad(&format!("nameservers[{i}]"), r))?;
+        }
+        // resolv.conf gives its own search list and ndots with its nameservers; mixing one
+        // source's list with the other's servers would be a guess at what was meant.
+        if self.nameservers.is_empty() && !self.search.is_empty() {
+            return Err(bad(
+                "search",
+                "applies only with dns.nameservers (without them /etc/resolv.conf's search list does)"
+                    .to_string(),
+            ));
+        }
+        if self.nameservers.is_empty() && self.ndots.is_some() {
+            return Err(bad(
+                "ndots",
+                "applies only with dns.nameservers (without them /etc/resolv.conf's ndots does)"
+                    .to_string(),
+            ));
+        }
+        for (i, d) in self.search.iter().enumerate() {
+            if !is_domain(d) {
+                return Err(bad(
+                    &format!("search[{i}]"),
+                    format!("must be a domain name (letters, digits, '-', '_', dots), got {d:?}"),
+                ));
+            }
+        }
+        if let Some(n) = self.ndots.filter(|n| *n > MAX_NDOTS) {
+            return Err(bad("ndots", format!("must be 0..={MAX_NDOTS}, got {n}")));
+        }
+        if self.hosts_file.is_empty() {
+            return Err(bad(
+                "hosts_file",
+                format!("must name a file (the system's is {SYSTEM_HOSTS_FILE})"),
+            ));
         }
         if !(1..=MAX_DNS_TIMEOUT_MS).contains(&self.timeout_ms) {
             return Err(bad(
@@ -154,6 +219,43 @@ mod tests {
                     ..d()
                 },
                 "dns.nameservers[1]",
+            ),
+            (
+                DnsConfig {
+                    search: vec!["svc.local".into()],
+                    ..d()
+                },
+                "dns.search",
+            ),
+            (
+                DnsConfig {
+                    ndots: Some(2),
+                    ..d()
+                },
+                "dns.ndots",
+            ),
+            (
+                DnsConfig {
+                    nameservers: vec!["127.0.0.1".into()],
+                    search: vec!["ok.example".into(), "bad domain".into()],
+                    ..d()
+                },
+                "dns.search[1]",
+            ),
+            (
+                DnsConfig {
+                    nameservers: vec!["127.0.0.1".into()],
+                    ndots: Some(MAX_NDOTS + 1),
+                    ..d()
+                },
+                "dns.ndots",
+            ),
+            (
+                DnsConfig {
+                    hosts_file: String::new(),
+                    ..d()
+                },
+                "dns.hosts_file",
             ),
             (
                 DnsConfig {
