@@ -77,20 +77,7 @@ fn nameserver() -> (SocketAddr, Arc<Asked>) {
                 counts.aaaa.fetch_add(1, Ordering::SeqCst);
             } else {
                 counts.other.fetch_add(1, Ordering::SeqCst);
-                m.metadata.response_code = ResponseCode::NXDomain;
-                m.add_authority(Record::from_rdata(
-                    apex.clone(),
-                    3_600,
-                    RData::SOA(SOA::new(
-                        apex.clone(),
-                        apex.clone(),
-                        1,
-                        3_600,
-                        600,
-                        86_400,
-                        NEGATIVE_TTL_S,
-                    )),
-                ));
+                nxdomain(&mut m, apex.clone());
             }
             let _ = socket.send_to(&m.to_vec().unwrap(), from);
         }
@@ -169,23 +156,28 @@ fn zone_answer(q: &Message, zone: &[&str], truncated: &[&str], udp: bool) -> Mes
             ));
         }
     } else {
-        let apex: Name = "test.".parse().unwrap();
-        m.metadata.response_code = ResponseCode::NXDomain;
-        m.add_authority(Record::from_rdata(
-            apex.clone(),
-            3_600,
-            RData::SOA(SOA::new(
-                apex.clone(),
-                apex,
-                1,
-                3_600,
-                600,
-                86_400,
-                NEGATIVE_TTL_S,
-            )),
-        ));
+        nxdomain(&mut m, "test.".parse().unwrap());
     }
     m
+}
+
+/// Makes `m` an NXDOMAIN answer whose authority is the SOA of `apex`, with a negative TTL of
+/// [`NEGATIVE_TTL_S`].
+fn nxdomain(m: &mut Message, apex: Name) {
+    m.metadata.response_code = ResponseCode::NXDomain;
+    m.add_authority(Record::from_rdata(
+        apex.clone(),
+        3_600,
+        RData::SOA(SOA::new(
+            apex.clone(),
+            apex,
+            1,
+            3_600,
+            600,
+            86_400,
+            NEGATIVE_TTL_S,
+        )),
+    ));
 }
 
 /// A nameserver on 127.0.0.1 serving [`zone_answer`] over UDP and TCP on one port, recording what
