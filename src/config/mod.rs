@@ -988,6 +988,26 @@ impl Config {
             key: key.to_string(),
             reason,
         };
+        self.check_oauth(&bad)?;
+        self.dns.validate(file)?;
+        self.egress.validate(file)?;
+        self.check_limits(&bad)?;
+        self.validate_parties(file)?;
+        self.check_auction(&bad)?;
+        self.check_counts(&bad)?;
+        self.check_bid_token(&bad)?;
+        self.check_server(&bad)?;
+        self.check_tokens(&bad)?;
+        self.check_buyers(&bad)?;
+        self.check_rules(&bad)?;
+        self.check_store(&bad)?;
+        self.check_sandbox(&bad)?;
+        self.check_bounds(&bad)?;
+        self.validate_webhooks(file)
+    }
+
+    /// `[oauth]`: the access-token lifetime.
+    fn check_oauth(&self, bad: &impl Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
         if !ACCESS_TOKEN_TTL_S.contains(&self.oauth.access_token_ttl_s) {
             return Err(bad(
                 "oauth.access_token_ttl_s",
@@ -999,8 +1019,11 @@ impl Config {
                 ),
             ));
         }
-        self.dns.validate(file)?;
-        self.egress.validate(file)?;
+        Ok(())
+    }
+
+    /// `[limits]` and the per-buyer and per-token rates: finite, positive rates and caps.
+    fn check_limits(&self, bad: &impl Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
         let l = &self.limits;
         let rates = [
             (
@@ -1045,7 +1068,11 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
-        self.validate_parties(file)?;
+        Ok(())
+    }
+
+    /// `[auction]`: window, margin, floor, currency.
+    fn check_auction(&self, bad: &impl Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
         let a = &self.auction;
         if a.window_ms == 0 || a.window_ms > MAX_WINDOW_MS {
             return Err(bad(
@@ -1068,14 +1095,19 @@ impl Config {
                 "must be an ISO 4217 code such as USD".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// Counts and durations of several sections that must be at least 1: a flat list, one entry per key.
+    fn check_counts(&self, bad: &impl Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
         for (key, n) in [
             (
                 "auction.max_buyers_per_auction",
-                a.max_buyers_per_auction as u64,
+                self.auction.max_buyers_per_auction as u64,
             ),
             (
                 "auction.max_auctions_per_core",
-                a.max_auctions_per_core as u64,
+                self.auction.max_auctions_per_core as u64,
             ),
             ("post.budget_ms", self.post.budget_ms),
             (
@@ -1100,9 +1132,11 @@ impl Config {
                 return Err(bad(key, "must be at least 1".into()));
             }
         }
-        if self.bid_token.ttl_ms == Some(0) {
-            return Err(bad("bid_token.ttl_ms", "must be at least 1".into()));
-        }
+        Ok(())
+    }
+
+    /// `[server]`: the idle timeout, and a queue delay no longer than a bid window.
+    fn check_server(&self, bad: &impl Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
         if self.server.idle_timeout_ms == 0 {
             return Err(bad("server.idle_timeout_ms", "must be > 0".into()));
         }
@@ -1115,6 +1149,17 @@ impl Config {
                     self.server.max_queue_delay_ms
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    /// `[bid_token]`: the token lifetime and the key ids.
+    fn check_bid_token(
+        &self,
+        bad: &impl Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        if self.bid_token.ttl_ms == Some(0) {
+            return Err(bad("bid_token.ttl_ms", "must be at least 1".into()));
         }
         if let (Some(c), Some(p)) = (&self.bid_token.current, &self.bid_token.previous) {
             if c.id == p.id {
@@ -1132,6 +1177,11 @@ impl Config {
                 "0 is the id of the key Gavel generates when bid_token.current is unset".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// `[[tokens]]`: hashes, scopes, parties, rates.
+    fn check_tokens(&self, bad: &impl Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
         for (i, t) in self.tokens.iter().enumerate() {
             if t.sha256.len() != 64 || hex::decode(&t.sha256).is_err() {
                 return Err(bad(
@@ -1179,6 +1229,11 @@ impl Config {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// `[[buyers]]`: how many per tenant, ids, timeouts, URLs or fixed prices, headers, filters.
+    fn check_buyers(&self, bad: &impl Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
         for tenant in [Tenant::Sandbox, Tenant::Production] {
             let n = self.buyers.iter().filter(|b| b.tenant == tenant).count();
             if n > MAX_BUYERS_PER_TENANT {
@@ -1203,74 +1258,13 @@ impl Config {
                     ),
                 ));
             }
-            for (k, ms) in [
-                ("ping_timeout_ms", b.ping_timeout_ms),
-                ("post_timeout_ms", b.post_timeout_ms),
-            ] {
-                if ms == 0 {
-                    return Err(bad(
-                        &format!("buyers[{i}].{k}"),
-                        "must be at least 1".into(),
-                    ));
-                }
-            }
-            check_money(b.floor).map_err(|r| bad(&format!("buyers[{i}].floor"), r))?;
-            // A buyer is either pinged (it prices each lead) or direct-post (one fixed price);
-            // both or neither leaves Gavel no way to know what it pays.
-            match (b.ping_url.is_empty(), b.fixed_price) {
-                (false, None) => {}
-                (true, Some(p)) => {
-                    if p == 0 {
-                        return Err(bad(
-                            &format!("buyers[{i}].fixed_price"),
-                            format!("buyer {:?}: must be more than 0", b.id),
-                        ));
-                    }
-                    check_money(p).map_err(|r| bad(&format!("buyers[{i}].fixed_price"), r))?;
-                    if b.ping_format.is_some() {
-                        return Err(bad(
-                            &format!("buyers[{i}].ping_format"),
-                            format!("buyer {:?}: a direct-post buyer is never pinged", b.id),
-                        ));
-                    }
-                }
-                (false, Some(_)) | (true, None) => {
-                    return Err(bad(
-                        &format!("buyers[{i}].ping_url"),
-                        format!(
-                            "buyer {:?}: needs exactly one of `ping_url` (a pinged buyer) and \
-                             `fixed_price` (a direct-post buyer)",
-                            b.id
-                        ),
-                    ))
-                }
-            }
-            if let Some(h) = &b.auth_header {
-                if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
-                    return Err(bad(
-                        &format!("buyers[{i}].auth_header.name"),
-                        "not a valid header name".into(),
-                    ));
-                }
-                if h.value.is_none() && h.value_env.is_none() {
-                    return Err(bad(
-                        &format!("buyers[{i}].auth_header"),
-                        "needs `value` or `value_env`".into(),
-                    ));
-                }
-            }
-            if let Some(s) = b.filters.min_ai_quality_score {
-                if !(0.0..=1.0).contains(&s) {
-                    return Err(bad(
-                        &format!("buyers[{i}].filters.min_ai_quality_score"),
-                        format!("must be a number from 0 to 1, got {s}"),
-                    ));
-                }
-            }
-            b.filters.problem().map_or(Ok(()), |(key, reason)| {
-                Err(bad(&format!("buyers[{i}].filters.{key}"), reason))
-            })?;
+            check_buyer(i, b, bad)?;
         }
+        Ok(())
+    }
+
+    /// `[[rules]]`: each requires `lead.` paths.
+    fn check_rules(&self, bad: &impl Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
         for (i, r) in self.rules.iter().enumerate() {
             if r.require.is_empty() {
                 return Err(bad(
@@ -1287,6 +1281,11 @@ impl Config {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// `[store]`: retention, expiry, batches, path.
+    fn check_store(&self, bad: &impl Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
         let st = &self.store;
         for (key, days) in [
             (
@@ -1313,6 +1312,11 @@ impl Config {
         if st.path.as_os_str().is_empty() {
             return Err(bad("store.path", "must not be empty".into()));
         }
+        Ok(())
+    }
+
+    /// `[sandbox]`: a loopback listener when enabled.
+    fn check_sandbox(&self, bad: &impl Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
         if self.sandbox.enabled {
             let Some(addr) = self.sandbox.listen else {
                 return Err(bad(
@@ -1327,8 +1331,7 @@ impl Config {
                 ));
             }
         }
-        self.check_bounds(&bad)?;
-        self.validate_webhooks(file)
+        Ok(())
     }
 }
 
@@ -1487,6 +1490,84 @@ fn check_money(c: Cents) -> Result<(), String> {
             crate::types::money::cents_to_f64(c)
         ))
     }
+}
+
+/// One `[[buyers]]` entry (at index `i`): timeouts, a ping URL or a fixed price, auth header,
+/// format and filters, a flat list of per-key checks (hence its length). What spans buyers
+/// (count per tenant, unique ids) is `Config::check_buyers`' business.
+fn check_buyer(
+    i: usize,
+    b: &BuyerConfig,
+    bad: &impl Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    for (k, ms) in [
+        ("ping_timeout_ms", b.ping_timeout_ms),
+        ("post_timeout_ms", b.post_timeout_ms),
+    ] {
+        if ms == 0 {
+            return Err(bad(
+                &format!("buyers[{i}].{k}"),
+                "must be at least 1".into(),
+            ));
+        }
+    }
+    check_money(b.floor).map_err(|r| bad(&format!("buyers[{i}].floor"), r))?;
+    // A buyer is either pinged (it prices each lead) or direct-post (one fixed price);
+    // both or neither leaves Gavel no way to know what it pays.
+    match (b.ping_url.is_empty(), b.fixed_price) {
+        (false, None) => {}
+        (true, Some(p)) => {
+            if p == 0 {
+                return Err(bad(
+                    &format!("buyers[{i}].fixed_price"),
+                    format!("buyer {:?}: must be more than 0", b.id),
+                ));
+            }
+            check_money(p).map_err(|r| bad(&format!("buyers[{i}].fixed_price"), r))?;
+            if b.ping_format.is_some() {
+                return Err(bad(
+                    &format!("buyers[{i}].ping_format"),
+                    format!("buyer {:?}: a direct-post buyer is never pinged", b.id),
+                ));
+            }
+        }
+        (false, Some(_)) | (true, None) => {
+            return Err(bad(
+                &format!("buyers[{i}].ping_url"),
+                format!(
+                    "buyer {:?}: needs exactly one of `ping_url` (a pinged buyer) and \
+                         `fixed_price` (a direct-post buyer)",
+                    b.id
+                ),
+            ))
+        }
+    }
+    if let Some(h) = &b.auth_header {
+        if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
+            return Err(bad(
+                &format!("buyers[{i}].auth_header.name"),
+                "not a valid header name".into(),
+            ));
+        }
+        if h.value.is_none() && h.value_env.is_none() {
+            return Err(bad(
+                &format!("buyers[{i}].auth_header"),
+                "needs `value` or `value_env`".into(),
+            ));
+        }
+    }
+    if let Some(s) = b.filters.min_ai_quality_score {
+        if !(0.0..=1.0).contains(&s) {
+            return Err(bad(
+                &format!("buyers[{i}].filters.min_ai_quality_score"),
+                format!("must be a number from 0 to 1, got {s}"),
+            ));
+        }
+    }
+    b.filters.problem().map_or(Ok(()), |(key, reason)| {
+        Err(bad(&format!("buyers[{i}].filters.{key}"), reason))
+    })?;
+    Ok(())
 }
 
 /// The config file `gavel serve` uses when none is named.
