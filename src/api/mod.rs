@@ -41,11 +41,12 @@ pub mod webhooks;
 /// A store failure as the seller sees it: Gavel's fault, worth a retry.
 pub fn store_error(e: crate::store::StoreError) -> ApiError {
     tracing::error!(error = %e, "store write failed");
-    match e {
-        crate::store::StoreError::Overloaded => {
-            ApiError::overloaded("The store is saturated; retry shortly.")
-        }
-        _ => ApiError::internal("The request could not be recorded."),
+    // A write worth retrying soon (a full commit queue) is a 503 with Retry-After; any other
+    // store failure would fail again, so it is Gavel's own 500.
+    if e.retryable() {
+        ApiError::overloaded("The store is saturated; retry shortly.")
+    } else {
+        ApiError::internal("The request could not be recorded.")
     }
 }
 

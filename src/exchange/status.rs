@@ -25,40 +25,8 @@ use crate::types::Tenant;
 /// readable as it is.
 pub const MAX_STATUS_CHANGES_PER_LEAD: usize = 32;
 
-/// A status a buyer may report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reported {
-    Qualified,
-    Contacted,
-    /// The buyer converted the lead.
-    Sold,
-    Returned,
-}
-
-impl Reported {
-    /// Every status a buyer may report, in the contract's order.
-    pub const ALL: [Reported; 4] = [
-        Reported::Qualified,
-        Reported::Contacted,
-        Reported::Sold,
-        Reported::Returned,
-    ];
-
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reported::Qualified => "qualified",
-            Reported::Contacted => "contacted",
-            Reported::Sold => "sold",
-            Reported::Returned => "returned",
-        }
-    }
-
-    /// The status named `s` on the wire.
-    pub fn parse(s: &str) -> Option<Reported> {
-        Reported::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-}
+/// A status a buyer may report: a word of the one vocabulary ([`crate::types::words`]).
+pub use crate::types::words::Reported;
 
 /// Where a lead stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,24 +45,25 @@ impl LeadState {
     /// The state a lead's history ends in. An unknown status word (a record written by a newer
     /// Gavel) reads as final, so nothing is built on a state this code does not understand.
     pub fn of(history: &[LeadEvent]) -> LeadState {
-        match history.last().map(|e| e.status.as_str()) {
+        match history.last().map(|e| Reported::parse(&e.status)) {
             None => LeadState::Delivered,
-            Some("sold") if history.len() == 1 => LeadState::Delivered,
-            Some("sold") => LeadState::Converted,
-            Some("qualified") => LeadState::Qualified,
-            Some("contacted") => LeadState::Contacted,
-            Some(_) => LeadState::Returned,
+            Some(Some(Reported::Sold)) if history.len() == 1 => LeadState::Delivered,
+            Some(Some(Reported::Sold)) => LeadState::Converted,
+            Some(Some(Reported::Qualified)) => LeadState::Qualified,
+            Some(Some(Reported::Contacted)) => LeadState::Contacted,
+            Some(Some(Reported::Returned) | None) => LeadState::Returned,
         }
     }
 
     /// The wire name (both kinds of sale are `sold`).
     pub fn as_str(self) -> &'static str {
         match self {
-            LeadState::Delivered | LeadState::Converted => "sold",
-            LeadState::Qualified => "qualified",
-            LeadState::Contacted => "contacted",
-            LeadState::Returned => "returned",
+            LeadState::Delivered | LeadState::Converted => Reported::Sold,
+            LeadState::Qualified => Reported::Qualified,
+            LeadState::Contacted => Reported::Contacted,
+            LeadState::Returned => Reported::Returned,
         }
+        .as_str()
     }
 
     /// The reports that may follow this state.
@@ -272,7 +241,7 @@ mod tests {
         assert!(ok(LeadState::Contacted, Returned));
         assert!(ok(LeadState::Converted, Returned));
         assert!(!ok(LeadState::Qualified, Returned));
-        for r in Reported::ALL {
+        for &r in Reported::ALL {
             assert!(!ok(LeadState::Returned, r), "returned -> {r:?}");
         }
     }
@@ -317,7 +286,7 @@ mod tests {
             LeadState::Converted,
             LeadState::Returned,
         ] {
-            for r in Reported::ALL {
+            for &r in Reported::ALL {
                 match s.apply(r) {
                     Ok(Some(next)) => assert_eq!(next.as_str(), r.as_str()),
                     Ok(None) => assert_eq!(s.as_str(), r.as_str()),

@@ -13,7 +13,8 @@
 //! record error that names it, never a silent default.
 //!
 //! What is not here: the free-form reasons buyers give for not bidding (their own snake_case
-//! words, cleaned by the fan-out), and the API's error codes, which `crate::error` owns.
+//! words, cleaned by the fan-out), the states of a lead's life (`exchange::status::LeadState`, a
+//! state machine written with these words), and the API's error codes, which `crate::error` owns.
 
 /// A closed vocabulary: its words, and the position of each in [`Word::ALL`].
 pub trait Word: Copy + Eq + Sized + 'static {
@@ -181,6 +182,18 @@ words! {
 }
 
 words! {
+    /// A status a buyer reports on a lead it bought (CONTRACT §4.6), in the contract's order;
+    /// also the words of a lead's stored history (Gavel's own sale is its first `sold`).
+    pub enum Reported {
+        Qualified => "qualified",
+        Contacted => "contacted",
+        /// The buyer converted the lead (or, first in a history, Gavel sold it to the buyer).
+        Sold => "sold",
+        Returned => "returned",
+    }
+}
+
+words! {
     /// Why a call never reached its buyer: the `kind` of `gavel_buyer_call_errors_total`.
     pub enum CallFailure {
         /// The TLS handshake failed.
@@ -234,6 +247,7 @@ mod tests {
         round_trips::<UnsoldReason>();
         round_trips::<CallFailure>();
         round_trips::<PostOutcome>();
+        round_trips::<Reported>();
         round_trips::<ShedReason>();
     }
 
