@@ -45,6 +45,25 @@ impl Drop for TempDir {
     }
 }
 
+/// Opens the store at `o`, waiting while a store just dropped in this process still holds the
+/// directory's lock: sled releases it only once its background flush thread has finished, which
+/// on a busy machine can take a moment after the drop returns.
+fn open(o: &StoreOptions) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(o) {
+            Ok(s) => return s,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => panic!("open the store: {e}"),
+        }
+    }
+}
+
 fn options(dir: &Path) -> StoreOptions {
     StoreOptions {
         path: dir.to_path_buf(),
@@ -425,7 +444,7 @@ fn reopen_reads_back_everything_written() {
     let dir = TempDir::new("reopen");
     let s = scope("reopen");
     {
-        let store = Store::open(&options(dir.path())).unwrap();
+        let store = open(&options(dir.path()));
         for i in 0..50u64 {
             let mut batch = Batch::new();
             batch
@@ -444,7 +463,7 @@ fn reopen_reads_back_everything_written() {
             .put_meta("m", b"v".to_vec());
         store.write_durable(&batch).unwrap();
     }
-    let store = Store::open(&options(dir.path())).unwrap();
+    let store = open(&options(dir.path()));
     for i in 0..50u64 {
         assert_eq!(
             store.get_idempotency(&scope(&format!("k{i}"))).unwrap(),
@@ -729,7 +748,7 @@ async fn start_log(
 fn the_log_groups_concurrent_commits_and_applies_them_before_answering() {
     for driver in drivers() {
         let dir = TempDir::new("group");
-        let store = Arc::new(Store::open(&options(dir.path())).unwrap());
+        let store = Arc::new(open(&options(dir.path())));
         let counters = Arc::new(CommitCounters::new());
         on_core(driver, || {
             let store = Arc::clone(&store);
@@ -787,7 +806,7 @@ fn segments_rotate_through_prepared_files_and_sealed_ones_are_deleted() {
     const SEGMENT: u64 = 4096;
     for driver in drivers() {
         let dir = TempDir::new("rotate");
-        let store = Arc::new(Store::open(&options(dir.path())).unwrap());
+        let store = Arc::new(open(&options(dir.path())));
         let checkpointer = Checkpointer::start(Arc::clone(&store)).unwrap();
         let counters = Arc::new(CommitCounters::new());
         on_core(driver, || {
@@ -831,7 +850,7 @@ fn segments_rotate_through_prepared_files_and_sealed_ones_are_deleted() {
             in_use.display()
         );
         drop(store);
-        let store = Store::open(&options(dir.path())).unwrap();
+        let store = open(&options(dir.path()));
         for i in 0..400u64 {
             assert_eq!(
                 store.get_idempotency(&scope(&format!("gc_{i}"))).unwrap(),
@@ -845,7 +864,7 @@ fn segments_rotate_through_prepared_files_and_sealed_ones_are_deleted() {
 #[test]
 fn a_prepared_segment_that_was_never_written_is_a_clean_end() {
     let dir = TempDir::new("prepared");
-    drop(Store::open(&options(dir.path())).unwrap());
+    drop(open(&options(dir.path())));
     let path = write_segment(dir.path(), 0, 1, &[(1, small_batch(1))]);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes.resize(8192, 0);
@@ -854,7 +873,7 @@ fn a_prepared_segment_that_was_never_written_is_a_clean_end() {
     let core_dir = wal::core_dir(&dir.path().join("wal"), 0);
     std::fs::write(core_dir.join(format!("{:016}.log", 2)), vec![0u8; 4096]).unwrap();
     std::fs::write(core_dir.join(format!("{:016}.log", 3)), b"").unwrap();
-    let store = Store::open(&options(dir.path())).unwrap();
+    let store = open(&options(dir.path()));
     assert_eq!(
         store.get_idempotency(&scope("gc_1")).unwrap(),
         Some(idem(1))
@@ -871,7 +890,7 @@ fn poll_once<F: Future>(f: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> 
 fn a_full_log_queue_is_refused_not_grown_and_a_closed_log_refuses() {
     for driver in drivers() {
         let dir = TempDir::new("full");
-        let store = Arc::new(Store::open(&options(dir.path())).unwrap());
+        let store = Arc::new(open(&options(dir.path())));
         on_core(driver, || {
             let store = Arc::clone(&store);
             async move {
@@ -925,7 +944,7 @@ fn crash_child() {
         return;
     };
     let (dir, mode) = arg.rsplit_once(' ').unwrap();
-    let store = Arc::new(Store::open(&options(Path::new(dir))).unwrap());
+    let store = Arc::new(open(&options(Path::new(dir))));
     let log_only = mode == "log-only";
     on_core(crate::config::Driver::Legacy, || async move {
         let log = start_log(&store, crate::config::Driver::Legacy, 1024).await;
@@ -993,7 +1012,7 @@ fn killed_writer_loses_nothing(mode: &str) {
     child.wait().unwrap();
     assert!(ready, "the child exited before committing");
 
-    let store = Store::open(&options(dir.path())).unwrap();
+    let store = open(&options(dir.path()));
     for i in 0..CRASH_COMMITS {
         assert_eq!(
             store
@@ -1047,7 +1066,7 @@ fn recovery_ignores_a_torn_or_corrupt_tail_from_the_first_bad_frame() {
     for damage in ["torn", "bitflip", "garbage"] {
         let dir = TempDir::new("torn");
         // Create the database first, as a server would have.
-        drop(Store::open(&options(dir.path())).unwrap());
+        drop(open(&options(dir.path())));
         let path = write_segment(
             dir.path(),
             0,
@@ -1081,7 +1100,7 @@ fn recovery_ignores_a_torn_or_corrupt_tail_from_the_first_bad_frame() {
         std::fs::write(&path, &bytes).unwrap();
         // A later segment of the same core is ignored too: it follows a bad frame.
         write_segment(dir.path(), 0, 2, &[(4, small_batch(4))]);
-        let store = Store::open(&options(dir.path())).unwrap();
+        let store = open(&options(dir.path()));
         for i in 1..=2 {
             assert!(
                 store
@@ -1109,7 +1128,7 @@ fn recovery_ignores_a_torn_or_corrupt_tail_from_the_first_bad_frame() {
 fn recovery_replays_only_what_sled_lacks_and_in_global_order() {
     let dir = TempDir::new("marks");
     {
-        let store = Store::open(&options(dir.path())).unwrap();
+        let store = open(&options(dir.path()));
         // Core 0 applied through seq 5 before the crash; sled then took a newer direct write
         // (as the webhook worker does) that an old frame must not overwrite.
         store.set_wal_applied(0, 5).unwrap();
@@ -1126,7 +1145,7 @@ fn recovery_replays_only_what_sled_lacks_and_in_global_order() {
     // interleave: the last by sequence (8, core 1) wins.
     write_segment(dir.path(), 0, 1, &[(4, batch(4)), (7, batch(7))]);
     write_segment(dir.path(), 1, 1, &[(6, batch(6)), (8, batch(8))]);
-    let store = Store::open(&options(dir.path())).unwrap();
+    let store = open(&options(dir.path()));
     assert_eq!(store.get_idempotency(&scope("k")).unwrap(), Some(idem(8)));
     assert_eq!(store.wal_applied(0).unwrap(), 7);
     assert_eq!(store.wal_applied(1).unwrap(), 8);
@@ -1134,14 +1153,14 @@ fn recovery_replays_only_what_sled_lacks_and_in_global_order() {
     // Only core 0's seq 4 frame was older than its mark.
     let dir2 = TempDir::new("marks2");
     {
-        let store = Store::open(&options(dir2.path())).unwrap();
+        let store = open(&options(dir2.path()));
         store.set_wal_applied(0, 5).unwrap();
         let mut newer = Batch::new();
         newer.put_idempotency(&scope("k"), &idem(500)).unwrap();
         store.write_durable(&newer).unwrap();
     }
     write_segment(dir2.path(), 0, 1, &[(4, batch(4))]);
-    let store = Store::open(&options(dir2.path())).unwrap();
+    let store = open(&options(dir2.path()));
     assert_eq!(store.get_idempotency(&scope("k")).unwrap(), Some(idem(500)));
 }
 
@@ -1149,7 +1168,7 @@ fn recovery_replays_only_what_sled_lacks_and_in_global_order() {
 fn sequence_numbers_keep_rising_across_restarts() {
     let dir = TempDir::new("seq");
     for round in 0..3u64 {
-        let store = Arc::new(Store::open(&options(dir.path())).unwrap());
+        let store = Arc::new(open(&options(dir.path())));
         on_core(crate::config::Driver::Legacy, || {
             let store = Arc::clone(&store);
             async move {
@@ -1167,7 +1186,7 @@ fn sequence_numbers_keep_rising_across_restarts() {
             }
         });
         drop(store);
-        let store = Store::open(&options(dir.path())).unwrap();
+        let store = open(&options(dir.path()));
         assert_eq!(
             store.get_idempotency(&scope("same")).unwrap(),
             Some(idem(round)),
@@ -1567,10 +1586,10 @@ fn layout_1_keys_are_read_for_their_seller_only() {
     let mut l = lead("ld_old", "auc_old", now - 100 * DAY_MS);
     l.seller = a.client.clone();
     {
-        let store = Store::open(&options(dir.path())).unwrap();
+        let store = open(&options(dir.path()));
         legacy::write_layout_1(&store, &[v1_auction(&a)], &[v1_lead(&l)]).unwrap();
     }
-    let store = Store::open(&options(dir.path())).unwrap();
+    let store = open(&options(dir.path()));
     assert_eq!(
         store.db.get("layout_version").unwrap().as_deref(),
         Some(&[LAYOUT_VERSION][..])
