@@ -162,7 +162,7 @@ pub fn to_record(a: &Auction) -> AuctionRecord {
 /// Its buyers are resolved against `registry`, the snapshot current when it is read back, which
 /// the auction then keeps.
 pub fn from_record(
-    r: AuctionRecord,
+    mut r: AuctionRecord,
     registry: &Arc<Registry>,
     evict_at_ms: u64,
 ) -> Result<Auction, String> {
@@ -172,95 +172,18 @@ pub fn from_record(
         t => return Err(format!("unknown tenant {t:?}")),
     };
     let ping = serde_json::from_slice(&r.ping_json).map_err(|e| format!("ping summary: {e}"))?;
-    let outcomes = r
-        .outcomes
+    let outcomes = std::mem::take(&mut r.outcomes)
         .into_iter()
-        .map(|o| {
-            let direct_post = o.kind == FIXED_PRICE_BID;
-            Ok(BuyerOutcome {
-                buyer: registry.index_of(tenant, &o.buyer_id).unwrap_or(NO_BUYER),
-                kind: if direct_post {
-                    OutcomeKind::Bid
-                } else {
-                    OutcomeKind::parse(&o.kind)
-                        .ok_or_else(|| format!("unknown outcome {:?}", o.kind))?
-                },
-                direct_post,
-                buyer_id: o.buyer_id,
-                amount_cents: o.amount_cents,
-                buyer_bid_token: o.buyer_bid_token,
-                valid_until_ms: o.valid_until_ms,
-                reject_reason: o.reject_reason,
-                reject_detail: o.reject_detail,
-                latency_us: o.latency_us,
-                arrival: o.arrival,
-                // Only counted as the auction closes; a record read back counts nothing again.
-                failure: None,
-            })
-        })
+        .map(|o| outcome_from(o, tenant, registry))
         .collect::<Result<Vec<_>, String>>()?;
     let slot_ok = |s: u32| (s as usize) < outcomes.len();
-    let status = match r.status.as_str() {
-        "open" => Status::Open,
-        "no_bid" => Status::NoBid(
-            r.reject_reason
-                .as_deref()
-                .and_then(NoBidReason::parse)
-                .ok_or("no_bid record without a known reason")?,
-        ),
-        "won" => {
-            if !r.ranked.iter().all(|s| slot_ok(*s)) || r.ranked.is_empty() {
-                return Err("ranking names a slot that does not exist".into());
-            }
-            Status::Won {
-                ranked: r.ranked.iter().map(|s| *s as usize).collect(),
-                payout_cents: r.payout_cents.ok_or("won record without payout")?,
-                token_valid_until_ms: r
-                    .token_valid_until_ms
-                    .ok_or("won record without token expiry")?,
-            }
-        }
-        s => return Err(format!("unknown status {s:?}")),
-    };
+    let status = status_from(&r, &slot_ok)?;
     let p = r.post;
-    let key = || p.key.clone().ok_or("post record without key");
-    let post = match p.state.as_str() {
-        "none" => PostState::None,
-        // Gavel stopped while delivering: whether the buyer took the lead is unknown.
-        "delivering" | "unresolved" => match p.slot {
-            Some(slot) if slot_ok(slot) => PostState::Unresolved {
-                key: key()?,
-                slot: slot as usize,
-            },
-            // The intent was recorded before a buyer was chosen: nobody was called.
-            _ => PostState::None,
-        },
-        s => match PostOutcome::parse(s) {
-            Some(outcome) => PostState::Done {
-                key: key()?,
-                reply: reply_from_parts(
-                    p.reply_status.ok_or("final post without a reply")?,
-                    &p.reply_headers,
-                    &p.reply_body,
-                ),
-                outcome,
-            },
-            None => return Err(format!("unknown post state {s:?}")),
-        },
-    };
+    let post = post_from(&p, &slot_ok)?;
     let post_attempts = r
         .post_attempts
         .into_iter()
-        .map(|a| {
-            Ok(PostAttempt {
-                result: AttemptResult::parse(&a.result)
-                    .ok_or_else(|| format!("unknown post attempt result {:?}", a.result))?,
-                buyer_id: a.buyer_id,
-                attempt: a.attempt,
-                http_status: a.http_status,
-                latency_us: a.latency_us,
-            })
-        })
+        .map(attempt_from)
         .collect::<Result<Vec<_>, String>>()?;
     let sold = match (p.sold_slot, p.buyer_lead_id) {
         (Some(s), Some(id)) if slot_ok(s) => Some((s as usize, id)),
@@ -292,6 +215,101 @@ pub fn from_record(
         registry: registry.clone(),
         // Counts start afresh with the process: an auction read back holds no unposted slot.
         unposted: None,
+    })
+}
+
+/// One buyer's stored outcome, its buyer found again in `registry` ([`NO_BUYER`] when gone).
+fn outcome_from(
+    o: crate::store::OutcomeRecord,
+    tenant: Tenant,
+    registry: &Registry,
+) -> Result<BuyerOutcome, String> {
+    let direct_post = o.kind == FIXED_PRICE_BID;
+    Ok(BuyerOutcome {
+        buyer: registry.index_of(tenant, &o.buyer_id).unwrap_or(NO_BUYER),
+        kind: if direct_post {
+            OutcomeKind::Bid
+        } else {
+            OutcomeKind::parse(&o.kind).ok_or_else(|| format!("unknown outcome {:?}", o.kind))?
+        },
+        direct_post,
+        buyer_id: o.buyer_id,
+        amount_cents: o.amount_cents,
+        buyer_bid_token: o.buyer_bid_token,
+        valid_until_ms: o.valid_until_ms,
+        reject_reason: o.reject_reason,
+        reject_detail: o.reject_detail,
+        latency_us: o.latency_us,
+        arrival: o.arrival,
+        // Only counted as the auction closes; a record read back counts nothing again.
+        failure: None,
+    })
+}
+
+/// The stored auction status; `slot_ok` says whether an outcome slot exists.
+fn status_from(r: &AuctionRecord, slot_ok: &impl Fn(u32) -> bool) -> Result<Status, String> {
+    Ok(match r.status.as_str() {
+        "open" => Status::Open,
+        "no_bid" => Status::NoBid(
+            r.reject_reason
+                .as_deref()
+                .and_then(NoBidReason::parse)
+                .ok_or("no_bid record without a known reason")?,
+        ),
+        "won" => {
+            if !r.ranked.iter().all(|s| slot_ok(*s)) || r.ranked.is_empty() {
+                return Err("ranking names a slot that does not exist".into());
+            }
+            Status::Won {
+                ranked: r.ranked.iter().map(|s| *s as usize).collect(),
+                payout_cents: r.payout_cents.ok_or("won record without payout")?,
+                token_valid_until_ms: r
+                    .token_valid_until_ms
+                    .ok_or("won record without token expiry")?,
+            }
+        }
+        s => return Err(format!("unknown status {s:?}")),
+    })
+}
+
+/// The stored post state; `slot_ok` says whether an outcome slot exists.
+fn post_from(p: &PostRecord, slot_ok: &impl Fn(u32) -> bool) -> Result<PostState, String> {
+    let key = || p.key.clone().ok_or("post record without key");
+    Ok(match p.state.as_str() {
+        "none" => PostState::None,
+        // Gavel stopped while delivering: whether the buyer took the lead is unknown.
+        "delivering" | "unresolved" => match p.slot {
+            Some(slot) if slot_ok(slot) => PostState::Unresolved {
+                key: key()?,
+                slot: slot as usize,
+            },
+            // The intent was recorded before a buyer was chosen: nobody was called.
+            _ => PostState::None,
+        },
+        s => match PostOutcome::parse(s) {
+            Some(outcome) => PostState::Done {
+                key: key()?,
+                reply: reply_from_parts(
+                    p.reply_status.ok_or("final post without a reply")?,
+                    &p.reply_headers,
+                    &p.reply_body,
+                ),
+                outcome,
+            },
+            None => return Err(format!("unknown post state {s:?}")),
+        },
+    })
+}
+
+/// One stored delivery attempt.
+fn attempt_from(a: AttemptRecord) -> Result<PostAttempt, String> {
+    Ok(PostAttempt {
+        result: AttemptResult::parse(&a.result)
+            .ok_or_else(|| format!("unknown post attempt result {:?}", a.result))?,
+        buyer_id: a.buyer_id,
+        attempt: a.attempt,
+        http_status: a.http_status,
+        latency_us: a.latency_us,
     })
 }
 
