@@ -182,26 +182,11 @@ pub async fn ping_buyers(
     let idem = HeaderValue::from_str(&format!("ping_{auction_id}"))
         .expect("auction ids are header-safe by validation");
     let mut arrival = 0u32;
-    // A direct-post buyer is never pinged: its fixed price is its bid. A buyer over its
-    // pings-per-second limit (shared by all cores) is skipped, not pinged.
-    let (mut to_ping, mut rate_limited, mut direct) = (
-        Vec::with_capacity(elig.eligible.len()),
-        Vec::new(),
-        Vec::new(),
-    );
-    for &bi in &elig.eligible {
-        let buyer = &registry.buyers[bi];
-        if buyer.ping.is_none() {
-            direct.push(bi);
-        } else if matches!(
-            buyer.ping_rate.acquire(),
-            crate::limits::Decision::Allowed { .. }
-        ) {
-            to_ping.push(bi);
-        } else {
-            rate_limited.push(bi);
-        }
-    }
+    let Split {
+        to_ping,
+        rate_limited,
+        direct,
+    } = split(registry, elig);
     // Pings leave here: whoever computed `elig` must have capped it at the configured limit.
     debug_assert!(
         to_ping.len() <= cfg.max_buyers_per_auction,
@@ -214,38 +199,17 @@ pub async fn ping_buyers(
         .enumerate()
         .map(|(slot, &bi)| {
             let buyer = &registry.buyers[bi];
-            let target = buyer
-                .ping
-                .as_ref()
-                .expect("direct-post buyers are not pinged");
-            let body = body.clone();
-            let mut headers: Vec<(HeaderName, HeaderValue)> =
-                vec![(HeaderName::from_static("idempotency-key"), idem.clone())];
-            if let Some((n, v)) = &buyer.auth {
-                headers.push((n.clone(), v.clone()));
-            }
+            let call = PingCall {
+                auction_id,
+                ping,
+                body: body.clone(),
+                headers: ping_headers(&idem, buyer),
+                deadline,
+                deadline_ms,
+            };
             async move {
-                let started = Instant::now();
-                let budget = deadline
-                    .saturating_duration_since(started)
-                    .min(buyer.ping_timeout);
-                let max = cfg.max_buyer_response_bytes;
-                let call = async {
-                    let Some(f) = &buyer.ping_format else {
-                        return pool.post_json(target, &headers, body, max).await;
-                    };
-                    let expires_at = rfc3339_ms(deadline_ms);
-                    let input = format::Input::Ping {
-                        auction_id,
-                        expires_at: &expires_at,
-                        ping,
-                    };
-                    format::send(pool, target, f, input, &headers, max).await
-                };
-                // Architecture Invariant [deadline]: each call is bounded by min(ping timeout,
-                // deadline - now), so the auction closes on time whatever the buyer does.
-                let res = monoio::time::timeout(budget, call).await;
-                (slot, bi, started.elapsed(), res)
+                let (took, res) = ping_one(pool, cfg, buyer, call).await;
+                (slot, bi, took, res)
             }
         })
         .collect();
@@ -276,6 +240,99 @@ pub async fn ping_buyers(
     );
     out.extend(not_pinged(registry, elig, &rate_limited));
     out
+}
+
+/// What every ping of one auction carries.
+struct PingCall<'a> {
+    auction_id: &'a str,
+    ping: &'a Ping,
+    /// The contract body, serialized once per auction.
+    body: Bytes,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    deadline: Instant,
+    deadline_ms: u64,
+}
+
+/// Pings one buyer (in its own format when it has one) and says how long it took.
+async fn ping_one(
+    pool: &Pool,
+    cfg: &AuctionConfig,
+    buyer: &crate::buyers::Buyer,
+    c: PingCall<'_>,
+) -> (
+    std::time::Duration,
+    Result<Result<crate::buyers::pool::Answer, CallError>, monoio::time::error::Elapsed>,
+) {
+    let target = buyer
+        .ping
+        .as_ref()
+        .expect("direct-post buyers are not pinged");
+    let started = Instant::now();
+    let budget = c
+        .deadline
+        .saturating_duration_since(started)
+        .min(buyer.ping_timeout);
+    let max = cfg.max_buyer_response_bytes;
+    let call = async {
+        let Some(f) = &buyer.ping_format else {
+            return pool.post_json(target, &c.headers, c.body, max).await;
+        };
+        let expires_at = rfc3339_ms(c.deadline_ms);
+        let input = format::Input::Ping {
+            auction_id: c.auction_id,
+            expires_at: &expires_at,
+            ping: c.ping,
+        };
+        format::send(pool, target, f, input, &c.headers, max).await
+    };
+    // Architecture Invariant [deadline]: each call is bounded by min(ping timeout,
+    // deadline - now), so the auction closes on time whatever the buyer does.
+    let res = monoio::time::timeout(budget, call).await;
+    (started.elapsed(), res)
+}
+
+/// The eligible buyers of one auction, by what happens to them.
+struct Split {
+    to_ping: Vec<usize>,
+    /// Over their pings-per-second limit (shared by all cores): skipped, not pinged.
+    rate_limited: Vec<usize>,
+    /// Direct-post buyers: never pinged, their fixed price is their bid.
+    direct: Vec<usize>,
+}
+
+/// Sorts the eligible buyers into [`Split`], taking a ping from each pinged buyer's rate limit.
+fn split(registry: &Registry, elig: &Eligibility) -> Split {
+    let mut s = Split {
+        to_ping: Vec::with_capacity(elig.eligible.len()),
+        rate_limited: Vec::new(),
+        direct: Vec::new(),
+    };
+    for &bi in &elig.eligible {
+        let buyer = &registry.buyers[bi];
+        if buyer.ping.is_none() {
+            s.direct.push(bi);
+        } else if matches!(
+            buyer.ping_rate.acquire(),
+            crate::limits::Decision::Allowed { .. }
+        ) {
+            s.to_ping.push(bi);
+        } else {
+            s.rate_limited.push(bi);
+        }
+    }
+    s
+}
+
+/// A ping's headers: the auction's idempotency key and the buyer's auth header, if any.
+fn ping_headers(
+    idem: &HeaderValue,
+    buyer: &crate::buyers::Buyer,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = vec![(HeaderName::from_static("idempotency-key"), idem.clone())];
+    if let Some((n, v)) = &buyer.auth {
+        headers.push((n.clone(), v.clone()));
+    }
+    headers
 }
 
 /// What a pinged buyer's call came to: its bid, its refusal, or why it gave neither. `base` is
