@@ -186,9 +186,16 @@ fn zone_nameserver(
     zone: &'static [&'static str],
     truncated: &'static [&'static str],
 ) -> (SocketAddr, Log) {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = socket.local_addr().unwrap();
-    let tcp = TcpListener::bind(addr).unwrap();
+    // A free UDP port may be taken for TCP (other tests open TCP listeners meanwhile): try
+    // another port until both bind.
+    let (socket, addr, tcp) = (0..100)
+        .find_map(|_| {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let addr = socket.local_addr().unwrap();
+            let tcp = TcpListener::bind(addr).ok()?;
+            Some((socket, addr, tcp))
+        })
+        .expect("a loopback port free for both UDP and TCP");
     let log: Log = Arc::default();
     let record = |log: &Log, q: &Message, via| {
         let question = &q.queries[0];
