@@ -15,9 +15,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::pki::{Ca, Leaf};
 use common::*;
 use gavel::config::{Config, ServerTlsConfig};
+use gavel_testkit::pki::{Ca, Leaf};
 use rustls::pki_types::{CertificateDer, ServerName};
 
 /// A blocking TLS client connection to Gavel, trusting exactly `ca`.

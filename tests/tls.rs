@@ -15,9 +15,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::pki::{Ca, Leaf};
 use common::*;
 use gavel::config::{BuyerConfig, BuyerTlsConfig, Driver, WebhookConfig};
+use gavel_testkit::pki::{Ca, Leaf};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 const WAIT: Duration = Duration::from_secs(15);

@@ -10,10 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use gavel::buyers::pool::Target;
 use gavel::config::{BuyerTlsConfig, ServerTlsConfig};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
+use gavel_testkit::pki::Ca;
 
 /// The CA file https targets of this run are checked against; unset: the public roots.
 static CA_FILE: OnceLock<PathBuf> = OnceLock::new();
@@ -78,38 +75,19 @@ pub struct Pki {
 }
 
 impl Pki {
-    /// Generates the CA and the certificate into `dir` (created).
+    /// Generates the CA and the certificate into `dir` (created), with the test kit's PKI.
     #[allow(clippy::disallowed_methods)] // Before the run, on the main thread: no event loop here.
     pub fn generate(dir: &Path) -> Result<Pki, String> {
-        let err = |e: rcgen::Error| format!("cannot make the test certificates: {e}");
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-        ca.distinguished_name
-            .push(DnType::CommonName, "gavel-load CA");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca_key = KeyPair::generate().map_err(err)?;
-        let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
-        let mut leaf =
-            CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).map_err(err)?;
-        leaf.distinguished_name
-            .push(DnType::CommonName, "gavel-load server");
-        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let leaf_key = KeyPair::generate().map_err(err)?;
-        let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key).map_err(err)?;
-        let write = |name: &str, pem: String| {
-            let path = dir.join(name);
-            std::fs::write(&path, pem)
-                .map(|()| path.clone())
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))
-        };
+        let ca = Ca::new("gavel-load CA");
+        let (cert_file, key_file) = ca.server(&["127.0.0.1", "localhost"]).write(dir, "server");
         Ok(Pki {
             dir: dir.to_path_buf(),
-            ca_file: write("ca.pem", ca_cert.pem())?,
+            ca_file: ca.write(dir, "ca.pem"),
             server: ServerTlsConfig {
-                cert_file: write("server.pem", leaf_cert.pem())?,
-                key_file: write("server.key", leaf_key.serialize_pem())?,
+                cert_file,
+                key_file,
             },
         })
     }

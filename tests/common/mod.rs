@@ -7,7 +7,6 @@
     reason = "the harness's blocking clients run on test threads, not event loops"
 )]
 
-pub mod pki;
 pub mod receiver;
 
 use std::io::{Read, Write};

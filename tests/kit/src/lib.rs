@@ -1,5 +1,5 @@
 //! Helpers shared by Gavel's tests (unit and integration) and by `gavel-load`: a loopback webhook
-//! receiver, waiting for a condition, decoding a chunked body, the driver matrix, and finding the
+//! receiver, a private PKI (`pki`), waiting for a condition, decoding a chunked body, the driver matrix, and finding the
 //! external tools a test runs.
 //!
 //! A workspace member that only dev-dependencies and the load tester name, so none of it ships in
@@ -9,6 +9,7 @@
 // block and sleep.
 #![allow(clippy::disallowed_methods)]
 
+pub mod pki;
 pub mod receiver;
 
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
-//! A private PKI for tests: a certificate authority made for one test, and server or client
-//! certificates it signs, written as PEM files where a config names files.
+//! A private PKI for tests and load tests: a certificate authority made for one run, and server or
+//! client certificates it signs, written as PEM files where a config names files.
 
 use std::path::{Path, PathBuf};
 
@@ -7,7 +7,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
 };
-use rustls::pki_types::CertificateDer;
+use rustls_pki_types::CertificateDer;
 
 /// A certificate authority made for one test.
 pub struct Ca {
